@@ -1,0 +1,14 @@
+/** The one environment type shared by every Hono app, sub-app and middleware. */
+export type AppEnv = {
+  Bindings: Env;
+  Variables: {
+    requestId: string;
+    /** Set by the auth middleware once a bearer key has been checked. */
+    principal?: Principal;
+  };
+};
+
+export type Principal =
+  | { kind: "admin" }
+  | { kind: "storefront"; keyId: string }
+  | { kind: "affiliate"; keyId: string; affiliateId: string };

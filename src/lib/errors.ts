@@ -1,0 +1,92 @@
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { AppEnv } from "../env";
+
+const PROBLEM_BASE = "https://edgeshelf.dev/problems/";
+
+/** RFC 9457 problem body. Extra members (shortfalls, unknown_skus, errors…) ride alongside. */
+export type Problem = {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  request_id: string;
+  [extension: string]: unknown;
+};
+
+/**
+ * The one error type of the API. Throw it anywhere in a handler; `app.onError` turns it into
+ * `application/problem+json`. `slug` becomes the problem `type` URI.
+ */
+export class ApiError extends Error {
+  constructor(
+    readonly status: ContentfulStatusCode,
+    readonly slug: string,
+    readonly title: string,
+    readonly detail?: string,
+    readonly extensions: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail ?? title);
+    this.name = "ApiError";
+  }
+
+  static badRequest(detail: string, extensions?: Record<string, unknown>) {
+    return new ApiError(400, "bad-request", "Bad Request", detail, extensions);
+  }
+  static unauthorized(detail = "A valid bearer token is required.") {
+    return new ApiError(401, "unauthorized", "Unauthorized", detail, {}, { "WWW-Authenticate": 'Bearer realm="edgeshelf"' });
+  }
+  static forbidden(detail: string) {
+    return new ApiError(403, "forbidden", "Forbidden", detail);
+  }
+  static notFound(detail: string) {
+    return new ApiError(404, "not-found", "Not Found", detail);
+  }
+  static conflict(detail: string, extensions?: Record<string, unknown>) {
+    return new ApiError(409, "conflict", "Conflict", detail, extensions);
+  }
+  static unprocessable(detail: string, extensions?: Record<string, unknown>) {
+    return new ApiError(422, "unprocessable", "Unprocessable Content", detail, extensions);
+  }
+  static unavailable(detail: string, retryAfterSeconds = 1) {
+    return new ApiError(503, "unavailable", "Service Unavailable", detail, {}, { "Retry-After": String(retryAfterSeconds) });
+  }
+}
+
+export function problemResponse(c: Context<AppEnv>, err: ApiError): Response {
+  const body: Problem = {
+    ...err.extensions,
+    type: PROBLEM_BASE + err.slug,
+    title: err.title,
+    status: err.status,
+    request_id: c.get("requestId") ?? "unknown",
+  };
+  if (err.detail !== undefined) body.detail = err.detail;
+  const headers = new Headers(err.headers);
+  headers.set("content-type", "application/problem+json");
+  headers.set("cache-control", "no-store");
+  return new Response(JSON.stringify(body), { status: err.status, headers });
+}
+
+/** Maps anything thrown into a problem; unknown errors become an opaque 500 (never a stack trace). */
+export function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof HTTPException) {
+    const status = err.status as ContentfulStatusCode;
+    const slug = status === 413 ? "payload-too-large" : status === 415 ? "unsupported-media-type" : "bad-request";
+    const title = status === 413 ? "Payload Too Large" : status === 415 ? "Unsupported Media Type" : "Bad Request";
+    return new ApiError(status, slug, title, err.message || title);
+  }
+  return new ApiError(500, "internal", "Internal Server Error", "An unexpected error occurred; it has been logged.");
+}
+
+export function onError(err: unknown, c: Context<AppEnv>): Response {
+  const apiError = toApiError(err);
+  // Expected client errors are not logged with stacks: under load that alone costs most of the throughput.
+  if (apiError.status >= 500) {
+    console.error(JSON.stringify({ level: "error", request_id: c.get("requestId"), message: String(err) }));
+  }
+  return problemResponse(c, apiError);
+}
