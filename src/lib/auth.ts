@@ -1,0 +1,48 @@
+import { createMiddleware } from "hono/factory";
+import type { Context } from "hono";
+import type { AppEnv, Principal } from "../env";
+import { ApiError } from "./errors";
+import { sha256Hex, timingSafeEqualStrings } from "./crypto";
+
+type KeyRow = { id: string; kind: string; affiliate_id: string | null; expires_at: number | null; revoked_at: number | null };
+
+export function bearerToken(c: Context<AppEnv>): string | undefined {
+  const header = c.req.header("authorization");
+  if (!header) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}
+
+/** Looks an API key up by its SHA-256 hash; expired (rotated-out) and revoked keys do not authenticate. */
+export async function lookupKey(env: Env, key: string, now = Date.now()): Promise<Principal | undefined> {
+  if (key.length > 256) return undefined;
+  const hash = await sha256Hex(key);
+  const row = await env.DB.prepare("SELECT id, kind, affiliate_id, expires_at, revoked_at FROM api_keys WHERE key_hash = ?")
+    .bind(hash)
+    .first<KeyRow>();
+  if (!row || row.revoked_at !== null || (row.expires_at !== null && row.expires_at <= now)) return undefined;
+  if (row.kind === "storefront") return { kind: "storefront", keyId: row.id };
+  if (row.kind === "affiliate" && row.affiliate_id) return { kind: "affiliate", keyId: row.id, affiliateId: row.affiliate_id };
+  return undefined;
+}
+
+/** Admin endpoints: `Authorization: Bearer <ADMIN_TOKEN>`, compared in constant time. */
+export const requireAdmin = createMiddleware<AppEnv>(async (c, next) => {
+  const token = bearerToken(c);
+  if (!token || !c.env.ADMIN_TOKEN || !(await timingSafeEqualStrings(token, c.env.ADMIN_TOKEN))) {
+    throw ApiError.unauthorized("Admin endpoints need `Authorization: Bearer <ADMIN_TOKEN>`.");
+  }
+  c.set("principal", { kind: "admin" });
+  await next();
+});
+
+/** Checkout endpoints: a storefront key. Affiliate keys are refused (403): they may read feeds, never reserve. */
+export const requireStorefront = createMiddleware<AppEnv>(async (c, next) => {
+  const token = bearerToken(c);
+  if (!token) throw ApiError.unauthorized("Reservation endpoints need `Authorization: Bearer <storefront key>`.");
+  const principal = await lookupKey(c.env, token);
+  if (!principal) throw ApiError.unauthorized("Unknown, expired or revoked key.");
+  if (principal.kind !== "storefront") throw ApiError.forbidden("This key may not reserve stock; use a storefront key.");
+  c.set("principal", principal);
+  await next();
+});
