@@ -1,0 +1,139 @@
+/**
+ * The canonical product projection: one JSON document per product holding every currency, locale and
+ * variant, plus the availability summary. It is built from D1 here and nowhere else; KV stores it
+ * under `product:{id}`; routes render it for one currency/locale at read time.
+ */
+import { and, asc, eq } from "drizzle-orm";
+import type { Db } from "../db/client";
+import { availability, categories, prices, productTranslations, products, variants } from "../db/schema";
+import { availabilityStatus, type StockStatus } from "../lib/stock-status";
+
+export type VariantAvailability = { on_hand: number; reserved: number; available: number; status: StockStatus; seq: number };
+
+export type ProductDocument = {
+  id: string;
+  slug: string;
+  /** products.version: bumped by every catalog write. */
+  version: number;
+  /** Sum of the per-SKU stock sequences folded in; grows with every stock event applied. */
+  stock_seq: number;
+  status: "active" | "draft" | "archived";
+  title: string;
+  description: string;
+  translations: Record<string, { title: string; description: string }>;
+  brand: string;
+  category_id: string;
+  /** Category ids from the root down to the product's own category (for Cache-Tag and breadcrumbs). */
+  category_path: string[];
+  attributes: Record<string, string>;
+  images: { url: string; alt?: string }[];
+  markets: string[];
+  condition: string;
+  created_at: number;
+  updated_at: number;
+  change_seq: number;
+  variants: {
+    sku: string;
+    title: string;
+    options: Record<string, string>;
+    gtin: string | null;
+    mpn: string | null;
+    position: number;
+    /** Regular prices in minor units per currency. */
+    prices: Record<string, number>;
+    availability: VariantAvailability;
+  }[];
+};
+
+export const productKey = (id: string) => `product:${id}`;
+
+/** True when `candidate` is strictly newer than `current`: catalog version first, then stock sequence. */
+export function isNewer(candidate: Pick<ProductDocument, "version" | "stock_seq">, current: Pick<ProductDocument, "version" | "stock_seq"> | null): boolean {
+  if (!current) return true;
+  if (candidate.version !== current.version) return candidate.version > current.version;
+  return candidate.stock_seq > current.stock_seq;
+}
+
+/** Low-stock threshold used for the projection's status when a SKU has no baseline row. */
+const DEFAULT_LOW_STOCK = 5;
+
+export async function loadProductDocument(db: Db, id: string): Promise<ProductDocument | null> {
+  const [productRows, translationRows, variantRows, priceRows, stockRows] = await db.batch([
+    db.select().from(products).where(eq(products.id, id)).limit(1),
+    db.select().from(productTranslations).where(eq(productTranslations.productId, id)),
+    db.select().from(variants).where(and(eq(variants.productId, id), eq(variants.status, "active"))).orderBy(asc(variants.position)),
+    db
+      .select({ sku: prices.sku, currency: prices.currency, amount: prices.amount })
+      .from(prices)
+      .innerJoin(variants, eq(variants.sku, prices.sku))
+      .where(eq(variants.productId, id)),
+    db
+      .select({ sku: availability.sku, onHand: availability.onHand, reserved: availability.reserved, available: availability.available, seq: availability.seq })
+      .from(availability)
+      .innerJoin(variants, eq(variants.sku, availability.sku))
+      .where(eq(variants.productId, id)),
+  ]);
+  const row = productRows[0];
+  if (!row) return null;
+
+  const category = await db.select({ path: categories.path }).from(categories).where(eq(categories.id, row.categoryId)).limit(1);
+  const categoryPath = (category[0]?.path ?? `/${row.categoryId}/`).split("/").filter(Boolean);
+
+  const pricesBySku = new Map<string, Record<string, number>>();
+  for (const p of priceRows) {
+    const entry = pricesBySku.get(p.sku) ?? {};
+    entry[p.currency] = p.amount;
+    pricesBySku.set(p.sku, entry);
+  }
+  const stockBySku = new Map<string, VariantAvailability>();
+  let stockSeq = 0;
+  for (const s of stockRows) {
+    const entry = stockBySku.get(s.sku) ?? { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock" as StockStatus, seq: 0 };
+    entry.on_hand += s.onHand;
+    entry.reserved += s.reserved;
+    entry.available += s.available;
+    entry.seq += s.seq;
+    stockSeq += s.seq;
+    stockBySku.set(s.sku, entry);
+  }
+  for (const entry of stockBySku.values()) entry.status = availabilityStatus(entry.available, DEFAULT_LOW_STOCK);
+
+  return {
+    id: row.id,
+    slug: row.slug,
+    version: row.version,
+    stock_seq: stockSeq,
+    status: row.status as ProductDocument["status"],
+    title: row.title,
+    description: row.description,
+    translations: Object.fromEntries(translationRows.map((t) => [t.locale, { title: t.title, description: t.description }])),
+    brand: row.brand,
+    category_id: row.categoryId,
+    category_path: categoryPath,
+    attributes: row.attributes,
+    images: row.images,
+    markets: row.markets,
+    condition: row.condition,
+    created_at: row.createdAt,
+    updated_at: row.updatedAt,
+    change_seq: row.changeSeq,
+    variants: variantRows.map((v) => ({
+      sku: v.sku,
+      title: v.title,
+      options: v.options,
+      gtin: v.gtin,
+      mpn: v.mpn,
+      position: v.position,
+      prices: pricesBySku.get(v.sku) ?? {},
+      availability: stockBySku.get(v.sku) ?? { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock", seq: 0 },
+    })),
+  };
+}
+
+/** Loads several documents; order follows `ids`, missing ids are skipped. */
+export async function loadProductDocuments(db: Db, ids: string[]): Promise<ProductDocument[]> {
+  const unique = [...new Set(ids)];
+  const docs = await Promise.all(unique.map((id) => loadProductDocument(db, id)));
+  return docs.filter((d): d is ProductDocument => d !== null);
+}
+
