@@ -5,7 +5,6 @@ export const QUIET_ENV = {
   ...process.env,
   WRANGLER_SEND_METRICS: "false",
   CLOUDFLARE_CF_FETCH_ENABLED: "false",
-  WRANGLER_LOG: process.env.WRANGLER_LOG ?? "warn",
 };
 
 export function run(args: string[], opts: { capture?: boolean } = {}): Promise<string> {
@@ -31,7 +30,10 @@ export async function d1Execute(file: string, persistTo?: string): Promise<void>
 
 export async function d1Query<T>(sql: string, persistTo?: string): Promise<T[]> {
   const out = await run(["d1", "execute", "DB", "--local", "--json", "--command", sql, ...persistArgs(persistTo)], { capture: true });
-  const parsed = JSON.parse(out.slice(out.indexOf("["))) as { results: T[] }[];
+  // WRANGLER_LOG below "log" would also silence the --json output, so it is left alone.
+  const start = out.indexOf("[");
+  if (start < 0) throw new Error(`wrangler d1 execute --json printed no JSON: ${out.slice(0, 200)}`);
+  const parsed = JSON.parse(out.slice(start)) as { results: T[] }[];
   return parsed[0]?.results ?? [];
 }
 
