@@ -3,17 +3,28 @@ import type { AppEnv } from "./env";
 import { onError } from "./lib/errors";
 import { notFoundHandler } from "./lib/not-found";
 import { requestId } from "./lib/request-id";
+import { bodySizeLimit, contentTypeCheck, guardBindings, requestShapeLimits } from "./lib/protection";
 import { createApp } from "./lib/validation";
 import { docsApp } from "./routes/docs";
 import { healthApp } from "./routes/health";
+import { adminEventsApp } from "./routes/admin-events";
+import { adminMetricsApp } from "./routes/admin-metrics";
+import { adminProductsApp } from "./routes/admin-products";
+import { productsApp } from "./routes/products";
 
 /** Builds the whole API: cross-cutting middleware first, then one sub-app per resource. */
 export function buildApp() {
   const app = createApp();
   app.use("*", requestId);
+  // Cheap rejections first (414/431/415/413), then every binding call is bounded by a timeout and a breaker.
+  app.use("*", requestShapeLimits, contentTypeCheck, bodySizeLimit, guardBindings);
   app.use("/v1/*", cors({ origin: "*", allowMethods: ["GET", "HEAD", "OPTIONS"], exposeHeaders: ["ETag", "x-cache-tier", "x-request-id", "Server-Timing"] }));
 
   app.route("/", healthApp);
+  app.route("/", adminProductsApp);
+  app.route("/", adminEventsApp);
+  app.route("/", adminMetricsApp);
+  app.route("/", productsApp);
 
   app.route("/", docsApp(app));
   app.onError(onError);

@@ -1,0 +1,73 @@
+/**
+ * Product-by-id through the tiered read path: the route only parses the request and calls this.
+ * Also used by anything else that wants a product page response (e.g. warming after a purge).
+ */
+import { ApiError } from "../lib/errors";
+import { productCacheKey, productTags } from "./cache-keys";
+import { loadProductDocument, type ProductDocument } from "./document";
+import { originSession, BOOKMARK_HEADER } from "./origin";
+import { putProductDocIfNewer, readProductDoc } from "./projection-store";
+import { tieredRead, type CachePolicy, type Timeouts } from "./read-path";
+import { priceMaxAgeCap, renderProduct } from "./render";
+
+export type ProductReadInput = {
+  env: Env;
+  request: Request;
+  waitUntil: (p: Promise<unknown>) => void;
+  id: string;
+  currency: string;
+  locale: string;
+  bookmark?: string;
+  now?: number;
+  policy?: Partial<CachePolicy>;
+  timeouts?: Partial<Timeouts>;
+};
+
+/** The render variant is part of the validator: one document yields one ETag per currency × locale. */
+export function productEtag(doc: Pick<ProductDocument, "id" | "version" | "stock_seq">, currency: string, locale: string): string {
+  return `${doc.id}.v${doc.version}.s${doc.stock_seq}.${currency}.${locale}`;
+}
+
+export async function readProduct(input: ProductReadInput): Promise<Response> {
+  const { env, id, currency, locale } = input;
+  const now = input.now ?? Date.now();
+  let bookmark: string | null = null;
+  const headers: Record<string, string> = { vary: "Accept-Language, x-shopper-country" };
+  const response = await tieredRead<ProductDocument>({
+    request: input.request,
+    cacheKey: productCacheKey(id, currency, locale),
+    waitUntil: input.waitUntil,
+    versionKey: `product:${id}`,
+    versionOf: (d) => ({ version: d.version, stock_seq: d.stock_seq }),
+    bypassCache: !!input.bookmark,
+    kv: {
+      read: () => readProductDoc(env.CATALOG_KV, id),
+      write: (doc, ttl) => putProductDocIfNewer(env.CATALOG_KV, doc, ttl ? { expirationTtl: ttl } : {}),
+    },
+    origin: async ({ primary }) => {
+      const session = originSession(env.DB, { bookmark: input.bookmark, primary });
+      const doc = await loadProductDocument(session.db, id);
+      bookmark = session.bookmark();
+      return doc;
+    },
+    notFound: () => ApiError.notFound(`No product with id '${id}'.`),
+    render: (doc) => {
+      if (doc.status === "archived") throw new ApiError(410, "gone", "Gone", `Product '${id}' has been archived.`);
+      if (doc.status !== "active") throw ApiError.notFound(`No product with id '${id}'.`);
+      const view = renderProduct(doc, { currency, locale, now }, env.DEFAULT_LOCALE);
+      return {
+        body: JSON.stringify(view),
+        etag: productEtag(doc, currency, locale),
+        tags: productTags(doc),
+        version: { version: doc.version, stock_seq: doc.stock_seq },
+        contentLanguage: view.locale,
+        maxAgeCap: priceMaxAgeCap(doc, now),
+      };
+    },
+    headers,
+    policy: input.policy,
+    timeouts: input.timeouts,
+  });
+  if (bookmark) response.headers.set(BOOKMARK_HEADER, bookmark);
+  return response;
+}

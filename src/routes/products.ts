@@ -1,0 +1,96 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { resolveCurrency, resolveLocale } from "../catalog/locale";
+import { requestBookmark } from "../catalog/origin";
+import { readProduct } from "../catalog/product-read";
+import { createApp } from "../lib/validation";
+
+const Problem = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional(), request_id: z.string() }).openapi("Problem");
+
+const Price = z.object({ amount: z.number().int().openapi({ example: 12999 }), currency: z.string().openapi({ example: "EUR" }) }).passthrough();
+
+export const ProductSchema = z
+  .object({
+    id: z.string().openapi({ example: "p-000001" }),
+    slug: z.string(),
+    version: z.number().int(),
+    locale: z.string().openapi({ example: "de" }),
+    currency: z.string().openapi({ example: "EUR" }),
+    title: z.string(),
+    description: z.string(),
+    brand: z.string(),
+    category: z.object({ id: z.string(), path: z.array(z.string()) }),
+    attributes: z.record(z.string(), z.string()),
+    images: z.array(z.object({ url: z.string(), alt: z.string().optional() })),
+    condition: z.string(),
+    markets: z.array(z.string()),
+    price_range: z.object({ min: z.number(), max: z.number(), currency: z.string() }).nullable(),
+    in_stock: z.boolean(),
+    variants: z.array(
+      z.object({
+        sku: z.string().openapi({ example: "SKU-000001-1" }),
+        title: z.string(),
+        options: z.record(z.string(), z.string()),
+        gtin: z.string().nullable(),
+        mpn: z.string().nullable(),
+        price: Price.nullable(),
+        availability: z.object({
+          status: z.enum(["in_stock", "low_stock", "out_of_stock"]),
+          quantity: z.enum(["0", "1-5", "6-20", "21+"]),
+        }),
+      }),
+    ),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .openapi("Product");
+
+export const LocaleQuery = {
+  currency: z
+    .string()
+    .regex(/^[A-Za-z]{3}$/, "must be an ISO 4217 code")
+    .optional()
+    .openapi({ description: "Price currency; else from x-shopper-country / Accept-Language / country; else the default.", example: "EUR" }),
+  locale: z.string().max(35).optional().openapi({ description: "Text locale (en, de, fr); falls back to Accept-Language, then the default.", example: "de" }),
+};
+
+const tieredHeaders = {
+  "x-cache-tier": { description: "Tier that answered: edge, kv or d1.", schema: { type: "string" as const } },
+  ETag: { description: "Document version + stock sequence + render variant.", schema: { type: "string" as const } },
+  "Cache-Tag": { description: "Product id and its category ids (purge by tag).", schema: { type: "string" as const } },
+};
+
+const getProduct = createRoute({
+  method: "get",
+  path: "/v1/products/{id}",
+  tags: ["Catalog"],
+  summary: "One product, priced in the shopper's currency and localised",
+  description:
+    "Served from the colo cache, else KV, else D1 (`x-cache-tier`). Send `If-None-Match` for 304s. When the origin fails the last cached copy is served with `x-stale: true`. Send `x-d1-bookmark` (from a write) to read your own writes.",
+  request: {
+    params: z.object({ id: z.string().min(1).max(100).openapi({ example: "p-000001" }) }),
+    query: z.object(LocaleQuery),
+  },
+  responses: {
+    200: { description: "The product.", headers: tieredHeaders, content: { "application/json": { schema: ProductSchema } } },
+    304: { description: "Not modified (If-None-Match matched the ETag)." },
+    400: { description: "Bad parameter (e.g. unsupported currency).", content: { "application/problem+json": { schema: Problem } } },
+    404: { description: "No such product.", content: { "application/problem+json": { schema: Problem } } },
+    410: { description: "The product has been archived.", content: { "application/problem+json": { schema: Problem } } },
+    503: { description: "Origin down and nothing cached.", content: { "application/problem+json": { schema: Problem } } },
+  },
+});
+
+export const productsApp = createApp().openapi(getProduct, async (c) => {
+  const { id } = c.req.valid("param");
+  const query = c.req.valid("query");
+  const req = c.req.raw;
+  return readProduct({
+    env: c.env,
+    request: req,
+    waitUntil: (p) => c.executionCtx.waitUntil(p),
+    id,
+    currency: resolveCurrency(req, c.env, query.currency),
+    locale: resolveLocale(req, c.env, query.locale),
+    bookmark: requestBookmark(req),
+  });
+});
