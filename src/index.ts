@@ -1,6 +1,7 @@
 import { buildApp } from "./app";
 import { handleQueue } from "./events/queue";
 import { handleScheduled } from "./cron";
+import { guardEnv } from "./lib/guarded-env";
 
 export { StockShard } from "../durable-objects/stock-shard";
 
@@ -8,6 +9,7 @@ const app = buildApp();
 
 export default {
   fetch: app.fetch,
-  queue: (batch, env, ctx) => handleQueue(batch, env, ctx),
-  scheduled: (controller, env, ctx) => handleScheduled(controller, env, ctx),
+  // Background handlers get the same bounded, breaker-guarded bindings as requests (src/lib/guarded-env.ts).
+  queue: (batch, env, ctx) => handleQueue(batch, guardEnv(env), ctx),
+  scheduled: (controller, env, ctx) => handleScheduled(controller, guardEnv(env), ctx),
 } satisfies ExportedHandler<Env>;
