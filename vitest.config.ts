@@ -13,6 +13,8 @@ export default defineConfig({
           bindings: {
             TEST_MIGRATIONS: migrations,
             ADMIN_TOKEN: "test-admin-token",
+            // Immediate queue retries, so a failing message reaches the dead-letter queue within a test.
+            QUEUE_RETRY_BASE_SECONDS: "0",
           },
         },
       };

@@ -1,6 +1,14 @@
+import { pruneSent, resendUnsent } from "./events/outbox";
+import { pruneLagSamples } from "./events/metrics";
+
 /** Entry point of the `scheduled` handler; each periodic job registers here. */
 export async function handleScheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
-  void controller;
-  void env;
   void ctx;
+  const now = Math.max(Date.now(), controller.scheduledTime);
+  // Outbox safety net: anything a request failed to send is re-sent here, so a failing queue loses nothing.
+  // Caught so that a failing step never stops the other jobs of this tick.
+  await resendUnsent(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "outbox-resend", error: String(err) })));
+  await Promise.all([pruneSent(env, now), pruneLagSamples(env.DB, now)]).catch((err) =>
+    console.error(JSON.stringify({ level: "error", job: "outbox-prune", error: String(err) })),
+  );
 }

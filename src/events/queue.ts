@@ -1,7 +1,15 @@
+import { consumeEvents } from "./consumer";
+import { storeDeadLetters } from "./dead-letters";
+
+/** Queue names as declared in wrangler.toml. */
+export const EVENTS_QUEUE = "edgeshelf-events";
+export const EVENTS_DLQ = "edgeshelf-events-dlq";
+
 /** Entry point of the `queue` handler: routes each batch by the queue it came from. */
 export async function handleQueue(batch: MessageBatch<unknown>, env: Env, ctx: ExecutionContext): Promise<void> {
-  void env;
   void ctx;
-  // Filled in by the change-propagation consumer (issue 5). Until then, ack so nothing loops.
+  if (batch.queue === EVENTS_QUEUE) return consumeEvents(batch, env);
+  if (batch.queue === EVENTS_DLQ) return storeDeadLetters(batch, env);
+  console.warn(JSON.stringify({ level: "warn", message: "batch from an unknown queue acked", queue: batch.queue }));
   batch.ackAll();
 }

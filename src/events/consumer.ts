@@ -1,0 +1,176 @@
+/**
+ * Consumer of the EVENTS queue: turns change events into fresh projections (D1 availability, KV product
+ * documents) and purges cached responses. Delivery is at least once and unordered, so every step is
+ * idempotent and version-checked: the document is always rebuilt from D1 (the newest state, whatever the
+ * event's version), KV refuses an older version, and the availability upsert refuses an older seq.
+ *
+ * Each message is acked or retried on its own, with exponential backoff; after `max_retries` the queue moves
+ * it to the dead-letter queue (see dead-letters.ts).
+ */
+import { z } from "zod";
+import { inArray } from "drizzle-orm";
+import { getDb } from "../db/client";
+import { categories } from "../db/schema";
+import { loadProductDocument } from "../catalog/document";
+import { putProductDocIfNewer } from "../catalog/projection-store";
+import { productTags, TAG_CATEGORIES } from "../catalog/cache-keys";
+import { CategoryChangedEvent, ProductChangedEvent, StockChangedEvent } from "./messages";
+import { purgerFor, type Purger } from "./purger";
+import { recordLagSamples } from "./metrics";
+
+const KnownEvent = z.discriminatedUnion("type", [ProductChangedEvent, CategoryChangedEvent, StockChangedEvent]);
+type KnownEvent = z.infer<typeof KnownEvent>;
+
+export type ConsumerDeps = { purger?: Purger; now?: () => number };
+
+/** Delay before the n-th redelivery (n = attempts so far): base, 2·base, 4·base… capped at 10 minutes. */
+export function retryDelaySeconds(attempts: number, env: Pick<Env, "QUEUE_RETRY_BASE_SECONDS">): number {
+  const base = Number(env.QUEUE_RETRY_BASE_SECONDS ?? "1");
+  const safeBase = Number.isFinite(base) && base >= 0 ? base : 1;
+  return Math.min(Math.round(safeBase * 2 ** Math.max(0, attempts - 1)), 600);
+}
+
+type Work = { msg: Message<unknown>; event: KnownEvent };
+
+export async function consumeEvents(batch: MessageBatch<unknown>, env: Env, deps: ConsumerDeps = {}): Promise<void> {
+  const now = deps.now ?? Date.now;
+  const retry = (msg: Message<unknown>, err: unknown) => {
+    console.warn(JSON.stringify({ level: "warn", message: "event failed; retrying", id: msg.id, attempts: msg.attempts, error: String(err) }));
+    msg.retry({ delaySeconds: retryDelaySeconds(msg.attempts, env) });
+  };
+
+  const work: Work[] = [];
+  for (const msg of batch.messages) {
+    const parsed = KnownEvent.safeParse(msg.body);
+    if (!parsed.success) {
+      // Unknown types and malformed bodies can never succeed on retry: ack them, loudly.
+      console.warn(JSON.stringify({ level: "warn", message: "unhandled event acked", id: msg.id, type: (msg.body as { type?: unknown })?.type ?? null }));
+      msg.ack();
+      continue;
+    }
+    work.push({ msg, event: parsed.data });
+  }
+  if (work.length === 0) return;
+
+  let purger: Purger;
+  try {
+    purger = deps.purger ?? purgerFor(env);
+  } catch (err) {
+    for (const w of work) retry(w.msg, err);
+    return;
+  }
+  const db = getDb(env.DB);
+  const acked: Work[] = [];
+
+  // 1. Stock events: fold into the D1 availability projection in one transaction, then rebuild their products.
+  const stock = work.filter((w): w is Work & { event: StockChangedEvent } => w.event.type === "stock.changed");
+  const failed = new Set<Work>();
+  let productOfSku = new Map<string, string>();
+  if (stock.length > 0) {
+    try {
+      productOfSku = await applyStockEvents(env.DB, stock.map((w) => w.event), now());
+    } catch (err) {
+      for (const w of stock) {
+        retry(w.msg, err);
+        failed.add(w);
+      }
+    }
+  }
+
+  // 2. One rebuild per product, however many of its events are in the batch.
+  const byProduct = new Map<string, Work[]>();
+  for (const w of work) {
+    if (failed.has(w) || w.event.type === "category.changed") continue;
+    const id = w.event.type === "product.changed" ? w.event.id : productOfSku.get(w.event.sku);
+    if (id === undefined) {
+      // A SKU no product owns (yet): the projection row is stored; nothing to rebuild or purge.
+      w.msg.ack();
+      acked.push(w);
+      continue;
+    }
+    byProduct.set(id, [...(byProduct.get(id) ?? []), w]);
+  }
+  for (const [id, items] of byProduct) {
+    try {
+      await refreshProduct(env, db, purger, id);
+      for (const w of items) {
+        w.msg.ack();
+        acked.push(w);
+      }
+    } catch (err) {
+      for (const w of items) retry(w.msg, err);
+    }
+  }
+
+  // 3. Category events: the category pages and everything tagged with the category.
+  for (const w of work) {
+    if (w.event.type !== "category.changed") continue;
+    try {
+      const rows = await db.select({ slug: categories.slug }).from(categories).where(inArray(categories.id, [w.event.id]));
+      await purger.purgeProduct({ id: w.event.id, category_slugs: rows.map((r) => r.slug) }, [w.event.id, TAG_CATEGORIES]);
+      w.msg.ack();
+      acked.push(w);
+    } catch (err) {
+      retry(w.msg, err);
+    }
+  }
+
+  // Lag = when the change became visible (projection written and purged) minus when it was written.
+  const at = now();
+  await recordLagSamples(env.DB, acked.map((w) => ({ type: w.event.type, lagMs: Math.max(0, at - w.event.occurred_at) })), at).catch((err) =>
+    console.warn(JSON.stringify({ level: "warn", message: "lag samples not recorded", error: String(err) })),
+  );
+}
+
+/** Rebuilds the product's document from D1, stores it in KV if newer, and purges its cached responses. */
+async function refreshProduct(env: Env, db: ReturnType<typeof getDb>, purger: Purger, id: string): Promise<void> {
+  const doc = await loadProductDocument(db, id);
+  if (!doc) {
+    // Never written or rolled back: nothing to project; purge in case a response was cached.
+    await purger.purgeProduct({ id }, [id]);
+    return;
+  }
+  await putProductDocIfNewer(env.CATALOG_KV, doc);
+  // Purge even when KV already held this version: a previous attempt may have written KV and then failed
+  // to purge. Purging is idempotent; a stale cached copy is not.
+  const rows = doc.category_path.length
+    ? await db.select({ slug: categories.slug }).from(categories).where(inArray(categories.id, doc.category_path))
+    : [];
+  await purger.purgeProduct({ id, category_slugs: rows.map((r) => r.slug) }, productTags(doc));
+}
+
+/**
+ * Upserts availability rows only when the event's seq is newer than the stored one (older and duplicate
+ * events change nothing), then refreshes `products.in_stock` of the affected products, bumping change_seq
+ * only when the flag flips so delta feeds see sell-outs and restocks. Returns sku → product id.
+ */
+export async function applyStockEvents(d1: D1Database, events: StockChangedEvent[], now: number): Promise<Map<string, string>> {
+  const upsert = d1.prepare(
+    `INSERT INTO availability (sku, location_id, on_hand, reserved, available, status, seq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (sku, location_id) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, available = excluded.available,
+       status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at
+     WHERE excluded.seq > availability.seq`,
+  );
+  const skus = [...new Set(events.map((e) => e.sku))];
+  const owners = await d1
+    .prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?))")
+    .bind(JSON.stringify(skus))
+    .all<{ sku: string; product_id: string }>();
+  const productOfSku = new Map(owners.results.map((r) => [r.sku, r.product_id]));
+  const productIds = [...new Set(owners.results.map((r) => r.product_id))];
+  const inStock = `(SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
+                     WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))`;
+  await d1.batch([
+    ...events.map((e) => upsert.bind(e.sku, e.location, e.on_hand, e.reserved, e.available, e.status, e.seq, now)),
+    // One statement per product so each flip gets its own change_seq.
+    ...productIds.map((id) =>
+      d1
+        .prepare(
+          `UPDATE products SET in_stock = ${inStock}, change_seq = (SELECT coalesce(max(change_seq), 0) + 1 FROM products)
+           WHERE id = ? AND in_stock <> ${inStock}`,
+        )
+        .bind(id),
+    ),
+  ]);
+  return productOfSku;
+}

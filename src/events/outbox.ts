@@ -1,0 +1,62 @@
+/**
+ * Outbox sender. Catalog writes insert their event in D1 in the same batch as the change; this forwards
+ * unsent rows to the EVENTS queue and marks them sent. A send that fails leaves the rows unsent, and the cron
+ * (`resendUnsent`) picks them up: the queue may see an event twice, never zero times.
+ */
+export type OutboxRow = { id: number; payload: string | null; type: string; entity_id: string; version: number; occurred_at: number };
+
+/** Rows younger than this are left to the sender of the request that wrote them. */
+export const RESEND_AFTER_MS = 5_000;
+/** Queue sendBatch accepts at most 100 messages per call. */
+const SEND_BATCH = 100;
+
+function body(row: OutboxRow): Record<string, unknown> {
+  if (row.payload) return JSON.parse(row.payload) as Record<string, unknown>;
+  return { type: row.type, id: row.entity_id, version: row.version, occurred_at: row.occurred_at };
+}
+
+/** Sends the rows and marks them sent. Returns how many were sent; never throws (the cron will retry). */
+export async function sendOutboxRows(env: Pick<Env, "DB" | "EVENTS">, rows: OutboxRow[], now = Date.now()): Promise<number> {
+  let sent = 0;
+  for (let i = 0; i < rows.length; i += SEND_BATCH) {
+    const chunk = rows.slice(i, i + SEND_BATCH);
+    const ids = JSON.stringify(chunk.map((r) => r.id));
+    try {
+      await env.EVENTS.sendBatch(chunk.map((r) => ({ body: body(r), contentType: "json" as const })));
+    } catch (err) {
+      console.warn(JSON.stringify({ level: "warn", message: "outbox send failed; the cron will re-send", rows: chunk.length, error: String(err) }));
+      await env.DB.prepare("UPDATE outbox SET attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))").bind(ids).run().catch(() => {});
+      continue;
+    }
+    await env.DB.prepare("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))").bind(now, ids).run();
+    sent += chunk.length;
+  }
+  return sent;
+}
+
+/** Sends outbox rows by id (right after the write that created them committed). */
+export async function sendOutboxIds(env: Pick<Env, "DB" | "EVENTS">, ids: number[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const { results } = await env.DB.prepare(
+    "SELECT id, payload, type, entity_id, version, occurred_at FROM outbox WHERE sent_at IS NULL AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
+  )
+    .bind(JSON.stringify(ids))
+    .all<OutboxRow>();
+  return sendOutboxRows(env, results);
+}
+
+/** Cron: re-sends whatever is still unsent a few seconds after it was written. */
+export async function resendUnsent(env: Pick<Env, "DB" | "EVENTS">, now = Date.now(), limit = 5_000): Promise<{ sent: number; pending: number }> {
+  const { results } = await env.DB.prepare(
+    "SELECT id, payload, type, entity_id, version, occurred_at FROM outbox WHERE sent_at IS NULL AND occurred_at <= ? ORDER BY id LIMIT ?",
+  )
+    .bind(now - RESEND_AFTER_MS, limit)
+    .all<OutboxRow>();
+  const sent = await sendOutboxRows(env, results, now);
+  return { sent, pending: results.length - sent };
+}
+
+/** Sent rows are kept for a day for inspection, then pruned by the cron. */
+export async function pruneSent(env: Pick<Env, "DB">, now = Date.now()): Promise<void> {
+  await env.DB.prepare("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?").bind(now - 86_400_000).run();
+}

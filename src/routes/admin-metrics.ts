@@ -1,0 +1,40 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { collectMetrics } from "../events/metrics";
+import { requireAdmin } from "../lib/auth";
+import { createApp } from "../lib/validation";
+
+const Lag = z.object({ samples: z.number(), p50: z.number().nullable(), p95: z.number().nullable(), p99: z.number().nullable(), max: z.number().nullable() });
+
+const MetricsSchema = z
+  .object({
+    generated_at: z.string(),
+    propagation_lag_ms: Lag.extend({ window_ms: z.number(), by_type: z.record(z.string(), Lag) }),
+    outbox: z.object({ backlog: z.number(), oldest_unsent_age_ms: z.number().nullable() }),
+    dead_letters: z.object({ pending: z.number(), total: z.number() }),
+    cache: z.object({
+      scope: z.string(),
+      since: z.string(),
+      reads: z.number(),
+      hits: z.record(z.string(), z.number()),
+      hit_ratio: z.record(z.string(), z.number().nullable()),
+    }),
+  })
+  .openapi("Metrics");
+
+const route = createRoute({
+  method: "get",
+  path: "/admin/metrics",
+  tags: ["Admin: events"],
+  summary: "Propagation lag (p50/p95/p99), outbox backlog, dead letters, cache hit ratio per tier",
+  description:
+    "Lag is consume time minus the event's `occurred_at`, sampled by the queue consumer over the last 15 minutes. Cache hits are counted per isolate by the read path.",
+  security: [{ adminToken: [] }],
+  responses: { 200: { description: "Current figures.", content: { "application/json": { schema: MetricsSchema } } } },
+});
+
+export const adminMetricsApp = createApp();
+adminMetricsApp.use("/admin/metrics", requireAdmin);
+adminMetricsApp.openapi(route, async (c) => {
+  c.header("cache-control", "no-store");
+  return c.json(await collectMetrics(c.env), 200);
+});
