@@ -7,6 +7,10 @@ import { bodySizeLimit, contentTypeCheck, guardBindings, requestShapeLimits } fr
 import { createApp } from "./lib/validation";
 import { docsApp } from "./routes/docs";
 import { healthApp } from "./routes/health";
+import { adminAffiliatesApp } from "./routes/admin-affiliates";
+import { clicksApp } from "./routes/clicks";
+import { embedApp } from "./routes/embed";
+import { feedsApp } from "./routes/feeds";
 import { adminEventsApp } from "./routes/admin-events";
 import { adminMetricsApp } from "./routes/admin-metrics";
 import { adminProductsApp } from "./routes/admin-products";
@@ -21,6 +25,10 @@ export function buildApp() {
   app.use("/v1/*", cors({ origin: "*", allowMethods: ["GET", "HEAD", "OPTIONS"], exposeHeaders: ["ETag", "x-cache-tier", "x-request-id", "Server-Timing"] }));
 
   app.route("/", healthApp);
+  app.route("/", feedsApp);
+  app.route("/", clicksApp);
+  app.route("/", embedApp);
+  app.route("/", adminAffiliatesApp);
   app.route("/", adminProductsApp);
   app.route("/", adminEventsApp);
   app.route("/", adminMetricsApp);

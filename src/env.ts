@@ -1,3 +1,5 @@
+import type { Affiliate } from "./affiliates/account";
+
 /** The one environment type shared by every Hono app, sub-app and middleware. */
 export type AppEnv = {
   Bindings: Env;
@@ -5,6 +7,8 @@ export type AppEnv = {
     requestId: string;
     /** Set by the auth middleware once a bearer key has been checked. */
     principal?: Principal;
+    /** Set by `requireAffiliate`: the account behind an affiliate key. */
+    affiliate?: Affiliate;
   };
 };
 

@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import type { AppEnv, Principal } from "../env";
 import { ApiError } from "./errors";
 import { sha256Hex, timingSafeEqualStrings } from "./crypto";
+import { getAffiliate } from "../affiliates/account";
 
 type KeyRow = { id: string; kind: string; affiliate_id: string | null; expires_at: number | null; revoked_at: number | null };
 
@@ -44,5 +45,45 @@ export const requireStorefront = createMiddleware<AppEnv>(async (c, next) => {
   if (!principal) throw ApiError.unauthorized("Unknown, expired or revoked key.");
   if (principal.kind !== "storefront") throw ApiError.forbidden("This key may not reserve stock; use a storefront key.");
   c.set("principal", principal);
+  await next();
+});
+
+/** The origin a browser request came from: `Origin`, else the origin of `Referer` (same-origin GETs send no Origin). */
+export function requestOrigin(c: Context<AppEnv>): string | undefined {
+  const origin = c.req.header("origin");
+  if (origin && origin !== "null") return origin.toLowerCase();
+  const referer = c.req.header("referer");
+  if (!referer) return undefined;
+  try {
+    return new URL(referer).origin.toLowerCase();
+  } catch {
+    return undefined;
+  }
+}
+
+export function originAllowed(origin: string | undefined, allowed: readonly string[]): boolean {
+  if (!origin) return false;
+  return allowed.some((a) => a.replace(/\/+$/, "").toLowerCase() === origin);
+}
+
+/**
+ * Feed and widget endpoints: an affiliate key as `Authorization: Bearer` or, for `<script>` embeds, `?key=`.
+ * A key in the URL is public by nature, so it only counts when the request's Origin/Referer is one of the
+ * affiliate's allowed origins. Missing, unknown, expired (rotated out) and revoked keys get 401.
+ */
+export const requireAffiliate = createMiddleware<AppEnv>(async (c, next) => {
+  const bearer = bearerToken(c);
+  const token = bearer ?? c.req.query("key");
+  if (!token) throw ApiError.unauthorized("Feeds need `Authorization: Bearer <affiliate key>` or `?key=<affiliate key>`.");
+  const principal = await lookupKey(c.env, token);
+  if (!principal) throw ApiError.unauthorized("Unknown, expired or revoked key.");
+  if (principal.kind !== "affiliate") throw ApiError.forbidden("This key may not read affiliate feeds; use an affiliate key.");
+  const affiliate = await getAffiliate(c.env.DB, principal.affiliateId);
+  if (!affiliate || affiliate.status !== "active") throw ApiError.unauthorized("This affiliate account is not active.");
+  if (!bearer && !originAllowed(requestOrigin(c), affiliate.allowed_origins)) {
+    throw ApiError.forbidden("A key in `?key=` is only accepted from the affiliate's allowed origins (checked against Origin/Referer).");
+  }
+  c.set("principal", principal);
+  c.set("affiliate", affiliate);
   await next();
 });

@@ -1,0 +1,108 @@
+/**
+ * Which products a feed page holds.
+ *
+ * Full sync (no `since`): active products in scope by id (keyset), limited to those whose change_seq is at
+ * or below the high-water mark captured on the first page. A product changed during a multi-page sync is
+ * thus left out of the listing and shows up in the next delta instead: every change appears exactly once.
+ *
+ * Delta (`since`): every product in scope with since < change_seq <= hwm, in change_seq order. Products
+ * that are no longer active (archived, draft) come back as tombstones. change_seq is global and bumped by
+ * every product write (one D1 transaction each), so a product changed twice between syncs appears once, in
+ * its latest state, and paging by change_seq can neither skip nor repeat an entry.
+ */
+import type { AffiliateScope } from "../affiliates/account";
+import { loadDocuments, type LoadedDocument } from "./documents";
+import { scopeConditions } from "./scope";
+import { decodeCursor, decodeSince, encodeCursor, encodeSince } from "./token";
+
+export type Tombstone = { id: string; status: string; change_seq: number; removed_at: number; skus: string[] };
+
+export type FeedPage = {
+  mode: "full" | "delta";
+  live: LoadedDocument[];
+  removed: Tombstone[];
+  next_cursor: string | null;
+  next_since: string;
+  has_more: boolean;
+};
+
+export type PageRequest = {
+  scope: AffiliateScope;
+  filters: { category?: string; brand?: string };
+  limit: number;
+  since?: string;
+  cursor?: string;
+};
+
+async function currentHighWater(db: D1Database): Promise<number> {
+  const row = await db.prepare("SELECT coalesce(max(change_seq), 0) AS hwm FROM products").first<{ hwm: number }>();
+  return row?.hwm ?? 0;
+}
+
+export async function selectPage(db: D1Database, req: PageRequest): Promise<FeedPage> {
+  const conditions = scopeConditions(req.scope, req.filters);
+  const extraSql = conditions.map((c) => ` AND ${c.sql}`).join("");
+  const extraBinds = conditions.flatMap((c) => c.binds);
+
+  if (req.since !== undefined) {
+    const since = decodeSince(req.since);
+    const hwm = await currentHighWater(db);
+    const rows = (
+      await db
+        .prepare(
+          `SELECT p.id, p.status, p.change_seq, p.updated_at FROM products p
+           WHERE p.change_seq > ? AND p.change_seq <= ?${extraSql} ORDER BY p.change_seq LIMIT ?`,
+        )
+        .bind(since, hwm, ...extraBinds, req.limit + 1)
+        .all<{ id: string; status: string; change_seq: number; updated_at: number }>()
+    ).results;
+    const hasMore = rows.length > req.limit;
+    const page = rows.slice(0, req.limit);
+    const liveIds = page.filter((r) => r.status === "active").map((r) => r.id);
+    const gone = page.filter((r) => r.status !== "active");
+    const [live, skus] = await Promise.all([loadDocuments(db, liveIds), skusOf(db, gone.map((r) => r.id))]);
+    return {
+      mode: "delta",
+      live,
+      removed: gone.map((r) => ({ id: r.id, status: r.status, change_seq: r.change_seq, removed_at: r.updated_at, skus: skus.get(r.id) ?? [] })),
+      next_cursor: null,
+      next_since: encodeSince(hasMore ? page[page.length - 1]!.change_seq : Math.max(hwm, since)),
+      has_more: hasMore,
+    };
+  }
+
+  const position = req.cursor !== undefined ? decodeCursor(req.cursor) : { after: "", hwm: await currentHighWater(db) };
+  const rows = (
+    await db
+      .prepare(
+        `SELECT p.id FROM products p
+         WHERE p.status = 'active' AND p.change_seq <= ? AND p.id > ?${extraSql} ORDER BY p.id LIMIT ?`,
+      )
+      .bind(position.hwm, position.after, ...extraBinds, req.limit + 1)
+      .all<{ id: string }>()
+  ).results;
+  const hasMore = rows.length > req.limit;
+  const ids = rows.slice(0, req.limit).map((r) => r.id);
+  return {
+    mode: "full",
+    live: await loadDocuments(db, ids),
+    removed: [],
+    next_cursor: hasMore ? encodeCursor(ids[ids.length - 1]!, position.hwm) : null,
+    next_since: encodeSince(position.hwm),
+    has_more: hasMore,
+  };
+}
+
+/** Every SKU a product ever had (archived ones too): Google tombstones name item ids, not product ids. */
+async function skusOf(db: D1Database, productIds: string[]): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  if (productIds.length === 0) return out;
+  const rows = (
+    await db
+      .prepare("SELECT product_id, sku FROM variants WHERE product_id IN (SELECT value FROM json_each(?)) ORDER BY product_id, position")
+      .bind(JSON.stringify(productIds))
+      .all<{ product_id: string; sku: string }>()
+  ).results;
+  for (const r of rows) out.set(r.product_id, [...(out.get(r.product_id) ?? []), r.sku]);
+  return out;
+}

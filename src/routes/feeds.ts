@@ -1,0 +1,136 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { createMiddleware } from "hono/factory";
+import type { AppEnv } from "../env";
+import { resolveCurrency, resolveLocale } from "../catalog/locale";
+import { conditionalResponse } from "../feeds/conditional";
+import { loadDocuments } from "../feeds/documents";
+import { selectPage } from "../feeds/pages";
+import { renderOne, renderPage, type FeedFormat, type RenderContext } from "../feeds/render";
+import { filterVariants, inScope } from "../feeds/scope";
+import { originAllowed, requestOrigin, requireAffiliate } from "../lib/auth";
+import { ApiError } from "../lib/errors";
+import { createApp } from "../lib/validation";
+
+const FORMATS = ["json", "google", "jsonfeed"] as const;
+const LIST_CACHE = "private, max-age=60, stale-while-revalidate=300";
+const ITEM_CACHE = "private, max-age=30, stale-while-revalidate=60";
+const VARY = "Authorization, Origin, Accept-Language, x-shopper-country";
+
+const common = {
+  format: z.enum(FORMATS).default("json").openapi({ description: "`json` (our schema), `google` (Merchant Center attributes, one item per variant) or `jsonfeed` (JSON Feed 1.1)." }),
+  currency: z.string().max(3).optional().openapi({ description: "ISO 4217; default from x-shopper-country / Accept-Language / country." }),
+  locale: z.string().max(35).optional().openapi({ description: "en, de or fr (BCP 47 tags are reduced to the language)." }),
+  key: z.string().max(256).optional().openapi({ description: "Affiliate key for `<script>` embeds; accepted only from the affiliate's allowed origins." }),
+};
+
+const ListQuery = z.object({
+  ...common,
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  cursor: z.string().max(512).optional().openapi({ description: "next_cursor of the previous page of a full listing." }),
+  since: z.string().max(512).optional().openapi({ description: "Opaque delta token (next_since of an earlier response): only products changed since, removals as tombstones." }),
+  category: z.string().max(100).optional().openapi({ description: "Only this category and its subcategories (within the affiliate's scope)." }),
+  brand: z.string().max(200).optional(),
+});
+
+const FeedBody = z.record(z.string(), z.unknown()).openapi("AffiliateFeed", {
+  description:
+    "format=json: {format, mode, currency, locale, items[], removed[], next_cursor, next_since, has_more}; each item has id, slug, title, description, brand, category_id, category_path, condition, attributes, image, images, markets, link (tracked), click_url, price {amount, currency, decimal, formatted, compare_at, promotion}, availability {status, available}, variants[], version, change_seq, updated_at. format=google: items are Merchant Center products (one per variant). format=jsonfeed: JSON Feed 1.1 with `_edgeshelf` extensions.",
+});
+
+const errors = {
+  304: { description: "Not modified (If-None-Match matched the ETag)." },
+  400: { description: "Invalid parameter or token." },
+  401: { description: "Missing, unknown, expired or revoked key." },
+  403: { description: "`?key=` used from an origin the affiliate has not allowed, or a non-affiliate key." },
+};
+
+const listRoute = createRoute({
+  method: "get",
+  path: "/v1/feeds/products",
+  tags: ["Affiliate feeds"],
+  summary: "Product feed for an affiliate (full listing or delta since a token)",
+  description: "Authorization: Bearer <affiliate key> (or ?key= from an allowed origin). ETag/If-None-Match → 304.",
+  request: { query: ListQuery },
+  responses: { 200: { description: "A feed page.", content: { "application/json": { schema: FeedBody } } }, ...errors },
+});
+
+const itemRoute = createRoute({
+  method: "get",
+  path: "/v1/feeds/products/{id}",
+  tags: ["Affiliate feeds"],
+  summary: "One product in feed format, with live availability",
+  request: { params: z.object({ id: z.string().min(1).max(100) }), query: z.object(common) },
+  responses: {
+    200: { description: "The product.", content: { "application/json": { schema: FeedBody } } },
+    ...errors,
+    404: { description: "Unknown, inactive or outside the affiliate's scope." },
+  },
+});
+
+/**
+ * Browser embeds: the global /v1 CORS layer answers `*`; feeds narrow it to the affiliate's allowed
+ * origins once the key is known, so a page elsewhere cannot read the feed even with a copied key.
+ */
+const affiliateCors = createMiddleware<AppEnv>(async (c, next) => {
+  await next();
+  const affiliate = c.get("affiliate");
+  const origin = c.req.header("origin");
+  if (!affiliate || !origin) return;
+  c.res.headers.append("Vary", "Origin");
+  if (originAllowed(requestOrigin(c), affiliate.allowed_origins)) c.res.headers.set("Access-Control-Allow-Origin", origin);
+  else c.res.headers.delete("Access-Control-Allow-Origin");
+});
+
+function renderContext(c: Context<AppEnv>, currency: string, locale: string): RenderContext {
+  const selfUrl = new URL(c.req.url);
+  selfUrl.searchParams.delete("key");
+  return { affiliate: c.get("affiliate")!, currency, locale, siteBaseUrl: c.env.SITE_BASE_URL, apiOrigin: new URL(c.req.url).origin, selfUrl };
+}
+
+export const feedsApp = createApp();
+feedsApp.use("/v1/feeds/*", affiliateCors, requireAffiliate);
+
+feedsApp.openapi(listRoute, async (c) => {
+  const q = c.req.valid("query");
+  if (q.cursor !== undefined && q.since !== undefined) {
+    throw ApiError.badRequest("Use either cursor (next page of a full listing) or since (delta), not both.", {
+      errors: [{ location: "query", path: "cursor", message: "cannot be combined with since" }],
+    });
+  }
+  const currency = resolveCurrency(c.req.raw, c.env, q.currency);
+  const locale = resolveLocale(c.req.raw, c.env, q.locale);
+  const affiliate = c.get("affiliate")!;
+  const page = await selectPage(c.env.DB, {
+    scope: affiliate.scope,
+    filters: { category: q.category, brand: q.brand },
+    limit: q.limit,
+    since: q.since,
+    cursor: q.cursor,
+  });
+  page.live = page.live.map((l) => ({ ...l, doc: filterVariants(l.doc, affiliate.scope) }));
+  const { body, contentType } = renderPage(q.format as FeedFormat, page, renderContext(c, currency, locale));
+  const lastModified = Math.max(affiliate.updated_at, ...page.live.map((l) => l.lastModified), ...page.removed.map((r) => r.removed_at));
+  // Last-Modified is informational on lists: a page's membership can change without any listed row changing.
+  return conditionalResponse(c.req.raw, JSON.stringify(body), { contentType, cacheControl: LIST_CACHE, lastModified, vary: VARY });
+});
+
+feedsApp.openapi(itemRoute, async (c) => {
+  const { id } = c.req.valid("param");
+  const q = c.req.valid("query");
+  const currency = resolveCurrency(c.req.raw, c.env, q.currency);
+  const locale = resolveLocale(c.req.raw, c.env, q.locale);
+  const affiliate = c.get("affiliate")!;
+  const [loaded] = await loadDocuments(c.env.DB, [id]);
+  if (!loaded || loaded.doc.status !== "active" || !inScope(loaded.doc, affiliate.scope)) {
+    throw ApiError.notFound(`No product '${id}' in this affiliate's catalog.`);
+  }
+  const { body, contentType } = renderOne(q.format as FeedFormat, filterVariants(loaded.doc, affiliate.scope), renderContext(c, currency, locale));
+  return conditionalResponse(c.req.raw, JSON.stringify(body), {
+    contentType,
+    cacheControl: ITEM_CACHE,
+    lastModified: Math.max(loaded.lastModified, affiliate.updated_at),
+    honourIfModifiedSince: true,
+    vary: VARY,
+  });
+});

@@ -1,0 +1,444 @@
+import { env } from "cloudflare:test";
+import { beforeAll, describe, expect, it } from "vitest";
+import { availabilityFlipStatement } from "../src/feeds/change-seq";
+import { insertProduct, type FixtureProduct } from "./helpers/catalog-fixtures";
+import { googleFeedErrors } from "./helpers/google-merchant";
+import { admin, call, expectProblem, json, uid } from "./helpers/http";
+
+type NewAffiliate = { affiliate: { id: string; tracking_id: string; version: number }; key: { id: string; key: string; prefix: string } };
+type JsonItem = {
+  id: string; title: string; link: string; click_url: string; image: string | null;
+  price: { amount: number; currency: string; decimal: string; formatted: string } | null;
+  availability: { status: string; available: number };
+  variants: { sku: string; price: { amount: number } | null; availability: { status: string; available: number } }[];
+};
+type JsonPage = { format: string; mode: string; currency: string; items: JsonItem[]; removed: { id: string; removed: true }[]; next_cursor: string | null; next_since: string; has_more: boolean };
+
+async function createAffiliate(overrides: Record<string, unknown> = {}): Promise<NewAffiliate> {
+  const tracking = uid("t").toLowerCase().replace(/[^a-z0-9-]/g, "");
+  const res = await json("POST", "/admin/affiliates", { name: "Test publisher", tracking_id: tracking, campaign: "spring", allowed_origins: ["https://publisher.example"], ...overrides }, admin());
+  expect(res.status, await res.clone().text()).toBe(201);
+  return res.json<NewAffiliate>();
+}
+
+const bearer = (key: string, headers: Record<string, string> = {}) => ({ authorization: `Bearer ${key}`, ...headers });
+
+async function feed(path: string, key: string, headers: Record<string, string> = {}): Promise<Response> {
+  return call(path, { headers: bearer(key, headers) });
+}
+
+async function page(path: string, key: string, headers: Record<string, string> = {}): Promise<JsonPage> {
+  const res = await feed(path, key, headers);
+  expect(res.status, await res.clone().text()).toBe(200);
+  return res.json<JsonPage>();
+}
+
+/** A catalog write as issue 5 makes it: version bump and the next global change_seq. */
+async function write(id: string, fields: Record<string, unknown> = {}): Promise<void> {
+  const sets = Object.keys(fields).map((k) => `${k} = ?`);
+  await env.DB.prepare(
+    `UPDATE products SET ${[...sets, "version = version + 1", "updated_at = ?", "change_seq = (SELECT coalesce(max(change_seq), 0) + 1 FROM products)"].join(", ")} WHERE id = ?`,
+  )
+    .bind(...Object.values(fields), Date.now(), id)
+    .run();
+}
+
+async function setAvailable(sku: string, available: number, location = "loc-us-east"): Promise<void> {
+  await env.DB.prepare("UPDATE availability SET available = ?, on_hand = ?, status = ?, updated_at = ? WHERE sku = ? AND location_id = ?")
+    .bind(available, available, available > 5 ? "in_stock" : available > 0 ? "low_stock" : "out_of_stock", Date.now() + 1000, sku, location)
+    .run();
+}
+
+/** Reads every page of a full listing or a delta, following next_cursor / next_since while has_more. */
+async function drain(path: string, key: string, mode: "cursor" | "since"): Promise<{ pages: JsonPage[]; last: JsonPage }> {
+  const pages: JsonPage[] = [];
+  let url = path;
+  for (let i = 0; i < 100; i++) {
+    const p = await page(url, key);
+    pages.push(p);
+    if (!p.has_more) return { pages, last: p };
+    const u = new URL(url, "http://x");
+    u.searchParams.delete("cursor");
+    u.searchParams.delete("since");
+    u.searchParams.set(mode, mode === "cursor" ? p.next_cursor! : p.next_since);
+    url = u.pathname + u.search;
+  }
+  throw new Error("too many pages");
+}
+
+describe("affiliate accounts and keys", () => {
+  it("creating an affiliate needs the admin token and returns the key once; only its hash is stored", async () => {
+    await expectProblem(await json("POST", "/admin/affiliates", { name: "x", tracking_id: "nope" }), 401);
+    const created = await createAffiliate();
+    expect(created.key.key).toMatch(/^aff_[A-Za-z0-9_-]{40,}$/);
+    const stored = await env.DB.prepare("SELECT key_hash, prefix FROM api_keys WHERE id = ?").bind(created.key.id).first<{ key_hash: string; prefix: string }>();
+    expect(stored!.key_hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(stored!.key_hash).not.toContain(created.key.key);
+    const got = await call(`/admin/affiliates/${created.affiliate.id}`, { headers: admin() });
+    const text = await got.text();
+    expect(got.status).toBe(200);
+    expect(text).not.toContain(created.key.key);
+    expect(text).not.toContain(stored!.key_hash);
+    const body = JSON.parse(text) as { keys: { id: string; prefix: string; state: string }[] };
+    expect(body.keys).toEqual([expect.objectContaining({ id: created.key.id, prefix: created.key.key.slice(0, 8), state: "active" })]);
+  });
+
+  it("rejects a taken tracking id (409) and malformed origins (400)", async () => {
+    const first = await createAffiliate();
+    const dup = await json("POST", "/admin/affiliates", { name: "dup", tracking_id: first.affiliate.tracking_id, id: uid("aff").toLowerCase() }, admin());
+    await expectProblem(dup, 409);
+    const bad = await json("POST", "/admin/affiliates", { name: "x", tracking_id: "okid", allowed_origins: ["https://a.example/path"] }, admin());
+    const problem = await expectProblem(bad, 400);
+    expect(JSON.stringify(problem.errors)).toContain("allowed_origins");
+  });
+
+  it("missing, unknown and non-affiliate keys get 401/403; a revoked key gets 401 at once", async () => {
+    await expectProblem(await call("/v1/feeds/products"), 401);
+    await expectProblem(await feed("/v1/feeds/products", "aff_not-a-real-key"), 401);
+    await env.DB.prepare("INSERT INTO api_keys (id, kind, key_hash, prefix) VALUES ('key-sf-test', 'storefront', ?, 'sf-test')")
+      .bind([...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("sf-test-key")))].map((b) => b.toString(16).padStart(2, "0")).join(""))
+      .run();
+    await expectProblem(await feed("/v1/feeds/products", "sf-test-key"), 403);
+
+    const { affiliate, key } = await createAffiliate();
+    expect((await feed("/v1/feeds/products", key.key)).status).toBe(200);
+    const revoke = await call(`/admin/affiliates/${affiliate.id}/keys/${key.id}`, { method: "DELETE", headers: admin() });
+    expect(revoke.status).toBe(204);
+    await expectProblem(await feed("/v1/feeds/products", key.key), 401);
+    await expectProblem(await call(`/admin/affiliates/${affiliate.id}/keys/key-unknown`, { method: "DELETE", headers: admin() }), 404);
+  });
+
+  it("rotation issues a new key and keeps the old one valid until its grace period ends", async () => {
+    const { affiliate, key: oldKey } = await createAffiliate();
+    const res = await json("POST", `/admin/affiliates/${affiliate.id}/keys`, { grace_seconds: 3600 }, admin());
+    expect(res.status).toBe(201);
+    const rotated = await res.json<{ key: { id: string; key: string }; rotated: { id: string; expires_at: number }[] }>();
+    expect(rotated.rotated.map((r) => r.id)).toEqual([oldKey.id]);
+    expect(rotated.rotated[0]!.expires_at).toBeGreaterThan(Date.now() + 3500_000);
+    // Both work during the grace period.
+    expect((await feed("/v1/feeds/products", oldKey.key)).status).toBe(200);
+    expect((await feed("/v1/feeds/products", rotated.key.key)).status).toBe(200);
+    const listed = await (await call(`/admin/affiliates/${affiliate.id}`, { headers: admin() })).json<{ keys: { id: string; state: string }[] }>();
+    expect(Object.fromEntries(listed.keys.map((k) => [k.id, k.state]))).toEqual({ [oldKey.id]: "expiring", [rotated.key.id]: "active" });
+    // When the grace period is over the old key is refused; the new one is not.
+    await env.DB.prepare("UPDATE api_keys SET expires_at = ? WHERE id = ?").bind(Date.now() - 1, oldKey.id).run();
+    await expectProblem(await feed("/v1/feeds/products", oldKey.key), 401);
+    expect((await feed("/v1/feeds/products", rotated.key.key)).status).toBe(200);
+    // A second rotation with no grace expires the previous key immediately and never revives the expired one.
+    const again = await (await json("POST", `/admin/affiliates/${affiliate.id}/keys`, { grace_seconds: 0 }, admin())).json<{ key: { key: string }; rotated: { id: string }[] }>();
+    expect(again.rotated.map((r) => r.id)).toEqual([rotated.key.id]);
+    await expectProblem(await feed("/v1/feeds/products", rotated.key.key), 401);
+    await expectProblem(await feed("/v1/feeds/products", oldKey.key), 401);
+    expect((await feed("/v1/feeds/products", again.key.key)).status).toBe(200);
+  });
+
+  it("?key= only counts from an allowed Origin/Referer, and CORS is narrowed to that origin", async () => {
+    const { key } = await createAffiliate({ allowed_origins: ["https://publisher.example", "http://localhost:8787"] });
+    const url = `/v1/feeds/products?key=${encodeURIComponent(key.key)}`;
+    const fromOrigin = await call(url, { headers: { origin: "https://publisher.example" } });
+    expect(fromOrigin.status).toBe(200);
+    expect(fromOrigin.headers.get("access-control-allow-origin")).toBe("https://publisher.example");
+    expect(fromOrigin.headers.get("vary")).toContain("Origin");
+    const fromReferer = await call(url, { headers: { referer: "http://localhost:8787/embed/demo?x=1" } });
+    expect(fromReferer.status).toBe(200);
+    await expectProblem(await call(url, { headers: { origin: "https://thief.example" } }), 403);
+    await expectProblem(await call(url), 403);
+    await expectProblem(await call(`/v1/feeds/products?key=wrong`, { headers: { origin: "https://publisher.example" } }), 401);
+    // A bearer key works server-side, but a browser on another origin may not read the answer.
+    const elsewhere = await feed("/v1/feeds/products", key.key, { origin: "https://thief.example" });
+    expect(elsewhere.status).toBe(200);
+    expect(elsewhere.headers.get("access-control-allow-origin")).toBeNull();
+  });
+
+  it("suspending an affiliate (PATCH with If-Match) shuts its keys out", async () => {
+    const { affiliate, key } = await createAffiliate();
+    await expectProblem(await json("PATCH", `/admin/affiliates/${affiliate.id}`, { status: "suspended" }, admin({ "if-match": '"99"' })), 412);
+    const ok = await json("PATCH", `/admin/affiliates/${affiliate.id}`, { status: "suspended" }, admin({ "if-match": `"${affiliate.version}"` }));
+    expect(ok.status).toBe(200);
+    await expectProblem(await feed("/v1/feeds/products", key.key), 401);
+  });
+});
+
+describe("feed contents, scope and formats", () => {
+  const brand = `Feedbrand ${Date.now()}`;
+  let headphones: FixtureProduct;
+  let camera: FixtureProduct;
+  let key: string;
+  let tracking: string;
+
+  beforeAll(async () => {
+    // Seed product 1 is in cat-headphones (under cat-electronics); product 3's family is in another leaf.
+    headphones = await insertProduct(env.DB, { base: 1, brand, stockFor: (skus) => skus.map((sku) => ({ sku, locationId: "loc-us-east", onHand: 12 })) });
+    camera = await insertProduct(env.DB, { base: 6, brand, stockFor: (skus) => skus.map((sku) => ({ sku, locationId: "loc-eu-central", onHand: 0 })) });
+    const created = await createAffiliate({ scope: { brands: [brand] } });
+    key = created.key.key;
+    tracking = created.affiliate.tracking_id;
+  });
+
+  it("json: tracked links, live availability from the projection, prices in the asked currency", async () => {
+    const body = await page("/v1/feeds/products?currency=EUR&locale=de", key);
+    expect(body.items.map((i) => i.id).sort()).toEqual([headphones.id, camera.id].sort());
+    const item = body.items.find((i) => i.id === headphones.id)!;
+    const url = new URL(item.link);
+    expect(`${url.origin}${url.pathname}`).toBe(`https://shop.edgeshelf.dev/p/${headphones.slug}`);
+    expect(url.searchParams.get("aff")).toBe(tracking);
+    expect(url.searchParams.get("utm_source")).toBe(tracking);
+    expect(url.searchParams.get("utm_medium")).toBe("affiliate");
+    expect(url.searchParams.get("utm_campaign")).toBe("spring");
+    expect(item.click_url).toBe(`http://edgeshelf.test/r/${tracking}/${headphones.id}`);
+    expect(item.title).toBe(headphones.translations.de!.title);
+    const cheapest = Math.min(...headphones.variants.map((v) => v.prices.EUR!));
+    expect(item.price).toMatchObject({ amount: cheapest, currency: "EUR", decimal: (cheapest / 100).toFixed(2) });
+    expect(item.price!.formatted).toContain("€");
+    expect(item.availability).toEqual({ status: "in_stock", available: 12 * headphones.variants.length });
+    expect(body.items.find((i) => i.id === camera.id)!.availability.status).toBe("out_of_stock");
+
+    // Live: a projection change shows on the next read with no catalog write.
+    await setAvailable(headphones.variants[0]!.sku, 0);
+    const after = await page("/v1/feeds/products?currency=EUR", key);
+    const variant = after.items.find((i) => i.id === headphones.id)!.variants.find((v) => v.sku === headphones.variants[0]!.sku)!;
+    expect(variant.availability).toEqual({ status: "out_of_stock", available: 0 });
+    await setAvailable(headphones.variants[0]!.sku, 12);
+  });
+
+  it("visitor currency comes from Accept-Language when not given; unsupported currency and bad limits are 400", async () => {
+    expect((await page("/v1/feeds/products", key, { "accept-language": "en-GB,en;q=0.8" })).currency).toBe("GBP");
+    expect((await page("/v1/feeds/products", key, { "accept-language": "de-DE" })).currency).toBe("EUR");
+    expect((await page("/v1/feeds/products", key)).currency).toBe("USD");
+    await expectProblem(await feed("/v1/feeds/products?currency=JPY", key), 400);
+    await expectProblem(await feed("/v1/feeds/products?limit=1001", key), 400);
+    await expectProblem(await feed("/v1/feeds/products?limit=0", key), 400);
+    await expectProblem(await feed("/v1/feeds/products?format=csv", key), 400);
+    await expectProblem(await feed("/v1/feeds/products?since=garbage", key), 400);
+    const tok = (await page("/v1/feeds/products", key)).next_since;
+    await expectProblem(await feed(`/v1/feeds/products?since=${tok}&cursor=${tok}`, key), 400);
+  });
+
+  it("google: one valid Merchant Center item per variant, grouped by product, availability mapped", async () => {
+    const res = await feed("/v1/feeds/products?format=google&currency=EUR", key);
+    expect(res.status).toBe(200);
+    const body = await res.json<{ items: Record<string, unknown>[] }>();
+    expect(googleFeedErrors(body.items)).toEqual([]);
+    const skus = [...headphones.variants, ...camera.variants].map((v) => v.sku).sort();
+    expect(body.items.map((i) => i.id).sort()).toEqual(skus);
+    const first = body.items.find((i) => i.id === headphones.variants[0]!.sku)!;
+    expect(first.price).toBe(`${(headphones.variants[0]!.prices.EUR! / 100).toFixed(2)} EUR`);
+    expect(first.brand).toBe(brand);
+    expect(first.condition).toBe("new");
+    expect(first.availability).toBe("in_stock");
+    expect(new URL(first.link as string).searchParams.get("aff")).toBe(tracking);
+    if (headphones.variants.length > 1) expect(first.item_group_id).toBe(headphones.id);
+    for (const v of camera.variants) expect(body.items.find((i) => i.id === v.sku)!.availability).toBe("out_of_stock");
+  });
+
+  it("google: preorder/backorder products, invalid GTINs and long titles still produce valid items", async () => {
+    const odd = await insertProduct(env.DB, {
+      base: 11,
+      brand,
+      title: "X".repeat(400),
+      attributes: { availability: "backorder" },
+      variants: [{ sku: `SKU-odd-${Date.now()}`, title: "", options: {}, gtin: "4000000000123", mpn: "", position: 0, prices: { USD: 1299, EUR: 1199 } }],
+      stockFor: (skus) => skus.map((sku) => ({ sku, locationId: "loc-us-east", onHand: 0 })),
+    });
+    const body = await (await feed(`/v1/feeds/products/${odd.id}?format=google&currency=EUR`, key)).json<{ items: Record<string, unknown>[] }>();
+    expect(googleFeedErrors(body.items)).toEqual([]);
+    expect(body.items[0]).toMatchObject({ availability: "backorder", price: "11.99 EUR", identifier_exists: "no" });
+    expect(body.items[0]!.gtin).toBeUndefined();
+    expect((body.items[0]!.title as string).length).toBeLessThanOrEqual(150);
+  });
+
+  it("jsonfeed: a JSON Feed 1.1 document with tracked item urls", async () => {
+    const res = await feed("/v1/feeds/products?format=jsonfeed&limit=1", key);
+    expect(res.headers.get("content-type")).toContain("application/feed+json");
+    const body = await res.json<{ version: string; title: string; items: { id: string; url: string; title: string; content_text: string; _edgeshelf: { price: unknown } }[]; next_url?: string }>();
+    expect(body.version).toBe("https://jsonfeed.org/version/1.1");
+    expect(body.items).toHaveLength(1);
+    expect(body.items[0]!.url).toContain(`aff=${tracking}`);
+    expect(body.items[0]!._edgeshelf.price).toBeTruthy();
+    expect(body.next_url).toContain("cursor=");
+    expect(body.next_url).not.toContain("key=");
+  });
+
+  it("scope: categories include subcategories, SKU allow-lists hide other variants, out-of-scope items are 404", async () => {
+    const byCategory = await createAffiliate({ scope: { categories: ["cat-electronics"], brands: [brand] } });
+    const items = (await page("/v1/feeds/products", byCategory.key.key)).items.map((i) => i.id);
+    expect(items).toContain(headphones.id); // cat-headphones is under cat-electronics
+    const leaf = headphones.categoryId;
+    const otherLeaf = await createAffiliate({ scope: { categories: ["cat-bedding"], brands: [brand] } });
+    expect(leaf).not.toBe("cat-bedding");
+    expect((await page("/v1/feeds/products", otherLeaf.key.key)).items.map((i) => i.id)).not.toContain(headphones.id);
+    await expectProblem(await feed(`/v1/feeds/products/${headphones.id}`, otherLeaf.key.key), 404);
+
+    const sku = headphones.variants[0]!.sku;
+    const bySku = await createAffiliate({ scope: { skus: [sku] } });
+    const list = await page("/v1/feeds/products", bySku.key.key);
+    expect(list.items.map((i) => i.id)).toEqual([headphones.id]);
+    expect(list.items[0]!.variants.map((v) => v.sku)).toEqual([sku]);
+    await expectProblem(await feed(`/v1/feeds/products/${camera.id}`, bySku.key.key), 404);
+    await expectProblem(await feed(`/v1/feeds/products/p-does-not-exist`, bySku.key.key), 404);
+    // The grid filter narrows within the scope, never widens it.
+    expect((await page(`/v1/feeds/products?category=${camera.categoryId}`, bySku.key.key)).items).toEqual([]);
+    expect((await page(`/v1/feeds/products?category=${headphones.categoryId}`, key)).items.map((i) => i.id)).toEqual([headphones.id]);
+  });
+
+  it("responses carry ETag, Last-Modified and poller Cache-Control, and answer 304 until something changes", async () => {
+    const res = await feed("/v1/feeds/products", key);
+    const etag = res.headers.get("etag")!;
+    expect(etag).toMatch(/^"[0-9a-f]{32}"$/);
+    expect(res.headers.get("last-modified")).toBeTruthy();
+    expect(res.headers.get("cache-control")).toMatch(/private, max-age=\d+/);
+    const again = await feed("/v1/feeds/products", key, { "if-none-match": etag });
+    expect(again.status).toBe(304);
+    expect(await again.text()).toBe("");
+    expect(again.headers.get("etag")).toBe(etag);
+    // A different rendering (currency) is a different ETag.
+    expect((await feed("/v1/feeds/products?currency=GBP", key, { "if-none-match": etag })).status).toBe(200);
+    // A stock change alters the body and so the ETag.
+    await setAvailable(headphones.variants[0]!.sku, 3);
+    const changed = await feed("/v1/feeds/products", key, { "if-none-match": etag });
+    expect(changed.status).toBe(200);
+    expect(changed.headers.get("etag")).not.toBe(etag);
+
+    const one = await feed(`/v1/feeds/products/${headphones.id}`, key);
+    const lastModified = one.headers.get("last-modified")!;
+    expect((await feed(`/v1/feeds/products/${headphones.id}`, key, { "if-none-match": one.headers.get("etag")! })).status).toBe(304);
+    expect((await feed(`/v1/feeds/products/${headphones.id}`, key, { "if-modified-since": lastModified })).status).toBe(304);
+    expect((await feed(`/v1/feeds/products/${headphones.id}`, key, { "if-modified-since": new Date(Date.parse(lastModified) - 10_000).toUTCString() })).status).toBe(200);
+  });
+});
+
+describe("delta sync", () => {
+  it("full listing pages once each; later changes and removals appear exactly once in the delta", async () => {
+    const brand = `Deltabrand ${Date.now()}`;
+    const products: FixtureProduct[] = [];
+    for (let i = 0; i < 5; i++) {
+      const p = await insertProduct(env.DB, { base: 20 + i, brand });
+      await write(p.id);
+      products.push(p);
+    }
+    const { key: k } = await createAffiliate({ scope: { brands: [brand] } });
+    const key = k.key;
+    const full = await drain("/v1/feeds/products?limit=2", key, "cursor");
+    expect(full.pages).toHaveLength(3);
+    const listed = full.pages.flatMap((p) => p.items.map((i) => i.id));
+    expect(listed.sort()).toEqual(products.map((p) => p.id).sort());
+    const since = full.last.next_since;
+    // Nothing changed: the delta is empty and hands back the same position.
+    const empty = await page(`/v1/feeds/products?since=${since}`, key);
+    expect(empty).toMatchObject({ mode: "delta", items: [], removed: [], has_more: false });
+
+    const [a, b, c, d] = products as [FixtureProduct, FixtureProduct, FixtureProduct, FixtureProduct];
+    await write(a.id, { title: "First edit" });
+    await write(b.id, { status: "archived" });
+    await write(a.id, { title: "Second edit" });
+    await write(c.id);
+    const e = await insertProduct(env.DB, { base: 30, brand });
+    await write(e.id);
+    await write(d.id, { brand: "Some other brand" }); // leaves the scope: not this affiliate's business any more
+
+    const delta = await drain(`/v1/feeds/products?since=${since}&limit=1`, key, "since");
+    const items = delta.pages.flatMap((p) => p.items);
+    const removed = delta.pages.flatMap((p) => p.removed);
+    expect(items.map((i) => i.id)).toEqual([a.id, c.id, e.id]); // change order, each once, a in its latest state
+    expect(items[0]!.title).toBe("Second edit");
+    expect(removed.map((r) => r.id)).toEqual([b.id]);
+    expect(removed[0]).toMatchObject({ removed: true });
+    // Syncing again from the token the delta ended with: nothing new.
+    const next = await page(`/v1/feeds/products?since=${delta.last.next_since}`, key);
+    expect(next.items).toEqual([]);
+    expect(next.removed).toEqual([]);
+
+    // Google tombstones name the item ids (SKUs) to delete.
+    const g = await (await feed(`/v1/feeds/products?format=google&since=${since}`, key)).json<{ removed: { id: string; item_ids: string[] }[] }>();
+    expect(g.removed).toEqual([expect.objectContaining({ id: b.id, item_ids: b.variants.map((v) => v.sku) })]);
+  });
+
+  it("a product changed during a multi-page full sync is left to the delta, so it is delivered exactly once", async () => {
+    const brand = `Midsync ${Date.now()}`;
+    const products: FixtureProduct[] = [];
+    for (let i = 0; i < 4; i++) {
+      const p = await insertProduct(env.DB, { base: 40 + i, brand });
+      await write(p.id);
+      products.push(p);
+    }
+    const { key: k } = await createAffiliate({ scope: { brands: [brand] } });
+    const first = await page("/v1/feeds/products?limit=2", k.key);
+    const seen = new Set(first.items.map((i) => i.id));
+    const later = products.find((p) => !seen.has(p.id))!;
+    await write(later.id, { title: "Changed mid-sync" });
+    const rest = await drain(`/v1/feeds/products?limit=2&cursor=${first.next_cursor}`, k.key, "cursor");
+    const fullIds = [...first.items, ...rest.pages.flatMap((p) => p.items)].map((i) => i.id);
+    expect(fullIds).not.toContain(later.id);
+    expect(rest.last.next_since).toBe(first.next_since);
+    const delta = await page(`/v1/feeds/products?since=${rest.last.next_since}`, k.key);
+    expect(delta.items.map((i) => i.id)).toEqual([later.id]);
+    expect(new Set([...fullIds, ...delta.items.map((i) => i.id)]).size).toBe(products.length);
+  });
+
+  it("a stock flip (sellable <-> sold out) enters the delta once; count changes and replayed events do not", async () => {
+    const brand = `Stockflip ${Date.now()}`;
+    const p = await insertProduct(env.DB, { base: 50, brand, stockFor: (skus) => skus.map((sku) => ({ sku, locationId: "loc-us-east", onHand: 4 })) });
+    await write(p.id);
+    const { key: k } = await createAffiliate({ scope: { brands: [brand] } });
+    const since = (await page("/v1/feeds/products", k.key)).next_since;
+    const sku = p.variants[0]!.sku;
+    const apply = (available: number, seq: number) =>
+      env.DB.batch([
+        availabilityFlipStatement(env.DB, { sku, location: "loc-us-east", available, seq }),
+        env.DB.prepare(
+          `INSERT INTO availability (sku, location_id, on_hand, reserved, available, status, seq) VALUES (?1, 'loc-us-east', ?2, 0, ?2, 'x', ?3)
+           ON CONFLICT (sku, location_id) DO UPDATE SET available = excluded.available, on_hand = excluded.on_hand, seq = excluded.seq WHERE excluded.seq > availability.seq`,
+        ).bind(sku, available, seq),
+      ]);
+    await apply(2, 1); // 4 -> 2: still sellable
+    expect((await page(`/v1/feeds/products?since=${since}`, k.key)).items).toEqual([]);
+    await apply(0, 2); // sold out
+    await apply(0, 2); // the same event delivered twice
+    const delta = await page(`/v1/feeds/products?since=${since}`, k.key);
+    expect(delta.items.map((i) => i.id)).toEqual([p.id]);
+    expect(delta.items[0]!.variants.find((v) => v.sku === sku)!.availability.status).toBe("out_of_stock");
+    await apply(7, 1); // an older event arriving late changes nothing
+    expect((await page(`/v1/feeds/products?since=${delta.next_since}`, k.key)).items).toEqual([]);
+    await apply(7, 3); // back in stock
+    expect((await page(`/v1/feeds/products?since=${delta.next_since}`, k.key)).items.map((i) => i.id)).toEqual([p.id]);
+  });
+});
+
+describe("click redirect and embed assets", () => {
+  it("GET /r/:affiliate/:product records the click and 302s to the tracked product page", async () => {
+    const p = await insertProduct(env.DB, { base: 60 });
+    const { affiliate } = await createAffiliate();
+    const res = await call(`/r/${affiliate.tracking_id}/${p.id}`, { redirect: "manual", headers: { "x-shopper-country": "de" } });
+    expect(res.status).toBe(302);
+    const location = new URL(res.headers.get("location")!);
+    expect(location.pathname).toBe(`/p/${p.slug}`);
+    expect(location.searchParams.get("aff")).toBe(affiliate.tracking_id);
+    expect(res.headers.get("cache-control")).toBe("no-store");
+    const rows = await env.DB.prepare("SELECT affiliate_id, product_id, country FROM clicks WHERE product_id = ?").bind(p.id).all();
+    expect(rows.results).toEqual([{ affiliate_id: affiliate.id, product_id: p.id, country: "DE" }]);
+
+    const untracked = await call(`/r/nobody/${p.id}`, { redirect: "manual" });
+    expect(untracked.status).toBe(302);
+    expect(new URL(untracked.headers.get("location")!).searchParams.get("aff")).toBeNull();
+    expect((await env.DB.prepare("SELECT count(*) AS n FROM clicks WHERE product_id = ?").bind(p.id).first<{ n: number }>())!.n).toBe(1);
+    await expectProblem(await call(`/r/${affiliate.tracking_id}/p-missing`, { redirect: "manual" }), 404);
+    const scoped = await createAffiliate({ scope: { brands: ["No such brand"] } });
+    await expectProblem(await call(`/r/${scoped.affiliate.tracking_id}/${p.id}`, { redirect: "manual" }), 404);
+  });
+
+  it("serves the embed script (a few KB of JavaScript) and the demo host page", async () => {
+    const js = await call("/embed.js");
+    expect(js.status).toBe(200);
+    expect(js.headers.get("content-type")).toContain("javascript");
+    const source = await js.text();
+    expect(source.length).toBeLessThan(10_000);
+    expect(source).toContain("attachShadow");
+    expect(source).not.toMatch(/\bimport\b|require\(/);
+    const demo = await call("/embed/demo");
+    expect(demo.status).toBe(200);
+    expect(demo.headers.get("content-type")).toContain("text/html");
+    const html = await demo.text();
+    expect(html).toContain('data-edgeshelf-product="p-000001"');
+    expect(html).toContain('src="/embed.js"');
+  });
+});
