@@ -4,6 +4,7 @@ import { handleScheduled } from "./cron";
 import { guardEnv } from "./lib/guarded-env";
 
 export { StockShard } from "../durable-objects/stock-shard";
+export { ClientGuard } from "../durable-objects/client-guard";
 
 const app = buildApp();
 

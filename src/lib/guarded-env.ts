@@ -87,7 +87,8 @@ function guardStub<T extends object>(stub: T, breaker: CircuitBreaker): T {
       if (typeof prop === "symbol" || STUB_PLAIN_PROPS.has(prop)) return bindAll(target, prop);
       return (...args: unknown[]) =>
         breaker.run(
-          () => Promise.resolve((Reflect.get(target, prop) as (...a: unknown[]) => unknown).apply(target, args)),
+          // Reflect.apply, not `.apply`: on an RPC stub, `method.apply` is itself a remote property lookup.
+          () => Promise.resolve(Reflect.apply(Reflect.get(target, prop) as (...a: unknown[]) => unknown, target, args)),
           BINDING_TIMEOUTS.stock,
         );
     },
