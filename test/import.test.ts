@@ -1,0 +1,193 @@
+import { env } from "cloudflare:test";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import { readProductDoc } from "../src/catalog/projection-store";
+import { admin, call, expectProblem, json, uid } from "./helpers/http";
+import { seedCategories } from "./helpers/catalog-fixtures";
+
+type ImportAnswer = {
+  import_id: string;
+  status: string;
+  total_lines: number;
+  accepted: number;
+  rejected_count: number;
+  rejected: { line: number; error: string }[];
+  duplicate_of?: string;
+  staged?: number;
+};
+
+function line(id: string, overrides: Record<string, unknown> = {}) {
+  return {
+    id,
+    slug: id.toLowerCase(),
+    title: `Imported ${id}`,
+    brand: "Importco",
+    category_id: "cat-camping",
+    attributes: { color: "green" },
+    translations: { fr: { title: `Importé ${id}` } },
+    variants: [{ sku: `${id}-1`, prices: { USD: 1999, EUR: 1899 } }],
+    ...overrides,
+  };
+}
+
+const ndjson = (rows: unknown[]) => rows.map((r) => (typeof r === "string" ? r : JSON.stringify(r))).join("\n") + "\n";
+
+function postImport(body: BodyInit, contentType = "application/x-ndjson"): Promise<Response> {
+  return call("/admin/import", { method: "POST", headers: admin({ "content-type": contentType }), body });
+}
+
+async function count(sql: string, ...binds: unknown[]): Promise<number> {
+  return (await env.DB.prepare(sql).bind(...binds).first<{ n: number }>())!.n;
+}
+
+beforeAll(async () => {
+  await seedCategories(env.DB);
+});
+
+describe("bulk import", () => {
+  it("needs the admin token", async () => {
+    await expectProblem(await call("/admin/import", { method: "POST", headers: { "content-type": "application/x-ndjson" }, body: "{}\n" }), 401);
+  });
+
+  it("reports bad lines by line number and loses none of the good ones", async () => {
+    const p = uid("imp");
+    const rows = [
+      line(`${p}-a`),
+      line(`${p}-b`),
+      "{not json",
+      line(`${p}-c`),
+      line(`${p}-d`, { title: "" }),
+      "",
+      line(`${p}-e`, { category_id: "cat-missing" }),
+      line(`${p}-a`, { slug: `${p}-a-again` }),
+      line(`${p}-f`, { variants: [{ sku: `${p}-b-1`, prices: { USD: 1 } }] }),
+      line(`${p}-g`, { variants: [{ sku: `${p}-g-1`, prices: { JPY: 100 } }] }),
+      line(`${p}-h`),
+    ];
+    const res = await postImport(ndjson(rows));
+    expect(res.status).toBe(201);
+    const answer = await res.json<ImportAnswer>();
+    expect(answer.status).toBe("completed");
+    expect(answer.accepted).toBe(4);
+    expect(answer.rejected.map((r) => r.line)).toEqual([3, 5, 7, 8, 9, 10]);
+    expect(answer.rejected[0]!.error).toMatch(/JSON/);
+    expect(answer.rejected[1]!.error).toMatch(/title/);
+    expect(answer.rejected[2]!.error).toMatch(/category/);
+    expect(answer.rejected[3]!.error).toMatch(/duplicate product id .* line 1/);
+    expect(answer.rejected[4]!.error).toMatch(/sku .* line 2/);
+    expect(answer.rejected[5]!.error).toMatch(/currency JPY/);
+
+    const ids = ["a", "b", "c", "h"].map((s) => `${p}-${s}`);
+    expect(await count("SELECT count(*) AS n FROM products WHERE id LIKE ?", `${p}-%`)).toBe(4);
+    for (const id of ids) {
+      const product = await env.DB.prepare("SELECT title, status, min_prices, import_id FROM products WHERE id = ?").bind(id).first<{ title: string; min_prices: string; import_id: string }>();
+      expect(product!.title).toBe(`Imported ${id}`);
+      expect(JSON.parse(product!.min_prices)).toEqual({ USD: 1999, EUR: 1899 });
+      expect(product!.import_id).toBe(answer.import_id);
+    }
+    expect(await count("SELECT count(*) AS n FROM prices WHERE sku LIKE ?", `${p}-%`)).toBe(8);
+    expect(await count("SELECT count(*) AS n FROM product_translations WHERE product_id LIKE ?", `${p}-%`)).toBe(4);
+    expect(await count("SELECT count(*) AS n FROM import_rows WHERE import_id = ?", answer.import_id)).toBe(0);
+
+    const status = await (await call(`/admin/imports/${answer.import_id}`, { headers: admin() })).json<ImportAnswer>();
+    expect(status).toMatchObject({ status: "completed", accepted: 4, rejected_count: 6, total_lines: 11, staged: 0 });
+  });
+
+  it("rejects lines whose SKU or slug belongs to another live product", async () => {
+    const p = uid("imp");
+    const owner = `${p}-owner`;
+    expect((await postImport(ndjson([line(owner)]))).status).toBe(201);
+    const res = await postImport(ndjson([line(`${p}-x`, { variants: [{ sku: `${owner}-1`, prices: { USD: 5 } }] }), line(`${p}-y`, { slug: owner.toLowerCase() }), line(`${p}-z`)]));
+    const answer = await res.json<ImportAnswer>();
+    expect(answer.accepted).toBe(1);
+    expect(answer.rejected).toEqual([
+      { line: 1, error: expect.stringMatching(/sku .* belongs to product/) },
+      { line: 2, error: expect.stringMatching(/slug belongs to product/) },
+    ]);
+    expect(await count("SELECT count(*) AS n FROM variants WHERE sku = ? AND product_id = ?", `${owner}-1`, owner)).toBe(1);
+  });
+
+  it("accepts CSV with attribute, translation and price columns", async () => {
+    const p = uid("csv");
+    const csv = [
+      "id,slug,title,brand,category_id,attr.color,title.de,sku,option.size,price.USD,price.EUR",
+      `${p}-1,${p}-1,"Tent, ultralight",Northwind,cat-camping,green,Zelt,${p}-1-M,M,24900,22900`,
+      `${p}-2,${p}-2,"Stove ""Mini""",Northwind,cat-camping,grey,Kocher,${p}-2-U,U,abc,3900`,
+      `${p}-3,${p}-3,Bag,Northwind,cat-camping,olive`,
+    ].join("\r\n");
+    const answer = await (await postImport(csv, "text/csv")).json<ImportAnswer>();
+    expect(answer.accepted).toBe(1);
+    expect(answer.rejected.map((r) => r.line)).toEqual([3, 4]);
+    const doc = await env.DB.prepare("SELECT title, attributes FROM products WHERE id = ?").bind(`${p}-1`).first<{ title: string; attributes: string }>();
+    expect(doc).toEqual({ title: "Tent, ultralight", attributes: JSON.stringify({ color: "green" }) });
+    expect(await count("SELECT count(*) AS n FROM prices WHERE sku = ?", `${p}-1-M`)).toBe(2);
+  });
+
+  it("re-running the same file is idempotent: same answer, no new versions, no new events", async () => {
+    const p = uid("idem");
+    const body = ndjson([line(`${p}-1`), line(`${p}-2`), "oops"]);
+    const first = await (await postImport(body)).json<ImportAnswer>();
+    const versions = await env.DB.prepare("SELECT id, version, change_seq FROM products WHERE id LIKE ? ORDER BY id").bind(`${p}-%`).all();
+    const events = await count("SELECT count(*) AS n FROM outbox");
+    const again = await postImport(body);
+    expect(again.status).toBe(200);
+    const second = await again.json<ImportAnswer>();
+    expect(second).toMatchObject({ import_id: first.import_id, duplicate_of: first.import_id, accepted: 2, rejected_count: 1 });
+    expect((await env.DB.prepare("SELECT id, version, change_seq FROM products WHERE id LIKE ? ORDER BY id").bind(`${p}-%`).all()).results).toEqual(versions.results);
+    expect(await count("SELECT count(*) AS n FROM outbox")).toBe(events);
+  });
+
+  it("an import that changes an existing product bumps its version and refreshes its KV document through the queue", async () => {
+    const id = uid("upd");
+    const created = await json("PUT", `/admin/products/${id}`, { ...line(id), id: undefined }, admin());
+    expect(created.status).toBe(201);
+    await vi.waitFor(async () => expect((await readProductDoc(env.CATALOG_KV, id))?.version).toBe(1), { timeout: 2_000 });
+    const answer = await (await postImport(ndjson([line(id, { title: "Renamed by import", variants: [{ sku: `${id}-1`, prices: { USD: 1500 } }] })]))).json<ImportAnswer>();
+    expect(answer.accepted).toBe(1);
+    await vi.waitFor(
+      async () => {
+        const doc = await readProductDoc(env.CATALOG_KV, id);
+        expect(doc).toMatchObject({ version: 2, title: "Renamed by import" });
+        expect(doc!.variants[0]!.prices).toEqual({ USD: 1500 });
+      },
+      { timeout: 2_000 },
+    );
+  });
+
+  it("a reader during an import never sees half of it", async () => {
+    const p = uid("snap");
+    const total = 3_000;
+    const brand = `Snapshot ${p}`;
+    const encoder = new TextEncoder();
+    let sent = 0;
+    // A slow upload: the import spends a while receiving and staging before it can switch.
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent >= total) return controller.close();
+        const chunk = [];
+        for (let i = 0; i < 250 && sent < total; i++, sent++) chunk.push(JSON.stringify(line(`${p}-${sent}`, { brand })));
+        controller.enqueue(encoder.encode(chunk.join("\n") + "\n"));
+        await new Promise((r) => setTimeout(r, 40));
+      },
+    });
+    const importing = postImport(body);
+    const seen = new Set<number>();
+    let sawStagedButInvisible = false;
+    let done = false;
+    void importing.then(() => (done = true));
+    while (!done) {
+      const [visible, staged] = await env.DB.batch([
+        env.DB.prepare("SELECT count(*) AS n FROM products WHERE brand = ?").bind(brand),
+        env.DB.prepare("SELECT count(*) AS n FROM import_rows WHERE product_id LIKE ?").bind(`${p}-%`),
+      ]);
+      const v = (visible.results[0] as { n: number }).n;
+      seen.add(v);
+      if ((staged.results[0] as { n: number }).n > 0 && v === 0) sawStagedButInvisible = true;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const answer = await (await importing).json<ImportAnswer>();
+    expect(answer.accepted).toBe(total);
+    seen.add(await count("SELECT count(*) AS n FROM products WHERE brand = ?", brand));
+    expect(sawStagedButInvisible).toBe(true);
+    expect([...seen].sort((a, b) => a - b)).toEqual([0, total]);
+  });
+});
