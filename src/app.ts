@@ -14,6 +14,7 @@ import { feedsApp } from "./routes/feeds";
 import { adminEventsApp } from "./routes/admin-events";
 import { adminMetricsApp } from "./routes/admin-metrics";
 import { adminProductsApp } from "./routes/admin-products";
+import { adminImportApp } from "./routes/admin-import";
 import { productsApp } from "./routes/products";
 
 /** Builds the whole API: cross-cutting middleware first, then one sub-app per resource. */
@@ -30,6 +31,7 @@ export function buildApp() {
   app.route("/", embedApp);
   app.route("/", adminAffiliatesApp);
   app.route("/", adminProductsApp);
+  app.route("/", adminImportApp);
   app.route("/", adminEventsApp);
   app.route("/", adminMetricsApp);
   app.route("/", productsApp);
