@@ -1,0 +1,114 @@
+import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { buildApp } from "../src/app";
+import { parseLimits, parseOverrides, routeClass } from "../src/lib/rate-limit";
+import { call, expectProblem, json, uid } from "./helpers/http";
+
+const q = (s = "") => new URLSearchParams(s);
+
+describe("rate-limit configuration", () => {
+  it("classifies routes: browse, search, reserve (creating holds only), feed; admin and health are never limited", () => {
+    expect(routeClass("GET", "/v1/products/p-1", q())).toBe("browse");
+    expect(routeClass("GET", "/v1/products", q("q=shoe"))).toBe("search");
+    expect(routeClass("POST", "/v1/reservations", q())).toBe("reserve");
+    expect(routeClass("POST", "/v1/reservations/r-1/commit", q())).toBeUndefined();
+    expect(routeClass("DELETE", "/v1/reservations/r-1", q())).toBeUndefined();
+    expect(routeClass("GET", "/v1/feeds/products", q())).toBe("feed");
+    expect(routeClass("PUT", "/admin/products/p-1", q())).toBeUndefined();
+    expect(routeClass("GET", "/health", q())).toBeUndefined();
+  });
+
+  it("parses limits and per-client overrides, ignoring malformed parts", () => {
+    const l = parseLimits("browse=7/10, search=oops, reserve=3/60");
+    expect(l.browse).toEqual({ limit: 7, period: 10 });
+    expect(l.search).toEqual({ limit: 500, period: 10 });
+    expect(l.reserve).toEqual({ limit: 3, period: 60 });
+    const o = parseOverrides("ip:1.2.3.4 browse=5/10 bogus=1/1; key:abc reserve=2/60;;");
+    expect(o.get("ip:1.2.3.4")).toEqual({ browse: { limit: 5, period: 10 } });
+    expect(o.get("key:abc")).toEqual({ reserve: { limit: 2, period: 60 } });
+  });
+});
+
+describe("per-client rate limits", () => {
+  it("an exact token bucket admits exactly the limit under a concurrent burst, then 429 with Retry-After and RateLimit-*", async () => {
+    const ip = { "cf-connecting-ip": "198.51.100.7" };
+    const responses = await Promise.all(Array.from({ length: 12 }, () => call("/v1/products/p-rl-missing", { headers: ip })));
+    const limited = responses.filter((r) => r.status === 429);
+    expect(limited.length).toBe(7);
+    const admitted = responses.find((r) => r.status !== 429)!;
+    expect(admitted.headers.get("RateLimit-Limit")).toBe("5");
+    expect(admitted.headers.get("RateLimit-Policy")).toBe("5;w=10");
+    const res = limited[0]!;
+    expect(Number(res.headers.get("Retry-After"))).toBeGreaterThanOrEqual(1);
+    expect(res.headers.get("RateLimit-Limit")).toBe("5");
+    expect(res.headers.get("RateLimit-Remaining")).toBe("0");
+    expect(Number(res.headers.get("RateLimit-Reset"))).toBeGreaterThan(0);
+    await Promise.all(responses.filter((r) => r !== res).map((r) => r.body?.cancel()));
+    const p = await expectProblem(res, 429);
+    expect(p.route_class).toBe("browse");
+  });
+
+  it("limits one client without touching others: another IP, and the same IP on an unlimited route", async () => {
+    const other = await call("/v1/products/p-rl-missing", { headers: { "cf-connecting-ip": "203.0.113.99" } });
+    expect(other.status).not.toBe(429);
+    const health = await call("/health", { headers: { "cf-connecting-ip": "198.51.100.7" } });
+    expect(health.status).toBe(200);
+    const commit = await json("POST", "/v1/reservations/r-missing/commit", {}, { "cf-connecting-ip": "198.51.100.7" });
+    expect(commit.status).not.toBe(429);
+    await Promise.all([other.body?.cancel(), health.body?.cancel(), commit.body?.cancel()]);
+  });
+
+  it("counts a keyed client by its key, not its IP", async () => {
+    const ip = { "cf-connecting-ip": "198.51.100.7" };
+    const withKey = await call("/v1/products/p-rl-missing", { headers: { ...ip, authorization: "Bearer some-storefront-key" } });
+    expect(withKey.status).not.toBe(429);
+    await withKey.body?.cancel();
+  });
+
+  it("limits hold creation per client (reserve class) before any stock is touched", async () => {
+    const ip = { "cf-connecting-ip": "198.51.100.8" };
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await json("POST", "/v1/reservations", { items: [{ sku: "SKU-RL", quantity: 1 }] }, ip);
+      statuses.push(res.status);
+      await res.body?.cancel();
+    }
+    expect(statuses.slice(0, 3).every((s) => s !== 429)).toBe(true);
+    expect(statuses.slice(3)).toEqual([429, 429]);
+  });
+
+  it("the Workers Rate Limiting binding enforces its configured search limit (500 per 10 s) per key", async () => {
+    const key = `search:ip:${uid("rl")}`;
+    const outcomes = [];
+    for (let i = 0; i < 510; i++) outcomes.push((await env.RL_SEARCH.limit({ key })).success);
+    expect(outcomes.slice(0, 500).every(Boolean)).toBe(true);
+    expect(outcomes.slice(500).some((ok) => !ok)).toBe(true);
+    expect((await env.RL_SEARCH.limit({ key: `${key}-other` })).success).toBe(true);
+  });
+
+  it("a binding refusal becomes 429 with Retry-After = period and RateLimit-* headers", async () => {
+    const refusing = { ...env, RL_SEARCH: { limit: async () => ({ success: false }) } } as unknown as Env;
+    const res = await viaApp(new Request("http://x/v1/products?q=flash", { headers: { "cf-connecting-ip": "203.0.113.60" } }), refusing);
+    expect(res.headers.get("Retry-After")).toBe("10");
+    expect(res.headers.get("RateLimit-Limit")).toBe("500");
+    expect(res.headers.get("RateLimit-Policy")).toBe("500;w=10");
+    expect(res.headers.get("RateLimit-Remaining")).toBe("0");
+    const p = await expectProblem(res, 429);
+    expect(p.route_class).toBe("search");
+  });
+
+  it("a failing limiter lets traffic through rather than taking the API down", async () => {
+    const broken = { ...env, RL_BROWSE: { limit: async () => Promise.reject(new Error("limiter down")) } } as unknown as Env;
+    const res = await viaApp(new Request("http://x/v1/products/p-none", { headers: { "cf-connecting-ip": "203.0.113.61" } }), broken);
+    expect(res.status).not.toBe(429);
+    expect(res.status).toBeLessThan(500);
+    await res.body?.cancel();
+  });
+});
+
+async function viaApp(req: Request, e: Env): Promise<Response> {
+  const ctx = createExecutionContext();
+  const res = await buildApp().fetch(req, e, ctx);
+  await waitOnExecutionContext(ctx);
+  return res;
+}
