@@ -4,6 +4,7 @@ import { onError } from "./lib/errors";
 import { notFoundHandler } from "./lib/not-found";
 import { requestId } from "./lib/request-id";
 import { bodySizeLimit, contentTypeCheck, guardBindings, requestShapeLimits } from "./lib/protection";
+import { rateLimit } from "./lib/rate-limit";
 import { createApp } from "./lib/validation";
 import { docsApp } from "./routes/docs";
 import { healthApp } from "./routes/health";
@@ -23,6 +24,8 @@ export function buildApp() {
   app.use("*", requestId);
   // Cheap rejections first (414/431/415/413), then every binding call is bounded by a timeout and a breaker.
   app.use("*", requestShapeLimits, contentTypeCheck, bodySizeLimit, guardBindings);
+  // Per-client limits per route class (browse/search/reserve/feed): 429 with Retry-After and RateLimit-*.
+  app.use("*", rateLimit);
   app.use("/v1/*", cors({ origin: "*", allowMethods: ["GET", "HEAD", "OPTIONS"], exposeHeaders: ["ETag", "x-cache-tier", "x-request-id", "Server-Timing"] }));
 
   app.route("/", healthApp);
