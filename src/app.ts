@@ -17,6 +17,10 @@ import { adminMetricsApp } from "./routes/admin-metrics";
 import { adminProductsApp } from "./routes/admin-products";
 import { adminImportApp } from "./routes/admin-import";
 import { productsApp } from "./routes/products";
+import { adminBenchApp } from "./routes/admin-bench";
+import { adminStockApp } from "./routes/admin-stock";
+import { availabilityApp } from "./routes/availability";
+import { reservationsApp } from "./routes/reservations";
 
 /** Builds the whole API: cross-cutting middleware first, then one sub-app per resource. */
 export function buildApp() {
@@ -38,6 +42,10 @@ export function buildApp() {
   app.route("/", adminEventsApp);
   app.route("/", adminMetricsApp);
   app.route("/", productsApp);
+  app.route("/", reservationsApp);
+  app.route("/", availabilityApp);
+  app.route("/", adminStockApp);
+  app.route("/", adminBenchApp);
 
   app.route("/", docsApp(app));
   app.onError(onError);

@@ -1,0 +1,183 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { requireAdmin } from "../lib/auth";
+import { ApiError } from "../lib/errors";
+import { createApp } from "../lib/validation";
+import { unknownLocations } from "../stock/locations";
+import { groupByShard, shardNameForSku, stockStub } from "../stock/routing";
+import type { AdjustmentOutcome } from "../stock/types";
+
+const ProblemSchema = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
+const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: ProblemSchema } } });
+const security = [{ adminToken: [] }];
+const Count = z.number().int().min(0).max(1_000_000_000);
+const SkuParams = z.object({ sku: z.string().min(1).max(128).openapi({ param: { name: "sku", in: "path" }, example: "SKU-000001-1" }) });
+
+const StockRowSchema = z
+  .object({
+    sku: z.string(),
+    location: z.string(),
+    on_hand: z.number(),
+    reserved: z.number(),
+    safety_stock: z.number(),
+    low_stock: z.number(),
+    backorder_limit: z.number().nullable(),
+    available: z.number(),
+    seq: z.number(),
+  })
+  .openapi("StockRow");
+
+const putRoute = createRoute({
+  method: "put",
+  path: "/admin/stock/{sku}",
+  tags: ["Admin: stock"],
+  summary: "Set the on-hand count (and optionally safety stock, low-stock threshold, backorder limit) at a location",
+  description: "Recorded in the ledger as a `set` movement with the delta from the previous count. Holds are untouched.",
+  security,
+  request: {
+    params: SkuParams,
+    body: {
+      required: true,
+      content: {
+        "application/json": {
+          schema: z.object({
+            location: z.string().min(1).max(64),
+            on_hand: Count,
+            safety_stock: Count.optional(),
+            low_stock: Count.optional(),
+            backorder_limit: Count.nullable().optional(),
+          }),
+        },
+      },
+    },
+  },
+  responses: {
+    200: { description: "The new counts.", content: { "application/json": { schema: StockRowSchema } } },
+    401: problem("Missing or wrong admin token."),
+    422: problem("Unknown SKU or location."),
+  },
+});
+
+const AdjustmentSchema = z.object({
+  sku: z.string().min(1).max(128),
+  location: z.string().min(1).max(64),
+  delta: z.number().int().min(-1_000_000).max(1_000_000).refine((d) => d !== 0, "delta must not be 0"),
+  reason: z.string().min(1).max(200),
+  event_id: z.string().min(1).max(200),
+});
+
+const adjustRoute = createRoute({
+  method: "post",
+  path: "/admin/stock/adjustments",
+  tags: ["Admin: stock"],
+  summary: "Apply warehouse movements; idempotent per event_id",
+  description:
+    "Each line is applied at most once per `event_id`: a retried feed gets `duplicate` with the original outcome. A line that would take on_hand below zero is `rejected` (and remembered as such).",
+  security,
+  request: { body: { required: true, content: { "application/json": { schema: z.array(AdjustmentSchema).min(1).max(500) } } } },
+  responses: {
+    200: {
+      description: "One outcome per line, in request order.",
+      content: {
+        "application/json": {
+          schema: z.object({
+            results: z.array(
+              z.object({ event_id: z.string(), sku: z.string(), location: z.string(), status: z.enum(["applied", "duplicate", "rejected"]), detail: z.string().optional(), on_hand: z.number().optional() }),
+            ),
+          }),
+        },
+      },
+    },
+    401: problem("Missing or wrong admin token."),
+    422: problem("Unknown SKUs or locations."),
+  },
+});
+
+const ledgerRoute = createRoute({
+  method: "get",
+  path: "/admin/stock/{sku}/ledger",
+  tags: ["Admin: stock"],
+  summary: "The movement ledger of a SKU, oldest first, with a cursor",
+  description: "Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts.",
+  security,
+  request: {
+    params: SkuParams,
+    query: z.object({
+      cursor: z.string().regex(/^\d{1,15}$/).optional().openapi({ description: "`next_cursor` of the previous page." }),
+      limit: z.coerce.number().int().min(1).max(1000).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: "A page of movements.",
+      content: {
+        "application/json": {
+          schema: z.object({
+            sku: z.string(),
+            items: z.array(
+              z.object({
+                id: z.number(),
+                sku: z.string(),
+                location: z.string(),
+                seq: z.number(),
+                kind: z.enum(["baseline", "set", "adjust", "reserve", "release", "expire", "commit"]),
+                delta_on_hand: z.number(),
+                delta_reserved: z.number(),
+                on_hand_after: z.number(),
+                reserved_after: z.number(),
+                reason: z.string().nullable(),
+                reservation_id: z.string().nullable(),
+                actor: z.string().nullable(),
+                event_id: z.string().nullable(),
+                at: z.number(),
+              }),
+            ),
+            next_cursor: z.string().nullable(),
+          }),
+        },
+      },
+    },
+    401: problem("Missing or wrong admin token."),
+    404: problem("Unknown SKU."),
+  },
+});
+
+export const adminStockApp = createApp();
+adminStockApp.use("/admin/stock/*", requireAdmin);
+
+async function assertLocations(env: Env, ids: string[]) {
+  const unknown = await unknownLocations(env, ids);
+  if (unknown.length) throw ApiError.unprocessable(`Unknown locations: ${unknown.join(", ")}.`, { unknown_locations: unknown });
+}
+
+adminStockApp
+  .openapi(putRoute, async (c) => {
+    const { sku } = c.req.valid("param");
+    const body = c.req.valid("json");
+    await assertLocations(c.env, [body.location]);
+    const res = await stockStub(c.env, shardNameForSku(c.env, sku)).setStock({ sku, ...body, actor: "admin" });
+    if (!res.ok) throw ApiError.unprocessable(`Unknown SKU: ${sku}.`, { unknown_skus: res.skus });
+    c.header("cache-control", "no-store");
+    return c.json(res.row, 200);
+  })
+  .openapi(adjustRoute, async (c) => {
+    const lines = c.req.valid("json");
+    await assertLocations(c.env, lines.map((l) => l.location));
+    const groups = [...groupByShard(c.env, lines, (l) => l.sku)];
+    const answers = await Promise.all(groups.map(([name, list]) => stockStub(c.env, name).adjust(list, "admin")));
+    const unknown = answers.flatMap((a) => (a.ok ? [] : a.skus));
+    // Shards that knew all their SKUs have applied their lines; that is safe because each line is idempotent.
+    if (unknown.length) throw ApiError.unprocessable(`Unknown SKUs: ${unknown.join(", ")}; lines for other SKUs were applied.`, { unknown_skus: unknown });
+    const byEvent = new Map<string, AdjustmentOutcome>();
+    for (const a of answers) if (a.ok) for (const r of a.results) byEvent.set(r.event_id, r);
+    c.header("cache-control", "no-store");
+    return c.json({ results: lines.map((l) => byEvent.get(l.event_id)!) }, 200);
+  })
+  .openapi(ledgerRoute, async (c) => {
+    const { sku } = c.req.valid("param");
+    const { cursor, limit = 100 } = c.req.valid("query");
+    const res = await stockStub(c.env, shardNameForSku(c.env, sku)).ledger(sku, cursor ? Number(cursor) : 0, limit);
+    if (!res.ok) throw ApiError.notFound(`Unknown SKU: ${sku}.`);
+    const last = res.items.at(-1);
+    c.header("cache-control", "no-store");
+    return c.json({ sku, items: res.items, next_cursor: res.items.length === limit && last ? String(last.id) : null }, 200);
+  });

@@ -1,0 +1,169 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { requireStorefront } from "../lib/auth";
+import { ApiError } from "../lib/errors";
+import { createApp } from "../lib/validation";
+import { shopperRegion } from "../stock/locations";
+import {
+  commitReservation,
+  createReservation,
+  DEFAULT_TTL_SECONDS,
+  extendReservation,
+  getReservation,
+  MAX_LINES,
+  MAX_QUANTITY,
+  MAX_TTL_SECONDS,
+  releaseReservation,
+} from "../stock/reservations";
+
+const ProblemSchema = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
+const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: ProblemSchema } } });
+
+const Sku = z.string().min(1).max(128).openapi({ example: "SKU-000001-1" });
+const Ttl = z.number().int().min(1).max(MAX_TTL_SECONDS);
+
+const CreateBody = z
+  .object({
+    items: z
+      .array(
+        z.object({
+          sku: Sku,
+          quantity: z.number().int().min(1).max(MAX_QUANTITY),
+          location: z.string().min(1).max(64).optional().openapi({ example: "loc-us-east" }),
+        }),
+      )
+      .min(1)
+      .max(MAX_LINES),
+    ttl_seconds: Ttl.optional().openapi({ description: `Hold duration; default ${DEFAULT_TTL_SECONDS}.`, example: 600 }),
+    currency: z.string().regex(/^[A-Z]{3}$/).optional().openapi({ description: "Currency of the unit-price snapshot; default DEFAULT_CURRENCY.", example: "USD" }),
+  })
+  .openapi("ReservationRequest");
+
+const ReservationSchema = z
+  .object({
+    id: z.string().openapi({ example: "rsv_3_0f6c…" }),
+    status: z.enum(["pending", "held", "committing", "committed", "released", "expired", "failed"]),
+    expires_at: z.string(),
+    currency: z.string(),
+    items: z.array(z.object({ sku: z.string(), quantity: z.number(), location: z.string(), unit_price: z.number(), currency: z.string() })),
+    created_at: z.string(),
+    committed_at: z.string().nullable(),
+    released_at: z.string().nullable(),
+  })
+  .openapi("Reservation");
+
+const IdParams = z.object({ id: z.string().min(1).max(64).openapi({ param: { name: "id", in: "path" } }) });
+const security = [{ storefrontKey: [] }];
+const json = (description: string) => ({ description, content: { "application/json": { schema: ReservationSchema } } });
+const authErrors = { 401: problem("Missing, unknown or revoked key."), 403: problem("The key is not a storefront key.") };
+
+const createRouteDef = createRoute({
+  method: "post",
+  path: "/v1/reservations",
+  tags: ["Reservations"],
+  summary: "Hold stock for a cart, all or nothing",
+  description:
+    "Holds every line or none (a saga across stock shards, compensated on failure). `Idempotency-Key` is required and scoped to the storefront key: the same key with the same body replays the original answer; with another body it is a 422. Lines without `location` go to the shopper's region (`x-shopper-region: NA|EU|APAC` or `request.cf`), else the location with the most stock.",
+  security,
+  request: {
+    headers: z.object({ "idempotency-key": z.string().min(1).max(255).openapi({ description: "Unique per checkout attempt." }) }),
+    body: { required: true, content: { "application/json": { schema: CreateBody } } },
+  },
+  responses: {
+    201: json("Held. Replays carry `Idempotent-Replayed: true`."),
+    400: problem("Invalid body, or no Idempotency-Key."),
+    ...authErrors,
+    409: problem("Not enough stock (`shortfalls: [{sku, requested, available}]`), or the same key is still in flight."),
+    422: problem("Unknown SKUs (`unknown_skus`), unknown locations, no price in the currency, or the key reused with another body."),
+    503: problem("A shard did not answer; nothing is held."),
+  },
+});
+
+const getRouteDef = createRoute({
+  method: "get",
+  path: "/v1/reservations/{id}",
+  tags: ["Reservations"],
+  summary: "Read a reservation (a hold past its deadline reads `expired` at once)",
+  security,
+  request: { params: IdParams },
+  responses: { 200: json("The reservation."), ...authErrors, 404: problem("No such reservation.") },
+});
+
+const extendRouteDef = createRoute({
+  method: "post",
+  path: "/v1/reservations/{id}/extend",
+  tags: ["Reservations"],
+  summary: "Move the deadline of a live hold to now + ttl_seconds",
+  security,
+  request: { params: IdParams, body: { required: true, content: { "application/json": { schema: z.object({ ttl_seconds: Ttl }) } } } },
+  responses: { 200: json("Extended."), ...authErrors, 404: problem("No such reservation."), 409: problem("Not live (expired, committed or released).") },
+});
+
+const commitRouteDef = createRoute({
+  method: "post",
+  path: "/v1/reservations/{id}/commit",
+  tags: ["Reservations"],
+  summary: "Make the hold permanent (decrements on_hand); idempotent",
+  security,
+  request: { params: IdParams },
+  responses: { 200: json("Committed (also on repeats)."), ...authErrors, 404: problem("No such reservation."), 409: problem("Expired or released.") },
+});
+
+const deleteRouteDef = createRoute({
+  method: "delete",
+  path: "/v1/reservations/{id}",
+  tags: ["Reservations"],
+  summary: "Release the hold; idempotent",
+  security,
+  request: { params: IdParams },
+  responses: { 200: json("Released (or already ended)."), ...authErrors, 404: problem("No such reservation."), 409: problem("Already committed.") },
+});
+
+function keyId(principal: unknown): string {
+  const p = principal as { kind?: string; keyId?: string } | undefined;
+  if (p?.kind !== "storefront" || !p.keyId) throw ApiError.forbidden("This key may not reserve stock; use a storefront key.");
+  return p.keyId;
+}
+
+export const reservationsApp = createApp();
+reservationsApp.use("/v1/reservations", requireStorefront);
+reservationsApp.use("/v1/reservations/*", requireStorefront);
+
+reservationsApp
+  .openapi(createRouteDef, async (c) => {
+    const body = c.req.valid("json");
+    const currency = body.currency ?? c.env.DEFAULT_CURRENCY;
+    const supported = c.env.SUPPORTED_CURRENCIES.split(",").map((s) => s.trim());
+    if (!supported.includes(currency)) throw ApiError.unprocessable(`Unsupported currency ${currency}; use one of ${supported.join(", ")}.`);
+    const result = await createReservation(c.env, {
+      keyId: keyId(c.get("principal")),
+      idempotencyKey: c.req.valid("header")["idempotency-key"],
+      lines: body.items,
+      ttlSeconds: body.ttl_seconds ?? DEFAULT_TTL_SECONDS,
+      currency,
+      region: shopperRegion(c.req.raw),
+    });
+    c.header("cache-control", "no-store");
+    c.header("location", `/v1/reservations/${result.body.id}`);
+    if (result.replayed) c.header("idempotent-replayed", "true");
+    return c.json(result.body, 201);
+  })
+  .openapi(getRouteDef, async (c) => {
+    keyId(c.get("principal"));
+    c.header("cache-control", "no-store");
+    return c.json(await getReservation(c.env, c.req.valid("param").id), 200);
+  })
+  .openapi(extendRouteDef, async (c) => {
+    const actor = `storefront:${keyId(c.get("principal"))}`;
+    c.header("cache-control", "no-store");
+    return c.json(await extendReservation(c.env, c.req.valid("param").id, c.req.valid("json").ttl_seconds, actor), 200);
+  })
+  .openapi(commitRouteDef, async (c) => {
+    const actor = `storefront:${keyId(c.get("principal"))}`;
+    c.header("cache-control", "no-store");
+    return c.json(await commitReservation(c.env, c.req.valid("param").id, actor), 200);
+  })
+  .openapi(deleteRouteDef, async (c) => {
+    const actor = `storefront:${keyId(c.get("principal"))}`;
+    c.header("cache-control", "no-store");
+    return c.json(await releaseReservation(c.env, c.req.valid("param").id, actor), 200);
+  });

@@ -1,0 +1,73 @@
+/**
+ * The one place that decides which Durable Object owns what. Issue 7 (hot-SKU sub-shards) plugs in here:
+ * everything else groups work by the shard *name* returned from these functions.
+ */
+
+export const DEFAULT_STOCK_SHARDS = 16;
+const MAX_STOCK_SHARDS = 1024;
+
+/** FNV-1a over UTF-16 code units: stable across runtimes and releases, cheap, well spread for SKU-like strings. */
+export function stableHash(input: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < input.length; i++) {
+    h ^= input.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+export function shardCount(env: Pick<Env, "STOCK_SHARDS">): number {
+  const n = Number.parseInt(env.STOCK_SHARDS ?? "", 10);
+  if (!Number.isFinite(n) || n < 1) return DEFAULT_STOCK_SHARDS;
+  return Math.min(n, MAX_STOCK_SHARDS);
+}
+
+export function shardForSku(sku: string, shards: number): number {
+  return stableHash(sku) % shards;
+}
+
+export function shardName(n: number): string {
+  return `stock:${n}`;
+}
+
+export function shardNameForSku(env: Pick<Env, "STOCK_SHARDS">, sku: string): string {
+  return shardName(shardForSku(sku, shardCount(env)));
+}
+
+export function stockStub(env: Env, name: string) {
+  return env.STOCK.getByName(name);
+}
+
+/** Groups SKUs (or anything carrying one) by owning shard name, so each shard is asked once. */
+export function groupByShard<T>(env: Env, items: readonly T[], skuOf: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const name = shardNameForSku(env, skuOf(item));
+    const list = groups.get(name);
+    if (list) list.push(item);
+    else groups.set(name, [item]);
+  }
+  return groups;
+}
+
+/**
+ * Reservation headers (status, items, idempotency record) live in a coordinator shard picked by hashing the
+ * idempotency scope, so every retry of one key meets the same strongly consistent object. The shard number is
+ * embedded in the reservation id, so later reads find the header without a lookup table.
+ */
+export function coordinatorForScope(env: Env, scopeKey: string): number {
+  return stableHash(`reservation:${scopeKey}`) % shardCount(env);
+}
+
+export function newReservationId(coordinator: number): string {
+  const hex = crypto.randomUUID().replace(/-/g, "");
+  return `rsv_${coordinator}_${hex}`;
+}
+
+/** The coordinator shard name of a reservation id, or undefined for ids we never issued. */
+export function coordinatorOfReservation(env: Env, id: string): string | undefined {
+  const m = /^rsv_(\d{1,4})_[0-9a-f]{32}$/.exec(id);
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  return n < shardCount(env) ? shardName(n) : undefined;
+}

@@ -1,0 +1,82 @@
+/**
+ * SQLite schema of a StockShard Durable Object (documented in docs/storage.md). Every statement is idempotent,
+ * so it runs in the constructor on each start; add new tables or indexes here, never alter old ones in place.
+ */
+export const SHARD_DDL = `
+CREATE TABLE IF NOT EXISTS skus (
+  sku TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL DEFAULT 0,
+  adopted_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stock (
+  sku TEXT NOT NULL,
+  location TEXT NOT NULL,
+  on_hand INTEGER NOT NULL DEFAULT 0,
+  reserved INTEGER NOT NULL DEFAULT 0,
+  safety_stock INTEGER NOT NULL DEFAULT 0,
+  low_stock INTEGER NOT NULL DEFAULT 5,
+  backorder_limit INTEGER,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (sku, location)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holds (
+  reservation_id TEXT NOT NULL,
+  sku TEXT NOT NULL,
+  location TEXT NOT NULL,
+  quantity INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (reservation_id, sku, location)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holds_live_idx ON holds (state, expires_at);
+CREATE TABLE IF NOT EXISTS ledger (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  sku TEXT NOT NULL,
+  location TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  delta_on_hand INTEGER NOT NULL,
+  delta_reserved INTEGER NOT NULL,
+  on_hand_after INTEGER NOT NULL,
+  reserved_after INTEGER NOT NULL,
+  reason TEXT,
+  reservation_id TEXT,
+  actor TEXT,
+  event_id TEXT,
+  at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_sku_idx ON ledger (sku, id);
+CREATE TABLE IF NOT EXISTS adjustments (
+  event_id TEXT PRIMARY KEY,
+  outcome TEXT NOT NULL,
+  applied_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  dedupe_key TEXT UNIQUE,
+  body TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reservations (
+  id TEXT PRIMARY KEY,
+  scope_key TEXT NOT NULL UNIQUE,
+  body_hash TEXT NOT NULL,
+  status TEXT NOT NULL,
+  items TEXT NOT NULL DEFAULT '[]',
+  currency TEXT NOT NULL,
+  expires_at INTEGER NOT NULL,
+  lease_until INTEGER NOT NULL,
+  outcome TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  committed_at INTEGER,
+  released_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+`;

@@ -1,0 +1,126 @@
+/** Shapes exchanged between the Worker and the StockShard Durable Object over RPC. */
+
+export type StockRow = {
+  sku: string;
+  location: string;
+  on_hand: number;
+  reserved: number;
+  safety_stock: number;
+  low_stock: number;
+  /** Units that may be promised beyond stock (pre-orders); null = none. */
+  backorder_limit: number | null;
+  /** on_hand − reserved − safety_stock; may go negative only down to −backorder_limit. */
+  available: number;
+  seq: number;
+};
+
+export type Shortfall = { sku: string; requested: number; available: number; location?: string };
+
+export type HoldLine = { sku: string; quantity: number; location?: string };
+export type HeldItem = { sku: string; quantity: number; location: string };
+
+export type HoldRequest = {
+  reservationId: string;
+  expiresAt: number;
+  lines: HoldLine[];
+  /** Locations in the shopper's region, best first; used when a line names no location. */
+  preferredLocations: string[];
+  actor: string;
+};
+
+export type UnknownSkus = { ok: false; error: "unknown_skus"; skus: string[] };
+export type Insufficient = { ok: false; error: "insufficient"; shortfalls: Shortfall[] };
+
+export type HoldResult = { ok: true; items: HeldItem[] } | Insufficient | UnknownSkus;
+export type CommitResult = { ok: true; items: HeldItem[] } | Insufficient;
+export type ExtendResult = { ok: true } | Insufficient;
+
+export type StockReadResult = { ok: true; rows: StockRow[] } | UnknownSkus;
+
+export type SetStockRequest = {
+  sku: string;
+  location: string;
+  on_hand: number;
+  safety_stock?: number;
+  low_stock?: number;
+  backorder_limit?: number | null;
+  actor: string;
+};
+export type SetStockResult = { ok: true; row: StockRow } | UnknownSkus;
+
+export type AdjustmentLine = { sku: string; location: string; delta: number; reason: string; event_id: string };
+export type AdjustmentOutcome = {
+  event_id: string;
+  sku: string;
+  location: string;
+  status: "applied" | "duplicate" | "rejected";
+  detail?: string;
+  on_hand?: number;
+};
+
+export type LedgerKind = "baseline" | "set" | "adjust" | "reserve" | "release" | "expire" | "commit";
+export type LedgerEntry = {
+  id: number;
+  sku: string;
+  location: string;
+  seq: number;
+  kind: LedgerKind;
+  delta_on_hand: number;
+  delta_reserved: number;
+  on_hand_after: number;
+  reserved_after: number;
+  reason: string | null;
+  reservation_id: string | null;
+  actor: string | null;
+  event_id: string | null;
+  at: number;
+};
+
+/** A line of a reservation with the unit price in force when it was made (issue 9: commit uses this price). */
+export type ReservedItem = HeldItem & { unit_price: number; currency: string };
+
+/** pending = saga running (or crashed mid-way); failed = the create answered 409 and is replayed as such. */
+export type HeaderStatus = "pending" | "held" | "failed" | "committing" | "committed" | "released" | "expired";
+
+export type ReservationHeader = {
+  id: string;
+  status: HeaderStatus;
+  items: ReservedItem[];
+  currency: string;
+  expires_at: number;
+  created_at: number;
+  updated_at: number;
+  committed_at: number | null;
+  released_at: number | null;
+};
+
+/** The answer of the original create, replayed for a repeated Idempotency-Key (problems are rebuilt with the new request id). */
+export type StoredOutcome =
+  | { status: 201; body: ReservationView }
+  | { status: 409 | 422; problem: { slug: string; title: string; detail: string; extensions: { shortfalls?: Shortfall[]; unknown_skus?: string[] } } };
+
+export type BeginReservation =
+  | { kind: "started"; id: string; expiresAt: number }
+  | { kind: "replay"; outcome: StoredOutcome }
+  | { kind: "in_progress" }
+  | { kind: "mismatch" };
+
+export type BeginCommit =
+  | { kind: "proceed"; header: ReservationHeader }
+  | { kind: "already"; header: ReservationHeader }
+  | { kind: "refused"; header: ReservationHeader }
+  | { kind: "not_found" };
+
+export type HeaderChange = { kind: "ok"; header: ReservationHeader } | { kind: "refused"; header: ReservationHeader } | { kind: "not_found" };
+
+/** The public JSON of a reservation. */
+export type ReservationView = {
+  id: string;
+  status: HeaderStatus;
+  expires_at: string;
+  currency: string;
+  items: ReservedItem[];
+  created_at: string;
+  committed_at: string | null;
+  released_at: string | null;
+};
