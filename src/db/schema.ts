@@ -68,6 +68,14 @@ export const products = sqliteTable(
     inStock: integer("in_stock").notNull().default(0),
     /** Denormalised min effective price per currency, JSON {USD: 1299}; used for price filters and sort. */
     minPrices: text("min_prices", { mode: "json" }).$type<Record<string, number>>().notNull().default({}),
+    /**
+     * Promotion shown with `min_prices` per currency when the cheapest variant is on promotion:
+     * {USD: {compare_at, promotion: {id, name, ends_at}}}. Maintained with min_prices by src/promotions/.
+     */
+    priceBadges: text("price_badges", { mode: "json" })
+      .$type<Record<string, { compare_at: number; promotion: { id: string; name: string; ends_at: string | null } }>>()
+      .notNull()
+      .default({}),
     /** Global, monotonic change sequence: the cursor behind delta feeds (`since` tokens). */
     changeSeq: integer("change_seq").notNull().default(0),
     /** Import that last wrote this row; rows of an unfinished import stay invisible (snapshot semantics). */
@@ -325,7 +333,7 @@ export const promotions = sqliteTable(
     updatedAt: updatedAt(),
     version: version(),
   },
-  (t) => [index("promotions_window_idx").on(t.startsAt, t.endsAt)],
+  (t) => [index("promotions_window_idx").on(t.startsAt, t.endsAt), index("promotions_ends_idx").on(t.endsAt)],
 );
 
 /** Which SKUs a promotion covers, resolved on write so reads are a keyed lookup. */
@@ -336,7 +344,11 @@ export const promotionTargets = sqliteTable(
     sku: text("sku").notNull(),
     productId: text("product_id").notNull(),
   },
-  (t) => [primaryKey({ columns: [t.promotionId, t.sku] }), index("promotion_targets_sku_idx").on(t.sku)],
+  (t) => [
+    primaryKey({ columns: [t.promotionId, t.sku] }),
+    index("promotion_targets_sku_idx").on(t.sku),
+    index("promotion_targets_product_idx").on(t.productId, t.promotionId),
+  ],
 );
 
 /** Merchandiser pins per product: {complementary, related, exclude} product id lists. */
@@ -391,6 +403,26 @@ export const recommendations = sqliteTable(
     computedAt: integer("computed_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.productId, t.intent] })],
+);
+
+/** Products whose recommendation inputs changed (edited, ordered) since the last incremental run. */
+export const recommendationDirty = sqliteTable("recommendation_dirty", {
+  productId: text("product_id").primaryKey(),
+  markedAt: integer("marked_at").notNull(),
+});
+
+/**
+ * Which cached recommendation answers show which product (item -> owner), recorded when an answer is
+ * rendered, so a sell-out, restock or price change of the item purges exactly those answers.
+ * `owner` is a product id, or `best-sellers`.
+ */
+export const recommendationRefs = sqliteTable(
+  "recommendation_refs",
+  {
+    itemId: text("item_id").notNull(),
+    owner: text("owner").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.itemId, t.owner] }), index("recommendation_refs_owner_idx").on(t.owner)],
 );
 
 /** Progress of batch jobs (recommendation rebuilds and the like), resumable across invocations. */
