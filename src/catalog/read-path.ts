@@ -14,6 +14,7 @@
  * and a `Warning`; only when there is none does the read fail with 503.
  */
 import { ApiError } from "../lib/errors";
+import { TimeoutError, withTimeout } from "../lib/resilience";
 import { lastGoodKey } from "./cache-keys";
 
 export type DocVersion = { version: number; stock_seq: number };
@@ -72,21 +73,9 @@ export type TieredRead<D> = {
   cache?: Cache;
 };
 
-export class TierTimeout extends Error {
-  constructor(tier: string, ms: number) {
-    super(`${tier} did not answer within ${ms} ms`);
-    this.name = "TierTimeout";
-  }
-}
-
-/** Bounds any binding call; the underlying promise keeps running but nobody waits for it. */
-export function bounded<T>(p: Promise<T>, ms: number, tier: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | null = null;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TierTimeout(tier, ms)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
+/** Bounds any binding call (the shared helper: a 503 TimeoutError; the underlying promise keeps running unwatched). */
+export const bounded = withTimeout;
+export { TimeoutError as TierTimeout };
 
 // ---- monotonic floor, per isolate -------------------------------------------------------------------
 
@@ -257,10 +246,8 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
     // 4xx answers (404…) are answers; 5xx ApiErrors (timeouts, open breakers) are origin failures.
     if (err instanceof ApiError && err.status < 500) throw err;
     const lastGood = await lastGoodPromise;
-    if (lastGood) {
-      console.warn(JSON.stringify({ level: "warn", message: "serving stale", key: opts.cacheKey, cause: String(err) }));
-      return fromStored(lastGood, opts.request, "edge", timing, extra, true);
-    }
+    console.warn(JSON.stringify({ level: "warn", message: lastGood ? "origin failed, serving stale" : "origin failed, nothing cached", key: opts.cacheKey, cause: String(err) }));
+    if (lastGood) return fromStored(lastGood, opts.request, "edge", timing, extra, true);
     throw ApiError.unavailable("The catalog origin is unavailable and no cached copy exists; retry shortly.", 2);
   }
 
