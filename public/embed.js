@@ -8,6 +8,7 @@
   if (W.EdgeShelf && W.EdgeShelf.version) return W.EdgeShelf.scan();
   var me = document.currentScript;
   var API = me && me.src ? new URL(me.src).origin : location.origin;
+  var SITE = "__EDGESHELF_SITE__"; // filled in by GET /embed.js from SITE_BASE_URL
   var TEXT = { in_stock: "In stock", low_stock: "Only {n} left", out_of_stock: "Out of stock" };
   var CSS =
     ":host{display:block}" +
@@ -110,7 +111,7 @@
     if (el.children.length || el.textContent.trim()) return box.appendChild(document.createElement("slot"));
     var id = el.dataset.edgeshelfProduct;
     var a = h("a", "f", id ? "View this product" : "Browse the shop");
-    a.href = API + (id ? "/r/" + encodeURIComponent(el.dataset.tracking || "-") + "/" + encodeURIComponent(id) : "/");
+    a.href = id ? API + "/r/" + encodeURIComponent(el.dataset.tracking || "-") + "/" + encodeURIComponent(id) : SITE;
     a.rel = "sponsored noopener";
     box.appendChild(a);
   }

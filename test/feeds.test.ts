@@ -434,6 +434,9 @@ describe("click redirect and embed assets", () => {
     expect(source.length).toBeLessThan(10_000);
     expect(source).toContain("attachShadow");
     expect(source).not.toMatch(/\bimport\b|require\(/);
+    expect(source).toContain('"https://shop.edgeshelf.dev"'); // the fallback link's site, from SITE_BASE_URL
+    const etag = js.headers.get("etag")!;
+    expect((await call("/embed.js", { headers: { "if-none-match": etag } })).status).toBe(304);
     const demo = await call("/embed/demo");
     expect(demo.status).toBe(200);
     expect(demo.headers.get("content-type")).toContain("text/html");

@@ -1,4 +1,5 @@
 import { createRoute } from "@hono/zod-openapi";
+import { conditionalResponse } from "../feeds/conditional";
 import { createApp } from "../lib/validation";
 
 /**
@@ -29,18 +30,16 @@ async function asset(env: Env, requestUrl: string, path: string): Promise<Respon
 
 export const embedApp = createApp()
   .openapi(scriptRoute, async (c) => {
-    const res = await asset(c.env, c.req.url, "/embed.js");
-    return new Response(res.body, {
-      status: 200,
-      headers: {
-        "content-type": "application/javascript; charset=utf-8",
-        // Short max-age so fixes reach publishers' pages quickly; SWR keeps page loads from waiting on us.
-        "cache-control": "public, max-age=300, stale-while-revalidate=86400",
-        "access-control-allow-origin": "*",
-        "x-content-type-options": "nosniff",
-        ...(res.headers.get("etag") ? { etag: res.headers.get("etag")! } : {}),
-      },
+    const file = await asset(c.env, c.req.url, "/embed.js");
+    const source = (await file.text()).replace("__EDGESHELF_SITE__", c.env.SITE_BASE_URL.replace(/["\\]/g, ""));
+    const res = await conditionalResponse(c.req.raw, source, {
+      contentType: "application/javascript; charset=utf-8",
+      // Short max-age so fixes reach publishers' pages quickly; SWR keeps page loads from waiting on us.
+      cacheControl: "public, max-age=300, stale-while-revalidate=86400",
     });
+    res.headers.set("access-control-allow-origin", "*");
+    res.headers.set("x-content-type-options", "nosniff");
+    return res;
   })
   .openapi(demoRoute, async (c) => {
     const res = await asset(c.env, c.req.url, "/embed/demo.html");

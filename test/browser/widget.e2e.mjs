@@ -1,0 +1,176 @@
+// Real-browser test of the embed widget: Debian's chromium (scripts/install-chromium.sh) driven by
+// playwright-core against `wrangler dev` on its own port and its own --persist-to directory.
+//   node test/browser/widget.e2e.mjs
+// Skips (exit 0, with a message) only when chromium is absent and cannot be installed.
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const CHROMIUM = "/usr/bin/chromium";
+const PORT = Number(process.env.E2E_PORT ?? 8796);
+const ORIGIN = `http://127.0.0.1:${PORT}`;
+const PERSIST = path.join(ROOT, ".wrangler", "e2e-widget");
+const RESULTS = path.join(ROOT, "test-results");
+const ADMIN = "e2e-admin-token";
+const PRODUCT = "p-000001";
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+
+const log = (msg) => console.log(`widget-e2e: ${msg}`);
+function fail(msg) {
+  throw new Error(msg);
+}
+
+if (!existsSync(CHROMIUM)) {
+  log("chromium missing; running scripts/install-chromium.sh");
+  try {
+    execFileSync("bash", [path.join(ROOT, "scripts/install-chromium.sh")], { stdio: "inherit" });
+  } catch {
+    /* reported below */
+  }
+  if (!existsSync(CHROMIUM)) {
+    console.log("SKIP widget-e2e: chromium is not installed and could not be installed here (apt-get failed); the browser test did not run.");
+    process.exit(0);
+  }
+}
+
+const { chromium } = await import("playwright-core");
+
+function sh(cmd, args) {
+  return execFileSync(cmd, args, { cwd: ROOT, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+async function waitFor(what, fn, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  fail(`timed out waiting for ${what}${last ? ` (${last.message})` : ""}`);
+}
+
+async function api(method, p, body, headers = {}) {
+  const res = await fetch(ORIGIN + p, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN}`, ...(body ? { "content-type": "application/json" } : {}), ...headers },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+let dev;
+let browser;
+const stopDev = () => {
+  if (dev && dev.exitCode === null) {
+    try {
+      process.kill(-dev.pid, "SIGTERM");
+    } catch {
+      /* already gone */
+    }
+  }
+};
+process.on("exit", stopDev);
+
+try {
+  rmSync(PERSIST, { recursive: true, force: true });
+  mkdirSync(RESULTS, { recursive: true });
+  log("migrating and seeding a 30-product catalog");
+  sh("npx", ["--no-install", "wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
+  sh("npx", ["--no-install", "tsx", "scripts/seed.ts", "--products", "30", "--persist", PERSIST]);
+  const expected = JSON.parse(
+    sh("npx", ["--no-install", "tsx", "-e", `import { product } from "./src/seed/generate.ts"; console.log(JSON.stringify(product(1)))`]),
+  );
+
+  log(`starting wrangler dev on ${ORIGIN}`);
+  dev = spawn(
+    "npx",
+    ["--no-install", "wrangler", "dev", "--port", String(PORT), "--ip", "127.0.0.1", "--persist-to", PERSIST, "--var", `ADMIN_TOKEN:${ADMIN}`, "--log-level", "warn"],
+    { cwd: ROOT, env, detached: true, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let devLog = "";
+  dev.stdout.on("data", (d) => (devLog += d));
+  dev.stderr.on("data", (d) => (devLog += d));
+  await waitFor("wrangler dev /health", async () => (await fetch(`${ORIGIN}/health`)).ok, 90_000).catch((err) => {
+    console.error(devLog.slice(-3000));
+    throw err;
+  });
+
+  // An affiliate allowed on this test's origin (the seeded demo one allows only :8787).
+  const created = await api("POST", "/admin/affiliates", { name: "E2E publisher", tracking_id: `e2e${Date.now().toString(36)}`, allowed_origins: [ORIGIN] });
+  if (created.status !== 201) fail(`creating the affiliate answered ${created.status}: ${JSON.stringify(created.body)}`);
+  const key = created.body.key.key;
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"],
+  });
+  // A German visitor: the server picks EUR from Accept-Language, the widget asks for German texts.
+  const context = await browser.newContext({ locale: "de-DE", viewport: { width: 1000, height: 900 } });
+  const page = await context.newPage();
+  page.on("pageerror", (err) => log(`page error: ${err.message}`));
+  await page.goto(`${ORIGIN}/embed/demo?key=${encodeURIComponent(key)}&product=${PRODUCT}&refresh=1`);
+
+  const card = page.locator("#product-widget .c");
+  await card.waitFor({ timeout: 15_000 });
+  const title = (await card.locator(".t").textContent()).trim();
+  const priceText = (await card.locator(".p").textContent()).trim();
+  const cheapestEur = Math.min(...expected.variants.map((v) => v.prices.EUR));
+  const wantPrice = new Intl.NumberFormat("de", { style: "currency", currency: "EUR" }).format(cheapestEur / 100);
+  const norm = (s) => s.replace(/\s+/g, " ");
+  if (title !== expected.translations.de.title) fail(`card title '${title}', expected '${expected.translations.de.title}'`);
+  if (norm(priceText) !== norm(wantPrice)) fail(`card price '${priceText}', expected '${wantPrice}' (EUR ${cheapestEur} minor units)`);
+  const badgeBefore = (await card.locator(".b").textContent()).trim();
+  const buyHref = await card.locator("a.buy").getAttribute("href");
+  if (!buyHref.startsWith(`${ORIGIN}/r/`)) fail(`Buy link '${buyHref}' is not the click redirect`);
+  log(`card rendered: '${title}' at ${priceText}, badge '${badgeBefore}'`);
+
+  // Isolation both ways: the host's `* { color: … !important }` must not reach the card, the widget's .t must not reach the host.
+  const cardColor = await card.locator(".t").evaluate((e) => getComputedStyle(e).color);
+  if (cardColor === "rgb(176, 0, 32)") fail("host page CSS leaked into the widget");
+  const hostFont = await page.locator("#host-text").evaluate((e) => getComputedStyle(e).fontSize);
+  if (hostFont !== "22px") fail(`widget CSS leaked into the host page (host .t font-size ${hostFont})`);
+  const gridCards = await page.locator("#category-widget .c").count();
+  if (gridCards < 1) fail("the category grid rendered no card");
+  await page.screenshot({ path: path.join(RESULTS, "widget-before.png"), fullPage: true });
+
+  // Sell the product out through the admin stock API; the change travels shard → queue → projection → feed → widget.
+  const feed = await fetch(`${ORIGIN}/v1/feeds/products/${PRODUCT}?format=json`, { headers: { authorization: `Bearer ${key}` } }).then((r) => r.json());
+  const skus = feed.item.variants.map((v) => v.sku);
+  for (const sku of skus) {
+    for (const location of ["loc-us-east", "loc-us-west", "loc-eu-central", "loc-ap-south"]) {
+      const r = await api("PUT", `/admin/stock/${encodeURIComponent(sku)}`, { location, on_hand: 0 });
+      if (r.status >= 300) fail(`PUT /admin/stock/${sku} (${location}) answered ${r.status}: ${JSON.stringify(r.body)}`);
+    }
+  }
+  const started = Date.now();
+  await waitFor("the badge to show out of stock", async () => (await card.locator(".b").textContent()).trim() === "Out of stock", 30_000);
+  log(`badge changed from '${badgeBefore}' to 'Out of stock' ${Date.now() - started} ms after the stock write, without a reload`);
+  await page.screenshot({ path: path.join(RESULTS, "widget-e2e.png"), fullPage: true });
+
+  // API down: a fresh page whose feed calls fail shows the quiet fallback link instead of an error.
+  const down = await context.newPage();
+  await down.route("**/v1/feeds/**", (route) => route.abort());
+  await down.goto(`${ORIGIN}/embed/demo?key=${encodeURIComponent(key)}&product=${PRODUCT}`);
+  const fallback = down.locator("#product-widget a.f");
+  await fallback.waitFor({ timeout: 10_000 });
+  const fallbackHref = await fallback.getAttribute("href");
+  if (!fallbackHref.includes(`/r/`) || !fallbackHref.endsWith(PRODUCT)) fail(`fallback link '${fallbackHref}'`);
+  await down.screenshot({ path: path.join(RESULTS, "widget-fallback.png") });
+  log(`fallback link shown when the API is down: ${fallbackHref}`);
+
+  log("PASS (screenshots in test-results/)");
+} catch (err) {
+  console.error(`widget-e2e: FAIL ${err.message}`);
+  process.exitCode = 1;
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  stopDev();
+}
