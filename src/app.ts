@@ -17,6 +17,8 @@ import { adminMetricsApp } from "./routes/admin-metrics";
 import { adminProductsApp } from "./routes/admin-products";
 import { adminImportApp } from "./routes/admin-import";
 import { productsApp } from "./routes/products";
+import { searchApp } from "./routes/search";
+import { categoriesApp } from "./routes/categories";
 import { adminBenchApp } from "./routes/admin-bench";
 import { adminStockApp } from "./routes/admin-stock";
 import { availabilityApp } from "./routes/availability";
@@ -42,6 +44,8 @@ export function buildApp() {
   app.route("/", adminEventsApp);
   app.route("/", adminMetricsApp);
   app.route("/", productsApp);
+  app.route("/", searchApp);
+  app.route("/", categoriesApp);
   app.route("/", reservationsApp);
   app.route("/", availabilityApp);
   app.route("/", adminStockApp);

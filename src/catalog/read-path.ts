@@ -71,6 +71,11 @@ export type TieredRead<D> = {
   /** Added to every response from this read (Vary, Content-Language, x-d1-bookmark…). */
   headers?: Record<string, string>;
   cache?: Cache;
+  /**
+   * The instant of this read (src/lib/clock.ts). An edge copy whose `maxAgeCap` ran out by this instant is a
+   * miss, even if the Cache API (which counts whole seconds of wall time) would still return it.
+   */
+  now?: number;
 };
 
 /** Bounds any binding call (the shared helper: a 503 TimeoutError; the underlying promise keeps running unwatched). */
@@ -124,6 +129,8 @@ export function parseVersion(header: string | null): DocVersion | undefined {
 
 /** Internal headers on stored copies; stripped before a response leaves the worker. */
 const CLIENT_CC = "x-es-client-cache-control";
+/** Epoch ms after which a stored primary copy must not be served (next promotion boundary). */
+const VALID_UNTIL = "x-es-valid-until";
 
 function clientCacheControl(policy: CachePolicy, cap: number | undefined): { header: string; ttl: number } {
   let sMaxAge = policy.sMaxAge;
@@ -137,6 +144,14 @@ function clientCacheControl(policy: CachePolicy, cap: number | undefined): { hea
     header: `public, max-age=0, s-maxage=${sMaxAge}, stale-while-revalidate=${swr}, stale-if-error=${policy.staleIfError}`,
     ttl: sMaxAge,
   };
+}
+
+/** A stored copy served later must not let shared caches keep it past its boundary: shrink s-maxage (and SWR). */
+function capSMaxAge(cacheControl: string, secondsLeft: number): string {
+  const left = Math.max(0, Math.floor(secondsLeft));
+  return cacheControl
+    .replace(/s-maxage=(\d+)/, (_, n: string) => `s-maxage=${Math.min(Number(n), left)}`)
+    .replace(/stale-while-revalidate=(\d+)/, "stale-while-revalidate=0");
 }
 
 function etagMatches(ifNoneMatch: string | null, etag: string | null): boolean {
@@ -167,6 +182,7 @@ function fromStored(stored: Response, req: Request, tier: string, timing: Timing
   const headers = new Headers(stored.headers);
   const clientCc = headers.get(CLIENT_CC);
   headers.delete(CLIENT_CC);
+  headers.delete(VALID_UNTIL);
   headers.delete("age");
   headers.delete("cf-cache-status");
   headers.set("cache-control", stale ? "no-cache" : clientCc ?? "no-cache");
@@ -200,11 +216,16 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
 
   if (!opts.bypassCache) {
     const hit = await timing.time("edge", () => matchBounded(opts.cacheKey));
-    if (hit) {
+    const until = Number(hit?.headers.get(VALID_UNTIL) ?? NaN);
+    if (hit && Number.isFinite(until) && (opts.now ?? Date.now()) >= until) {
+      await hit.body?.cancel();
+    } else if (hit) {
       const v = parseVersion(hit.headers.get(VERSION_HEADER));
       if (!isolateFloor || !v || compareVersions(v, isolateFloor) >= 0) {
         if (opts.versionKey && v) noteServed(opts.versionKey, v);
-        return fromStored(hit, opts.request, "edge", timing, extra, false);
+        const res = fromStored(hit, opts.request, "edge", timing, extra, false);
+        if (Number.isFinite(until)) res.headers.set("cache-control", capSMaxAge(res.headers.get("cache-control") ?? "", (until - (opts.now ?? Date.now())) / 1000));
+        return res;
       }
       await hit.body?.cancel();
     }
@@ -266,7 +287,7 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
   if (tier === "d1" && opts.kv) {
     opts.waitUntil(bounded(opts.kv.write(doc, rendered.maxAgeCap), timeouts.kv * 2, "kv").catch(() => undefined));
   }
-  if (ttl > 0) opts.waitUntil(storeCopies(cache, opts.cacheKey, goodKey, rendered, headers, cacheControl, ttl, policy, timeouts).catch(() => undefined));
+  if (ttl > 0) opts.waitUntil(storeCopies(cache, opts.cacheKey, goodKey, rendered, headers, cacheControl, ttl, policy, timeouts, opts.now ?? Date.now()).catch(() => undefined));
 
   const out = new Headers(headers);
   out.set("cache-control", cacheControl);
@@ -294,6 +315,7 @@ async function storeCopies(
   ttl: number,
   policy: CachePolicy,
   timeouts: Timeouts,
+  now: number,
 ): Promise<void> {
   const put = async (k: string, maxAge: number) => {
     if (rendered.version) {
@@ -304,6 +326,7 @@ async function storeCopies(
     }
     const h = new Headers(headers);
     h.set(CLIENT_CC, clientCc);
+    if (rendered.maxAgeCap !== undefined && k === key) h.set(VALID_UNTIL, String(Math.floor(now + rendered.maxAgeCap * 1000)));
     h.set("cache-control", `public, max-age=${maxAge}`);
     await bounded(cache.put(k, new Response(rendered.body, { status: 200, headers: h })), timeouts.edge * 4, "edge");
   };

@@ -1,6 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { resolveCurrency, resolveLocale } from "../catalog/locale";
 import { requestBookmark } from "../catalog/origin";
+import { listingParams, readListing } from "../catalog/listing-read";
+import { SORTS } from "../catalog/listing";
 import { readProduct } from "../catalog/product-read";
 import { createApp } from "../lib/validation";
 
@@ -53,6 +55,40 @@ export const LocaleQuery = {
   locale: z.string().max(35).optional().openapi({ description: "Text locale (en, de, fr); falls back to Accept-Language, then the default.", example: "de" }),
 };
 
+export const ListingQuery = z
+  .object({
+    q: z.string().max(200).optional().openapi({ description: "Full-text query (prefix matching on every term).", example: "wireless head" }),
+    category: z.string().max(100).optional().openapi({ description: "Category slug or id; includes subcategories.", example: "electronics" }),
+    brand: z.string().max(500).optional().openapi({ description: "Brand, or several separated by commas.", example: "Nordhaven" }),
+    min_price: z.coerce.number().int().min(0).optional().openapi({ description: "Minimum price in minor units of the requested currency.", example: 2000 }),
+    max_price: z.coerce.number().int().min(0).optional().openapi({ description: "Maximum price in minor units of the requested currency.", example: 15000 }),
+    in_stock: z.enum(["true", "false"]).optional().openapi({ description: "`true`: only products with a sellable variant." }),
+    sort: z.enum(SORTS).optional().openapi({ description: "Default `relevance` (without `q`: newest first)." }),
+    limit: z.coerce.number().int().min(1).max(100).optional().openapi({ description: "Page size, 1–100 (default 24).", example: 24 }),
+    cursor: z.string().max(512).optional().openapi({ description: "Opaque `next_cursor` of the previous page." }),
+    ...LocaleQuery,
+  });
+
+const ListingItemSchema = z
+  .object({
+    id: z.string(),
+    slug: z.string(),
+    title: z.string(),
+    brand: z.string(),
+    category_id: z.string(),
+    image: z.object({ url: z.string(), alt: z.string().optional() }).nullable(),
+    price: Price.nullable().openapi({ description: "Lowest variant price in the requested currency." }),
+    in_stock: z.boolean(),
+    created_at: z.string(),
+  })
+  .openapi("ListingItem");
+
+export const ListingSchema = z
+  .object({ items: z.array(ListingItemSchema), next_cursor: z.string().nullable() })
+  .openapi("ProductListing");
+
+export { Problem, ListingItemSchema };
+
 const tieredHeaders = {
   "x-cache-tier": { description: "Tier that answered: edge, kv or d1.", schema: { type: "string" as const } },
   ETag: { description: "Document version + stock sequence + render variant.", schema: { type: "string" as const } },
@@ -80,7 +116,30 @@ const getProduct = createRoute({
   },
 });
 
-export const productsApp = createApp().openapi(getProduct, async (c) => {
+const listProducts = createRoute({
+  method: "get",
+  path: "/v1/products",
+  tags: ["Catalog"],
+  summary: "Browse products with filters, sorting and keyset pagination",
+  description:
+    "Pages are cursor-based (`next_cursor`), never offsets. With `sort=newest` (or `relevance` without `q`) paging the whole catalog returns every product exactly once even while products change.",
+  request: { query: ListingQuery },
+  responses: {
+    200: { description: "One page.", headers: tieredHeaders, content: { "application/json": { schema: ListingSchema } } },
+    304: { description: "Not modified." },
+    400: { description: "Bad parameter (limit out of range, malformed cursor, min_price > max_price, unknown sort…).", content: { "application/problem+json": { schema: Problem } } },
+    503: { description: "Origin down and nothing cached.", content: { "application/problem+json": { schema: Problem } } },
+  },
+});
+
+export const productsApp = createApp()
+  .openapi(listProducts, async (c) => {
+    const query = c.req.valid("query");
+    const req = c.req.raw;
+    const params = listingParams(query, resolveCurrency(req, c.env, query.currency), resolveLocale(req, c.env, query.locale));
+    return readListing({ env: c.env, request: req, waitUntil: (p) => c.executionCtx.waitUntil(p), path: "/v1/products", params, facets: false, total: false });
+  })
+  .openapi(getProduct, async (c) => {
   const { id } = c.req.valid("param");
   const query = c.req.valid("query");
   const req = c.req.raw;
@@ -93,4 +152,4 @@ export const productsApp = createApp().openapi(getProduct, async (c) => {
     locale: resolveLocale(req, c.env, query.locale),
     bookmark: requestBookmark(req),
   });
-});
+  });

@@ -1,0 +1,220 @@
+/**
+ * Browse and search over D1: filters, sorts, keyset pagination and facets, as one SQL builder shared by
+ * `GET /v1/products` and `GET /v1/search`.
+ *
+ * Keyset pagination: every sort ends with `id` as a tie-breaker and the cursor carries the last row's sort
+ * value and id, so a page is an index range scan and never an OFFSET. For `newest` (and `relevance`
+ * without a query) the sort key is immutable (created_at), so paging the whole catalog yields every
+ * product exactly once even while products are updated. Price and relevance keys are mutable: a product
+ * whose price changes while a client pages may move across the cursor (documented in the README).
+ */
+import { sql, type SQL } from "drizzle-orm";
+import type { OriginSession } from "./origin";
+import { ApiError } from "../lib/errors";
+import { categoriesQuery, materialisedFacetsQuery, priceBucketSql, shapeFacets, type CategoryRow, type FacetRow, type Facets } from "./facets";
+import { renderPrice, type RenderContext } from "./render";
+
+export const SORTS = ["relevance", "price_asc", "price_desc", "newest"] as const;
+export type Sort = (typeof SORTS)[number];
+
+export type ListingParams = {
+  q?: string;
+  category?: string;
+  brand?: string[];
+  min_price?: number;
+  max_price?: number;
+  in_stock?: boolean;
+  sort: Sort;
+  limit: number;
+  cursor?: string;
+  currency: string;
+  locale: string;
+};
+
+export type ListingItem = {
+  id: string;
+  slug: string;
+  title: string;
+  brand: string;
+  category_id: string;
+  image: { url: string; alt?: string } | null;
+  price: ({ amount: number; currency: string } & Record<string, unknown>) | null;
+  in_stock: boolean;
+  created_at: string;
+};
+
+export type ListingPage = { items: ListingItem[]; next_cursor: string | null; total?: number; facets?: Facets };
+
+// ---- query text ---------------------------------------------------------------------------------------
+
+/** Normalised query text (also the cache-key form): lower-case, single spaces. */
+export function normaliseQuery(q: string | undefined): string | undefined {
+  const n = q?.normalize("NFKC").toLowerCase().replace(/\s+/g, " ").trim();
+  return n ? n : undefined;
+}
+
+/** FTS5 MATCH expression: every term quoted (no operator injection) and prefix-matched, all required. */
+export function ftsQuery(q: string): string {
+  const terms = q.split(/[^\p{L}\p{N}]+/u).filter(Boolean).slice(0, 8);
+  if (terms.length === 0) throw ApiError.badRequest("q must contain at least one letter or digit.", { errors: [{ location: "query", path: "q", message: "no searchable term" }] });
+  return terms.map((t) => `"${t}"*`).join(" ");
+}
+
+// ---- cursor -------------------------------------------------------------------------------------------
+
+type CursorKey = [number, string];
+type CursorBody = { v: 1; s: Sort; f: string; k: CursorKey };
+
+/** Short stable fingerprint of the filters, so a cursor cannot be replayed against another result set. */
+export function filterFingerprint(p: ListingParams): string {
+  const text = JSON.stringify([p.q ?? "", p.category ?? "", p.brand ?? [], p.min_price ?? "", p.max_price ?? "", p.in_stock ?? "", p.currency, p.sort]);
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(36);
+}
+
+const b64url = (s: string) => btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const unb64url = (s: string) => atob(s.replace(/-/g, "+").replace(/_/g, "/"));
+
+export function encodeCursor(p: ListingParams, key: CursorKey): string {
+  const body: CursorBody = { v: 1, s: p.sort, f: filterFingerprint(p), k: key };
+  return b64url(JSON.stringify(body));
+}
+
+const badCursor = (why: string) => ApiError.badRequest(`Invalid cursor: ${why}.`, { errors: [{ location: "query", path: "cursor", message: why }] });
+
+export function decodeCursor(p: ListingParams): CursorKey | undefined {
+  if (p.cursor === undefined) return undefined;
+  let body: CursorBody;
+  try {
+    body = JSON.parse(unb64url(p.cursor)) as CursorBody;
+  } catch {
+    throw badCursor("not a cursor returned by this API");
+  }
+  if (!body || body.v !== 1 || !Array.isArray(body.k) || body.k.length !== 2 || typeof body.k[0] !== "number" || !Number.isFinite(body.k[0]) || typeof body.k[1] !== "string") {
+    throw badCursor("not a cursor returned by this API");
+  }
+  if (body.s !== p.sort || body.f !== filterFingerprint(p)) throw badCursor("it belongs to a different query, filter or sort");
+  return body.k;
+}
+
+// ---- SQL ----------------------------------------------------------------------------------------------
+
+/** The currency's price expression. The currency comes from the allow-list, so it is safe to inline; inlining is what lets SQLite use products_price_<cur>_idx. */
+function priceExpr(currency: string): SQL {
+  if (!/^[A-Z]{3}$/.test(currency)) throw new Error(`bad currency ${currency}`);
+  return sql.raw(`json_extract(p.min_prices, '$.${currency}')`);
+}
+
+const RELEVANCE = sql.raw(`bm25(products_fts, 10.0, 5.0, 1.0, 2.0)`);
+
+type Plan = { from: SQL; where: SQL[]; sortExpr: SQL; dir: "ASC" | "DESC"; withQuery: boolean };
+
+function plan(p: ListingParams): Plan {
+  const price = priceExpr(p.currency);
+  const q = p.q ? ftsQuery(p.q) : undefined;
+  const where: SQL[] = [sql`+p.status = 'active'`];
+  if (q) where.push(sql`products_fts MATCH ${q}`);
+  if (p.category) {
+    where.push(sql`p.category_id IN (SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
+      WHERE root.slug = ${p.category} OR root.id = ${p.category})`);
+  }
+  if (p.brand?.length) where.push(sql`p.brand IN (${sql.join(p.brand.map((b) => sql`${b}`), sql`, `)})`);
+  if (p.in_stock) where.push(sql`p.in_stock = 1`);
+  if (p.min_price !== undefined) where.push(sql`${price} >= ${p.min_price}`);
+  if (p.max_price !== undefined) where.push(sql`${price} <= ${p.max_price}`);
+  const from = q ? sql`products_fts JOIN products p ON p.rowid = products_fts.rowid` : sql`products p`;
+  switch (p.sort) {
+    case "price_asc":
+      return { from, where: [...where, sql`${price} IS NOT NULL`], sortExpr: price, dir: "ASC", withQuery: !!q };
+    case "price_desc":
+      return { from, where: [...where, sql`${price} IS NOT NULL`], sortExpr: price, dir: "DESC", withQuery: !!q };
+    case "relevance":
+      if (q) return { from, where, sortExpr: RELEVANCE, dir: "ASC", withQuery: true };
+      return { from, where, sortExpr: sql`p.created_at`, dir: "DESC", withQuery: false };
+    case "newest":
+      return { from, where, sortExpr: sql`p.created_at`, dir: "DESC", withQuery: !!q };
+  }
+}
+
+type ItemRow = {
+  id: string; slug: string; title: string; t_title: string | null; brand: string; category_id: string; images: string;
+  in_stock: number; min_prices: string; created_at: number; sort_key: number;
+};
+
+export function hasFilters(p: ListingParams): boolean {
+  return !!(p.q || p.category || p.brand?.length || p.in_stock || p.min_price !== undefined || p.max_price !== undefined);
+}
+
+/**
+ * Runs one page (plus, when asked, total and facets) in a single D1 round trip (one batch).
+ * `priceContext.now` is passed to renderPrice so effective prices can be time-dependent.
+ */
+export async function runListing(origin: OriginSession, p: ListingParams, opts: { facets: boolean; total: boolean; now: number }): Promise<ListingPage> {
+  const pl = plan(p);
+  const after = decodeCursor(p);
+  const keyset: SQL[] = [];
+  if (after) {
+    const [k, id] = after;
+    const cmp = pl.dir === "ASC" ? sql.raw(">") : sql.raw("<");
+    keyset.push(sql`(${pl.sortExpr} ${cmp} ${k} OR (${pl.sortExpr} = ${k} AND p.id ${cmp} ${id}))`);
+  }
+  const dir = sql.raw(pl.dir);
+  const whereAll = sql.join([...pl.where, ...keyset], sql` AND `);
+  const itemsQuery = sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
+      p.min_prices, p.created_at, ${pl.sortExpr} AS sort_key
+    FROM ${pl.from} LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
+    WHERE ${whereAll}
+    ORDER BY ${pl.sortExpr} ${dir}, p.id ${dir}
+    LIMIT ${p.limit + 1}`;
+
+  const filtered = hasFilters(p);
+  const wantFacets = opts.facets || opts.total;
+  let facetQuery: SQL | undefined;
+  if (wantFacets && filtered) {
+    const price = priceExpr(p.currency);
+    const whereMatch = sql.join(pl.where, sql` AND `);
+    facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, ${price} AS price FROM ${pl.from} WHERE ${whereMatch})
+      SELECT 'total' AS facet, '' AS value, count(*) AS count FROM m
+      UNION ALL SELECT 'brand', brand, count(*) FROM m GROUP BY brand
+      UNION ALL SELECT 'category', category_id, count(*) FROM m GROUP BY category_id
+      UNION ALL SELECT 'attr:' || a.name, a.value, count(*) FROM m JOIN product_attributes a ON a.product_id = m.id GROUP BY a.name, a.value
+      UNION ALL SELECT 'price', ${priceBucketSql(sql`price`)}, count(*) FROM m WHERE price IS NOT NULL GROUP BY 2`;
+  } else if (wantFacets) {
+    facetQuery = materialisedFacetsQuery(p.currency);
+  }
+  const [rows, facetRows, categoryRows] = facetQuery
+    ? await origin.batch<[ItemRow[], FacetRow[], CategoryRow[]]>([itemsQuery, facetQuery, categoriesQuery(p.locale)])
+    : [(await origin.batch<[ItemRow[]]>([itemsQuery]))[0], undefined, undefined];
+
+  const more = rows.length > p.limit;
+  const page = more ? rows.slice(0, p.limit) : rows;
+  const ctx: RenderContext = { currency: p.currency, locale: p.locale, now: opts.now };
+  const items = page.map((r): ListingItem => {
+    const images = JSON.parse(r.images) as { url: string; alt?: string }[];
+    const minPrices = JSON.parse(r.min_prices) as Record<string, number>;
+    return {
+      id: r.id,
+      slug: r.slug,
+      title: r.t_title ?? r.title,
+      brand: r.brand,
+      category_id: r.category_id,
+      image: images[0] ?? null,
+      price: renderPrice(minPrices[p.currency], ctx, { sku: null, productId: r.id }),
+      in_stock: r.in_stock === 1,
+      created_at: new Date(r.created_at).toISOString(),
+    };
+  });
+  const last = page[page.length - 1];
+  const out: ListingPage = { items, next_cursor: more && last ? encodeCursor(p, [Number(last.sort_key), last.id]) : null };
+  if (facetRows && categoryRows) {
+    const facets = shapeFacets(facetRows, categoryRows, p.currency);
+    if (opts.total) {
+      out.total = filtered
+        ? Number(facetRows.find((r) => r.facet === "total")?.count ?? 0)
+        : facetRows.filter((r) => r.facet === "category").reduce((n, r) => n + Number(r.count), 0);
+    }
+    if (opts.facets) out.facets = facets;
+  }
+  return out;
+}

@@ -1,0 +1,45 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { listingParams, readListing } from "../catalog/listing-read";
+import { resolveCurrency, resolveLocale } from "../catalog/locale";
+import { createApp } from "../lib/validation";
+import { ListingItemSchema, ListingQuery, Problem } from "./products";
+
+const FacetValue = z.object({ value: z.string(), count: z.number().int() });
+
+const FacetsSchema = z
+  .object({
+    brand: z.array(FacetValue),
+    category: z.array(z.object({ id: z.string(), slug: z.string(), name: z.string(), parent_id: z.string().nullable(), count: z.number().int() })),
+    attributes: z.record(z.string(), z.array(FacetValue)),
+    price: z.array(z.object({ min: z.number().int(), max: z.number().int().nullable(), count: z.number().int(), currency: z.string() })),
+  })
+  .openapi("Facets");
+
+const SearchSchema = z
+  .object({ items: z.array(ListingItemSchema), total: z.number().int(), facets: FacetsSchema, next_cursor: z.string().nullable() })
+  .openapi("SearchResult");
+
+const search = createRoute({
+  method: "get",
+  path: "/v1/search",
+  tags: ["Catalog"],
+  summary: "Full-text search with facets",
+  description:
+    "FTS5 over title, brand, description and attributes, every term prefix-matched. Accepts the filters of `GET /v1/products`. " +
+    "Without `q` and filters, facets are read from counts maintained on write (`facet_counts`); otherwise they are counted over the matching products only. " +
+    "Category counts include subcategories; price ranges are in minor units of the requested currency.",
+  request: { query: ListingQuery },
+  responses: {
+    200: { description: "Matching products, total and facets.", content: { "application/json": { schema: SearchSchema } } },
+    304: { description: "Not modified." },
+    400: { description: "Bad parameter.", content: { "application/problem+json": { schema: Problem } } },
+    503: { description: "Origin down and nothing cached.", content: { "application/problem+json": { schema: Problem } } },
+  },
+});
+
+export const searchApp = createApp().openapi(search, async (c) => {
+  const query = c.req.valid("query");
+  const req = c.req.raw;
+  const params = listingParams(query, resolveCurrency(req, c.env, query.currency), resolveLocale(req, c.env, query.locale));
+  return readListing({ env: c.env, request: req, waitUntil: (p) => c.executionCtx.waitUntil(p), path: "/v1/search", params, facets: true, total: true });
+});

@@ -1,0 +1,305 @@
+import { env } from "cloudflare:test";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import { priceBucketLabel } from "../src/catalog/facets";
+import { categories as seedCategories, type SeedProduct } from "../src/seed/generate";
+import { insertProduct, seedProducts, touchProduct } from "./helpers/catalog-fixtures";
+import { call, expectProblem } from "./helpers/http";
+
+type Item = { id: string; title: string; brand: string; category_id: string; price: { amount: number; currency: string } | null; in_stock: boolean; created_at: string };
+type Page = { items: Item[]; next_cursor: string | null };
+type FacetValue = { value: string; count: number };
+type Search = Page & {
+  total: number;
+  facets: {
+    brand: FacetValue[];
+    category: { id: string; slug: string; name: string; count: number }[];
+    attributes: Record<string, FacetValue[]>;
+    price: { min: number; max: number | null; count: number; currency: string }[];
+  };
+};
+
+const SEEDED = 240;
+let products: SeedProduct[] = [];
+
+const minPrice = (p: SeedProduct, cur: string) => Math.min(...p.variants.map((v) => v.prices[cur]!));
+const tally = <T>(list: T[], key: (t: T) => string | undefined) => {
+  const m: Record<string, number> = {};
+  for (const t of list) {
+    const k = key(t);
+    if (k !== undefined) m[k] = (m[k] ?? 0) + 1;
+  }
+  return m;
+};
+const asMap = (list: FacetValue[]) => Object.fromEntries(list.map((f) => [f.value, f.count]));
+
+/** The FTS tokenizer's view of a text (unicode61, diacritics removed), for brute-force matching. */
+const tokens = (text: string) => text.normalize("NFD").replace(/\p{M}/gu, "").toLowerCase().split(/[^\p{L}\p{N}]+/u).filter(Boolean);
+const matches = (p: SeedProduct, q: string) => {
+  const docTokens = [p.title, p.brand, p.description, JSON.stringify(p.attributes)].flatMap(tokens);
+  return tokens(q).every((term) => docTokens.some((t) => t.startsWith(term)));
+};
+
+/** Expected facets by brute force over the generated seed. */
+function bruteFacets(list: SeedProduct[], currency: string) {
+  const cats = seedCategories();
+  const leaf = tally(list, (p) => p.categoryId);
+  const category: Record<string, number> = {};
+  for (const c of cats) {
+    const n = cats.filter((o) => o.path.startsWith(c.path)).reduce((s, o) => s + (leaf[o.id] ?? 0), 0);
+    if (n > 0) category[c.id] = n;
+  }
+  const attributes: Record<string, Record<string, number>> = {};
+  for (const p of list) for (const [k, v] of Object.entries(p.attributes)) (attributes[k] ??= {})[v] = (attributes[k]![v] ?? 0) + 1;
+  return { brand: tally(list, (p) => p.brand), category, attributes, price: tally(list, (p) => priceBucketLabel(minPrice(p, currency))) };
+}
+
+function actualFacets(s: Search) {
+  return {
+    brand: asMap(s.facets.brand),
+    category: Object.fromEntries(s.facets.category.map((c) => [c.id, c.count])),
+    attributes: Object.fromEntries(Object.entries(s.facets.attributes).map(([k, v]) => [k, asMap(v)])),
+    price: Object.fromEntries(s.facets.price.map((b) => [priceBucketLabel(b.min), b.count])),
+  };
+}
+
+async function pageAll(path: string, limit: number, during?: (page: number) => Promise<void>): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | null = null;
+  let page = 0;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const res = await call(`${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    expect(res.status).toBe(200);
+    const body = await res.json<Page>();
+    ids.push(...body.items.map((i) => i.id));
+    cursor = body.next_cursor;
+    if (during) await during(page++);
+  } while (cursor);
+  return ids;
+}
+
+beforeAll(async () => {
+  products = await seedProducts(env.DB, SEEDED);
+});
+
+describe("facets", () => {
+  it("no-query facets (from facet_counts) match a brute-force count over the seed, in each currency", async () => {
+    for (const currency of ["USD", "EUR"]) {
+      const res = await call(`/v1/search?currency=${currency}`);
+      expect(res.status).toBe(200);
+      const body = await res.json<Search>();
+      expect(body.total).toBe(SEEDED);
+      expect(actualFacets(body)).toEqual(bruteFacets(products, currency));
+      expect(body.facets.price.every((b) => b.currency === currency)).toBe(true);
+    }
+  });
+});
+
+describe("GET /v1/search", () => {
+  it("matches title, brand, description and attributes with prefix terms; totals and facets cover the match set", async () => {
+    const active = products;
+    const attributeValue = Object.values(products[20]!.attributes)[1]!;
+    for (const q of ["nordh", "wireless head", attributeValue, "full-frame", products[33]!.brand.toLowerCase()]) {
+      const res = await call(`/v1/search?q=${encodeURIComponent(q)}&limit=100`);
+      expect(res.status).toBe(200);
+      const body = await res.json<Search>();
+      const expected = active.filter((p) => matches(p, q));
+      expect(body.items.map((i) => i.id).sort(), q).toEqual(expected.map((p) => p.id).sort().slice(0, 100));
+      expect(body.total, q).toBe(expected.length);
+      expect(expected.length, q).toBeGreaterThan(0);
+    }
+  });
+
+  it("facets of a query are counted over its matches (brute force on the seed)", async () => {
+    const q = "black";
+    const body = await (await call(`/v1/search?q=${q}&category=electronics`)).json<Search>();
+    const electronics = seedCategories().filter((c) => c.path.startsWith("/cat-electronics/")).map((c) => c.id);
+    const expected = products.filter((p) => electronics.includes(p.categoryId) && matches(p, q));
+    const got = actualFacets(body);
+    const want = bruteFacets(expected, "USD");
+    expect(got.brand).toEqual(want.brand);
+    expect(got.price).toEqual(want.price);
+    expect(got.attributes).toEqual(want.attributes);
+    expect(got.category).toEqual(want.category);
+    expect(body.total).toBe(expected.length);
+  });
+
+  it("rejects a query without any searchable term", async () => {
+    await expectProblem(await call(`/v1/search?q=${encodeURIComponent('"*()')}`), 400);
+  });
+});
+
+describe("GET /v1/products filters and sorts", () => {
+  it("category includes subcategories; brand, price range and in_stock filter", async () => {
+    const electronics = await (await call("/v1/products?category=electronics&limit=100")).json<Page>();
+    const subtree = seedCategories().filter((c) => c.path.startsWith("/cat-electronics/")).map((c) => c.id);
+    expect(electronics.items.length).toBeGreaterThan(0);
+    expect(electronics.items.every((i) => subtree.includes(i.category_id))).toBe(true);
+    expect(new Set(electronics.items.map((i) => i.category_id)).size).toBeGreaterThan(1);
+
+    const brand = products[10]!.brand;
+    const byBrand = await (await call(`/v1/products?brand=${encodeURIComponent(brand)}&limit=100`)).json<Page>();
+    expect(byBrand.items.length).toBeGreaterThan(0);
+    expect(byBrand.items.every((i) => i.brand === brand)).toBe(true);
+
+    const ranged = await (await call("/v1/products?currency=EUR&min_price=5000&max_price=15000&limit=100")).json<Page>();
+    expect(ranged.items.length).toBeGreaterThan(0);
+    for (const i of ranged.items) {
+      expect(i.price!.currency).toBe("EUR");
+      expect(i.price!.amount).toBeGreaterThanOrEqual(5000);
+      expect(i.price!.amount).toBeLessThanOrEqual(15000);
+    }
+    const inStock = await pageAll("/v1/products?in_stock=true", 100);
+    const rows = await env.DB.prepare("SELECT id FROM products WHERE status = 'active' AND in_stock = 1").all<{ id: string }>();
+    expect(inStock.sort()).toEqual(rows.results.map((r) => r.id).sort());
+  });
+
+  it("sorts by price ascending/descending in the requested currency and by newest", async () => {
+    const asc = await (await call("/v1/products?sort=price_asc&currency=GBP&limit=50")).json<Page>();
+    const amounts = asc.items.map((i) => i.price!.amount);
+    expect(amounts).toEqual([...amounts].sort((a, b) => a - b));
+    const desc = await (await call("/v1/products?sort=price_desc&currency=GBP&limit=50")).json<Page>();
+    const d = desc.items.map((i) => i.price!.amount);
+    expect(d).toEqual([...d].sort((a, b) => b - a));
+    expect(d[0]).toBeGreaterThanOrEqual(amounts[amounts.length - 1]!);
+    const newest = await (await call("/v1/products?sort=newest&limit=50")).json<Page>();
+    const times = newest.items.map((i) => Date.parse(i.created_at));
+    expect(times).toEqual([...times].sort((a, b) => b - a));
+  });
+
+  it("localises listing titles", async () => {
+    const de = await (await call("/v1/products?sort=newest&limit=5", { headers: { "accept-language": "de" } })).json<Page>();
+    for (const item of de.items) {
+      const seed = products.find((p) => p.id === item.id);
+      if (seed) expect(item.title).toBe(seed.translations.de!.title);
+    }
+  });
+
+  it("serves a repeated listing from the edge, whatever the parameter order or unknown parameters", async () => {
+    const first = await call("/v1/products?sort=price_asc&limit=7&currency=USD&category=cookware");
+    expect(first.headers.get("x-cache-tier")).toBe("d1");
+    expect(first.headers.get("cache-tag")).toContain("listings");
+    await vi.waitFor(async () => {
+      const res = await call("/v1/products?category=cookware&utm_campaign=x&limit=7&currency=usd&sort=price_asc");
+      expect(res.headers.get("x-cache-tier")).toBe("edge");
+    });
+    const etag = first.headers.get("etag")!;
+    const again = await call("/v1/products?sort=price_asc&limit=7&currency=USD&category=cookware", { headers: { "if-none-match": etag } });
+    expect(again.status).toBe(304);
+  });
+});
+
+describe("bad parameters get 400 problem+json", () => {
+  it.each([
+    ["negative limit", "/v1/products?limit=-1"],
+    ["limit of 10,000", "/v1/products?limit=10000"],
+    ["limit of zero", "/v1/products?limit=0"],
+    ["non-numeric limit", "/v1/products?limit=ten"],
+    ["malformed cursor", "/v1/products?cursor=not-a-cursor"],
+    ["tampered cursor", `/v1/products?cursor=${btoa(JSON.stringify({ v: 1, s: "relevance", f: "x", k: ["a", 1] }))}`],
+    ["min_price > max_price", "/v1/products?min_price=5000&max_price=100"],
+    ["negative price", "/v1/products?min_price=-5"],
+    ["unknown sort", "/v1/products?sort=cheapest"],
+    ["unknown in_stock value", "/v1/products?in_stock=maybe"],
+    ["unsupported currency", "/v1/products?currency=JPY"],
+    ["search: unknown sort", "/v1/search?q=x&sort=popular"],
+    ["search: limit too large", "/v1/search?q=x&limit=101"],
+  ])("%s", async (_name, path) => {
+    const problem = await expectProblem(await call(path), 400);
+    expect(problem.detail).toBeTruthy();
+  });
+});
+
+describe("categories", () => {
+  it("returns the localised tree with rolled-up product counts", async () => {
+    const res = await call("/v1/categories");
+    expect(res.status).toBe(200);
+    const { items } = await res.json<{ items: { id: string; name: string; product_count: number; children: { id: string; product_count: number }[] }[] }>();
+    expect(items.map((c) => c.id)).toContain("cat-electronics");
+    for (const root of items) expect(root.product_count).toBe(root.children.reduce((s, c) => s + c.product_count, 0));
+    const de = await (await call("/v1/categories?locale=de")).json<{ items: { id: string; name: string }[] }>();
+    expect(de.items.find((c) => c.id === "cat-electronics")!.name).toBe("Elektronik");
+  });
+
+  it("returns one category with breadcrumbs, by slug; unknown is 404", async () => {
+    const res = await call("/v1/categories/headphones?locale=fr");
+    expect(res.status).toBe(200);
+    const body = await res.json<{ id: string; name: string; breadcrumbs: { slug: string; name: string }[] }>();
+    expect(body.id).toBe("cat-headphones");
+    expect(body.name).toBe("Casques");
+    expect(body.breadcrumbs.map((b) => b.slug)).toEqual(["electronics", "headphones"]);
+    await expectProblem(await call("/v1/categories/no-such-category"), 404);
+  });
+});
+
+describe("keyset pagination", () => {
+  it("pages through the whole catalog exactly once while products are concurrently updated", async () => {
+    const all = await env.DB.prepare("SELECT id FROM products WHERE status = 'active'").all<{ id: string }>();
+    const expected = all.results.map((r) => r.id).sort();
+    let n = 0;
+    const writer = async () => {
+      // Each page races a burst of writes: titles, prices, stock flags, versions.
+      const ids = expected.slice(n * 5, n * 5 + 12);
+      n += 1;
+      await Promise.all(
+        ids.map((id, i) =>
+          touchProduct(env.DB, id, { title: `Edited ${n}-${i}`, in_stock: i % 2, min_prices: { USD: 100 + ((n * 37 + i * 101) % 90000), EUR: 999, GBP: 888 } }),
+        ),
+      );
+    };
+    for (const path of ["/v1/products", "/v1/products?sort=newest", "/v1/products?in_stock=false"]) {
+      const seen = await pageAll(path, 13, () => writer());
+      expect(seen.length, path).toBe(expected.length);
+      expect(new Set(seen).size, path).toBe(seen.length);
+      expect([...seen].sort(), path).toEqual(expected);
+    }
+  });
+
+  it("a cursor only continues the query it came from", async () => {
+    const page = await (await call("/v1/products?sort=price_asc&limit=3")).json<Page>();
+    expect(page.next_cursor).toBeTruthy();
+    const next = await (await call(`/v1/products?sort=price_asc&limit=3&cursor=${page.next_cursor}`)).json<Page>();
+    expect(next.items.map((i) => i.id)).not.toEqual(page.items.map((i) => i.id));
+    await expectProblem(await call(`/v1/products?sort=newest&limit=3&cursor=${page.next_cursor}`), 400);
+    await expectProblem(await call(`/v1/products?sort=price_asc&brand=Kestrel&limit=3&cursor=${page.next_cursor}`), 400);
+  });
+});
+
+describe("writes keep search and facets exact", () => {
+  it("facet_counts equals a GROUP BY over the tables after inserts, edits, archiving and attribute changes", async () => {
+    const db = env.DB;
+    await touchProduct(db, "p-000003", { status: "archived" });
+    await touchProduct(db, "p-000004", { brand: "Brand New Brand", min_prices: { USD: 1, EUR: 99999 } });
+    await db.prepare("DELETE FROM product_attributes WHERE product_id = 'p-000005' AND name = 'line'").run();
+    await db.prepare("UPDATE product_attributes SET value = 'plaid' WHERE product_id = 'p-000006' AND name = 'color'").run();
+    await touchProduct(db, "p-000003", { status: "active" });
+    await touchProduct(db, "p-000007", { status: "draft" });
+    await db.prepare("DELETE FROM products WHERE id = 'p-000008'").run();
+
+    const materialised = await db.prepare("SELECT facet, value, count FROM facet_counts WHERE count != 0 ORDER BY 1, 2").all<{ facet: string; value: string; count: number }>();
+    const brute = await db
+      .prepare(
+        `SELECT facet, value, count(*) AS count FROM (
+           SELECT 'brand' AS facet, brand AS value FROM products WHERE status = 'active'
+           UNION ALL SELECT 'category', category_id FROM products WHERE status = 'active'
+           UNION ALL SELECT 'attr:' || a.name, a.value FROM product_attributes a JOIN products p ON p.id = a.product_id WHERE p.status = 'active'
+           UNION ALL SELECT 'price:' || j.key, CASE WHEN j.value < 2500 THEN '0-2500' WHEN j.value < 5000 THEN '2500-5000' WHEN j.value < 10000 THEN '5000-10000'
+             WHEN j.value < 25000 THEN '10000-25000' WHEN j.value < 50000 THEN '25000-50000' ELSE '50000+' END
+             FROM products p, json_each(p.min_prices) j WHERE p.status = 'active'
+         ) GROUP BY 1, 2 ORDER BY 1, 2`,
+      )
+      .all<{ facet: string; value: string; count: number }>();
+    expect(materialised.results).toEqual(brute.results);
+    expect(materialised.results.find((r) => r.facet === "brand" && r.value === "Brand New Brand")?.count).toBe(1);
+    // Put the seed back for the other tests' brute-force expectations.
+    await touchProduct(db, "p-000007", { status: "active" });
+  });
+
+  it("ranks a title hit above a description-only hit", async () => {
+    await insertProduct(env.DB, { title: "Plain Lamp", description: "Goes well with any zyzzyva decor." });
+    const inTitle = await insertProduct(env.DB, { title: "Zyzzyva Lamp", description: "A lamp." });
+    const body = await (await call("/v1/search?q=zyzz")).json<Search>();
+    expect(body.total).toBe(2);
+    expect(body.items[0]!.id).toBe(inTitle.id);
+  });
+});
