@@ -189,9 +189,16 @@ describe("propagation through the EVENTS queue", () => {
     expect(lag).toBeLessThan(2_000);
     // The outbox row was marked sent, and the consumer recorded a lag sample.
     expect((await outboxRows(id)).every((r) => r.sent_at !== null)).toBe(true);
-    const metrics = await (await call("/admin/metrics", { headers: admin() })).json<{ propagation_lag_ms: { samples: number; p50: number; p99: number }; outbox: { backlog: number } }>();
+    const metrics = await (await call("/admin/metrics", { headers: admin() })).json<{
+      propagation_lag_ms: { samples: number; p50: number; p99: number };
+      cache: { reads: number; hit_ratio: Record<string, number | null> };
+    }>();
     expect(metrics.propagation_lag_ms.samples).toBeGreaterThan(0);
     expect(metrics.propagation_lag_ms.p99).toBeGreaterThanOrEqual(metrics.propagation_lag_ms.p50);
+    if (readable) {
+      expect(metrics.cache.reads).toBeGreaterThan(0);
+      expect(Object.values(metrics.cache.hit_ratio).reduce((a, b) => a! + (b ?? 0), 0)).toBeCloseTo(1, 3);
+    }
   });
 
   it("the consumer purges the product's cached responses", async () => {

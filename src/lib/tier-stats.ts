@@ -25,3 +25,11 @@ export function tierStats() {
     hit_ratio: { edge: ratio(counts.edge), kv: ratio(counts.kv), d1: ratio(counts.d1), stale: ratio(counts.stale) },
   };
 }
+
+/** Counts every public read by the `x-cache-tier` header the read path sets, without touching the read path. */
+export async function countTiers(c: { res: Response }, next: () => Promise<void>): Promise<void> {
+  await next();
+  const tier = c.res.headers.get("x-cache-tier");
+  if (tier !== "edge" && tier !== "kv" && tier !== "d1") return;
+  recordTier(c.res.headers.get("x-stale") === "true" ? "stale" : tier);
+}

@@ -126,8 +126,12 @@ async function commit(c: Context<AppEnv>, id: string, prepared: PreparedWrite, e
     if (isOccGuardError(err)) {
       throw preconditionFailed(`Version ${expected} is no longer current: the product was changed by another write.`, await currentVersion(c.env, id));
     }
-    if (isUniqueError(err, "products.id")) throw preconditionFailed("The product was created by another write meanwhile.", await currentVersion(c.env, id));
-    if (isUniqueError(err, "products.slug")) throw ApiError.conflict("The slug already belongs to another product.");
+    if (isUniqueError(err, "products.id") || isUniqueError(err, "products.slug")) {
+      // SQLite may report either index first when a concurrent create of the same id won the race.
+      const now = await currentVersion(c.env, id);
+      if (expected === undefined && now !== undefined) throw preconditionFailed("The product was created by another write meanwhile.", now);
+      throw ApiError.conflict("The slug already belongs to another product.");
+    }
     throw err;
   }
   const outboxId = (results[prepared.outboxIndex]!.results[0] as { id: number }).id;
