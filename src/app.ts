@@ -5,6 +5,7 @@ import { notFoundHandler } from "./lib/not-found";
 import { requestId } from "./lib/request-id";
 import { bodySizeLimit, contentTypeCheck, guardBindings, requestShapeLimits } from "./lib/protection";
 import { rateLimit } from "./lib/rate-limit";
+import { shedLoad } from "./lib/load-shed";
 import { countTiers } from "./lib/tier-stats";
 import { createApp } from "./lib/validation";
 import { docsApp } from "./routes/docs";
@@ -33,6 +34,8 @@ export function buildApp() {
   app.use("*", requestShapeLimits, contentTypeCheck, bodySizeLimit, guardBindings);
   // Per-client limits per route class (browse/search/reserve/feed): 429 with Retry-After and RateLimit-*.
   app.use("*", rateLimit);
+  // Saturated stock shards: browse/search answer from cache tiers only, so checkouts keep the capacity.
+  app.use("*", shedLoad);
   app.use("/v1/*", cors({ origin: "*", allowMethods: ["GET", "HEAD", "OPTIONS"], exposeHeaders: ["ETag", "x-cache-tier", "x-request-id", "Server-Timing"] }));
   // Per-tier hit counts for /admin/metrics, read off the x-cache-tier header of every public read.
   app.use("/v1/*", countTiers);
