@@ -7,6 +7,9 @@ import { and, asc, eq } from "drizzle-orm";
 import type { Db } from "../db/client";
 import { availability, categories, prices, productTranslations, products, variants } from "../db/schema";
 import { availabilityStatus, type StockStatus } from "../lib/stock-status";
+import { now } from "../lib/clock";
+import type { DocPromotion } from "../promotions/effective-price";
+import { loadSchedules } from "../promotions/schedule";
 
 export type VariantAvailability = { on_hand: number; reserved: number; available: number; status: StockStatus; seq: number };
 
@@ -43,6 +46,12 @@ export type ProductDocument = {
     prices: Record<string, number>;
     availability: VariantAvailability;
   }[];
+  /**
+   * Current and upcoming promotions covering this product's SKUs (src/promotions/). Prices are rendered from
+   * `prices` + this schedule at read time, so the document stays right across promotion boundaries.
+   * Absent on documents written before promotions existed (= none).
+   */
+  promotions?: DocPromotion[];
 };
 
 export const productKey = (id: string) => `product:${id}`;
@@ -76,7 +85,10 @@ export async function loadProductDocument(db: Db, id: string): Promise<ProductDo
   const row = productRows[0];
   if (!row) return null;
 
-  const category = await db.select({ path: categories.path }).from(categories).where(eq(categories.id, row.categoryId)).limit(1);
+  const [category, schedules] = await Promise.all([
+    db.select({ path: categories.path }).from(categories).where(eq(categories.id, row.categoryId)).limit(1),
+    loadSchedules(db.$client, [id], now()),
+  ]);
   const categoryPath = (category[0]?.path ?? `/${row.categoryId}/`).split("/").filter(Boolean);
 
   const pricesBySku = new Map<string, Record<string, number>>();
@@ -127,6 +139,7 @@ export async function loadProductDocument(db: Db, id: string): Promise<ProductDo
       prices: pricesBySku.get(v.sku) ?? {},
       availability: stockBySku.get(v.sku) ?? { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock", seq: 0 },
     })),
+    promotions: schedules.get(id) ?? [],
   };
 }
 

@@ -2,13 +2,14 @@
  * Product-by-id through the tiered read path: the route only parses the request and calls this.
  * Also used by anything else that wants a product page response (e.g. warming after a purge).
  */
+import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { productCacheKey, productTags } from "./cache-keys";
 import { loadProductDocument, type ProductDocument } from "./document";
 import { originSession, BOOKMARK_HEADER } from "./origin";
 import { putProductDocIfNewer, readProductDoc } from "./projection-store";
 import { tieredRead, type CachePolicy, type Timeouts } from "./read-path";
-import { priceMaxAgeCap, renderProduct } from "./render";
+import { priceEtagSuffix, priceMaxAgeCap, renderProduct } from "./render";
 
 export type ProductReadInput = {
   env: Env;
@@ -30,7 +31,7 @@ export function productEtag(doc: Pick<ProductDocument, "id" | "version" | "stock
 
 export async function readProduct(input: ProductReadInput): Promise<Response> {
   const { env, id, currency, locale } = input;
-  const now = input.now ?? Date.now();
+  const now = input.now ?? clockNow();
   let bookmark: string | null = null;
   const headers: Record<string, string> = { vary: "Accept-Language, x-shopper-country" };
   const response = await tieredRead<ProductDocument>({
@@ -57,7 +58,7 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
       const view = renderProduct(doc, { currency, locale, now }, env.DEFAULT_LOCALE);
       return {
         body: JSON.stringify(view),
-        etag: productEtag(doc, currency, locale),
+        etag: productEtag(doc, currency, locale) + priceEtagSuffix(doc, now),
         tags: productTags(doc),
         version: { version: doc.version, stock_seq: doc.stock_seq },
         contentLanguage: view.locale,
@@ -65,6 +66,7 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
       };
     },
     headers,
+    now,
     policy: input.policy,
     timeouts: input.timeouts,
   });

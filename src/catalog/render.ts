@@ -4,6 +4,7 @@
  * and `renderContext.now` makes the time injectable.
  */
 import type { StockStatus } from "../lib/stock-status";
+import { effectivePrice, lastBoundary, secondsToNextBoundary, type DocPromotion, type PromotionRef } from "../promotions/effective-price";
 import type { ProductDocument } from "./document";
 
 export type RenderContext = { currency: string; locale: string; now: number };
@@ -29,15 +30,36 @@ export function setPriceHook(hook: PriceHook): void {
 export function renderPrice(
   regular: number | undefined,
   ctx: RenderContext,
-  target: { sku: string | null; productId: string },
+  target: {
+    sku: string | null;
+    productId: string;
+    /** The product's promotion schedule (document.promotions): the effective price at ctx.now is shown. */
+    promotions?: DocPromotion[];
+    /** Listings: `regular` is already the effective min price (products.min_prices); this is its promotion. */
+    badge?: { compare_at: number; promotion: PromotionRef };
+  },
 ): (PriceView & Record<string, unknown>) | null {
   if (regular === undefined || regular === null) return null;
-  if (priceHook.price) return priceHook.price({ ...target, regular, currency: ctx.currency, now: ctx.now });
-  return { amount: regular, currency: ctx.currency };
+  if (priceHook.price) return priceHook.price({ sku: target.sku, productId: target.productId, regular, currency: ctx.currency, now: ctx.now });
+  if (target.badge) return { amount: regular, currency: ctx.currency, compare_at: target.badge.compare_at, promotion: target.badge.promotion };
+  if (target.sku === null || !target.promotions?.length) return { amount: regular, currency: ctx.currency };
+  const eff = effectivePrice(regular, ctx.currency, target.sku, target.promotions, ctx.now);
+  if (!eff.promotion) return { amount: regular, currency: ctx.currency };
+  return { amount: eff.amount, currency: ctx.currency, compare_at: eff.compare_at, promotion: eff.promotion };
 }
 
 export function priceMaxAgeCap(doc: ProductDocument, now: number): number | undefined {
-  return priceHook.maxAgeCap?.(doc, now);
+  if (priceHook.maxAgeCap) return priceHook.maxAgeCap(doc, now);
+  return secondsToNextBoundary(doc.promotions, now);
+}
+
+/**
+ * Part of a product response's validator: a promotion boundary changes the rendered price without a new
+ * document version, so the ETag must change with the price period too.
+ */
+export function priceEtagSuffix(doc: ProductDocument, now: number): string {
+  const last = lastBoundary(doc.promotions, now);
+  return last === null ? "" : `.b${last}`;
 }
 
 /** Quantity buckets rather than exact counts: enough for "only a few left", and stable across small changes. */
@@ -90,7 +112,7 @@ export function renderProduct(doc: ProductDocument, ctx: RenderContext, defaultL
     options: v.options,
     gtin: v.gtin,
     mpn: v.mpn,
-    price: renderPrice(v.prices[ctx.currency], ctx, { sku: v.sku, productId: doc.id }),
+    price: renderPrice(v.prices[ctx.currency], ctx, { sku: v.sku, productId: doc.id, promotions: doc.promotions }),
     availability: { status: v.availability.status, quantity: quantityBucket(v.availability.available) },
   }));
   const amounts = variants.map((v) => v.price?.amount).filter((a): a is number => typeof a === "number");
