@@ -470,3 +470,20 @@ export const clicks = sqliteTable(
   },
   (t) => [index("clicks_affiliate_idx").on(t.affiliateId, t.at)],
 );
+
+/**
+ * Hot SKUs split into escrow sub-shards (issue 7). Routing reads `state = 'hot'` to send reservations to the
+ * sub-shard objects `stock:hot:{sku}:{i}`; `marking` and `folding` are the resumable in-between states.
+ */
+export const hotSkus = sqliteTable("hot_skus", {
+  sku: text("sku").primaryKey(),
+  subShards: integer("sub_shards").notNull(),
+  /** marking | hot | folding */
+  state: text("state").notNull(),
+  /** Id of the split transfer, so a retried mark resumes the same transfer instead of starting a new one. */
+  transferId: text("transfer_id").notNull(),
+  /** Bumped after each completed fold sweep, so a crashed sweep is resumed with the same transfer ids. */
+  generation: integer("generation").notNull().default(0),
+  updatedAt: updatedAt(),
+  version: version(),
+});
