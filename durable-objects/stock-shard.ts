@@ -3,6 +3,7 @@ import { loadCatalogSkus } from "../src/stock/baseline";
 import { ReservationStore } from "../src/stock/reservation-store";
 import { SHARD_DDL } from "../src/stock/shard-schema";
 import { StockStore } from "../src/stock/shard-store";
+import { EscrowStore, type EscrowItem } from "../src/stock/escrow-store";
 import type {
   AdjustmentLine,
   AdjustmentOutcome,
@@ -39,6 +40,7 @@ const OUTBOX_MAX_BACKOFF_MS = 60_000;
 export class StockShard extends DurableObject<Env> {
   private readonly stock: StockStore;
   private readonly headers: ReservationStore;
+  private readonly escrow: EscrowStore;
   private readonly known = new Set<string>();
   private readonly unknownUntil = new Map<string, number>();
   /** Last alarm time we set; undefined = not known since start-up, so the next schedule always writes it. */
@@ -49,6 +51,7 @@ export class StockShard extends DurableObject<Env> {
     ctx.storage.sql.exec(SHARD_DDL);
     this.stock = new StockStore(ctx.storage.sql);
     this.headers = new ReservationStore(ctx.storage.sql);
+    this.escrow = new EscrowStore(ctx.storage.sql, this.stock);
   }
 
   // --- stock -------------------------------------------------------------------------------------------------
@@ -101,6 +104,42 @@ export class StockShard extends DurableObject<Env> {
     const unknown = await this.adopt([sku]);
     if (unknown) return unknown;
     return { ok: true, items: this.stock.ledger(sku, after, limit) };
+  }
+
+  // --- hot-SKU escrow (issue 7: src/stock/escrow-store.ts, src/stock/hot.ts) ----------------------------------
+
+  /** Moves up to `max` free units (all when null) out of this object, once per transfer id. */
+  async escrowTake(sku: string, transferId: string, max: number | null, role: "home" | "sub", actor: string): Promise<{ ok: true; items: EscrowItem[] }> {
+    // Only the home shard may adopt the D1 baseline; a sub-shard's stock arrives by transfer alone.
+    if (role === "home") {
+      const unknown = await this.adopt([sku]);
+      if (unknown) return { ok: true, items: [] };
+    } else if (!this.escrow.isSub(sku)) {
+      return { ok: true, items: [] };
+    }
+    const items = this.atomically(() => this.escrow.take(sku, transferId, max, actor, Date.now()));
+    return { ok: true, items };
+  }
+
+  /** Applies transfers (idempotent per id), then optionally places `hold` in the same atomic step. */
+  async escrowGive(sku: string, transfers: { id: string; items: EscrowItem[] }[], role: "home" | "sub", actor: string, hold?: HoldRequest): Promise<HoldResult> {
+    if (role === "home") {
+      const unknown = await this.adopt([sku]);
+      if (unknown) return unknown;
+    }
+    const res = this.atomically((): HoldResult => {
+      const now = Date.now();
+      for (const t of transfers) this.escrow.give(sku, t.id, t.items, role, actor, now);
+      if (!hold) return { ok: true, items: [] };
+      const r = this.stock.hold(hold, now);
+      return r.ok ? r : { ok: false, error: "insufficient", shortfalls: r.shortfalls };
+    });
+    if (role === "sub") this.known.add(sku);
+    return res;
+  }
+
+  async escrowTotals(sku: string) {
+    return this.escrow.totals(sku);
   }
 
   // --- reservation headers (this shard as coordinator) -------------------------------------------------------

@@ -39,15 +39,41 @@ export function stockStub(env: Env, name: string) {
 }
 
 /** Groups SKUs (or anything carrying one) by owning shard name, so each shard is asked once. */
-export function groupByShard<T>(env: Env, items: readonly T[], skuOf: (item: T) => string): Map<string, T[]> {
+export function groupByShard<T>(
+  env: Env,
+  items: readonly T[],
+  skuOf: (item: T) => string,
+  /** A shard chosen elsewhere (a hot SKU's escrow sub-shard), when there is one. */
+  shardOf?: (item: T) => string | undefined,
+): Map<string, T[]> {
   const groups = new Map<string, T[]>();
   for (const item of items) {
-    const name = shardNameForSku(env, skuOf(item));
+    const name = shardOf?.(item) ?? shardNameForSku(env, skuOf(item));
     const list = groups.get(name);
     if (list) list.push(item);
     else groups.set(name, [item]);
   }
   return groups;
+}
+
+/**
+ * Hot SKUs (issue 7, src/stock/hot.ts): a hot SKU's free stock is split into K escrow quotas held by the
+ * sub-shard objects `stock:hot:{sku}:{i}`. A reservation uses sub-shard `hash(reservation id) % K`; the
+ * reservation id is fixed by the first request with an Idempotency-Key, so every retry of that key lands on
+ * the same sub-shard. Held items remember their sub-shard, so commit/release/extend find it even after the
+ * SKU has been un-marked.
+ */
+export function hotSubShardName(sku: string, index: number): string {
+  return `stock:hot:${sku}:${index}`;
+}
+
+export function parseHotSubShard(name: string): { sku: string; index: number } | undefined {
+  const m = /^stock:hot:(.+):(\d{1,3})$/.exec(name);
+  return m ? { sku: m[1]!, index: Number(m[2]) } : undefined;
+}
+
+export function hotSubShardIndex(reservationId: string, subShards: number): number {
+  return stableHash(`hot:${reservationId}`) % subShards;
 }
 
 /**

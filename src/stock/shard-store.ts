@@ -343,6 +343,9 @@ export class StockStore {
       meta.reason ?? null, meta.reservation_id ?? null, meta.actor ?? null, meta.event_id ?? null, now,
     );
     const row = this.toRow(r, seq);
+    // A hot SKU's escrow sub-shard holds only a slice of its stock: publishing that slice would overwrite the
+    // projection with a partial count, so sub-shards stay silent (see src/stock/escrow-store.ts).
+    if (this.sql.exec("SELECT 1 FROM escrow_role WHERE sku = ? AND role = 'sub'", sku).toArray().length) return row;
     // Events are snapshots and consumers keep only the newest seq, so one pending event per (sku, location)
     // is enough. REPLACE gives the row a new id, so a flush already in flight never deletes the newer one.
     this.sql.exec(

@@ -1,0 +1,213 @@
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import { coordinatorForScope, newReservationId, shardName } from "../src/stock/routing";
+import { seedApiKeys } from "./helpers/api-keys";
+import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
+import { ledgerOf, makeSkus, reconcile, shardStub } from "./helpers/stock-fixtures";
+
+type Stub = ReturnType<typeof shardStub>;
+type Event = { type: string; [k: string]: unknown };
+
+beforeAll(async () => {
+  await seedApiKeys(env.DB);
+});
+
+/**
+ * Swaps the EVENTS binding the object sees for a wrapper that records what it forwards to the real queue,
+ * and fails while `down` is set: the fault is injected through the binding, not through a test-only branch.
+ */
+async function wrapEvents(stub: Stub) {
+  const state = { down: false, sent: [] as Event[], failures: 0 };
+  await runInDurableObject(stub, (instance) => {
+    const holder = instance as unknown as { env: Env };
+    const real = holder.env.EVENTS;
+    const wrapper: Queue = {
+      send: async (body, opts) => {
+        if (state.down) throw (state.failures++, new Error("queue unavailable (injected)"));
+        state.sent.push(body as Event);
+        return real.send(body, opts);
+      },
+      sendBatch: async (messages, opts) => {
+        if (state.down) throw (state.failures++, new Error("queue unavailable (injected)"));
+        for (const m of messages) state.sent.push(m.body as Event);
+        return real.sendBatch(messages, opts);
+      },
+    } as Queue;
+    holder.env = new Proxy(holder.env, { get: (t, p) => (p === "EVENTS" ? wrapper : Reflect.get(t, p)) });
+  });
+  return state;
+}
+
+const outboxRows = (stub: Stub) =>
+  runInDurableObject(stub, (_, s) => s.storage.sql.exec<{ id: number; body: string; attempts: number; next_attempt_at: number }>("SELECT * FROM outbox").toArray());
+
+async function drained(stub: Stub) {
+  await vi.waitFor(async () => {
+    await runDurableObjectAlarm(stub);
+    expect(await outboxRows(stub)).toEqual([]);
+  }, { timeout: 10_000, interval: 50 });
+}
+
+describe("outbox", () => {
+  it("a failed flush is retried by the alarm and the event is not lost", async () => {
+    const [sku] = await makeSkus([10]);
+    const stub = shardStub(sku!);
+    await call(`/v1/availability?skus=${sku}`); // adopts the baseline (its event goes out normally)
+    await drained(stub);
+    const events = await wrapEvents(stub);
+    events.down = true;
+
+    const put = await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 25 }, admin());
+    expect(put.status).toBe(200);
+    await vi.waitFor(async () => {
+      await runDurableObjectAlarm(stub);
+      expect(events.failures).toBeGreaterThan(0);
+    }, { timeout: 5_000, interval: 50 });
+    const pending = await outboxRows(stub);
+    expect(pending).toHaveLength(1);
+    expect(pending[0]!.attempts).toBeGreaterThan(0);
+    expect(pending[0]!.next_attempt_at).toBeGreaterThan(Date.now() - 100);
+    // The alarm stays armed for the retry.
+    expect(await runInDurableObject(stub, (_, s) => s.storage.getAlarm())).not.toBeNull();
+
+    events.down = false;
+    await drained(stub);
+    const changed = events.sent.filter((e) => e.type === "stock.changed" && e.sku === sku);
+    expect(changed).toHaveLength(1);
+    const ledger = await ledgerOf(sku!);
+    expect(changed[0]).toMatchObject({
+      sku, location: "loc-us-east", on_hand: 25, reserved: 0, available: 25, safety_stock: 0, low_stock: 5, status: "in_stock",
+      seq: ledger.at(-1)!.seq,
+    });
+    expect(typeof changed[0]!.occurred_at).toBe("number");
+  });
+
+  it("events carry a per-SKU seq that grows with every change, across locations", async () => {
+    const [sku] = await makeSkus([{ "loc-us-east": 5, "loc-eu-central": 5 }]);
+    const stub = shardStub(sku!);
+    await call(`/v1/availability?skus=${sku}`);
+    await drained(stub);
+    const events = await wrapEvents(stub);
+    await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 6 }, admin());
+    await drained(stub);
+    await json("PUT", `/admin/stock/${sku}`, { location: "loc-eu-central", on_hand: 7 }, admin());
+    await drained(stub);
+    const seqs = events.sent.filter((e) => e.sku === sku).map((e) => e.seq as number);
+    expect(seqs).toHaveLength(2);
+    expect(seqs[1]).toBeGreaterThan(seqs[0]!);
+  });
+
+  it("commit emits reservation.committed with the snapshotted unit prices", async () => {
+    const [sku] = await makeSkus([10], { prices: { USD: 4200, EUR: 3900, GBP: 3500 } });
+    const key = uid("idem");
+    const coordinator = env.STOCK.getByName(shardName(coordinatorForScope(env, `key-dev-storefront\u0000${key}`)));
+    const events = await wrapEvents(coordinator);
+    const res = await json("POST", "/v1/reservations", { items: [{ sku, quantity: 2 }], currency: "GBP" }, storefront({ "idempotency-key": key }));
+    const { id } = await res.json<{ id: string }>();
+    expect((await json("POST", `/v1/reservations/${id}/commit`, {}, storefront())).status).toBe(200);
+    expect((await json("POST", `/v1/reservations/${id}/commit`, {}, storefront())).status).toBe(200);
+    await drained(coordinator);
+    const committed = events.sent.filter((e) => e.type === "reservation.committed");
+    expect(committed).toEqual([
+      { type: "reservation.committed", id, items: [{ sku, quantity: 2, location: "loc-us-east", unit_price: 3500, currency: "GBP" }], occurred_at: expect.any(Number) },
+    ]);
+  });
+});
+
+describe("crash safety", () => {
+  it("a saga abandoned mid-way (no Worker to finish or compensate) holds nothing past its TTL", async () => {
+    const [sku] = await makeSkus([3]);
+    const scope = `key-dev-storefront\u0000${uid("crash")}`;
+    const n = coordinatorForScope(env, scope);
+    const coordinator = env.STOCK.getByName(shardName(n));
+    const begin = await coordinator.beginReservation({ scopeKey: scope, bodyHash: "h", candidateId: newReservationId(n), currency: "USD", ttlMs: 1000 });
+    if (begin.kind !== "started") throw new Error("expected a new saga");
+    const held = await shardStub(sku!).hold({ reservationId: begin.id, expiresAt: begin.expiresAt, lines: [{ sku: sku!, quantity: 3 }], preferredLocations: [], actor: "test" });
+    expect(held.ok).toBe(true);
+    // The Worker "dies" here. Before the deadline the stock is held and the header is pending…
+    expect((await (await call(`/v1/availability?skus=${sku}`)).json<{ items: { available: number }[] }>()).items[0]!.available).toBe(0);
+    const pending = await (await call(`/v1/reservations/${begin.id}`, { headers: storefront() })).json<{ status: string }>();
+    expect(pending.status).toBe("pending");
+    // …and at the deadline both let go without anyone calling them.
+    await new Promise((r) => setTimeout(r, begin.expiresAt - Date.now() + 20));
+    expect((await (await call(`/v1/reservations/${begin.id}`, { headers: storefront() })).json<{ status: string }>()).status).toBe("expired");
+    await runDurableObjectAlarm(shardStub(sku!));
+    expect((await (await call(`/v1/availability?skus=${sku}`)).json<{ items: { available: number }[] }>()).items[0]!.available).toBe(3);
+    expect(await reconcile(sku!)).toMatchObject({ mismatches: [], oversold: 0, reserved: 0 });
+  });
+
+  it("concurrent first sightings of a SKU adopt its baseline exactly once", async () => {
+    const [sku] = await makeSkus([{ "loc-us-east": 4, "loc-ap-south": 6 }]);
+    const reads = await Promise.all(Array.from({ length: 20 }, () => call(`/v1/availability?skus=${sku}`)));
+    expect(reads.every((r) => r.status === 200)).toBe(true);
+    const ledger = await ledgerOf(sku!);
+    expect(ledger.filter((l) => l.kind === "baseline").map((l) => [l.location, l.delta_on_hand]).sort()).toEqual([["loc-ap-south", 6], ["loc-us-east", 4]]);
+    expect(await reconcile(sku!)).toMatchObject({ mismatches: [], onHand: 10 });
+  });
+});
+
+describe("admin stock API", () => {
+  it("PUT sets on_hand with a ledger `set`; needs the admin token; 422 for unknown SKUs or locations", async () => {
+    const [sku] = await makeSkus([10]);
+    await expectProblem(await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 3 }), 401);
+    await expectProblem(await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 3 }, storefront()), 401);
+    await expectProblem(await json("PUT", "/admin/stock/NOPE-77", { location: "loc-us-east", on_hand: 3 }, admin()), 422);
+    await expectProblem(await json("PUT", `/admin/stock/${sku}`, { location: "loc-moon", on_hand: 3 }, admin()), 422);
+    await expectProblem(await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: -1 }, admin()), 400);
+    const res = await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 3, safety_stock: 1, low_stock: 2 }, admin());
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ sku, location: "loc-us-east", on_hand: 3, reserved: 0, safety_stock: 1, low_stock: 2, available: 2 });
+    const last = (await ledgerOf(sku!)).at(-1)!;
+    expect(last).toMatchObject({ kind: "set", delta_on_hand: -7, on_hand_after: 3, actor: "admin" });
+    // A new location for a known SKU starts from zero.
+    const eu = await json("PUT", `/admin/stock/${sku}`, { location: "loc-eu-central", on_hand: 8 }, admin());
+    expect(await eu.json()).toMatchObject({ location: "loc-eu-central", on_hand: 8 });
+    expect(await reconcile(sku!)).toMatchObject({ mismatches: [], onHand: 11 });
+  });
+
+  it("adjustments are idempotent per event_id, and a line that would go below zero is rejected", async () => {
+    const [a, b] = await makeSkus([10, 2]);
+    const lines = [
+      { sku: a, location: "loc-us-east", delta: 5, reason: "receipt", event_id: uid("ev") },
+      { sku: b, location: "loc-us-east", delta: -3, reason: "damage", event_id: uid("ev") },
+      { sku: b, location: "loc-us-east", delta: -2, reason: "damage", event_id: uid("ev") },
+    ];
+    const first = await (await json("POST", "/admin/stock/adjustments", lines, admin())).json<{ results: { status: string; on_hand?: number }[] }>();
+    expect(first.results.map((r) => r.status)).toEqual(["applied", "rejected", "applied"]);
+    const again = await (await json("POST", "/admin/stock/adjustments", lines, admin())).json<{ results: { status: string; on_hand?: number }[] }>();
+    expect(again.results.map((r) => r.status)).toEqual(["duplicate", "duplicate", "duplicate"]);
+    const av = await (await call(`/v1/availability?skus=${a},${b}`)).json<{ items: { on_hand: number }[] }>();
+    expect(av.items.map((i) => i.on_hand)).toEqual([15, 0]);
+    expect((await ledgerOf(a!)).filter((l) => l.kind === "adjust")).toMatchObject([{ delta_on_hand: 5, reason: "receipt", event_id: lines[0]!.event_id }]);
+    await expectProblem(await json("POST", "/admin/stock/adjustments", [{ ...lines[0], delta: 0, event_id: uid("ev") }], admin()), 400);
+    await expectProblem(await json("POST", "/admin/stock/adjustments", [{ ...lines[0], sku: "NOPE-5", event_id: uid("ev") }], admin()), 422);
+  });
+
+  it("the ledger pages with a cursor and reconciles with the live counts", async () => {
+    const [sku] = await makeSkus([20]);
+    for (let i = 0; i < 4; i++) await json("POST", "/v1/reservations", { items: [{ sku, quantity: 1 }] }, storefront({ "idempotency-key": uid("k") }));
+    const seen: { id: number; kind: string }[] = [];
+    let cursor: string | null = "";
+    let pages = 0;
+    while (cursor !== null) {
+      const res = await call(`/admin/stock/${sku}/ledger?limit=2${cursor ? `&cursor=${cursor}` : ""}`, { headers: admin() });
+      expect(res.status).toBe(200);
+      const page = await res.json<{ items: { id: number; kind: string }[]; next_cursor: string | null }>();
+      seen.push(...page.items);
+      cursor = page.next_cursor;
+      pages++;
+    }
+    expect(seen.map((l) => l.kind)).toEqual(["baseline", "reserve", "reserve", "reserve", "reserve"]);
+    expect(pages).toBe(3);
+    expect(await reconcile(sku!)).toMatchObject({ mismatches: [], reserved: 4, onHand: 20 });
+    await expectProblem(await call(`/admin/stock/${sku}/ledger`), 401);
+    await expectProblem(await call("/admin/stock/NOPE-3/ledger", { headers: admin() }), 404);
+  });
+
+  it("the benchmark baseline route increments a counter in a shard and needs the admin token", async () => {
+    const one = await (await call("/admin/bench/do-noop", { method: "POST", headers: admin() })).json<{ value: number }>();
+    const two = await (await call("/admin/bench/do-noop", { method: "POST", headers: admin() })).json<{ value: number }>();
+    expect(two.value).toBe(one.value + 1);
+    await expectProblem(await call("/admin/bench/do-noop", { method: "POST" }), 401);
+  });
+});
