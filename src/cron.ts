@@ -1,5 +1,7 @@
 import { pruneSent, resendUnsent } from "./events/outbox";
 import { pruneLagSamples } from "./events/metrics";
+import { now as clockNow } from "./lib/clock";
+import { promotionsTick } from "./promotions/switcher";
 
 /** Entry point of the `scheduled` handler; each periodic job registers here. */
 export async function handleScheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
@@ -8,6 +10,8 @@ export async function handleScheduled(controller: ScheduledController, env: Env,
   // Outbox safety net: anything a request failed to send is re-sent here, so a failing queue loses nothing.
   // Caught so that a failing step never stops the other jobs of this tick.
   await resendUnsent(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "outbox-resend", error: String(err) })));
+  // Promotions: boundaries a missed alarm left unswitched, and re-arm the alarm (src/promotions/switcher.ts).
+  await promotionsTick(env, clockNow()).catch((err) => console.error(JSON.stringify({ level: "error", job: "promotions", error: String(err) })));
   await Promise.all([pruneSent(env, now), pruneLagSamples(env.DB, now)]).catch((err) =>
     console.error(JSON.stringify({ level: "error", job: "outbox-prune", error: String(err) })),
   );

@@ -5,6 +5,7 @@ import { guardEnv } from "./lib/guarded-env";
 
 export { StockShard } from "../durable-objects/stock-shard";
 export { ClientGuard } from "../durable-objects/client-guard";
+export { PromotionClock } from "../durable-objects/promotion-clock";
 
 const app = buildApp();
 

@@ -1,0 +1,80 @@
+/**
+ * Switching on time. Product pages need no switch (their documents carry the schedule and render the price
+ * in force), but the denormalised copies do: `products.min_prices`/`price_badges` (listing price filters,
+ * sorts and badges), change_seq (feeds' `since` deltas) and the cached responses. At every start and end,
+ * `switchDue` refreshes the affected products through the normal pipeline (price-refresh.ts): KV documents
+ * are re-put by the consumer (warmed, not just evicted) and caches purged.
+ *
+ * Who calls it: the PromotionClock Durable Object's alarm, armed for the exact next boundary (sub-second
+ * lag), and the every-minute cron as a safety net. Both may run for the same boundary; a run is
+ * idempotent apart from duplicate events, which the pipeline tolerates.
+ */
+import { refreshProductPrices } from "./price-refresh";
+
+const WATERMARK = "promotions:switched_through";
+
+/** How far back a first run (no watermark yet) looks for boundaries. */
+const FIRST_RUN_LOOKBACK_MS = 10 * 60_000;
+
+export async function switchDue(env: Pick<Env, "DB" | "EVENTS">, now: number): Promise<{ from: number; products: number }> {
+  const row = await env.DB.prepare("SELECT value FROM meta WHERE key = ?").bind(WATERMARK).first<{ value: string }>();
+  const from = row ? Number(row.value) : now - FIRST_RUN_LOOKBACK_MS;
+  if (!(from < now)) return { from, products: 0 };
+  const { results } = await env.DB.prepare(
+    `SELECT DISTINCT t.product_id FROM promotions p JOIN promotion_targets t ON t.promotion_id = p.id
+     WHERE p.deleted_at IS NULL AND ((p.starts_at > ?1 AND p.starts_at <= ?2) OR (p.ends_at > ?1 AND p.ends_at <= ?2))`,
+  )
+    .bind(from, now)
+    .all<{ product_id: string }>();
+  const products = await refreshProductPrices(env, results.map((r) => r.product_id), now);
+  // Only forwards: a slow run must not move the watermark back over boundaries a later run already handled.
+  await env.DB.prepare(
+    `INSERT INTO meta (key, value, updated_at) VALUES (?1, ?2, ?2)
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at WHERE CAST(meta.value AS INTEGER) < ?2`,
+  )
+    .bind(WATERMARK, String(now))
+    .run();
+  return { from, products: products };
+}
+
+/** The first start or end after `now` of any live promotion (null: nothing scheduled). */
+export async function nextScheduledBoundary(db: D1Database, now: number): Promise<number | null> {
+  const row = await db
+    .prepare(
+      `SELECT min(t) AS next FROM (
+         SELECT min(starts_at) AS t FROM promotions WHERE starts_at > ?1 AND deleted_at IS NULL
+         UNION ALL SELECT min(ends_at) FROM promotions WHERE ends_at > ?1 AND deleted_at IS NULL)`,
+    )
+    .bind(now)
+    .first<{ next: number | null }>();
+  return row?.next ?? null;
+}
+
+// Per-isolate copy of the next boundary, for readers that cannot know which promotions affect them
+// (listings: a price filter's result set changes with any product's price). Re-read at most every second.
+let cached: { next: number | null; fetchedAt: number } | null = null;
+const CACHE_MS = 1_000;
+
+export async function globalNextBoundary(db: D1Database, now: number): Promise<number | null> {
+  if (cached && now >= cached.fetchedAt && now - cached.fetchedAt < CACHE_MS && (cached.next === null || cached.next > now)) return cached.next;
+  const next = await nextScheduledBoundary(db, now);
+  cached = { next, fetchedAt: now };
+  return next;
+}
+
+/** A promotion write in this isolate changes the schedule: forget the cached boundary. */
+export function forgetNextBoundary(): void {
+  cached = null;
+}
+
+/** Arms the PromotionClock alarm for `at` (kept if an earlier alarm is already set). */
+export async function armClock(env: Pick<Env, "PROMO_CLOCK">, at: number | null): Promise<void> {
+  if (at === null) return;
+  await env.PROMO_CLOCK.getByName("promotions").arm(at);
+}
+
+/** Cron tick: switch whatever is due (a missed or failed alarm) and make sure the alarm is armed. */
+export async function promotionsTick(env: Pick<Env, "DB" | "EVENTS" | "PROMO_CLOCK">, now: number): Promise<void> {
+  await switchDue(env, now);
+  await armClock(env, await nextScheduledBoundary(env.DB, now));
+}
