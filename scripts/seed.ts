@@ -77,7 +77,8 @@ async function main() {
       return;
     }
   }
-  const dir = path.resolve(".seed");
+  // One directory per run: benches seed several databases at once, and must not delete each other's files.
+  const dir = path.resolve(".seed", String(process.pid));
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const started = Date.now();
@@ -125,6 +126,7 @@ async function main() {
   }
   flush();
   for (const file of files) await d1Execute(file, persistTo);
+  rmSync(dir, { recursive: true, force: true });
   console.log(`seed: ${total} products in ${((Date.now() - started) / 1000).toFixed(1)} s (${files.length} files)`);
 }
 
