@@ -17,6 +17,7 @@ import { feedsApp } from "./routes/feeds";
 import { adminEventsApp } from "./routes/admin-events";
 import { adminMetricsApp } from "./routes/admin-metrics";
 import { adminProductsApp } from "./routes/admin-products";
+import { adminPromotionsApp } from "./routes/admin-promotions";
 import { adminImportApp } from "./routes/admin-import";
 import { productsApp } from "./routes/products";
 import { searchApp } from "./routes/search";
@@ -46,6 +47,7 @@ export function buildApp() {
   app.route("/", embedApp);
   app.route("/", adminAffiliatesApp);
   app.route("/", adminProductsApp);
+  app.route("/", adminPromotionsApp);
   app.route("/", adminImportApp);
   app.route("/", adminEventsApp);
   app.route("/", adminMetricsApp);
