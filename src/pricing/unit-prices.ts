@@ -1,8 +1,10 @@
 /**
- * The one lookup of the price a shopper pays per unit, used to snapshot prices into reservations.
- * Today it returns the regular price from D1 `prices`; promotions (issue 9) will make it return the effective
- * price at `now` and fill `promotion_id` / `regular_price`, without callers changing.
+ * The one lookup of the price a shopper pays per unit, used to snapshot prices into reservations: the
+ * effective price at `now` (src/promotions/effective-price.ts, the same function every page and feed
+ * renders with), with the regular price and the promotion that produced it.
  */
+import { effectivePrice } from "../promotions/effective-price";
+import { loadSchedules } from "../promotions/schedule";
 
 export type UnitPrice = {
   sku: string;
@@ -17,20 +19,27 @@ const CHUNK = 90; // D1 allows 100 bound parameters per statement in production.
 
 /** Prices of the SKUs that exist in the catalog; SKUs absent from the returned map are unknown. */
 export async function resolveUnitPrices(env: Env, skus: readonly string[], currency: string, now: number): Promise<Map<string, UnitPrice>> {
-  void now; // the instant the price must be in force at; regular prices do not depend on it yet
   const unique = [...new Set(skus)];
-  const out = new Map<string, UnitPrice>();
+  const rows: { sku: string; product_id: string; amount: number | null }[] = [];
   for (let i = 0; i < unique.length; i += CHUNK) {
     const chunk = unique.slice(i, i + CHUNK);
     const { results } = await env.DB.prepare(
-      `SELECT v.sku AS sku, p.amount AS amount FROM variants v LEFT JOIN prices p ON p.sku = v.sku AND p.currency = ?
+      `SELECT v.sku AS sku, v.product_id AS product_id, p.amount AS amount FROM variants v LEFT JOIN prices p ON p.sku = v.sku AND p.currency = ?
        WHERE v.sku IN (${chunk.map(() => "?").join(",")})`,
     )
       .bind(currency, ...chunk)
-      .all<{ sku: string; amount: number | null }>();
-    for (const r of results) {
-      out.set(r.sku, { sku: r.sku, currency, unit_price: r.amount, regular_price: r.amount, promotion_id: null });
+      .all<{ sku: string; product_id: string; amount: number | null }>();
+    rows.push(...results);
+  }
+  const schedules = await loadSchedules(env.DB, rows.filter((r) => r.amount !== null).map((r) => r.product_id), now);
+  const out = new Map<string, UnitPrice>();
+  for (const r of rows) {
+    if (r.amount === null) {
+      out.set(r.sku, { sku: r.sku, currency, unit_price: null, regular_price: null, promotion_id: null });
+      continue;
     }
+    const eff = effectivePrice(r.amount, currency, r.sku, schedules.get(r.product_id), now);
+    out.set(r.sku, { sku: r.sku, currency, unit_price: eff.amount, regular_price: r.amount, promotion_id: eff.promotion?.id ?? null });
   }
   return out;
 }
