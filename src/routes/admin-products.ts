@@ -5,7 +5,7 @@ import { getDb } from "../db/client";
 import { loadProductDocument, type ProductDocument } from "../catalog/document";
 import { applyPatch, inputFromDocument, ProductIdParam, ProductInput, ProductPatch } from "../catalog/product-input";
 import { isOccGuardError, isUniqueError, prepareArchive, prepareProductWrite, type PreparedWrite, type WriteMode } from "../catalog/product-writes";
-import { sendOutboxIds } from "../events/outbox";
+import { sendOutboxRows } from "../events/outbox";
 import { requireAdmin } from "../lib/auth";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
@@ -100,11 +100,15 @@ async function currentVersion(env: Env, id: string): Promise<number | undefined>
   return row?.version;
 }
 
-/** Business rules zod cannot see: the category exists, currencies are supported, SKUs are not someone else's. */
-async function checkReferences(env: Env, id: string, input: ProductInput): Promise<void> {
+/**
+ * Business rules zod cannot see: the category exists, currencies are supported, SKUs are not someone else's.
+ * `current` (PATCH) skips the D1 look-ups when the category and SKUs are the ones the product already has.
+ */
+async function checkReferences(env: Env, id: string, input: ProductInput, current?: ProductDocument): Promise<void> {
   const supported = new Set(env.SUPPORTED_CURRENCIES.split(",").map((c) => c.trim()));
   const unsupported = [...new Set(input.variants.flatMap((v) => Object.keys(v.prices)))].filter((c) => !supported.has(c));
   if (unsupported.length) throw ApiError.unprocessable(`Unsupported currencies: ${unsupported.join(", ")}. Supported: ${[...supported].join(", ")}.`);
+  if (current && current.category_id === input.category_id && input.variants.every((v) => current.variants.some((cv) => cv.sku === v.sku))) return;
   const [category, owners] = await env.DB.batch([
     env.DB.prepare("SELECT id FROM categories WHERE id = ?").bind(input.category_id),
     env.DB.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?)) AND product_id <> ?").bind(
@@ -137,7 +141,9 @@ async function commit(c: Context<AppEnv>, id: string, prepared: PreparedWrite, e
   const outboxId = (results[prepared.outboxIndex]!.results[0] as { id: number }).id;
   // After the commit, never before: the event describes a write that happened. A failed send stays in the
   // outbox and the cron re-sends it.
-  c.executionCtx.waitUntil(sendOutboxIds(c.env, [outboxId]).catch(() => {}));
+  const { event } = prepared;
+  const row = { id: outboxId, payload: JSON.stringify(event), type: event.type, entity_id: event.id, version: event.version, occurred_at: event.occurred_at };
+  c.executionCtx.waitUntil(sendOutboxRows(c.env, [row]).catch(() => {}));
   const doc = await loadProductDocument(getDb(c.env.DB), id);
   if (!doc) throw new Error(`product ${id} vanished after its write`);
   c.header("ETag", etag(doc.version));
@@ -145,8 +151,8 @@ async function commit(c: Context<AppEnv>, id: string, prepared: PreparedWrite, e
   return doc;
 }
 
-async function write(c: Context<AppEnv>, id: string, input: ProductInput, mode: WriteMode): Promise<ProductDocument> {
-  await checkReferences(c.env, id, input);
+async function write(c: Context<AppEnv>, id: string, input: ProductInput, mode: WriteMode, current?: ProductDocument): Promise<ProductDocument> {
+  await checkReferences(c.env, id, input, current);
   return commit(c, id, prepareProductWrite(c.env.DB, id, input, mode, Date.now()), mode.kind === "update" ? mode.expectedVersion : undefined);
 }
 
@@ -184,7 +190,7 @@ adminProductsApp
       });
     }
     // The batch re-checks the version atomically: a writer that got in between makes it fail with 412.
-    const doc = await write(c, id, merged.data, { kind: "update", expectedVersion: ifMatch });
+    const doc = await write(c, id, merged.data, { kind: "update", expectedVersion: ifMatch }, currentDoc);
     return c.json(doc, 200);
   })
   .openapi(deleteRoute, async (c) => {
