@@ -90,17 +90,20 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Env, deps
     }
     byProduct.set(id, [...(byProduct.get(id) ?? []), w]);
   }
-  for (const [id, items] of byProduct) {
-    try {
-      await refreshProduct(env, db, purger, id);
-      for (const w of items) {
-        w.msg.ack();
-        acked.push(w);
+  // Different products are independent (different KV keys, different cache URLs): refresh them concurrently.
+  await Promise.all(
+    [...byProduct].map(async ([id, items]) => {
+      try {
+        await refreshProduct(env, db, purger, id);
+        for (const w of items) {
+          w.msg.ack();
+          acked.push(w);
+        }
+      } catch (err) {
+        for (const w of items) retry(w.msg, err);
       }
-    } catch (err) {
-      for (const w of items) retry(w.msg, err);
-    }
-  }
+    }),
+  );
 
   // 3. Category events: the category pages and everything tagged with the category.
   for (const w of work) {
@@ -132,11 +135,9 @@ async function refreshProduct(env: Env, db: ReturnType<typeof getDb>, purger: Pu
   }
   await putProductDocIfNewer(env.CATALOG_KV, doc);
   // Purge even when KV already held this version: a previous attempt may have written KV and then failed
-  // to purge. Purging is idempotent; a stale cached copy is not.
-  const rows = doc.category_path.length
-    ? await db.select({ slug: categories.slug }).from(categories).where(inArray(categories.id, doc.category_path))
-    : [];
-  await purger.purgeProduct({ id, category_slugs: rows.map((r) => r.slug) }, productTags(doc));
+  // to purge. Purging is idempotent; a stale cached copy is not. Category pages hold no product data, so
+  // only the product's own URLs are deleted locally; listings go by tag (product id, its categories).
+  await purger.purgeProduct({ id }, productTags(doc));
 }
 
 /**
