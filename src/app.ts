@@ -22,10 +22,13 @@ import { adminImportApp } from "./routes/admin-import";
 import { productsApp } from "./routes/products";
 import { searchApp } from "./routes/search";
 import { categoriesApp } from "./routes/categories";
+import { benchBaselineApp } from "./routes/bench-baseline";
 import { adminBenchApp } from "./routes/admin-bench";
 import { adminStockApp } from "./routes/admin-stock";
 import { availabilityApp } from "./routes/availability";
 import { reservationsApp } from "./routes/reservations";
+import { recommendationsApp } from "./routes/recommendations";
+import { adminRecommendationsApp } from "./routes/admin-recommendations";
 
 /** Builds the whole API: cross-cutting middleware first, then one sub-app per resource. */
 export function buildApp() {
@@ -54,10 +57,13 @@ export function buildApp() {
   app.route("/", productsApp);
   app.route("/", searchApp);
   app.route("/", categoriesApp);
+  app.route("/", benchBaselineApp);
   app.route("/", reservationsApp);
   app.route("/", availabilityApp);
   app.route("/", adminStockApp);
   app.route("/", adminBenchApp);
+  app.route("/", recommendationsApp);
+  app.route("/", adminRecommendationsApp);
 
   app.route("/", docsApp(app));
   app.onError(onError);

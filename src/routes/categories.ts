@@ -4,18 +4,19 @@ import { resolveLocale } from "../catalog/locale";
 import { createApp } from "../lib/validation";
 import { LocaleQuery, Problem } from "./products";
 
-type Node = { id: string; slug: string; name: string; parent_id: string | null; depth: number; product_count: number; children: Node[] };
-const CategoryNode: z.ZodType<Node> = z.lazy(() =>
-  z.object({
-    id: z.string(),
-    slug: z.string(),
-    name: z.string(),
-    parent_id: z.string().nullable(),
-    depth: z.number().int(),
-    product_count: z.number().int(),
-    children: z.array(CategoryNode),
-  }),
-);
+const CategoryBase = z.object({
+  id: z.string(),
+  slug: z.string(),
+  name: z.string(),
+  parent_id: z.string().nullable(),
+  depth: z.number().int(),
+  product_count: z.number().int().openapi({ description: "Active products in this category and its subcategories." }),
+});
+// The OpenAPI generator cannot walk a z.lazy cycle: describe the tree to a fixed depth (the catalog has two levels;
+// deeper levels still come back, typed loosely).
+const CategoryNode = CategoryBase.extend({
+  children: z.array(CategoryBase.extend({ children: z.array(z.record(z.string(), z.unknown())) })),
+}).openapi("CategoryNode");
 
 const Crumb = z.object({ id: z.string(), slug: z.string(), name: z.string() });
 const CategoryDetail = z

@@ -8,6 +8,8 @@ import { sha256Hex } from "../lib/crypto";
 import { resolveUnitPrices } from "../pricing/unit-prices";
 import { activeLocations, preferredLocations, unknownLocations, type Region } from "./locations";
 import { effectiveStatus } from "./reservation-store";
+import { afterFailedHolds, clearSoldOut, endHolds, flashSaleGate } from "./flash-gate";
+import { holdOnShard, hotShardFor, hotSkus } from "./hot";
 import { coordinatorForScope, coordinatorOfReservation, groupByShard, newReservationId, shardName, stockStub } from "./routing";
 import type { HeldItem, HoldLine, ReservationHeader, ReservationView, ReservedItem, Shortfall, StoredOutcome } from "./types";
 
@@ -106,11 +108,14 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
   const expiresAt = begin.expiresAt;
   const actor = `storefront:${input.keyId}`;
   const preferred = preferredLocations(locations, input.region);
-  const groups = [...groupByShard(env, input.lines, (l) => l.sku)];
+  // Issue 7: sold-out marker and hoarding caps (src/stock/flash-gate.ts); hot SKUs go to escrow sub-shards.
+  await flashSaleGate(env, { coord, id, keyId: input.keyId, lines: input.lines, expiresAt });
+  const hot = await hotSkus(env);
+  const groups = [...groupByShard(env, input.lines, (l) => l.sku, (l) => hotShardFor(hot, l.sku, id))];
   const results = await Promise.all(
     groups.map(async ([name, lines]) => {
       try {
-        return { name, res: await stockStub(env, name).hold({ reservationId: id, expiresAt, lines, preferredLocations: preferred, actor }) };
+        return { name, res: await holdOnShard(env, name, { reservationId: id, expiresAt, lines, preferredLocations: preferred, actor }) };
       } catch (err) {
         return { name, res: { ok: false as const, error: "unavailable" as const, detail: String(err) } };
       }
@@ -121,6 +126,7 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
     // Compensation: release every shard we touched, including ones whose answer we never got.
     await Promise.all(results.map((r) => (r.res.ok || r.res.error === "unavailable" ? stockStub(env, r.name).release(id, actor).catch(() => undefined) : undefined)));
     const failures = results.map((r) => r.res).filter((r) => !r.ok);
+    await afterFailedHolds(env, input.keyId, id, failures.flatMap((f) => (f.error === "insufficient" ? f.shortfalls : [])));
     if (failures.some((f) => f.error === "unavailable")) {
       await coord.abandonReservation(id).catch(() => undefined);
       throw ApiError.unavailable("A stock shard did not answer; nothing is held. Retry with the same Idempotency-Key.");
@@ -153,7 +159,7 @@ function refusal(h: ReservationHeader, action: string): ApiError {
 }
 
 function byShard(env: Env, items: HeldItem[]) {
-  return [...groupByShard(env, items, (i) => i.sku)];
+  return [...groupByShard(env, items, (i) => i.sku, (i) => i.shard)];
 }
 
 export async function commitReservation(env: Env, id: string, actor: string): Promise<ReservationView> {
@@ -162,7 +168,7 @@ export async function commitReservation(env: Env, id: string, actor: string): Pr
   if (begin.kind === "not_found") throw ApiError.notFound(`Reservation ${id} does not exist.`);
   if (begin.kind === "already") return toView(begin.header);
   if (begin.kind === "refused") throw refusal(begin.header, "commit");
-  const items = begin.header.items.map(({ sku, quantity, location }) => ({ sku, quantity, location }));
+  const items = begin.header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, shard }));
   const results = await Promise.all(byShard(env, items).map(([name, lines]) => stockStub(env, name).commit(id, lines, actor)));
   const shortfalls = results.flatMap((r) => (r.ok ? [] : r.shortfalls));
   if (shortfalls.length) {
@@ -171,6 +177,7 @@ export async function commitReservation(env: Env, id: string, actor: string): Pr
     throw new ApiError(409, "commit-incomplete", "Conflict", "Some lines could not be committed; retry the commit.", { shortfalls });
   }
   const header = await coord.finishCommit(id);
+  await endHolds(env, actor, id);
   if (!header) throw ApiError.notFound(`Reservation ${id} does not exist.`);
   return toView(header);
 }
@@ -182,9 +189,10 @@ export async function releaseReservation(env: Env, id: string, actor: string): P
     throw ApiError.notFound(`Reservation ${id} does not exist.`);
   }
   if (change.kind === "refused") throw refusal(change.header, "release");
-  const items = change.header.items.map(({ sku, quantity, location }) => ({ sku, quantity, location }));
+  const items = change.header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, shard }));
   // Idempotent on every shard; if one is unreachable its holds still lapse at their deadline.
   await Promise.all(byShard(env, items).map(([name]) => stockStub(env, name).release(id, actor).catch(() => undefined)));
+  await Promise.all([endHolds(env, actor, id), clearSoldOut(items.map((i) => i.sku))]);
   return toView(change.header);
 }
 
@@ -193,7 +201,7 @@ export async function extendReservation(env: Env, id: string, ttlSeconds: number
   const change = await coord.extendReservation(id, ttlSeconds * 1000);
   if (change.kind === "not_found") throw ApiError.notFound(`Reservation ${id} does not exist.`);
   if (change.kind === "refused") throw refusal(change.header, "extend");
-  const items = change.header.items.map(({ sku, quantity, location }) => ({ sku, quantity, location }));
+  const items = change.header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, shard }));
   const groups = byShard(env, items);
   const results = await Promise.all(groups.map(([name, lines]) => stockStub(env, name).extend(id, lines, change.header.expires_at, actor)));
   const shortfalls = results.flatMap((r) => (r.ok ? [] : r.shortfalls));

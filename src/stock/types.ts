@@ -17,7 +17,8 @@ export type StockRow = {
 export type Shortfall = { sku: string; requested: number; available: number; location?: string };
 
 export type HoldLine = { sku: string; quantity: number; location?: string };
-export type HeldItem = { sku: string; quantity: number; location: string };
+/** `shard`: set when the units are held by a hot SKU's escrow sub-shard (issue 7), so later steps find them. */
+export type HeldItem = { sku: string; quantity: number; location: string; shard?: string };
 
 export type HoldRequest = {
   reservationId: string;

@@ -1,0 +1,249 @@
+/**
+ * Catalog read path benchmark against a real `wrangler dev` (own port, own --persist-to per catalog size).
+ *   npx tsx bench/catalog.ts --sizes 10000,100000 --seconds 8 --connections 8
+ *
+ * For each size: seeds the catalog once (`scripts/seed.ts --persist`, reused on later runs), starts
+ * wrangler dev, and measures, in the same run:
+ *   - bare:     GET /v1/bench/bare, a Hono route returning exactly the bytes of the product response, through
+ *               the same middleware but with no read path (the baseline);
+ *   - edge hit: one product variant already in the Cache API;
+ *   - KV hit:   product variants never requested before whose document is already in KV (edge miss);
+ *   - D1 miss:  products never read before (edge and KV miss: D1 + KV write-back + cache put);
+ *   - search:   distinct FTS queries (miss: FTS5 match + facets over the match set), and one repeated query (edge).
+ * Miss cases use each URL once (autocannon `amount` = pool size); the tier that answered is counted from
+ * `x-cache-tier` so the report shows the case measured what it claims. Latency percentiles are computed from
+ * every response time. Each request carries its own bearer token so the per-client rate limiter (keyed by
+ * token) never rejects the benchmark itself; it still runs on every request, baseline included.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+// autocannon ships no types; only the few fields used here are declared.
+// @ts-expect-error untyped module
+import autocannonUntyped from "autocannon";
+
+type AcRequest = {
+  method?: string;
+  path?: string;
+  headers?: Record<string, string>;
+  setupRequest?: (req: AcRequest) => AcRequest;
+  onResponse?: (status: number, body: string, context: unknown, headers: Record<string, string>) => void;
+};
+type AcOptions = { url: string; connections: number; duration?: number; amount?: number; requests: AcRequest[] };
+type AcInstance = Promise<{ requests: { average: number; total: number }; duration: number; non2xx: number; errors: number; timeouts: number }> & {
+  on: (event: "response", fn: (client: unknown, status: number, bytes: number, ms: number) => void) => void;
+};
+const autocannon = autocannonUntyped as (opts: AcOptions) => AcInstance;
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "10000,100000" },
+    seconds: { type: "string", default: "8" },
+    connections: { type: "string", default: "8" },
+    port: { type: "string", default: "8793" },
+    "kv-products": { type: "string", default: "500" },
+    "d1-products": { type: "string", default: "2000" },
+    searches: { type: "string", default: "1200" },
+  },
+});
+const ORIGIN = `http://127.0.0.1:${values.port}`;
+const SECONDS = Number(values.seconds);
+const CONNECTIONS = Number(values.connections);
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_LOG: "error" };
+const ADMIN = "bench-admin-token";
+const CURRENCIES = ["USD", "EUR", "GBP"];
+const LOCALES = ["en", "de", "fr"];
+const pid = (n: number) => `p-${String(n).padStart(6, "0")}`;
+
+const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "inherit"] });
+
+type Result = {
+  name: string;
+  example: string;
+  requests: number;
+  rps: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  non2xx: number;
+  tiers: Record<string, number>;
+};
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+let tokenCounter = 0;
+const nextToken = () => `bench-${(tokenCounter++ % 4096).toString(36)}`;
+
+/** Runs one case: either a fixed path for SECONDS, or each path of `paths` exactly once. */
+async function measure(name: string, paths: string[], mode: "duration" | "each"): Promise<Result> {
+  let i = 0;
+  const tiers: Record<string, number> = {};
+  const times: number[] = [];
+  const instance = autocannon({
+    url: ORIGIN,
+    connections: CONNECTIONS,
+    ...(mode === "duration" ? { duration: SECONDS } : { amount: paths.length }),
+    requests: [
+      {
+        method: "GET",
+        setupRequest: (req) => ({ ...req, path: paths[i++ % paths.length], headers: { authorization: `Bearer ${nextToken()}` } }),
+        onResponse: (_status, _body, _ctx, headers) => {
+          const tier = headers["x-cache-tier"] ?? "none";
+          tiers[tier] = (tiers[tier] ?? 0) + 1;
+        },
+      },
+    ],
+  });
+  instance.on("response", (_c, _s, _b, ms) => times.push(ms));
+  const r = await instance;
+  times.sort((a, b) => a - b);
+  const seconds = r.duration > 0 ? r.duration : SECONDS;
+  return {
+    name,
+    example: paths[0]!,
+    requests: times.length,
+    rps: times.length / seconds,
+    p50: percentile(times, 50),
+    p95: percentile(times, 95),
+    p99: percentile(times, 99),
+    non2xx: r.non2xx + r.errors + r.timeouts,
+    tiers,
+  };
+}
+
+async function waitHealthy() {
+  for (let i = 0; i < 720; i++) {
+    try {
+      if ((await fetch(`${ORIGIN}/health`)).ok) return;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error("wrangler dev did not become healthy");
+}
+
+async function runSize(size: number): Promise<Result[]> {
+  const persist = path.resolve(`.wrangler/bench-catalog-${size}`);
+  sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", persist]);
+  console.error(`bench: seeding ${size} products into ${persist} (skipped when present)…`);
+  sh(["tsx", "scripts/seed.ts", "--products", String(size), "--persist", persist, "--if-empty"]);
+
+  const dev = spawn("npx", ["--no-install", "wrangler", "dev", "--port", values.port!, "--ip", "127.0.0.1", "--persist-to", persist, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN}`], {
+    env,
+    detached: true,
+    stdio: "ignore",
+  });
+  const stop = () => {
+    try {
+      process.kill(-dev.pid!, "SIGTERM");
+    } catch {
+      /* gone */
+    }
+  };
+  process.on("exit", stop);
+  try {
+    await waitHealthy();
+    // Choose disjoint id sets spread over the whole catalog, so the 10k and 100k runs touch the same number of rows.
+    const kvCount = Number(values["kv-products"]);
+    const d1Count = Number(values["d1-products"]);
+    const hot = 1;
+    const kvIds = Array.from({ length: kvCount }, (_, i) => 2 + Math.floor((i * (size - 2)) / kvCount));
+    const taken = new Set([hot, ...kvIds]);
+    const d1Ids: number[] = [];
+    for (let i = 0; d1Ids.length < d1Count && i < d1Count * 4; i++) {
+      let n = 3 + Math.floor(((i + 0.5) * (size - 3)) / d1Count);
+      while (taken.has(n) && n < size) n++;
+      if (!taken.has(n) && n <= size) {
+        taken.add(n);
+        d1Ids.push(n);
+      }
+    }
+
+    // Warm: the hot variant into the edge; KV documents for the KV set (their USD/en variant only).
+    const hotPath = `/v1/products/${pid(hot)}?currency=USD&locale=en`;
+    const bytes = await (await fetch(ORIGIN + hotPath)).text();
+    await fetch(ORIGIN + hotPath);
+    const put = await fetch(`${ORIGIN}/admin/bench/bare`, { method: "PUT", headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" }, body: bytes });
+    if (put.status !== 204) throw new Error(`could not store the baseline body: ${put.status} ${await put.text()}`);
+    const warm = await measure("warm-up (KV set, USD/en)", kvIds.map((n) => `/v1/products/${pid(n)}?currency=USD&locale=en`), "each");
+    if ((warm.tiers.d1 ?? 0) < kvCount * 0.95) throw new Error(`warm-up expected D1 misses, got ${JSON.stringify(warm.tiers)}`);
+    await new Promise((r) => setTimeout(r, 2000)); // KV write-backs run after the responses (waitUntil)
+
+    const kvPaths: string[] = [];
+    for (const cur of CURRENCIES) for (const loc of LOCALES) if (cur !== "USD" || loc !== "en") for (const n of kvIds) kvPaths.push(`/v1/products/${pid(n)}?currency=${cur}&locale=${loc}`);
+    const d1Paths = d1Ids.map((n) => `/v1/products/${pid(n)}?currency=USD&locale=en`);
+    const terms = ["wire", "head", "camera", "tent", "shoe", "jacket", "linen", "cast", "espresso", "serum", "game", "robot", "black", "nylon", "trail", "smart", "bag", "pro", "mini", "steel"];
+    const searchPaths: string[] = [];
+    for (let limit = 10; searchPaths.length < Number(values.searches); limit++)
+      for (const t of terms) for (const cur of CURRENCIES) searchPaths.push(`/v1/search?q=${t}&currency=${cur}&limit=${limit}`);
+    searchPaths.length = Number(values.searches);
+
+    const results: Result[] = [];
+    results.push(await measure("bare route, same bytes (baseline)", ["/v1/bench/bare"], "duration"));
+    results.push(await measure("edge hit", [hotPath], "duration"));
+    results.push(await measure("KV hit (edge miss)", kvPaths, "each"));
+    results.push(await measure("D1 miss (edge + KV miss)", d1Paths, "each"));
+    results.push(await measure("search, distinct queries (D1 FTS + facets)", searchPaths, "each"));
+    results.push(await measure("search, repeated query (edge)", ["/v1/search?q=wireless&currency=USD&limit=24"], "duration"));
+    return results;
+  } finally {
+    stop();
+    await new Promise((r) => setTimeout(r, 1500));
+  }
+}
+
+function table(size: number, results: Result[]): string {
+  const base = results[0]!;
+  const rows = results.map((r) => {
+    const tiers = Object.entries(r.tiers)
+      .map(([t, n]) => `${t} ${n}`)
+      .join(", ");
+    return `| ${r.name} | ${r.requests} | ${r.rps.toFixed(0)} | ${(r.rps / base.rps).toFixed(2)} | ${r.p50} | ${r.p95} | ${r.p99} | ${(r.p99 / Math.max(1, base.p99)).toFixed(1)}× | ${r.non2xx} | ${tiers} |`;
+  });
+  return `### ${size.toLocaleString("en")} products
+
+| case | requests | req/s | req/s ÷ bare | p50 ms | p95 ms | p99 ms | p99 ÷ bare | errors/non-2xx | answered by (x-cache-tier) |
+|---|---|---|---|---|---|---|---|---|---|
+${rows.join("\n")}
+`;
+}
+
+async function main() {
+  const sizes = values.sizes!.split(",").map(Number);
+  const all: { size: number; results: Result[] }[] = [];
+  for (const size of sizes) all.push({ size, results: await runSize(size) });
+
+  const d1 = all.map((a) => ({ size: a.size, p99: a.results.find((r) => r.name.startsWith("D1 miss"))!.p99 }));
+  const flat = d1.length > 1 ? `D1-miss p99 at ${d1[d1.length - 1]!.size.toLocaleString("en")} ÷ at ${d1[0]!.size.toLocaleString("en")} products: **${(d1[d1.length - 1]!.p99 / d1[0]!.p99).toFixed(2)}×** (target ≤ 2×).` : "";
+  const edge = all.map((a) => `${a.size.toLocaleString("en")}: **${(a.results[1]!.rps / a.results[0]!.rps).toFixed(2)}**`).join(", ");
+  const report = `# Catalog read path benchmark
+
+Command: \`npx tsx bench/catalog.ts --sizes ${values.sizes} --seconds ${values.seconds} --connections ${values.connections}\`
+(${new Date().toISOString()}; wrangler dev on ${ORIGIN} with a local D1/KV/Cache per size under \`.wrangler/bench-catalog-<size>\`,
+seeded by \`scripts/seed.ts --persist\`; ${CONNECTIONS} connections; fixed-URL cases run ${SECONDS} s, miss cases request each URL once.)
+
+Shared 2-core machine running load generator and runtime together: absolute numbers are noisy and low; compare the ratios
+to the bare route measured in the same run.
+
+Edge-hit throughput ÷ bare route: ${edge} (target ≥ 0.80). ${flat}
+
+${all.map((a) => table(a.size, a.results)).join("\n")}
+Notes:
+- "bare" is \`GET /v1/bench/bare\` (src/routes/bench-baseline.ts), returning the exact bytes of the edge-hit response through the same middleware.
+- Local caveat: under \`wrangler dev\` the Cache API, KV and D1 are all simulated by one local process (workerd + SQLite files),
+  so "KV" and "D1" latencies here measure local simulation, not Cloudflare's network; the relative order and the flatness with catalog size are what carry over.
+`;
+  mkdirSync("bench/results", { recursive: true });
+  writeFileSync("bench/results/catalog.md", report);
+  console.log(report);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
