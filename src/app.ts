@@ -27,8 +27,6 @@ import { adminBenchApp } from "./routes/admin-bench";
 import { adminStockApp } from "./routes/admin-stock";
 import { availabilityApp } from "./routes/availability";
 import { reservationsApp } from "./routes/reservations";
-import { recommendationsApp } from "./routes/recommendations";
-import { adminRecommendationsApp } from "./routes/admin-recommendations";
 
 /** Builds the whole API: cross-cutting middleware first, then one sub-app per resource. */
 export function buildApp() {
@@ -62,8 +60,6 @@ export function buildApp() {
   app.route("/", availabilityApp);
   app.route("/", adminStockApp);
   app.route("/", adminBenchApp);
-  app.route("/", recommendationsApp);
-  app.route("/", adminRecommendationsApp);
 
   app.route("/", docsApp(app));
   app.onError(onError);
