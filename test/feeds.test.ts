@@ -444,4 +444,11 @@ describe("click redirect and embed assets", () => {
     expect(html).toContain('data-edgeshelf-product="p-000001"');
     expect(html).toContain('src="/embed.js"');
   });
+
+  it("the OpenAPI document describes the feed, click, embed and affiliate admin routes", async () => {
+    const doc = await (await call("/openapi.json")).json<{ paths: Record<string, unknown> }>();
+    for (const path of ["/v1/feeds/products", "/v1/feeds/products/{id}", "/r/{affiliate}/{product}", "/embed.js", "/embed/demo", "/admin/affiliates", "/admin/affiliates/{id}", "/admin/affiliates/{id}/keys", "/admin/affiliates/{id}/keys/{keyId}"]) {
+      expect(Object.keys(doc.paths)).toContain(path);
+    }
+  });
 });

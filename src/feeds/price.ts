@@ -59,12 +59,21 @@ export function googlePrice(amount: number, currency: string): string {
 /** Shopper-facing text in the visitor's locale, e.g. "12,99 €" for de. */
 export function formatMoney(amount: number, currency: string, locale: string): string {
   const value = amount / 10 ** currencyExponent(currency);
-  try {
-    return new Intl.NumberFormat(locale, { style: "currency", currency }).format(value);
-  } catch {
-    return googlePrice(amount, currency);
+  const key = `${locale}|${currency}`;
+  let format = formatters.get(key);
+  if (format === undefined) {
+    try {
+      format = new Intl.NumberFormat(locale, { style: "currency", currency });
+    } catch {
+      format = null;
+    }
+    formatters.set(key, format);
   }
+  return format ? format.format(value) : googlePrice(amount, currency);
 }
+
+/** Building an Intl formatter costs far more than using one; a 1,000-item page would build thousands. */
+const formatters = new Map<string, Intl.NumberFormat | null>();
 
 /** The JSON shape of a price in feed items. */
 export function renderPrice(view: PriceView | null, locale: string) {

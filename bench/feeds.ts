@@ -1,0 +1,109 @@
+/**
+ * Affiliate feed throughput and latency against a real `wrangler dev` (own port, own --persist-to).
+ *   npx tsx bench/feeds.ts --products 2000 --seconds 6 --connections 8
+ * Reports p50/p95/p99 and requests/s per route, and each as a ratio to GET /health measured in the same run.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+// autocannon ships no types; only the few fields read here are declared.
+// @ts-expect-error untyped module
+import autocannonUntyped from "autocannon";
+
+type AutocannonResult = { latency: Record<string, number>; requests: { average: number }; non2xx: number };
+const autocannon = autocannonUntyped as (opts: { url: string; connections: number; duration: number; headers: Record<string, string> }) => Promise<AutocannonResult>;
+
+const { values } = parseArgs({
+  options: {
+    products: { type: "string", default: "2000" },
+    seconds: { type: "string", default: "6" },
+    connections: { type: "string", default: "8" },
+    port: { type: "string", default: "8797" },
+  },
+});
+const ORIGIN = `http://127.0.0.1:${values.port}`;
+const PERSIST = path.resolve(".wrangler/bench-feeds");
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+const KEY = "demo-affiliate-key";
+
+const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+
+type Result = { name: string; path: string; p50: number; p95: number; p99: number; rps: number; non2xx: number };
+
+async function measure(name: string, urlPath: string, headers: Record<string, string> = {}): Promise<Result> {
+  const r = await autocannon({
+    url: ORIGIN + urlPath,
+    connections: Number(values.connections),
+    duration: Number(values.seconds),
+    headers: { authorization: `Bearer ${KEY}`, ...headers },
+  });
+  const lat = r.latency;
+  return { name, path: urlPath, p50: lat.p50!, p95: lat.p97_5 ?? lat.p95!, p99: lat.p99!, rps: r.requests.average, non2xx: r.non2xx };
+}
+
+async function main() {
+  rmSync(PERSIST, { recursive: true, force: true });
+  sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
+  sh(["tsx", "scripts/seed.ts", "--products", values.products!, "--persist", PERSIST]);
+  const dev = spawn("npx", ["--no-install", "wrangler", "dev", "--port", values.port!, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error"], {
+    env,
+    detached: true,
+    stdio: "ignore",
+  });
+  const stop = () => {
+    try {
+      process.kill(-dev.pid!, "SIGTERM");
+    } catch {
+      /* gone */
+    }
+  };
+  process.on("exit", stop);
+  for (let i = 0; i < 360; i++) {
+    try {
+      if ((await fetch(`${ORIGIN}/health`)).ok) break;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const first = await fetch(`${ORIGIN}/v1/feeds/products?limit=100`, { headers: { authorization: `Bearer ${KEY}` } });
+  const etag = first.headers.get("etag")!;
+  const since = ((await first.json()) as { next_since: string }).next_since;
+
+  const results: Result[] = [];
+  results.push(await measure("baseline GET /health", "/health"));
+  results.push(await measure("one item (json)", "/v1/feeds/products/p-000042?currency=EUR"));
+  results.push(await measure("page of 100 (json)", "/v1/feeds/products?limit=100"));
+  results.push(await measure("page of 100 (google)", "/v1/feeds/products?limit=100&format=google"));
+  results.push(await measure("page of 100, If-None-Match → 304", "/v1/feeds/products?limit=100", { "if-none-match": etag }));
+  results.push(await measure("page of 1000 (json)", "/v1/feeds/products?limit=1000"));
+  results.push(await measure("empty delta (since = now)", `/v1/feeds/products?since=${since}`));
+  stop();
+
+  const base = results[0]!;
+  const rows = results.map(
+    (r) =>
+      `| ${r.name} | ${r.p50} | ${r.p95} | ${r.p99} | ${r.rps.toFixed(0)} | ${(r.p99 / Math.max(1, base.p99)).toFixed(1)}× | ${(r.rps / base.rps).toFixed(2)} | ${r.non2xx} |`,
+  );
+  const report = `# Affiliate feeds benchmark
+
+Command: \`npx tsx bench/feeds.ts --products ${values.products} --seconds ${values.seconds} --connections ${values.connections}\`
+(wrangler dev on ${ORIGIN}, local D1 seeded with ${values.products} products, ${values.connections} connections, ${values.seconds} s per route, ${new Date().toISOString()}).
+Shared 2-core machine: absolute numbers are noisy; the ratios to the baseline measured in the same run are the figures to compare.
+
+| route | p50 ms | p97.5 ms | p99 ms | req/s | p99 ÷ baseline | req/s ÷ baseline | non-2xx |
+|---|---|---|---|---|---|---|---|
+${rows.join("\n")}
+
+"non-2xx" counts 304s on the conditional row (expected there).
+`;
+  mkdirSync("bench/results", { recursive: true });
+  writeFileSync("bench/results/feeds.md", report);
+  console.log(report);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
