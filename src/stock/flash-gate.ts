@@ -1,0 +1,148 @@
+/**
+ * Flash-sale protections on the reservation path (issue 7), called from the saga in src/stock/reservations.ts
+ * once the idempotency record exists (so a replay of an earlier answer is never changed by them):
+ * - sold-out marker: a short-lived entry in this colo's Cache API per SKU found with nothing available. While it
+ *   lives, a reservation for that SKU is answered 409 without a round trip to the SKU's (busy) shard.
+ * - hoarding caps: a storefront client may hold at most `per_sku` units of one SKU and `total` units overall
+ *   (its ClientGuard object counts live holds), so a bot cannot lock up a sale.
+ */
+import { ApiError } from "../lib/errors";
+import { withTimeout } from "../lib/resilience";
+import type { HoldCaps, HoldAdmission } from "../../durable-objects/client-guard";
+import type { HoldLine, Shortfall, StoredOutcome } from "./types";
+
+export const SOLD_OUT_TTL_SECONDS = 5;
+const MARKER_ORIGIN = "https://sold-out.edgeshelf.internal/";
+const MARKER_TIMEOUT_MS = 50;
+const GUARD_TIMEOUT_MS = 1_000;
+const DEFAULT_CAPS: HoldCaps = { perSku: 500, total: 5000 };
+
+const markerUrl = (sku: string) => MARKER_ORIGIN + encodeURIComponent(sku);
+
+function colo(): Cache | undefined {
+  return typeof caches === "undefined" ? undefined : caches.default;
+}
+
+/** SKUs (of lines that let any location serve them) that carry a live sold-out marker in this colo. */
+export async function soldOutSkus(lines: HoldLine[]): Promise<string[]> {
+  const cache = colo();
+  if (!cache) return [];
+  const skus = [...new Set(lines.filter((l) => l.location === undefined).map((l) => l.sku))];
+  const hits = await Promise.all(
+    skus.map(async (sku) => {
+      const res = await withTimeout(cache.match(markerUrl(sku)), MARKER_TIMEOUT_MS, "sold-out marker").catch(() => undefined);
+      await res?.body?.cancel();
+      return res ? sku : undefined;
+    }),
+  );
+  return hits.filter((s): s is string => s !== undefined);
+}
+
+export async function markSoldOut(skus: string[]): Promise<void> {
+  const cache = colo();
+  if (!cache || !skus.length) return;
+  await Promise.all(
+    skus.map((sku) =>
+      withTimeout(
+        cache.put(markerUrl(sku), new Response("sold out", { headers: { "cache-control": `max-age=${SOLD_OUT_TTL_SECONDS}` } })),
+        MARKER_TIMEOUT_MS * 4,
+        "sold-out marker",
+      ).catch(() => undefined),
+    ),
+  );
+}
+
+/** Stock came back (a release): drop this colo's markers at once rather than wait for them to lapse. */
+export async function clearSoldOut(skus: string[]): Promise<void> {
+  const cache = colo();
+  if (!cache) return;
+  await Promise.all(skus.map((sku) => cache.delete(markerUrl(sku)).catch(() => false)));
+}
+
+/** SKUs a failed saga proved sold out: nothing available at any location. */
+export function soldOutFrom(shortfalls: Shortfall[]): string[] {
+  return [...new Set(shortfalls.filter((s) => s.location === undefined && s.available === 0).map((s) => s.sku))];
+}
+
+function parseCaps(text: string | undefined, into: HoldCaps): HoldCaps {
+  const caps = { ...into };
+  for (const part of (text ?? "").split(/[,\s]+/)) {
+    const [k, v] = part.split("=");
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) continue;
+    if (k === "per_sku") caps.perSku = n;
+    if (k === "total") caps.total = n;
+  }
+  return caps;
+}
+
+/** `HOLD_CAPS = "per_sku=500,total=5000"`; `HOLD_CAP_OVERRIDES = "<api key id> per_sku=2 total=3; …"`. */
+export function holdCaps(env: Env, keyId: string): HoldCaps {
+  const base = parseCaps(env.HOLD_CAPS, DEFAULT_CAPS);
+  for (const entry of (env.HOLD_CAP_OVERRIDES ?? "").split(";")) {
+    const [id, ...rest] = entry.trim().split(/\s+/);
+    if (id && id === keyId) return parseCaps(rest.join(","), base);
+  }
+  return base;
+}
+
+function guard(env: Env, keyId: string) {
+  return env.CLIENT_GUARD.getByName(`holder:${keyId}`);
+}
+
+type Coordinator = {
+  finishReservation(id: string, result: { status: "failed"; items: []; outcome: StoredOutcome }): Promise<void>;
+  abandonReservation(id: string): Promise<void>;
+};
+
+/** Runs before any stock shard is asked. Throws the answer (409 sold out, 429 hoarding cap) when it refuses. */
+export async function flashSaleGate(
+  env: Env,
+  g: { coord: Coordinator; id: string; keyId: string; lines: HoldLine[]; expiresAt: number },
+): Promise<void> {
+  const sold = await soldOutSkus(g.lines);
+  if (sold.length) {
+    const shortfalls: Shortfall[] = sold.map((sku) => ({
+      sku,
+      requested: g.lines.filter((l) => l.sku === sku).reduce((n, l) => n + l.quantity, 0),
+      available: 0,
+    }));
+    const outcome: StoredOutcome = {
+      status: 409,
+      problem: { slug: "insufficient-stock", title: "Conflict", detail: "Sold out; nothing was reserved.", extensions: { shortfalls } },
+    };
+    await g.coord.finishReservation(g.id, { status: "failed", items: [], outcome });
+    throw new ApiError(409, "insufficient-stock", "Conflict", "Sold out; nothing was reserved.", { shortfalls, sold_out: true }, { "x-sold-out": "edge" });
+  }
+  let admission: HoldAdmission;
+  try {
+    const pending = guard(env, g.keyId).admitHold(g.id, g.lines, g.expiresAt, holdCaps(env, g.keyId)) as unknown as Promise<HoldAdmission>;
+    admission = await withTimeout(pending, GUARD_TIMEOUT_MS, "hold cap");
+  } catch {
+    // The cap is a safeguard, not a dependency: a guard that does not answer does not block checkouts.
+    return;
+  }
+  if (!admission.ok) {
+    await g.coord.abandonReservation(g.id);
+    const what = admission.scope === "sku" ? `${admission.limit} units of ${admission.sku}` : `${admission.limit} units in total`;
+    throw new ApiError(
+      429,
+      "hold-limit",
+      "Too Many Requests",
+      `This client may hold at most ${what} at once (holds ${admission.held}, asked for ${admission.requested}). Commit or release holds first.`,
+      { scope: admission.scope, limit: admission.limit, held: admission.held, requested: admission.requested, ...(admission.sku ? { sku: admission.sku } : {}) },
+      { "Retry-After": String(admission.retry_after) },
+    );
+  }
+}
+
+/** The saga failed: the client holds nothing for this reservation, and SKUs seen empty get a marker. */
+export async function afterFailedHolds(env: Env, keyId: string, id: string, shortfalls: Shortfall[]): Promise<void> {
+  await Promise.all([markSoldOut(soldOutFrom(shortfalls)), endHolds(env, keyId, id)]);
+}
+
+/** The reservation ended (commit, release). `actor` is `storefront:{key id}`. */
+export async function endHolds(env: Env, actorOrKeyId: string, id: string): Promise<void> {
+  const keyId = actorOrKeyId.replace(/^storefront:/, "");
+  await withTimeout(guard(env, keyId).endHold(id), GUARD_TIMEOUT_MS, "hold cap").catch(() => undefined);
+}
