@@ -96,8 +96,11 @@ async function main() {
 
   const chunk = 5000;
   const flush = () => {
+    const sql = w.take();
+    // A count that is a multiple of the chunk leaves nothing for the last flush; wrangler rejects empty files.
+    if (!sql.trim()) return;
     const file = path.join(dir, `seed-${String(files.length).padStart(4, "0")}.sql`);
-    writeFileSync(file, w.take());
+    writeFileSync(file, sql);
     files.push(file);
   };
   for (let n = 1; n <= total; n++) {
