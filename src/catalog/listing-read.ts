@@ -2,7 +2,9 @@
  * Listings and search through the tiered read path (edge → D1; pages have no KV projection). The cache key
  * holds the validated, defaulted, resolved parameters only, so equivalent requests share one entry.
  */
+import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
+import { listingPriceCap } from "../promotions/switcher";
 import { TAG_LISTINGS, cacheTagHeader, listingCacheKey } from "./cache-keys";
 import { decodeCursor, normaliseQuery, runListing, type ListingPage, type ListingParams, type Sort } from "./listing";
 import { originSession } from "./origin";
@@ -67,7 +69,7 @@ export async function readListing(input: {
   now?: number;
 }): Promise<Response> {
   const { env, params } = input;
-  const now = input.now ?? Date.now();
+  const now = input.now ?? clockNow();
   const key = listingCacheKey(input.path, {
     q: params.q,
     category: params.category,
@@ -94,9 +96,12 @@ export async function readListing(input: {
         etag: `l.${await sha1(body)}`,
         tags: cacheTagHeader([TAG_LISTINGS, ...(params.category ? [params.category] : []), ...page.items.map((i) => i.id)]).split(","),
         contentLanguage: params.locale,
+        // Listing prices come from products.min_prices, which changes at every promotion boundary.
+        maxAgeCap: await listingPriceCap(env.DB, now),
       };
     },
     policy: LISTING_POLICY,
+    now,
     headers: { vary: "Accept-Language, x-shopper-country" },
   });
 }

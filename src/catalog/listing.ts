@@ -139,7 +139,7 @@ function plan(p: ListingParams): Plan {
 
 type ItemRow = {
   id: string; slug: string; title: string; t_title: string | null; brand: string; category_id: string; images: string;
-  in_stock: number; min_prices: string; created_at: number; sort_key: number;
+  in_stock: number; min_prices: string; price_badges: string; created_at: number; sort_key: number;
 };
 
 export function hasFilters(p: ListingParams): boolean {
@@ -162,7 +162,7 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
   const dir = sql.raw(pl.dir);
   const whereAll = sql.join([...pl.where, ...keyset], sql` AND `);
   const itemsQuery = sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
-      p.min_prices, p.created_at, ${pl.sortExpr} AS sort_key
+      p.min_prices, p.price_badges, p.created_at, ${pl.sortExpr} AS sort_key
     FROM ${pl.from} LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
     WHERE ${whereAll}
     ORDER BY ${pl.sortExpr} ${dir}, p.id ${dir}
@@ -200,7 +200,7 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
       brand: r.brand,
       category_id: r.category_id,
       image: images[0] ?? null,
-      price: renderPrice(minPrices[p.currency], ctx, { sku: null, productId: r.id }),
+      price: renderPrice(minPrices[p.currency], ctx, { sku: null, productId: r.id, badge: JSON.parse(r.price_badges || "{}")[p.currency] }),
       in_stock: r.in_stock === 1,
       created_at: new Date(r.created_at).toISOString(),
     };

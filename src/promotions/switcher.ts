@@ -50,16 +50,38 @@ export async function nextScheduledBoundary(db: D1Database, now: number): Promis
   return row?.next ?? null;
 }
 
-// Per-isolate copy of the next boundary, for readers that cannot know which promotions affect them
+// Per-isolate copy of the surrounding boundaries, for readers that cannot know which promotions affect them
 // (listings: a price filter's result set changes with any product's price). Re-read at most every second.
-let cached: { next: number | null; fetchedAt: number } | null = null;
+let cached: { next: number | null; last: number | null; fetchedAt: number } | null = null;
 const CACHE_MS = 1_000;
+/** After a boundary, the switch (min_prices) takes a moment: listings rendered meanwhile are not cached. */
+const SWITCH_GRACE_MS = 2_000;
 
-export async function globalNextBoundary(db: D1Database, now: number): Promise<number | null> {
-  if (cached && now >= cached.fetchedAt && now - cached.fetchedAt < CACHE_MS && (cached.next === null || cached.next > now)) return cached.next;
-  const next = await nextScheduledBoundary(db, now);
-  cached = { next, fetchedAt: now };
-  return next;
+async function boundaries(db: D1Database, now: number): Promise<{ next: number | null; last: number | null }> {
+  if (cached && now >= cached.fetchedAt && now - cached.fetchedAt < CACHE_MS && (cached.next === null || cached.next > now)) return cached;
+  const row = await db
+    .prepare(
+      `SELECT (SELECT min(starts_at) FROM promotions WHERE starts_at > ?1 AND deleted_at IS NULL) AS next_start,
+              (SELECT min(ends_at) FROM promotions WHERE ends_at > ?1 AND deleted_at IS NULL) AS next_end,
+              (SELECT max(starts_at) FROM promotions WHERE starts_at <= ?1 AND deleted_at IS NULL) AS last_start,
+              (SELECT max(ends_at) FROM promotions WHERE ends_at <= ?1 AND deleted_at IS NULL) AS last_end`,
+    )
+    .bind(now)
+    .first<{ next_start: number | null; next_end: number | null; last_start: number | null; last_end: number | null }>();
+  const pick = (a: number | null | undefined, b: number | null | undefined, f: (x: number, y: number) => number) =>
+    a == null ? (b ?? null) : b == null ? a : f(a, b);
+  cached = { next: pick(row?.next_start, row?.next_end, Math.min), last: pick(row?.last_start, row?.last_end, Math.max), fetchedAt: now };
+  return cached;
+}
+
+/**
+ * Seconds a listing rendered at `now` may be cached: never past the next boundary of any promotion, and
+ * not at all right after one (until the switch has updated min_prices). undefined = no cap.
+ */
+export async function listingPriceCap(db: D1Database, now: number): Promise<number | undefined> {
+  const { next, last } = await boundaries(db, now);
+  if (last !== null && now - last < SWITCH_GRACE_MS) return 0;
+  return next === null ? undefined : Math.max(0, (next - now) / 1000);
 }
 
 /** A promotion write in this isolate changes the schedule: forget the cached boundary. */
