@@ -144,7 +144,7 @@ export class StockShard extends DurableObject<Env> {
 
   // --- reservation headers (this shard as coordinator) -------------------------------------------------------
 
-  async beginReservation(req: { scopeKey: string; bodyHash: string; candidateId: string; currency: string; ttlMs: number }): Promise<BeginReservation> {
+  async beginReservation(req: { scopeKey: string; owner: string; bodyHash: string; candidateId: string; currency: string; ttlMs: number }): Promise<BeginReservation> {
     return this.ctx.storage.transactionSync(() => this.headers.begin(req, Date.now()));
   }
 
@@ -156,12 +156,12 @@ export class StockShard extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => this.headers.abandon(id, Date.now()));
   }
 
-  async getReservation(id: string): Promise<ReservationHeader | undefined> {
-    return this.headers.get(id);
+  async getReservation(id: string, owner: string): Promise<ReservationHeader | undefined> {
+    return this.headers.get(id, owner);
   }
 
-  async beginCommit(id: string): Promise<BeginCommit> {
-    return this.ctx.storage.transactionSync(() => this.headers.beginCommit(id, Date.now()));
+  async beginCommit(id: string, owner: string): Promise<BeginCommit> {
+    return this.ctx.storage.transactionSync(() => this.headers.beginCommit(id, owner, Date.now()));
   }
 
   /** Marks committed and queues `reservation.committed` in the same step, so the event exists iff the commit does. */
@@ -186,12 +186,12 @@ export class StockShard extends DurableObject<Env> {
     return header;
   }
 
-  async releaseReservation(id: string): Promise<HeaderChange> {
-    return this.ctx.storage.transactionSync(() => this.headers.release(id, Date.now()));
+  async releaseReservation(id: string, owner: string): Promise<HeaderChange> {
+    return this.ctx.storage.transactionSync(() => this.headers.release(id, owner, Date.now()));
   }
 
-  async extendReservation(id: string, ttlMs: number): Promise<HeaderChange> {
-    return this.ctx.storage.transactionSync(() => this.headers.extend(id, ttlMs, Date.now()));
+  async extendReservation(id: string, ttlMs: number, owner: string): Promise<HeaderChange> {
+    return this.ctx.storage.transactionSync(() => this.headers.extend(id, ttlMs, owner, Date.now()));
   }
 
   async expireReservation(id: string): Promise<void> {

@@ -25,6 +25,7 @@ import { categoriesApp } from "./routes/categories";
 import { benchBaselineApp } from "./routes/bench-baseline";
 import { adminBenchApp } from "./routes/admin-bench";
 import { adminStockApp } from "./routes/admin-stock";
+import { adminHotStockApp } from "./routes/admin-hot-stock";
 import { availabilityApp } from "./routes/availability";
 import { reservationsApp } from "./routes/reservations";
 
@@ -59,6 +60,7 @@ export function buildApp() {
   app.route("/", reservationsApp);
   app.route("/", availabilityApp);
   app.route("/", adminStockApp);
+  app.route("/", adminHotStockApp);
   app.route("/", adminBenchApp);
 
   app.route("/", docsApp(app));

@@ -128,7 +128,8 @@ describe("creating a reservation", () => {
   });
 });
 
-describe("racing", () => {
+// Hundreds of requests through one single-threaded runtime on a shared machine: generous timeouts.
+describe("racing", { timeout: 120_000 }, () => {
   it("200 concurrent single-unit reservations against 50 in stock: exactly 50 succeed, 150 get 409", async () => {
     const [sku] = await makeSkus([50]);
     const responses = await Promise.all(Array.from({ length: 200 }, () => reserve([{ sku: sku!, quantity: 1 }])));
@@ -221,8 +222,15 @@ describe("idempotency", () => {
     const a = await (await reserve([{ sku: sku!, quantity: 1 }], { key })).json<Reservation>();
     const res = await json("POST", "/v1/reservations", { items: [{ sku, quantity: 1 }] }, { authorization: "Bearer second-store-key", "idempotency-key": key });
     expect(res.status).toBe(201);
-    expect((await res.json<Reservation>()).id).not.toBe(a.id);
+    const b = await res.json<Reservation>();
+    expect(b.id).not.toBe(a.id);
     expect((await availability([sku!]))[0]!.reserved).toBe(2);
+    // A reservation belongs to the storefront key that made it: to any other key it does not exist.
+    const other = { authorization: "Bearer second-store-key" };
+    await expectProblem(await call(`/v1/reservations/${a.id}`, { headers: other }), 404);
+    await expectProblem(await call(`/v1/reservations/${a.id}/commit`, { method: "POST", headers: other }), 404);
+    await expectProblem(await call(`/v1/reservations/${a.id}`, { method: "DELETE", headers: other }), 404);
+    expect((await (await call(`/v1/reservations/${b.id}`, { headers: other })).json<Reservation>()).status).toBe("held");
   });
 });
 

@@ -120,7 +120,7 @@ describe("crash safety", () => {
     const scope = `key-dev-storefront\u0000${uid("crash")}`;
     const n = coordinatorForScope(env, scope);
     const coordinator = env.STOCK.getByName(shardName(n));
-    const begin = await coordinator.beginReservation({ scopeKey: scope, bodyHash: "h", candidateId: newReservationId(n), currency: "USD", ttlMs: 1000 });
+    const begin = await coordinator.beginReservation({ scopeKey: scope, owner: "key-dev-storefront", bodyHash: "h", candidateId: newReservationId(n), currency: "USD", ttlMs: 1000 });
     if (begin.kind !== "started") throw new Error("expected a new saga");
     const held = await shardStub(sku!).hold({ reservationId: begin.id, expiresAt: begin.expiresAt, lines: [{ sku: sku!, quantity: 3 }], preferredLocations: [], actor: "test" });
     expect(held.ok).toBe(true);

@@ -148,22 +148,22 @@ reservationsApp
     return c.json(result.body, 201);
   })
   .openapi(getRouteDef, async (c) => {
-    keyId(c.get("principal"));
+    const owner = keyId(c.get("principal"));
     c.header("cache-control", "no-store");
-    return c.json(await getReservation(c.env, c.req.valid("param").id), 200);
+    return c.json(await getReservation(c.env, c.req.valid("param").id, owner), 200);
   })
   .openapi(extendRouteDef, async (c) => {
-    const actor = `storefront:${keyId(c.get("principal"))}`;
+    const owner = keyId(c.get("principal"));
     c.header("cache-control", "no-store");
-    return c.json(await extendReservation(c.env, c.req.valid("param").id, c.req.valid("json").ttl_seconds, actor), 200);
+    return c.json(await extendReservation(c.env, c.req.valid("param").id, c.req.valid("json").ttl_seconds, owner), 200);
   })
   .openapi(commitRouteDef, async (c) => {
-    const actor = `storefront:${keyId(c.get("principal"))}`;
+    const owner = keyId(c.get("principal"));
     c.header("cache-control", "no-store");
-    return c.json(await commitReservation(c.env, c.req.valid("param").id, actor), 200);
+    return c.json(await commitReservation(c.env, c.req.valid("param").id, owner), 200);
   })
   .openapi(deleteRouteDef, async (c) => {
-    const actor = `storefront:${keyId(c.get("principal"))}`;
+    const owner = keyId(c.get("principal"));
     c.header("cache-control", "no-store");
-    return c.json(await releaseReservation(c.env, c.req.valid("param").id, actor), 200);
+    return c.json(await releaseReservation(c.env, c.req.valid("param").id, owner), 200);
   });

@@ -7,6 +7,7 @@ import type { BeginCommit, BeginReservation, HeaderChange, HeaderStatus, Reserva
 type RawHeader = {
   id: string;
   scope_key: string;
+  owner: string;
   body_hash: string;
   status: HeaderStatus;
   items: string;
@@ -26,6 +27,7 @@ export const SAGA_LEASE_MS = 15_000;
 function toHeader(r: RawHeader): ReservationHeader {
   return {
     id: r.id,
+    owner: r.owner,
     status: r.status,
     items: JSON.parse(r.items) as ReservedItem[],
     currency: r.currency,
@@ -46,19 +48,20 @@ export function effectiveStatus(h: Pick<ReservationHeader, "status" | "expires_a
 export class ReservationStore {
   constructor(private readonly sql: SqlStorage) {}
 
-  get(id: string): ReservationHeader | undefined {
+  /** With `owner`, a reservation of another storefront key is treated as absent. */
+  get(id: string, owner?: string): ReservationHeader | undefined {
     const r = this.sql.exec<RawHeader>("SELECT * FROM reservations WHERE id = ?", id).toArray()[0];
-    return r ? toHeader(r) : undefined;
+    return r && (owner === undefined || r.owner === owner) ? toHeader(r) : undefined;
   }
 
-  begin(req: { scopeKey: string; bodyHash: string; candidateId: string; currency: string; ttlMs: number }, now: number): BeginReservation {
+  begin(req: { scopeKey: string; owner: string; bodyHash: string; candidateId: string; currency: string; ttlMs: number }, now: number): BeginReservation {
     const existing = this.sql.exec<RawHeader>("SELECT * FROM reservations WHERE scope_key = ?", req.scopeKey).toArray()[0];
     if (!existing) {
       const expiresAt = now + req.ttlMs;
       this.sql.exec(
-        `INSERT INTO reservations (id, scope_key, body_hash, status, items, currency, expires_at, lease_until, created_at, updated_at)
-         VALUES (?, ?, ?, 'pending', '[]', ?, ?, ?, ?, ?)`,
-        req.candidateId, req.scopeKey, req.bodyHash, req.currency, expiresAt, now + SAGA_LEASE_MS, now, now,
+        `INSERT INTO reservations (id, scope_key, owner, body_hash, status, items, currency, expires_at, lease_until, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'pending', '[]', ?, ?, ?, ?, ?)`,
+        req.candidateId, req.scopeKey, req.owner, req.bodyHash, req.currency, expiresAt, now + SAGA_LEASE_MS, now, now,
       );
       return { kind: "started", id: req.candidateId, expiresAt };
     }
@@ -88,8 +91,8 @@ export class ReservationStore {
   }
 
   /** Writing `committing` first means a commit accepted before the deadline survives a crash and can be resumed. */
-  beginCommit(id: string, now: number): BeginCommit {
-    const h = this.get(id);
+  beginCommit(id: string, owner: string, now: number): BeginCommit {
+    const h = this.get(id, owner);
     if (!h) return { kind: "not_found" };
     if (h.status === "committed") return { kind: "already", header: h };
     if (h.status === "committing") return { kind: "proceed", header: h };
@@ -105,8 +108,8 @@ export class ReservationStore {
     return h ? { header: h, first: changed > 0 } : undefined;
   }
 
-  release(id: string, now: number): HeaderChange {
-    const h = this.get(id);
+  release(id: string, owner: string, now: number): HeaderChange {
+    const h = this.get(id, owner);
     if (!h) return { kind: "not_found" };
     if (h.status === "committed" || h.status === "committing") return { kind: "refused", header: h };
     if (h.status === "released" || h.status === "expired" || h.status === "failed") return { kind: "ok", header: h };
@@ -115,8 +118,8 @@ export class ReservationStore {
     return { kind: "ok", header: this.get(id)! };
   }
 
-  extend(id: string, ttlMs: number, now: number): HeaderChange {
-    const h = this.get(id);
+  extend(id: string, ttlMs: number, owner: string, now: number): HeaderChange {
+    const h = this.get(id, owner);
     if (!h) return { kind: "not_found" };
     if (h.status !== "held" || effectiveStatus(h, now) !== "held") return { kind: "refused", header: { ...h, status: effectiveStatus(h, now) } };
     this.sql.exec("UPDATE reservations SET expires_at = ?, updated_at = ? WHERE id = ?", now + ttlMs, now, id);

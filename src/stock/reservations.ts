@@ -84,6 +84,7 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
   const coord = stockStub(env, shardName(coordIndex));
   const beginReq = {
     scopeKey,
+    owner: input.keyId,
     bodyHash: await bodyHash(input.lines, input.ttlSeconds, input.currency),
     candidateId: newReservationId(coordIndex),
     currency: input.currency,
@@ -142,13 +143,13 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
 
   const held: HeldItem[] = results.flatMap((r) => (r.res.ok ? r.res.items : []));
   const items: ReservedItem[] = held.map((h) => ({ ...h, unit_price: prices.get(h.sku)!.unit_price!, currency: input.currency }));
-  const body = toView({ id, status: "held", items, currency: input.currency, expires_at: expiresAt, created_at: now, updated_at: now, committed_at: null, released_at: null }, now);
+  const body = toView({ id, owner: input.keyId, status: "held", items, currency: input.currency, expires_at: expiresAt, created_at: now, updated_at: now, committed_at: null, released_at: null }, now);
   await coord.finishReservation(id, { status: "held", items, outcome: { status: 201, body } });
   return { status: 201, body, replayed: false };
 }
 
-export async function getReservation(env: Env, id: string): Promise<ReservationView> {
-  const h = await coordinatorStub(env, id).getReservation(id);
+export async function getReservation(env: Env, id: string, owner: string): Promise<ReservationView> {
+  const h = await coordinatorStub(env, id).getReservation(id, owner);
   if (!h || h.status === "failed") throw ApiError.notFound(`Reservation ${id} does not exist.`);
   return toView(h);
 }
@@ -162,9 +163,10 @@ function byShard(env: Env, items: HeldItem[]) {
   return [...groupByShard(env, items, (i) => i.sku, (i) => i.shard)];
 }
 
-export async function commitReservation(env: Env, id: string, actor: string): Promise<ReservationView> {
+export async function commitReservation(env: Env, id: string, owner: string): Promise<ReservationView> {
+  const actor = `storefront:${owner}`;
   const coord = coordinatorStub(env, id);
-  const begin = await coord.beginCommit(id);
+  const begin = await coord.beginCommit(id, owner);
   if (begin.kind === "not_found") throw ApiError.notFound(`Reservation ${id} does not exist.`);
   if (begin.kind === "already") return toView(begin.header);
   if (begin.kind === "refused") throw refusal(begin.header, "commit");
@@ -182,9 +184,10 @@ export async function commitReservation(env: Env, id: string, actor: string): Pr
   return toView(header);
 }
 
-export async function releaseReservation(env: Env, id: string, actor: string): Promise<ReservationView> {
+export async function releaseReservation(env: Env, id: string, owner: string): Promise<ReservationView> {
+  const actor = `storefront:${owner}`;
   const coord = coordinatorStub(env, id);
-  const change = await coord.releaseReservation(id);
+  const change = await coord.releaseReservation(id, owner);
   if (change.kind === "not_found" || (change.kind === "ok" && change.header.status === "failed")) {
     throw ApiError.notFound(`Reservation ${id} does not exist.`);
   }
@@ -196,9 +199,10 @@ export async function releaseReservation(env: Env, id: string, actor: string): P
   return toView(change.header);
 }
 
-export async function extendReservation(env: Env, id: string, ttlSeconds: number, actor: string): Promise<ReservationView> {
+export async function extendReservation(env: Env, id: string, ttlSeconds: number, owner: string): Promise<ReservationView> {
+  const actor = `storefront:${owner}`;
   const coord = coordinatorStub(env, id);
-  const change = await coord.extendReservation(id, ttlSeconds * 1000);
+  const change = await coord.extendReservation(id, ttlSeconds * 1000, owner);
   if (change.kind === "not_found") throw ApiError.notFound(`Reservation ${id} does not exist.`);
   if (change.kind === "refused") throw refusal(change.header, "extend");
   const items = change.header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, shard }));

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS reservations (
   id TEXT PRIMARY KEY,
   scope_key TEXT NOT NULL UNIQUE,
+  owner TEXT NOT NULL,
   body_hash TEXT NOT NULL,
   status TEXT NOT NULL,
   items TEXT NOT NULL DEFAULT '[]',

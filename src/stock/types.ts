@@ -85,6 +85,8 @@ export type HeaderStatus = "pending" | "held" | "failed" | "committing" | "commi
 
 export type ReservationHeader = {
   id: string;
+  /** The storefront key id that created it; other keys see 404. */
+  owner: string;
   status: HeaderStatus;
   items: ReservedItem[];
   currency: string;
