@@ -66,6 +66,21 @@ export async function getAffiliateByTrackingId(db: D1Database, trackingId: strin
   return row ? fromRow(row) : null;
 }
 
+export type AffiliateKeyMatch = { keyId: string; kind: string; expiresAt: number | null; revokedAt: number | null; affiliate: Affiliate | null };
+
+/** One indexed read for the hot path of every feed request: the key (by hash) and its affiliate. */
+export async function findKeyWithAffiliate(db: D1Database, keyHash: string): Promise<AffiliateKeyMatch | null> {
+  const row = await db
+    .prepare(
+      `SELECT k.id AS key_id, k.kind, k.expires_at AS key_expires_at, k.revoked_at AS key_revoked_at, ${COLUMNS.split(", ").map((c) => `a.${c}`).join(", ")}
+       FROM api_keys k LEFT JOIN affiliates a ON a.id = k.affiliate_id WHERE k.key_hash = ?`,
+    )
+    .bind(keyHash)
+    .first<AffiliateRow & { key_id: string; kind: string; key_expires_at: number | null; key_revoked_at: number | null }>();
+  if (!row) return null;
+  return { keyId: row.key_id, kind: row.kind, expiresAt: row.key_expires_at, revokedAt: row.key_revoked_at, affiliate: row.id ? fromRow(row) : null };
+}
+
 /** True when a scope restricts anything at all. */
 export function hasScope(scope: AffiliateScope): boolean {
   return Boolean(scope.categories?.length || scope.brands?.length || scope.skus?.length);

@@ -34,10 +34,7 @@ export type PageRequest = {
   cursor?: string;
 };
 
-async function currentHighWater(db: D1Database): Promise<number> {
-  const row = await db.prepare("SELECT coalesce(max(change_seq), 0) AS hwm FROM products").first<{ hwm: number }>();
-  return row?.hwm ?? 0;
-}
+const HIGH_WATER_SQL = "SELECT coalesce(max(change_seq), 0) AS hwm FROM products";
 
 export async function selectPage(db: D1Database, req: PageRequest): Promise<FeedPage> {
   const conditions = scopeConditions(req.scope, req.filters);
@@ -46,16 +43,18 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
 
   if (req.since !== undefined) {
     const since = decodeSince(req.since);
-    const hwm = await currentHighWater(db);
-    const rows = (
-      await db
+    // One batch = one transaction: the high-water mark and the rows below it come from the same snapshot.
+    const [hwmRes, rowsRes] = await db.batch([
+      db.prepare(HIGH_WATER_SQL),
+      db
         .prepare(
           `SELECT p.id, p.status, p.change_seq, p.updated_at FROM products p
-           WHERE p.change_seq > ? AND p.change_seq <= ?${extraSql} ORDER BY p.change_seq LIMIT ?`,
+           WHERE p.change_seq > ? AND p.change_seq <= (${HIGH_WATER_SQL})${extraSql} ORDER BY p.change_seq LIMIT ?`,
         )
-        .bind(since, hwm, ...extraBinds, req.limit + 1)
-        .all<{ id: string; status: string; change_seq: number; updated_at: number }>()
-    ).results;
+        .bind(since, ...extraBinds, req.limit + 1),
+    ]);
+    const hwm = (hwmRes!.results[0] as { hwm: number } | undefined)?.hwm ?? 0;
+    const rows = rowsRes!.results as { id: string; status: string; change_seq: number; updated_at: number }[];
     const hasMore = rows.length > req.limit;
     const page = rows.slice(0, req.limit);
     const liveIds = page.filter((r) => r.status === "active").map((r) => r.id);
@@ -71,16 +70,19 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
     };
   }
 
-  const position = req.cursor !== undefined ? decodeCursor(req.cursor) : { after: "", hwm: await currentHighWater(db) };
-  const rows = (
-    await db
+  const cursor = req.cursor !== undefined ? decodeCursor(req.cursor) : undefined;
+  // The first page captures the high-water mark in the same transaction as its rows; later pages reuse it.
+  const [hwmRes, rowsRes] = await db.batch([
+    db.prepare(cursor ? "SELECT ? AS hwm" : HIGH_WATER_SQL).bind(...(cursor ? [cursor.hwm] : [])),
+    db
       .prepare(
         `SELECT p.id FROM products p
-         WHERE p.status = 'active' AND p.change_seq <= ? AND p.id > ?${extraSql} ORDER BY p.id LIMIT ?`,
+         WHERE p.status = 'active' AND p.change_seq <= ${cursor ? "?" : `(${HIGH_WATER_SQL})`} AND p.id > ?${extraSql} ORDER BY p.id LIMIT ?`,
       )
-      .bind(position.hwm, position.after, ...extraBinds, req.limit + 1)
-      .all<{ id: string }>()
-  ).results;
+      .bind(...(cursor ? [cursor.hwm] : []), cursor?.after ?? "", ...extraBinds, req.limit + 1),
+  ]);
+  const position = { after: cursor?.after ?? "", hwm: (hwmRes!.results[0] as { hwm: number } | undefined)?.hwm ?? 0 };
+  const rows = rowsRes!.results as { id: string }[];
   const hasMore = rows.length > req.limit;
   const ids = rows.slice(0, req.limit).map((r) => r.id);
   return {

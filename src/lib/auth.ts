@@ -3,7 +3,7 @@ import type { Context } from "hono";
 import type { AppEnv, Principal } from "../env";
 import { ApiError } from "./errors";
 import { sha256Hex, timingSafeEqualStrings } from "./crypto";
-import { getAffiliate } from "../affiliates/account";
+import { findKeyWithAffiliate } from "../affiliates/account";
 
 type KeyRow = { id: string; kind: string; affiliate_id: string | null; expires_at: number | null; revoked_at: number | null };
 
@@ -75,11 +75,15 @@ export const requireAffiliate = createMiddleware<AppEnv>(async (c, next) => {
   const bearer = bearerToken(c);
   const token = bearer ?? c.req.query("key");
   if (!token) throw ApiError.unauthorized("Feeds need `Authorization: Bearer <affiliate key>` or `?key=<affiliate key>`.");
-  const principal = await lookupKey(c.env, token);
-  if (!principal) throw ApiError.unauthorized("Unknown, expired or revoked key.");
-  if (principal.kind !== "affiliate") throw ApiError.forbidden("This key may not read affiliate feeds; use an affiliate key.");
-  const affiliate = await getAffiliate(c.env.DB, principal.affiliateId);
+  const match = token.length > 256 ? null : await findKeyWithAffiliate(c.env.DB, await sha256Hex(token));
+  const now = Date.now();
+  if (!match || match.revokedAt !== null || (match.expiresAt !== null && match.expiresAt <= now)) {
+    throw ApiError.unauthorized("Unknown, expired or revoked key.");
+  }
+  if (match.kind !== "affiliate") throw ApiError.forbidden("This key may not read affiliate feeds; use an affiliate key.");
+  const affiliate = match.affiliate;
   if (!affiliate || affiliate.status !== "active") throw ApiError.unauthorized("This affiliate account is not active.");
+  const principal = { kind: "affiliate" as const, keyId: match.keyId, affiliateId: affiliate.id };
   if (!bearer && !originAllowed(requestOrigin(c), affiliate.allowed_origins)) {
     throw ApiError.forbidden("A key in `?key=` is only accepted from the affiliate's allowed origins (checked against Origin/Referer).");
   }
