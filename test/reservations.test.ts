@@ -74,8 +74,8 @@ describe("creating a reservation", () => {
     expect(Date.parse(r.expires_at) - Date.now()).toBeGreaterThan(100_000);
     expect(r.items).toEqual(
       expect.arrayContaining([
-        { sku: a, quantity: 3, location: "loc-us-east", unit_price: 1199, currency: "EUR" },
-        { sku: b, quantity: 4, location: "loc-us-east", unit_price: 1199, currency: "EUR" },
+        { sku: a, quantity: 3, location: "loc-us-east", unit_price: 1199, currency: "EUR", regular_price: 1199, promotion_id: null },
+        { sku: b, quantity: 4, location: "loc-us-east", unit_price: 1199, currency: "EUR", regular_price: 1199, promotion_id: null },
       ]),
     );
     const got = await (await call(`/v1/reservations/${r.id}`, { headers: storefront() })).json<Reservation>();
@@ -116,7 +116,7 @@ describe("creating a reservation", () => {
     expect((await availability([sku!]))[0]!.reserved).toBe(0);
     const ok = await reserve([{ sku: sku!, quantity: 2 }, { sku: sku!, quantity: 3 }]);
     expect(ok.status).toBe(201);
-    expect((await ok.json<Reservation>()).items).toEqual([{ sku, quantity: 5, location: "loc-us-east", unit_price: expect.any(Number), currency: "USD" }]);
+    expect((await ok.json<Reservation>()).items).toEqual([{ sku, quantity: 5, location: "loc-us-east", unit_price: expect.any(Number), currency: "USD", regular_price: expect.any(Number), promotion_id: null }]);
     expect((await availability([sku!]))[0]).toMatchObject({ reserved: 5, available: 0 });
   });
 

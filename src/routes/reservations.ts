@@ -44,7 +44,17 @@ const ReservationSchema = z
     status: z.enum(["pending", "held", "committing", "committed", "released", "expired", "failed"]),
     expires_at: z.string(),
     currency: z.string(),
-    items: z.array(z.object({ sku: z.string(), quantity: z.number(), location: z.string(), unit_price: z.number(), currency: z.string() })),
+    items: z.array(
+      z.object({
+        sku: z.string(),
+        quantity: z.number(),
+        location: z.string(),
+        unit_price: z.number().openapi({ description: "Price per unit in force when the hold was made (minor units); commit keeps it." }),
+        currency: z.string(),
+        regular_price: z.number(),
+        promotion_id: z.string().nullable(),
+      }),
+    ),
     created_at: z.string(),
     committed_at: z.string().nullable(),
     released_at: z.string().nullable(),

@@ -142,7 +142,10 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
   }
 
   const held: HeldItem[] = results.flatMap((r) => (r.res.ok ? r.res.items : []));
-  const items: ReservedItem[] = held.map((h) => ({ ...h, unit_price: prices.get(h.sku)!.unit_price!, currency: input.currency }));
+  const items: ReservedItem[] = held.map((h) => {
+    const p = prices.get(h.sku)!;
+    return { ...h, unit_price: p.unit_price!, currency: input.currency, regular_price: p.regular_price ?? p.unit_price!, promotion_id: p.promotion_id };
+  });
   const body = toView({ id, owner: input.keyId, status: "held", items, currency: input.currency, expires_at: expiresAt, created_at: now, updated_at: now, committed_at: null, released_at: null }, now);
   await coord.finishReservation(id, { status: "held", items, outcome: { status: 201, body } });
   return { status: 201, body, replayed: false };

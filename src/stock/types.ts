@@ -78,7 +78,13 @@ export type LedgerEntry = {
 };
 
 /** A line of a reservation with the unit price in force when it was made (issue 9: commit uses this price). */
-export type ReservedItem = HeldItem & { unit_price: number; currency: string };
+export type ReservedItem = HeldItem & {
+  unit_price: number;
+  currency: string;
+  /** The regular price at reservation time and the promotion that made `unit_price`, if any. */
+  regular_price: number;
+  promotion_id: string | null;
+};
 
 /** pending = saga running (or crashed mid-way); failed = the create answered 409 and is replayed as such. */
 export type HeaderStatus = "pending" | "held" | "failed" | "committing" | "committed" | "released" | "expired";
