@@ -3,6 +3,7 @@
 //   node test/browser/widget.e2e.mjs
 // Skips (exit 0, with a message) only when chromium is absent and cannot be installed.
 import { execFileSync, spawn } from "node:child_process";
+import { createServer } from "node:http";
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,6 +12,9 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 const CHROMIUM = "/usr/bin/chromium";
 const PORT = Number(process.env.E2E_PORT ?? 8796);
 const ORIGIN = `http://127.0.0.1:${PORT}`;
+// Two publisher sites on other origins: one the affiliate allowed, one it did not.
+const PUBLISHER = `http://127.0.0.1:${PORT + 100}`;
+const STRANGER = `http://127.0.0.1:${PORT + 101}`;
 const PERSIST = path.join(ROOT, ".wrangler", "e2e-widget");
 const RESULTS = path.join(ROOT, "test-results");
 const ADMIN = "e2e-admin-token";
@@ -68,6 +72,20 @@ async function api(method, p, body, headers = {}) {
 
 let dev;
 let browser;
+const sites = [];
+
+/** A minimal third-party page embedding the widget from the API origin (cross-origin fetches, CORS preflight). */
+function publisherSite(port, key) {
+  const html = `<!doctype html><meta charset="utf-8"><title>publisher</title>
+<div id="w" data-edgeshelf-product="${PRODUCT}" data-key="${key}" data-refresh="2" data-tracking="e2e"></div>
+<script src="${ORIGIN}/embed.js" async></script>`;
+  const server = createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(html);
+  });
+  sites.push(server);
+  return new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+}
 const stopDev = () => {
   if (dev && dev.exitCode === null) {
     try {
@@ -104,7 +122,7 @@ try {
   });
 
   // An affiliate allowed on this test's origin (the seeded demo one allows only :8787).
-  const created = await api("POST", "/admin/affiliates", { name: "E2E publisher", tracking_id: `e2e${Date.now().toString(36)}`, allowed_origins: [ORIGIN] });
+  const created = await api("POST", "/admin/affiliates", { name: "E2E publisher", tracking_id: `e2e${Date.now().toString(36)}`, allowed_origins: [ORIGIN, PUBLISHER] });
   if (created.status !== 201) fail(`creating the affiliate answered ${created.status}: ${JSON.stringify(created.body)}`);
   const key = created.body.key.key;
 
@@ -166,11 +184,27 @@ try {
   await down.screenshot({ path: path.join(RESULTS, "widget-fallback.png") });
   log(`fallback link shown when the API is down: ${fallbackHref}`);
 
+  // Cross-origin embeds: an allowed publisher gets the card (CORS narrowed to it); any other site gets the fallback.
+  await publisherSite(PORT + 100, key);
+  await publisherSite(PORT + 101, key);
+  const onPublisher = await context.newPage();
+  await onPublisher.goto(`${PUBLISHER}/`);
+  await onPublisher.locator("#w .c").waitFor({ timeout: 15_000 });
+  const publisherBadge = (await onPublisher.locator("#w .b").textContent()).trim();
+  if (publisherBadge !== "Out of stock") fail(`cross-origin card badge '${publisherBadge}'`);
+  await onPublisher.screenshot({ path: path.join(RESULTS, "widget-cross-origin.png") });
+  const onStranger = await context.newPage();
+  await onStranger.goto(`${STRANGER}/`);
+  await onStranger.locator("#w a.f").waitFor({ timeout: 15_000 });
+  if ((await onStranger.locator("#w .c").count()) !== 0) fail("a site outside the allowed origins rendered the card");
+  log(`cross-origin: card on ${PUBLISHER} (allowed), fallback on ${STRANGER} (not allowed)`);
+
   log("PASS (screenshots in test-results/)");
 } catch (err) {
   console.error(`widget-e2e: FAIL ${err.message}`);
   process.exitCode = 1;
 } finally {
   if (browser) await browser.close().catch(() => {});
+  for (const server of sites) server.close();
   stopDev();
 }
