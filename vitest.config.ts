@@ -15,6 +15,8 @@ export default defineConfig({
             ADMIN_TOKEN: "test-admin-token",
             // Low exact limits for two documentation IPs only, so the rate limiter is tested without throttling the suite.
             RATE_LIMIT_OVERRIDES: "ip:198.51.100.7 browse=5/10 search=5/10; ip:198.51.100.8 reserve=3/60",
+            // Tight hoarding caps for one test storefront key only (test/flash-sale.test.ts).
+            HOLD_CAP_OVERRIDES: "key-hoarder per_sku=2 total=3",
             // Immediate queue retries, so a failing message reaches the dead-letter queue within a test.
             QUEUE_RETRY_BASE_SECONDS: "0",
           },

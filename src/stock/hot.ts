@@ -80,13 +80,16 @@ export async function holdOnShard(env: Env, name: string, req: HoldRequest): Pro
 
 function split(items: EscrowItem[], k: number): EscrowItem[][] {
   const parts: EscrowItem[][] = Array.from({ length: k }, () => []);
+  // The remainders of successive locations go to successive sub-shards, so quotas differ by one unit at most.
+  let offset = 0;
   for (const it of items) {
     const base = Math.floor(it.quantity / k);
     const extra = it.quantity % k;
     for (let i = 0; i < k; i++) {
-      const q = base + (i < extra ? 1 : 0);
+      const q = base + ((i - offset + k) % k < extra ? 1 : 0);
       if (q > 0) parts[i]!.push({ location: it.location, quantity: q });
     }
+    offset = (offset + extra) % k;
   }
   return parts;
 }
