@@ -384,3 +384,54 @@ describe("admin API: If-Match (428, 412) and lists", () => {
     expect(targets!.n).toBe(0);
   });
 });
+
+describe("affiliate feeds", () => {
+  type GoogleItem = { id: string; price: string; sale_price?: string; sale_price_effective_date?: string };
+  type GooglePage = { items: GoogleItem[]; next_since: string; has_more: boolean };
+
+  it("a delta taken before a start lists the product after the switch, with sale_price and sale_price_effective_date", async () => {
+    setClock(at(700_000));
+    const res = await adminJson("POST", "/admin/affiliates", { name: "Promo publisher", tracking_id: uid("promo").toLowerCase().replace(/[^a-z0-9-]/g, ""), allowed_origins: [] });
+    expect(res.status).toBe(201);
+    const key = (await res.json<{ key: { key: string } }>()).key.key;
+    const feed = async (query: string) => {
+      const r = await request(`/v1/feeds/products?format=google&currency=USD&${query}`, { headers: { authorization: `Bearer ${key}` } });
+      expect(r.status, await r.clone().text()).toBe(200);
+      return { page: await r.json<GooglePage>(), cacheControl: r.headers.get("cache-control")! };
+    };
+    const drainSince = async (since: string) => {
+      const items: GoogleItem[] = [];
+      let token = since;
+      for (;;) {
+        const { page } = await feed(`limit=100&since=${encodeURIComponent(token)}`);
+        items.push(...page.items);
+        token = page.next_since;
+        if (!page.has_more) return { items, token };
+      }
+    };
+
+    const p = await insertProduct(env.DB);
+    const sku = p.variants[0]!.sku;
+    const regular = p.variants[0]!.prices.USD!;
+    const promo = await createPromotion({ name: "Feed sale", starts_at: iso(at(710_000)), ends_at: iso(at(720_000)), target: { type: "skus", values: [sku] }, value: { type: "amount_off", amounts: { USD: 1000 } } });
+    await switchDue({ ...env, EVENTS: recordingQueue }, at(700_000));
+    // Catch up: the promotion write itself is a change (the product's schedule), the start is another.
+    const { token } = await drainSince((await feed("limit=1")).page.next_since);
+    const single = await request(`/v1/feeds/products/${p.id}?format=google&currency=USD`, { headers: { authorization: `Bearer ${key}` } });
+    expect(single.headers.get("cache-control")).toMatch(/max-age=(\d+)/);
+    expect(Number(/max-age=(\d+)/.exec(single.headers.get("cache-control")!)![1])).toBeLessThanOrEqual(10);
+    const beforeItem = ((await single.json<{ items: GoogleItem[] }>()).items).find((i) => i.id === sku)!;
+    expect(beforeItem.sale_price).toBeUndefined();
+
+    setClock(at(710_000));
+    await switchDue({ ...env, EVENTS: recordingQueue }, at(710_000));
+    const delta = await drainSince(token);
+    const item = delta.items.find((i) => i.id === sku);
+    expect(item).toBeDefined();
+    const money = (minor: number) => `${Math.floor(minor / 100)}.${String(minor % 100).padStart(2, "0")} USD`;
+    expect(item!.price).toBe(money(regular));
+    expect(item!.sale_price).toBe(money(regular - 1000));
+    expect(item!.sale_price_effective_date).toBe(`${iso(at(710_000)).replace(".000Z", "Z")}/${iso(at(720_000)).replace(".000Z", "Z")}`);
+    void promo;
+  });
+});

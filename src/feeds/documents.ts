@@ -5,7 +5,9 @@
  * availability, which a KV copy of the document cannot guarantee.
  */
 import type { ProductDocument, VariantAvailability } from "../catalog/document";
+import { now } from "../lib/clock";
 import { availabilityStatus, type StockStatus } from "../lib/stock-status";
+import { loadSchedules } from "../promotions/schedule";
 
 /** Same threshold as loadProductDocument uses when it folds the projection into a document. */
 const DEFAULT_LOW_STOCK = 5;
@@ -31,6 +33,7 @@ export async function loadDocuments(db: D1Database, ids: string[]): Promise<Load
   if (ids.length === 0) return [];
   const idsJson = JSON.stringify([...new Set(ids)]);
   const inIds = "(SELECT value FROM json_each(?1))";
+  const schedulesPromise = loadSchedules(db, ids, now());
   const [productRes, translationRes, variantRes, priceRes, stockRes, categoryRes] = await db.batch([
     db.prepare(
       `SELECT id, slug, version, status, title, description, brand, category_id, attributes, images, markets, condition,
@@ -95,6 +98,7 @@ export async function loadDocuments(db: D1Database, ids: string[]): Promise<Load
     variantsByProduct.set(v.product_id, list);
   }
 
+  const schedules = await schedulesPromise;
   const byId = new Map<string, LoadedDocument>();
   for (const row of productRes!.results as ProductRow[]) {
     const variants = variantsByProduct.get(row.id) ?? [];
@@ -127,6 +131,7 @@ export async function loadDocuments(db: D1Database, ids: string[]): Promise<Load
         updated_at: row.updated_at,
         change_seq: row.change_seq,
         variants,
+        promotions: schedules.get(row.id) ?? [],
       },
     });
   }

@@ -3,6 +3,8 @@
  * (issue 9) will make `variantPrice` return the effective price with `compare_at` and `promotion` set,
  * and every format (json, google `sale_price`, jsonfeed, widget) follows without further change.
  */
+import { effectivePrice, type DocPromotion } from "../promotions/effective-price";
+
 export type PriceView = {
   /** Minor units in `currency`: what the shopper pays. */
   amount: number;
@@ -12,10 +14,17 @@ export type PriceView = {
   promotion: { id: string; name: string; ends_at: string | null } | null;
 };
 
-export function variantPrice(prices: Record<string, number>, currency: string): PriceView | null {
+/** The effective price (src/promotions/effective-price.ts) of one variant at `at.now`. */
+export function variantPrice(
+  prices: Record<string, number>,
+  currency: string,
+  at?: { sku: string; promotions: DocPromotion[] | undefined; now: number },
+): PriceView | null {
   const amount = prices[currency];
   if (amount === undefined) return null;
-  return { amount, currency, compare_at: null, promotion: null };
+  if (!at) return { amount, currency, compare_at: null, promotion: null };
+  const eff = effectivePrice(amount, currency, at.sku, at.promotions, at.now);
+  return { amount: eff.amount, currency, compare_at: eff.compare_at, promotion: eff.promotion };
 }
 
 /** The lowest of several prices (a product's "from" price). */

@@ -20,6 +20,8 @@ export type RenderContext = {
   apiOrigin: string;
   /** This request's URL without credentials, for JSON Feed's feed_url/next_url. */
   selfUrl: URL;
+  /** The instant prices are rendered for (src/lib/clock.ts): promotions in force then apply. */
+  now: number;
 };
 
 const STATUS_RANK: Record<StockStatus, number> = { out_of_stock: 0, low_stock: 1, in_stock: 2 };
@@ -45,7 +47,7 @@ export function productAvailability(doc: ProductDocument): { status: StockStatus
 export function jsonItem(doc: ProductDocument, ctx: RenderContext) {
   const { title, description } = localized(doc, ctx.locale);
   const variants = doc.variants.map((v) => {
-    const price = variantPrice(v.prices, ctx.currency);
+    const price = variantPrice(v.prices, ctx.currency, { sku: v.sku, promotions: doc.promotions, now: ctx.now });
     return {
       view: price,
       out: {
@@ -101,6 +103,8 @@ export type GoogleItem = {
   availability_date?: string;
   price: string;
   sale_price?: string;
+  /** ISO 8601 interval "start/end" of the sale (Merchant Center); open-ended sales end far in the future. */
+  sale_price_effective_date?: string;
   brand: string;
   gtin?: string;
   mpn?: string;
@@ -141,7 +145,7 @@ export function googleItems(doc: ProductDocument, ctx: RenderContext): GoogleIte
   const grouped = doc.variants.length > 1;
   const items: GoogleItem[] = [];
   for (const v of doc.variants) {
-    const price = variantPrice(v.prices, ctx.currency);
+    const price = variantPrice(v.prices, ctx.currency, { sku: v.sku, promotions: doc.promotions, now: ctx.now });
     if (!price) continue;
     const item: GoogleItem = {
       id: truncate(v.sku, 50),
@@ -155,7 +159,10 @@ export function googleItems(doc: ProductDocument, ctx: RenderContext): GoogleIte
       condition: (GOOGLE_CONDITIONS.has(doc.condition) ? doc.condition : "new") as GoogleItem["condition"],
     };
     if (grouped) item.item_group_id = doc.id;
-    if (price.compare_at !== null) item.sale_price = googlePrice(price.amount, price.currency);
+    if (price.compare_at !== null && price.promotion) {
+      item.sale_price = googlePrice(price.amount, price.currency);
+      item.sale_price_effective_date = saleWindow(doc, price.promotion.id);
+    }
     if (doc.images.length > 1) item.additional_image_link = doc.images.slice(1, 11).map((i) => i.url);
     const gtin = v.gtin && validGtin(v.gtin) ? v.gtin : undefined;
     if (gtin) item.gtin = gtin;
@@ -174,6 +181,15 @@ export function googleItems(doc: ProductDocument, ctx: RenderContext): GoogleIte
     items.push(item);
   }
   return items;
+}
+
+const OPEN_END = "2099-12-31T23:59:59Z";
+
+function saleWindow(doc: ProductDocument, promotionId: string): string | undefined {
+  const p = doc.promotions?.find((x) => x.id === promotionId);
+  if (!p) return undefined;
+  const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+  return `${iso(p.starts_at)}/${p.ends_at === null ? OPEN_END : iso(p.ends_at)}`;
 }
 
 function googleTombstone(t: Tombstone) {

@@ -9,7 +9,9 @@ import { selectPage } from "../feeds/pages";
 import { renderOne, renderPage, type FeedFormat, type RenderContext } from "../feeds/render";
 import { filterVariants, inScope } from "../feeds/scope";
 import { originAllowed, requestOrigin, requireAffiliate } from "../lib/auth";
+import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
+import { capCacheControl, lastPriceChange } from "../promotions/cache-cap";
 import { createApp } from "../lib/validation";
 
 const FORMATS = ["json", "google", "jsonfeed"] as const;
@@ -85,7 +87,7 @@ const affiliateCors = createMiddleware<AppEnv>(async (c, next) => {
 function renderContext(c: Context<AppEnv>, currency: string, locale: string): RenderContext {
   const selfUrl = new URL(c.req.url);
   selfUrl.searchParams.delete("key");
-  return { affiliate: c.get("affiliate")!, currency, locale, siteBaseUrl: c.env.SITE_BASE_URL, apiOrigin: new URL(c.req.url).origin, selfUrl };
+  return { affiliate: c.get("affiliate")!, currency, locale, siteBaseUrl: c.env.SITE_BASE_URL, apiOrigin: new URL(c.req.url).origin, selfUrl, now: clockNow() };
 }
 
 export const feedsApp = createApp();
@@ -109,10 +111,13 @@ feedsApp.openapi(listRoute, async (c) => {
     cursor: q.cursor,
   });
   page.live = page.live.map((l) => ({ ...l, doc: filterVariants(l.doc, affiliate.scope) }));
-  const { body, contentType } = renderPage(q.format as FeedFormat, page, renderContext(c, currency, locale));
-  const lastModified = Math.max(affiliate.updated_at, ...page.live.map((l) => l.lastModified), ...page.removed.map((r) => r.removed_at));
+  const ctx = renderContext(c, currency, locale);
+  const { body, contentType } = renderPage(q.format as FeedFormat, page, ctx);
+  const docs = page.live.map((l) => l.doc);
+  // A promotion boundary changes prices without a write: it counts as a modification, and caps the lifetime.
+  const lastModified = Math.max(affiliate.updated_at, lastPriceChange(docs, ctx.now), ...page.live.map((l) => l.lastModified), ...page.removed.map((r) => r.removed_at));
   // Last-Modified is informational on lists: a page's membership can change without any listed row changing.
-  return conditionalResponse(c.req.raw, JSON.stringify(body), { contentType, cacheControl: LIST_CACHE, lastModified, vary: VARY });
+  return conditionalResponse(c.req.raw, JSON.stringify(body), { contentType, cacheControl: capCacheControl(LIST_CACHE, docs, ctx.now), lastModified, vary: VARY });
 });
 
 feedsApp.openapi(itemRoute, async (c) => {
@@ -125,11 +130,12 @@ feedsApp.openapi(itemRoute, async (c) => {
   if (!loaded || loaded.doc.status !== "active" || !inScope(loaded.doc, affiliate.scope)) {
     throw ApiError.notFound(`No product '${id}' in this affiliate's catalog.`);
   }
-  const { body, contentType } = renderOne(q.format as FeedFormat, filterVariants(loaded.doc, affiliate.scope), renderContext(c, currency, locale));
+  const ctx = renderContext(c, currency, locale);
+  const { body, contentType } = renderOne(q.format as FeedFormat, filterVariants(loaded.doc, affiliate.scope), ctx);
   return conditionalResponse(c.req.raw, JSON.stringify(body), {
     contentType,
-    cacheControl: ITEM_CACHE,
-    lastModified: Math.max(loaded.lastModified, affiliate.updated_at),
+    cacheControl: capCacheControl(ITEM_CACHE, [loaded.doc], ctx.now),
+    lastModified: Math.max(loaded.lastModified, affiliate.updated_at, lastPriceChange([loaded.doc], ctx.now)),
     honourIfModifiedSince: true,
     vary: VARY,
   });
