@@ -42,15 +42,15 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "8" },
     connections: { type: "string", default: "8" },
     port: { type: "string", default: "8793" },
-    "kv-products": { type: "string", default: "500" },
-    "d1-products": { type: "string", default: "2000" },
-    searches: { type: "string", default: "1200" },
+    "kv-products": { type: "string", default: "150" },
+    "d1-products": { type: "string", default: "800" },
+    searches: { type: "string", default: "400" },
   },
 });
 const ORIGIN = `http://127.0.0.1:${values.port}`;
 const SECONDS = Number(values.seconds);
 const CONNECTIONS = Number(values.connections);
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_LOG: "error" };
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 const ADMIN = "bench-admin-token";
 const CURRENCIES = ["USD", "EUR", "GBP"];
 const LOCALES = ["en", "de", "fr"];
@@ -203,7 +203,7 @@ function table(size: number, results: Result[]): string {
     const tiers = Object.entries(r.tiers)
       .map(([t, n]) => `${t} ${n}`)
       .join(", ");
-    return `| ${r.name} | ${r.requests} | ${r.rps.toFixed(0)} | ${(r.rps / base.rps).toFixed(2)} | ${r.p50} | ${r.p95} | ${r.p99} | ${(r.p99 / Math.max(1, base.p99)).toFixed(1)}× | ${r.non2xx} | ${tiers} |`;
+    return `| ${r.name} | ${r.requests} | ${r.rps.toFixed(0)} | ${(r.rps / base.rps).toFixed(2)} | ${r.p50.toFixed(1)} | ${r.p95.toFixed(1)} | ${r.p99.toFixed(1)} | ${(r.p99 / Math.max(1, base.p99)).toFixed(1)}× | ${r.non2xx} | ${tiers} |`;
   });
   return `### ${size.toLocaleString("en")} products
 
@@ -223,7 +223,7 @@ async function main() {
   const edge = all.map((a) => `${a.size.toLocaleString("en")}: **${(a.results[1]!.rps / a.results[0]!.rps).toFixed(2)}**`).join(", ");
   const report = `# Catalog read path benchmark
 
-Command: \`npx tsx bench/catalog.ts --sizes ${values.sizes} --seconds ${values.seconds} --connections ${values.connections}\`
+Command: \`npx tsx bench/catalog.ts --sizes ${values.sizes} --seconds ${values.seconds} --connections ${values.connections} --kv-products ${values["kv-products"]} --d1-products ${values["d1-products"]} --searches ${values.searches}\`
 (${new Date().toISOString()}; wrangler dev on ${ORIGIN} with a local D1/KV/Cache per size under \`.wrangler/bench-catalog-<size>\`,
 seeded by \`scripts/seed.ts --persist\`; ${CONNECTIONS} connections; fixed-URL cases run ${SECONDS} s, miss cases request each URL once.)
 

@@ -116,7 +116,8 @@ function plan(p: ListingParams): Plan {
   const where: SQL[] = [sql`+p.status = 'active'`];
   if (q) where.push(sql`products_fts MATCH ${q}`);
   if (p.category) {
-    where.push(sql`p.category_id IN (SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
+    // `+` keeps SQLite on the sort's index (stop after `limit` rows) instead of collecting and sorting the whole subtree.
+    where.push(sql`+p.category_id IN (SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
       WHERE root.slug = ${p.category} OR root.id = ${p.category})`);
   }
   if (p.brand?.length) where.push(sql`p.brand IN (${sql.join(p.brand.map((b) => sql`${b}`), sql`, `)})`);
