@@ -68,12 +68,12 @@ async function pageAll(path: string, limit: number, during?: (page: number) => P
   let page = 0;
   do {
     const sep = path.includes("?") ? "&" : "?";
-    const res = await call(`${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    // The writes race the page read (same moment), not just run between pages.
+    const [res] = await Promise.all([call(`${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`), during?.(page++)]);
     expect(res.status).toBe(200);
     const body = await res.json<Page>();
     ids.push(...body.items.map((i) => i.id));
     cursor = body.next_cursor;
-    if (during) await during(page++);
   } while (cursor);
   return ids;
 }
