@@ -5,16 +5,21 @@
  * or below the high-water mark captured on the first page. A product changed during a multi-page sync is
  * thus left out of the listing and shows up in the next delta instead: every change appears exactly once.
  *
- * Delta (`since`): every product in scope with since < change_seq <= hwm, in change_seq order. Products
- * that are no longer active (archived, draft) come back as tombstones. change_seq is global and bumped by
- * every product write (one D1 transaction each), so a product changed twice between syncs appears once, in
- * its latest state, and paging by change_seq can neither skip nor repeat an entry.
+ * Delta (`since`): every product with since < change_seq <= hwm, in change_seq order. Active products in
+ * scope come back as items; the others as tombstones: archived or draft, or `out_of_scope` when a change
+ * (new brand or category, narrower affiliate scope) took the product out of what this affiliate may show.
+ * Nothing records what an affiliate was shown before, so out-of-scope tombstones also name products it never
+ * had: deleting an unknown id is a no-op, and it costs no more than an unscoped affiliate's delta does.
+ * change_seq is global and bumped by every product write (one D1 transaction each), so a product changed
+ * twice between syncs appears once, in its latest state, and paging by change_seq can neither skip nor
+ * repeat an entry.
  */
 import type { AffiliateScope } from "../affiliates/account";
 import { loadDocuments, type LoadedDocument } from "./documents";
 import { scopeConditions } from "./scope";
 import { decodeCursor, decodeSince, encodeCursor, encodeSince } from "./token";
 
+/** `status`: archived | draft | out_of_scope. */
 export type Tombstone = { id: string; status: string; change_seq: number; removed_at: number; skus: string[] };
 
 export type FeedPage = {
@@ -48,13 +53,16 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
       db.prepare(HIGH_WATER_SQL),
       db
         .prepare(
-          `SELECT p.id, p.status, p.change_seq, p.updated_at FROM products p
-           WHERE p.change_seq > ? AND p.change_seq <= (${HIGH_WATER_SQL})${extraSql} ORDER BY p.change_seq LIMIT ?`,
+          `SELECT p.id, p.status, p.change_seq, p.updated_at, ${conditions.length ? `CASE WHEN ${conditions.map((c) => c.sql).join(" AND ")} THEN 1 ELSE 0 END` : "1"} AS in_scope
+           FROM products p WHERE p.change_seq > ? AND p.change_seq <= (${HIGH_WATER_SQL}) ORDER BY p.change_seq LIMIT ?`,
         )
-        .bind(since, ...extraBinds, req.limit + 1),
+        .bind(...extraBinds, since, req.limit + 1),
     ]);
     const hwm = (hwmRes!.results[0] as { hwm: number } | undefined)?.hwm ?? 0;
-    const rows = rowsRes!.results as { id: string; status: string; change_seq: number; updated_at: number }[];
+    const rows = (rowsRes!.results as { id: string; status: string; change_seq: number; updated_at: number; in_scope: number }[]).map((r) => ({
+      ...r,
+      status: r.status === "active" && r.in_scope !== 1 ? "out_of_scope" : r.status,
+    }));
     const hasMore = rows.length > req.limit;
     const page = rows.slice(0, req.limit);
     const liveIds = page.filter((r) => r.status === "active").map((r) => r.id);
