@@ -17,6 +17,8 @@ import { productTags, TAG_CATEGORIES } from "../catalog/cache-keys";
 import { CategoryChangedEvent, ProductChangedEvent, StockChangedEvent } from "./messages";
 import { purgerFor, type Purger } from "./purger";
 import { recordLagSamples } from "./metrics";
+import { now as clockNow } from "../lib/clock";
+import { reconcileProductPrices } from "../promotions/price-refresh";
 
 const KnownEvent = z.discriminatedUnion("type", [ProductChangedEvent, CategoryChangedEvent, StockChangedEvent]);
 type KnownEvent = z.infer<typeof KnownEvent>;
@@ -94,6 +96,8 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Env, deps
   await Promise.all(
     [...byProduct].map(async ([id, items]) => {
       try {
+        // Catalog writes (admin edits, imports) set min_prices from regular prices: fold promotions back in.
+        if (items.some((w) => w.event.type === "product.changed")) await reconcileProductPrices(env.DB, id, clockNow());
         await refreshProduct(env, db, purger, id);
         for (const w of items) {
           w.msg.ack();
