@@ -15,6 +15,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { createReadStream, mkdirSync, rmSync, statSync, writeFileSync, createWriteStream } from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
+import os from "node:os";
 import { parseArgs } from "node:util";
 import { CURRENCIES, product } from "../../src/seed/generate";
 
@@ -272,6 +273,7 @@ async function main() {
   rmSync(PERSIST, { recursive: true, force: true });
   sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
   sh(["tsx", "scripts/seed.ts", "--products", String(Math.max(PRODUCTS, 200)), "--persist", PERSIST]);
+  const loadAtStart = os.loadavg().map((l) => l.toFixed(1)).join(" / ");
   const stop = await startDev();
   try {
     const command = `npx tsx bench/propagation/run.ts ${process.argv.slice(2).join(" ")}`.trim();
@@ -287,7 +289,8 @@ async function main() {
     const lines = [
       "# Change propagation and bulk import",
       "",
-      `Command: \`${command}\` (machine: shared 2-core VM, \`wrangler dev\` with local D1/KV/Queues, ${new Date().toISOString().slice(0, 10)}).`,
+      `Command: \`${command}\` (machine: shared 2-core VM, \`wrangler dev\` with local D1/KV/Queues, ${new Date().toISOString().slice(0, 16)}Z;`,
+      `load average at start ${loadAtStart}, at end ${os.loadavg().map((l) => l.toFixed(1)).join(" / ")}: other engineers' test suites were running).`,
       "",
       "## Write → fresh read",
       "",
