@@ -69,7 +69,7 @@ async function pageAll(path: string, limit: number, during?: (page: number) => P
   do {
     const sep = path.includes("?") ? "&" : "?";
     // The writes race the page read (same moment), not just run between pages.
-    const [res] = await Promise.all([call(`${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`), during?.(page++)]);
+    const [res]: [Response, unknown] = await Promise.all([call(`${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`), during?.(page++)]);
     expect(res.status).toBe(200);
     const body = await res.json<Page>();
     ids.push(...body.items.map((i) => i.id));
