@@ -1,6 +1,7 @@
 /*! edgeshelf embed widget. <div data-edgeshelf-product="ID" data-key="KEY"></div> or
     <div data-edgeshelf-category="CATEGORY_ID" data-key="KEY" data-limit="6"></div>
-    Optional: data-currency, data-locale, data-refresh (seconds, default 60), data-tracking (for the fallback link).
+    Optional: data-currency, data-locale, data-refresh (seconds, default 60), data-tracking (for the fallback link),
+    data-recommendations="related|complementary|substitutes" (a "you may also like" strip under a product card).
     Renders in a shadow root; refreshes availability with ETag polling; quietly shows a fallback link when the API is down. */
 (function () {
   "use strict";
@@ -153,6 +154,57 @@
     var nodes = document.querySelectorAll("[data-edgeshelf-product],[data-edgeshelf-category]");
     for (var i = 0; i < nodes.length; i++) mount(nodes[i]);
   }
+
+  // Optional "you may also like" strip under a product card, from GET /v1/products/:id/recommendations.
+  // Opt in with data-recommendations="related" (or "complementary", "substitutes"); data-recommendations-limit (default 4).
+  var REC_TITLE = { related: "You may also like", complementary: "Pairs well with", substitutes: "In stock alternatives" };
+  CSS +=
+    ".r{margin-top:12px}.r h3{font-weight:600;font-size:14px;margin-bottom:8px}" +
+    ".rs{display:flex;gap:8px;overflow-x:auto}" +
+    ".rc{flex:0 0 120px;display:flex;flex-direction:column;gap:4px;padding:8px;border:1px solid #dcdfe4;border-radius:8px;background:#fff;text-decoration:none}" +
+    ".rc .i{aspect-ratio:1}.rc .t{font-size:12px}.rc .p{font-size:13px}";
+
+  function money(price, locale) {
+    if (!price) return "";
+    try { return new Intl.NumberFormat(locale || undefined, { style: "currency", currency: price.currency }).format(price.amount / 100); }
+    catch (e) { return (price.amount / 100).toFixed(2) + " " + price.currency; }
+  }
+
+  function drawRecs(holder, body, el) {
+    holder.textContent = "";
+    if (!body.items || !body.items.length) return;
+    holder.appendChild(h("h3", "", REC_TITLE[body.intent] || REC_TITLE.related));
+    var row = h("div", "rs");
+    body.items.forEach(function (it) {
+      var p = it.product, a = h(el.dataset.tracking ? "a" : "div", "rc");
+      a.dataset.product = p.id;
+      if (el.dataset.tracking) {
+        a.href = API + "/r/" + encodeURIComponent(el.dataset.tracking) + "/" + encodeURIComponent(p.id);
+        a.target = "_blank";
+        a.rel = "sponsored noopener";
+      }
+      a.appendChild(image({ title: p.title, image: p.image && p.image.url }));
+      a.appendChild(h("div", "t", p.title));
+      a.appendChild(h("div", "p", money(p.price, el.dataset.locale || navigator.language)));
+      row.appendChild(a);
+    });
+    holder.appendChild(row);
+  }
+
+  sections.push(function (box, item, ctx) {
+    var el = ctx.el, intent = el.dataset.recommendations;
+    if (!intent || !item || !item.id) return;
+    var holder = h("section", "r");
+    holder.setAttribute("part", "recommendations");
+    box.appendChild(holder);
+    // The card re-renders on every poll; the strip is fetched at most every 5 minutes.
+    var st = el.__edgeshelfRecs || (el.__edgeshelfRecs = {});
+    if (st.body && Date.now() - st.at < 300000) return drawRecs(holder, st.body, el);
+    var limit = String(Math.min(Math.max(+el.dataset.recommendationsLimit || 4, 1), 20));
+    fetch(ctx.url("/v1/products/" + encodeURIComponent(item.id) + "/recommendations", { intent: intent, limit: limit }), { credentials: "omit" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (body) { st.body = body; st.at = Date.now(); drawRecs(holder, body, el); }, function () { /* no strip: the card stands alone */ });
+  });
 
   W.EdgeShelf = { version: "1", scan: scan, mount: mount, addSection: function (fn) { sections.push(fn); } };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", scan);

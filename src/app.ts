@@ -28,6 +28,8 @@ import { adminStockApp } from "./routes/admin-stock";
 import { adminHotStockApp } from "./routes/admin-hot-stock";
 import { availabilityApp } from "./routes/availability";
 import { reservationsApp } from "./routes/reservations";
+import { recommendationsApp } from "./routes/recommendations";
+import { adminRecommendationsApp } from "./routes/admin-recommendations";
 
 /** Builds the whole API: cross-cutting middleware first, then one sub-app per resource. */
 export function buildApp() {
@@ -62,6 +64,8 @@ export function buildApp() {
   app.route("/", adminStockApp);
   app.route("/", adminHotStockApp);
   app.route("/", adminBenchApp);
+  app.route("/", recommendationsApp);
+  app.route("/", adminRecommendationsApp);
 
   app.route("/", docsApp(app));
   app.onError(onError);

@@ -1,5 +1,6 @@
 import { pruneSent, resendUnsent } from "./events/outbox";
 import { pruneLagSamples } from "./events/metrics";
+import { recommendationsTick } from "./recommendations/jobs";
 import { now as clockNow } from "./lib/clock";
 import { promotionsTick } from "./promotions/switcher";
 
@@ -12,6 +13,8 @@ export async function handleScheduled(controller: ScheduledController, env: Env,
   await resendUnsent(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "outbox-resend", error: String(err) })));
   // Promotions: boundaries a missed alarm left unswitched, and re-arm the alarm (src/promotions/switcher.ts).
   await promotionsTick(env, clockNow()).catch((err) => console.error(JSON.stringify({ level: "error", job: "promotions", error: String(err) })));
+  // Recommendations: recompute products edited or ordered since the last tick; continue a stalled rebuild.
+  await recommendationsTick(env).catch((err) => console.error(JSON.stringify({ level: "error", job: "recommendations", error: String(err) })));
   await Promise.all([pruneSent(env, now), pruneLagSamples(env.DB, now)]).catch((err) =>
     console.error(JSON.stringify({ level: "error", job: "outbox-prune", error: String(err) })),
   );

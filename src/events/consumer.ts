@@ -19,6 +19,7 @@ import { purgerFor, type Purger } from "./purger";
 import { recordLagSamples } from "./metrics";
 import { now as clockNow } from "../lib/clock";
 import { reconcileProductPrices } from "../promotions/price-refresh";
+import { afterProductRefresh, isRecommendationMessage } from "../recommendations/events";
 
 const KnownEvent = z.discriminatedUnion("type", [ProductChangedEvent, CategoryChangedEvent, StockChangedEvent]);
 type KnownEvent = z.infer<typeof KnownEvent>;
@@ -43,6 +44,8 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Env, deps
 
   const work: Work[] = [];
   for (const msg of batch.messages) {
+    // Orders and rebuild steps are acked by consumeRecommendationMessages (queue.ts), after this.
+    if (isRecommendationMessage(msg.body)) continue;
     const parsed = KnownEvent.safeParse(msg.body);
     if (!parsed.success) {
       // Unknown types and malformed bodies can never succeed on retry: ack them, loudly.
@@ -99,6 +102,7 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Env, deps
         // Catalog writes (admin edits, imports) set min_prices from regular prices: fold promotions back in.
         if (items.some((w) => w.event.type === "product.changed")) await reconcileProductPrices(env.DB, id, clockNow());
         await refreshProduct(env, db, purger, id);
+        await afterProductRefresh(env, purger, id, { catalogChange: items.some((w) => w.event.type === "product.changed"), now: now() });
         for (const w of items) {
           w.msg.ack();
           acked.push(w);

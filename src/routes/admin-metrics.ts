@@ -1,9 +1,18 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { collectMetrics } from "../events/metrics";
 import { requireAdmin } from "../lib/auth";
+import { recommendationMetrics } from "../recommendations/jobs";
 import { createApp } from "../lib/validation";
 
 const Lag = z.object({ samples: z.number(), p50: z.number().nullable(), p95: z.number().nullable(), p99: z.number().nullable(), max: z.number().nullable() });
+
+const JobView = z.object({ id: z.string(), status: z.string(), processed: z.number(), total: z.number(), started_at: z.string(), finished_at: z.string().nullable(), duration_ms: z.number().nullable() });
+const RecommendationJobs = z.object({
+  rebuild_running: JobView.nullable().openapi({ description: "Progress of the full rebuild in flight, if any." }),
+  last_rebuild: JobView.nullable().openapi({ description: "The last finished full rebuild." }),
+  dirty_products: z.number().openapi({ description: "Products waiting for the incremental run." }),
+  last_incremental: z.object({ at: z.string(), recomputed: z.number(), changed: z.number() }).nullable(),
+});
 
 const MetricsSchema = z
   .object({
@@ -18,6 +27,7 @@ const MetricsSchema = z
       hits: z.record(z.string(), z.number()),
       hit_ratio: z.record(z.string(), z.number().nullable()),
     }),
+    recommendations: RecommendationJobs,
   })
   .openapi("Metrics");
 
@@ -36,5 +46,6 @@ export const adminMetricsApp = createApp();
 adminMetricsApp.use("/admin/metrics", requireAdmin);
 adminMetricsApp.openapi(route, async (c) => {
   c.header("cache-control", "no-store");
-  return c.json(await collectMetrics(c.env), 200);
+  const [metrics, recommendations] = await Promise.all([collectMetrics(c.env), recommendationMetrics(c.env.DB)]);
+  return c.json({ ...metrics, recommendations }, 200);
 });

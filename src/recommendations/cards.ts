@@ -1,0 +1,155 @@
+/**
+ * Product cards for recommendation answers: many products in one D1 round trip (a single batch), rendered
+ * through the catalog's own price and text rendering (`renderPrice`, so promotions apply, and
+ * `localisedText`), plus what the read path needs to filter per shopper: markets and stock per region.
+ */
+import type { ProductDocument } from "../catalog/document";
+import { localisedText, priceMaxAgeCap, renderPrice, type PriceView } from "../catalog/render";
+import { availabilityStatus, type StockStatus } from "../lib/stock-status";
+
+const LOW_STOCK = 5;
+
+export type Card = {
+  id: string;
+  slug: string;
+  title: string;
+  brand: string;
+  image: { url: string; alt?: string } | null;
+  /** Lowest effective variant price in the requested currency. */
+  price: (PriceView & Record<string, unknown>) | null;
+  availability: { status: StockStatus; in_stock: boolean };
+};
+
+/** A card plus the facts the read path filters on; `markets`/`regions` never leave the worker. */
+export type CardEntry = { card: Card; markets: string[]; regions: Record<string, StockStatus>; status: string; category_id: string; min_price: number | null };
+
+export type LoadedDoc = ProductDocument & { regionAvailable: Record<string, number> };
+
+type P = { id: string; slug: string; title: string; description: string; brand: string; category_id: string; status: string; attributes: string; images: string; markets: string; condition: string; created_at: number; updated_at: number; change_seq: number; version: number; path: string | null };
+
+/** Product documents (plus stock per region) for `ids`, in one D1 batch; missing ids are absent from the map. */
+export async function loadDocs(d1: D1Database, ids: string[]): Promise<Map<string, LoadedDoc>> {
+  const out = new Map<string, LoadedDoc>();
+  if (!ids.length) return out;
+  const arg = JSON.stringify([...new Set(ids)]);
+  const ofProducts = "(SELECT value FROM json_each(?))";
+  const [prods, trans, vars, prices, stock] = await d1.batch([
+    d1.prepare(`SELECT p.*, c.path AS path FROM products p LEFT JOIN categories c ON c.id = p.category_id WHERE p.id IN ${ofProducts}`).bind(arg),
+    d1.prepare(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${ofProducts}`).bind(arg),
+    d1.prepare(`SELECT sku, product_id, title, options, gtin, mpn, position FROM variants WHERE status = 'active' AND product_id IN ${ofProducts} ORDER BY position`).bind(arg),
+    d1.prepare(`SELECT pr.sku, pr.currency, pr.amount FROM prices pr JOIN variants v ON v.sku = pr.sku WHERE v.product_id IN ${ofProducts}`).bind(arg),
+    d1
+      .prepare(
+        `SELECT a.sku, a.on_hand, a.reserved, a.available, a.seq, coalesce(l.region, '') AS region FROM availability a
+         JOIN variants v ON v.sku = a.sku LEFT JOIN stock_locations l ON l.id = a.location_id WHERE v.product_id IN ${ofProducts}`,
+      )
+      .bind(arg),
+  ]);
+  const docs = new Map<string, LoadedDoc>();
+  for (const r of prods!.results as P[]) {
+    docs.set(r.id, {
+      id: r.id, slug: r.slug, version: r.version, stock_seq: 0, status: r.status as ProductDocument["status"], title: r.title, description: r.description,
+      translations: {}, brand: r.brand, category_id: r.category_id, category_path: (r.path ?? `/${r.category_id}/`).split("/").filter(Boolean),
+      attributes: JSON.parse(r.attributes), images: JSON.parse(r.images), markets: JSON.parse(r.markets), condition: r.condition,
+      created_at: r.created_at, updated_at: r.updated_at, change_seq: r.change_seq, variants: [], regionAvailable: {},
+    });
+  }
+  for (const t of trans!.results as { product_id: string; locale: string; title: string; description: string }[]) {
+    const d = docs.get(t.product_id);
+    if (d) d.translations[t.locale] = { title: t.title, description: t.description };
+  }
+  const variantOwner = new Map<string, ProductDocument["variants"][number]>();
+  const docOfSku = new Map<string, LoadedDoc>();
+  for (const v of vars!.results as { sku: string; product_id: string; title: string; options: string; gtin: string | null; mpn: string | null; position: number }[]) {
+    const d = docs.get(v.product_id);
+    if (!d) continue;
+    const variant = { sku: v.sku, title: v.title, options: JSON.parse(v.options), gtin: v.gtin, mpn: v.mpn, position: v.position, prices: {} as Record<string, number>, availability: { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock" as StockStatus, seq: 0 } };
+    d.variants.push(variant);
+    variantOwner.set(v.sku, variant);
+    docOfSku.set(v.sku, d);
+  }
+  for (const p of prices!.results as { sku: string; currency: string; amount: number }[]) {
+    const v = variantOwner.get(p.sku);
+    if (v) v.prices[p.currency] = p.amount;
+  }
+  for (const s of stock!.results as { sku: string; on_hand: number; reserved: number; available: number; seq: number; region: string }[]) {
+    const v = variantOwner.get(s.sku);
+    const d = docOfSku.get(s.sku);
+    if (!v || !d) continue;
+    v.availability.on_hand += s.on_hand;
+    v.availability.reserved += s.reserved;
+    v.availability.available += s.available;
+    v.availability.seq += s.seq;
+    d.stock_seq += s.seq;
+    if (s.region) d.regionAvailable[s.region] = (d.regionAvailable[s.region] ?? 0) + Math.max(0, s.available);
+  }
+  for (const d of docs.values()) {
+    for (const v of d.variants) v.availability.status = availabilityStatus(v.availability.available, LOW_STOCK);
+    out.set(d.id, d);
+  }
+  return out;
+}
+
+const RANK: Record<StockStatus, number> = { out_of_stock: 0, low_stock: 1, in_stock: 2 };
+
+export function bestStatus(statuses: StockStatus[]): StockStatus {
+  return statuses.reduce<StockStatus>((best, s) => (RANK[s] > RANK[best] ? s : best), "out_of_stock");
+}
+
+export function toCardEntry(doc: LoadedDoc, ctx: { currency: string; locale: string; now: number }, defaultLocale: string): CardEntry {
+  const text = localisedText(doc, ctx.locale, defaultLocale);
+  let price: Card["price"] = null;
+  for (const v of doc.variants) {
+    const p = renderPrice(v.prices[ctx.currency], ctx, { sku: v.sku, productId: doc.id });
+    if (p && (!price || p.amount < price.amount)) price = p;
+  }
+  const status = bestStatus(doc.variants.map((v) => v.availability.status));
+  const regions: Record<string, StockStatus> = {};
+  for (const [region, available] of Object.entries(doc.regionAvailable)) regions[region] = availabilityStatus(available, LOW_STOCK);
+  const image = doc.images[0] ?? null;
+  return {
+    card: { id: doc.id, slug: doc.slug, title: text.title, brand: doc.brand, image, price, availability: { status, in_stock: status !== "out_of_stock" } },
+    markets: doc.markets,
+    regions,
+    status: doc.status,
+    category_id: doc.category_id,
+    min_price: price?.amount ?? null,
+  };
+}
+
+/** Seconds until the first of these documents' prices changes by itself (promotion boundary), if any. */
+export function cardsMaxAgeCap(docs: LoadedDoc[], now: number): number | undefined {
+  let cap: number | undefined;
+  for (const d of docs) {
+    const c = priceMaxAgeCap(d, now);
+    if (c !== undefined) cap = cap === undefined ? c : Math.min(cap, c);
+  }
+  return cap;
+}
+
+// ---- markets ---------------------------------------------------------------------------------------------
+
+const EU = new Set(["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"]);
+
+export type ShopperMarket = { country?: string; region?: string };
+
+/** Markets listed on a product are country codes or regions (EU, NA, APAC); empty means everywhere. */
+export function sellableIn(markets: string[], shopper: ShopperMarket): boolean {
+  if (!markets.length) return true;
+  const codes = new Set<string>();
+  if (shopper.country) {
+    codes.add(shopper.country);
+    if (EU.has(shopper.country)) codes.add("EU");
+  }
+  if (shopper.region) codes.add(shopper.region);
+  // A shopper whose market is unknown only sees what is sold everywhere.
+  return markets.some((m) => codes.has(m.toUpperCase()));
+}
+
+export function regionOfCountry(country: string | undefined): string | undefined {
+  if (!country) return undefined;
+  if (EU.has(country) || ["GB", "CH", "NO", "IS"].includes(country)) return "EU";
+  if (["US", "CA", "MX"].includes(country)) return "NA";
+  if (["SG", "JP", "KR", "AU", "NZ", "IN", "CN", "HK", "TW", "MY", "TH", "ID", "PH", "VN"].includes(country)) return "APAC";
+  return undefined;
+}

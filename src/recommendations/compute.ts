@@ -1,0 +1,77 @@
+/**
+ * Computes both precomputed lists for a set of products: `related` from the product's block (leaf category)
+ * and `complementary` from co-purchase counts, each with the merchandiser's pins applied.
+ */
+import type { SimilarityInput } from "./features";
+import { LIST_SIZE, withPins, type ComputedLists, type ListItem } from "./lists";
+import { readPins } from "./pins";
+import { buildBlock, relatedInBlock, round, type Block } from "./related";
+
+type ProductRow = { id: string; title: string; brand: string; attributes: string; min_prices: string };
+
+/** Blocks loaded during one invocation, by category id (a chunked rebuild reuses the block across chunks). */
+export type BlockCache = Map<string, Block>;
+
+export async function loadBlock(d1: D1Database, categoryId: string, cache?: BlockCache): Promise<Block> {
+  const hit = cache?.get(categoryId);
+  if (hit) return hit;
+  const { results } = await d1
+    .prepare("SELECT id, title, brand, attributes, min_prices FROM products WHERE category_id = ? AND status = 'active' ORDER BY id")
+    .bind(categoryId)
+    .all<ProductRow>();
+  const block = buildBlock(results.map(toInput));
+  cache?.set(categoryId, block);
+  return block;
+}
+
+export function toInput(r: ProductRow): SimilarityInput {
+  return { id: r.id, title: r.title, brand: r.brand, attributes: JSON.parse(r.attributes) as Record<string, string>, minPrices: JSON.parse(r.min_prices) as Record<string, number> };
+}
+
+/** Co-purchase partners of each product, scored by count relative to the product's strongest partner. */
+export async function complementaryFor(d1: D1Database, ids: string[]): Promise<Map<string, ListItem[]>> {
+  const out = new Map<string, ListItem[]>();
+  if (!ids.length) return out;
+  const { results } = await d1
+    .prepare(
+      `SELECT c.product_a AS a, c.product_b AS b, c.count AS n FROM co_purchases c JOIN products p ON p.id = c.product_b AND p.status = 'active'
+       WHERE c.product_a IN (SELECT value FROM json_each(?)) ORDER BY c.product_a, c.count DESC, c.product_b`,
+    )
+    .bind(JSON.stringify(ids))
+    .all<{ a: string; b: string; n: number }>();
+  const grouped = new Map<string, { b: string; n: number }[]>();
+  for (const r of results) grouped.set(r.a, [...(grouped.get(r.a) ?? []), { b: r.b, n: r.n }]);
+  for (const [a, partners] of grouped) {
+    const top = partners[0]!.n;
+    out.set(a, partners.slice(0, LIST_SIZE).map((p) => ({ id: p.b, score: round(p.n / top), reason: "bought_together" as const })));
+  }
+  return out;
+}
+
+/**
+ * Both lists for `ids` (products that are not active get empty lists, so stale answers disappear).
+ * Blocks are loaded once per category through `blocks`.
+ */
+export async function computeLists(d1: D1Database, ids: string[], blocks: BlockCache = new Map()): Promise<ComputedLists[]> {
+  if (!ids.length) return [];
+  const { results } = await d1
+    .prepare("SELECT id, category_id, status FROM products WHERE id IN (SELECT value FROM json_each(?))")
+    .bind(JSON.stringify(ids))
+    .all<{ id: string; category_id: string; status: string }>();
+  const [pins, complementary] = await Promise.all([readPins(d1, ids), complementaryFor(d1, ids)]);
+  const out: ComputedLists[] = [];
+  for (const r of results) {
+    if (r.status !== "active") {
+      out.push({ id: r.id, related: [], complementary: [] });
+      continue;
+    }
+    const block = await loadBlock(d1, r.category_id, blocks);
+    const p = pins.get(r.id);
+    out.push({
+      id: r.id,
+      related: withPins(r.id, relatedInBlock(block, r.id, LIST_SIZE), p?.related ?? [], p),
+      complementary: withPins(r.id, complementary.get(r.id) ?? [], p?.complementary ?? [], p),
+    });
+  }
+  return out;
+}

@@ -1,0 +1,224 @@
+/**
+ * Serving recommendations through the catalog's tiered read path (Cache API → origin).
+ *
+ * The cached unit is one owner's full candidate list for one intent, currency and locale, with each item's
+ * card, markets and stock per region. What depends on the shopper (market, stock filter, `limit`, `exclude`)
+ * is applied after the cache on every request: a cheap pass over ≤ 40 items that keeps the number of cached
+ * variants per product fixed (so they can be purged exactly, see refs.ts) and lets every shopper share them.
+ */
+import { cacheTagHeader } from "../catalog/cache-keys";
+import { tieredRead, type CachePolicy } from "../catalog/read-path";
+import { ApiError } from "../lib/errors";
+import type { StockStatus } from "../lib/stock-status";
+import { cardsMaxAgeCap, loadDocs, sellableIn, toCardEntry, type Card, type LoadedDoc, type ShopperMarket } from "./cards";
+import { DAY_MS } from "./orders";
+import { features, priceCloseness, similarity } from "./features";
+import { toInput } from "./compute";
+import { LIST_SIZE, readLists, readStoredLists, type ListItem, type PrecomputedIntent, type Reason } from "./lists";
+import { BEST_SELLERS, bestSellersCacheKey, ownerTag, recommendationCacheKey, recordRefs, type ServedIntent } from "./refs";
+import { round } from "./related";
+
+export type CachedItem = { id: string; reason: Reason; score: number; card: Card; markets: string[]; regions: Record<string, StockStatus> };
+export type CachedAnswer = { owner: string; intent: string; version: number | null; computed_at: number | null; max_age_cap?: number; items: CachedItem[] };
+
+export type RenderCtx = { currency: string; locale: string; now: number };
+export type Shopper = { market: ShopperMarket; includeOutOfStock: boolean };
+export type PublicItem = { product: Card; reason: Reason; score: number };
+
+/** Sliding window of best sellers. */
+export const BEST_SELLER_DAYS = 30;
+
+const POLICIES: Record<string, Partial<CachePolicy>> = {
+  // Purged on change (refs.ts); the TTL is only the safety net.
+  related: { sMaxAge: 300, staleWhileRevalidate: 60 },
+  complementary: { sMaxAge: 300, staleWhileRevalidate: 60 },
+  // Live availability: short, and restocks (which no purge announces to a list that excluded them) show soon.
+  substitutes: { sMaxAge: 15, staleWhileRevalidate: 15 },
+  [BEST_SELLERS]: { sMaxAge: 60, staleWhileRevalidate: 60 },
+};
+
+/** FNV-1a, 32 bit: a cheap validator of a rendered body. */
+export function fnv(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(36);
+}
+
+function entries(docs: Map<string, LoadedDoc>, list: ListItem[], ctx: RenderCtx, defaultLocale: string): CachedItem[] {
+  const out: CachedItem[] = [];
+  for (const item of list) {
+    const doc = docs.get(item.id);
+    if (!doc || doc.status !== "active") continue;
+    const e = toCardEntry(doc, ctx, defaultLocale);
+    out.push({ id: item.id, reason: item.reason, score: item.score, card: e.card, markets: e.markets, regions: e.regions });
+  }
+  return out;
+}
+
+function sourceOrThrow(docs: Map<string, LoadedDoc>, id: string): LoadedDoc | null {
+  const src = docs.get(id);
+  if (!src) return null;
+  if (src.status === "archived") throw new ApiError(410, "gone", "Gone", `Product '${id}' has been archived.`);
+  if (src.status !== "active") throw ApiError.notFound(`No product with id '${id}'.`);
+  return src;
+}
+
+async function precomputedAnswer(env: Env, id: string, intent: PrecomputedIntent, ctx: RenderCtx): Promise<CachedAnswer | null> {
+  const lists = await readLists(env, id);
+  const list = lists[intent];
+  const docs = await loadDocs(env.DB, [id, ...(list?.items ?? []).map((i) => i.id)]);
+  if (!sourceOrThrow(docs, id)) return null;
+  const items = entries(docs, list?.items ?? [], ctx, env.DEFAULT_LOCALE);
+  return { owner: id, intent, version: list?.version ?? null, computed_at: list?.computed_at ?? null, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items };
+}
+
+/**
+ * Live: in-stock products of the same leaf category, ranked by similarity (70 %) and price closeness (30 %).
+ * Candidates are the precomputed related list plus the in-stock products nearest in price.
+ */
+async function substitutesAnswer(env: Env, id: string, ctx: RenderCtx): Promise<CachedAnswer | null> {
+  const d1 = env.DB;
+  const [lists, [srcRows, nearRows]] = await Promise.all([
+    readLists(env, id),
+    d1.batch([
+      d1.prepare("SELECT id, title, brand, attributes, min_prices, category_id, status FROM products WHERE id = ?").bind(id),
+      d1
+        .prepare(
+          `SELECT p.id, p.title, p.brand, p.attributes, p.min_prices FROM products p, (SELECT category_id, json_extract(min_prices, '$.' || ?) AS price FROM products WHERE id = ?) s
+           WHERE p.category_id = s.category_id AND p.status = 'active' AND p.in_stock = 1 AND p.id <> ?
+           ORDER BY abs(coalesce(json_extract(p.min_prices, '$.' || ?), 0) - coalesce(s.price, 0)), p.id LIMIT 60`,
+        )
+        .bind(ctx.currency, id, id, ctx.currency),
+    ]),
+  ]);
+  type Row = { id: string; title: string; brand: string; attributes: string; min_prices: string };
+  const src = (srcRows!.results as (Row & { status: string })[])[0];
+  if (!src) return null;
+  const source = toInput(src);
+  const own = features(source);
+  const noIdf = new Map<string, number>();
+  const scored = new Map<string, ListItem>();
+  const related = new Map((lists.related?.items ?? []).filter((i) => i.reason !== "pinned").map((i) => [i.id, i.score]));
+  const near = (nearRows!.results as Row[]).map(toInput);
+  for (const c of near) {
+    const sim = related.get(c.id) ?? similarity(own, features(c), noIdf);
+    const score = 0.7 * sim + 0.3 * priceCloseness(source.minPrices[ctx.currency], c.minPrices[ctx.currency]);
+    scored.set(c.id, { id: c.id, score: round(score), reason: "substitute" });
+  }
+  // Related products that are in stock but further away in price than the nearest 60 still qualify.
+  const missing = [...related.keys()].filter((r) => !scored.has(r));
+  const docs = await loadDocs(d1, [id, ...scored.keys(), ...missing]);
+  if (!sourceOrThrow(docs, id)) return null;
+  for (const r of missing) {
+    const doc = docs.get(r);
+    if (!doc) continue;
+    const price = Math.min(...doc.variants.map((v) => v.prices[ctx.currency] ?? Infinity));
+    scored.set(r, { id: r, score: round(0.7 * related.get(r)! + 0.3 * priceCloseness(source.minPrices[ctx.currency], Number.isFinite(price) ? price : undefined)), reason: "substitute" });
+  }
+  const list = [...scored.values()].sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1)).slice(0, LIST_SIZE);
+  // Never the product itself, never anything out of stock: filtered here and again after the cache.
+  const items = entries(docs, list, ctx, env.DEFAULT_LOCALE).filter((i) => i.id !== id && i.card.availability.in_stock);
+  return { owner: id, intent: "substitutes", version: null, computed_at: ctx.now, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items };
+}
+
+async function bestSellersAnswer(env: Env, ctx: RenderCtx): Promise<CachedAnswer> {
+  const since = Math.floor(ctx.now / DAY_MS) - BEST_SELLER_DAYS + 1;
+  const { results } = await env.DB.prepare(
+    `SELECT s.product_id AS id, sum(s.units) AS units FROM sales_daily s JOIN products p ON p.id = s.product_id AND p.status = 'active'
+     WHERE s.currency = ? AND s.day >= ? GROUP BY s.product_id ORDER BY units DESC, s.product_id LIMIT ?`,
+  )
+    .bind(ctx.currency, since, LIST_SIZE)
+    .all<{ id: string; units: number }>();
+  const top = results[0]?.units ?? 1;
+  const list: ListItem[] = results.map((r) => ({ id: r.id, score: round(r.units / top), reason: "best_seller" }));
+  const docs = await loadDocs(env.DB, list.map((i) => i.id));
+  return { owner: BEST_SELLERS, intent: BEST_SELLERS, version: null, computed_at: ctx.now, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items: entries(docs, list, ctx, env.DEFAULT_LOCALE) };
+}
+
+export type AnswerRead = { answer: CachedAnswer; headers: Headers };
+
+/** One owner's cached answer for `intent` (or the best sellers when `owner` is BEST_SELLERS). */
+export async function readAnswer(env: Env, waitUntil: (p: Promise<unknown>) => void, owner: string, intent: ServedIntent | typeof BEST_SELLERS, ctx: RenderCtx): Promise<AnswerRead> {
+  const key = intent === BEST_SELLERS ? bestSellersCacheKey(ctx.currency, ctx.locale) : recommendationCacheKey(owner, intent, ctx.currency, ctx.locale);
+  const res = await tieredRead<CachedAnswer>({
+    // A bare request: validators are checked on the filtered answer, not on the cached unit.
+    request: new Request(key),
+    cacheKey: key,
+    waitUntil,
+    origin: async () =>
+      intent === BEST_SELLERS
+        ? bestSellersAnswer(env, ctx)
+        : intent === "substitutes"
+          ? substitutesAnswer(env, owner, ctx)
+          : precomputedAnswer(env, owner, intent, ctx),
+    notFound: () => ApiError.notFound(`No product with id '${owner}'.`),
+    render: (answer) => {
+      const body = JSON.stringify(answer);
+      waitUntil(recordRefs(env.DB, owner, answer.items.map((i) => i.id)).catch(() => undefined));
+      return {
+        body,
+        etag: fnv(body),
+        tags: cacheTagHeader([ownerTag(owner), ...answer.items.map((i) => i.id)]).split(","),
+        maxAgeCap: answer.max_age_cap,
+      };
+    },
+    policy: POLICIES[intent],
+  });
+  const answer = (await res.json()) as CachedAnswer;
+  return { answer, headers: res.headers };
+}
+
+function inStockFor(item: CachedItem, market: ShopperMarket, regional: boolean): boolean {
+  if (regional && market.region && Object.keys(item.regions).length) return (item.regions[market.region] ?? "out_of_stock") !== "out_of_stock";
+  return item.card.availability.in_stock;
+}
+
+/** The shopper-specific pass: exclusions, market, stock (regional for substitutes), then `limit`. */
+export function finish(items: CachedItem[], shopper: Shopper, limit: number, exclude: Set<string>, intent: string): PublicItem[] {
+  const out: PublicItem[] = [];
+  const substitutes = intent === "substitutes";
+  for (const item of items) {
+    if (out.length >= limit) break;
+    if (exclude.has(item.id)) continue;
+    if (!sellableIn(item.markets, shopper.market)) continue;
+    if ((substitutes || !shopper.includeOutOfStock) && !inStockFor(item, shopper.market, substitutes)) continue;
+    out.push({ product: item.card, reason: item.reason, score: item.score });
+  }
+  return out;
+}
+
+/**
+ * Session recommendations: related and complementary lists of every context product blended, the most
+ * recent (first) context product weighing most; context and excluded ids never come back.
+ */
+export async function blendContext(env: Env, context: string[], exclude: Set<string>, ctx: RenderCtx): Promise<CachedItem[]> {
+  const stored = await readStoredLists(env.DB, context);
+  const scores = new Map<string, { score: number; reason: Reason; best: number }>();
+  context.forEach((id, position) => {
+    const lists = stored.get(id);
+    if (!lists) return;
+    const recency = 1 / (1 + 0.25 * position);
+    for (const [intent, weight] of [["complementary", 1.2], ["related", 1]] as const) {
+      for (const item of lists[intent]?.items ?? []) {
+        if (exclude.has(item.id)) continue;
+        const contribution = recency * weight * Math.min(item.score, 1);
+        const cur = scores.get(item.id) ?? { score: 0, reason: item.reason, best: 0 };
+        cur.score += contribution;
+        if (contribution > cur.best) {
+          cur.best = contribution;
+          cur.reason = item.reason;
+        }
+        scores.set(item.id, cur);
+      }
+    }
+  });
+  const list: ListItem[] = [...scores.entries()]
+    .map(([id, s]) => ({ id, score: round(s.score), reason: s.reason }))
+    .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1))
+    .slice(0, LIST_SIZE * 2);
+  const docs = await loadDocs(env.DB, list.map((i) => i.id));
+  return entries(docs, list, ctx, env.DEFAULT_LOCALE);
+}

@@ -1,0 +1,146 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { ProductIdParam } from "../catalog/product-input";
+import { requireAdmin } from "../lib/auth";
+import { ApiError } from "../lib/errors";
+import { createApp } from "../lib/validation";
+import { recompute, startRebuild } from "../recommendations/jobs";
+import { readStoredLists } from "../recommendations/lists";
+import { readPins, writePins } from "../recommendations/pins";
+
+const Problem = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
+const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: Problem } } });
+
+const Ids = z.array(ProductIdParam).max(40).default([]);
+const PinsBody = z
+  .object({
+    complementary: Ids.openapi({ description: "Shown first in `complementary`, in this order." }),
+    related: Ids.openapi({ description: "Shown first in `related`, in this order." }),
+    exclude: Ids.openapi({ description: "Never recommended for this product." }),
+  })
+  .openapi("RecommendationPins");
+
+const ListItem = z.object({ id: z.string(), score: z.number(), reason: z.string() });
+const StoredList = z.object({ version: z.number(), computed_at: z.number(), items: z.array(ListItem) }).nullable();
+const PinsView = z
+  .object({
+    product_id: z.string(),
+    pins: z.object({ complementary: z.array(z.string()), related: z.array(z.string()), exclude: z.array(z.string()), version: z.number() }).nullable(),
+    lists: z.object({ related: StoredList, complementary: StoredList }),
+  })
+  .openapi("RecommendationAdminView");
+
+const Params = z.object({ id: ProductIdParam.openapi({ param: { name: "id", in: "path" }, example: "p-000001" }) });
+
+const putRoute = createRoute({
+  method: "put",
+  path: "/admin/products/{id}/recommendations",
+  tags: ["Admin: recommendations"],
+  summary: "Set merchandiser pins (complementary, related, exclude) for a product",
+  description:
+    'Replaces the pins. The first write needs no If-Match; later ones need `If-Match` with the current pins version (ETag, e.g. `"2"`). The product\'s lists are recomputed and its cached answers purged before the response.',
+  security: [{ adminToken: [] }],
+  request: {
+    params: Params,
+    headers: z.object({ "if-match": z.string().optional().openapi({ description: "Current pins version, as returned in ETag." }) }),
+    body: { required: true, content: { "application/json": { schema: PinsBody } } },
+  },
+  responses: {
+    200: { description: "Stored; ETag holds the new pins version.", content: { "application/json": { schema: PinsView } } },
+    400: problem("Malformed body or ids."),
+    401: problem("Missing or wrong admin token."),
+    404: problem("No such product."),
+    412: problem("If-Match does not match the current pins version."),
+    422: problem("Pinned ids that are not products (`unknown_ids`), or the product pinned to itself."),
+    428: problem("Pins exist and the request has no If-Match."),
+  },
+});
+
+const getRoute = createRoute({
+  method: "get",
+  path: "/admin/products/{id}/recommendations",
+  tags: ["Admin: recommendations"],
+  summary: "A product's pins and its precomputed lists (with versions)",
+  security: [{ adminToken: [] }],
+  request: { params: Params },
+  responses: { 200: { description: "Pins and lists.", content: { "application/json": { schema: PinsView } } }, 401: problem("Missing or wrong admin token."), 404: problem("No such product.") },
+});
+
+const JobSchema = z
+  .object({ id: z.string(), kind: z.string(), status: z.string(), processed: z.number(), total: z.number(), started_at: z.number(), finished_at: z.number().nullable() })
+  .passthrough()
+  .openapi("RecommendationJob");
+
+const rebuildRoute = createRoute({
+  method: "post",
+  path: "/admin/recommendations/rebuild",
+  tags: ["Admin: recommendations"],
+  summary: "Recompute every product's related and complementary lists (background, chunked)",
+  description:
+    "Starts a full rebuild that runs in chunks across queue messages (resumable; the cron continues a stalled one). If one is already running it is returned instead. Progress and the last finished run are in `/admin/metrics` → `recommendations`.",
+  security: [{ adminToken: [] }],
+  responses: {
+    202: { description: "Started, or already running (`started: false`).", content: { "application/json": { schema: z.object({ started: z.boolean(), job: JobSchema }) } } },
+    401: problem("Missing or wrong admin token."),
+  },
+});
+
+function parseIfMatch(header: string | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const m = /^\s*(?:W\/)?"?(\d{1,15})"?\s*$/.exec(header);
+  if (!m) throw new ApiError(412, "precondition-failed", "Precondition Failed", `If-Match ${JSON.stringify(header)} is not a pins version such as "2".`);
+  return Number(m[1]);
+}
+
+async function view(env: Env, id: string) {
+  const [pins, lists] = await Promise.all([readPins(env.DB, [id]), readStoredLists(env.DB, [id])]);
+  const l = lists.get(id);
+  return { product_id: id, pins: pins.get(id) ?? null, lists: { related: l?.related ?? null, complementary: l?.complementary ?? null } };
+}
+
+export const adminRecommendationsApp = createApp();
+adminRecommendationsApp.use("/admin/products/:id/recommendations", requireAdmin);
+adminRecommendationsApp.use("/admin/recommendations/*", requireAdmin);
+
+adminRecommendationsApp
+  .openapi(putRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const body = c.req.valid("json");
+    const ifMatch = parseIfMatch(c.req.valid("header")["if-match"]);
+    const mentioned = [...new Set([...body.complementary, ...body.related, ...body.exclude, id])];
+    const { results } = await c.env.DB.prepare("SELECT id FROM products WHERE id IN (SELECT value FROM json_each(?))").bind(JSON.stringify(mentioned)).all<{ id: string }>();
+    const known = new Set(results.map((r) => r.id));
+    if (!known.has(id)) throw ApiError.notFound(`No product ${id}.`);
+    const unknown = mentioned.filter((m) => !known.has(m));
+    if (unknown.length) throw ApiError.unprocessable(`Unknown product ids: ${unknown.join(", ")}.`, { unknown_ids: unknown });
+    if (body.complementary.includes(id) || body.related.includes(id)) throw ApiError.unprocessable("A product cannot be pinned to itself.");
+
+    const current = (await readPins(c.env.DB, [id])).get(id);
+    if (current && ifMatch === undefined) {
+      throw new ApiError(428, "precondition-required", "Precondition Required", `Pins exist at version ${current.version}; send If-Match: "${current.version}".`, { current_version: current.version });
+    }
+    if (!current && ifMatch !== undefined) throw new ApiError(412, "precondition-failed", "Precondition Failed", `Product ${id} has no pins yet, so If-Match cannot match.`);
+    const version = await writePins(c.env.DB, id, body, current ? ifMatch : undefined, Date.now());
+    if (version === null) {
+      const now = (await readPins(c.env.DB, [id])).get(id)?.version;
+      throw new ApiError(412, "precondition-failed", "Precondition Failed", `If-Match ${ifMatch ?? "(none)"} is stale: the pins were changed by another write.`, now === undefined ? {} : { current_version: now });
+    }
+    // Pins are merchandising decisions: visible at once, not at the next cron tick.
+    await recompute(c.env, [id], new Map(), undefined, Date.now());
+    c.header("etag", `"${version}"`);
+    c.header("cache-control", "no-store");
+    return c.json(await view(c.env, id), 200);
+  })
+  .openapi(getRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const exists = await c.env.DB.prepare("SELECT 1 AS x FROM products WHERE id = ?").bind(id).first();
+    if (!exists) throw ApiError.notFound(`No product ${id}.`);
+    const v = await view(c.env, id);
+    if (v.pins) c.header("etag", `"${v.pins.version}"`);
+    c.header("cache-control", "no-store");
+    return c.json(v, 200);
+  })
+  .openapi(rebuildRoute, async (c) => {
+    const { job, started } = await startRebuild(c.env);
+    c.header("cache-control", "no-store");
+    return c.json({ started, job }, 202);
+  });
