@@ -8,7 +8,18 @@ import { createApp } from "../lib/validation";
 
 const Problem = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional(), request_id: z.string() }).openapi("Problem");
 
-const Price = z.object({ amount: z.number().int().openapi({ example: 12999 }), currency: z.string().openapi({ example: "EUR" }) }).passthrough();
+const Price = z
+  .object({
+    amount: z.number().int().openapi({ description: "Effective price in minor units (promotions applied).", example: 10399 }),
+    currency: z.string().openapi({ example: "EUR" }),
+    compare_at: z.number().int().optional().openapi({ description: "Present when a promotion applies: the regular price.", example: 12999 }),
+    promotion: z
+      .object({ id: z.string(), name: z.string(), ends_at: z.string().nullable() })
+      .optional()
+      .openapi({ description: "Present when a promotion applies.", example: { id: "promo-black-friday", name: "Black Friday: 20% off audio", ends_at: "2026-11-30T00:00:00.000Z" } }),
+  })
+  .passthrough()
+  .openapi("Price");
 
 export const ProductSchema = z
   .object({
