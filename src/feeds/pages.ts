@@ -37,6 +37,9 @@ export type PageRequest = {
   limit: number;
   since?: string;
   cursor?: string;
+  /** Render currency and locale: only these prices and translations are loaded. */
+  currency?: string;
+  locale?: string;
 };
 
 const HIGH_WATER_SQL = "SELECT coalesce(max(change_seq), 0) AS hwm FROM products";
@@ -67,7 +70,7 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
     const page = rows.slice(0, req.limit);
     const liveIds = page.filter((r) => r.status === "active").map((r) => r.id);
     const gone = page.filter((r) => r.status !== "active");
-    const [live, skus] = await Promise.all([loadDocuments(db, liveIds), skusOf(db, gone.map((r) => r.id))]);
+    const [live, skus] = await Promise.all([loadDocuments(db, liveIds, req), skusOf(db, gone.map((r) => r.id))]);
     return {
       mode: "delta",
       live,
@@ -95,7 +98,7 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
   const ids = rows.slice(0, req.limit).map((r) => r.id);
   return {
     mode: "full",
-    live: await loadDocuments(db, ids),
+    live: await loadDocuments(db, ids, req),
     removed: [],
     next_cursor: hasMore ? encodeCursor(ids[ids.length - 1]!, position.hwm) : null,
     next_since: encodeSince(position.hwm),

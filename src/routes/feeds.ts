@@ -109,6 +109,8 @@ feedsApp.openapi(listRoute, async (c) => {
     limit: q.limit,
     since: q.since,
     cursor: q.cursor,
+    currency,
+    locale,
   });
   page.live = page.live.map((l) => ({ ...l, doc: filterVariants(l.doc, affiliate.scope) }));
   const ctx = renderContext(c, currency, locale);
@@ -126,7 +128,7 @@ feedsApp.openapi(itemRoute, async (c) => {
   const currency = resolveCurrency(c.req.raw, c.env, q.currency);
   const locale = resolveLocale(c.req.raw, c.env, q.locale);
   const affiliate = c.get("affiliate")!;
-  const [loaded] = await loadDocuments(c.env.DB, [id]);
+  const [loaded] = await loadDocuments(c.env.DB, [id], { currency, locale });
   if (!loaded || loaded.doc.status !== "active" || !inScope(loaded.doc, affiliate.scope)) {
     throw ApiError.notFound(`No product '${id}' in this affiliate's catalog.`);
   }
