@@ -7,6 +7,7 @@ import { readProductDoc } from "../src/catalog/projection-store";
 import { productKey, type ProductDocument } from "../src/catalog/document";
 import { productCacheUrls } from "../src/catalog/cache-keys";
 import { retryDelaySeconds } from "../src/events/consumer";
+import { CloudflareTagPurger, LocalCachePurger, purgerFor } from "../src/events/purger";
 import { admin, BASE, call, expectProblem, json, uid } from "./helpers/http";
 import { seedCategories } from "./helpers/catalog-fixtures";
 
@@ -333,5 +334,26 @@ describe("propagation through the EVENTS queue", () => {
     await waitOnExecutionContext(ctx);
     expect((await outboxRows(id)).every((r) => r.sent_at !== null)).toBe(true);
     await vi.waitFor(async () => expect((await readProductDoc(env.CATALOG_KV, id))?.variants[0]!.prices.USD).toBe(777), { timeout: 2_000 });
+  });
+
+  it("production purges by Cache-Tag through the zone API (30 tags per call) and fails loudly so the message retries", async () => {
+    const calls: { url: string; auth: string | null; tags: string[] }[] = [];
+    let status = 200;
+    const fetcher = (async (input: RequestInfo | URL, init?: RequestInit) => {
+      calls.push({ url: String(input), auth: new Headers(init?.headers).get("authorization"), tags: JSON.parse(String(init?.body)).tags });
+      return new Response(JSON.stringify({ success: status === 200 }), { status });
+    }) as typeof fetch;
+    const purger = new CloudflareTagPurger("zone-123", "secret-token", fetcher);
+    const categories = Array.from({ length: 40 }, (_, i) => `cat-${i}`);
+    await purger.purgeProduct({ id: "p-1" }, ["p-1", ...categories]);
+    expect(calls.map((c) => c.tags.length)).toEqual([30, 11]);
+    expect(calls[0]).toMatchObject({ url: "https://api.cloudflare.com/client/v4/zones/zone-123/purge_cache", auth: "Bearer secret-token" });
+    expect(calls.flatMap((c) => c.tags)).toEqual(["p-1", ...categories]);
+    status = 429;
+    await expect(purger.purgeTags(["p-1"])).rejects.toThrow(/HTTP 429/);
+
+    expect(purgerFor({ ...env, PURGE_MODE: "local" })).toBeInstanceOf(LocalCachePurger);
+    expect(purgerFor({ ...env, PURGE_MODE: "cloudflare", PURGE_ZONE_ID: "z", PURGE_API_TOKEN: "t" })).toBeInstanceOf(CloudflareTagPurger);
+    expect(() => purgerFor({ ...env, PURGE_MODE: "cloudflare", PURGE_ZONE_ID: "", PURGE_API_TOKEN: "" })).toThrow(/PURGE_ZONE_ID/);
   });
 });

@@ -11,6 +11,7 @@ import { z } from "zod";
 import { ProductIdParam, ProductInput, minPrices } from "../catalog/product-input";
 import { parseCsvLine, csvRecordToObject } from "./csv";
 import { readLines } from "./lines";
+import { rawEnv } from "../lib/guarded-env";
 
 export type ImportFormat = "ndjson" | "csv";
 export type Rejection = { line: number; error: string };
@@ -201,7 +202,9 @@ export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, b
     .run();
   let outboxIds: number[];
   try {
-    outboxIds = await publish(db, importId, Date.now());
+    // The switch is one long transaction by design (100,000 rows take seconds): it bypasses the request-path
+    // binding timeout, which could not cancel the transaction anyway and would only misreport it as failed.
+    outboxIds = await publish(rawEnv(env as Env).DB, importId, Date.now());
   } catch (err) {
     await failImport(db, importId, `publish failed: ${String((err as Error)?.message ?? err)}`, { totalLines, accepted, rejectedCount, rejected });
     throw err;
