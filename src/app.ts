@@ -41,7 +41,7 @@ export function buildApp() {
   app.use("*", rateLimit);
   // Saturated stock shards: browse/search answer from cache tiers only, so checkouts keep the capacity.
   app.use("*", shedLoad);
-  app.use("/v1/*", cors({ origin: "*", allowMethods: ["GET", "HEAD", "OPTIONS"], exposeHeaders: ["ETag", "x-cache-tier", "x-request-id", "Server-Timing"] }));
+  app.use("/v1/*", cors({ origin: "*", allowMethods: ["GET", "HEAD", "OPTIONS"], exposeHeaders: ["ETag", "x-cache-tier", "x-request-id", "Server-Timing", "x-stale", "Warning", "x-d1-bookmark", "Content-Language"] }));
   // Per-tier hit counts for /admin/metrics, read off the x-cache-tier header of every public read.
   app.use("/v1/*", countTiers);
 
