@@ -29,6 +29,12 @@ import type {
 const UNKNOWN_SKU_TTL_MS = 2_000;
 const OUTBOX_BATCH = 100;
 const OUTBOX_MAX_BACKOFF_MS = 60_000;
+/**
+ * Minimum gap between two flushes. Stock events are snapshots coalesced per (sku, location), so under a
+ * burst a short gap turns hundreds of events into one per location, sparing the consumer, while keeping
+ * propagation well under a second.
+ */
+const OUTBOX_FLUSH_GAP_MS = 100;
 
 /**
  * Owns the stock of the SKUs whose stable hash falls in its shard (src/stock/routing.ts), and acts as the
@@ -45,6 +51,7 @@ export class StockShard extends DurableObject<Env> {
   private readonly unknownUntil = new Map<string, number>();
   /** Last alarm time we set; undefined = not known since start-up, so the next schedule always writes it. */
   private alarmAt: number | null | undefined;
+  private lastFlushAt = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -229,6 +236,7 @@ export class StockShard extends DurableObject<Env> {
       .exec<{ id: number; body: string; attempts: number }>("SELECT id, body, attempts FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH)
       .toArray();
     if (!rows.length) return false;
+    this.lastFlushAt = Date.now();
     try {
       await this.env.EVENTS.sendBatch(rows.map((r) => ({ body: JSON.parse(r.body) as unknown, contentType: "json" as const })));
     } catch (err) {
@@ -251,7 +259,8 @@ export class StockShard extends DurableObject<Env> {
   /** One alarm serves both deadlines: the earliest live hold and the earliest pending outbox send. */
   private scheduleAlarm(): void {
     const hold = this.stock.nextExpiry();
-    const ob = this.ctx.storage.sql.exec<{ t: number | null }>("SELECT MIN(next_attempt_at) AS t FROM outbox").one().t;
+    const pending = this.ctx.storage.sql.exec<{ t: number | null }>("SELECT MIN(next_attempt_at) AS t FROM outbox").one().t;
+    const ob = pending === null ? null : Math.max(pending, this.lastFlushAt + OUTBOX_FLUSH_GAP_MS);
     const candidates = [hold, ob].filter((t): t is number => t !== null);
     const next = candidates.length ? Math.min(...candidates) : null;
     if (next === this.alarmAt) return;

@@ -34,6 +34,7 @@ const SPREAD_SKUS = Number(values.skus);
 const SELLOUT_UNITS = Number(values.sellout);
 const ORIGIN = `http://127.0.0.1:${values.port}`;
 const PERSIST = path.resolve(".wrangler/bench-reserve");
+const BUILD = path.resolve(".wrangler/bench-reserve-build");
 const ADMIN_TOKEN = "bench-admin-token";
 const ADMIN = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
 const STORE = { authorization: "Bearer dev-storefront-key", "content-type": "application/json" };
@@ -84,7 +85,7 @@ async function load(name: string, make: () => { path: string; init: RequestInit 
   );
   const elapsed = (performance.now() - start) / 1000;
   latencies.sort((a, b) => a - b);
-  if (other) console.log(`  ${name}: statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+  console.log(`  ${name}: statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
   return {
     name,
     requests: latencies.length,
@@ -177,9 +178,13 @@ async function main() {
   console.log("migrating and seeding locations/keys…");
   sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
   sh(["tsx", "scripts/seed.ts", "--products", "3", "--persist", PERSIST]);
+  // Serve a bundle built once: in a working tree others keep editing, `wrangler dev` on src/ would rebuild
+  // and restart mid-run (dropping connections and in-memory state).
+  rmSync(BUILD, { recursive: true, force: true });
+  sh(["wrangler", "deploy", "--dry-run", "--outdir", BUILD]);
   const dev = spawn(
     "npx",
-    ["--no-install", "wrangler", "dev", "--port", values.port!, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`, "--var", `RATE_LIMITS:${RATE_LIMITS}`, "--var", `HOLD_CAPS:${HOLD_CAPS}`],
+    ["--no-install", "wrangler", "dev", path.join(BUILD, "index.js"), "--no-bundle", "--port", values.port!, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`, "--var", `RATE_LIMITS:${RATE_LIMITS}`, "--var", `HOLD_CAPS:${HOLD_CAPS}`],
     { env, detached: true, stdio: "ignore" },
   );
   const stop = () => {
@@ -223,9 +228,11 @@ async function main() {
       while (next < attempts) {
         next++;
         const { path: p, init } = reserveReq(SELLOUT)();
-        const res = await fetch(ORIGIN + p, init);
-        await res.arrayBuffer();
-        sellStatuses.set(res.status, (sellStatuses.get(res.status) ?? 0) + 1);
+        const status = await fetch(ORIGIN + p, init).then(
+          async (res) => (await res.arrayBuffer(), res.status),
+          () => 0,
+        );
+        sellStatuses.set(status, (sellStatuses.get(status) ?? 0) + 1);
       }
     }),
   );
