@@ -14,7 +14,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { createReadStream, mkdirSync, rmSync, statSync, writeFileSync, createWriteStream } from "node:fs";
 import path from "node:path";
-import { Readable } from "node:stream";
+import http from "node:http";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { CURRENCIES, product } from "../../src/seed/generate";
@@ -223,6 +223,29 @@ function writeRawSql(file: string) {
   return new Promise<void>((resolve) => out.end(resolve));
 }
 
+/**
+ * Streams a file to POST /admin/import with node:http: fetch (undici) gives up on response headers after
+ * 300 s, and a 100,000-line import on a busy machine can take longer than that.
+ */
+function postFile(file: string): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${ORIGIN}/admin/import`, { method: "POST", headers: adminHeaders({ "content-type": "application/x-ndjson" }), timeout: 0 }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => (text += chunk));
+      res.on("end", () => {
+        try {
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as unknown });
+        } catch {
+          reject(new Error(`import answered ${res.statusCode}: ${text.slice(0, 300)}`));
+        }
+      });
+    });
+    req.on("error", reject);
+    createReadStream(file).pipe(req);
+  });
+}
+
 async function importBench() {
   mkdirSync(WORK, { recursive: true });
   const ndjson = path.join(WORK, "import.ndjson");
@@ -232,25 +255,14 @@ async function importBench() {
   const bytes = statSync(ndjson).size;
 
   const t0 = Date.now();
-  const res = await fetch(`${ORIGIN}/admin/import`, {
-    method: "POST",
-    headers: adminHeaders({ "content-type": "application/x-ndjson" }),
-    body: Readable.toWeb(createReadStream(ndjson)) as ReadableStream<Uint8Array>,
-    duplex: "half",
-  } as RequestInit);
-  const answer = (await res.json()) as { status: string; accepted: number; rejected_count: number; import_id: string };
+  const res = await postFile(ndjson);
+  const answer = res.body as { status: string; accepted: number; rejected_count: number; import_id: string };
   const importSeconds = (Date.now() - t0) / 1000;
   if (res.status !== 201) throw new Error(`import answered ${res.status}: ${JSON.stringify(answer)}`);
 
   // Re-running the same file: idempotent, answers the first result.
   const t1 = Date.now();
-  const again = await fetch(`${ORIGIN}/admin/import`, {
-    method: "POST",
-    headers: adminHeaders({ "content-type": "application/x-ndjson" }),
-    body: Readable.toWeb(createReadStream(ndjson)) as ReadableStream<Uint8Array>,
-    duplex: "half",
-  } as RequestInit);
-  const againAnswer = (await again.json()) as { duplicate_of?: string };
+  const againAnswer = (await postFile(ndjson)).body as { duplicate_of?: string };
   const rerunSeconds = (Date.now() - t1) / 1000;
 
   // Baseline: the same rows as raw multi-row INSERTs into a fresh database with the same schema and triggers.
