@@ -133,7 +133,7 @@ function build(r: Req): { url: string; init: RequestInit; write: boolean } {
   // Real ids only where the request is harmless with them: reads, or writes with a body that cannot be valid.
   const real = r.realId && !write ? (r.route.path.includes("products") ? productIds[0]! : skus[0]!) : undefined;
   const path = r.route.path.replace(/:[A-Za-z_]+(\{[^}]*\})?/g, () => real ?? r.id);
-  const qs = new URLSearchParams(Object.entries(r.query).map(([k, v]) => [k, String(v)])).toString();
+  const qs = new URLSearchParams(Object.entries(r.query).map(([k, v]): [string, string] => [k, String(v)])).toString();
   const headers: Record<string, string> = { ...r.auth, "cf-connecting-ip": r.ip };
   if (r.idem !== undefined) headers["idempotency-key"] = String(r.idem).slice(0, 2000);
   let body: string | undefined;
