@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 // autocannon ships no types; only the few fields read here are declared.
@@ -12,7 +13,7 @@ import { parseArgs } from "node:util";
 import autocannonUntyped from "autocannon";
 
 type AutocannonResult = { latency: Record<string, number>; requests: { average: number }; non2xx: number };
-const autocannon = autocannonUntyped as (opts: { url: string; connections: number; duration: number; headers: Record<string, string> }) => Promise<AutocannonResult>;
+const autocannon = autocannonUntyped as (opts: { url: string; connections: number; duration: number; timeout: number; headers: Record<string, string> }) => Promise<AutocannonResult>;
 
 const { values } = parseArgs({
   options: {
@@ -31,11 +32,12 @@ const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { 
 
 type Result = { name: string; path: string; p50: number; p95: number; p99: number; rps: number; non2xx: number };
 
-async function measure(name: string, urlPath: string, headers: Record<string, string> = {}): Promise<Result> {
+async function measure(name: string, urlPath: string, headers: Record<string, string> = {}, connections = Number(values.connections), seconds = Number(values.seconds)): Promise<Result> {
   const r = await autocannon({
     url: ORIGIN + urlPath,
-    connections: Number(values.connections),
-    duration: Number(values.seconds),
+    connections,
+    duration: seconds,
+    timeout: 30,
     headers: { authorization: `Bearer ${KEY}`, ...headers },
   });
   const lat = r.latency;
@@ -71,14 +73,17 @@ async function main() {
   const etag = first.headers.get("etag")!;
   const since = ((await first.json()) as { next_since: string }).next_since;
 
+  const loadBefore = loadavg()[0]!.toFixed(1);
   const results: Result[] = [];
   results.push(await measure("baseline GET /health", "/health"));
+  results.push(await measure("reference: catalog read GET /v1/products/:id", "/v1/products/p-000042?currency=EUR"));
   results.push(await measure("one item (json)", "/v1/feeds/products/p-000042?currency=EUR"));
   results.push(await measure("page of 100 (json)", "/v1/feeds/products?limit=100"));
   results.push(await measure("page of 100 (google)", "/v1/feeds/products?limit=100&format=google"));
   results.push(await measure("page of 100, If-None-Match → 304", "/v1/feeds/products?limit=100", { "if-none-match": etag }));
-  results.push(await measure("page of 1000 (json)", "/v1/feeds/products?limit=1000"));
+  results.push(await measure("page of 1000 (json), 1 connection, 2× duration", "/v1/feeds/products?limit=1000", {}, 1, 2 * Number(values.seconds)));
   results.push(await measure("empty delta (since = now)", `/v1/feeds/products?since=${since}`));
+  const loadAfter = loadavg()[0]!.toFixed(1);
   stop();
 
   const base = results[0]!;
@@ -90,7 +95,8 @@ async function main() {
 
 Command: \`npx tsx bench/feeds.ts --products ${values.products} --seconds ${values.seconds} --connections ${values.connections}\`
 (wrangler dev on ${ORIGIN}, local D1 seeded with ${values.products} products, ${values.connections} connections, ${values.seconds} s per route, ${new Date().toISOString()}).
-Shared 2-core machine: absolute numbers are noisy; the ratios to the baseline measured in the same run are the figures to compare.
+Shared 2-core machine (1-minute load average ${loadBefore} before, ${loadAfter} after): absolute numbers are noisy; the ratios to the
+baseline measured in the same run are the figures to compare.
 
 | route | p50 ms | p97.5 ms | p99 ms | req/s | p99 ÷ baseline | req/s ÷ baseline | non-2xx |
 |---|---|---|---|---|---|---|---|
