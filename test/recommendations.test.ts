@@ -74,7 +74,15 @@ beforeAll(async () => {
   for (let i = 0; i < planted.length; i += 20) await Promise.all(planted.slice(i, i + 20).map((o) => commitOrder(o.skus)));
   console.log(`REC ${planted.length} orders committed in ${Date.now() - t0} ms`);
   // The consumer also works through every hold's and commit's stock events: slow on a busy 2-core machine.
-  await vi.waitFor(async () => expect(await countedOrders()).toBe(planted.length), { timeout: 240_000, interval: 500 });
+  let polls = 0;
+  await vi.waitFor(
+    async () => {
+      const n = await countedOrders();
+      if (++polls % 20 === 0) console.log(`REC ${n}/${planted.length} orders counted after ${Date.now() - t0} ms`);
+      expect(n).toBe(planted.length);
+    },
+    { timeout: 240_000, interval: 500 },
+  );
   console.log(`REC orders counted after ${Date.now() - t0} ms`);
 
   const started = Date.now();
@@ -335,5 +343,15 @@ describe("GET /v1/recommendations (session context, privacy)", () => {
     await expectProblem(await call("/v1/recommendations?consent=maybe"), 400);
     const ok = Array.from({ length: 20 }, (_, i) => productId(i + 1)).join(",");
     expect((await call(`/v1/recommendations?context=${ok}`)).status).toBe(200);
+  });
+});
+
+describe("documentation", () => {
+  it("the OpenAPI document describes every recommendations endpoint", async () => {
+    const doc = await (await call("/openapi.json")).json<{ paths: Record<string, Record<string, unknown>> }>();
+    expect(Object.keys(doc.paths["/v1/products/{id}/recommendations"] ?? {})).toContain("get");
+    expect(Object.keys(doc.paths["/v1/recommendations"] ?? {})).toContain("get");
+    expect(Object.keys(doc.paths["/admin/products/{id}/recommendations"] ?? {})).toEqual(expect.arrayContaining(["put", "get"]));
+    expect(Object.keys(doc.paths["/admin/recommendations/rebuild"] ?? {})).toContain("post");
   });
 });

@@ -6,6 +6,7 @@
 import type { ProductDocument } from "../catalog/document";
 import { localisedText, priceMaxAgeCap, renderPrice, type PriceView } from "../catalog/render";
 import { availabilityStatus, type StockStatus } from "../lib/stock-status";
+import { loadSchedules } from "../promotions/schedule";
 
 const LOW_STOCK = 5;
 
@@ -28,11 +29,13 @@ export type LoadedDoc = ProductDocument & { regionAvailable: Record<string, numb
 type P = { id: string; slug: string; title: string; description: string; brand: string; category_id: string; status: string; attributes: string; images: string; markets: string; condition: string; created_at: number; updated_at: number; change_seq: number; version: number; path: string | null };
 
 /** Product documents (plus stock per region) for `ids`, in one D1 batch; missing ids are absent from the map. */
-export async function loadDocs(d1: D1Database, ids: string[]): Promise<Map<string, LoadedDoc>> {
+export async function loadDocs(d1: D1Database, ids: string[], now = Date.now()): Promise<Map<string, LoadedDoc>> {
   const out = new Map<string, LoadedDoc>();
   if (!ids.length) return out;
   const arg = JSON.stringify([...new Set(ids)]);
   const ofProducts = "(SELECT value FROM json_each(?))";
+  // Promotion schedules in parallel: prices are rendered effective, exactly as on the product page.
+  const schedulesP = loadSchedules(d1, JSON.parse(arg) as string[], now);
   const [prods, trans, vars, prices, stock] = await d1.batch([
     d1.prepare(`SELECT p.*, c.path AS path FROM products p LEFT JOIN categories c ON c.id = p.category_id WHERE p.id IN ${ofProducts}`).bind(arg),
     d1.prepare(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${ofProducts}`).bind(arg),
@@ -83,7 +86,9 @@ export async function loadDocs(d1: D1Database, ids: string[]): Promise<Map<strin
     d.stock_seq += s.seq;
     if (s.region) d.regionAvailable[s.region] = (d.regionAvailable[s.region] ?? 0) + Math.max(0, s.available);
   }
+  const schedules = await schedulesP;
   for (const d of docs.values()) {
+    d.promotions = schedules.get(d.id) ?? [];
     for (const v of d.variants) v.availability.status = availabilityStatus(v.availability.available, LOW_STOCK);
     out.set(d.id, d);
   }
@@ -100,7 +105,7 @@ export function toCardEntry(doc: LoadedDoc, ctx: { currency: string; locale: str
   const text = localisedText(doc, ctx.locale, defaultLocale);
   let price: Card["price"] = null;
   for (const v of doc.variants) {
-    const p = renderPrice(v.prices[ctx.currency], ctx, { sku: v.sku, productId: doc.id });
+    const p = renderPrice(v.prices[ctx.currency], ctx, { sku: v.sku, productId: doc.id, promotions: doc.promotions });
     if (p && (!price || p.amount < price.amount)) price = p;
   }
   const status = bestStatus(doc.variants.map((v) => v.availability.status));

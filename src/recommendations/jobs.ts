@@ -19,6 +19,12 @@ export const REBUILD_KIND = "recommendations.rebuild";
 export const REBUILD_MESSAGE = "recommendations.rebuild";
 /** Products per step: bounded by KV writes per invocation (≤ one per product) and D1 statement size. */
 export const CHUNK = 400;
+/**
+ * Chunks per invocation: each chunk may write one KV key per product, and an invocation has a bounded number
+ * of subrequests (1,000 on the standard plan), so a step stops after this many chunks or `STEP_BUDGET_MS`.
+ */
+export const CHUNKS_PER_STEP = 2;
+const STEP_BUDGET_MS = 20_000;
 /** Dirty products recomputed per cron tick. */
 export const INCREMENTAL_BATCH = 400;
 /** A running job whose cursor has not moved for this long is continued by the cron. */
@@ -53,9 +59,10 @@ export async function startRebuild(env: Env, now = Date.now()): Promise<{ job: J
  * Runs chunks of job `id` for up to `budgetMs`. Returns "done", "more" (call again) or "lost" (another
  * invocation moved the cursor first, or the job is not running).
  */
-export async function advanceRebuild(env: Env, id: string, budgetMs: number, deps: Deps = {}): Promise<"done" | "more" | "lost"> {
+export async function advanceRebuild(env: Env, id: string, limits: { budgetMs: number; maxChunks: number }, deps: Deps = {}): Promise<"done" | "more" | "lost"> {
   const clock = deps.now ?? Date.now;
   const start = clock();
+  let chunks = 0;
   const blocks: BlockCache = new Map();
   for (;;) {
     const job = await env.DB.prepare("SELECT * FROM jobs WHERE id = ?").bind(id).first<JobRow>();
@@ -77,7 +84,7 @@ export async function advanceRebuild(env: Env, id: string, budgetMs: number, dep
       .run();
     if (!moved.meta.changes) return "lost";
     if (next.ci !== cursor.ci) blocks.delete(category);
-    if (clock() - start >= budgetMs) return "more";
+    if (++chunks >= limits.maxChunks || clock() - start >= limits.budgetMs) return "more";
   }
 }
 
@@ -91,7 +98,7 @@ export async function recompute(env: Env, ids: string[], blocks: BlockCache, pur
 
 /** One step of a rebuild from a queue message: run for a while, then hand the rest to the next message. */
 export async function handleRebuildMessage(env: Env, msg: RebuildMessage, deps: Deps = {}): Promise<void> {
-  const outcome = await advanceRebuild(env, msg.job_id, 20_000, deps);
+  const outcome = await advanceRebuild(env, msg.job_id, { budgetMs: STEP_BUDGET_MS, maxChunks: CHUNKS_PER_STEP }, deps);
   if (outcome === "more") await env.EVENTS.send({ type: REBUILD_MESSAGE, job_id: msg.job_id, occurred_at: (deps.now ?? Date.now)() } satisfies RebuildMessage, { contentType: "json" });
 }
 
@@ -119,7 +126,7 @@ export async function recommendationsTick(env: Env, deps: Deps = {}): Promise<vo
   await runIncremental(env, deps);
   const running = await env.DB.prepare("SELECT * FROM jobs WHERE kind = ? AND status = 'running' ORDER BY started_at LIMIT 1").bind(REBUILD_KIND).first<JobRow>();
   if (running?.cursor && now - (JSON.parse(running.cursor) as Cursor).moved_at > STALL_MS) {
-    const outcome = await advanceRebuild(env, running.id, 20_000, deps);
+    const outcome = await advanceRebuild(env, running.id, { budgetMs: STEP_BUDGET_MS, maxChunks: CHUNKS_PER_STEP }, deps);
     if (outcome === "more") await env.EVENTS.send({ type: REBUILD_MESSAGE, job_id: running.id, occurred_at: now } satisfies RebuildMessage, { contentType: "json" });
   }
 }

@@ -13,8 +13,8 @@ import type { StockStatus } from "../lib/stock-status";
 import { cardsMaxAgeCap, loadDocs, sellableIn, toCardEntry, type Card, type LoadedDoc, type ShopperMarket } from "./cards";
 import { DAY_MS } from "./orders";
 import { features, priceCloseness, similarity } from "./features";
-import { toInput } from "./compute";
-import { LIST_SIZE, readLists, readStoredLists, type ListItem, type PrecomputedIntent, type Reason } from "./lists";
+import { computeLists, toInput } from "./compute";
+import { LIST_SIZE, readLists, readStoredLists, storeLists, type ListItem, type PrecomputedIntent, type Reason } from "./lists";
 import { BEST_SELLERS, bestSellersCacheKey, ownerTag, recommendationCacheKey, recordRefs, type ServedIntent } from "./refs";
 import { round } from "./related";
 
@@ -67,9 +67,14 @@ function sourceOrThrow(docs: Map<string, LoadedDoc>, id: string): LoadedDoc | nu
 }
 
 async function precomputedAnswer(env: Env, id: string, intent: PrecomputedIntent, ctx: RenderCtx): Promise<CachedAnswer | null> {
-  const lists = await readLists(env, id);
+  let lists = await readLists(env, id);
+  // A product no run has reached yet (new, or a fresh database): compute its lists now, once.
+  if (!lists.related && !lists.complementary) {
+    await storeLists(env, await computeLists(env.DB, [id]), ctx.now);
+    lists = await readLists(env, id);
+  }
   const list = lists[intent];
-  const docs = await loadDocs(env.DB, [id, ...(list?.items ?? []).map((i) => i.id)]);
+  const docs = await loadDocs(env.DB, [id, ...(list?.items ?? []).map((i) => i.id)], ctx.now);
   if (!sourceOrThrow(docs, id)) return null;
   const items = entries(docs, list?.items ?? [], ctx, env.DEFAULT_LOCALE);
   return { owner: id, intent, version: list?.version ?? null, computed_at: list?.computed_at ?? null, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items };
@@ -110,7 +115,7 @@ async function substitutesAnswer(env: Env, id: string, ctx: RenderCtx): Promise<
   }
   // Related products that are in stock but further away in price than the nearest 60 still qualify.
   const missing = [...related.keys()].filter((r) => !scored.has(r));
-  const docs = await loadDocs(d1, [id, ...scored.keys(), ...missing]);
+  const docs = await loadDocs(d1, [id, ...scored.keys(), ...missing], ctx.now);
   if (!sourceOrThrow(docs, id)) return null;
   for (const r of missing) {
     const doc = docs.get(r);
@@ -134,7 +139,7 @@ async function bestSellersAnswer(env: Env, ctx: RenderCtx): Promise<CachedAnswer
     .all<{ id: string; units: number }>();
   const top = results[0]?.units ?? 1;
   const list: ListItem[] = results.map((r) => ({ id: r.id, score: round(r.units / top), reason: "best_seller" }));
-  const docs = await loadDocs(env.DB, list.map((i) => i.id));
+  const docs = await loadDocs(env.DB, list.map((i) => i.id), ctx.now);
   return { owner: BEST_SELLERS, intent: BEST_SELLERS, version: null, computed_at: ctx.now, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items: entries(docs, list, ctx, env.DEFAULT_LOCALE) };
 }
 
@@ -219,6 +224,6 @@ export async function blendContext(env: Env, context: string[], exclude: Set<str
     .map(([id, s]) => ({ id, score: round(s.score), reason: s.reason }))
     .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1))
     .slice(0, LIST_SIZE * 2);
-  const docs = await loadDocs(env.DB, list.map((i) => i.id));
+  const docs = await loadDocs(env.DB, list.map((i) => i.id), ctx.now);
   return entries(docs, list, ctx, env.DEFAULT_LOCALE);
 }
