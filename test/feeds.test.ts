@@ -1,5 +1,6 @@
-import { env } from "cloudflare:test";
+import { createExecutionContext, createMessageBatch, env, getQueueResult } from "cloudflare:test";
 import { beforeAll, describe, expect, it } from "vitest";
+import { handleQueue } from "../src/events/queue";
 import { availabilityFlipStatement } from "../src/feeds/change-seq";
 import { insertProduct, type FixtureProduct } from "./helpers/catalog-fixtures";
 import { googleFeedErrors } from "./helpers/google-merchant";
@@ -404,6 +405,39 @@ describe("delta sync", () => {
     expect((await page(`/v1/feeds/products?since=${delta.next_since}`, k.key)).items).toEqual([]);
     await apply(7, 3); // back in stock
     expect((await page(`/v1/feeds/products?since=${delta.next_since}`, k.key)).items.map((i) => i.id)).toEqual([p.id]);
+  });
+});
+
+describe("stock events through the queue consumer", () => {
+  it("one variant of several selling out puts its product in the delta (Google items are per variant)", async () => {
+    const brand = `Consumerflip ${Date.now()}`;
+    const p = await insertProduct(env.DB, { base: 2, brand, stockFor: (skus) => skus.map((sku) => ({ sku, locationId: "loc-us-east", onHand: 9 })) });
+    expect(p.variants.length).toBeGreaterThan(1);
+    await write(p.id);
+    const { key: k } = await createAffiliate({ scope: { brands: [brand] } });
+    const since = (await page("/v1/feeds/products", k.key)).next_since;
+    const sku = p.variants[0]!.sku;
+    const send = async (available: number, seq: number) => {
+      const batch = createMessageBatch("edgeshelf-events", [
+        {
+          id: `m-${sku}-${seq}`,
+          timestamp: new Date(),
+          attempts: 1,
+          body: { type: "stock.changed", sku, location: "loc-us-east", on_hand: available, reserved: 0, available, safety_stock: 0, low_stock: 5, status: available > 0 ? "in_stock" : "out_of_stock", seq, occurred_at: Date.now() },
+        },
+      ]);
+      const ctx = createExecutionContext();
+      await handleQueue(batch, env, ctx);
+      await getQueueResult(batch, ctx);
+    };
+    await send(3, 1); // fewer, still sellable: not a delta entry
+    expect((await page(`/v1/feeds/products?since=${since}`, k.key)).items).toEqual([]);
+    await send(0, 2); // this variant sells out while the others still sell, so products.in_stock does not flip
+    const delta = await page(`/v1/feeds/products?since=${since}`, k.key);
+    expect(delta.items.map((i) => i.id)).toEqual([p.id]);
+    expect(delta.items[0]!.variants.find((v) => v.sku === sku)!.availability.status).toBe("out_of_stock");
+    const g = await (await feed(`/v1/feeds/products?format=google&since=${since}`, k.key)).json<{ items: { id: string; availability: string }[] }>();
+    expect(g.items.find((i) => i.id === sku)!.availability).toBe("out_of_stock");
   });
 });
 

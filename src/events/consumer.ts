@@ -20,6 +20,7 @@ import { recordLagSamples } from "./metrics";
 import { now as clockNow } from "../lib/clock";
 import { reconcileProductPrices } from "../promotions/price-refresh";
 import { afterProductRefresh, isRecommendationMessage } from "../recommendations/events";
+import { availabilityFlipStatement } from "../feeds/change-seq";
 
 const KnownEvent = z.discriminatedUnion("type", [ProductChangedEvent, CategoryChangedEvent, StockChangedEvent]);
 type KnownEvent = z.infer<typeof KnownEvent>;
@@ -170,7 +171,8 @@ export async function applyStockEvents(d1: D1Database, events: StockChangedEvent
   const inStock = `(SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
                      WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))`;
   await d1.batch([
-    ...events.map((e) => upsert.bind(e.sku, e.location, e.on_hand, e.reserved, e.available, e.status, e.seq, now)),
+    // Each upsert is preceded by the feeds' flip check, so a variant selling out or coming back enters delta feeds.
+    ...events.flatMap((e) => [availabilityFlipStatement(d1, e), upsert.bind(e.sku, e.location, e.on_hand, e.reserved, e.available, e.status, e.seq, now)]),
     // One statement per product so each flip gets its own change_seq.
     ...productIds.map((id) =>
       d1
