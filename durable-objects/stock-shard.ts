@@ -3,6 +3,7 @@ import { loadCatalogSkus } from "../src/stock/baseline";
 import { ReservationStore } from "../src/stock/reservation-store";
 import { SHARD_DDL } from "../src/stock/shard-schema";
 import { StockStore } from "../src/stock/shard-store";
+import { guardEnv } from "../src/lib/guarded-env";
 import { EscrowStore, type EscrowItem } from "../src/stock/escrow-store";
 import type {
   AdjustmentLine,
@@ -54,7 +55,8 @@ export class StockShard extends DurableObject<Env> {
   private lastFlushAt = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
-    super(ctx, env);
+    // Its own awaits on bindings (D1 baseline reads, outbox sends) are bounded and breaker-guarded too.
+    super(ctx, guardEnv(env));
     ctx.storage.sql.exec(SHARD_DDL);
     this.stock = new StockStore(ctx.storage.sql);
     this.headers = new ReservationStore(ctx.storage.sql);
