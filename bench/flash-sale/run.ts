@@ -1,0 +1,262 @@
+/**
+ * Flash-sale benchmark against a real `wrangler dev` (own port, own --persist-to):
+ *   npx tsx bench/flash-sale/run.ts --seconds 6 --connections 48 --burst 30
+ *
+ * 1. Hot-SKU reservations/s for K = 1, 2, 4, 8 escrow sub-shards (closed loop, single-unit reservations on one SKU),
+ *    plus the per-object service rate measured in the same run (one StockShard RPC + SQLite write, the unit
+ *    of work of a sub-shard), feeding the scaling model in bench/flash-sale/model.ts.
+ * 2. A 30 s burst: browse at 10× its normal rate (open loop) while a storm of reservations hits one hot SKU
+ *    (K = 8, finite stock so it sells out mid-storm). Reports browse p99 during vs before, reservation
+ *    throughput, 429/503 counts, and the oversold count from the escrow reconciliation (must be 0).
+ * Writes bench/results/flash-sale.md.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { project } from "./model";
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "6" },
+    connections: { type: "string", default: "16" },
+    burst: { type: "string", default: "30" },
+    "browse-rate": { type: "string", default: "20" },
+    port: { type: "string", default: "8797" },
+  },
+});
+const SECONDS = Number(values.seconds);
+const CONNECTIONS = Number(values.connections);
+const BURST = Number(values.burst);
+const BROWSE_RATE = Number(values["browse-rate"]);
+const ORIGIN = `http://127.0.0.1:${values.port}`;
+const PERSIST = path.resolve(".wrangler/bench-flash");
+const BUILD = path.resolve(".wrangler/bench-flash-build");
+const ADMIN_TOKEN = "bench-admin-token";
+const ADMIN = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
+const KEYS = Array.from({ length: 32 }, (_, i) => `flash-bench-key-${i}`);
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+
+const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : NaN);
+const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "–");
+
+type Result = { rps: number; okRps: number; p50: number; p99: number; statuses: Map<number, number>; latencies: number[] };
+
+function summarise(latencies: number[], statuses: Map<number, number>, seconds: number, ok: number): Result {
+  latencies.sort((a, b) => a - b);
+  return { rps: latencies.length / seconds, okRps: ok / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), statuses, latencies };
+}
+
+async function send(p: string, init: RequestInit, latencies: number[], statuses: Map<number, number>): Promise<number> {
+  const t0 = performance.now();
+  try {
+    const res = await fetch(ORIGIN + p, init);
+    await res.arrayBuffer();
+    latencies.push(performance.now() - t0);
+    statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+    return res.status;
+  } catch {
+    statuses.set(0, (statuses.get(0) ?? 0) + 1);
+    return 0;
+  }
+}
+
+/** Closed loop of `connections` clients until `seconds` pass (or `stop()` says so). */
+async function closedLoop(make: (i: number) => { path: string; init: RequestInit }, seconds: number, connections: number, stop = () => false): Promise<Result> {
+  const latencies: number[] = [];
+  const statuses = new Map<number, number>();
+  let ok = 0;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: connections }, async (_, c) => {
+      while (performance.now() < end && !stop()) {
+        const { path: p, init } = make(c);
+        const s = await send(p, init, latencies, statuses);
+        if (s >= 200 && s < 300) ok++;
+      }
+    }),
+  );
+  return summarise(latencies, statuses, (performance.now() - start) / 1000, ok);
+}
+
+/** Open loop: `rate` requests per second regardless of how fast they are answered (what shoppers do). */
+async function openLoop(make: () => { path: string; init: RequestInit }, rate: number, seconds: number): Promise<Result> {
+  const latencies: number[] = [];
+  const statuses = new Map<number, number>();
+  let ok = 0;
+  const inflight: Promise<void>[] = [];
+  const start = performance.now();
+  const total = Math.round(rate * seconds);
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const { path: p, init } = make();
+    inflight.push(send(p, init, latencies, statuses).then((s) => void (s >= 200 && s < 300 && ok++)));
+  }
+  await Promise.all(inflight);
+  return summarise(latencies, statuses, seconds, ok);
+}
+
+const reserve = (sku: string) => (c: number) => ({
+  path: "/v1/reservations",
+  init: {
+    method: "POST",
+    headers: { authorization: `Bearer ${KEYS[c % KEYS.length]}`, "content-type": "application/json", "idempotency-key": crypto.randomUUID() },
+    body: JSON.stringify({ items: [{ sku, quantity: 1 }], ttl_seconds: 3600 }),
+  },
+});
+
+async function api(method: string, p: string, body?: unknown): Promise<Response> {
+  const res = await fetch(ORIGIN + p, { method, headers: ADMIN, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (!res.ok) throw new Error(`${method} ${p} → ${res.status}: ${await res.text()}`);
+  return res;
+}
+
+type HotStatus = { totals: { on_hand: number; reserved: number; available: number; committed: number; quotas: number }; in_transit: number; sub_shard_totals: { available: number; on_hand: number; reserved: number }[] };
+
+async function main() {
+  rmSync(PERSIST, { recursive: true, force: true });
+  console.log("migrating, seeding, creating storefront keys…");
+  sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
+  sh(["tsx", "scripts/seed.ts", "--products", "50", "--persist", PERSIST]);
+  const keyRows = KEYS.map((k, i) => `('flash-bench-${i}', 'storefront', NULL, '${createHash("sha256").update(k).digest("hex")}', 'flash-be', 'flash bench')`).join(",");
+  sh(["wrangler", "d1", "execute", "DB", "--local", "--persist-to", PERSIST, "--command", `INSERT OR IGNORE INTO api_keys (id, kind, affiliate_id, key_hash, prefix, label) VALUES ${keyRows}`]);
+  // Serve a bundle built once, so edits by others in the working tree do not restart the server mid-run.
+  rmSync(BUILD, { recursive: true, force: true });
+  sh(["wrangler", "deploy", "--dry-run", "--outdir", BUILD]);
+  const dev = spawn(
+    "npx",
+    ["--no-install", "wrangler", "dev", path.join(BUILD, "index.js"), "--no-bundle", "--port", values_port(), "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`],
+    { env, detached: true, stdio: "ignore" },
+  );
+  const stop = () => {
+    try {
+      process.kill(-dev.pid!, "SIGTERM");
+    } catch {
+      /* already gone */
+    }
+  };
+  process.on("exit", stop);
+  process.on("SIGINT", () => process.exit(130));
+  for (let i = 0; i < 480; i++) {
+    try {
+      if ((await fetch(`${ORIGIN}/health`)).ok) break;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+
+  console.log("creating hot SKUs…");
+  const variant = (sku: string) => ({ sku, prices: { USD: 1999, EUR: 1899, GBP: 1699 } });
+  const ks = [1, 2, 4, 8];
+  const hotSku = (k: number) => `FLASH-K${k}`;
+  await api("PUT", "/admin/products/flash-bench", { slug: "flash-bench", title: "Flash bench", brand: "Bench", category_id: "cat-running", variants: [...ks.map((k) => variant(hotSku(k))), variant("FLASH-STORM")] });
+  for (const k of ks) {
+    await api("PUT", `/admin/stock/${hotSku(k)}`, { location: "loc-us-east", on_hand: 1_000_000 });
+    await api("POST", `/admin/stock/${hotSku(k)}/hot`, { sub_shards: k });
+  }
+
+  console.log("warming up…");
+  await closedLoop(reserve(hotSku(8)), 2, 16);
+  const noop = () => ({ path: "/admin/bench/do-noop", init: { method: "POST", headers: ADMIN } });
+  const objectRate = await closedLoop(noop, SECONDS, CONNECTIONS);
+  const bare = await closedLoop(() => ({ path: "/health", init: {} }), SECONDS, CONNECTIONS);
+  console.log(`  bare Worker route /health: ${fmt(bare.okRps, 0)}/s`);
+  console.log(`  per-object service rate (DO RPC + SQLite write): ${fmt(objectRate.okRps, 0)}/s`);
+
+  const perK = new Map<number, Result>();
+  for (const k of ks) {
+    const r = await closedLoop(reserve(hotSku(k)), SECONDS, CONNECTIONS);
+    perK.set(k, r);
+    console.log(`  K=${k}: ${fmt(r.okRps, 0)} reservations/s, p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms ${JSON.stringify(Object.fromEntries(r.statuses))}`);
+  }
+
+  // The storm SKU gets about half of what K=8 sold in the whole burst, so it sells out mid-storm.
+  const STORM_STOCK = Math.max(50, Math.round((perK.get(8)!.okRps * BURST) / 2));
+  await api("PUT", "/admin/stock/FLASH-STORM", { location: "loc-us-east", on_hand: STORM_STOCK });
+  await api("POST", "/admin/stock/FLASH-STORM/hot", { sub_shards: 8 });
+
+  console.log("burst: browse before…");
+  const products = Array.from({ length: 50 }, (_, i) => `p-${String(i + 1).padStart(6, "0")}`);
+  const browse = () => ({ path: `/v1/products/${products[Math.floor(Math.random() * products.length)]}?currency=USD`, init: { headers: { "cf-connecting-ip": `198.18.0.${Math.floor(Math.random() * 200)}` } } });
+  await openLoop(browse, BROWSE_RATE, 3);
+  const before = await openLoop(browse, BROWSE_RATE, 10);
+  console.log(`  browse before: p50 ${fmt(before.p50)} p99 ${fmt(before.p99)} ${JSON.stringify(Object.fromEntries(before.statuses))}`);
+  console.log(`burst: ${BURST}s of browse at ${BROWSE_RATE * 10}/s + hot-SKU storm…`);
+  const [during, storm] = await Promise.all([openLoop(browse, BROWSE_RATE * 10, BURST), closedLoop(reserve("FLASH-STORM"), BURST, CONNECTIONS)]);
+  console.log(`  browse during: p50 ${fmt(during.p50)} p99 ${fmt(during.p99)} ${JSON.stringify(Object.fromEntries(during.statuses))}`);
+  console.log(`  storm: ${JSON.stringify(Object.fromEntries(storm.statuses))}`);
+  const status = (await (await api("GET", "/admin/stock/FLASH-STORM/hot")).json()) as HotStatus;
+  const created = storm.statuses.get(201) ?? 0;
+  const oversold = Math.max(0, created - STORM_STOCK, status.totals.reserved + status.totals.committed - STORM_STOCK) + status.sub_shard_totals.filter((t) => t.available < 0).length;
+
+  const model = project(objectRate.okRps, ks, perK.get(1)!.okRps);
+  const count = (r: Result, s: number) => r.statuses.get(s) ?? 0;
+  const report = `# Flash-sale benchmark (bench/flash-sale)
+
+Command: \`npx tsx bench/flash-sale/run.ts --seconds ${SECONDS} --connections ${CONNECTIONS} --burst ${BURST} --browse-rate ${BROWSE_RATE}\`
+(run on ${new Date().toISOString().slice(0, 10)}; \`wrangler dev\` on port ${values_port()} with its own \`--persist-to\`, serving a bundle built
+once; local workerd on a shared 2-core machine that other engineers' tests and benchmarks were loading at the same time,
+so absolute figures are noisy; the ratios and the oversold count are the point). Default rate limits and hoarding caps
+are on; the ${KEYS.length} storefront keys share the load the way many shoppers' checkouts would.
+
+## Hot-SKU reservations/s by number of escrow sub-shards
+
+Closed loop, ${CONNECTIONS} clients, ${SECONDS} s per K, single-unit reservations on one SKU (1,000,000 units, so no
+sub-shard runs dry). Measured in the same run: bare Worker route \`GET /health\` = ${fmt(bare.okRps, 0)}/s (p99 ${fmt(bare.p99)} ms);
+per-object service rate \`POST /admin/bench/do-noop\` (one StockShard RPC + one SQLite write) = **${fmt(objectRate.okRps, 0)}/s**
+(p99 ${fmt(objectRate.p99)} ms).
+
+| K | reservations/s | × K=1 | p50 ms | p99 ms | statuses |
+|---|---|---|---|---|---|
+${ks.map((k) => { const r = perK.get(k)!; return `| ${k} | ${fmt(r.okRps, 0)} | ${fmt(r.okRps / perK.get(1)!.okRps, 2)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${JSON.stringify(Object.fromEntries(r.statuses))} |`; }).join("\n")}
+
+Locally every object lives in one workerd process on two shared cores, so K objects cannot run in parallel and the
+figures stay flat (or drop slightly with K, from the extra routing); the table shows that splitting costs little, not
+what it gains. The gain is on Cloudflare, where each object runs on its own thread — see the model below.
+
+## Scaling model (bench/flash-sale/model.ts)
+
+${model.text}
+
+| K | projected hot-SKU reservations/s on Cloudflare |
+|---|---|
+${model.rows.map((r) => `| ${r.k} | ${fmt(r.rate, 0)} |`).join("\n")}
+
+## ${BURST} s burst: browse at 10× plus a hot-SKU storm
+
+Browse: open loop of \`GET /v1/products/:id\` over 50 products (from 200 client IPs) at ${BROWSE_RATE}/s for 10 s before, then
+${BROWSE_RATE * 10}/s for ${BURST} s while ${CONNECTIONS} clients reserve one hot SKU (K = 8, ${STORM_STOCK} units ≈ half of what K = 8 sold in ${BURST} s above, so it sells out mid-storm).
+
+| | browse req/s | browse p50 ms | browse p99 ms | statuses |
+|---|---|---|---|---|
+| before | ${fmt(before.rps, 0)} | ${fmt(before.p50)} | ${fmt(before.p99)} | ${JSON.stringify(Object.fromEntries(before.statuses))} |
+| during storm | ${fmt(during.rps, 0)} | ${fmt(during.p50)} | ${fmt(during.p99)} | ${JSON.stringify(Object.fromEntries(during.statuses))} |
+
+- browse p99 during ÷ before: **${fmt(during.p99 / before.p99, 2)}×**
+- reservation throughput during the storm: **${fmt(created / BURST, 1)} holds/s** (${created} × 201 until sold out), ${fmt(storm.rps, 0)} answers/s in all
+- storm answers: ${JSON.stringify(Object.fromEntries(storm.statuses))} (409 = sold out, most of them from the edge marker)
+- 429s: browse ${count(during, 429)}, reserve ${count(storm, 429)}; 503s: browse ${count(during, 503)}, reserve ${count(storm, 503)}
+- escrow reconciliation after the storm: on_hand ${status.totals.on_hand}, reserved ${status.totals.reserved}, committed ${status.totals.committed}, free quotas ${status.totals.quotas}, in transit ${status.in_transit}
+- **oversold: ${oversold}**
+`;
+  mkdirSync("bench/results", { recursive: true });
+  writeFileSync("bench/results/flash-sale.md", report);
+  console.log(report);
+  stop();
+  process.exit(oversold > 0 ? 1 : 0);
+}
+
+function values_port(): string {
+  return values.port!;
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
