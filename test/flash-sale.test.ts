@@ -2,7 +2,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { HotStatus } from "../src/stock/hot";
 import { hotSubShardName, shardNameForSku } from "../src/stock/routing";
-import { addStorefrontKey, seedApiKeys } from "./helpers/api-keys";
+import { AFFILIATE_TEST_KEY, addStorefrontKey, seedApiKeys } from "./helpers/api-keys";
 import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
 import { makeSkus } from "./helpers/stock-fixtures";
 
@@ -171,5 +171,14 @@ describe("hoarding caps and the sold-out marker", () => {
     expect((await expectProblem(fromEdge, 409)).shortfalls).toEqual([{ sku, requested: 1, available: 0 }]);
     expect((await call(`/v1/reservations/${held.id}`, { method: "DELETE", headers: storefront() })).status).toBe(200);
     expect((await reserve([{ sku: sku!, quantity: 1 }])).status).toBe(201);
+  });
+});
+
+describe("scope checks", () => {
+  it("an affiliate key cannot reserve (403) and a storefront key cannot call admin (401)", async () => {
+    const [sku] = await makeSkus([5]);
+    await expectProblem(await reserve([{ sku: sku!, quantity: 1 }], uid("scope"), { authorization: `Bearer ${AFFILIATE_TEST_KEY}` }), 403);
+    await expectProblem(await json("POST", `/admin/stock/${sku}/hot`, { sub_shards: 2 }, storefront()), 401);
+    await expectProblem(await call(`/admin/stock/${sku}/hot`, { method: "DELETE", headers: storefront() }), 401);
   });
 });
