@@ -6,7 +6,7 @@
  * (`buildApp().fetch`) with `waitOnExecutionContext`, so background cache/KV writes are finished before the
  * next step; EVENTS is a recording fake unless a test wants the real consumer.
  */
-import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, env, runDurableObjectAlarm, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../src/app";
 import { productCacheUrls } from "../src/catalog/cache-keys";
@@ -433,5 +433,25 @@ describe("affiliate feeds", () => {
     expect(item!.sale_price).toBe(money(regular - 1000));
     expect(item!.sale_price_effective_date).toBe(`${iso(at(710_000)).replace(".000Z", "Z")}/${iso(at(720_000)).replace(".000Z", "Z")}`);
     void promo;
+  });
+});
+
+describe("PromotionClock alarm", () => {
+  it("a write arms the alarm for the next boundary; the alarm switches the product and re-arms for the end", async () => {
+    setClock(at(800_000));
+    const p = await insertProduct(env.DB);
+    const minUsd = Math.min(...p.variants.map((v) => v.prices.USD!));
+    await switchDue({ ...env, EVENTS: recordingQueue }, at(800_000));
+    await createPromotion({ name: "Alarmed", starts_at: iso(at(805_000)), ends_at: iso(at(806_000)), target: { type: "products", values: [p.id] }, value: { type: "fixed_price", amounts: { USD: 99 } } });
+    const clock = env.PROMO_CLOCK.getByName("promotions");
+    const armed = await runInDurableObject(clock, (_, state) => state.storage.getAlarm());
+    expect(armed).not.toBeNull();
+    expect(armed!).toBeLessThanOrEqual(at(805_000));
+
+    setClock(at(805_000));
+    expect(await runDurableObjectAlarm(clock)).toBe(true);
+    const row = await env.DB.prepare("SELECT min_prices FROM products WHERE id = ?").bind(p.id).first<{ min_prices: string }>();
+    expect(JSON.parse(row!.min_prices).USD).toBe(Math.min(99, minUsd));
+    expect(await runInDurableObject(clock, (_, state) => state.storage.getAlarm())).toBe(at(806_000));
   });
 });
