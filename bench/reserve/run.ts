@@ -109,10 +109,16 @@ const reserveReq = (sku: string) => () => ({
   },
 });
 
+/** Setup and reconciliation calls; a 503 (overload, or a dev-server restart) is retried a few times. */
 async function api(method: string, p: string, body: unknown, headers = ADMIN): Promise<Response> {
-  const res = await fetch(ORIGIN + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  if (!res.ok) throw new Error(`${method} ${p} → ${res.status}: ${await res.text()}`);
-  return res;
+  for (let attempt = 1; ; attempt++) {
+    const res = await fetch(ORIGIN + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }).catch(() => undefined);
+    if (res?.ok) return res;
+    // A retried product PUT whose first attempt landed answers 428 (exists, no If-Match): it is there.
+    if (res?.status === 428 && method === "PUT" && p.startsWith("/admin/products/")) return res;
+    if (attempt >= 5 || (res && res.status !== 503)) throw new Error(`${method} ${p} → ${res?.status ?? "no answer"}: ${await res?.text()}`);
+    await new Promise((r) => setTimeout(r, 1000 * attempt));
+  }
 }
 
 async function seedBenchSkus() {
