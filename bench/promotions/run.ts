@@ -61,8 +61,14 @@ const get = (p: string) => fetch(ORIGIN + p, { headers: { authorization: `Bearer
 
 // ---- wrangler dev -----------------------------------------------------------------------------------------
 
+/**
+ * The Worker is bundled once per run and served with --no-bundle: `wrangler dev` on the sources would restart
+ * the Worker whenever anyone edits a file in this shared tree (a 503 mid-request, and a cold isolate).
+ */
+const BUILD = path.resolve(".wrangler/bench-promotions-build");
+
 function startDev(): ChildProcess {
-  return spawn("npx", ["--no-install", "wrangler", "dev", "--port", PORT, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN}`], {
+  return spawn("npx", ["--no-install", "wrangler", "dev", path.join(BUILD, "index.js"), "--no-bundle", "--port", PORT, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN}`], {
     env,
     detached: true,
     stdio: "ignore",
@@ -96,6 +102,7 @@ function prepare() {
     mkdirSync(path.join(PERSIST, "v3"), { recursive: true });
     if (N === 10_000 && existsSync(shared)) cpSync(shared, path.join(PERSIST, "v3/d1"), { recursive: true });
   }
+  sh(["wrangler", "deploy", "--dry-run", "--outdir", BUILD]);
   sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
   sh(["tsx", "scripts/seed.ts", "--products", String(N), "--persist", PERSIST, "--if-empty"]);
   // Every run starts cold and without promotions: no KV documents or cached pages from a previous run.
@@ -195,11 +202,11 @@ async function boundaryLag(): Promise<Lag[]> {
       const i = next++;
       const n = targets[i]!;
       const startsAt = t0 + i * SPACING;
-      const res = await fetch(`${ORIGIN}/admin/promotions`, {
+      const send = () => fetch(`${ORIGIN}/admin/promotions`, {
         method: "POST",
         headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
         body: JSON.stringify({
-          id: `bench-lag-${Date.now()}-${i}`,
+          id: `bench-lag-${t0}-${i}`,
           name: `Lag ${i}`,
           starts_at: new Date(startsAt).toISOString(),
           ends_at: new Date(startsAt + 600_000).toISOString(),
@@ -208,7 +215,10 @@ async function boundaryLag(): Promise<Lag[]> {
           priority: 1_000_000,
         }),
       });
-      if (res.status !== 201) throw new Error(`create promotion: ${res.status} ${await res.text()}`);
+      let res = await send();
+      // A 503 (overloaded local runtime) is retried; the explicit id makes a retry of a committed write a 409.
+      for (let attempt = 0; res.status === 503 && attempt < 3; attempt++) res = await send();
+      if (res.status !== 201 && res.status !== 409) throw new Error(`create promotion: ${res.status} ${await res.text()}`);
       plans.push({ n, startsAt, expected: 100 + i, brand: product(n).brand });
     }
   };
