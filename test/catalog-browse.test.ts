@@ -10,6 +10,7 @@ type Page = { items: Item[]; next_cursor: string | null };
 type FacetValue = { value: string; count: number };
 type Search = Page & {
   total: number;
+  facets_exact: boolean;
   facets: {
     brand: FacetValue[];
     category: { id: string; slug: string; name: string; count: number }[];
@@ -121,6 +122,7 @@ describe("GET /v1/search", () => {
     expect(got.price).toEqual(want.price);
     expect(got.attributes).toEqual(want.attributes);
     expect(got.category).toEqual(want.category);
+    expect(body.facets_exact).toBe(true);
     expect(body.total).toBe(expected.length);
   });
 

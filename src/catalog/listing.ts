@@ -43,7 +43,10 @@ export type ListingItem = {
   created_at: string;
 };
 
-export type ListingPage = { items: ListingItem[]; next_cursor: string | null; total?: number; facets?: Facets };
+export type ListingPage = { items: ListingItem[]; next_cursor: string | null; total?: number; facets?: Facets; facets_exact?: boolean };
+
+/** Largest match set whose facets are counted in full; beyond it they describe the first FACET_SAMPLE matches. */
+export const FACET_SAMPLE = 5000;
 
 // ---- query text ---------------------------------------------------------------------------------------
 
@@ -175,8 +178,10 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
   if (wantFacets && filtered) {
     const price = priceExpr(p.currency);
     const whereMatch = sql.join(pl.where, sql` AND `);
-    facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, ${price} AS price FROM ${pl.from} WHERE ${whereMatch})
-      SELECT 'total' AS facet, '' AS value, count(*) AS count FROM m
+    // Facets are counted over at most FACET_SAMPLE matches (the first in index order, no scoring), so a query
+    // matching half the catalog costs the same as one matching 5,000; `total` is always exact.
+    facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, ${price} AS price FROM ${pl.from} WHERE ${whereMatch} LIMIT ${FACET_SAMPLE})
+      SELECT 'total' AS facet, '' AS value, (SELECT count(*) FROM ${pl.from} WHERE ${whereMatch}) AS count
       UNION ALL SELECT 'brand', brand, count(*) FROM m GROUP BY brand
       UNION ALL SELECT 'category', category_id, count(*) FROM m GROUP BY category_id
       UNION ALL SELECT 'attr:' || a.name, a.value, count(*) FROM m JOIN product_attributes a ON a.product_id = m.id GROUP BY a.name, a.value
@@ -215,7 +220,10 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
         ? Number(facetRows.find((r) => r.facet === "total")?.count ?? 0)
         : facetRows.filter((r) => r.facet === "category").reduce((n, r) => n + Number(r.count), 0);
     }
-    if (opts.facets) out.facets = facets;
+    if (opts.facets) {
+      out.facets = facets;
+      out.facets_exact = !filtered || Number(facetRows.find((r) => r.facet === "total")?.count ?? 0) <= FACET_SAMPLE;
+    }
   }
   return out;
 }

@@ -16,7 +16,13 @@ const FacetsSchema = z
   .openapi("Facets");
 
 const SearchSchema = z
-  .object({ items: z.array(ListingItemSchema), total: z.number().int(), facets: FacetsSchema, next_cursor: z.string().nullable() })
+  .object({
+    items: z.array(ListingItemSchema),
+    total: z.number().int(),
+    facets: FacetsSchema,
+    facets_exact: z.boolean().openapi({ description: "False when the query matched more than 5,000 products: facets then count the first 5,000 matches; `total` is always exact." }),
+    next_cursor: z.string().nullable(),
+  })
   .openapi("SearchResult");
 
 const search = createRoute({
@@ -26,7 +32,7 @@ const search = createRoute({
   summary: "Full-text search with facets",
   description:
     "FTS5 over title, brand, description and attributes, every term prefix-matched. Accepts the filters of `GET /v1/products`. " +
-    "Without `q` and filters, facets are read from counts maintained on write (`facet_counts`); otherwise they are counted over the matching products only. " +
+    "Without `q` and filters, facets are read from counts maintained on write (`facet_counts`); otherwise they are counted over the matching products only (over the first 5,000 when more match: `facets_exact: false`). " +
     "Category counts include subcategories; price ranges are in minor units of the requested currency.",
   request: { query: ListingQuery },
   responses: {
