@@ -98,8 +98,17 @@ export async function recompute(env: Env, ids: string[], blocks: BlockCache, pur
 
 /** One step of a rebuild from a queue message: run for a while, then hand the rest to the next message. */
 export async function handleRebuildMessage(env: Env, msg: RebuildMessage, deps: Deps = {}): Promise<void> {
-  const outcome = await advanceRebuild(env, msg.job_id, { budgetMs: STEP_BUDGET_MS, maxChunks: CHUNKS_PER_STEP }, deps);
+  const outcome = await advanceRebuild(env, msg.job_id, stepLimits(env), deps);
   if (outcome === "more") await env.EVENTS.send({ type: REBUILD_MESSAGE, job_id: msg.job_id, occurred_at: (deps.now ?? Date.now)() } satisfies RebuildMessage, { contentType: "json" });
+}
+
+/**
+ * Production steps are small (subrequest limits). The local queue simulator stalls when a consumer chains a
+ * message to its own queue more than once (and never delivers delayed messages), so outside production one
+ * invocation runs the whole rebuild (local runtimes enforce no CPU or subrequest limits).
+ */
+function stepLimits(env: Pick<Env, "ENVIRONMENT">): { budgetMs: number; maxChunks: number } {
+  return env.ENVIRONMENT === "production" ? { budgetMs: STEP_BUDGET_MS, maxChunks: CHUNKS_PER_STEP } : { budgetMs: 14 * 60_000, maxChunks: Number.POSITIVE_INFINITY };
 }
 
 /** The incremental run: recompute the dirty products (oldest first), then clear the marks that were handled. */
@@ -126,7 +135,7 @@ export async function recommendationsTick(env: Env, deps: Deps = {}): Promise<vo
   await runIncremental(env, deps);
   const running = await env.DB.prepare("SELECT * FROM jobs WHERE kind = ? AND status = 'running' ORDER BY started_at LIMIT 1").bind(REBUILD_KIND).first<JobRow>();
   if (running?.cursor && now - (JSON.parse(running.cursor) as Cursor).moved_at > STALL_MS) {
-    const outcome = await advanceRebuild(env, running.id, { budgetMs: STEP_BUDGET_MS, maxChunks: CHUNKS_PER_STEP }, deps);
+    const outcome = await advanceRebuild(env, running.id, stepLimits(env), deps);
     if (outcome === "more") await env.EVENTS.send({ type: REBUILD_MESSAGE, job_id: running.id, occurred_at: now } satisfies RebuildMessage, { contentType: "json" });
   }
 }

@@ -1,0 +1,241 @@
+/**
+ * Recommendations: read throughput/latency (edge hit and miss) against the product read in the same run,
+ * and full-rebuild time at several catalog sizes. Runs a real `wrangler dev` (own port, own --persist-to).
+ *
+ *   npx tsx bench/recommendations/run.ts --sizes 10000,30000 --seconds 6 --connections 8
+ *
+ * For each size: fresh local D1, `scripts/seed.ts --products N`, the generated order history (seed
+ * generator `orders()`) loaded as co-purchase/sales aggregates, `wrangler dev`, then
+ * `POST /admin/recommendations/rebuild` timed until `/admin/metrics` reports it finished (the job's own
+ * started→finished time). The read benchmark runs on the first size, after its rebuild.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+// autocannon ships no types; only the few fields read here are declared.
+// @ts-expect-error untyped module
+import autocannonUntyped from "autocannon";
+import { orders, productId } from "../../src/seed/generate";
+
+type Client = { setRequests: (r: { method: string; path: string }[]) => void };
+type AutocannonResult = { latency: Record<string, number>; requests: { average: number; total: number }; non2xx: number; errors: number };
+const autocannon = autocannonUntyped as (opts: {
+  url: string;
+  connections: number;
+  duration: number;
+  headers?: Record<string, string>;
+  setupClient?: (client: Client) => void;
+}) => Promise<AutocannonResult>;
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "10000,30000" },
+    seconds: { type: "string", default: "6" },
+    connections: { type: "string", default: "8" },
+    port: { type: "string", default: "8810" },
+    "orders-per-product": { type: "string", default: "0.5" },
+    /** Keep a database seeded by an earlier run of the same size (seeding dominates the run time). */
+    reuse: { type: "boolean", default: false },
+    out: { type: "string", default: "bench/results/recommendations.md" },
+    /** Skip the read benchmark (rebuild timing only). */
+    "no-reads": { type: "boolean", default: false },
+  },
+});
+const ORIGIN = `http://127.0.0.1:${values.port}`;
+let PERSIST = "";
+const persistFor = (size: number) => path.resolve(`.wrangler/bench-recommendations-${size}`);
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+const ADMIN_TOKEN = "bench-admin-token";
+const ADMIN = { authorization: `Bearer ${ADMIN_TOKEN}` };
+const sizes = values.sizes!.split(",").map(Number);
+const connections = Number(values.connections);
+const seconds = Number(values.seconds);
+
+const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
+
+/** The generated order history as the aggregates the consumer would have built (API commits would take hours). */
+function loadOrders(total: number): { orders: number; pairs: number } {
+  const count = Math.round(total * Number(values["orders-per-product"]));
+  const pairs = new Map<string, number>();
+  const units = new Map<string, number>();
+  for (const o of orders(total, count)) {
+    const ids = o.skus.map((s) => `p-${s.slice(4, 10)}`);
+    for (const a of ids) {
+      units.set(a, (units.get(a) ?? 0) + 1);
+      for (const b of ids) if (a !== b) pairs.set(`${a}|${b}`, (pairs.get(`${a}|${b}`) ?? 0) + 1);
+    }
+  }
+  const day = Math.floor(Date.now() / 86_400_000);
+  const lines: string[] = [];
+  const rows = [...pairs].map(([k, n]) => `('${k.split("|")[0]}','${k.split("|")[1]}',${n},0)`);
+  for (let i = 0; i < rows.length; i += 500) lines.push(`INSERT INTO co_purchases (product_a, product_b, count, updated_at) VALUES ${rows.slice(i, i + 500).join(",")};`);
+  const sales = [...units].map(([id, n]) => `('${id}','USD',${day},${n})`);
+  for (let i = 0; i < sales.length; i += 500) lines.push(`INSERT INTO sales_daily (product_id, currency, day, units) VALUES ${sales.slice(i, i + 500).join(",")};`);
+  const dir = path.resolve(".seed", `bench-rec-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, "orders.sql");
+  writeFileSync(file, lines.join("\n"));
+  sh(["wrangler", "d1", "execute", "DB", "--local", "--yes", "--file", file, "--persist-to", PERSIST]);
+  rmSync(dir, { recursive: true, force: true });
+  return { orders: count, pairs: pairs.size };
+}
+
+function startDev() {
+  const dev = spawn("npx", ["--no-install", "wrangler", "dev", "--port", values.port!, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`, "--log-level", "error"], {
+    env,
+    detached: true,
+    stdio: "ignore",
+  });
+  return () => {
+    try {
+      process.kill(-dev.pid!, "SIGTERM");
+    } catch {
+      /* gone */
+    }
+  };
+}
+
+async function waitUp() {
+  for (let i = 0; i < 480; i++) {
+    try {
+      if ((await fetch(`${ORIGIN}/health`)).ok) return;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error("wrangler dev did not start");
+}
+
+type Job = { id: string; processed: number; total: number; duration_ms: number | null };
+
+async function rebuild(): Promise<{ job: Job; wallMs: number }> {
+  const started = Date.now();
+  const res = await fetch(`${ORIGIN}/admin/recommendations/rebuild`, { method: "POST", headers: ADMIN });
+  const { job } = (await res.json()) as { job: Job };
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const m = (await (await fetch(`${ORIGIN}/admin/metrics`, { headers: ADMIN })).json()) as { recommendations: { last_rebuild: Job | null; rebuild_running: Job | null } };
+    if (m.recommendations.last_rebuild?.id === job.id) return { job: m.recommendations.last_rebuild, wallMs: Date.now() - started };
+    const r = m.recommendations.rebuild_running;
+    if (r) process.stdout.write(`\r  rebuild ${r.processed}/${r.total}   `);
+  }
+}
+
+type Result = { name: string; p50: number; p99: number; rps: number; non2xx: number; errors: number };
+
+async function measure(name: string, paths: string[] | ((client: number) => string[])): Promise<Result> {
+  let n = 0;
+  const r = await autocannon({
+    url: ORIGIN,
+    connections,
+    duration: seconds,
+    setupClient: (client) => {
+      const list = typeof paths === "function" ? paths(n++) : paths;
+      client.setRequests(list.map((p) => ({ method: "GET", path: p })));
+    },
+  });
+  return { name, p50: r.latency.p50!, p99: r.latency.p99!, rps: r.requests.average, non2xx: r.non2xx, errors: r.errors };
+}
+
+/** Disjoint id ranges per connection, each longer than a run can consume: every request is a cache miss. */
+function distinct(from: number, per: number, make: (id: string) => string) {
+  return (client: number) => Array.from({ length: per }, (_, i) => make(productId(from + client * per + i)));
+}
+
+async function main() {
+  const loadBefore = loadavg()[0]!.toFixed(1);
+  const rebuilds: { size: number; orders: number; pairs: number; seedS: number; job: Job; wallMs: number }[] = [];
+  const reads: Result[] = [];
+  for (const [i, size] of sizes.entries()) {
+    PERSIST = persistFor(size);
+    const t0 = Date.now();
+    let o = { orders: Math.round(size * Number(values["orders-per-product"])), pairs: 0 };
+    if (!(values.reuse && existsSync(path.join(PERSIST, "seeded")))) {
+      rmSync(PERSIST, { recursive: true, force: true });
+      sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
+      sh(["tsx", "scripts/seed.ts", "--products", String(size), "--persist", PERSIST]);
+      o = loadOrders(size);
+      writeFileSync(path.join(PERSIST, "seeded"), JSON.stringify(o));
+    } else {
+      o = JSON.parse(readFileSync(path.join(PERSIST, "seeded"), "utf8")) as typeof o;
+      // A rebuild of a reused database must start from nothing, like the first one.
+      sh(["wrangler", "d1", "execute", "DB", "--local", "--persist-to", PERSIST, "--command", "DELETE FROM recommendations; DELETE FROM jobs; DELETE FROM recommendation_refs;"]);
+      rmSync(path.join(PERSIST, "v3", "kv"), { recursive: true, force: true });
+      rmSync(path.join(PERSIST, "v3", "cache"), { recursive: true, force: true });
+    }
+    const seedS = (Date.now() - t0) / 1000;
+    console.log(`size ${size}: seeded in ${seedS.toFixed(0)} s (${o.orders} orders, ${o.pairs} pairs)`);
+    const stop = startDev();
+    process.on("exit", stop);
+    try {
+      await waitUp();
+      const r = await rebuild();
+      console.log(`\n  rebuild: ${r.job.duration_ms} ms (wall ${r.wallMs} ms)`);
+      rebuilds.push({ size, ...o, seedS, ...r });
+      if (i === 0 && !values["no-reads"]) {
+        const warm = "p-000042";
+        const per = Math.floor(size / 4 / connections);
+        // Warm the edge copies the hit rows read.
+        for (const p of [`/v1/products/${warm}`, `/v1/products/${warm}/recommendations?intent=related`, `/v1/products/${warm}/recommendations?intent=complementary`]) await (await fetch(ORIGIN + p)).text();
+        reads.push(await measure("product read, edge hit", [`/v1/products/${warm}`]));
+        reads.push(await measure("recommendations related, edge hit", [`/v1/products/${warm}/recommendations?intent=related`]));
+        reads.push(await measure("recommendations complementary, edge hit", [`/v1/products/${warm}/recommendations?intent=complementary`]));
+        reads.push(await measure("product read, miss (distinct ids)", distinct(1, per, (id) => `/v1/products/${id}`)));
+        reads.push(await measure("recommendations related, miss (distinct ids)", distinct(1 + per * connections, per, (id) => `/v1/products/${id}/recommendations?intent=related`)));
+        reads.push(await measure("recommendations substitutes, miss (distinct ids)", distinct(1 + 2 * per * connections, per, (id) => `/v1/products/${id}/recommendations?intent=substitutes`)));
+      }
+    } finally {
+      stop();
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+  }
+  const loadAfter = loadavg()[0]!.toFixed(1);
+
+  const hitBase = reads.find((r) => r.name.startsWith("product read, edge"));
+  const missBase = reads.find((r) => r.name.startsWith("product read, miss"));
+  const readRows = reads.map((r) => {
+    const base = r.name.includes("miss") ? missBase : hitBase;
+    return `| ${r.name} | ${r.p50} | ${r.p99} | ${r.rps.toFixed(0)} | ${base ? (r.p99 / Math.max(1, base.p99)).toFixed(2) : "–"}× | ${base ? (r.rps / base.rps).toFixed(2) : "–"} | ${r.non2xx + r.errors} |`;
+  });
+  const rebuildRows = rebuilds.map(
+    (r) => `| ${r.size.toLocaleString("en")} | ${r.orders.toLocaleString("en")} | ${r.pairs.toLocaleString("en")} | ${((r.job.duration_ms ?? 0) / 1000).toFixed(1)} | ${((r.job.duration_ms ?? 0) / r.size).toFixed(2)} | ${r.seedS.toFixed(0)} |`,
+  );
+  const report = `# Recommendations benchmark
+
+Command: \`npx tsx bench/recommendations/run.ts --sizes ${values.sizes} --seconds ${seconds} --connections ${connections}${values.reuse ? " --reuse" : ""}${values["no-reads"] ? " --no-reads" : ""}\`
+(wrangler dev on ${ORIGIN}, ${new Date().toISOString()}; shared 2-core machine, 1-minute load average ${loadBefore} before, ${loadAfter} after:
+absolute numbers are noisy, the ratios to the product read measured in the same run are the figures to compare).
+
+## Reads (catalog of ${sizes[0]!.toLocaleString("en")} products, after a full rebuild)
+
+Edge-hit rows repeat one URL (served from the Cache API after the first request). Miss rows give every
+connection its own range of product ids, longer than a run can consume, so every request misses the edge:
+the product read then goes to D1 (the seed does not fill KV), the recommendation read to KV (list) + one D1
+batch (cards). Ratios: hit rows ÷ product read edge hit, miss rows ÷ product read miss.
+
+| route | p50 ms | p99 ms | req/s | p99 ÷ product read | req/s ÷ product read | non-2xx/errors |
+|---|---|---|---|---|---|---|
+${readRows.join("\n")}
+
+## Full rebuild
+
+Time from \`POST /admin/recommendations/rebuild\` to the job's \`finished_at\` (its own \`duration_ms\`), chunks of
+400 products chained through the local queue. Order history: \`orders(N, ${values["orders-per-product"]}·N)\` from the seed
+generator, loaded as aggregates.
+
+| products | orders | co-purchase pairs | rebuild s | ms per product | seed + load s |
+|---|---|---|---|---|---|
+${rebuildRows.join("\n")}
+`;
+  mkdirSync("bench/results", { recursive: true });
+  writeFileSync(values.out!, report);
+  console.log(report);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
