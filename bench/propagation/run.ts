@@ -171,10 +171,10 @@ function importLine(n: number): Record<string, unknown> {
     brand: p.brand,
     category_id: p.categoryId,
     attributes: p.attributes,
-    images: p.images,
     markets: p.markets,
     translations: p.translations,
-    variants: p.variants.map((v) => ({ sku: `IMP-${tag}-${v.position + 1}`, title: v.title, options: v.options, gtin: v.gtin, mpn: v.mpn, prices: v.prices })),
+    // Lean lines (no images, GTINs or variant titles) keep 100,000 products under the 100 MB import limit.
+    variants: p.variants.map((v) => ({ sku: `IMP-${tag}-${v.position + 1}`, options: v.options, prices: v.prices })),
   };
 }
 
@@ -208,14 +208,14 @@ function writeRawSql(file: string) {
     flush(name);
   };
   for (let n = 1; n <= IMPORT_ROWS; n++) {
-    const l = importLine(n) as ReturnType<typeof importLine> & { variants: { sku: string; title: string; options: unknown; gtin: string; mpn: string; prices: Record<string, number> }[]; translations: Record<string, { title: string; description: string }>; attributes: Record<string, string> };
+    const l = importLine(n) as ReturnType<typeof importLine> & { variants: { sku: string; options: unknown; prices: Record<string, number> }[]; translations: Record<string, { title: string; description: string }>; attributes: Record<string, string> };
     const min: Record<string, number> = {};
     for (const c of CURRENCIES) min[c] = Math.min(...l.variants.map((v) => v.prices[c]!));
-    add("products", [l.id, l.slug, l.title, l.description, l.brand, l.category_id, "active", l.attributes, l.images, l.markets, "new", min, n]);
+    add("products", [l.id, l.slug, l.title, l.description, l.brand, l.category_id, "active", l.attributes, [], l.markets, "new", min, n]);
     for (const [locale, t] of Object.entries(l.translations)) add("product_translations", [l.id, locale, t.title, t.description]);
     for (const [name, value] of Object.entries(l.attributes)) add("product_attributes", [l.id, name, value]);
     l.variants.forEach((v, i) => {
-      add("variants", [v.sku, l.id, v.title, v.options, v.gtin, v.mpn, i]);
+      add("variants", [v.sku, l.id, "", v.options, null, null, i]);
       for (const [c, amount] of Object.entries(v.prices)) add("prices", [v.sku, c, amount]);
     });
   }
@@ -255,14 +255,30 @@ async function importBench() {
   const bytes = statSync(ndjson).size;
 
   const t0 = Date.now();
-  const res = await postFile(ndjson);
-  const answer = res.body as { status: string; accepted: number; rejected_count: number; import_id: string };
-  const importSeconds = (Date.now() - t0) / 1000;
-  if (res.status !== 201) throw new Error(`import answered ${res.status}: ${JSON.stringify(answer)}`);
+  let answer: { status: string; accepted: number; rejected_count: number; import_id: string };
+  let importSeconds: number;
+  let answerLost = false;
+  try {
+    const res = await postFile(ndjson);
+    answer = res.body as typeof answer;
+    importSeconds = (Date.now() - t0) / 1000;
+    if (res.status !== 201) throw new Error(`import answered ${res.status}: ${JSON.stringify(answer)}`);
+  } catch (err) {
+    // Under `wrangler dev` the isolate has been seen restarting after the publish committed (the answer is
+    // lost, the import is not): read the outcome from D1 and time it from the import's own timestamps.
+    console.warn(`import request failed (${String(err)}); reading the import row from D1`);
+    answerLost = true;
+    const row = JSON.parse(
+      sh(["wrangler", "d1", "execute", "DB", "--local", "--json", "--persist-to", PERSIST, "--command",
+        "SELECT id AS import_id, status, accepted, rejected AS rejected_count, (finished_at - created_at) / 1000.0 AS seconds FROM imports ORDER BY created_at DESC LIMIT 1"]).toString().replace(/^[^[]*/, ""),
+    )[0].results[0] as typeof answer & { seconds: number };
+    answer = row;
+    importSeconds = row.seconds;
+  }
 
   // Re-running the same file: idempotent, answers the first result.
   const t1 = Date.now();
-  const againAnswer = (await postFile(ndjson)).body as { duplicate_of?: string };
+  const againAnswer = ((await postFile(ndjson).catch(() => ({ body: {} }))).body ?? {}) as { duplicate_of?: string };
   const rerunSeconds = (Date.now() - t1) / 1000;
 
   // Baseline: the same rows as raw multi-row INSERTs into a fresh database with the same schema and triggers.
@@ -278,7 +294,7 @@ async function importBench() {
   const t2 = Date.now();
   sh(["wrangler", "d1", "execute", "DB", "--local", "--yes", "--persist-to", RAW_PERSIST, "--file", rawFile]);
   const rawSeconds = Math.max(0.001, (Date.now() - t2) / 1000 - wranglerStartup);
-  return { bytes, importSeconds, answer, rerunSeconds, duplicate: againAnswer.duplicate_of === answer.import_id, rawSeconds, wranglerStartup };
+  return { bytes, importSeconds, answer, answerLost, rerunSeconds, duplicate: againAnswer.duplicate_of === answer.import_id, rawSeconds, wranglerStartup };
 }
 
 async function main() {
@@ -289,8 +305,7 @@ async function main() {
   const stop = await startDev();
   try {
     const command = `npx tsx bench/propagation/run.ts ${process.argv.slice(2).join(" ")}`.trim();
-    console.log("propagation…");
-    const p = await propagation();
+    const p = UPDATES > 0 ? await propagation() : undefined;
     console.log(JSON.stringify(p, null, 2));
     let imp: Awaited<ReturnType<typeof importBench>> | undefined;
     if (IMPORT_ROWS > 0) {
@@ -304,23 +319,27 @@ async function main() {
       `Command: \`${command}\` (machine: shared 2-core VM, \`wrangler dev\` with local D1/KV/Queues, ${new Date().toISOString().slice(0, 16)}Z;`,
       `load average at start ${loadAtStart}, at end ${os.loadavg().map((l) => l.toFixed(1)).join(" / ")}: other engineers' test suites were running).`,
       "",
-      "## Write → fresh read",
-      "",
-      `${p.measured} of ${UPDATES} price PATCHes at ${RATE}/s over ${PRODUCTS} products (${p.elapsed.toFixed(1)} s), each followed by a reader polling`,
-      `\`GET /v1/products/:id\` every ${POLL_MS} ms until it shows the new version and price. Failed writes: ${p.failures} ${JSON.stringify(p.statuses)}.`,
-      "",
-      "| measure | p50 | p95 | p99 | max |",
-      "|---|---|---|---|---|",
-      `| baseline: GET /health round trip | ${ms(p.health.p50)} | ${ms(p.health.p95)} | ${ms(p.health.p99)} | ${ms(p.health.max)} |`,
-      `| PATCH round trip (commit + outbox) | ${ms(p.writeRtt.p50)} | ${ms(p.writeRtt.p95)} | ${ms(p.writeRtt.p99)} | ${ms(p.writeRtt.max)} |`,
-      `| **write acknowledged → fresh read** | **${ms(p.fromAck.p50)}** | **${ms(p.fromAck.p95)}** | **${ms(p.fromAck.p99)}** | ${ms(p.fromAck.max)} |`,
-      `| write sent → fresh read | ${ms(p.fromSend.p50)} | ${ms(p.fromSend.p95)} | ${ms(p.fromSend.p99)} | ${ms(p.fromSend.max)} |`,
-      `| consumer lag (occurred_at → KV written + purged, /admin/metrics) | ${ms(p.metrics.propagation_lag_ms.p50)} | ${ms(p.metrics.propagation_lag_ms.p95)} | ${ms(p.metrics.propagation_lag_ms.p99)} | |`,
-      "",
-      `Target p99 < 1 s locally: **${p.fromAck.p99 < 1000 ? "met" : "missed"}** (p99 from acknowledgement ${ms(p.fromAck.p99)}, ${(p.fromAck.p99 / p.health.p50).toFixed(0)}× the /health round trip).`,
-      `After the run: outbox backlog ${p.metrics.outbox.backlog}, dead letters ${p.metrics.dead_letters.pending}, read tiers ${JSON.stringify(p.metrics.cache.hit_ratio)} over ${p.metrics.cache.reads} reads.`,
-      "",
     ];
+    if (p) {
+      lines.push(
+        "## Write → fresh read",
+        "",
+        `${p.measured} of ${UPDATES} price PATCHes at ${RATE}/s over ${PRODUCTS} products (${p.elapsed.toFixed(1)} s), each followed by a reader polling`,
+        `\`GET /v1/products/:id\` every ${POLL_MS} ms until it shows the new version and price. Failed writes: ${p.failures} ${JSON.stringify(p.statuses)}.`,
+        "",
+        "| measure | p50 | p95 | p99 | max |",
+        "|---|---|---|---|---|",
+        `| baseline: GET /health round trip | ${ms(p.health.p50)} | ${ms(p.health.p95)} | ${ms(p.health.p99)} | ${ms(p.health.max)} |`,
+        `| PATCH round trip (commit + outbox) | ${ms(p.writeRtt.p50)} | ${ms(p.writeRtt.p95)} | ${ms(p.writeRtt.p99)} | ${ms(p.writeRtt.max)} |`,
+        `| **write acknowledged → fresh read** | **${ms(p.fromAck.p50)}** | **${ms(p.fromAck.p95)}** | **${ms(p.fromAck.p99)}** | ${ms(p.fromAck.max)} |`,
+        `| write sent → fresh read | ${ms(p.fromSend.p50)} | ${ms(p.fromSend.p95)} | ${ms(p.fromSend.p99)} | ${ms(p.fromSend.max)} |`,
+        `| consumer lag (occurred_at → KV written + purged, /admin/metrics) | ${ms(p.metrics.propagation_lag_ms.p50)} | ${ms(p.metrics.propagation_lag_ms.p95)} | ${ms(p.metrics.propagation_lag_ms.p99)} | |`,
+        "",
+        `Target p99 < 1 s locally: **${p.fromAck.p99 < 1000 ? "met" : "missed"}** (p99 from acknowledgement ${ms(p.fromAck.p99)}, ${(p.fromAck.p99 / p.health.p50).toFixed(0)}× the /health round trip).`,
+        `After the run: outbox backlog ${p.metrics.outbox.backlog}, dead letters ${p.metrics.dead_letters.pending}, read tiers ${JSON.stringify(p.metrics.cache.hit_ratio)} over ${p.metrics.cache.reads} reads.`,
+        "",
+      );
+    }
     if (imp) {
       const rows = imp.answer.accepted;
       const importRate = rows / imp.importSeconds;
@@ -328,14 +347,15 @@ async function main() {
       lines.push(
         "## Bulk import",
         "",
-        `${IMPORT_ROWS.toLocaleString("en")} products (${(imp.bytes / 1e6).toFixed(1)} MB NDJSON, 1–4 variants × 3 currencies, 2 translations, attributes), streamed to \`POST /admin/import\`.`,
+        `${IMPORT_ROWS.toLocaleString("en")} products (${(imp.bytes / 1e6).toFixed(1)} MB NDJSON; each with 1–4 variants × 3 currencies, 2 translations, attributes), streamed to \`POST /admin/import\`.`,
         "",
         "| path | time | products/s | ratio |",
         "|---|---|---|---|",
         `| raw batched D1 inserts (\`wrangler d1 execute\`, multi-row INSERT ≤100 values, no validation; wrangler start-up of ${imp.wranglerStartup.toFixed(1)} s subtracted) | ${imp.rawSeconds.toFixed(1)} s | ${rawRate.toFixed(0)} | 1.00 |`,
         `| POST /admin/import (stream, zod per line, staging, clash checks, one-transaction publish, outbox) | ${imp.importSeconds.toFixed(1)} s | ${importRate.toFixed(0)} | ${(importRate / rawRate).toFixed(2)} |`,
         "",
-        `Import answer: status ${imp.answer.status}, accepted ${imp.answer.accepted}, rejected ${imp.answer.rejected_count}.`,
+        `Import answer: status ${imp.answer.status}, accepted ${imp.answer.accepted}, rejected ${imp.answer.rejected_count}.` +
+          (imp.answerLost ? " The HTTP answer was lost (wrangler dev reported \"Your worker restarted mid-request\" after the publish had committed); status, counts and time (finished_at − created_at) are read from the `imports` row." : ""),
         `Re-running the same file: ${imp.duplicate ? "answered the first import (duplicate_of), nothing written" : "NOT detected as a duplicate"} in ${imp.rerunSeconds.toFixed(1)} s (it still streams and hashes the body).`,
         "",
       );
