@@ -223,7 +223,8 @@ ${readRows.join("\n")}
 ## Full rebuild
 
 Time from \`POST /admin/recommendations/rebuild\` to the job's \`finished_at\` (its own \`duration_ms\`), chunks of
-400 products chained through the local queue. Order history: \`orders(N, ${values["orders-per-product"]}·N)\` from the seed
+400 products (in production two per queue message; under `wrangler dev` one queue invocation runs them all, see
+src/recommendations/jobs.ts). Order history: \`orders(N, ${values["orders-per-product"]}·N)\` from the seed
 generator, loaded as aggregates.
 
 | products | orders | co-purchase pairs | rebuild s | ms per product | seed + load s |
