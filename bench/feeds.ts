@@ -3,17 +3,12 @@
  *   npx tsx bench/feeds.ts --products 2000 --seconds 6 --connections 8
  * Reports p50/p95/p99 and requests/s per route, and each as a ratio to GET /health measured in the same run.
  */
-import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-// autocannon ships no types; only the few fields read here are declared.
-// @ts-expect-error untyped module
-import autocannonUntyped from "autocannon";
-
-type AutocannonResult = { latency: Record<string, number>; requests: { average: number }; non2xx: number };
-const autocannon = autocannonUntyped as (opts: { url: string; connections: number; duration: number; timeout: number; headers: Record<string, string> }) => Promise<AutocannonResult>;
+import { freshDatabase, startDevServer } from "./lib/dev-server";
+import { autocannon } from "./lib/stats";
 
 const { values } = parseArgs({
   options: {
@@ -25,10 +20,7 @@ const { values } = parseArgs({
 });
 const ORIGIN = `http://127.0.0.1:${values.port}`;
 const PERSIST = path.resolve(".wrangler/bench-feeds");
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 const KEY = "demo-affiliate-key";
-
-const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
 
 type Result = { name: string; path: string; p50: number; p95: number; p99: number; rps: number; non2xx: number };
 
@@ -45,30 +37,9 @@ async function measure(name: string, urlPath: string, headers: Record<string, st
 }
 
 async function main() {
-  rmSync(PERSIST, { recursive: true, force: true });
-  sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
-  sh(["tsx", "scripts/seed.ts", "--products", values.products!, "--persist", PERSIST]);
-  const dev = spawn("npx", ["--no-install", "wrangler", "dev", "--port", values.port!, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error"], {
-    env,
-    detached: true,
-    stdio: "ignore",
-  });
-  const stop = () => {
-    try {
-      process.kill(-dev.pid!, "SIGTERM");
-    } catch {
-      /* gone */
-    }
-  };
-  process.on("exit", stop);
-  for (let i = 0; i < 360; i++) {
-    try {
-      if ((await fetch(`${ORIGIN}/health`)).ok) break;
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  freshDatabase(PERSIST, values.products!);
+  // Serves src/ (no prebuilt bundle), as this bench always has.
+  const { stop } = await startDevServer({ port: values.port!, persist: PERSIST, healthTries: 360, exitOnSigint: false });
   const first = await fetch(`${ORIGIN}/v1/feeds/products?limit=100`, { headers: { authorization: `Bearer ${KEY}` } });
   const etag = first.headers.get("etag")!;
   const since = ((await first.json()) as { next_since: string }).next_since;

@@ -10,11 +10,12 @@
  *    throughput, 429/503 counts, and the oversold count from the escrow reconciliation (must be 0).
  * Writes bench/results/flash-sale.md.
  */
-import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { buildOnce, freshDatabase, sh, startDevServer } from "../lib/dev-server";
+import { fmt, percentile, statusJson } from "../lib/stats";
 import { project } from "./model";
 
 const { values } = parseArgs({
@@ -36,11 +37,6 @@ const BUILD = path.resolve(".wrangler/bench-flash-build");
 const ADMIN_TOKEN = "bench-admin-token";
 const ADMIN = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
 const KEYS = Array.from({ length: 32 }, (_, i) => `flash-bench-key-${i}`);
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
-const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-
-const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : NaN);
-const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "–");
 
 type Result = { rps: number; okRps: number; p50: number; p99: number; statuses: Map<number, number>; latencies: number[] };
 
@@ -120,37 +116,12 @@ async function api(method: string, p: string, body?: unknown): Promise<Response>
 type HotStatus = { totals: { on_hand: number; reserved: number; available: number; committed: number; quotas: number }; in_transit: number; sub_shard_totals: { available: number; on_hand: number; reserved: number }[] };
 
 async function main() {
-  rmSync(PERSIST, { recursive: true, force: true });
   console.log("migrating, seeding, creating storefront keys…");
-  sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
-  sh(["tsx", "scripts/seed.ts", "--products", "50", "--persist", PERSIST]);
+  freshDatabase(PERSIST, 50);
   const keyRows = KEYS.map((k, i) => `('flash-bench-${i}', 'storefront', NULL, '${createHash("sha256").update(k).digest("hex")}', 'flash-be', 'flash bench')`).join(",");
   sh(["wrangler", "d1", "execute", "DB", "--local", "--persist-to", PERSIST, "--command", `INSERT OR IGNORE INTO api_keys (id, kind, affiliate_id, key_hash, prefix, label) VALUES ${keyRows}`]);
   // Serve a bundle built once, so edits by others in the working tree do not restart the server mid-run.
-  rmSync(BUILD, { recursive: true, force: true });
-  sh(["wrangler", "deploy", "--dry-run", "--outdir", BUILD]);
-  const dev = spawn(
-    "npx",
-    ["--no-install", "wrangler", "dev", path.join(BUILD, "index.js"), "--no-bundle", "--port", values_port(), "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`],
-    { env, detached: true, stdio: "ignore" },
-  );
-  const stop = () => {
-    try {
-      process.kill(-dev.pid!, "SIGTERM");
-    } catch {
-      /* already gone */
-    }
-  };
-  process.on("exit", stop);
-  process.on("SIGINT", () => process.exit(130));
-  for (let i = 0; i < 480; i++) {
-    try {
-      if ((await fetch(`${ORIGIN}/health`)).ok) break;
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  const { stop } = await startDevServer({ port: values.port!, persist: PERSIST, entry: buildOnce(BUILD), vars: { ADMIN_TOKEN } });
 
   console.log("creating hot SKUs…");
   const variant = (sku: string) => ({ sku, prices: { USD: 1999, EUR: 1899, GBP: 1699 } });
@@ -174,7 +145,7 @@ async function main() {
   for (const k of ks) {
     const r = await closedLoop(reserve(hotSku(k)), SECONDS, CONNECTIONS);
     perK.set(k, r);
-    console.log(`  K=${k}: ${fmt(r.okRps, 0)} reservations/s, p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms ${JSON.stringify(Object.fromEntries(r.statuses))}`);
+    console.log(`  K=${k}: ${fmt(r.okRps, 0)} reservations/s, p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms ${statusJson(r.statuses)}`);
   }
 
   // The storm SKU gets about half of what K=8 sold in the whole burst, so it sells out mid-storm.
@@ -187,11 +158,11 @@ async function main() {
   const browse = () => ({ path: `/v1/products/${products[Math.floor(Math.random() * products.length)]}?currency=USD`, init: { headers: { "cf-connecting-ip": `198.18.0.${Math.floor(Math.random() * 200)}` } } });
   await openLoop(browse, BROWSE_RATE, 3);
   const before = await openLoop(browse, BROWSE_RATE, 10);
-  console.log(`  browse before: p50 ${fmt(before.p50)} p99 ${fmt(before.p99)} ${JSON.stringify(Object.fromEntries(before.statuses))}`);
+  console.log(`  browse before: p50 ${fmt(before.p50)} p99 ${fmt(before.p99)} ${statusJson(before.statuses)}`);
   console.log(`burst: ${BURST}s of browse at ${BROWSE_RATE * 10}/s + hot-SKU storm…`);
   const [during, storm] = await Promise.all([openLoop(browse, BROWSE_RATE * 10, BURST), closedLoop(reserve("FLASH-STORM"), BURST, CONNECTIONS)]);
-  console.log(`  browse during: p50 ${fmt(during.p50)} p99 ${fmt(during.p99)} ${JSON.stringify(Object.fromEntries(during.statuses))}`);
-  console.log(`  storm: ${JSON.stringify(Object.fromEntries(storm.statuses))}`);
+  console.log(`  browse during: p50 ${fmt(during.p50)} p99 ${fmt(during.p99)} ${statusJson(during.statuses)}`);
+  console.log(`  storm: ${statusJson(storm.statuses)}`);
   const status = (await (await api("GET", "/admin/stock/FLASH-STORM/hot")).json()) as HotStatus;
   const created = storm.statuses.get(201) ?? 0;
   const oversold = Math.max(0, created - STORM_STOCK, status.totals.reserved + status.totals.committed - STORM_STOCK) + status.sub_shard_totals.filter((t) => t.available < 0).length;
@@ -201,7 +172,7 @@ async function main() {
   const report = `# Flash-sale benchmark (bench/flash-sale)
 
 Command: \`npx tsx bench/flash-sale/run.ts --seconds ${SECONDS} --connections ${CONNECTIONS} --burst ${BURST} --browse-rate ${BROWSE_RATE}\`
-(run on ${new Date().toISOString().slice(0, 10)}; \`wrangler dev\` on port ${values_port()} with its own \`--persist-to\`, serving a bundle built
+(run on ${new Date().toISOString().slice(0, 10)}; \`wrangler dev\` on port ${values.port} with its own \`--persist-to\`, serving a bundle built
 once; local workerd on a shared 2-core machine that other engineers' tests and benchmarks were loading at the same time,
 so absolute figures are noisy; the ratios and the oversold count are the point). Default rate limits and hoarding caps
 are on; the ${KEYS.length} storefront keys share the load the way many shoppers' checkouts would.
@@ -215,7 +186,7 @@ per-object service rate \`POST /admin/bench/do-noop\` (one StockShard RPC + one 
 
 | K | reservations/s | × K=1 | p50 ms | p99 ms | statuses |
 |---|---|---|---|---|---|
-${ks.map((k) => { const r = perK.get(k)!; return `| ${k} | ${fmt(r.okRps, 0)} | ${fmt(r.okRps / perK.get(1)!.okRps, 2)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${JSON.stringify(Object.fromEntries(r.statuses))} |`; }).join("\n")}
+${ks.map((k) => { const r = perK.get(k)!; return `| ${k} | ${fmt(r.okRps, 0)} | ${fmt(r.okRps / perK.get(1)!.okRps, 2)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${statusJson(r.statuses)} |`; }).join("\n")}
 
 Locally every object lives in one workerd process on two shared cores, so K objects cannot run in parallel: the
 whole reservation path (Worker, coordinators, client guards, sub-shards) competes for the same CPU, and differences
@@ -237,12 +208,12 @@ ${BROWSE_RATE * 10}/s for ${BURST} s while ${CONNECTIONS} clients reserve one ho
 
 | | browse req/s | browse p50 ms | browse p99 ms | statuses |
 |---|---|---|---|---|
-| before | ${fmt(before.rps, 0)} | ${fmt(before.p50)} | ${fmt(before.p99)} | ${JSON.stringify(Object.fromEntries(before.statuses))} |
-| during storm | ${fmt(during.rps, 0)} | ${fmt(during.p50)} | ${fmt(during.p99)} | ${JSON.stringify(Object.fromEntries(during.statuses))} |
+| before | ${fmt(before.rps, 0)} | ${fmt(before.p50)} | ${fmt(before.p99)} | ${statusJson(before.statuses)} |
+| during storm | ${fmt(during.rps, 0)} | ${fmt(during.p50)} | ${fmt(during.p99)} | ${statusJson(during.statuses)} |
 
 - browse p99 during ÷ before: **${fmt(during.p99 / before.p99, 2)}×**
 - reservation throughput during the storm: **${fmt(created / BURST, 1)} holds/s** (${created} × 201 until sold out), ${fmt(storm.rps, 0)} answers/s in all
-- storm answers: ${JSON.stringify(Object.fromEntries(storm.statuses))} (409 = sold out, most of them from the edge marker)
+- storm answers: ${statusJson(storm.statuses)} (409 = sold out, most of them from the edge marker)
 - 429s: browse ${count(during, 429)}, reserve ${count(storm, 429)}; 503s: browse ${count(during, 503)}, reserve ${count(storm, 503)}
 - escrow reconciliation after the storm: on_hand ${status.totals.on_hand}, reserved ${status.totals.reserved}, committed ${status.totals.committed}, free quotas ${status.totals.quotas}, in transit ${status.in_transit}
 - **oversold: ${oversold}**
@@ -252,10 +223,6 @@ ${BROWSE_RATE * 10}/s for ${BURST} s while ${CONNECTIONS} clients reserve one ho
   console.log(report);
   stop();
   process.exit(oversold > 0 ? 1 : 0);
-}
-
-function values_port(): string {
-  return values.port!;
 }
 
 main().catch((err) => {

@@ -14,10 +14,11 @@
  * SKUs, stock and prices are created through the admin API; the seed only provides locations,
  * categories and the dev storefront key.
  */
-import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
+import { fmt, percentile, statusJson } from "../lib/stats";
 
 const { values } = parseArgs({
   options: {
@@ -45,15 +46,8 @@ const spreadSku = (i: number) => `BENCH-S${String(i).padStart(4, "0")}`;
 // (issue 7's abuse protections, still on the path) for this server only.
 const RATE_LIMITS = "browse=1000/10,search=500/10,reserve=100000000/60,feed=600/60";
 const HOLD_CAPS = "per_sku=100000000,total=100000000";
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
-const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
 
 type Stats = { name: string; requests: number; ok: number; conflict: number; other: number; rps: number; p50: number; p95: number; p99: number };
-
-function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
 
 /** Closed loop: `connections` clients each send the next request as soon as the previous answers. */
 async function load(name: string, make: () => { path: string; init: RequestInit }, seconds = SECONDS, connections = CONNECTIONS): Promise<Stats & { latencies: number[] }> {
@@ -85,7 +79,7 @@ async function load(name: string, make: () => { path: string; init: RequestInit 
   );
   const elapsed = (performance.now() - start) / 1000;
   latencies.sort((a, b) => a - b);
-  console.log(`  ${name}: statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+  console.log(`  ${name}: statuses ${statusJson(statuses)}`);
   return {
     name,
     requests: latencies.length,
@@ -183,39 +177,15 @@ async function reconcile(skus: string[]) {
   return { mismatches, oversold, rows, reserveRows };
 }
 
-const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "–");
-
 async function main() {
-  rmSync(PERSIST, { recursive: true, force: true });
   console.log("migrating and seeding locations/keys…");
-  sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
-  sh(["tsx", "scripts/seed.ts", "--products", "3", "--persist", PERSIST]);
-  // Serve a bundle built once: in a working tree others keep editing, `wrangler dev` on src/ would rebuild
-  // and restart mid-run (dropping connections and in-memory state).
-  rmSync(BUILD, { recursive: true, force: true });
-  sh(["wrangler", "deploy", "--dry-run", "--outdir", BUILD]);
-  const dev = spawn(
-    "npx",
-    ["--no-install", "wrangler", "dev", path.join(BUILD, "index.js"), "--no-bundle", "--port", values.port!, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`, "--var", `RATE_LIMITS:${RATE_LIMITS}`, "--var", `HOLD_CAPS:${HOLD_CAPS}`],
-    { env, detached: true, stdio: "ignore" },
-  );
-  const stop = () => {
-    try {
-      process.kill(-dev.pid!, "SIGTERM");
-    } catch {
-      /* already gone */
-    }
-  };
-  process.on("exit", stop);
-  process.on("SIGINT", () => process.exit(130));
-  for (let i = 0; i < 480; i++) {
-    try {
-      if ((await fetch(`${ORIGIN}/health`)).ok) break;
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  freshDatabase(PERSIST, 3);
+  const { stop } = await startDevServer({
+    port: values.port!,
+    persist: PERSIST,
+    entry: buildOnce(BUILD),
+    vars: { ADMIN_TOKEN, RATE_LIMITS, HOLD_CAPS },
+  });
   console.log("creating bench SKUs through the admin API…");
   await seedBenchSkus();
 
@@ -283,7 +253,7 @@ ${row(baseline2, baseline)}
 ## Never oversold
 
 - Sell-out: ${attempts} single-unit reservations, ${CONNECTIONS} at a time, against ${SELLOUT_UNITS} units:
-  ${soldOut201} × 201, ${sellStatuses.get(409) ?? 0} × 409, other ${attempts - soldOut201 - (sellStatuses.get(409) ?? 0)} (${JSON.stringify(Object.fromEntries(sellStatuses))})
+  ${soldOut201} × 201, ${sellStatuses.get(409) ?? 0} × 409, other ${attempts - soldOut201 - (sellStatuses.get(409) ?? 0)} (${statusJson(sellStatuses)})
   → oversold by the client count: **${selloutOversold}**.
 - Ledger reconciliation over all ${skus.length} bench SKUs (${rec.rows} ledger rows, replayed through
   \`GET /admin/stock/:sku/ledger\` and compared with \`GET /v1/availability?by_location=true\`):
