@@ -117,7 +117,11 @@ async function rebuild(): Promise<{ job: Job; wallMs: number }> {
   const { job } = (await res.json()) as { job: Job };
   for (;;) {
     await new Promise((r) => setTimeout(r, 1000));
-    const m = (await (await fetch(`${ORIGIN}/admin/metrics`, { headers: ADMIN })).json()) as { recommendations: { last_rebuild: Job | null; rebuild_running: Job | null } };
+    // The local isolate is busy rebuilding and may answer late: a poll that fails is simply repeated.
+    const m = (await fetch(`${ORIGIN}/admin/metrics`, { headers: ADMIN, signal: AbortSignal.timeout(60_000) })
+      .then((r) => r.json())
+      .catch(() => null)) as { recommendations?: { last_rebuild: Job | null; rebuild_running: Job | null } } | null;
+    if (!m?.recommendations) continue;
     if (m.recommendations.last_rebuild?.id === job.id) return { job: m.recommendations.last_rebuild, wallMs: Date.now() - started };
     const r = m.recommendations.rebuild_running;
     if (r) process.stdout.write(`\r  rebuild ${r.processed}/${r.total}   `);
@@ -223,7 +227,7 @@ ${readRows.join("\n")}
 ## Full rebuild
 
 Time from \`POST /admin/recommendations/rebuild\` to the job's \`finished_at\` (its own \`duration_ms\`), chunks of
-400 products (in production two per queue message; under `wrangler dev` one queue invocation runs them all, see
+400 products (in production two per queue message; under \`wrangler dev\` one queue invocation runs them all, see
 src/recommendations/jobs.ts). Order history: \`orders(N, ${values["orders-per-product"]}·N)\` from the seed
 generator, loaded as aggregates.
 
