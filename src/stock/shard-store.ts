@@ -14,15 +14,8 @@ import type {
   StockRow,
 } from "./types";
 
-type RawStock = {
-  sku: string;
-  location: string;
-  on_hand: number;
-  reserved: number;
-  safety_stock: number;
-  low_stock: number;
-  backorder_limit: number | null;
-};
+/** A stock row as stored: the RPC shape less what is derived on read. */
+type RawStock = Omit<StockRow, "available" | "seq">;
 type RawHold = { reservation_id: string; sku: string; location: string; quantity: number; expires_at: number; state: string };
 type Meta = { reason?: string | null; reservation_id?: string | null; actor?: string | null; event_id?: string | null };
 
