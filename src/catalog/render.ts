@@ -86,15 +86,10 @@ export type ProductView = {
   markets: string[];
   price_range: { min: number; max: number; currency: string } | null;
   in_stock: boolean;
-  variants: {
-    sku: string;
-    title: string;
-    options: Record<string, string>;
-    gtin: string | null;
-    mpn: string | null;
+  variants: (Pick<ProductDocument["variants"][number], "sku" | "title" | "options" | "gtin" | "mpn"> & {
     price: (PriceView & Record<string, unknown>) | null;
     availability: { status: StockStatus; quantity: ReturnType<typeof quantityBucket> };
-  }[];
+  })[];
   created_at: string;
   updated_at: string;
 };
