@@ -66,6 +66,36 @@ export function isNewer(candidate: Pick<ProductDocument, "version" | "stock_seq"
 /** Low-stock threshold used for the projection's status when a SKU has no baseline row. */
 const DEFAULT_LOW_STOCK = 5;
 
+export const noStock = (): VariantAvailability => ({ on_hand: 0, reserved: 0, available: 0, status: "out_of_stock", seq: 0 });
+
+/** Groups price rows into {currency: amount} per SKU. Shared by the single and the bulk document loaders. */
+export function pricesBySku(rows: Iterable<{ sku: string; currency: string; amount: number }>): Map<string, Record<string, number>> {
+  const out = new Map<string, Record<string, number>>();
+  for (const p of rows) {
+    const entry = out.get(p.sku) ?? {};
+    entry[p.currency] = p.amount;
+    out.set(p.sku, entry);
+  }
+  return out;
+}
+
+/** Sums availability-projection rows over locations into one summary per SKU. */
+export function availabilityBySku(
+  rows: Iterable<{ sku: string; on_hand: number; reserved: number; available: number; seq: number }>,
+): Map<string, VariantAvailability> {
+  const out = new Map<string, VariantAvailability>();
+  for (const s of rows) {
+    const entry = out.get(s.sku) ?? noStock();
+    entry.on_hand += s.on_hand;
+    entry.reserved += s.reserved;
+    entry.available += s.available;
+    entry.seq += s.seq;
+    out.set(s.sku, entry);
+  }
+  for (const entry of out.values()) entry.status = availabilityStatus(entry.available, DEFAULT_LOW_STOCK);
+  return out;
+}
+
 export async function loadProductDocument(db: Db, id: string): Promise<ProductDocument | null> {
   const [productRows, translationRows, variantRows, priceRows, stockRows] = await db.batch([
     db.select().from(products).where(eq(products.id, id)).limit(1),
@@ -77,7 +107,7 @@ export async function loadProductDocument(db: Db, id: string): Promise<ProductDo
       .innerJoin(variants, eq(variants.sku, prices.sku))
       .where(eq(variants.productId, id)),
     db
-      .select({ sku: availability.sku, onHand: availability.onHand, reserved: availability.reserved, available: availability.available, seq: availability.seq })
+      .select({ sku: availability.sku, on_hand: availability.onHand, reserved: availability.reserved, available: availability.available, seq: availability.seq })
       .from(availability)
       .innerJoin(variants, eq(variants.sku, availability.sku))
       .where(eq(variants.productId, id)),
@@ -91,24 +121,9 @@ export async function loadProductDocument(db: Db, id: string): Promise<ProductDo
   ]);
   const categoryPath = (category[0]?.path ?? `/${row.categoryId}/`).split("/").filter(Boolean);
 
-  const pricesBySku = new Map<string, Record<string, number>>();
-  for (const p of priceRows) {
-    const entry = pricesBySku.get(p.sku) ?? {};
-    entry[p.currency] = p.amount;
-    pricesBySku.set(p.sku, entry);
-  }
-  const stockBySku = new Map<string, VariantAvailability>();
-  let stockSeq = 0;
-  for (const s of stockRows) {
-    const entry = stockBySku.get(s.sku) ?? { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock" as StockStatus, seq: 0 };
-    entry.on_hand += s.onHand;
-    entry.reserved += s.reserved;
-    entry.available += s.available;
-    entry.seq += s.seq;
-    stockSeq += s.seq;
-    stockBySku.set(s.sku, entry);
-  }
-  for (const entry of stockBySku.values()) entry.status = availabilityStatus(entry.available, DEFAULT_LOW_STOCK);
+  const priceMap = pricesBySku(priceRows);
+  const stockBySku = availabilityBySku(stockRows);
+  const stockSeq = stockRows.reduce((sum, r) => sum + r.seq, 0);
 
   return {
     id: row.id,
@@ -136,8 +151,8 @@ export async function loadProductDocument(db: Db, id: string): Promise<ProductDo
       gtin: v.gtin,
       mpn: v.mpn,
       position: v.position,
-      prices: pricesBySku.get(v.sku) ?? {},
-      availability: stockBySku.get(v.sku) ?? { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock", seq: 0 },
+      prices: priceMap.get(v.sku) ?? {},
+      availability: stockBySku.get(v.sku) ?? noStock(),
     })),
     promotions: schedules.get(id) ?? [],
   };

@@ -4,13 +4,10 @@
  * limit never applies. Availability is read from the projection on every call: feeds promise live
  * availability, which a KV copy of the document cannot guarantee.
  */
-import type { ProductDocument, VariantAvailability } from "../catalog/document";
+import { availabilityBySku, noStock, pricesBySku, type ProductDocument } from "../catalog/document";
 import { now } from "../lib/clock";
-import { availabilityStatus, type StockStatus } from "../lib/stock-status";
 import { loadSchedules } from "../promotions/schedule";
 
-/** Same threshold as loadProductDocument uses when it folds the projection into a document. */
-const DEFAULT_LOW_STOCK = 5;
 
 type ProductRow = {
   id: string; slug: string; version: number; status: string; title: string; description: string; brand: string;
@@ -72,24 +69,11 @@ export async function loadDocuments(db: D1Database, ids: string[], only: { curre
     entry[t.locale] = { title: t.title, description: t.description };
     translations.set(t.product_id, entry);
   }
-  const pricesBySku = new Map<string, Record<string, number>>();
-  for (const p of priceRes!.results as { sku: string; currency: string; amount: number }[]) {
-    const entry = pricesBySku.get(p.sku) ?? {};
-    entry[p.currency] = p.amount;
-    pricesBySku.set(p.sku, entry);
-  }
-  const stockBySku = new Map<string, VariantAvailability>();
+  const priceMap = pricesBySku(priceRes!.results as { sku: string; currency: string; amount: number }[]);
+  const stockRows = stockRes!.results as { sku: string; on_hand: number; reserved: number; available: number; seq: number; updated_at: number }[];
+  const stockBySku = availabilityBySku(stockRows);
   const stockUpdated = new Map<string, number>();
-  for (const s of stockRes!.results as { sku: string; on_hand: number; reserved: number; available: number; seq: number; updated_at: number }[]) {
-    const entry = stockBySku.get(s.sku) ?? { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock" as StockStatus, seq: 0 };
-    entry.on_hand += s.on_hand;
-    entry.reserved += s.reserved;
-    entry.available += s.available;
-    entry.seq += s.seq;
-    stockBySku.set(s.sku, entry);
-    stockUpdated.set(s.sku, Math.max(stockUpdated.get(s.sku) ?? 0, s.updated_at));
-  }
-  for (const entry of stockBySku.values()) entry.status = availabilityStatus(entry.available, DEFAULT_LOW_STOCK);
+  for (const s of stockRows) stockUpdated.set(s.sku, Math.max(stockUpdated.get(s.sku) ?? 0, s.updated_at));
   const categoryPaths = new Map((categoryRes!.results as { id: string; path: string }[]).map((c) => [c.id, c.path]));
   const variantsByProduct = new Map<string, ProductDocument["variants"]>();
   for (const v of variantRes!.results as { sku: string; product_id: string; title: string; options: string; gtin: string | null; mpn: string | null; position: number }[]) {
@@ -101,8 +85,8 @@ export async function loadDocuments(db: D1Database, ids: string[], only: { curre
       gtin: v.gtin,
       mpn: v.mpn,
       position: v.position,
-      prices: pricesBySku.get(v.sku) ?? {},
-      availability: stockBySku.get(v.sku) ?? { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock", seq: 0 },
+      prices: priceMap.get(v.sku) ?? {},
+      availability: stockBySku.get(v.sku) ?? noStock(),
     });
     variantsByProduct.set(v.product_id, list);
   }
