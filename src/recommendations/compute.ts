@@ -34,8 +34,10 @@ export async function complementaryFor(d1: D1Database, ids: string[]): Promise<M
   if (!ids.length) return out;
   const { results } = await d1
     .prepare(
-      `SELECT c.product_a AS a, c.product_b AS b, c.count AS n FROM co_purchases c JOIN products p ON p.id = c.product_b AND p.status = 'active'
-       WHERE c.product_a IN (SELECT value FROM json_each(?)) ORDER BY c.product_a, c.count DESC, c.product_b`,
+      // CROSS JOIN pins the join order: left to itself SQLite walks every active product (products_status_idx)
+      // and probes co_purchases for each, a full scan per chunk that made a rebuild quadratic in the catalog.
+      `SELECT c.product_a AS a, c.product_b AS b, c.count AS n FROM co_purchases c CROSS JOIN products p ON p.id = c.product_b
+       WHERE c.product_a IN (SELECT value FROM json_each(?)) AND p.status = 'active' ORDER BY c.product_a, c.count DESC, c.product_b`,
     )
     .bind(JSON.stringify(ids))
     .all<{ a: string; b: string; n: number }>();
