@@ -333,7 +333,12 @@ export const promotions = sqliteTable(
     updatedAt: updatedAt(),
     version: version(),
   },
-  (t) => [index("promotions_window_idx").on(t.startsAt, t.endsAt), index("promotions_ends_idx").on(t.endsAt)],
+  (t) => [
+    index("promotions_window_idx").on(t.startsAt, t.endsAt),
+    index("promotions_ends_idx").on(t.endsAt),
+    // Catalog writes look up the category and brand promotions to re-resolve targets (src/promotions/targets.ts).
+    index("promotions_target_type_idx").on(t.targetType),
+  ],
 );
 
 /** Which SKUs a promotion covers, resolved on write so reads are a keyed lookup. */

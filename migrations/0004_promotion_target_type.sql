@@ -1,0 +1,1 @@
+CREATE INDEX `promotions_target_type_idx` ON `promotions` (`target_type`);
