@@ -1,36 +1,42 @@
 /**
- * Promotions benchmark against a real `wrangler dev` (port 8799, its own --persist-to):
- *   npx tsx bench/promotions/run.ts --products 10000 --promotions 10000 --lag-promotions 50
+ * Promotions benchmark against a real `wrangler dev` (its own port and --persist-to):
+ *   npx tsx bench/promotions/run.ts --products 10000 --promotions 10000 --lag-promotions 50 --rounds 3
  *
- * 1. Product read cost with 0 vs 10,000 active promotions, in the same run: one wrangler dev with no
- *    promotions, then (stopped, 10,000 promotions inserted into D1, restarted) one with them. Each phase reads
- *    disjoint, never-read products, so the D1 case really loads documents (where promotions are looked up),
- *    and a KV case re-reads warmed documents in other currency/locale variants.
- * 2. Boundary lag: N promotions created through the admin API with starts_at staggered a few seconds ahead,
- *    each on its own product whose page is cached at the edge beforehand. A poller per promotion reads the
- *    public product page from just before starts_at until it shows the new price; the lag is the time the
- *    first new-price response arrived minus starts_at (it includes the request's own latency). It also counts
- *    requests SENT after starts_at that still got the old price (must be 0), and measures the same for the
- *    listing (`GET /v1/products?brand=…&min_price=…&max_price=…`), whose price comes from products.min_prices
- *    and so depends on the PromotionClock alarm switching it.
+ * 1. Product read cost with 0 vs 10,000 active promotions. The two states alternate over several rounds
+ *    (none, many, many, none, none, many…), each on a fresh `wrangler dev` start over the same database (the
+ *    10,000 promotions are inserted or deleted in between), and the samples of each state are pooled: drift of
+ *    the machine's load hits both states alike. Every round reads products never read before (a shuffled
+ *    catalog is dealt out), so the D1 case really loads documents (where promotions are looked up), and a KV
+ *    case re-reads warmed documents in other currency/locale variants.
+ * 2. Boundary lag: N promotions created through the admin API with starts_at staggered ahead, each on its own
+ *    product whose page is cached at the edge beforehand, while the 10,000 others are active (they started an
+ *    hour ago and were switched then). A poller per promotion reads the public product page from just before
+ *    starts_at until it shows the new price; the lag is the time the first new-price response arrived minus
+ *    starts_at (it includes the request's own latency). It also counts requests SENT after starts_at that
+ *    still got the old price (must be 0), and measures the same for the listing
+ *    (`GET /v1/products?brand=…&min_price=…&max_price=…`), whose price comes from products.min_prices and so
+ *    depends on the PromotionClock alarm switching it.
  */
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync, cpSync, existsSync } from "node:fs";
+import { loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { product } from "../../src/seed/generate";
+import { mulberry32, product } from "../../src/seed/generate";
+import { buildOnce, sh, startDevServer } from "../lib/dev-server";
+import { fmt, percentile } from "../lib/stats";
 
 const { values } = parseArgs({
   options: {
     products: { type: "string", default: "10000" },
     promotions: { type: "string", default: "10000" },
     "lag-promotions": { type: "string", default: "50" },
-    "d1-reads": { type: "string", default: "300" },
-    "kv-products": { type: "string", default: "60" },
+    "d1-reads": { type: "string", default: "150" },
+    "kv-products": { type: "string", default: "30" },
+    rounds: { type: "string", default: "3" },
     concurrency: { type: "string", default: "4" },
     port: { type: "string", default: "8799" },
     phases: { type: "string", default: "reads,lag" },
-    spacing: { type: "string", default: "250" },
+    spacing: { type: "string", default: "1000" },
   },
 });
 const PORT = values.port!;
@@ -39,20 +45,15 @@ const N = Number(values.products);
 const PROMOS = Number(values.promotions);
 const LAG_N = Number(values["lag-promotions"]);
 const CONC = Number(values.concurrency);
+const ROUNDS = Number(values.rounds);
 /** Gap between consecutive promotion starts. */
 const SPACING = Number(values.spacing);
 const PHASES = new Set(values.phases!.split(","));
 const ADMIN = "bench-admin-token";
 const PERSIST = path.resolve(".wrangler/bench-promotions");
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 const pid = (n: number) => `p-${String(n).padStart(6, "0")}`;
-const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "inherit"] });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
 const stats = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return { n: s.length, p50: percentile(s, 50), p95: percentile(s, 95), p99: percentile(s, 99), max: s[s.length - 1] ?? NaN };
@@ -69,32 +70,16 @@ const get = (p: string) => fetch(ORIGIN + p, { headers: { authorization: `Bearer
  * the Worker whenever anyone edits a file in this shared tree (a 503 mid-request, and a cold isolate).
  */
 const BUILD = path.resolve(".wrangler/bench-promotions-build");
+let ENTRY = "";
 
-function startDev(): ChildProcess {
-  return spawn("npx", ["--no-install", "wrangler", "dev", path.join(BUILD, "index.js"), "--no-bundle", "--port", PORT, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN}`], {
-    env,
-    detached: true,
-    stdio: "ignore",
-  });
-}
-async function stopDev(dev: ChildProcess) {
+async function withDev<T>(work: () => Promise<T>): Promise<T> {
+  const dev = await startDevServer({ port: PORT, persist: PERSIST, entry: ENTRY, vars: { ADMIN_TOKEN: ADMIN }, healthTries: 720 });
   try {
-    process.kill(-dev.pid!, "SIGTERM");
-  } catch {
-    /* gone */
+    return await work();
+  } finally {
+    dev.stop();
+    await sleep(1500);
   }
-  await sleep(1500);
-}
-async function waitHealthy() {
-  for (let i = 0; i < 720; i++) {
-    try {
-      if ((await fetch(`${ORIGIN}/health`)).ok) return;
-    } catch {
-      /* not up yet */
-    }
-    await sleep(250);
-  }
-  throw new Error("wrangler dev did not become healthy");
 }
 
 // ---- setup ------------------------------------------------------------------------------------------------
@@ -105,14 +90,14 @@ function prepare() {
     mkdirSync(path.join(PERSIST, "v3"), { recursive: true });
     if (N === 10_000 && existsSync(shared)) cpSync(shared, path.join(PERSIST, "v3/d1"), { recursive: true });
   }
-  sh(["wrangler", "deploy", "--dry-run", "--outdir", BUILD]);
+  ENTRY = buildOnce(BUILD);
   sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
   sh(["tsx", "scripts/seed.ts", "--products", String(N), "--persist", PERSIST, "--if-empty"]);
   // Every run starts cold and without promotions: no KV documents or cached pages from a previous run.
   rmSync(path.join(PERSIST, "v3/kv"), { recursive: true, force: true });
   rmSync(path.join(PERSIST, "v3/cache"), { recursive: true, force: true });
   rmSync(path.join(PERSIST, "v3/do"), { recursive: true, force: true });
-  execSql("DELETE FROM promotion_targets; DELETE FROM promotions; DELETE FROM meta WHERE key = 'promotions:switched_through';");
+  removePromotions();
 }
 
 function execSql(sqlText: string) {
@@ -123,17 +108,26 @@ function execSql(sqlText: string) {
   rmSync(file, { force: true });
 }
 
-/** 10,000 active promotions: promotion i covers every variant of product i (all products of the catalog). */
+function removePromotions() {
+  execSql("DELETE FROM promotion_targets; DELETE FROM promotions; DELETE FROM meta WHERE key = 'promotions:switched_through';");
+}
+
+/**
+ * `count` active promotions: promotion i covers every variant of product i (all products of the catalog).
+ * They started an hour ago and the switch watermark says so, as it would had the PromotionClock switched them
+ * then: the lag phase must measure its own boundaries, not a first switch of every product in the catalog.
+ */
 function insertPromotions(count: number, now: number) {
   const q = (s: string) => `'${s.replace(/'/g, "''")}'`;
   const lines: string[] = [];
   const promoRows: string[] = [];
   const targetRows: string[] = [];
+  const startedAt = now - 3_600_000;
   for (let i = 1; i <= count; i++) {
     const n = ((i - 1) % N) + 1;
     const id = `bench-active-${i}`;
     promoRows.push(
-      `(${q(id)}, ${q(`Bench ${i}`)}, ${now - 30_000}, ${now + 86_400_000}, 'products', ${q(JSON.stringify([pid(n)]))}, 'percent_off', '{"bps":${500 + (i % 20) * 100}}', ${i % 7}, '[]', '[]', ${now}, ${now}, 1)`,
+      `(${q(id)}, ${q(`Bench ${i}`)}, ${startedAt}, ${now + 86_400_000}, 'products', ${q(JSON.stringify([pid(n)]))}, 'percent_off', '{"bps":${500 + (i % 20) * 100}}', ${i % 7}, '[]', '[]', ${startedAt}, ${startedAt}, 1)`,
     );
     for (const v of product(n).variants) targetRows.push(`(${q(id)}, ${q(v.sku)}, ${q(pid(n))})`);
   }
@@ -143,6 +137,9 @@ function insertPromotions(count: number, now: number) {
     );
   }
   for (let i = 0; i < targetRows.length; i += 400) lines.push(`INSERT INTO promotion_targets (promotion_id, sku, product_id) VALUES ${targetRows.slice(i, i + 400).join(",\n")};`);
+  lines.push(
+    `INSERT INTO meta (key, value, updated_at) VALUES ('promotions:switched_through', '${now}', ${now}) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;`,
+  );
   execSql(lines.join("\n"));
 }
 
@@ -169,22 +166,44 @@ async function readAll(paths: string[]): Promise<{ ms: number[]; tiers: Record<s
   return { ms, tiers };
 }
 
-type Phase = { label: string; d1: ReturnType<typeof stats> & { tiers: Record<string, number> }; kv: ReturnType<typeof stats> & { tiers: Record<string, number> } };
+/** The catalog in a fixed shuffled order, dealt out so that no product is read cold twice in a run. */
+const deck = (() => {
+  const rng = mulberry32(20261125);
+  const a = Array.from({ length: N }, (_, i) => i + 1);
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+})();
+let dealt = 0;
+function deal(count: number): number[] {
+  if (dealt + count > deck.length) throw new Error(`the catalog (${N}) is too small for this many cold reads`);
+  dealt += count;
+  return deck.slice(dealt - count, dealt);
+}
 
-async function readPhase(label: string, offset: number): Promise<Phase> {
+type Samples = { d1: number[]; kv: number[]; d1Tiers: Record<string, number>; kvTiers: Record<string, number> };
+const emptySamples = (): Samples => ({ d1: [], kv: [], d1Tiers: {}, kvTiers: {} });
+const addTiers = (into: Record<string, number>, from: Record<string, number>) => {
+  for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
+};
+
+async function readRound(into: Samples): Promise<void> {
   const d1Count = Number(values["d1-reads"]);
   const kvCount = Number(values["kv-products"]);
-  // Disjoint product sets per phase, spread over the catalog.
-  const pick = (count: number, start: number) => Array.from({ length: count }, (_, i) => 1 + ((start + i * 13) % N));
-  await readAll(pick(20, offset + 9_000).map((n) => `/v1/products/${pid(n)}?currency=EUR&locale=de`)); // isolate warm-up
-  const d1 = await readAll(pick(d1Count, offset).map((n) => `/v1/products/${pid(n)}?currency=USD&locale=en`));
-  const kvIds = pick(kvCount, offset + 5_000);
+  await readAll(deal(20).map((n) => `/v1/products/${pid(n)}?currency=EUR&locale=de`)); // isolate warm-up
+  const d1 = await readAll(deal(d1Count).map((n) => `/v1/products/${pid(n)}?currency=USD&locale=en`));
+  const kvIds = deal(kvCount);
   await readAll(kvIds.map((n) => `/v1/products/${pid(n)}?currency=USD&locale=en`));
   await sleep(2000); // KV write-backs run after the responses
   const kvPaths: string[] = [];
   for (const cur of ["EUR", "GBP"]) for (const loc of ["en", "de", "fr"]) for (const n of kvIds) kvPaths.push(`/v1/products/${pid(n)}?currency=${cur}&locale=${loc}`);
   const kv = await readAll(kvPaths);
-  return { label, d1: { ...stats(d1.ms), tiers: d1.tiers }, kv: { ...stats(kv.ms), tiers: kv.tiers } };
+  into.d1.push(...d1.ms);
+  into.kv.push(...kv.ms);
+  addTiers(into.d1Tiers, d1.tiers);
+  addTiers(into.kvTiers, kv.tiers);
 }
 
 // ---- phase 2: boundary lag --------------------------------------------------------------------------------
@@ -258,41 +277,36 @@ async function boundaryLag(): Promise<Lag[]> {
 // ---- main -------------------------------------------------------------------------------------------------
 
 async function main() {
+  const loadBefore = loadavg()[0]!.toFixed(1);
   console.error("bench: preparing", PERSIST);
   prepare();
-  const phases: Phase[] = [];
-  let dev = startDev();
-  process.on("exit", () => {
-    try {
-      process.kill(-dev.pid!, "SIGTERM");
-    } catch {
-      /* gone */
+  const none = emptySamples();
+  const many = emptySamples();
+  let hasPromotions = false;
+  const setPromotions = (on: boolean) => {
+    if (on === hasPromotions) return;
+    if (on) insertPromotions(PROMOS, Date.now());
+    else removePromotions();
+    hasPromotions = on;
+  };
+  if (PHASES.has("reads")) {
+    // ABBA order: none, many | many, none | none, many…, so neither state always runs first or last.
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const on of r % 2 === 0 ? [false, true] : [true, false]) {
+        setPromotions(on);
+        console.error(`bench: round ${r + 1}/${ROUNDS}, ${on ? PROMOS : 0} promotions`);
+        await withDev(() => readRound(on ? many : none));
+      }
     }
-  });
-  if (PHASES.has("reads")) {
-    await waitHealthy();
-    console.error("bench: reads with no promotions");
-    phases.push(await readPhase("0 promotions", 1));
-  }
-  await stopDev(dev);
-
-  console.error(`bench: inserting ${PROMOS} active promotions`);
-  insertPromotions(PROMOS, Date.now());
-  dev = startDev();
-  await waitHealthy();
-  if (PHASES.has("reads")) {
-    console.error(`bench: reads with ${PROMOS} active promotions`);
-    phases.push(await readPhase(`${PROMOS.toLocaleString("en")} active promotions`, 2_001));
-    console.error(JSON.stringify(phases));
   }
   let lags: Lag[] = [];
   if (PHASES.has("lag")) {
+    setPromotions(true);
     console.error(`bench: boundary lag over ${LAG_N} scheduled promotions`);
-    lags = await boundaryLag();
+    lags = await withDev(boundaryLag);
   }
-  await stopDev(dev);
 
-  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "∞");
+  const f = (x: number) => fmt(x, 1);
   const sections: string[] = [];
   if (PHASES.has("lag")) {
     const page = stats(lags.map((l) => l.lagMs));
@@ -308,45 +322,54 @@ page was cached at the edge beforehand. A page poller pauses 20 ms between reque
 - *arrival lag* = arrival of the first response with the new price − starts_at (includes that request's own latency);
 - *send lag* = when that first new-price request was issued − starts_at (0 when issued before starts_at): how late the
   switch was visible, independent of response time;
-- *stale* = requests issued at or after starts_at that still got the old price (must be 0).
+- *stale* = requests issued at or after starts_at that still got the old price (must be 0 for the page; the listing
+  depends on the switch).
 
-| read | arrival p50 ms | arrival p95 | arrival p99 | send-lag p50 ms | send-lag p99 | stale |
-|---|---|---|---|---|---|---|
-| product page \`GET /v1/products/:id\` | ${f(page.p50)} | ${f(page.p95)} | ${f(page.p99)} | ${f(pageSent.p50)} | ${f(pageSent.p99)} | ${staleReads} |
-| listing filtered on the new price (\`min_prices\`, switched by the PromotionClock alarm) | ${f(listing.p50)} | ${f(listing.p95)} | ${f(listing.p99)} | ${f(listingSent.p50)} | ${f(listingSent.p99)} | ${staleListing} |
+| read | arrival p50 ms | arrival p95 | arrival p99 | arrival max | send-lag p50 ms | send-lag p99 | stale |
+|---|---|---|---|---|---|---|---|
+| product page \`GET /v1/products/:id\` | ${f(page.p50)} | ${f(page.p95)} | ${f(page.p99)} | ${f(page.max)} | ${f(pageSent.p50)} | ${f(pageSent.p99)} | ${staleReads} |
+| listing filtered on the new price (\`min_prices\`, switched by the PromotionClock alarm) | ${f(listing.p50)} | ${f(listing.p95)} | ${f(listing.p99)} | ${f(listing.max)} | ${f(listingSent.p50)} | ${f(listingSent.p99)} | ${staleListing} |
 
 Target: product page p99 < 1 s (arrival) → **${page.p99 < 1000 ? "met" : "NOT met"}** (p99 ${f(page.p99)} ms).
 `);
   }
   if (PHASES.has("reads")) {
-    const [none, many] = phases as [Phase, Phase];
     const tiers = (t: Record<string, number>) => Object.entries(t).map(([k, v]) => `${k} ${v}`).join(", ");
-    const row = (p: Phase, which: "d1" | "kv") => `| ${p.label} | ${which === "d1" ? "D1 miss (document load)" : "KV hit (edge miss)"} | ${p[which].n} | ${f(p[which].p50)} | ${f(p[which].p95)} | ${f(p[which].p99)} | ${tiers(p[which].tiers)} |`;
-    sections.push(`## Product read cost: ${PROMOS.toLocaleString("en")} active promotions vs none (same run)
+    const row = (label: string, sm: Samples, which: "d1" | "kv") => {
+      const st = stats(sm[which]);
+      return `| ${label} | ${which === "d1" ? "D1 miss (document load)" : "KV hit (edge miss)"} | ${st.n} | ${f(st.p50)} | ${f(st.p95)} | ${f(st.p99)} | ${tiers(which === "d1" ? sm.d1Tiers : sm.kvTiers)} |`;
+    };
+    const ratio = (which: "d1" | "kv", p: 50 | 99) => {
+      const a = stats(many[which]);
+      const b = stats(none[which]);
+      return (p === 99 ? a.p99 / b.p99 : a.p50 / b.p50).toFixed(2);
+    };
+    const label = `${PROMOS.toLocaleString("en")} active promotions`;
+    sections.push(`## Product read cost: ${label} vs none (same run)
+
+${ROUNDS} rounds per state, alternating (ABBA), each round on a fresh \`wrangler dev\` start; samples pooled per state.
 
 | promotions | case | requests | p50 ms | p95 ms | p99 ms | answered by |
 |---|---|---|---|---|---|---|
-${row(none, "d1")}
-${row(many, "d1")}
-${row(none, "kv")}
-${row(many, "kv")}
+${row("0 promotions", none, "d1")}
+${row(label, many, "d1")}
+${row("0 promotions", none, "kv")}
+${row(label, many, "kv")}
 
-p99 with ${PROMOS.toLocaleString("en")} active promotions ÷ with none: D1 miss **${(many.d1.p99 / none.d1.p99).toFixed(2)}**, KV hit **${(many.kv.p99 / none.kv.p99).toFixed(2)}** (target ≤ 1.1).
+p99 with ${label} ÷ with none: D1 miss **${ratio("d1", 99)}**, KV hit **${ratio("kv", 99)}** (target ≤ 1.1); p50: D1 miss ${ratio("d1", 50)}, KV hit ${ratio("kv", 50)}.
 
-- Every product of the catalog has an active promotion in the second phase (promotion i covers all variants of product i),
+- Every product of the catalog has an active promotion in the promoted state (promotion i covers all variants of product i),
   so each read in it renders a promoted price; a product read only ever touches its own promotions (\`promotion_targets\` by
   product id, embedded in the document), never the whole set.
-- The two phases run on two consecutive \`wrangler dev\` starts over the same database (promotions were inserted in between
-  with \`wrangler d1 execute\`), each with its own warm-up; product sets are disjoint and cold in both.
 `);
   }
   const report = `# Promotions benchmark${PHASES.has("reads") ? "" : " (boundary lag only)"}
 
-Command: \`npx tsx bench/promotions/run.ts --products ${N} --promotions ${PROMOS} --lag-promotions ${LAG_N} --spacing ${SPACING} --phases ${values.phases} --d1-reads ${values["d1-reads"]} --kv-products ${values["kv-products"]} --concurrency ${CONC}\`
+Command: \`npx tsx bench/promotions/run.ts --products ${N} --promotions ${PROMOS} --lag-promotions ${LAG_N} --spacing ${SPACING} --phases ${values.phases} --rounds ${ROUNDS} --d1-reads ${values["d1-reads"]} --kv-products ${values["kv-products"]} --concurrency ${CONC}\`
 (${new Date().toISOString()}; a bundle of the Worker served by wrangler dev on ${ORIGIN}, local D1/KV/Cache under \`.wrangler/bench-promotions\`; ${N.toLocaleString("en")} seeded products.)
 
-Shared 2-core machine, load generator and runtime together (other engineers' benchmarks and tests ran at the same time):
-absolute numbers are noisy; the ratios compare phases of the same run.
+2-core machine, load generator and runtime together (1-minute load average ${loadBefore} before, ${loadavg()[0]!.toFixed(1)} after):
+absolute numbers are noisy; the ratios compare states measured in the same run.
 
 ${sections.join("\n")}`;
   const out = PHASES.has("reads") && PHASES.has("lag") ? "bench/results/promotions.md" : `bench/results/promotions-${[...PHASES].join("-")}.md`;
