@@ -111,33 +111,55 @@ function priceExpr(currency: string): SQL {
 
 const RELEVANCE = sql.raw(`bm25(products_fts, 10.0, 5.0, 1.0, 2.0)`);
 
-type Plan = { from: SQL; where: SQL[]; sortExpr: SQL; dir: "ASC" | "DESC"; withQuery: boolean };
+/**
+ * `where` filters the page query; `matchWhere` is the same filter for the facets and total, which have no sort
+ * to protect and so may let SQLite pick the filter's own index. `sampleOrder` fixes which matches make up the
+ * facet sample when that index would otherwise decide it.
+ */
+type Plan = { from: SQL; where: SQL[]; matchWhere: SQL[]; sampleOrder: SQL; sortExpr: SQL; dir: "ASC" | "DESC"; withQuery: boolean };
 
 function plan(p: ListingParams): Plan {
   const price = priceExpr(p.currency);
   const q = p.q ? ftsQuery(p.q) : undefined;
   const where: SQL[] = [sql`+p.status = 'active'`];
-  if (q) where.push(sql`products_fts MATCH ${q}`);
+  const matchWhere: SQL[] = [sql`+p.status = 'active'`];
+  const both = (cond: SQL) => {
+    where.push(cond);
+    matchWhere.push(cond);
+  };
+  let sampleOrder = sql``;
+  if (q) both(sql`products_fts MATCH ${q}`);
   if (p.category) {
+    const subtree = sql`(SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
+      WHERE root.slug = ${p.category} OR root.id = ${p.category})`;
     // `+` keeps SQLite on the sort's index (stop after `limit` rows) instead of collecting and sorting the whole subtree.
-    where.push(sql`+p.category_id IN (SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
-      WHERE root.slug = ${p.category} OR root.id = ${p.category})`);
+    where.push(sql`+p.category_id IN ${subtree}`);
+    if (q) {
+      // With a query the FTS match must stay the driver: `+` stops SQLite probing products_fts once per category row.
+      matchWhere.push(sql`+p.category_id IN ${subtree}`);
+    } else {
+      // Facets/total have no sort to protect: without `+` they read the subtree through products_category_idx instead of
+      // scanning every product; ORDER BY rowid keeps the facet sample the same first-in-rowid-order matches as that scan.
+      matchWhere.push(sql`p.category_id IN ${subtree}`);
+      sampleOrder = sql` ORDER BY p.rowid`;
+    }
   }
-  if (p.brand?.length) where.push(sql`p.brand IN (${sql.join(p.brand.map((b) => sql`${b}`), sql`, `)})`);
-  if (p.in_stock) where.push(sql`p.in_stock = 1`);
-  if (p.min_price !== undefined) where.push(sql`${price} >= ${p.min_price}`);
-  if (p.max_price !== undefined) where.push(sql`${price} <= ${p.max_price}`);
+  if (p.brand?.length) both(sql`p.brand IN (${sql.join(p.brand.map((b) => sql`${b}`), sql`, `)})`);
+  if (p.in_stock) both(sql`p.in_stock = 1`);
+  if (p.min_price !== undefined) both(sql`${price} >= ${p.min_price}`);
+  if (p.max_price !== undefined) both(sql`${price} <= ${p.max_price}`);
   const from = q ? sql`products_fts JOIN products p ON p.rowid = products_fts.rowid` : sql`products p`;
+  const common = { from, matchWhere, sampleOrder };
   switch (p.sort) {
     case "price_asc":
-      return { from, where: [...where, sql`${price} IS NOT NULL`], sortExpr: price, dir: "ASC", withQuery: !!q };
+      return { ...common, where: [...where, sql`${price} IS NOT NULL`], matchWhere: [...matchWhere, sql`${price} IS NOT NULL`], sortExpr: price, dir: "ASC", withQuery: !!q };
     case "price_desc":
-      return { from, where: [...where, sql`${price} IS NOT NULL`], sortExpr: price, dir: "DESC", withQuery: !!q };
+      return { ...common, where: [...where, sql`${price} IS NOT NULL`], matchWhere: [...matchWhere, sql`${price} IS NOT NULL`], sortExpr: price, dir: "DESC", withQuery: !!q };
     case "relevance":
-      if (q) return { from, where, sortExpr: RELEVANCE, dir: "ASC", withQuery: true };
-      return { from, where, sortExpr: sql`p.created_at`, dir: "DESC", withQuery: false };
+      if (q) return { ...common, where, sortExpr: RELEVANCE, dir: "ASC", withQuery: true };
+      return { ...common, where, sortExpr: sql`p.created_at`, dir: "DESC", withQuery: false };
     case "newest":
-      return { from, where, sortExpr: sql`p.created_at`, dir: "DESC", withQuery: !!q };
+      return { ...common, where, sortExpr: sql`p.created_at`, dir: "DESC", withQuery: !!q };
   }
 }
 
@@ -177,14 +199,16 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
   let facetQuery: SQL | undefined;
   if (wantFacets && filtered) {
     const price = priceExpr(p.currency);
-    const whereMatch = sql.join(pl.where, sql` AND `);
-    // Facets are counted over at most FACET_SAMPLE matches (the first in index order, no scoring), so a query
-    // matching half the catalog costs the same as one matching 5,000; `total` is always exact.
-    facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, ${price} AS price FROM ${pl.from} WHERE ${whereMatch} LIMIT ${FACET_SAMPLE})
+    const whereMatch = sql.join(pl.matchWhere, sql` AND `);
+    // Facets are counted over at most FACET_SAMPLE matches (the first in index order, or in rowid order with a
+    // category filter; no scoring), so a query matching half the catalog costs the same as one matching 5,000;
+    // `total` is always exact.
+    // CROSS JOIN: m (≤ 5,000 ids) drives; left alone SQLite scanned all of product_attributes and probed m for each row.
+    facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, ${price} AS price FROM ${pl.from} WHERE ${whereMatch}${pl.sampleOrder} LIMIT ${FACET_SAMPLE})
       SELECT 'total' AS facet, '' AS value, (SELECT count(*) FROM ${pl.from} WHERE ${whereMatch}) AS count
       UNION ALL SELECT 'brand', brand, count(*) FROM m GROUP BY brand
       UNION ALL SELECT 'category', category_id, count(*) FROM m GROUP BY category_id
-      UNION ALL SELECT 'attr:' || a.name, a.value, count(*) FROM m JOIN product_attributes a ON a.product_id = m.id GROUP BY a.name, a.value
+      UNION ALL SELECT 'attr:' || a.name, a.value, count(*) FROM m CROSS JOIN product_attributes a ON a.product_id = m.id GROUP BY a.name, a.value
       UNION ALL SELECT 'price', ${priceBucketSql(sql`price`)}, count(*) FROM m WHERE price IS NOT NULL GROUP BY 2`;
   } else if (wantFacets) {
     facetQuery = materialisedFacetsQuery(p.currency);

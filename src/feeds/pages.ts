@@ -82,13 +82,17 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
   }
 
   const cursor = req.cursor !== undefined ? decodeCursor(req.cursor) : undefined;
+  // Unscoped, walking products_status_idx in id order is ideal (stops after `limit` rows); with a scope, `+` disables
+  // it so the scope's own index (brand, category, or the SKUs' product ids) finds the rows: the walk read the whole
+  // catalog to fill a page for a narrow scope.
+  const status = conditions.length ? "+p.status" : "p.status";
   // The first page captures the high-water mark in the same transaction as its rows; later pages reuse it.
   const [hwmRes, rowsRes] = await db.batch([
     db.prepare(cursor ? "SELECT ? AS hwm" : HIGH_WATER_SQL).bind(...(cursor ? [cursor.hwm] : [])),
     db
       .prepare(
         `SELECT p.id FROM products p
-         WHERE p.status = 'active' AND p.change_seq <= ${cursor ? "?" : `(${HIGH_WATER_SQL})`} AND p.id > ?${extraSql} ORDER BY p.id LIMIT ?`,
+         WHERE ${status} = 'active' AND p.change_seq <= ${cursor ? "?" : `(${HIGH_WATER_SQL})`} AND p.id > ?${extraSql} ORDER BY p.id LIMIT ?`,
       )
       .bind(...(cursor ? [cursor.hwm] : []), cursor?.after ?? "", ...extraBinds, req.limit + 1),
   ]);

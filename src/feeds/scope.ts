@@ -11,7 +11,9 @@ export type Condition = { sql: string; binds: unknown[] };
 
 const inCategories = "p.category_id IN (SELECT c.id FROM categories c, json_each(?) j WHERE instr(c.path, '/' || j.value || '/') > 0)";
 const inBrands = "p.brand IN (SELECT value FROM json_each(?))";
-const hasSku = "EXISTS (SELECT 1 FROM variants v WHERE v.product_id = p.id AND v.sku IN (SELECT value FROM json_each(?)))";
+// An id list, not a correlated EXISTS: the allowed SKUs then lead SQLite to their products by primary key (see pages.ts)
+// instead of a probe of variants for every product in the catalog.
+const hasSku = "p.id IN (SELECT v.product_id FROM variants v WHERE v.sku IN (SELECT value FROM json_each(?)))";
 
 export function scopeConditions(scope: AffiliateScope, filters: { category?: string; brand?: string } = {}): Condition[] {
   const out: Condition[] = [];
