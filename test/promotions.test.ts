@@ -455,3 +455,99 @@ describe("PromotionClock alarm", () => {
     expect(await runInDurableObject(clock, (_, state) => state.storage.getAlarm())).toBe(at(806_000));
   });
 });
+
+describe("targets follow the catalog after the promotion was written", () => {
+  const productBody = (id: string, brand: string, category: string, skus: string[]) => ({
+    slug: id.toLowerCase(),
+    title: `Lantern ${id}`,
+    description: "Bright.",
+    brand,
+    category_id: category,
+    attributes: { color: "green" },
+    variants: skus.map((sku, i) => ({ sku, title: `V${i}`, options: { finish: `F${i}` }, prices: { USD: 10_000 + i * 1_000, EUR: 9_000 } })),
+  });
+  const targetsOf = async (id: string) =>
+    (await env.DB.prepare("SELECT promotion_id, sku FROM promotion_targets WHERE product_id = ? ORDER BY promotion_id, sku").bind(id).all<{ promotion_id: string; sku: string }>()).results;
+  const put = async (id: string, body: unknown, version?: number) => {
+    const res = await adminJson("PUT", `/admin/products/${id}`, body, version ? { "if-match": `"${version}"` } : {});
+    expect([200, 201], await res.clone().text()).toContain(res.status);
+    return Number(JSON.parse(res.headers.get("etag")!));
+  };
+
+  it("a product created in a promoted brand later is covered, and leaves the promotion when it changes brand", async () => {
+    const brand = `Glowco ${uid("b")}`;
+    const seedProduct = await insertProduct(env.DB, { brand });
+    setClock(at(100_000));
+    const promo = await createPromotion({ starts_at: iso(at(100_000)), target: { type: "brand", values: [brand] }, value: { type: "percent_off", bps: 1000 } });
+    expect(promo.target.matched_products).toBe(1);
+
+    const id = uid("p-late");
+    const version = await put(id, productBody(id, brand, "cat-camping", [`${id}-A`, `${id}-B`]));
+    expect(await targetsOf(id)).toEqual([
+      { promotion_id: promo.id, sku: `${id}-A` },
+      { promotion_id: promo.id, sku: `${id}-B` },
+    ]);
+    const { body } = await readAt(at(100_500), id, "d1");
+    expect(priceOf(body, `${id}-A`)).toMatchObject({ amount: 9_000, compare_at: 10_000, promotion: { id: promo.id } });
+    // The consumer folds the promotion into the listing price.
+    const { reconcileProductPrices } = await import("../src/promotions/price-refresh");
+    await reconcileProductPrices(env.DB, id, at(100_500));
+    const row = await env.DB.prepare("SELECT min_prices FROM products WHERE id = ?").bind(id).first<{ min_prices: string }>();
+    expect(JSON.parse(row!.min_prices).USD).toBe(9_000);
+    const view = await (await request(`/admin/promotions/${promo.id}`, { headers: admin() })).json<Promotion>();
+    expect(view.target.matched_products).toBe(2);
+
+    // Another brand: the rows go, the regular price is back; the promotion keeps its other product.
+    await put(id, productBody(id, `Other ${uid("b")}`, "cat-camping", [`${id}-A`, `${id}-B`]), version);
+    expect(await targetsOf(id)).toEqual([]);
+    const after = await readAt(at(101_000), id, "d1");
+    expect(priceOf(after.body, `${id}-A`)).toMatchObject({ amount: 10_000 });
+    expect(priceOf(after.body, `${id}-A`).promotion ?? null).toBeNull();
+    expect((await targetsOf(seedProduct.id)).length).toBe(seedProduct.variants.length);
+  });
+
+  it("a category promotion covers products later created or imported in a subcategory; ended promotions are not revived", async () => {
+    const leaf = "cat-camping";
+    const anchor = await insertProduct(env.DB, { categoryId: leaf });
+    const { parent_id: parent } = (await env.DB.prepare("SELECT parent_id FROM categories WHERE id = ?").bind(leaf).first<{ parent_id: string }>())!;
+    setClock(at(110_000));
+    const live = await createPromotion({ starts_at: iso(at(110_000)), priority: 5, target: { type: "category", values: [parent] }, value: { type: "amount_off", amounts: { USD: 500 } } });
+    const ended = await createPromotion({ starts_at: iso(at(110_000)), ends_at: iso(at(110_500)), priority: 9, target: { type: "category", values: [leaf] }, value: { type: "percent_off", bps: 9000 } });
+    expect((await targetsOf(anchor.id)).map((t) => t.promotion_id)).toContain(ended.id);
+
+    setClock(at(111_000));
+    const id = uid("p-cat");
+    await put(id, productBody(id, "Campco", leaf, [`${id}-A`]));
+    expect(await targetsOf(id)).toEqual([{ promotion_id: live.id, sku: `${id}-A` }]);
+
+    const imported = uid("p-imp");
+    const ndjson = JSON.stringify({ id: imported, ...productBody(imported, "Campco", leaf, [`${imported}-1`]) }) + "\n";
+    sent.length = 0;
+    const res = await request("/admin/import", { method: "POST", headers: admin({ "content-type": "application/x-ndjson" }), body: ndjson });
+    expect(res.status, await res.clone().text()).toBe(201);
+    expect(await targetsOf(imported)).toEqual([{ promotion_id: live.id, sku: `${imported}-1` }]);
+    // A new product normally emits no event on import; a promoted one does, so the consumer prices its listing.
+    const outbox = await env.DB.prepare("SELECT count(*) AS n FROM outbox WHERE entity_id = ? AND type = 'product.changed'").bind(imported).first<{ n: number }>();
+    expect(outbox!.n).toBe(1);
+    const { body } = await readAt(at(111_500), imported, "d1");
+    expect(priceOf(body, `${imported}-1`)).toMatchObject({ amount: 9_500, compare_at: 10_000, promotion: { id: live.id } });
+  });
+
+  it("a variant added to a product targeted by id gets the promotion too", async () => {
+    const id = uid("p-var");
+    setClock(at(120_000));
+    // A leaf no other test of this file promotes as a category.
+    const version = await put(id, productBody(id, "Varico", "cat-coffee", [`${id}-A`]));
+    const promo = await createPromotion({ starts_at: iso(at(120_000)), target: { type: "products", values: [id] }, value: { type: "fixed_price", amounts: { USD: 4_000 } } });
+    // The promotion write moved the product's version (its document embeds the schedule).
+    const current = await env.DB.prepare("SELECT version FROM products WHERE id = ?").bind(id).first<{ version: number }>();
+    expect(current!.version).toBe(version + 1);
+    await put(id, productBody(id, "Varico", "cat-coffee", [`${id}-A`, `${id}-B`]), current!.version);
+    expect((await targetsOf(id)).filter((t) => t.promotion_id === promo.id)).toEqual([
+      { promotion_id: promo.id, sku: `${id}-A` },
+      { promotion_id: promo.id, sku: `${id}-B` },
+    ]);
+    const { body } = await readAt(at(120_500), id, "d1");
+    expect(priceOf(body, `${id}-B`)).toMatchObject({ amount: 4_000, compare_at: 11_000 });
+  });
+});

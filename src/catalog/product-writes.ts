@@ -8,6 +8,7 @@
  * `changes()` for the optimistic-concurrency guard, `json_each` to bind whole row sets as one parameter
  * (D1 allows 100 bound parameters per statement), and `RETURNING` for the outbox id.
  */
+import { retargetStatements } from "../promotions/targets";
 import { minPrices, type ProductInput } from "./product-input";
 
 export type WriteMode = { kind: "create" } | { kind: "update"; expectedVersion: number };
@@ -147,6 +148,8 @@ export function prepareProductWrite(db: D1Database, id: string, input: ProductIn
          WHERE id = ?`,
       )
       .bind(id),
+    // A product created in, or moved into or out of, a promoted category or brand: its targets follow.
+    ...retargetStatements(db, { sql: "SELECT ?2", params: [id] }, now),
   );
 
   const outboxIndex = statements.length;

@@ -8,10 +8,12 @@
  * The SHA-256 of the body makes re-running the same file a no-op that answers the first run's result.
  */
 import { z } from "zod";
+import { retargetStatements } from "../promotions/targets";
 import { ProductIdParam, ProductInput, minPrices } from "../catalog/product-input";
 import { parseCsvLine, csvRecordToObject } from "./csv";
 import { readLines } from "./lines";
 import { rawEnv } from "../lib/guarded-env";
+import { now as clockNow } from "../lib/clock";
 
 export type ImportFormat = "ndjson" | "csv";
 export type Rejection = { line: number; error: string };
@@ -204,7 +206,8 @@ export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, b
   try {
     // The switch is one long transaction by design (100,000 rows take seconds): it bypasses the request-path
     // binding timeout, which could not cancel the transaction anyway and would only misreport it as failed.
-    outboxIds = await publish(rawEnv(env as Env).DB, importId, Date.now());
+    // The clock, not Date.now(): which promotions are live (retargeting) is decided at this instant.
+    outboxIds = await publish(rawEnv(env as Env).DB, importId, clockNow());
   } catch (err) {
     await failImport(db, importId, `publish failed: ${String((err as Error)?.message ?? err)}`, { totalLines, accepted, rejectedCount, rejected });
     throw err;
@@ -273,11 +276,14 @@ async function publish(db: D1Database, importId: string, now: number): Promise<n
     s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
          WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))
        WHERE id IN (SELECT r.product_id ${STAGED})`),
-    // Events: products that existed before (their KV documents and cached pages are now stale) and every
-    // category that gained or changed products (listings). New products have nothing cached yet.
+    ...retargetStatements(db, { sql: "SELECT r.product_id FROM import_rows r WHERE r.import_id = ?2", params: [importId] }, now),
+    // Events: products that existed before (their KV documents and cached pages are now stale), new products
+    // a promotion covers (the consumer folds the promotion into min_prices), and every category that gained or
+    // changed products (listings). Other new products have nothing cached yet.
     s(`INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
        SELECT 'product.changed', p.id, p.version, ?2, json_object('type', 'product.changed', 'id', p.id, 'version', p.version, 'occurred_at', ?2)
-       FROM products p WHERE p.id IN (SELECT r.product_id ${STAGED}) AND p.version > 1
+       FROM products p WHERE p.id IN (SELECT r.product_id ${STAGED})
+         AND (p.version > 1 OR EXISTS (SELECT 1 FROM promotion_targets t WHERE t.product_id = p.id))
        RETURNING id`),
     s(`INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
        SELECT 'category.changed', c.id, c.version, ?2, json_object('type', 'category.changed', 'id', c.id, 'version', c.version, 'occurred_at', ?2)

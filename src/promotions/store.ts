@@ -8,6 +8,7 @@ import { occGuard } from "../catalog/product-writes";
 import { ApiError } from "../lib/errors";
 import type { DocPromotion, PromotionValue, ValueType } from "./effective-price";
 import { computePriceRows, priceRefreshStatements } from "./price-refresh";
+import { targetCondition } from "./targets";
 
 export const TARGET_TYPES = ["skus", "products", "category", "brand"] as const;
 export type TargetType = (typeof TARGET_TYPES)[number];
@@ -112,21 +113,12 @@ type Target = { sku: string; product_id: string };
 
 /** SKUs (of non-archived products, active variants) that a target covers today. */
 export async function resolveTargets(db: D1Database, target: PromotionInput["target"]): Promise<Target[]> {
-  const values = JSON.stringify([...new Set(target.values)]);
-  const condition = {
-    skus: "v.sku IN (SELECT value FROM json_each(?1))",
-    products: "v.product_id IN (SELECT value FROM json_each(?1))",
-    // Subcategories through the materialised path: everything whose path starts with the root's.
-    category: `p.category_id IN (SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
-                WHERE root.id IN (SELECT value FROM json_each(?1)) OR root.slug IN (SELECT value FROM json_each(?1)))`,
-    brand: "p.brand IN (SELECT value FROM json_each(?1))",
-  }[target.type];
   const { results } = await db
     .prepare(
       `SELECT v.sku, v.product_id FROM variants v JOIN products p ON p.id = v.product_id
-       WHERE ${condition} AND v.status = 'active' AND p.status <> 'archived' ORDER BY v.sku`,
+       WHERE ${targetCondition(target.type, "?1")} AND v.status = 'active' AND p.status <> 'archived' ORDER BY v.sku`,
     )
-    .bind(values)
+    .bind(JSON.stringify([...new Set(target.values)]))
     .all<Target>();
   return results;
 }

@@ -7,6 +7,7 @@ import { applyPatch, inputFromDocument, ProductIdParam, ProductInput, ProductPat
 import { isOccGuardError, isUniqueError, prepareArchive, prepareProductWrite, type PreparedWrite, type WriteMode } from "../catalog/product-writes";
 import { sendOutboxRows } from "../events/outbox";
 import { requireAdmin } from "../lib/auth";
+import { now } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
 
@@ -153,7 +154,7 @@ async function commit(c: Context<AppEnv>, id: string, prepared: PreparedWrite, e
 
 async function write(c: Context<AppEnv>, id: string, input: ProductInput, mode: WriteMode, current?: ProductDocument): Promise<ProductDocument> {
   await checkReferences(c.env, id, input, current);
-  return commit(c, id, prepareProductWrite(c.env.DB, id, input, mode, Date.now()), mode.kind === "update" ? mode.expectedVersion : undefined);
+  return commit(c, id, prepareProductWrite(c.env.DB, id, input, mode, now()), mode.kind === "update" ? mode.expectedVersion : undefined);
 }
 
 export const adminProductsApp = createApp();
@@ -199,6 +200,6 @@ adminProductsApp
     const current = await currentVersion(c.env, id);
     if (current === undefined) throw ApiError.notFound(`No product ${id}.`);
     if (ifMatch !== undefined && ifMatch !== current) throw preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${current}.`, current);
-    const doc = await commit(c, id, prepareArchive(c.env.DB, id, ifMatch ?? current, Date.now()), ifMatch ?? current);
+    const doc = await commit(c, id, prepareArchive(c.env.DB, id, ifMatch ?? current, now()), ifMatch ?? current);
     return c.json(doc, 200);
   });

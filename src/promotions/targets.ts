@@ -1,0 +1,66 @@
+/**
+ * Which SKUs a promotion covers. A promotion write resolves its target into `promotion_targets` (so product
+ * reads are a keyed lookup), but the catalog keeps moving after that: a product created in a promoted
+ * category or brand, a product moved out of it, a variant added to a promoted product. Every catalog write
+ * therefore re-resolves the targets of the products it touches, in its own batch, with the same conditions
+ * the promotion write used (`targetCondition`), so the two can never disagree.
+ */
+import type { TargetType } from "./store";
+
+/**
+ * SQL that is true when the variant `v` of product `p` is covered by a target of `type` whose values (a
+ * JSON array of SKUs, product ids, category ids or slugs, or brands) are the SQL expression `values`.
+ * Categories include their subcategories through the materialised path.
+ */
+export function targetCondition(type: TargetType, values: string): string {
+  switch (type) {
+    case "skus":
+      return `v.sku IN (SELECT value FROM json_each(${values}))`;
+    case "products":
+      return `v.product_id IN (SELECT value FROM json_each(${values}))`;
+    case "brand":
+      return `p.brand IN (SELECT value FROM json_each(${values}))`;
+    case "category":
+      return `p.category_id IN (SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
+                WHERE root.id IN (SELECT value FROM json_each(${values})) OR root.slug IN (SELECT value FROM json_each(${values})))`;
+  }
+}
+
+/** The same test for a stored promotion `pr`, whatever its target type. */
+const STORED_MATCH = `CASE pr.target_type
+  WHEN 'skus' THEN ${targetCondition("skus", "pr.target_values")}
+  WHEN 'products' THEN ${targetCondition("products", "pr.target_values")}
+  WHEN 'brand' THEN ${targetCondition("brand", "pr.target_values")}
+  WHEN 'category' THEN ${targetCondition("category", "pr.target_values")}
+  ELSE 0 END`;
+
+const SELLABLE = "v.status = 'active' AND p.status <> 'archived'";
+const LIVE = "pr.deleted_at IS NULL AND (pr.ends_at IS NULL OR pr.ends_at > ?1)";
+
+/**
+ * Statements that bring the targets of the products selected by `scope` (SQL selecting product ids, with its
+ * parameters from ?2 on) in line with the catalog as the same batch leaves it. ?1 is the time. Run them after
+ * the batch's product and variant writes.
+ *
+ * - Category and brand promotions are found through their index (there are few), so a write never scans the
+ *   promotions table; product and SKU promotions can only gain a new variant of a product they already cover.
+ * - Rows that no longer match (moved out of the category or brand) are removed. Rows of archived variants and
+ *   products stay: they price nothing while archived, and cover the product again if it is restored.
+ */
+export function retargetStatements(db: D1Database, scope: { sql: string; params: (string | number)[] }, now: number): D1PreparedStatement[] {
+  const bind = (sql: string) => db.prepare(sql).bind(now, ...scope.params);
+  return [
+    bind(`DELETE FROM promotion_targets WHERE product_id IN (${scope.sql}) AND NOT EXISTS (
+            SELECT 1 FROM variants v CROSS JOIN products p ON p.id = v.product_id CROSS JOIN promotions pr ON pr.id = promotion_targets.promotion_id
+            WHERE v.sku = promotion_targets.sku AND v.product_id = promotion_targets.product_id AND ${STORED_MATCH})`),
+    bind(`INSERT OR IGNORE INTO promotion_targets (promotion_id, sku, product_id)
+          SELECT pr.id, v.sku, v.product_id
+          FROM promotions pr CROSS JOIN variants v CROSS JOIN products p ON p.id = v.product_id
+          WHERE pr.target_type IN ('category', 'brand') AND ${LIVE} AND v.product_id IN (${scope.sql}) AND ${SELLABLE} AND ${STORED_MATCH}`),
+    bind(`INSERT OR IGNORE INTO promotion_targets (promotion_id, sku, product_id)
+          SELECT pr.id, v.sku, v.product_id
+          FROM (SELECT DISTINCT promotion_id, product_id FROM promotion_targets WHERE product_id IN (${scope.sql})) t
+            CROSS JOIN promotions pr ON pr.id = t.promotion_id CROSS JOIN variants v ON v.product_id = t.product_id CROSS JOIN products p ON p.id = v.product_id
+          WHERE pr.target_type IN ('products', 'skus') AND ${LIVE} AND ${SELLABLE} AND ${STORED_MATCH}`),
+  ];
+}
