@@ -154,9 +154,10 @@ export function checkRules(input: PromotionInput, now: number, supported: readon
 async function checkAmountOff(db: D1Database, input: PromotionInput, targets: Target[]): Promise<void> {
   if (input.value.type !== "amount_off") return;
   const { results } = await db
+    // `+q.amount`: look the targeted SKUs up by key instead of walking the currency's whole price index.
     .prepare(
       `SELECT currency, min(amount) AS lowest, (SELECT sku FROM prices q WHERE q.currency = p.currency AND q.sku IN (SELECT value FROM json_each(?1))
-         ORDER BY q.amount LIMIT 1) AS sku
+         ORDER BY +q.amount, q.sku LIMIT 1) AS sku
        FROM prices p WHERE sku IN (SELECT value FROM json_each(?1)) GROUP BY currency`,
     )
     .bind(JSON.stringify(targets.map((t) => t.sku)))

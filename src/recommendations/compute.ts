@@ -16,7 +16,7 @@ export async function loadBlock(d1: D1Database, categoryId: string, cache?: Bloc
   const hit = cache?.get(categoryId);
   if (hit) return hit;
   const { results } = await d1
-    .prepare("SELECT id, title, brand, attributes, min_prices FROM products WHERE category_id = ? AND status = 'active' ORDER BY id")
+    .prepare("SELECT id, title, brand, attributes, min_prices FROM products WHERE category_id = ? AND +status = 'active' ORDER BY id") // category index, not status
     .bind(categoryId)
     .all<ProductRow>();
   const block = buildBlock(results.map(toInput));

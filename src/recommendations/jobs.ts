@@ -41,7 +41,8 @@ export async function startRebuild(env: Env, now = Date.now()): Promise<{ job: J
   const running = await env.DB.prepare("SELECT * FROM jobs WHERE kind = ? AND status IN ('pending', 'running') ORDER BY started_at DESC LIMIT 1").bind(REBUILD_KIND).first<JobRow>();
   if (running) return { job: running, started: false };
   const [cats, total] = await env.DB.batch([
-    env.DB.prepare("SELECT DISTINCT category_id FROM products WHERE status = 'active' ORDER BY category_id"),
+    // Per category an indexed probe for one active product, instead of a DISTINCT over every product.
+    env.DB.prepare("SELECT c.id AS category_id FROM categories c WHERE EXISTS (SELECT 1 FROM products p WHERE p.category_id = c.id AND +p.status = 'active') ORDER BY c.id"),
     env.DB.prepare("SELECT count(*) AS n FROM products WHERE status = 'active'"),
   ]);
   const cursor: Cursor = { cats: (cats!.results as { category_id: string }[]).map((r) => r.category_id), ci: 0, after: "", moved_at: now };
@@ -73,7 +74,8 @@ export async function advanceRebuild(env: Env, id: string, limits: { budgetMs: n
       return "done";
     }
     const category = cursor.cats[cursor.ci]!;
-    const { results } = await env.DB.prepare("SELECT id FROM products WHERE category_id = ? AND status = 'active' AND id > ? ORDER BY id LIMIT ?")
+    // `+status`: walk products_category_idx from the cursor, not every active product.
+    const { results } = await env.DB.prepare("SELECT id FROM products WHERE category_id = ? AND +status = 'active' AND id > ? ORDER BY id LIMIT ?")
       .bind(category, cursor.after, CHUNK)
       .all<{ id: string }>();
     const ids = results.map((r) => r.id);
@@ -119,7 +121,8 @@ export async function runIncremental(env: Env, deps: Deps = {}): Promise<{ recom
   const changed = await recompute(env, results.map((r) => r.product_id), new Map(), deps.purger, now);
   // A product marked again while we worked keeps its newer mark and is recomputed next time.
   await env.DB.prepare(
-    "DELETE FROM recommendation_dirty WHERE EXISTS (SELECT 1 FROM json_each(?) j WHERE json_extract(j.value, '$[0]') = product_id AND json_extract(j.value, '$[1]') = marked_at)",
+    // A row-value IN list is a keyed lookup per handled mark; the EXISTS form scanned the whole dirty table.
+    "DELETE FROM recommendation_dirty WHERE (product_id, marked_at) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
   )
     .bind(JSON.stringify(results.map((r) => [r.product_id, r.marked_at])))
     .run();

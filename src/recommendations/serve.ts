@@ -92,8 +92,11 @@ async function substitutesAnswer(env: Env, id: string, ctx: RenderCtx): Promise<
       d1.prepare("SELECT id, title, brand, attributes, min_prices, category_id, status FROM products WHERE id = ?").bind(id),
       d1
         .prepare(
-          `SELECT p.id, p.title, p.brand, p.attributes, p.min_prices FROM products p, (SELECT category_id, json_extract(min_prices, '$.' || ?) AS price FROM products WHERE id = ?) s
-           WHERE p.category_id = s.category_id AND p.status = 'active' AND p.in_stock = 1 AND p.id <> ?
+          // The source row drives (CROSS JOIN) and `+p.status` keeps SQLite off products_status_idx, which walked
+          // every active product of the catalog on each request.
+          `SELECT p.id, p.title, p.brand, p.attributes, p.min_prices
+           FROM (SELECT category_id, json_extract(min_prices, '$.' || ?) AS price FROM products WHERE id = ?) s CROSS JOIN products p ON p.category_id = s.category_id
+           WHERE +p.status = 'active' AND p.in_stock = 1 AND p.id <> ?
            ORDER BY abs(coalesce(json_extract(p.min_prices, '$.' || ?), 0) - coalesce(s.price, 0)), p.id LIMIT 60`,
         )
         .bind(ctx.currency, id, id, ctx.currency),
@@ -132,8 +135,9 @@ async function substitutesAnswer(env: Env, id: string, ctx: RenderCtx): Promise<
 async function bestSellersAnswer(env: Env, ctx: RenderCtx): Promise<CachedAnswer> {
   const since = Math.floor(ctx.now / DAY_MS) - BEST_SELLER_DAYS + 1;
   const { results } = await env.DB.prepare(
-    `SELECT s.product_id AS id, sum(s.units) AS units FROM sales_daily s JOIN products p ON p.id = s.product_id AND p.status = 'active'
-     WHERE s.currency = ? AND s.day >= ? GROUP BY s.product_id ORDER BY units DESC, s.product_id LIMIT ?`,
+    // Aggregate the window first, then look each product up: joining first made SQLite walk every active product.
+    `SELECT s.id, s.units FROM (SELECT product_id AS id, sum(units) AS units FROM sales_daily WHERE currency = ? AND day >= ? GROUP BY product_id) s
+     CROSS JOIN products p ON p.id = s.id AND +p.status = 'active' ORDER BY s.units DESC, s.id LIMIT ?`,
   )
     .bind(ctx.currency, since, LIST_SIZE)
     .all<{ id: string; units: number }>();
