@@ -551,3 +551,47 @@ describe("targets follow the catalog after the promotion was written", () => {
     expect(priceOf(body, `${id}-B`)).toMatchObject({ amount: 4_000, compare_at: 11_000 });
   });
 });
+
+describe("market-limited promotions", () => {
+  it("apply only where the read names a listed market: product page (cached per market), reservation snapshot; never in market-less listings", async () => {
+    setClock(null);
+    const p = await insertProduct(env.DB);
+    const sku = p.variants[0]!.sku;
+    const regular = p.variants[0]!.prices.USD!;
+    const promo = await createPromotion({ starts_at: iso(Date.now()), markets: ["EU"], target: { type: "skus", values: [sku] }, value: { type: "amount_off", amounts: { USD: 700 } } });
+    const page = async (query: string) => {
+      const res = await request(`/v1/products/${p.id}?currency=USD&locale=en${query}`);
+      expect(res.status).toBe(200);
+      return { etag: res.headers.get("etag"), tier: res.headers.get("x-cache-tier"), price: priceOf(await res.json<ProductView>(), sku) };
+    };
+
+    expect((await page("")).price).toEqual({ amount: regular, currency: "USD" });
+    const de = await page("&market=de");
+    expect(de.price).toMatchObject({ amount: regular - 700, compare_at: regular, promotion: { id: promo.id } });
+    expect((await page("&market=EU")).price.amount).toBe(regular - 700);
+    expect((await page("&market=US")).price).toEqual({ amount: regular, currency: "USD" });
+    // Each market has its own cached copy and validator: the market-less copy never serves the discount.
+    const again = await page("&market=DE");
+    expect(again).toMatchObject({ tier: "edge", etag: de.etag, price: { amount: regular - 700 } });
+    expect((await page("")).price.amount).toBe(regular);
+    await expectProblem(await request(`/v1/products/${p.id}?market=not-a-market`), 400);
+
+    // Listings carry no market: min_prices keep the regular price.
+    const { computePriceRows } = await import("../src/promotions/price-refresh");
+    const [row] = await computePriceRows(env.DB, [p.id], Date.now());
+    expect(row!.min.USD).toBe(Math.min(...p.variants.map((v) => v.prices.USD!)));
+
+    const reserve = (market?: string) =>
+      request("/v1/reservations", {
+        method: "POST",
+        headers: storefront({ "content-type": "application/json", "idempotency-key": uid("idem") }),
+        body: JSON.stringify({ items: [{ sku, quantity: 1 }], currency: "USD", ...(market ? { market } : {}) }),
+      });
+    const inEu = await reserve("DE");
+    expect(inEu.status).toBe(201);
+    expect((await inEu.json<{ items: { unit_price: number; promotion_id: string | null }[] }>()).items[0]).toMatchObject({ unit_price: regular - 700, promotion_id: promo.id });
+    const nowhere = await reserve();
+    expect(nowhere.status).toBe(201);
+    expect((await nowhere.json<{ items: { unit_price: number; promotion_id: string | null }[] }>()).items[0]).toMatchObject({ unit_price: regular, promotion_id: null });
+  });
+});

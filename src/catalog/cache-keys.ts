@@ -33,8 +33,12 @@ export function lastGoodKey(primary: string): string {
 
 export const productPath = (id: string) => `/v1/products/${encodeURIComponent(id)}`;
 
-export function productCacheKey(id: string, currency: string, locale: string): string {
-  return cacheKey(productPath(id), { currency, locale });
+/**
+ * `market` only when the request named one. Those variants are not in `productCacheUrls`: a local purge
+ * cannot enumerate every market, so they live out their s-maxage (production purges them by tag).
+ */
+export function productCacheKey(id: string, currency: string, locale: string, market?: string): string {
+  return cacheKey(productPath(id), { currency, locale, market });
 }
 
 type CurrencyEnv = Pick<Env, "SUPPORTED_CURRENCIES">;

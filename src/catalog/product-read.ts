@@ -4,6 +4,7 @@
  */
 import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
+import { marketOf } from "../lib/markets";
 import { productCacheKey, productTags } from "./cache-keys";
 import { loadProductDocument, type ProductDocument } from "./document";
 import { originSession, BOOKMARK_HEADER } from "./origin";
@@ -18,6 +19,8 @@ export type ProductReadInput = {
   id: string;
   currency: string;
   locale: string;
+  /** Upper-case market code the request named (market-limited promotions); part of the cache key. */
+  market?: string;
   bookmark?: string;
   now?: number;
   policy?: Partial<CachePolicy>;
@@ -25,18 +28,18 @@ export type ProductReadInput = {
 };
 
 /** The render variant is part of the validator: one document yields one ETag per currency × locale. */
-export function productEtag(doc: Pick<ProductDocument, "id" | "version" | "stock_seq">, currency: string, locale: string): string {
-  return `${doc.id}.v${doc.version}.s${doc.stock_seq}.${currency}.${locale}`;
+export function productEtag(doc: Pick<ProductDocument, "id" | "version" | "stock_seq">, currency: string, locale: string, market?: string): string {
+  return `${doc.id}.v${doc.version}.s${doc.stock_seq}.${currency}.${locale}${market ? `.${market}` : ""}`;
 }
 
 export async function readProduct(input: ProductReadInput): Promise<Response> {
-  const { env, id, currency, locale } = input;
+  const { env, id, currency, locale, market } = input;
   const now = input.now ?? clockNow();
   let bookmark: string | null = null;
   const headers: Record<string, string> = { vary: "Accept-Language, x-shopper-country" };
   const response = await tieredRead<ProductDocument>({
     request: input.request,
-    cacheKey: productCacheKey(id, currency, locale),
+    cacheKey: productCacheKey(id, currency, locale, market),
     waitUntil: input.waitUntil,
     versionKey: `product:${id}`,
     versionOf: (d) => ({ version: d.version, stock_seq: d.stock_seq }),
@@ -55,10 +58,10 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
     render: (doc) => {
       if (doc.status === "archived") throw new ApiError(410, "gone", "Gone", `Product '${id}' has been archived.`);
       if (doc.status !== "active") throw ApiError.notFound(`No product with id '${id}'.`);
-      const view = renderProduct(doc, { currency, locale, now }, env.DEFAULT_LOCALE);
+      const view = renderProduct(doc, { currency, locale, now, market: marketOf(market) }, env.DEFAULT_LOCALE);
       return {
         body: JSON.stringify(view),
-        etag: productEtag(doc, currency, locale) + priceEtagSuffix(doc, now),
+        etag: productEtag(doc, currency, locale, market) + priceEtagSuffix(doc, now),
         tags: productTags(doc),
         version: { version: doc.version, stock_seq: doc.stock_seq },
         contentLanguage: view.locale,

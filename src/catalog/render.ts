@@ -6,8 +6,10 @@
 import type { StockStatus } from "../lib/stock-status";
 import { effectivePrice, lastBoundary, secondsToNextBoundary, type DocPromotion, type PromotionRef } from "../promotions/effective-price";
 import type { ProductDocument } from "./document";
+import type { ShopperMarket } from "../lib/markets";
 
-export type RenderContext = { currency: string; locale: string; now: number };
+/** `market`: the shopper market the request names, if any (market-limited promotions need one). */
+export type RenderContext = { currency: string; locale: string; now: number; market?: ShopperMarket };
 
 export type PriceView = { amount: number; currency: string };
 
@@ -43,7 +45,7 @@ export function renderPrice(
   if (priceHook.price) return priceHook.price({ sku: target.sku, productId: target.productId, regular, currency: ctx.currency, now: ctx.now });
   if (target.badge) return { amount: regular, currency: ctx.currency, compare_at: target.badge.compare_at, promotion: target.badge.promotion };
   if (target.sku === null || !target.promotions?.length) return { amount: regular, currency: ctx.currency };
-  const eff = effectivePrice(regular, ctx.currency, target.sku, target.promotions, ctx.now);
+  const eff = effectivePrice(regular, ctx.currency, target.sku, target.promotions, ctx.now, ctx.market);
   if (!eff.promotion) return { amount: regular, currency: ctx.currency };
   return { amount: eff.amount, currency: ctx.currency, compare_at: eff.compare_at, promotion: eff.promotion };
 }

@@ -5,6 +5,7 @@
  */
 import { effectivePrice } from "../promotions/effective-price";
 import { loadSchedules } from "../promotions/schedule";
+import type { ShopperMarket } from "../lib/markets";
 
 export type UnitPrice = {
   sku: string;
@@ -18,7 +19,7 @@ export type UnitPrice = {
 const CHUNK = 90; // D1 allows 100 bound parameters per statement in production.
 
 /** Prices of the SKUs that exist in the catalog; SKUs absent from the returned map are unknown. */
-export async function resolveUnitPrices(env: Env, skus: readonly string[], currency: string, now: number): Promise<Map<string, UnitPrice>> {
+export async function resolveUnitPrices(env: Env, skus: readonly string[], currency: string, now: number, market?: ShopperMarket): Promise<Map<string, UnitPrice>> {
   const unique = [...new Set(skus)];
   const rows: { sku: string; product_id: string; amount: number | null }[] = [];
   for (let i = 0; i < unique.length; i += CHUNK) {
@@ -38,7 +39,7 @@ export async function resolveUnitPrices(env: Env, skus: readonly string[], curre
       out.set(r.sku, { sku: r.sku, currency, unit_price: null, regular_price: null, promotion_id: null });
       continue;
     }
-    const eff = effectivePrice(r.amount, currency, r.sku, schedules.get(r.product_id), now);
+    const eff = effectivePrice(r.amount, currency, r.sku, schedules.get(r.product_id), now, market);
     out.set(r.sku, { sku: r.sku, currency, unit_price: eff.amount, regular_price: r.amount, promotion_id: eff.promotion?.id ?? null });
   }
   return out;

@@ -7,7 +7,11 @@
  * just today's price, so every tier (edge, KV, D1) renders the price in force at the moment of the read and
  * a boundary needs no write to take effect. Caches only have to avoid keeping a rendered price past the
  * next boundary, which `nextBoundary` gives them.
+ *
+ * Reads that name no market (listings' min_prices, feeds, recommendation cards) get the price without
+ * market-limited promotions: a discount is never shown to a shopper it may not apply to.
  */
+import { sellableIn, type ShopperMarket } from "../lib/markets";
 
 export type ValueType = "percent_off" | "amount_off" | "fixed_price";
 export type PromotionValue = { bps?: number; amounts?: Record<string, number> };
@@ -25,6 +29,11 @@ export type DocPromotion = {
   value: PromotionValue;
   /** Currencies it applies in; empty = all. */
   currencies: string[];
+  /**
+   * Markets (countries or regions) it applies in; empty or absent (documents written before markets were
+   * applied) = all. A market-limited promotion needs a shopper market that the read names.
+   */
+  markets?: string[];
   skus: string[];
 };
 
@@ -64,10 +73,14 @@ export function outranks(a: DocPromotion, b: DocPromotion): boolean {
   return a.id < b.id;
 }
 
-/** A promotion applies to a (sku, currency) when it is active, allowed in the currency and priced in it. */
-function matches(p: DocPromotion, sku: string, currency: string, now: number): boolean {
+/**
+ * A promotion applies to a (sku, currency) when it is active, allowed in the currency and the shopper's
+ * market, and priced in the currency.
+ */
+function matches(p: DocPromotion, sku: string, currency: string, now: number, market: ShopperMarket | undefined): boolean {
   if (!isActive(p, now)) return false;
   if (p.currencies.length > 0 && !p.currencies.includes(currency)) return false;
+  if (p.markets?.length && !(market && sellableIn(p.markets, market))) return false;
   if (p.value_type !== "percent_off" && p.value.amounts?.[currency] === undefined) return false;
   return p.skus.includes(sku);
 }
@@ -77,9 +90,16 @@ function matches(p: DocPromotion, sku: string, currency: string, now: number): b
  * stacking). A promotion that would not lower the price, or would take it to zero or below (possible when
  * the regular price was cut after the promotion was validated), leaves the regular price in force.
  */
-export function effectivePrice(regular: number, currency: string, sku: string, promotions: readonly DocPromotion[] | undefined, now: number): EffectivePrice {
+export function effectivePrice(
+  regular: number,
+  currency: string,
+  sku: string,
+  promotions: readonly DocPromotion[] | undefined,
+  now: number,
+  market?: ShopperMarket,
+): EffectivePrice {
   let best: DocPromotion | null = null;
-  for (const p of promotions ?? []) if (matches(p, sku, currency, now) && (!best || outranks(p, best))) best = p;
+  for (const p of promotions ?? []) if (matches(p, sku, currency, now, market) && (!best || outranks(p, best))) best = p;
   if (!best) return { amount: regular, compare_at: null, promotion: null };
   const amount = discountedAmount(regular, best.value_type, best.value, currency);
   if (amount === null || amount <= 0 || amount >= regular) return { amount: regular, compare_at: null, promotion: null };

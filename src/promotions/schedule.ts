@@ -17,6 +17,7 @@ type Row = {
   value_type: string;
   value: string;
   currencies: string;
+  markets: string;
 };
 
 type Queryable = Pick<D1Database, "prepare">;
@@ -26,7 +27,7 @@ export async function loadSchedules(db: Queryable, productIds: readonly string[]
   if (productIds.length === 0) return out;
   const { results } = await db
     .prepare(
-      `SELECT t.product_id, t.sku, p.id, p.name, p.starts_at, p.ends_at, p.priority, p.value_type, p.value, p.currencies
+      `SELECT t.product_id, t.sku, p.id, p.name, p.starts_at, p.ends_at, p.priority, p.value_type, p.value, p.currencies, p.markets
        FROM promotion_targets t JOIN promotions p ON p.id = t.promotion_id
        WHERE t.product_id IN (SELECT value FROM json_each(?1)) AND p.deleted_at IS NULL AND (p.ends_at IS NULL OR p.ends_at > ?2)
        ORDER BY t.product_id, p.id, t.sku`,
@@ -47,6 +48,7 @@ export async function loadSchedules(db: Queryable, productIds: readonly string[]
         value_type: r.value_type as ValueType,
         value: JSON.parse(r.value) as PromotionValue,
         currencies: JSON.parse(r.currencies) as string[],
+        markets: JSON.parse(r.markets) as string[],
         skus: [],
       };
       byKey.set(key, promo);

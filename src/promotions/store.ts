@@ -187,6 +187,7 @@ function docPromotion(id: string, input: PromotionInput, skus: string[]): DocPro
     value_type: type,
     value,
     currencies: input.currencies,
+    markets: input.markets,
     skus,
   };
 }

@@ -131,30 +131,3 @@ export function cardsMaxAgeCap(docs: LoadedDoc[], now: number): number | undefin
   }
   return cap;
 }
-
-// ---- markets ---------------------------------------------------------------------------------------------
-
-const EU = new Set(["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"]);
-
-export type ShopperMarket = { country?: string; region?: string };
-
-/** Markets listed on a product are country codes or regions (EU, NA, APAC); empty means everywhere. */
-export function sellableIn(markets: string[], shopper: ShopperMarket): boolean {
-  if (!markets.length) return true;
-  const codes = new Set<string>();
-  if (shopper.country) {
-    codes.add(shopper.country);
-    if (EU.has(shopper.country)) codes.add("EU");
-  }
-  if (shopper.region) codes.add(shopper.region);
-  // A shopper whose market is unknown only sees what is sold everywhere.
-  return markets.some((m) => codes.has(m.toUpperCase()));
-}
-
-export function regionOfCountry(country: string | undefined): string | undefined {
-  if (!country) return undefined;
-  if (EU.has(country) || ["GB", "CH", "NO", "IS"].includes(country)) return "EU";
-  if (["US", "CA", "MX"].includes(country)) return "NA";
-  if (["SG", "JP", "KR", "AU", "NZ", "IN", "CN", "HK", "TW", "MY", "TH", "ID", "PH", "VN"].includes(country)) return "APAC";
-  return undefined;
-}

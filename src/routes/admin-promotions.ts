@@ -56,7 +56,7 @@ const PromotionCreate = z
     value: Value,
     priority: z.number().int().min(-1_000_000).max(1_000_000).default(0).openapi({ description: "When several promotions match a SKU, the highest priority applies (no stacking)." }),
     currencies: Currencies.default([]).openapi({ description: "Only these currencies; empty = all." }),
-    markets: Markets.default([]).openapi({ description: "Markets (ISO country or region codes) recorded with the promotion; empty = all." }),
+    markets: Markets.default([]).openapi({ description: "Markets (ISO country codes, or regions EU, NA, APAC) the promotion applies in; empty = all. A market-limited promotion applies only to reads and reservations that name one of them (`market=`)." }),
   })
   .strict()
   .openapi("PromotionCreate");

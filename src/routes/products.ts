@@ -115,7 +115,18 @@ const getProduct = createRoute({
     "Served from the colo cache, else KV, else D1 (`x-cache-tier`). Send `If-None-Match` for 304s. When the origin fails the last cached copy is served with `x-stale: true`. Send `x-d1-bookmark` (from a write) to read your own writes.",
   request: {
     params: z.object({ id: z.string().min(1).max(100).openapi({ example: "p-000001" }) }),
-    query: z.object(LocaleQuery),
+    query: z.object({
+      ...LocaleQuery,
+      market: z
+        .string()
+        .regex(/^[A-Za-z]{2,4}$/, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)")
+        .optional()
+        .openapi({
+          description:
+            "Shopper market. Promotions limited to markets apply only when the request names one of them (a country, or its region); without it the price is the one that applies everywhere. Cached per market.",
+          example: "DE",
+        }),
+    }),
   },
   responses: {
     200: { description: "The product.", headers: tieredHeaders, content: { "application/json": { schema: ProductSchema } } },
@@ -161,6 +172,7 @@ export const productsApp = createApp()
     id,
     currency: resolveCurrency(req, c.env, query.currency),
     locale: resolveLocale(req, c.env, query.locale),
+    market: query.market?.toUpperCase(),
     bookmark: requestBookmark(req),
   });
   });

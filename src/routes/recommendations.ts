@@ -5,7 +5,7 @@ import { resolveCurrency, resolveLocale } from "../catalog/locale";
 import { ProductIdParam } from "../catalog/product-input";
 import { createApp } from "../lib/validation";
 import { shopperRegion } from "../stock/locations";
-import { regionOfCountry, type ShopperMarket } from "../recommendations/cards";
+import { regionOfCountry, type ShopperMarket } from "../lib/markets";
 import { BEST_SELLERS } from "../recommendations/refs";
 import { blendContext, finish, fnv, readAnswer, type PublicItem, type Shopper } from "../recommendations/serve";
 

@@ -35,6 +35,11 @@ const CreateBody = z
       .max(MAX_LINES),
     ttl_seconds: Ttl.optional().openapi({ description: `Hold duration; default ${DEFAULT_TTL_SECONDS}.`, example: 600 }),
     currency: z.string().regex(/^[A-Z]{3}$/).optional().openapi({ description: "Currency of the unit-price snapshot; default DEFAULT_CURRENCY.", example: "USD" }),
+    market: z
+      .string()
+      .regex(/^[A-Za-z]{2,4}$/, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)")
+      .optional()
+      .openapi({ description: "Shopper market, as named on the product read: market-limited promotions apply to the unit-price snapshot only with it.", example: "DE" }),
   })
   .openapi("ReservationRequest");
 
@@ -150,6 +155,7 @@ reservationsApp
       lines: body.items,
       ttlSeconds: body.ttl_seconds ?? DEFAULT_TTL_SECONDS,
       currency,
+      market: body.market?.toUpperCase(),
       region: shopperRegion(c.req.raw),
     });
     c.header("cache-control", "no-store");

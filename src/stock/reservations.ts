@@ -3,6 +3,7 @@
  * shard refuses, the holds already placed are released before answering. Each hold carries the reservation's
  * deadline inside its shard, so even a Worker that dies mid-saga leaves nothing held past the TTL.
  */
+import { marketOf } from "../lib/markets";
 import { ApiError } from "../lib/errors";
 import { sha256Hex } from "../lib/crypto";
 import { resolveUnitPrices } from "../pricing/unit-prices";
@@ -52,9 +53,10 @@ function coordinatorStub(env: Env, id: string) {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Same Idempotency-Key and same body ⇔ same hash; defaults are applied first so omitted = explicit default. */
-export async function bodyHash(lines: HoldLine[], ttlSeconds: number, currency: string): Promise<string> {
+export async function bodyHash(lines: HoldLine[], ttlSeconds: number, currency: string, market?: string): Promise<string> {
   const canonical = lines.map((l) => [l.sku, l.quantity, l.location ?? null]);
-  return sha256Hex(JSON.stringify({ items: canonical, ttl_seconds: ttlSeconds, currency }));
+  // `market` only when given, so the hashes of requests without one stay what they always were.
+  return sha256Hex(JSON.stringify({ items: canonical, ttl_seconds: ttlSeconds, currency, ...(market ? { market } : {}) }));
 }
 
 export type CreateInput = {
@@ -63,13 +65,15 @@ export type CreateInput = {
   lines: HoldLine[];
   ttlSeconds: number;
   currency: string;
+  /** Upper-case market code the shopper named (market-limited promotions in the price snapshot). */
+  market?: string;
   region: Region | undefined;
 };
 
 export async function createReservation(env: Env, input: CreateInput): Promise<{ status: 201; body: ReservationView; replayed: boolean }> {
   const now = Date.now();
   const skus = [...new Set(input.lines.map((l) => l.sku))];
-  const [prices, locations] = await Promise.all([resolveUnitPrices(env, skus, input.currency, now), activeLocations(env)]);
+  const [prices, locations] = await Promise.all([resolveUnitPrices(env, skus, input.currency, now, marketOf(input.market)), activeLocations(env)]);
   const unknown = skus.filter((s) => !prices.has(s));
   if (unknown.length) throw ApiError.unprocessable(`Unknown SKUs: ${unknown.join(", ")}.`, { unknown_skus: unknown });
   const unpriced = skus.filter((s) => prices.get(s)!.unit_price === null);
@@ -85,7 +89,7 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
   const beginReq = {
     scopeKey,
     owner: input.keyId,
-    bodyHash: await bodyHash(input.lines, input.ttlSeconds, input.currency),
+    bodyHash: await bodyHash(input.lines, input.ttlSeconds, input.currency, input.market),
     candidateId: newReservationId(coordIndex),
     currency: input.currency,
     ttlMs: input.ttlSeconds * 1000,
