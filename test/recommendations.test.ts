@@ -2,6 +2,7 @@ import { createExecutionContext, createMessageBatch, createScheduledController, 
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { handleScheduled } from "../src/cron";
 import { consumeRecommendationMessages } from "../src/recommendations/events";
+import { CHUNKS_PER_STEP, handleRebuildMessage, recommendationsTick, startRebuild, type RebuildMessage } from "../src/recommendations/jobs";
 import { shardCount, shardName } from "../src/stock/routing";
 import { bundleMembers, bundleOf, familyOf, FAMILY_SIZE, orders, product, productId } from "../src/seed/generate";
 import { seedApiKeys } from "./helpers/api-keys";
@@ -144,6 +145,57 @@ describe("quality on the planted structure", () => {
     expect(m.recommendations.last_rebuild.total).toBe(TOTAL);
     expect(m.recommendations.last_rebuild.duration_ms).toBeGreaterThanOrEqual(0);
     expect(m.recommendations.rebuild_running).toBeNull();
+  });
+});
+
+describe("a full rebuild as production runs it: a chain of small steps", () => {
+  it("each queue message runs at most CHUNKS_PER_STEP chunks and sends the next; a duplicate delivery changes nothing; the cron continues a chain whose message was lost", async () => {
+    const sent: RebuildMessage[] = [];
+    const queue = { send: async (body: RebuildMessage) => void sent.push(body) } as unknown as Queue;
+    const prod = { ...env, ENVIRONMENT: "production", EVENTS: queue } as Env;
+    const jobRow = (id: string) => env.DB.prepare("SELECT status, processed, total, cursor FROM jobs WHERE id = ?").bind(id).first<{ status: string; processed: number; total: number; cursor: string }>();
+    const before = await env.DB.prepare("SELECT count(*) AS n, coalesce(sum(version), 0) AS v FROM recommendations").first<{ n: number; v: number }>();
+
+    const { job, started } = await startRebuild(prod);
+    expect(started).toBe(true);
+    const chunks = (JSON.parse(job.cursor!) as { cats: string[] }).cats.length; // the test catalog has < 400 products per category
+    expect(chunks).toBeGreaterThan(2 * CHUNKS_PER_STEP);
+    expect(sent).toHaveLength(1);
+
+    // Step 1, delivered twice at once: the cursor's compare-and-set lets one of them advance.
+    const first = sent.shift()!;
+    await Promise.all([handleRebuildMessage(prod, first), handleRebuildMessage(prod, first)]);
+    let row = await jobRow(job.id);
+    expect(row!.processed).toBeGreaterThan(0);
+    expect((JSON.parse(row!.cursor) as { ci: number }).ci).toBe(CHUNKS_PER_STEP);
+    expect(sent).toHaveLength(1);
+
+    // The next message is lost. The cron leaves a chain alone while it is fresh, and continues it once stalled.
+    sent.length = 0;
+    await recommendationsTick(prod);
+    expect((await jobRow(job.id))!.processed).toBe(row!.processed);
+    await recommendationsTick(prod, { now: () => Date.now() + 3 * 60_000 });
+    row = await jobRow(job.id);
+    expect((JSON.parse(row!.cursor) as { ci: number }).ci).toBe(2 * CHUNKS_PER_STEP);
+    expect(sent).toHaveLength(1);
+
+    // The rest of the chain, one message at a time.
+    let steps = 2;
+    let ci = 2 * CHUNKS_PER_STEP;
+    while (sent.length) {
+      await handleRebuildMessage(prod, sent.shift()!);
+      steps += 1;
+      const next = await jobRow(job.id);
+      const nextCi = next!.status === "completed" ? chunks : (JSON.parse(next!.cursor) as { ci: number }).ci;
+      expect(nextCi - ci).toBeLessThanOrEqual(CHUNKS_PER_STEP);
+      ci = nextCi;
+      expect(steps).toBeLessThan(100);
+    }
+    row = await jobRow(job.id);
+    expect(row).toMatchObject({ status: "completed", processed: TOTAL, total: TOTAL });
+    expect(steps).toBeGreaterThanOrEqual(Math.ceil(chunks / CHUNKS_PER_STEP));
+    // Same inputs as the rebuild before it: no list changed, so nothing was rewritten.
+    expect(await env.DB.prepare("SELECT count(*) AS n, coalesce(sum(version), 0) AS v FROM recommendations").first()).toEqual(before);
   });
 });
 

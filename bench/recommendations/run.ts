@@ -10,7 +10,7 @@
  * started→finished time). The read benchmark runs on the first size, after its rebuild.
  */
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -39,6 +39,12 @@ const { values } = parseArgs({
     /** Keep a database seeded by an earlier run of the same size (seeding dominates the run time). */
     reuse: { type: "boolean", default: false },
     out: { type: "string", default: "bench/results/recommendations.md" },
+    /**
+     * Where an earlier bench left a seeded D1 database of the same size, `{size}` standing for it (e.g.
+     * `.wrangler/bench-catalog-{size}`): copied instead of seeding when it exists, since seeding 100,000 products
+     * through `wrangler d1 execute` takes about 35 minutes.
+     */
+    "seed-from": { type: "string" },
     /** Skip the read benchmark (rebuild timing only). */
     "no-reads": { type: "boolean", default: false },
   },
@@ -159,8 +165,11 @@ async function main() {
     let o = { orders: Math.round(size * Number(values["orders-per-product"])), pairs: 0 };
     if (!(values.reuse && existsSync(path.join(PERSIST, "seeded")))) {
       rmSync(PERSIST, { recursive: true, force: true });
+      const seeded = values["seed-from"] ? path.resolve(values["seed-from"].replace("{size}", String(size)), "v3", "d1") : null;
+      const copy = seeded !== null && existsSync(seeded);
+      if (copy) cpSync(seeded, path.join(PERSIST, "v3", "d1"), { recursive: true });
       sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
-      sh(["tsx", "scripts/seed.ts", "--products", String(size), "--persist", PERSIST]);
+      if (!copy) sh(["tsx", "scripts/seed.ts", "--products", String(size), "--persist", PERSIST]);
       o = loadOrders(size);
       writeFileSync(path.join(PERSIST, "seeded"), JSON.stringify(o));
     } else {
@@ -207,13 +216,8 @@ async function main() {
   const rebuildRows = rebuilds.map(
     (r) => `| ${r.size.toLocaleString("en")} | ${r.orders.toLocaleString("en")} | ${r.pairs.toLocaleString("en")} | ${((r.job.duration_ms ?? 0) / 1000).toFixed(1)} | ${((r.job.duration_ms ?? 0) / r.size).toFixed(2)} | ${r.seedS.toFixed(0)} |`,
   );
-  const report = `# Recommendations benchmark
-
-Command: \`npx tsx bench/recommendations/run.ts --sizes ${values.sizes} --seconds ${seconds} --connections ${connections}${values.reuse ? " --reuse" : ""}${values["no-reads"] ? " --no-reads" : ""}\`
-(wrangler dev on ${ORIGIN}, ${new Date().toISOString()}; shared 2-core machine, 1-minute load average ${loadBefore} before, ${loadAfter} after:
-absolute numbers are noisy, the ratios to the product read measured in the same run are the figures to compare).
-
-## Reads (catalog of ${sizes[0]!.toLocaleString("en")} products, after a full rebuild)
+  const readsSection = reads.length
+    ? `## Reads (catalog of ${sizes[0]!.toLocaleString("en")} products, after a full rebuild)
 
 Edge-hit rows repeat one URL (served from the Cache API after the first request). Miss rows give every
 connection its own range of product ids, longer than a run can consume, so every request misses the edge:
@@ -224,7 +228,15 @@ batch (cards). Ratios: hit rows ÷ product read edge hit, miss rows ÷ product r
 |---|---|---|---|---|---|---|
 ${readRows.join("\n")}
 
-## Full rebuild
+`
+    : "";
+  const report = `# Recommendations benchmark
+
+Command: \`npx tsx bench/recommendations/run.ts --sizes ${values.sizes} --seconds ${seconds} --connections ${connections}${values.reuse ? " --reuse" : ""}${values["no-reads"] ? " --no-reads" : ""}${values["seed-from"] ? ` --seed-from ${values["seed-from"]}` : ""} --out ${values.out}\`
+(wrangler dev on ${ORIGIN}, ${new Date().toISOString()}; shared 2-core machine, 1-minute load average ${loadBefore} before, ${loadAfter} after:
+absolute numbers are noisy, the ratios to the product read measured in the same run are the figures to compare).
+
+${readsSection}## Full rebuild
 
 Time from \`POST /admin/recommendations/rebuild\` to the job's \`finished_at\` (its own \`duration_ms\`), chunks of
 400 products (in production two per queue message; under \`wrangler dev\` one queue invocation runs them all, see
