@@ -224,6 +224,23 @@ describe("GET /v1/products/:id/recommendations", () => {
     expect(notModified.status).toBe(304);
   });
 
+  it("edge hits of one cached answer still filter per request: limit, exclude and market each change the answer", async () => {
+    const base = "/v1/products/p-000003/recommendations?intent=related&currency=USD&locale=en&include_out_of_stock=true";
+    const full = (await recs(`${base}&limit=6`)).body;
+    expect(full.items.length).toBeGreaterThanOrEqual(4);
+    const [hit, fewer] = [await recs(`${base}&limit=6`), await recs(`${base}&limit=2`)];
+    expect(hit.res.headers.get("x-cache-tier")).toBe("edge");
+    expect(fewer.res.headers.get("x-cache-tier")).toBe("edge");
+    expect(hit.body).toEqual(full);
+    expect(ids(fewer.body)).toEqual(ids(full).slice(0, 2));
+    const skipped = ids(full)[0]!;
+    const without = (await recs(`${base}&limit=6&exclude=${skipped}`)).body;
+    expect(ids(without)).not.toContain(skipped);
+    expect(ids(without).slice(0, 3)).toEqual(ids(full).slice(1, 4));
+    // The same request again after those: still the unfiltered answer, not a neighbour's.
+    expect((await recs(`${base}&limit=6`)).body).toEqual(full);
+  });
+
   it("defaults: intent related, limit 8", async () => {
     const { body } = await recs("/v1/products/p-000002/recommendations?include_out_of_stock=true");
     expect(body.intent).toBe("related");

@@ -119,15 +119,20 @@ async function substitutesAnswer(env: Env, id: string, ctx: RenderCtx): Promise<
   }
   // Related products that are in stock but further away in price than the nearest 60 still qualify.
   const missing = [...related.keys()].filter((r) => !scored.has(r));
-  const docs = await loadDocs(d1, [id, ...scored.keys(), ...missing], ctx.now);
-  if (!sourceOrThrow(docs, id)) return null;
-  for (const r of missing) {
-    const doc = docs.get(r);
-    if (!doc) continue;
-    const price = Math.min(...doc.variants.map((v) => v.prices[ctx.currency] ?? Infinity));
-    scored.set(r, { id: r, score: round(0.7 * related.get(r)! + 0.3 * priceCloseness(source.minPrices[ctx.currency], Number.isFinite(price) ? price : undefined)), reason: "substitute" });
+  if (missing.length) {
+    const { results } = await d1
+      .prepare("SELECT id, min_prices FROM products WHERE id IN (SELECT value FROM json_each(?)) AND status = 'active' AND in_stock = 1")
+      .bind(JSON.stringify(missing))
+      .all<{ id: string; min_prices: string }>();
+    for (const r of results) {
+      const price = (JSON.parse(r.min_prices) as Record<string, number>)[ctx.currency];
+      scored.set(r.id, { id: r.id, score: round(0.7 * related.get(r.id)! + 0.3 * priceCloseness(source.minPrices[ctx.currency], price)), reason: "substitute" });
+    }
   }
+  // Cards only for the candidates kept: loading documents is the expensive part of this answer.
   const list = [...scored.values()].sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1)).slice(0, LIST_SIZE);
+  const docs = await loadDocs(d1, [id, ...list.map((i) => i.id)], ctx.now);
+  if (!sourceOrThrow(docs, id)) return null;
   // Never the product itself, never anything out of stock: filtered here and again after the cache.
   const items = entries(docs, list, ctx, env.DEFAULT_LOCALE).filter((i) => i.id !== id && i.card.availability.in_stock);
   return { owner: id, intent: "substitutes", version: null, computed_at: ctx.now, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items };
@@ -148,7 +153,29 @@ async function bestSellersAnswer(env: Env, ctx: RenderCtx): Promise<CachedAnswer
   return { owner: BEST_SELLERS, intent: BEST_SELLERS, version: null, computed_at: ctx.now, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items: entries(docs, list, ctx, env.DEFAULT_LOCALE) };
 }
 
-export type AnswerRead = { answer: CachedAnswer; headers: Headers };
+/** `unit`: identifies the cached unit's content (cache key + its ETag) when it came from a cache; null otherwise. */
+export type AnswerRead = { answer: CachedAnswer; headers: Headers; unit: string | null };
+
+/**
+ * Small per-isolate memo, oldest entry out first. Edge hits of one owner's answer repeat the same JSON parse
+ * of a ~30 KB unit, and usually the same filtering and serialisation, for every shopper: keyed on the unit's
+ * ETag (a hash of its content), remembering them is exact and spares the allocations behind the p99.
+ */
+export class Memo<T> {
+  private readonly map = new Map<string, T>();
+  constructor(private readonly size: number) {}
+  get(key: string): T | undefined {
+    return this.map.get(key);
+  }
+  set(key: string, value: T): void {
+    this.map.delete(key);
+    this.map.set(key, value);
+    if (this.map.size > this.size) this.map.delete(this.map.keys().next().value!);
+  }
+}
+
+// Bounded for the isolate's 128 MB: a parsed unit of 40 cards is a few hundred KB at most.
+const parsedUnits = new Memo<CachedAnswer>(64);
 
 /** One owner's cached answer for `intent` (or the best sellers when `owner` is BEST_SELLERS). */
 export async function readAnswer(env: Env, waitUntil: (p: Promise<unknown>) => void, owner: string, intent: ServedIntent | typeof BEST_SELLERS, ctx: RenderCtx): Promise<AnswerRead> {
@@ -177,8 +204,18 @@ export async function readAnswer(env: Env, waitUntil: (p: Promise<unknown>) => v
     },
     policy: POLICIES[intent],
   });
+  const etag = res.headers.get("etag");
+  const tier = res.headers.get("x-cache-tier");
+  // Only copies read back from a cache are memoised: a fresh render (origin) is not shared by the next reader yet.
+  const unit = etag && tier === "edge" ? `${key}\n${etag}\n${res.headers.get("content-length") ?? ""}` : null;
+  const memo = unit ? parsedUnits.get(unit) : undefined;
+  if (memo) {
+    await res.body?.cancel();
+    return { answer: memo, headers: res.headers, unit };
+  }
   const answer = (await res.json()) as CachedAnswer;
-  return { answer, headers: res.headers };
+  if (unit) parsedUnits.set(unit, answer);
+  return { answer, headers: res.headers, unit };
 }
 
 function inStockFor(item: CachedItem, market: ShopperMarket, regional: boolean): boolean {

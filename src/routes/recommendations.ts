@@ -7,7 +7,7 @@ import { createApp } from "../lib/validation";
 import { shopperRegion } from "../stock/locations";
 import { regionOfCountry, type ShopperMarket } from "../lib/markets";
 import { BEST_SELLERS } from "../recommendations/refs";
-import { blendContext, finish, fnv, readAnswer, type PublicItem, type Shopper } from "../recommendations/serve";
+import { blendContext, finish, fnv, Memo, readAnswer, type PublicItem, type Shopper } from "../recommendations/serve";
 
 const Problem = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional(), request_id: z.string() });
 const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: Problem } } });
@@ -113,6 +113,10 @@ const sessionRoute = createRoute({
   },
 });
 
+/** Everything the shopper-specific pass depends on, next to the cached unit it filters. */
+const filterKey = (unit: string, intent: string, limit: number, shopper: Shopper, exclude: Set<string>) =>
+  `${unit}\n${JSON.stringify([intent, limit, shopper.market.country ?? "", shopper.market.region ?? "", shopper.includeOutOfStock, [...exclude].sort()])}`;
+
 const splitIds = (s: string | undefined) => (s ? [...new Set(s.split(",").filter(Boolean))] : []);
 
 function shopperMarket(req: Request, explicit: string | undefined): ShopperMarket {
@@ -132,10 +136,20 @@ function contextOf(c: Context<AppEnv>, q: Common) {
   return { ctx, shopper, exclude: new Set(splitIds(q.exclude)) };
 }
 
-/** The filtered answer with its own validator; headers of the cached unit (tier, timing, cache policy) carried over. */
-function respond(c: Context<AppEnv>, body: object, from: Headers | null, personalised: boolean): Response {
-  const text = JSON.stringify(body);
-  const etag = `"r${fnv(text)}"`;
+const rendered = new Memo<{ text: string; etag: string }>(256);
+
+/**
+ * The filtered answer with its own validator; headers of the cached unit (tier, timing, cache policy) carried
+ * over. `memoKey` (cached unit + everything the filter depends on) lets repeated edge hits skip re-rendering.
+ */
+function respond(c: Context<AppEnv>, body: () => object, from: Headers | null, personalised: boolean, memoKey?: string): Response {
+  let out = memoKey ? rendered.get(memoKey) : undefined;
+  if (!out) {
+    const text = JSON.stringify(body());
+    out = { text, etag: `"r${fnv(text)}"` };
+    if (memoKey) rendered.set(memoKey, out);
+  }
+  const { text, etag } = out;
   const headers = new Headers({ "content-type": "application/json; charset=utf-8", etag, vary: "Accept-Language, x-shopper-country, x-shopper-region, Sec-GPC" });
   for (const h of ["x-cache-tier", "server-timing", "cache-control"]) {
     const v = from?.get(h);
@@ -154,9 +168,12 @@ export const recommendationsApp = createApp()
     const q = c.req.valid("query");
     const { ctx, shopper, exclude } = contextOf(c, q);
     exclude.add(id);
-    const { answer, headers } = await readAnswer(c.env, (p) => c.executionCtx.waitUntil(p), id, q.intent, ctx);
-    const items: PublicItem[] = finish(answer.items, shopper, q.limit, exclude, q.intent);
-    return respond(c, { product_id: id, intent: q.intent, personalised: false, currency: ctx.currency, locale: ctx.locale, version: answer.version, items }, headers, false);
+    const { answer, headers, unit } = await readAnswer(c.env, (p) => c.executionCtx.waitUntil(p), id, q.intent, ctx);
+    const body = () => {
+      const items: PublicItem[] = finish(answer.items, shopper, q.limit, exclude, q.intent);
+      return { product_id: id, intent: q.intent, personalised: false, currency: ctx.currency, locale: ctx.locale, version: answer.version, items };
+    };
+    return respond(c, body, headers, false, unit ? filterKey(unit, q.intent, q.limit, shopper, exclude) : undefined);
   })
   .openapi(sessionRoute, async (c) => {
     const q = c.req.valid("query");
@@ -167,9 +184,12 @@ export const recommendationsApp = createApp()
       for (const id of context) exclude.add(id);
       const blended = await blendContext(c.env, context, exclude, ctx);
       const items = finish(blended, shopper, q.limit, exclude, "context");
-      return respond(c, { product_id: null, intent: "context", personalised: true, currency: ctx.currency, locale: ctx.locale, version: null, items }, null, true);
+      return respond(c, () => ({ product_id: null, intent: "context", personalised: true, currency: ctx.currency, locale: ctx.locale, version: null, items }), null, true);
     }
-    const { answer, headers } = await readAnswer(c.env, (p) => c.executionCtx.waitUntil(p), BEST_SELLERS, BEST_SELLERS, ctx);
-    const items = finish(answer.items, shopper, q.limit, exclude, BEST_SELLERS);
-    return respond(c, { product_id: null, intent: "best_sellers", personalised: false, currency: ctx.currency, locale: ctx.locale, version: null, items }, headers, false);
+    const { answer, headers, unit } = await readAnswer(c.env, (p) => c.executionCtx.waitUntil(p), BEST_SELLERS, BEST_SELLERS, ctx);
+    const body = () => {
+      const items = finish(answer.items, shopper, q.limit, exclude, BEST_SELLERS);
+      return { product_id: null, intent: "best_sellers", personalised: false, currency: ctx.currency, locale: ctx.locale, version: null, items };
+    };
+    return respond(c, body, headers, false, unit ? filterKey(unit, BEST_SELLERS, q.limit, shopper, exclude) : undefined);
   });
