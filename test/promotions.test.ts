@@ -533,6 +533,19 @@ describe("targets follow the catalog after the promotion was written", () => {
     expect(priceOf(body, `${imported}-1`)).toMatchObject({ amount: 9_500, compare_at: 10_000, promotion: { id: live.id } });
   });
 
+  it("a product created under an id a promotion already lists is covered when it appears", async () => {
+    const existing = uid("p-now");
+    const future = uid("p-future");
+    setClock(at(130_000));
+    await put(existing, productBody(existing, "Futureco", "cat-coffee", [`${existing}-A`]));
+    const promo = await createPromotion({ starts_at: iso(at(130_000)), target: { type: "products", values: [existing, future] }, value: { type: "percent_off", bps: 5000 } });
+    expect(promo.target.matched_products).toBe(1);
+    await put(future, productBody(future, "Futureco", "cat-coffee", [`${future}-A`]));
+    expect((await targetsOf(future)).filter((t) => t.promotion_id === promo.id)).toEqual([{ promotion_id: promo.id, sku: `${future}-A` }]);
+    const { body } = await readAt(at(130_500), future, "d1");
+    expect(priceOf(body, `${future}-A`)).toMatchObject({ amount: 5_000, compare_at: 10_000, promotion: { id: promo.id } });
+  });
+
   it("a variant added to a product targeted by id gets the promotion too", async () => {
     const id = uid("p-var");
     setClock(at(120_000));

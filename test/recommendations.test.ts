@@ -149,7 +149,7 @@ describe("quality on the planted structure", () => {
 });
 
 describe("a full rebuild as production runs it: a chain of small steps", () => {
-  it("each queue message runs at most CHUNKS_PER_STEP chunks and sends the next; a duplicate delivery changes nothing; the cron continues a chain whose message was lost", async () => {
+  it("each queue message runs at most CHUNKS_PER_STEP chunks and sends the next; two copies of a message delivered at once advance it once; the cron continues a chain whose message was lost", async () => {
     const sent: RebuildMessage[] = [];
     const queue = { send: async (body: RebuildMessage) => void sent.push(body) } as unknown as Queue;
     const prod = { ...env, ENVIRONMENT: "production", EVENTS: queue } as Env;

@@ -1,11 +1,14 @@
 /**
  * Markets: where a product may be sold (`products.markets`) and where a promotion applies
  * (`promotions.markets`). Both list ISO country codes or regions (EU, NA, APAC); an empty list means
- * everywhere. A shopper's market is a country, a region, or both.
+ * everywhere. A shopper's market is a country, a region, or both. The region EU is Europe as a sales region
+ * (it includes GB, CH, NO and IS, see `regionOfCountry`).
  */
 
 const EU = new Set(["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"]);
 export const REGIONS = ["EU", "NA", "APAC"] as const;
+/** A market a request may name: an ISO 3166 alpha-2 country or a region (any case). */
+export const MARKET_CODE = /^(?:[A-Za-z]{2}|[Ee][Uu]|[Nn][Aa]|[Aa][Pp][Aa][Cc])$/;
 
 export type ShopperMarket = { country?: string; region?: string };
 

@@ -192,8 +192,6 @@ function docPromotion(id: string, input: PromotionInput, skus: string[]): DocPro
   };
 }
 
-const TARGET_CHUNK = 2_000;
-
 /** Validates against the database and commits; throws ApiError (422/409/412) with nothing written. */
 export async function writePromotion(db: D1Database, write: WriteKind, input: PromotionInput | null, now: number): Promise<WriteResult> {
   const targets = input ? await resolveTargets(db, input.target) : [];
@@ -248,14 +246,42 @@ export async function writePromotion(db: D1Database, write: WriteKind, input: Pr
     );
   }
   if (write.kind !== "create") statements.push(db.prepare("DELETE FROM promotion_targets WHERE promotion_id = ?").bind(write.id));
-  for (let i = 0; i < targets.length; i += TARGET_CHUNK) {
+  let lateIndex = -1;
+  if (input) {
+    // Resolved again inside the batch, not copied from the check above: a product written in between (whose
+    // own write re-resolved targets before this promotion existed) must not be left out.
     statements.push(
       db
         .prepare(
           `INSERT INTO promotion_targets (promotion_id, sku, product_id)
-           SELECT ?1, json_extract(j.value, '$.sku'), json_extract(j.value, '$.product_id') FROM json_each(?2) j`,
+           SELECT ?1, v.sku, v.product_id FROM variants v JOIN products p ON p.id = v.product_id
+           WHERE ${targetCondition(input.target.type, "?2")} AND v.status = 'active' AND p.status <> 'archived'`,
         )
-        .bind(write.id, JSON.stringify(targets.slice(i, i + TARGET_CHUNK))),
+        .bind(write.id, JSON.stringify([...new Set(input.target.values)])),
+    );
+    // Such late joiners are not among the products priced below: give them a new version and an event, so the
+    // consumer rebuilds their documents and folds the promotion into their listing price.
+    const late = `SELECT DISTINCT product_id FROM promotion_targets WHERE promotion_id = ?1 AND product_id NOT IN (SELECT value FROM json_each(?2))`;
+    statements.push(
+      db
+        .prepare(
+          `UPDATE products SET version = version + 1, change_seq = b.m + r.n, updated_at = ?3
+           FROM (SELECT coalesce(max(change_seq), 0) AS m FROM products) AS b,
+                (SELECT product_id, row_number() OVER (ORDER BY product_id) AS n FROM (${late})) AS r
+           WHERE products.id = r.product_id`,
+        )
+        .bind(write.id, JSON.stringify(affected), now),
+    );
+    lateIndex = statements.length;
+    statements.push(
+      db
+        .prepare(
+          `INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
+           SELECT 'product.changed', p.id, p.version, ?3, json_object('type', 'product.changed', 'id', p.id, 'version', p.version, 'occurred_at', ?3)
+           FROM products p WHERE p.id IN (${late})
+           RETURNING id`,
+        )
+        .bind(write.id, JSON.stringify(affected), now),
     );
   }
   // The products' documents embed the schedule, so their version moves: KV and caches take the new one.
@@ -264,7 +290,9 @@ export async function writePromotion(db: D1Database, write: WriteKind, input: Pr
   statements.push(...refresh.statements);
 
   const results = await db.batch(statements);
-  const outboxIds = refresh.outboxIndexes.flatMap((i) => (results[offset + i]?.results ?? []).map((r) => (r as { id: number }).id));
+  const outboxIds = [...refresh.outboxIndexes.map((i) => offset + i), ...(lateIndex >= 0 ? [lateIndex] : [])].flatMap((i) =>
+    (results[i]?.results ?? []).map((r) => (r as { id: number }).id),
+  );
   return { outboxIds, productIds: affected };
 }
 

@@ -42,25 +42,38 @@ const LIVE = "pr.deleted_at IS NULL AND (pr.ends_at IS NULL OR pr.ends_at > ?1)"
  * parameters from ?2 on) in line with the catalog as the same batch leaves it. ?1 is the time. Run them after
  * the batch's product and variant writes.
  *
- * - Category and brand promotions are found through their index (there are few), so a write never scans the
- *   promotions table; product and SKU promotions can only gain a new variant of a product they already cover.
+ * - Additions: every live promotion's target values are turned into keys once per statement (a SKU, a
+ *   product id, a brand, or a category id with all its subcategories) and joined to the scoped variants by
+ *   key, so an import of many products costs one pass over the promotions, not one per product and promotion.
+ *   This covers products created in (or moved into) a promoted category or brand, new variants of promoted
+ *   products, and products or SKUs a promotion listed before they existed.
  * - Rows that no longer match (moved out of the category or brand) are removed. Rows of archived variants and
  *   products stay: they price nothing while archived, and cover the product again if it is restored.
  */
 export function retargetStatements(db: D1Database, scope: { sql: string; params: (string | number)[] }, now: number): D1PreparedStatement[] {
   const bind = (sql: string) => db.prepare(sql).bind(now, ...scope.params);
+  const byKey = (kind: TargetType, column: string) =>
+    `SELECT k.promotion_id, s.sku, s.product_id FROM scoped s JOIN keys k ON k.kind = '${kind}' AND k.key = s.${column}`;
   return [
     bind(`DELETE FROM promotion_targets WHERE product_id IN (${scope.sql}) AND NOT EXISTS (
             SELECT 1 FROM variants v CROSS JOIN products p ON p.id = v.product_id CROSS JOIN promotions pr ON pr.id = promotion_targets.promotion_id
             WHERE v.sku = promotion_targets.sku AND v.product_id = promotion_targets.product_id AND ${STORED_MATCH})`),
-    bind(`INSERT OR IGNORE INTO promotion_targets (promotion_id, sku, product_id)
-          SELECT pr.id, v.sku, v.product_id
-          FROM promotions pr CROSS JOIN variants v CROSS JOIN products p ON p.id = v.product_id
-          WHERE pr.target_type IN ('category', 'brand') AND ${LIVE} AND v.product_id IN (${scope.sql}) AND ${SELLABLE} AND ${STORED_MATCH}`),
-    bind(`INSERT OR IGNORE INTO promotion_targets (promotion_id, sku, product_id)
-          SELECT pr.id, v.sku, v.product_id
-          FROM (SELECT DISTINCT promotion_id, product_id FROM promotion_targets WHERE product_id IN (${scope.sql})) t
-            CROSS JOIN promotions pr ON pr.id = t.promotion_id CROSS JOIN variants v ON v.product_id = t.product_id CROSS JOIN products p ON p.id = v.product_id
-          WHERE pr.target_type IN ('products', 'skus') AND ${LIVE} AND ${SELLABLE} AND ${STORED_MATCH}`),
+    bind(`WITH keys AS MATERIALIZED (
+            SELECT pr.id AS promotion_id, pr.target_type AS kind, j.value AS key
+            FROM promotions pr, json_each(pr.target_values) j
+            WHERE pr.target_type IN ('skus', 'products', 'brand') AND ${LIVE}
+            UNION ALL
+            SELECT pr.id, 'category', c.id
+            FROM promotions pr, json_each(pr.target_values) j
+              JOIN categories root ON root.id = j.value OR root.slug = j.value
+              JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
+            WHERE pr.target_type = 'category' AND ${LIVE}
+          ),
+          scoped AS MATERIALIZED (
+            SELECT v.sku, v.product_id, p.brand, p.category_id FROM variants v CROSS JOIN products p ON p.id = v.product_id
+            WHERE v.product_id IN (${scope.sql}) AND ${SELLABLE}
+          )
+          INSERT OR IGNORE INTO promotion_targets (promotion_id, sku, product_id)
+          ${byKey("skus", "sku")} UNION ${byKey("products", "product_id")} UNION ${byKey("brand", "brand")} UNION ${byKey("category", "category_id")}`),
   ];
 }

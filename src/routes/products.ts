@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { MARKET_CODE } from "../lib/markets";
 import { resolveCurrency, resolveLocale } from "../catalog/locale";
 import { requestBookmark } from "../catalog/origin";
 import { listingParams, readListing } from "../catalog/listing-read";
@@ -119,7 +120,7 @@ const getProduct = createRoute({
       ...LocaleQuery,
       market: z
         .string()
-        .regex(/^[A-Za-z]{2,4}$/, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)")
+        .regex(MARKET_CODE, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)")
         .optional()
         .openapi({
           description:

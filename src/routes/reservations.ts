@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { MARKET_CODE } from "../lib/markets";
 import { requireStorefront } from "../lib/auth";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
@@ -37,7 +38,7 @@ const CreateBody = z
     currency: z.string().regex(/^[A-Z]{3}$/).optional().openapi({ description: "Currency of the unit-price snapshot; default DEFAULT_CURRENCY.", example: "USD" }),
     market: z
       .string()
-      .regex(/^[A-Za-z]{2,4}$/, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)")
+      .regex(MARKET_CODE, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)")
       .optional()
       .openapi({ description: "Shopper market, as named on the product read: market-limited promotions apply to the unit-price snapshot only with it.", example: "DE" }),
   })
