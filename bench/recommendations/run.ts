@@ -19,7 +19,6 @@ import { parseArgs } from "node:util";
 import autocannonUntyped from "autocannon";
 import { orders, productId } from "../../src/seed/generate";
 
-type Client = { setRequests: (r: { method: string; path: string; headers?: Record<string, string> }[]) => void };
 let token = 0;
 type AutocannonResult = { latency: Record<string, number>; requests: { average: number; total: number }; non2xx: number; errors: number };
 const autocannon = autocannonUntyped as (opts: {
@@ -48,6 +47,8 @@ const { values } = parseArgs({
     "seed-from": { type: "string" },
     /** Skip the read benchmark (rebuild timing only). */
     "no-reads": { type: "boolean", default: false },
+    /** Rounds the read rows alternate over (each row runs --seconds in total). */
+    rounds: { type: "string", default: "3" },
   },
 });
 const ORIGIN = `http://127.0.0.1:${values.port}`;
@@ -59,6 +60,7 @@ const ADMIN = { authorization: `Bearer ${ADMIN_TOKEN}` };
 const sizes = values.sizes!.split(",").map(Number);
 const connections = Number(values.connections);
 const seconds = Number(values.seconds);
+const rounds = Number(values.rounds);
 
 const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
 
@@ -136,28 +138,69 @@ async function rebuild(): Promise<{ job: Job; wallMs: number }> {
 }
 
 type Result = { name: string; p50: number; p99: number; rps: number; non2xx: number; errors: number };
+type Client = { setRequests: (r: { method: string; path: string; headers?: Record<string, string> }[]) => void; on: (event: "response", fn: (status: number, bytes: number, ms: number) => void) => void };
 
-async function measure(name: string, paths: string[] | ((client: number) => string[])): Promise<Result> {
+/** One row of the read table: a fixed URL (edge hits) or, per connection and round, URLs never read before (misses). */
+type Row = { name: string; paths: (client: number) => string[] };
+type Samples = { ms: number[]; requests: number; seconds: number; non2xx: number; errors: number };
+
+/** Runs `row` for `duration` seconds and adds every response time to `into`. */
+async function runRow(row: Row, duration: number, into: Samples): Promise<void> {
   let n = 0;
   const r = await autocannon({
     url: ORIGIN,
     connections,
-    duration: seconds,
+    duration,
     setupClient: (client) => {
-      const list = typeof paths === "function" ? paths(n++) : paths;
+      const c = client as unknown as Client;
+      const list = row.paths(n++);
       // Every request its own bearer token (the per-client rate limiter keys on it; 1,000 reads per 10 s per
       // client would otherwise throttle the benchmark itself): a one-URL (edge-hit) list is repeated to 4,096
       // entries; the miss lists are left as they are, since repeating them would turn misses into hits.
       const repeated = list.length === 1 ? Array.from({ length: 4096 }, () => list[0]!) : list;
-      client.setRequests(repeated.map((p) => ({ method: "GET", path: p, headers: { authorization: `Bearer bench-${(token++).toString(36)}` } })));
+      c.setRequests(repeated.map((p) => ({ method: "GET", path: p, headers: { authorization: `Bearer bench-${(token++).toString(36)}` } })));
+      c.on("response", (status, _bytes, ms) => {
+        into.ms.push(ms);
+        if (status >= 300) into.non2xx++;
+      });
     },
   });
-  return { name, p50: r.latency.p50!, p99: r.latency.p99!, rps: r.requests.average, non2xx: r.non2xx, errors: r.errors };
+  into.requests += r.requests.total;
+  into.seconds += duration;
+  into.errors += r.errors;
 }
 
-/** Disjoint id ranges per connection, each longer than a run can consume: every request is a cache miss. */
-function distinct(from: number, per: number, make: (id: string) => string) {
-  return (client: number) => Array.from({ length: per }, (_, i) => make(productId(from + client * per + i)));
+/**
+ * The rows alternate over `rounds` rounds (the order reversed every other round), and each row's response
+ * times are pooled: a slow stretch of the machine then hits every row alike instead of whichever ran in it.
+ */
+async function measureRows(rows: Row[], rounds: number): Promise<Result[]> {
+  const samples = rows.map((): Samples => ({ ms: [], requests: 0, seconds: 0, non2xx: 0, errors: 0 }));
+  const per = Math.max(2, Math.round(seconds / rounds));
+  for (let r = 0; r < rounds; r++) {
+    const order = rows.map((_, i) => i);
+    if (r % 2 === 1) order.reverse();
+    for (const i of order) await runRow(rows[i]!, per, samples[i]!);
+  }
+  return rows.map((row, i) => {
+    const s = samples[i]!;
+    const sorted = [...s.ms].sort((a, b) => a - b);
+    return { name: row.name, p50: percentile(sorted, 50), p99: percentile(sorted, 99), rps: s.requests / s.seconds, non2xx: s.non2xx, errors: s.errors };
+  });
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : NaN;
+}
+
+/** Fresh ids for every connection of every round: each call deals the next `per` ids of the row's range. */
+function distinct(from: number, per: number, make: (id: string) => string): (client: number) => string[] {
+  let next = from;
+  return () => {
+    const start = next;
+    next += per;
+    return Array.from({ length: per }, (_, i) => make(productId(start + i)));
+  };
 }
 
 async function main() {
@@ -195,15 +238,29 @@ async function main() {
       rebuilds.push({ size, ...o, seedS, ...r });
       if (i === 0 && !values["no-reads"]) {
         const warm = "p-000042";
-        const per = Math.floor(size / 4 / connections);
         // Warm the edge copies the hit rows read.
         for (const p of [`/v1/products/${warm}`, `/v1/products/${warm}/recommendations?intent=related`, `/v1/products/${warm}/recommendations?intent=complementary`]) await (await fetch(ORIGIN + p)).text();
-        reads.push(await measure("product read, edge hit", [`/v1/products/${warm}`]));
-        reads.push(await measure("recommendations related, edge hit", [`/v1/products/${warm}/recommendations?intent=related`]));
-        reads.push(await measure("recommendations complementary, edge hit", [`/v1/products/${warm}/recommendations?intent=complementary`]));
-        reads.push(await measure("product read, miss (distinct ids)", distinct(1, per, (id) => `/v1/products/${id}`)));
-        reads.push(await measure("recommendations related, miss (distinct ids)", distinct(1 + per * connections, per, (id) => `/v1/products/${id}/recommendations?intent=related`)));
-        reads.push(await measure("recommendations substitutes, miss (distinct ids)", distinct(1 + 2 * per * connections, per, (id) => `/v1/products/${id}/recommendations?intent=substitutes`)));
+        const fixed = (p: string) => () => [p];
+        // Ids dealt out per connection and round: enough for a round, never read twice.
+        const per = Math.floor(size / 3 / (connections * rounds));
+        reads.push(
+          ...(await measureRows(
+            [
+              { name: "product read, edge hit", paths: fixed(`/v1/products/${warm}`) },
+              { name: "recommendations related, edge hit", paths: fixed(`/v1/products/${warm}/recommendations?intent=related`) },
+              { name: "recommendations complementary, edge hit", paths: fixed(`/v1/products/${warm}/recommendations?intent=complementary`) },
+            ],
+            rounds,
+          )),
+          ...(await measureRows(
+            [
+              { name: "product read, miss (distinct ids)", paths: distinct(100, per, (id) => `/v1/products/${id}`) },
+              { name: "recommendations related, miss (distinct ids)", paths: distinct(1 + Math.floor(size / 3), per, (id) => `/v1/products/${id}/recommendations?intent=related`) },
+              { name: "recommendations substitutes, miss (distinct ids)", paths: distinct(1 + 2 * Math.floor(size / 3), per, (id) => `/v1/products/${id}/recommendations?intent=substitutes`) },
+            ],
+            rounds,
+          )),
+        );
       }
     } finally {
       stop();
@@ -216,7 +273,7 @@ async function main() {
   const missBase = reads.find((r) => r.name.startsWith("product read, miss"));
   const readRows = reads.map((r) => {
     const base = r.name.includes("miss") ? missBase : hitBase;
-    return `| ${r.name} | ${r.p50} | ${r.p99} | ${r.rps.toFixed(0)} | ${base ? (r.p99 / Math.max(1, base.p99)).toFixed(2) : "–"}× | ${base ? (r.rps / base.rps).toFixed(2) : "–"} | ${r.non2xx + r.errors} |`;
+    return `| ${r.name} | ${r.p50.toFixed(0)} | ${r.p99.toFixed(0)} | ${r.rps.toFixed(0)} | ${base ? (r.p99 / Math.max(1, base.p99)).toFixed(2) : "–"}× | ${base ? (r.rps / base.rps).toFixed(2) : "–"} | ${r.non2xx + r.errors} |`;
   });
   const rebuildRows = rebuilds.map(
     (r) => `| ${r.size.toLocaleString("en")} | ${r.orders.toLocaleString("en")} | ${r.pairs.toLocaleString("en")} | ${((r.job.duration_ms ?? 0) / 1000).toFixed(1)} | ${((r.job.duration_ms ?? 0) / r.size).toFixed(2)} | ${r.seedS.toFixed(0)} |`,
@@ -225,8 +282,9 @@ async function main() {
     ? `## Reads (catalog of ${sizes[0]!.toLocaleString("en")} products, after a full rebuild)
 
 Edge-hit rows repeat one URL (served from the Cache API after the first request). Miss rows give every
-connection its own range of product ids, longer than a run can consume, so every request misses the edge:
-the product read then goes to D1 (the seed does not fill KV), the recommendation read to KV (list) + one D1
+connection, in every round, product ids never read before, so every request misses the edge. The rows of each
+group alternate over ${rounds} rounds (order reversed every other round), ${seconds} s per row in all, and each
+row's response times are pooled. On a miss the product read goes to D1 (the seed does not fill KV), the recommendation read to KV (list) + one D1
 batch (cards). Ratios: hit rows ÷ product read edge hit, miss rows ÷ product read miss.
 
 | route | p50 ms | p99 ms | req/s | p99 ÷ product read | req/s ÷ product read | non-2xx/errors |
@@ -237,8 +295,8 @@ ${readRows.join("\n")}
     : "";
   const report = `# Recommendations benchmark
 
-Command: \`npx tsx bench/recommendations/run.ts --sizes ${values.sizes} --seconds ${seconds} --connections ${connections}${values.reuse ? " --reuse" : ""}${values["no-reads"] ? " --no-reads" : ""}${values["seed-from"] ? ` --seed-from ${values["seed-from"]}` : ""} --out ${values.out}\`
-(wrangler dev on ${ORIGIN}, ${new Date().toISOString()}; shared 2-core machine, 1-minute load average ${loadBefore} before, ${loadAfter} after:
+Command: \`npx tsx bench/recommendations/run.ts --sizes ${values.sizes} --seconds ${seconds} --connections ${connections} --rounds ${rounds}${values.reuse ? " --reuse" : ""}${values["no-reads"] ? " --no-reads" : ""}${values["seed-from"] ? ` --seed-from ${values["seed-from"]}` : ""} --out ${values.out}\`
+(wrangler dev on ${ORIGIN}, ${new Date().toISOString()}; 2-core machine, nothing else running, 1-minute load average ${loadBefore} before, ${loadAfter} after:
 absolute numbers are noisy, the ratios to the product read measured in the same run are the figures to compare).
 
 ${readsSection}## Full rebuild
