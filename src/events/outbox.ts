@@ -5,6 +5,18 @@
  */
 export type OutboxRow = { id: number; payload: string | null; type: string; entity_id: string; version: number; occurred_at: number };
 
+/**
+ * SQL that writes one `product.changed` outbox row, at the product's current version, for every product `p` matching
+ * `where`, stamped with the time parameter `at` (e.g. "?1"), RETURNING the new row ids. Used by writes that touch
+ * many products in one batch.
+ */
+export function productChangedOutboxSql(where: string, at: string): string {
+  return `INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
+    SELECT 'product.changed', p.id, p.version, ${at}, json_object('type', 'product.changed', 'id', p.id, 'version', p.version, 'occurred_at', ${at})
+    FROM products p WHERE ${where}
+    RETURNING id`;
+}
+
 /** Rows younger than this are left to the sender of the request that wrote them. */
 export const RESEND_AFTER_MS = 5_000;
 /** Queue sendBatch accepts at most 100 messages per call. */

@@ -8,6 +8,7 @@
  * The SHA-256 of the body makes re-running the same file a no-op that answers the first run's result.
  */
 import { z } from "zod";
+import { productChangedOutboxSql } from "../events/outbox";
 import { retargetStatements } from "../promotions/targets";
 import { ProductIdParam, ProductInput, minPrices } from "../catalog/product-input";
 import { parseCsvLine, csvRecordToObject } from "./csv";
@@ -280,11 +281,12 @@ async function publish(db: D1Database, importId: string, now: number): Promise<n
     // Events: products that existed before (their KV documents and cached pages are now stale), new products
     // a promotion covers (the consumer folds the promotion into min_prices), and every category that gained or
     // changed products (listings). Other new products have nothing cached yet.
-    s(`INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
-       SELECT 'product.changed', p.id, p.version, ?2, json_object('type', 'product.changed', 'id', p.id, 'version', p.version, 'occurred_at', ?2)
-       FROM products p WHERE p.id IN (SELECT r.product_id ${STAGED})
-         AND (p.version > 1 OR EXISTS (SELECT 1 FROM promotion_targets t WHERE t.product_id = p.id))
-       RETURNING id`),
+    s(
+      productChangedOutboxSql(
+        `p.id IN (SELECT r.product_id ${STAGED}) AND (p.version > 1 OR EXISTS (SELECT 1 FROM promotion_targets t WHERE t.product_id = p.id))`,
+        "?2",
+      ),
+    ),
     s(`INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
        SELECT 'category.changed', c.id, c.version, ?2, json_object('type', 'category.changed', 'id', c.id, 'version', c.version, 'occurred_at', ?2)
        FROM categories c WHERE c.id IN (SELECT DISTINCT ${doc("category_id")} ${STAGED})

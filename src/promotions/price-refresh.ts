@@ -8,7 +8,7 @@
  * the promotion itself: the promotion, its targets, the product rows and the outbox rows commit together
  * or not at all.
  */
-import { sendOutboxIds } from "../events/outbox";
+import { productChangedOutboxSql, sendOutboxIds } from "../events/outbox";
 import { minEffectivePrices, type DocPromotion } from "./effective-price";
 import { loadSchedules } from "./schedule";
 
@@ -87,12 +87,7 @@ export function priceRefreshStatements(db: D1Database, rows: readonly PriceRow[]
     outboxIndexes.push(statements.length);
     statements.push(
       db
-        .prepare(
-          `INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
-           SELECT 'product.changed', p.id, p.version, ?1, json_object('type', 'product.changed', 'id', p.id, 'version', p.version, 'occurred_at', ?1)
-           FROM products p WHERE p.id IN (SELECT json_extract(value, '$.id') FROM json_each(?2))
-           RETURNING id`,
-        )
+        .prepare(productChangedOutboxSql("p.id IN (SELECT json_extract(value, '$.id') FROM json_each(?2))", "?1"))
         .bind(now, chunk),
     );
   }

@@ -5,6 +5,7 @@
  * A rejected or failed write leaves nothing behind.
  */
 import { occGuard } from "../catalog/product-writes";
+import { productChangedOutboxSql } from "../events/outbox";
 import { ApiError } from "../lib/errors";
 import type { DocPromotion, PromotionValue, ValueType } from "./effective-price";
 import { computePriceRows, priceRefreshStatements } from "./price-refresh";
@@ -273,16 +274,7 @@ export async function writePromotion(db: D1Database, write: WriteKind, input: Pr
         .bind(write.id, JSON.stringify(affected), now),
     );
     lateIndex = statements.length;
-    statements.push(
-      db
-        .prepare(
-          `INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
-           SELECT 'product.changed', p.id, p.version, ?3, json_object('type', 'product.changed', 'id', p.id, 'version', p.version, 'occurred_at', ?3)
-           FROM products p WHERE p.id IN (${late})
-           RETURNING id`,
-        )
-        .bind(write.id, JSON.stringify(affected), now),
-    );
+    statements.push(db.prepare(productChangedOutboxSql(`p.id IN (${late})`, "?3")).bind(write.id, JSON.stringify(affected), now));
   }
   // The products' documents embed the schedule, so their version moves: KV and caches take the new one.
   const refresh = priceRefreshStatements(db, rows, now, { bumpVersion: true });
