@@ -23,6 +23,7 @@ import { parseArgs } from "node:util";
 // autocannon ships no types; only the few fields used here are declared.
 // @ts-expect-error untyped module
 import autocannonUntyped from "autocannon";
+import { percentile } from "./lib/stats";
 
 type AcRequest = {
   method?: string;
@@ -69,11 +70,6 @@ type Result = {
   non2xx: number;
   tiers: Record<string, number>;
 };
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
 
 let tokenCounter = 0;
 const nextToken = () => `bench-${(tokenCounter++ % 4096).toString(36)}`;

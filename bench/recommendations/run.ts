@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 // @ts-expect-error untyped module
 import autocannonUntyped from "autocannon";
 import { orders, productId } from "../../src/seed/generate";
+import { percentile } from "../lib/stats";
 
 let token = 0;
 type AutocannonResult = { latency: Record<string, number>; requests: { average: number; total: number }; non2xx: number; errors: number };
@@ -190,10 +191,6 @@ async function measureRows(rows: Row[], rounds: number): Promise<Result[]> {
     const sorted = [...s.ms].sort((a, b) => a - b);
     return { name: row.name, p50: percentile(sorted, 50), p99: percentile(sorted, 99), rps: s.requests / s.seconds, non2xx: s.non2xx, errors: s.errors };
   });
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : NaN;
 }
 
 /** Fresh ids for every connection of every round: each call deals the next `per` ids of the row's range. */
