@@ -58,6 +58,9 @@ export const ProductSchema = z
   })
   .openapi("Product");
 
+/** A market a request names (product reads, reservations): the same codes wherever prices depend on it. */
+export const MarketCode = z.string().regex(MARKET_CODE, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)");
+
 export const LocaleQuery = {
   currency: z
     .string()
@@ -118,15 +121,11 @@ const getProduct = createRoute({
     params: z.object({ id: z.string().min(1).max(100).openapi({ example: "p-000001" }) }),
     query: z.object({
       ...LocaleQuery,
-      market: z
-        .string()
-        .regex(MARKET_CODE, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)")
-        .optional()
-        .openapi({
-          description:
-            "Shopper market. Promotions limited to markets apply only when the request names one of them (a country, or its region); without it the price is the one that applies everywhere. Cached per market.",
-          example: "DE",
-        }),
+      market: MarketCode.optional().openapi({
+        description:
+          "Shopper market. Promotions limited to markets apply only when the request names one of them (a country, or its region); without it the price is the one that applies everywhere. Cached per market.",
+        example: "DE",
+      }),
     }),
   },
   responses: {

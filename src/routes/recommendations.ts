@@ -5,7 +5,7 @@ import { resolveCurrency, resolveLocale } from "../catalog/locale";
 import { ProductIdParam } from "../catalog/product-input";
 import { createApp } from "../lib/validation";
 import { shopperRegion } from "../stock/locations";
-import { regionOfCountry, type ShopperMarket } from "../lib/markets";
+import { regionOfCountry, REGIONS, type ShopperMarket } from "../lib/markets";
 import { BEST_SELLERS } from "../recommendations/refs";
 import { blendContext, finish, fnv, Memo, readAnswer, type PublicItem, type Shopper } from "../recommendations/serve";
 
@@ -121,7 +121,7 @@ const splitIds = (s: string | undefined) => (s ? [...new Set(s.split(",").filter
 
 function shopperMarket(req: Request, explicit: string | undefined): ShopperMarket {
   const code = explicit?.toUpperCase();
-  if (code && ["EU", "NA", "APAC"].includes(code)) return { region: code };
+  if (code && (REGIONS as readonly string[]).includes(code)) return { region: code };
   const cf = (req as Request & { cf?: { country?: string } }).cf;
   const country = code ?? req.headers.get("x-shopper-country")?.trim().toUpperCase() ?? cf?.country?.toUpperCase();
   return { country: country || undefined, region: shopperRegion(req) ?? regionOfCountry(country) };

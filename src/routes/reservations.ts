@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { MARKET_CODE } from "../lib/markets";
+import { MarketCode } from "./products";
 import { requireStorefront } from "../lib/auth";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
@@ -36,11 +36,7 @@ const CreateBody = z
       .max(MAX_LINES),
     ttl_seconds: Ttl.optional().openapi({ description: `Hold duration; default ${DEFAULT_TTL_SECONDS}.`, example: 600 }),
     currency: z.string().regex(/^[A-Z]{3}$/).optional().openapi({ description: "Currency of the unit-price snapshot; default DEFAULT_CURRENCY.", example: "USD" }),
-    market: z
-      .string()
-      .regex(MARKET_CODE, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)")
-      .optional()
-      .openapi({ description: "Shopper market, as named on the product read: market-limited promotions apply to the unit-price snapshot only with it.", example: "DE" }),
+    market: MarketCode.optional().openapi({ description: "Shopper market, as named on the product read: market-limited promotions apply to the unit-price snapshot only with it.", example: "DE" }),
   })
   .openapi("ReservationRequest");
 
