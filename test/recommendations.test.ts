@@ -272,6 +272,42 @@ describe("GET /v1/products/:id/recommendations", () => {
     expect(ids(s2.body)).not.toContain(soldOut.id);
   });
 
+  it("substitutes: the nearest prices on both sides of the product in a category larger than one band of candidates; a product with no price in the currency still gets substitutes", async () => {
+    const category = uid("cat-band");
+    await env.DB.prepare("INSERT INTO categories (id, slug, name, parent_id, path, depth, position) VALUES (?, ?, 'Band', NULL, ?, 0, 0)").bind(category, category, `/${category}/`).run();
+    const seedVariant = product(1).variants[0]!;
+    // 150 equally similar products 100 apart (1,000 … 15,900 USD cents): the ranking is by price closeness alone.
+    const make = (usd: number | null, onHand = 10) =>
+      insertProduct(env.DB, {
+        base: 1,
+        categoryId: category,
+        variants: [{ ...seedVariant, sku: uid("SKU-B"), prices: usd === null ? { GBP: 5000 } : { USD: usd, EUR: usd } }],
+        stockFor: (skus) => skus.map((sku) => ({ sku, locationId: "loc-us-east", onHand })),
+      });
+    const priced: { id: string; usd: number }[] = [];
+    for (let i = 0; i < 150; i += 15) {
+      priced.push(...(await Promise.all(Array.from({ length: 15 }, (_, k) => 1000 + 100 * (i + k)).map(async (usd) => ({ id: (await make(usd)).id, usd })))));
+    }
+    const owner = priced[70]!; // 8,000: 70 cheaper, 79 dearer
+    const soldOutNear = await make(8050, 0);
+    const { body } = await recs(`/v1/products/${owner.id}/recommendations?intent=substitutes&limit=20&currency=USD`);
+    const closeness = (usd: number) => Math.min(usd, owner.usd) / Math.max(usd, owner.usd);
+    const expected = priced
+      .filter((p) => p.id !== owner.id)
+      .sort((a, b) => closeness(b.usd) - closeness(a.usd))
+      .slice(0, 20)
+      .map((p) => p.id);
+    expect(new Set(ids(body))).toEqual(new Set(expected));
+    expect(ids(body)).not.toContain(soldOutNear.id);
+    const prices = body.items.map((i) => i.product.price!.amount);
+    expect(prices.some((p) => p < owner.usd) && prices.some((p) => p > owner.usd)).toBe(true);
+    // No USD price: compared with nothing, it is offered from the category's 60 cheapest in-stock products instead.
+    const unpriced = await make(null);
+    const fallback = await recs(`/v1/products/${unpriced.id}/recommendations?intent=substitutes&limit=20&currency=USD`);
+    expect(fallback.body.items).toHaveLength(20);
+    expect(fallback.body.items.every((i) => i.product.price!.amount <= 1000 + 59 * 100)).toBe(true);
+  });
+
   it("bad input gets 400 problem+json; unknown products 404", async () => {
     for (const q of ["intent=trending", "limit=0", "limit=1000", "limit=abc", "currency=XYZ", "exclude=bad%20id", "market=12345"]) {
       await expectProblem(await call(`/v1/products/p-000001/recommendations?${q}`), 400);

@@ -6,7 +6,7 @@
  */
 import { availabilityBySku, noStock, pricesBySku, type ProductDocument } from "../catalog/document";
 import { now } from "../lib/clock";
-import { loadSchedules } from "../promotions/schedule";
+import { schedulesFrom, schedulesStatement } from "../promotions/schedule";
 
 
 type ProductRow = {
@@ -34,8 +34,7 @@ export async function loadDocuments(db: D1Database, ids: string[], only: { curre
   if (ids.length === 0) return [];
   const idsJson = JSON.stringify([...new Set(ids)]);
   const inIds = "(SELECT value FROM json_each(?1))";
-  const schedulesPromise = loadSchedules(db, ids, now());
-  const [productRes, translationRes, variantRes, priceRes, stockRes, categoryRes] = await db.batch([
+  const [productRes, translationRes, variantRes, priceRes, stockRes, categoryRes, scheduleRes] = await db.batch([
     db.prepare(
       `SELECT id, slug, version, status, title, description, brand, category_id, attributes, images, markets, condition,
               created_at, updated_at, change_seq FROM products WHERE id IN ${inIds}`,
@@ -61,6 +60,7 @@ export async function loadDocuments(db: D1Database, ids: string[], only: { curre
     db.prepare(
       `SELECT c.id, c.path FROM categories c WHERE c.id IN (SELECT category_id FROM products WHERE id IN ${inIds})`,
     ).bind(idsJson),
+    schedulesStatement(db, ids, now()),
   ]);
 
   const translations = new Map<string, Record<string, { title: string; description: string }>>();
@@ -91,7 +91,7 @@ export async function loadDocuments(db: D1Database, ids: string[], only: { curre
     variantsByProduct.set(v.product_id, list);
   }
 
-  const schedules = await schedulesPromise;
+  const schedules = schedulesFrom(scheduleRes!.results);
   const byId = new Map<string, LoadedDocument>();
   for (const row of productRes!.results as ProductRow[]) {
     const variants = variantsByProduct.get(row.id) ?? [];

@@ -22,20 +22,28 @@ type Row = {
 
 type Queryable = Pick<D1Database, "prepare">;
 
-export async function loadSchedules(db: Queryable, productIds: readonly string[], now: number): Promise<Map<string, DocPromotion[]>> {
-  const out = new Map<string, DocPromotion[]>();
-  if (productIds.length === 0) return out;
-  const { results } = await db
+/** The keyed read behind `loadSchedules`, for callers that put it in a D1 batch of their own. */
+export function schedulesStatement(db: Queryable, productIds: readonly string[], now: number): D1PreparedStatement {
+  return db
     .prepare(
       `SELECT t.product_id, t.sku, p.id, p.name, p.starts_at, p.ends_at, p.priority, p.value_type, p.value, p.currencies, p.markets
        FROM promotion_targets t JOIN promotions p ON p.id = t.promotion_id
        WHERE t.product_id IN (SELECT value FROM json_each(?1)) AND p.deleted_at IS NULL AND (p.ends_at IS NULL OR p.ends_at > ?2)
        ORDER BY t.product_id, p.id, t.sku`,
     )
-    .bind(JSON.stringify([...new Set(productIds)]), now)
-    .all<Row>();
+    .bind(JSON.stringify([...new Set(productIds)]), now);
+}
+
+export async function loadSchedules(db: Queryable, productIds: readonly string[], now: number): Promise<Map<string, DocPromotion[]>> {
+  if (productIds.length === 0) return new Map();
+  return schedulesFrom((await schedulesStatement(db, productIds, now).all<unknown>()).results);
+}
+
+/** Each product's promotions, from the rows of `schedulesStatement`. */
+export function schedulesFrom(rows: readonly unknown[]): Map<string, DocPromotion[]> {
+  const out = new Map<string, DocPromotion[]>();
   const byKey = new Map<string, DocPromotion>();
-  for (const r of results) {
+  for (const r of rows as Row[]) {
     const key = `${r.product_id}\n${r.id}`;
     let promo = byKey.get(key);
     if (!promo) {

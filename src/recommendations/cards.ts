@@ -6,7 +6,7 @@
 import type { ProductDocument } from "../catalog/document";
 import { localisedText, priceMaxAgeCap, renderPrice, type PriceView } from "../catalog/render";
 import { availabilityStatus, type StockStatus } from "../lib/stock-status";
-import { loadSchedules } from "../promotions/schedule";
+import { schedulesFrom, schedulesStatement } from "../promotions/schedule";
 
 const LOW_STOCK = 5;
 
@@ -32,11 +32,10 @@ type P = { id: string; slug: string; title: string; description: string; brand: 
 export async function loadDocs(d1: D1Database, ids: string[], now = Date.now()): Promise<Map<string, LoadedDoc>> {
   const out = new Map<string, LoadedDoc>();
   if (!ids.length) return out;
-  const arg = JSON.stringify([...new Set(ids)]);
+  const unique = [...new Set(ids)];
+  const arg = JSON.stringify(unique);
   const ofProducts = "(SELECT value FROM json_each(?))";
-  // Promotion schedules in parallel: prices are rendered effective, exactly as on the product page.
-  const schedulesP = loadSchedules(d1, JSON.parse(arg) as string[], now);
-  const [prods, trans, vars, prices, stock] = await d1.batch([
+  const [prods, trans, vars, prices, stock, promotions] = await d1.batch([
     d1.prepare(`SELECT p.*, c.path AS path FROM products p LEFT JOIN categories c ON c.id = p.category_id WHERE p.id IN ${ofProducts}`).bind(arg),
     d1.prepare(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${ofProducts}`).bind(arg),
     d1.prepare(`SELECT sku, product_id, title, options, gtin, mpn, position FROM variants WHERE status = 'active' AND product_id IN ${ofProducts} ORDER BY position`).bind(arg),
@@ -47,6 +46,8 @@ export async function loadDocs(d1: D1Database, ids: string[], now = Date.now()):
          JOIN variants v ON v.sku = a.sku LEFT JOIN stock_locations l ON l.id = a.location_id WHERE v.product_id IN ${ofProducts}`,
       )
       .bind(arg),
+    // Promotion schedules: prices are rendered effective, exactly as on the product page.
+    schedulesStatement(d1, unique, now),
   ]);
   const docs = new Map<string, LoadedDoc>();
   for (const r of prods!.results as P[]) {
@@ -86,7 +87,7 @@ export async function loadDocs(d1: D1Database, ids: string[], now = Date.now()):
     d.stock_seq += s.seq;
     if (s.region) d.regionAvailable[s.region] = (d.regionAvailable[s.region] ?? 0) + Math.max(0, s.available);
   }
-  const schedules = await schedulesP;
+  const schedules = schedulesFrom(promotions!.results);
   for (const d of docs.values()) {
     d.promotions = schedules.get(d.id) ?? [];
     for (const v of d.variants) v.availability.status = availabilityStatus(v.availability.available, LOW_STOCK);

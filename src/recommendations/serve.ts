@@ -13,8 +13,8 @@ import type { StockStatus } from "../lib/stock-status";
 import { sellableIn, type ShopperMarket } from "../lib/markets";
 import { cardsMaxAgeCap, loadDocs, toCardEntry, type Card, type LoadedDoc } from "./cards";
 import { DAY_MS } from "./orders";
-import { features, priceCloseness, similarity } from "./features";
-import { computeLists, toInput } from "./compute";
+import { computeLists } from "./compute";
+import { substituteCandidates } from "./substitutes";
 import { LIST_SIZE, readLists, readStoredLists, storeLists, type ListItem, type PrecomputedIntent, type Reason } from "./lists";
 import { BEST_SELLERS, bestSellersCacheKey, ownerTag, recommendationCacheKey, recordRefs, type ServedIntent } from "./refs";
 import { round } from "./related";
@@ -81,57 +81,11 @@ async function precomputedAnswer(env: Env, id: string, intent: PrecomputedIntent
   return { owner: id, intent, version: list?.version ?? null, computed_at: list?.computed_at ?? null, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items };
 }
 
-/**
- * Live: in-stock products of the same leaf category, ranked by similarity (70 %) and price closeness (30 %).
- * Candidates are the precomputed related list plus the in-stock products nearest in price.
- */
+/** Live: ranked in substitutes.ts, then carded from D1 with availability as of now. */
 async function substitutesAnswer(env: Env, id: string, ctx: RenderCtx): Promise<CachedAnswer | null> {
-  const d1 = env.DB;
-  const [lists, [srcRows, nearRows]] = await Promise.all([
-    readLists(env, id),
-    d1.batch([
-      d1.prepare("SELECT id, title, brand, attributes, min_prices, category_id, status FROM products WHERE id = ?").bind(id),
-      d1
-        .prepare(
-          // The source row drives (CROSS JOIN) and `+p.status` keeps SQLite off products_status_idx, which walked
-          // every active product of the catalog on each request.
-          `SELECT p.id, p.title, p.brand, p.attributes, p.min_prices
-           FROM (SELECT category_id, json_extract(min_prices, '$.' || ?) AS price FROM products WHERE id = ?) s CROSS JOIN products p ON p.category_id = s.category_id
-           WHERE +p.status = 'active' AND p.in_stock = 1 AND p.id <> ?
-           ORDER BY abs(coalesce(json_extract(p.min_prices, '$.' || ?), 0) - coalesce(s.price, 0)), p.id LIMIT 60`,
-        )
-        .bind(ctx.currency, id, id, ctx.currency),
-    ]),
-  ]);
-  type Row = { id: string; title: string; brand: string; attributes: string; min_prices: string };
-  const src = (srcRows!.results as (Row & { status: string })[])[0];
-  if (!src) return null;
-  const source = toInput(src);
-  const own = features(source);
-  const noIdf = new Map<string, number>();
-  const scored = new Map<string, ListItem>();
-  const related = new Map((lists.related?.items ?? []).filter((i) => i.reason !== "pinned").map((i) => [i.id, i.score]));
-  const near = (nearRows!.results as Row[]).map(toInput);
-  for (const c of near) {
-    const sim = related.get(c.id) ?? similarity(own, features(c), noIdf);
-    const score = 0.7 * sim + 0.3 * priceCloseness(source.minPrices[ctx.currency], c.minPrices[ctx.currency]);
-    scored.set(c.id, { id: c.id, score: round(score), reason: "substitute" });
-  }
-  // Related products that are in stock but further away in price than the nearest 60 still qualify.
-  const missing = [...related.keys()].filter((r) => !scored.has(r));
-  if (missing.length) {
-    const { results } = await d1
-      .prepare("SELECT id, min_prices FROM products WHERE id IN (SELECT value FROM json_each(?)) AND status = 'active' AND in_stock = 1")
-      .bind(JSON.stringify(missing))
-      .all<{ id: string; min_prices: string }>();
-    for (const r of results) {
-      const price = (JSON.parse(r.min_prices) as Record<string, number>)[ctx.currency];
-      scored.set(r.id, { id: r.id, score: round(0.7 * related.get(r.id)! + 0.3 * priceCloseness(source.minPrices[ctx.currency], price)), reason: "substitute" });
-    }
-  }
-  // Cards only for the candidates kept: loading documents is the expensive part of this answer.
-  const list = [...scored.values()].sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1)).slice(0, LIST_SIZE);
-  const docs = await loadDocs(d1, [id, ...list.map((i) => i.id)], ctx.now);
+  const list = await substituteCandidates(env.DB, id, ctx.currency);
+  if (!list) return null;
+  const docs = await loadDocs(env.DB, [id, ...list.map((i) => i.id)], ctx.now);
   if (!sourceOrThrow(docs, id)) return null;
   // Never the product itself, never anything out of stock: filtered here and again after the cache.
   const items = entries(docs, list, ctx, env.DEFAULT_LOCALE).filter((i) => i.id !== id && i.card.availability.in_stock);

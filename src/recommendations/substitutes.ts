@@ -1,0 +1,73 @@
+/**
+ * Substitute candidates: in-stock products of the same leaf category, ranked by similarity (70 %) and price
+ * closeness (30 %). Candidates are the sellable products nearest in price on either side of the product
+ * (a seek on products_band_<cur>_idx, migration 0006) plus the sellable items of its precomputed related
+ * list, whose precomputed similarity they keep. One D1 batch; cards are loaded by the caller for the
+ * candidates kept only.
+ */
+import { toInput } from "./compute";
+import { features, priceCloseness, similarity } from "./features";
+import { LIST_SIZE, type ListItem } from "./lists";
+import { round } from "./related";
+
+/** Products read on each side of the product's price, and candidates kept from them. */
+const BAND = 60;
+
+type Row = { id: string; title: string; brand: string; attributes: string; min_prices: string };
+
+/** The currency's price expression, inlined (the currency is allow-listed) so SQLite can match the band index. */
+function priceOf(alias: string, currency: string): string {
+  if (!/^[A-Z]{3}$/.test(currency)) throw new Error(`bad currency ${currency}`);
+  return `json_extract(${alias}.min_prices, '$.${currency}')`;
+}
+
+function bandStatements(d1: D1Database, id: string, currency: string): D1PreparedStatement[] {
+  const price = priceOf("p", currency);
+  const own = `(SELECT ${priceOf("o", currency)} FROM products o WHERE o.id = ?1)`;
+  const sellable = `p.category_id = (SELECT category_id FROM products WHERE id = ?1) AND p.status = 'active' AND p.in_stock = 1 AND p.id <> ?1`;
+  const columns = "p.id, p.title, p.brand, p.attributes, p.min_prices";
+  return [
+    d1.prepare("SELECT id, title, brand, attributes, min_prices, status FROM products WHERE id = ?1").bind(id),
+    d1
+      .prepare(
+        // Nearest BAND at or above the price, nearest BAND below it; a product with no price in this currency
+        // compares with neither, and takes the category's cheapest instead.
+        `SELECT * FROM (
+           SELECT * FROM (SELECT ${columns} FROM products p WHERE ${sellable} AND ${price} >= ${own} ORDER BY ${price}, p.id LIMIT ${BAND})
+           UNION ALL SELECT * FROM (SELECT ${columns} FROM products p WHERE ${sellable} AND ${price} < ${own} ORDER BY ${price} DESC, p.id LIMIT ${BAND})
+           UNION ALL SELECT * FROM (SELECT ${columns} FROM products p WHERE ${sellable} AND ${own} IS NULL ORDER BY ${price}, p.id LIMIT ${BAND})
+         ) p ORDER BY abs(coalesce(${price}, 0) - coalesce(${own}, 0)), p.id LIMIT ${BAND}`,
+      )
+      .bind(id),
+    d1
+      .prepare(
+        `SELECT p.id, p.min_prices, r.score FROM (
+           SELECT json_extract(j.value, '$.id') AS id, json_extract(j.value, '$.score') AS score
+           FROM recommendations l, json_each(l.items) j
+           WHERE l.product_id = ?1 AND l.intent = 'related' AND json_extract(j.value, '$.reason') <> 'pinned'
+         ) r CROSS JOIN products p ON p.id = r.id
+         WHERE p.status = 'active' AND p.in_stock = 1 AND p.id <> ?1`,
+      )
+      .bind(id),
+  ];
+}
+
+/** The best LIST_SIZE candidates, or null when the product does not exist. */
+export async function substituteCandidates(d1: D1Database, id: string, currency: string): Promise<ListItem[] | null> {
+  const [srcRows, bandRows, relatedRows] = await d1.batch(bandStatements(d1, id, currency));
+  const src = (srcRows!.results as Row[])[0];
+  if (!src) return null;
+  const source = toInput(src);
+  const own = features(source);
+  const noIdf = new Map<string, number>();
+  const closeness = (minPrices: Record<string, number>) => priceCloseness(source.minPrices[currency], minPrices[currency]);
+  const scored = new Map<string, ListItem>();
+  for (const r of relatedRows!.results as { id: string; min_prices: string; score: number }[]) {
+    scored.set(r.id, { id: r.id, score: round(0.7 * r.score + 0.3 * closeness(JSON.parse(r.min_prices))), reason: "substitute" });
+  }
+  for (const c of (bandRows!.results as Row[]).map(toInput)) {
+    if (scored.has(c.id)) continue;
+    scored.set(c.id, { id: c.id, score: round(0.7 * similarity(own, features(c), noIdf) + 0.3 * closeness(c.minPrices)), reason: "substitute" });
+  }
+  return [...scored.values()].sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1)).slice(0, LIST_SIZE);
+}
