@@ -222,6 +222,8 @@ async function main() {
       writeFileSync(path.join(PERSIST, "seeded"), JSON.stringify(o));
     } else {
       o = JSON.parse(readFileSync(path.join(PERSIST, "seeded"), "utf8")) as typeof o;
+      // Migrations added since the database was seeded (indexes the read path relies on).
+      sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
       // A rebuild of a reused database must start from nothing, like the first one.
       sh(["wrangler", "d1", "execute", "DB", "--local", "--persist-to", PERSIST, "--command", "DELETE FROM recommendations; DELETE FROM jobs; DELETE FROM recommendation_refs;"]);
       rmSync(path.join(PERSIST, "v3", "kv"), { recursive: true, force: true });

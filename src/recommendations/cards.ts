@@ -24,22 +24,36 @@ export type Card = {
 /** A card plus the facts the read path filters on; `markets`/`regions` never leave the worker. */
 export type CardEntry = { card: Card; markets: string[]; regions: Record<string, StockStatus>; status: string; category_id: string; min_price: number | null };
 
+/**
+ * What a card needs of a product document: no descriptions or variant details, translations of one locale
+ * and prices of one currency (a cached answer is per currency and locale). Product pages can carry
+ * kilobytes of description in every locale; a 41-card answer never reads them.
+ */
 export type LoadedDoc = ProductDocument & { regionAvailable: Record<string, number> };
 
-type P = { id: string; slug: string; title: string; description: string; brand: string; category_id: string; status: string; attributes: string; images: string; markets: string; condition: string; created_at: number; updated_at: number; change_seq: number; version: number; path: string | null };
+/** The answer's currency and locale, and the time prices are rendered at. */
+export type CardScope = { currency: string; locale: string; now: number };
 
-/** Product documents (plus stock per region) for `ids`, in one D1 batch; missing ids are absent from the map. */
-export async function loadDocs(d1: D1Database, ids: string[], now = Date.now()): Promise<Map<string, LoadedDoc>> {
+type P = { id: string; slug: string; title: string; brand: string; category_id: string; status: string; images: string; markets: string; condition: string; created_at: number; updated_at: number; change_seq: number; version: number; path: string | null };
+
+/** Card documents (plus stock per region) for `ids`, in one D1 batch; missing ids are absent from the map. */
+export async function loadDocs(d1: D1Database, ids: string[], scope: CardScope): Promise<Map<string, LoadedDoc>> {
   const out = new Map<string, LoadedDoc>();
   if (!ids.length) return out;
   const unique = [...new Set(ids)];
   const arg = JSON.stringify(unique);
-  const ofProducts = "(SELECT value FROM json_each(?))";
+  const ofProducts = "(SELECT value FROM json_each(?1))";
   const [prods, trans, vars, prices, stock, promotions] = await d1.batch([
-    d1.prepare(`SELECT p.*, c.path AS path FROM products p LEFT JOIN categories c ON c.id = p.category_id WHERE p.id IN ${ofProducts}`).bind(arg),
-    d1.prepare(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${ofProducts}`).bind(arg),
-    d1.prepare(`SELECT sku, product_id, title, options, gtin, mpn, position FROM variants WHERE status = 'active' AND product_id IN ${ofProducts} ORDER BY position`).bind(arg),
-    d1.prepare(`SELECT pr.sku, pr.currency, pr.amount FROM prices pr JOIN variants v ON v.sku = pr.sku WHERE v.product_id IN ${ofProducts}`).bind(arg),
+    d1
+      .prepare(
+        `SELECT p.id, p.slug, p.title, p.brand, p.category_id, p.status, p.images, p.markets, p.condition, p.created_at, p.updated_at,
+                p.change_seq, p.version, c.path AS path
+         FROM products p LEFT JOIN categories c ON c.id = p.category_id WHERE p.id IN ${ofProducts}`,
+      )
+      .bind(arg),
+    d1.prepare(`SELECT product_id, title FROM product_translations WHERE product_id IN ${ofProducts} AND locale = ?2`).bind(arg, scope.locale),
+    d1.prepare(`SELECT sku, product_id, position FROM variants WHERE status = 'active' AND product_id IN ${ofProducts} ORDER BY position`).bind(arg),
+    d1.prepare(`SELECT pr.sku, pr.amount FROM prices pr JOIN variants v ON v.sku = pr.sku WHERE v.product_id IN ${ofProducts} AND pr.currency = ?2`).bind(arg, scope.currency),
     d1
       .prepare(
         `SELECT a.sku, a.on_hand, a.reserved, a.available, a.seq, coalesce(l.region, '') AS region FROM availability a
@@ -47,34 +61,34 @@ export async function loadDocs(d1: D1Database, ids: string[], now = Date.now()):
       )
       .bind(arg),
     // Promotion schedules: prices are rendered effective, exactly as on the product page.
-    schedulesStatement(d1, unique, now),
+    schedulesStatement(d1, unique, scope.now),
   ]);
   const docs = new Map<string, LoadedDoc>();
   for (const r of prods!.results as P[]) {
     docs.set(r.id, {
-      id: r.id, slug: r.slug, version: r.version, stock_seq: 0, status: r.status as ProductDocument["status"], title: r.title, description: r.description,
+      id: r.id, slug: r.slug, version: r.version, stock_seq: 0, status: r.status as ProductDocument["status"], title: r.title, description: "",
       translations: {}, brand: r.brand, category_id: r.category_id, category_path: (r.path ?? `/${r.category_id}/`).split("/").filter(Boolean),
-      attributes: JSON.parse(r.attributes), images: JSON.parse(r.images), markets: JSON.parse(r.markets), condition: r.condition,
+      attributes: {}, images: JSON.parse(r.images), markets: JSON.parse(r.markets), condition: r.condition,
       created_at: r.created_at, updated_at: r.updated_at, change_seq: r.change_seq, variants: [], regionAvailable: {},
     });
   }
-  for (const t of trans!.results as { product_id: string; locale: string; title: string; description: string }[]) {
+  for (const t of trans!.results as { product_id: string; title: string }[]) {
     const d = docs.get(t.product_id);
-    if (d) d.translations[t.locale] = { title: t.title, description: t.description };
+    if (d) d.translations[scope.locale] = { title: t.title, description: "" };
   }
   const variantOwner = new Map<string, ProductDocument["variants"][number]>();
   const docOfSku = new Map<string, LoadedDoc>();
-  for (const v of vars!.results as { sku: string; product_id: string; title: string; options: string; gtin: string | null; mpn: string | null; position: number }[]) {
+  for (const v of vars!.results as { sku: string; product_id: string; position: number }[]) {
     const d = docs.get(v.product_id);
     if (!d) continue;
-    const variant = { sku: v.sku, title: v.title, options: JSON.parse(v.options), gtin: v.gtin, mpn: v.mpn, position: v.position, prices: {} as Record<string, number>, availability: { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock" as StockStatus, seq: 0 } };
+    const variant = { sku: v.sku, title: "", options: {}, gtin: null, mpn: null, position: v.position, prices: {} as Record<string, number>, availability: { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock" as StockStatus, seq: 0 } };
     d.variants.push(variant);
     variantOwner.set(v.sku, variant);
     docOfSku.set(v.sku, d);
   }
-  for (const p of prices!.results as { sku: string; currency: string; amount: number }[]) {
+  for (const p of prices!.results as { sku: string; amount: number }[]) {
     const v = variantOwner.get(p.sku);
-    if (v) v.prices[p.currency] = p.amount;
+    if (v) v.prices[scope.currency] = p.amount;
   }
   for (const s of stock!.results as { sku: string; on_hand: number; reserved: number; available: number; seq: number; region: string }[]) {
     const v = variantOwner.get(s.sku);
@@ -102,7 +116,7 @@ export function bestStatus(statuses: StockStatus[]): StockStatus {
   return statuses.reduce<StockStatus>((best, s) => (RANK[s] > RANK[best] ? s : best), "out_of_stock");
 }
 
-export function toCardEntry(doc: LoadedDoc, ctx: { currency: string; locale: string; now: number }, defaultLocale: string): CardEntry {
+export function toCardEntry(doc: LoadedDoc, ctx: CardScope, defaultLocale: string): CardEntry {
   const text = localisedText(doc, ctx.locale, defaultLocale);
   let price: Card["price"] = null;
   for (const v of doc.variants) {

@@ -75,7 +75,7 @@ async function precomputedAnswer(env: Env, id: string, intent: PrecomputedIntent
     lists = await readLists(env, id);
   }
   const list = lists[intent];
-  const docs = await loadDocs(env.DB, [id, ...(list?.items ?? []).map((i) => i.id)], ctx.now);
+  const docs = await loadDocs(env.DB, [id, ...(list?.items ?? []).map((i) => i.id)], ctx);
   if (!sourceOrThrow(docs, id)) return null;
   const items = entries(docs, list?.items ?? [], ctx, env.DEFAULT_LOCALE);
   return { owner: id, intent, version: list?.version ?? null, computed_at: list?.computed_at ?? null, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items };
@@ -85,7 +85,7 @@ async function precomputedAnswer(env: Env, id: string, intent: PrecomputedIntent
 async function substitutesAnswer(env: Env, id: string, ctx: RenderCtx): Promise<CachedAnswer | null> {
   const list = await substituteCandidates(env.DB, id, ctx.currency);
   if (!list) return null;
-  const docs = await loadDocs(env.DB, [id, ...list.map((i) => i.id)], ctx.now);
+  const docs = await loadDocs(env.DB, [id, ...list.map((i) => i.id)], ctx);
   if (!sourceOrThrow(docs, id)) return null;
   // Never the product itself, never anything out of stock: filtered here and again after the cache.
   const items = entries(docs, list, ctx, env.DEFAULT_LOCALE).filter((i) => i.id !== id && i.card.availability.in_stock);
@@ -103,7 +103,7 @@ async function bestSellersAnswer(env: Env, ctx: RenderCtx): Promise<CachedAnswer
     .all<{ id: string; units: number }>();
   const top = results[0]?.units ?? 1;
   const list: ListItem[] = results.map((r) => ({ id: r.id, score: round(r.units / top), reason: "best_seller" }));
-  const docs = await loadDocs(env.DB, list.map((i) => i.id), ctx.now);
+  const docs = await loadDocs(env.DB, list.map((i) => i.id), ctx);
   return { owner: BEST_SELLERS, intent: BEST_SELLERS, version: null, computed_at: ctx.now, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items: entries(docs, list, ctx, env.DEFAULT_LOCALE) };
 }
 
@@ -220,6 +220,6 @@ export async function blendContext(env: Env, context: string[], exclude: Set<str
     .map(([id, s]) => ({ id, score: round(s.score), reason: s.reason }))
     .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1))
     .slice(0, LIST_SIZE * 2);
-  const docs = await loadDocs(env.DB, list.map((i) => i.id), ctx.now);
+  const docs = await loadDocs(env.DB, list.map((i) => i.id), ctx);
   return entries(docs, list, ctx, env.DEFAULT_LOCALE);
 }
