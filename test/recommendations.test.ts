@@ -215,6 +215,7 @@ describe("GET /v1/products/:id/recommendations", () => {
     expect(first.product.price?.currency).toBe("EUR");
     expect(first.product.image?.url).toMatch(/^https:/);
     const seed = product(Number(first.product.id.slice(2)));
+    expect(first.product.price?.amount).toBe(Math.min(...seed.variants.map((v) => v.prices.EUR!)));
     expect(first.product.title).toBe(seed.translations.de!.title);
     expect(res.headers.get("etag")).toBeTruthy();
     const again = await recs("/v1/products/p-000001/recommendations?intent=related&currency=EUR&locale=de&limit=4&include_out_of_stock=true");
@@ -340,6 +341,27 @@ describe("filtering, pins and freshness", () => {
     const oos = withOos.items.find((i) => i.product.id === soldOut.id);
     expect(oos?.product.availability).toEqual({ status: "out_of_stock", in_stock: false });
   });
+
+  it("cards show the effective price: a promotion that starts on a recommended item purges the cached answer and lowers the card's price in the requested currency", async () => {
+    const owner = await lookalike(31);
+    const item = await lookalike(31);
+    expect((await json("PUT", `/admin/products/${owner.id}/recommendations`, { related: [item.id] }, admin())).status).toBe(200);
+    const url = `/v1/products/${owner.id}/recommendations?intent=related&currency=GBP&limit=1`;
+    const before = (await recs(url)).body.items[0]!;
+    expect(before.product.id).toBe(item.id);
+    expect(before.product.price!.amount).toBe(product(31).variants[0]!.prices.GBP);
+    const promo = await json("POST", "/admin/promotions", { name: "Card price", starts_at: new Date(Date.now() - 1_000).toISOString(), target: { type: "products", values: [item.id] }, value: { type: "percent_off", bps: 2000 } }, admin());
+    expect(promo.status).toBe(201);
+    expect((await recs(url)).res.headers.get("x-cache-tier")).toBe("edge");
+    // The promotion's product.changed event purges the cached answer that shows the item.
+    await vi.waitFor(
+      async () => {
+        const after = (await recs(url)).body.items[0]!;
+        expect(after.product.price).toMatchObject({ currency: "GBP", amount: Math.round(before.product.price!.amount * 0.8) });
+      },
+      { timeout: 60_000, interval: 250 },
+    );
+  }, 90_000);
 
   it("pins: pinned items first (reason pinned), excluded ids never, If-Match guards concurrent edits", async () => {
     const target = "p-000021";
