@@ -53,7 +53,8 @@ export async function loadDocs(d1: D1Database, ids: string[], scope: CardScope):
       .bind(arg),
     d1.prepare(`SELECT product_id, title FROM product_translations WHERE product_id IN ${ofProducts} AND locale = ?2`).bind(arg, scope.locale),
     d1.prepare(`SELECT sku, product_id, position FROM variants WHERE status = 'active' AND product_id IN ${ofProducts} ORDER BY position`).bind(arg),
-    d1.prepare(`SELECT pr.sku, pr.amount FROM prices pr JOIN variants v ON v.sku = pr.sku WHERE v.product_id IN ${ofProducts} AND pr.currency = ?2`).bind(arg, scope.currency),
+    // Variants drive (CROSS JOIN): left alone, SQLite reads every price in the currency through prices_currency_amount_idx.
+    d1.prepare(`SELECT pr.sku, pr.amount FROM variants v CROSS JOIN prices pr ON pr.sku = v.sku WHERE v.product_id IN ${ofProducts} AND pr.currency = ?2`).bind(arg, scope.currency),
     d1
       .prepare(
         `SELECT a.sku, a.on_hand, a.reserved, a.available, a.seq, coalesce(l.region, '') AS region FROM availability a
