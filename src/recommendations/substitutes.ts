@@ -31,11 +31,12 @@ function bandStatements(d1: D1Database, id: string, currency: string): D1Prepare
     d1
       .prepare(
         // Nearest BAND at or above the price, nearest BAND below it; a product with no price in this currency
-        // compares with neither, and takes the category's cheapest instead.
+        // compares with neither, and takes the category's cheapest instead. That branch's condition sits in its
+        // LIMIT: as a WHERE term SQLite tested it on every row of the category (test/read-cost.test.ts).
         `SELECT * FROM (
            SELECT * FROM (SELECT ${columns} FROM products p WHERE ${sellable} AND ${price} >= ${own} ORDER BY ${price}, p.id LIMIT ${BAND})
            UNION ALL SELECT * FROM (SELECT ${columns} FROM products p WHERE ${sellable} AND ${price} < ${own} ORDER BY ${price} DESC, p.id LIMIT ${BAND})
-           UNION ALL SELECT * FROM (SELECT ${columns} FROM products p WHERE ${sellable} AND ${own} IS NULL ORDER BY ${price}, p.id LIMIT ${BAND})
+           UNION ALL SELECT * FROM (SELECT ${columns} FROM products p WHERE ${sellable} ORDER BY ${price}, p.id LIMIT CASE WHEN ${own} IS NULL THEN ${BAND} ELSE 0 END)
          ) p ORDER BY abs(coalesce(${price}, 0) - coalesce(${own}, 0)), p.id LIMIT ${BAND}`,
       )
       .bind(id),
