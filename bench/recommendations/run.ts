@@ -286,8 +286,9 @@ async function main() {
 Edge-hit rows repeat one URL (served from the Cache API after the first request). Miss rows give every
 connection, in every round, product ids never read before, so every request misses the edge. The rows of each
 group alternate over ${rounds} rounds (order reversed every other round), ${seconds} s per row in all, and each
-row's response times are pooled. On a miss the product read goes to D1 (the seed does not fill KV), the recommendation read to KV (list) + one D1
-batch (cards). Ratios: hit rows ÷ product read edge hit, miss rows ÷ product read miss.
+row's response times are pooled. On a miss the product read goes to D1 (the seed does not fill KV); related reads its list from KV, then
+one D1 batch (cards); substitutes read one D1 batch (candidates: the price band and the related list), then one for cards.
+Every miss also records the answer's refs in D1 (waitUntil). Ratios: hit rows ÷ product read edge hit, miss rows ÷ product read miss.
 
 | route | p50 ms | p99 ms | req/s | p99 ÷ product read | req/s ÷ product read | non-2xx/errors |
 |---|---|---|---|---|---|---|
