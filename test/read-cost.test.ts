@@ -11,34 +11,7 @@ import { readAnswer } from "../src/recommendations/serve";
 import { product } from "../src/seed/generate";
 import { insertProduct, seedProducts } from "./helpers/catalog-fixtures";
 import { uid } from "./helpers/http";
-
-/** A D1 binding that adds up the rows every statement it runs reads (statements, and statements in batches). */
-function rowCounting(db: D1Database): { db: D1Database; rows: () => number } {
-  let rows = 0;
-  const add = <T extends D1Result | null>(r: T): T => {
-    rows += r?.meta?.rows_read ?? 0;
-    return r;
-  };
-  const counted = (stmt: D1PreparedStatement): D1PreparedStatement => {
-    const { bind, all, run } = stmt;
-    Object.assign(stmt, {
-      bind: (...args: unknown[]) => counted(bind.call(stmt, ...args)),
-      all: async () => add(await all.call(stmt)),
-      run: async () => add(await run.call(stmt)),
-      // first() and raw() report no meta: read through all() so their rows count too.
-      first: async (column?: string) => {
-        const row = add(await all.call(stmt)).results[0] as Record<string, unknown> | undefined;
-        return row === undefined ? null : column ? row[column] : row;
-      },
-    });
-    return stmt;
-  };
-  const wrapped = {
-    prepare: (sql: string) => counted(db.prepare(sql)),
-    batch: async (stmts: D1PreparedStatement[]) => (await db.batch(stmts)).map(add),
-  };
-  return { db: wrapped as unknown as D1Database, rows: () => rows };
-}
+import { rowCounting } from "./helpers/row-counting";
 
 const CTX = { currency: "USD", locale: "en" };
 

@@ -27,8 +27,8 @@ function parse<T>(text: string | null, fallback: T): T {
 }
 
 /**
- * `only` narrows translations and prices to the one locale and currency a feed renders: a 1,000-item page
- * then reads about a third of the rows. Availability is summed per SKU in SQL for the same reason.
+ * `only` narrows translations and prices to the one locale and currency a feed renders, by key: a page then
+ * reads and returns about a third of those rows. Availability is summed per SKU in SQL for the same reason.
  */
 export async function loadDocuments(db: D1Database, ids: string[], only: { currency?: string; locale?: string } = {}): Promise<LoadedDocument[]> {
   if (ids.length === 0) return [];
@@ -39,18 +39,24 @@ export async function loadDocuments(db: D1Database, ids: string[], only: { curre
       `SELECT id, slug, version, status, title, description, brand, category_id, attributes, images, markets, condition,
               created_at, updated_at, change_seq FROM products WHERE id IN ${inIds}`,
     ).bind(idsJson),
-    db.prepare(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${inIds} AND (?2 IS NULL OR locale = ?2)`).bind(
-      idsJson,
-      only.locale ?? null,
-    ),
+    // The narrowing is a plain `= ?2` only when given: `(?2 IS NULL OR …)` kept it out of the key and read every row.
+    only.locale
+      ? db.prepare(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${inIds} AND locale = ?2`).bind(idsJson, only.locale)
+      : db.prepare(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${inIds}`).bind(idsJson),
     db.prepare(
       `SELECT sku, product_id, title, options, gtin, mpn, position FROM variants
        WHERE product_id IN ${inIds} AND status = 'active' ORDER BY product_id, position`,
     ).bind(idsJson),
-    db.prepare(
-      `SELECT pr.sku, pr.currency, pr.amount FROM prices pr JOIN variants v ON v.sku = pr.sku
-       WHERE v.product_id IN ${inIds} AND v.status = 'active' AND (?2 IS NULL OR pr.currency = ?2)`,
-    ).bind(idsJson, only.currency ?? null),
+    // Variants drive (CROSS JOIN): with a currency, SQLite would otherwise read all its prices via prices_currency_amount_idx.
+    only.currency
+      ? db.prepare(
+          `SELECT pr.sku, pr.currency, pr.amount FROM variants v CROSS JOIN prices pr ON pr.sku = v.sku
+           WHERE v.product_id IN ${inIds} AND v.status = 'active' AND pr.currency = ?2`,
+        ).bind(idsJson, only.currency)
+      : db.prepare(
+          `SELECT pr.sku, pr.currency, pr.amount FROM variants v CROSS JOIN prices pr ON pr.sku = v.sku
+           WHERE v.product_id IN ${inIds} AND v.status = 'active'`,
+        ).bind(idsJson),
     db.prepare(
       `SELECT a.sku, sum(a.on_hand) AS on_hand, sum(a.reserved) AS reserved, sum(a.available) AS available, sum(a.seq) AS seq,
               max(a.updated_at) AS updated_at

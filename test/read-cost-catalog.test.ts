@@ -1,0 +1,244 @@
+/**
+ * The catalog's hottest reads at their D1 origin, measured like test/read-cost.test.ts: count the rows D1 reads
+ * (`meta.rows_read`) for one product miss, one filtered and price-sorted listing page (with and without facets
+ * and total) and one affiliate feed page, grow the catalog around them, and require the same read to cost
+ * (nearly) the same. A statement whose plan walks a category, a currency's prices or the whole catalog passes
+ * every functional test on a small catalog; here it adds hundreds of rows.
+ *
+ * Edge cache and KV are cleared before every measured read, and each read asserts `x-cache-tier: d1`, so D1 is
+ * really read.
+ */
+import { env } from "cloudflare:test";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AffiliateScope } from "../src/affiliates/account";
+import { lastGoodKey, listingCacheKey, productCacheKey } from "../src/catalog/cache-keys";
+import { productKey } from "../src/catalog/document";
+import { listingParams, readListing } from "../src/catalog/listing-read";
+import type { ListingPage } from "../src/catalog/listing";
+import { readProduct } from "../src/catalog/product-read";
+import { selectPage } from "../src/feeds/pages";
+import { forgetNextBoundary } from "../src/promotions/switcher";
+import { product } from "../src/seed/generate";
+import { insertProduct, seedProducts } from "./helpers/catalog-fixtures";
+import { uid } from "./helpers/http";
+import { rowCounting } from "./helpers/row-counting";
+
+const CURRENCY = "USD";
+const LOCALE = "en";
+
+/**
+ * The listing's price window, in USD minor units. Seed products cost 899 and up, so only this file's own
+ * products fall in it: growth "elsewhere" (seed products) never matches the filter, growth in the category is
+ * placed below, inside (after the first page) or above the window on purpose.
+ */
+const WINDOW = { min: 300, max: 500 };
+const PAGE = 20;
+const FEED_PAGE = 50;
+
+let category = "";
+let productId = "";
+
+type Measured<T> = { rows: number; answer: T };
+
+/** Runs `read` against a row-counting D1 (waiting for its waitUntil work) and returns its rows read. */
+async function counted<T>(read: (env: Env, waitUntil: (p: Promise<unknown>) => void) => Promise<T>): Promise<Measured<T>> {
+  const counting = rowCounting(env.DB);
+  const pending: Promise<unknown>[] = [];
+  const answer = await read({ ...env, DB: counting.db }, (p) => pending.push(p));
+  await Promise.all(pending);
+  return { rows: counting.rows(), answer };
+}
+
+async function clearEdge(key: string): Promise<void> {
+  await caches.default.delete(key);
+  await caches.default.delete(lastGoodKey(key));
+}
+
+/** `GET /v1/products/:id` with the edge copy, the last-good copy and the KV document gone: a D1 read. */
+async function productMiss(): Promise<Measured<{ variants: number; skus: string[]; bytes: number }>> {
+  await clearEdge(productCacheKey(productId, CURRENCY, LOCALE));
+  await env.CATALOG_KV.delete(productKey(productId));
+  const m = await counted(async (e, waitUntil) => {
+    const res = await readProduct({ env: e, request: new Request(`http://edgeshelf.test/v1/products/${productId}`), waitUntil, id: productId, currency: CURRENCY, locale: LOCALE });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-cache-tier")).toBe("d1");
+    const text = await res.text();
+    const body = JSON.parse(text) as { variants: { sku: string }[] };
+    return { variants: body.variants.length, skus: body.variants.map((v) => v.sku), bytes: text.length };
+  });
+  // The miss wrote the document back to KV; leave no copy behind for the next measurement.
+  await env.CATALOG_KV.delete(productKey(productId));
+  return m;
+}
+
+/** First page of the category in the price window, cheapest first: `/v1/products` (no facets) or `/v1/search` (facets and total). */
+async function listingMiss(path: "/v1/products" | "/v1/search"): Promise<Measured<ListingPage>> {
+  const params = listingParams({ category, min_price: WINDOW.min, max_price: WINDOW.max, sort: "price_asc", limit: PAGE }, CURRENCY, LOCALE);
+  const key = listingCacheKey(path, {
+    category: params.category,
+    min_price: params.min_price,
+    max_price: params.max_price,
+    sort: params.sort,
+    limit: params.limit,
+    currency: params.currency,
+    locale: params.locale,
+  });
+  await clearEdge(key);
+  // The render reads the next promotion boundary through a per-isolate cache kept for a second: forget it, so that
+  // every measurement includes that (catalog-independent) read rather than some measurements and not others.
+  forgetNextBoundary();
+  const withFacets = path === "/v1/search";
+  const m = await counted(async (e, waitUntil) => {
+    const res = await readListing({ env: e, request: new Request(`http://edgeshelf.test${path}`), waitUntil, path, params, facets: withFacets, total: withFacets });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-cache-tier")).toBe("d1");
+    return res.json<ListingPage>();
+  });
+  await clearEdge(key);
+  return m;
+}
+
+/** First page of an affiliate's full feed (no cache tier: the route reads D1 on every request). */
+async function feedPage(scope: AffiliateScope): Promise<Measured<{ ids: string[]; hasMore: boolean }>> {
+  return counted(async (e) => {
+    const page = await selectPage(e.DB, { scope, filters: {}, limit: FEED_PAGE, currency: CURRENCY, locale: LOCALE });
+    return { ids: page.live.map((l) => l.doc.id), hasMore: page.has_more };
+  });
+}
+
+/** `count` products in `categoryId`, one variant each at the given price (all currencies). */
+async function fill(categoryId: string, count: number, price: (i: number) => number): Promise<string[]> {
+  const variant = product(1).variants[0]!;
+  const out: string[] = [];
+  for (let i = 0; i < count; i += 20) {
+    const made = await Promise.all(
+      Array.from({ length: Math.min(20, count - i) }, (_, k) => {
+        const amount = price(i + k);
+        return insertProduct(env.DB, { base: 1, categoryId, variants: [{ ...variant, sku: uid("SKU-L"), prices: { USD: amount, EUR: amount, GBP: amount } }] });
+      }),
+    );
+    out.push(...made.map((p) => p.id));
+  }
+  return out;
+}
+
+type Snapshot = {
+  product: Awaited<ReturnType<typeof productMiss>>;
+  listing: Measured<ListingPage>;
+  search: Measured<ListingPage>;
+  feed: Awaited<ReturnType<typeof feedPage>>;
+  scopedFeed: Awaited<ReturnType<typeof feedPage>>;
+};
+
+async function measure(): Promise<Snapshot> {
+  return {
+    product: await productMiss(),
+    listing: await listingMiss("/v1/products"),
+    search: await listingMiss("/v1/search"),
+    feed: await feedPage({}),
+    scopedFeed: await feedPage({ categories: [category] }),
+  };
+}
+
+let before: Snapshot;
+/** After products were added in other categories only. */
+let elsewhere: Snapshot;
+/** After products were also added in the measured category (outside the window, and inside it after page one). */
+let after: Snapshot;
+
+beforeAll(async () => {
+  await seedProducts(env.DB, 60);
+  category = uid("cat-rc");
+  await env.DB.prepare("INSERT INTO categories (id, slug, name, parent_id, path, depth, position) VALUES (?, ?, 'Read cost', 'cat-electronics', ?, 1, 99)")
+    .bind(category, category, `/cat-electronics/${category}/`)
+    .run();
+  // 100 products at 200, 204 … 596: 51 inside the window (300 … 500), the first page is 300 … 376.
+  await fill(category, 100, (i) => 200 + 4 * i);
+  // The product read: seed product 1's variants (several SKUs, prices in every currency), outside the window.
+  productId = (await insertProduct(env.DB, { base: 1, categoryId: category, stockFor: (skus) => skus.flatMap((sku) => ["loc-us-east", "loc-eu-central"].map((locationId) => ({ sku, locationId, onHand: 7 }))) })).id;
+  // Warm-up: one-off work (first use of a statement, a cache, a KV namespace) stays out of the measurements.
+  await measure();
+  before = await measure();
+
+  // Elsewhere: 240 seed products in the seed's own categories (all priced above the window).
+  await seedProducts(env.DB, 240, 5_000);
+  elsewhere = await measure();
+
+  // The same category: 100 below the window, 100 above it, and 100 inside it but dearer than the whole first page.
+  await fill(category, 100, (i) => 100 + i);
+  await fill(category, 100, (i) => 600 + 10 * i);
+  await fill(category, 100, (i) => 400 + i);
+  after = await measure();
+}, 180_000);
+
+/**
+ * Slack: an index range scan (a product's variants, a SKU's prices…) reads the first key past its range to find
+ * its end, unless the range ends the index. Products added after the measured ones can thus add one row per range
+ * scan, and the product read has about ten of them. A plan that walks the category or the catalog adds hundreds
+ * (each growth step below adds 240-300 products).
+ */
+const SLACK = 10;
+
+describe("catalog reads cost rows in proportion to their answer, not to the catalog", () => {
+  it("a product miss (GET /v1/products/:id at D1) reads the same rows after the catalog and its category grow", () => {
+    expect(before.product.answer.variants).toBeGreaterThan(1);
+    expect(after.product.answer).toEqual(before.product.answer);
+    expect(elsewhere.product.rows).toBeLessThanOrEqual(before.product.rows + SLACK);
+    expect(after.product.rows).toBeLessThanOrEqual(before.product.rows + SLACK);
+    // Bound by the product's own rows: product, translations, variants, prices and stock per SKU, category, promotions.
+    expect(after.product.rows).toBeLessThan(60);
+  });
+
+  it("a category page filtered and sorted by price (GET /v1/products) reads the same rows after growth outside the page", () => {
+    const ids = (p: ListingPage) => p.items.map((i) => i.id);
+    expect(before.listing.answer.items).toHaveLength(PAGE);
+    expect(before.listing.answer.next_cursor).not.toBeNull();
+    expect(ids(after.listing.answer)).toEqual(ids(before.listing.answer));
+    expect(after.listing.answer.items.map((i) => i.price?.amount)).toEqual(before.listing.answer.items.map((i) => i.price?.amount));
+    // The page walks products_price_usd_idx from min_price and stops after limit + 1 matches. Products outside the
+    // window, or inside it but after the page, are never visited. (Other categories' products *inside* the window
+    // would be visited and rejected: the walk's cost is limit ÷ the category's share of the window, a density that
+    // does not grow with the catalog. The alternative, reading the whole category and sorting it, does.)
+    expect(elsewhere.listing.rows).toBeLessThanOrEqual(before.listing.rows + SLACK);
+    expect(after.listing.rows).toBeLessThanOrEqual(before.listing.rows + SLACK);
+  });
+
+  it("the same page with facets and total (GET /v1/search) reads the same rows when only non-matching products are added", () => {
+    expect(before.search.answer.items.map((i) => i.id)).toEqual(before.listing.answer.items.map((i) => i.id));
+    expect(before.search.answer.total).toBe(51);
+    expect(elsewhere.search.answer.total).toBe(51);
+    expect(elsewhere.search.answer.items).toEqual(before.search.answer.items);
+    // Total and facets count every match, so they must grow with the matches; they read the category through
+    // products_category_idx and test the price per row, so products of the category outside the window cost
+    // rows too (the `after` step). Products of other categories must not: that would be a catalog scan.
+    expect(elsewhere.search.rows).toBeLessThanOrEqual(before.search.rows + SLACK);
+    expect(after.search.answer.total).toBe(151);
+  });
+
+  it("an affiliate feed page of fixed size reads the same rows after the catalog grows", () => {
+    expect(before.feed.answer.ids).toHaveLength(FEED_PAGE);
+    expect(before.feed.answer.hasMore).toBe(true);
+    // Seed ids p-000001… sort before the added ones (p-005000…, p-t…): the first page is the same products.
+    expect(after.feed.answer).toEqual(before.feed.answer);
+    expect(elsewhere.feed.rows).toBeLessThanOrEqual(before.feed.rows + SLACK);
+    expect(after.feed.rows).toBeLessThanOrEqual(before.feed.rows + SLACK);
+  });
+
+  it("a category-scoped affiliate's feed page reads neither other categories nor the rest of its scope", () => {
+    expect(before.scopedFeed.answer.ids).toHaveLength(FEED_PAGE);
+    expect(before.scopedFeed.answer.hasMore).toBe(true);
+    // The category's first products by id (p-t…) sort before every one added later.
+    expect(after.scopedFeed.answer).toEqual(before.scopedFeed.answer);
+    // With a scope, pages.ts disables products_status_idx so the scope's index (category_id, id) finds the rows.
+    // The page is then sorted by id, but SQLite stops each category's range once `limit` rows are sorted: the
+    // page reads about limit rows per scoped category, not the scope (which the `after` step quadruples).
+    expect(elsewhere.scopedFeed.rows).toBeLessThanOrEqual(before.scopedFeed.rows + SLACK);
+    expect(after.scopedFeed.rows).toBeLessThanOrEqual(before.scopedFeed.rows + SLACK);
+  });
+});
+
+// The measurements, for reading a failure (or a change in cost) without a debugger.
+afterAll(() => {
+  const row = (name: keyof Snapshot) => `${name}: ${before[name].rows} → ${elsewhere[name].rows} (elsewhere) → ${after[name].rows} (same category)`;
+  console.log(["rows read", ...(["product", "listing", "search", "feed", "scopedFeed"] as const).map(row)].join("\n  "));
+});
