@@ -103,10 +103,17 @@ export function decodeCursor(p: ListingParams): CursorKey | undefined {
 
 // ---- SQL ----------------------------------------------------------------------------------------------
 
-/** The currency's price expression. The currency comes from the allow-list, so it is safe to inline; inlining is what lets SQLite use products_price_<cur>_idx. */
-function priceExpr(currency: string): SQL {
+/**
+ * The currency's minimum-price expression over products alias `alias`. The currency comes from the allow-list,
+ * so it is safe to inline; inlining is what lets SQLite match products_price_<cur>_idx and products_band_<cur>_idx.
+ */
+export function minPriceSql(alias: string, currency: string): string {
   if (!/^[A-Z]{3}$/.test(currency)) throw new Error(`bad currency ${currency}`);
-  return sql.raw(`json_extract(p.min_prices, '$.${currency}')`);
+  return `json_extract(${alias}.min_prices, '$.${currency}')`;
+}
+
+function priceExpr(currency: string): SQL {
+  return sql.raw(minPriceSql("p", currency));
 }
 
 const RELEVANCE = sql.raw(`bm25(products_fts, 10.0, 5.0, 1.0, 2.0)`);

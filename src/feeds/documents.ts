@@ -34,29 +34,26 @@ export async function loadDocuments(db: D1Database, ids: string[], only: { curre
   if (ids.length === 0) return [];
   const idsJson = JSON.stringify([...new Set(ids)]);
   const inIds = "(SELECT value FROM json_each(?1))";
+  // A plain `column = ?2`, added only when narrowing: `(?2 IS NULL OR …)` kept it out of the key and read every row.
+  const narrowed = (select: string, column: string, value: string | undefined) =>
+    value ? db.prepare(`${select} AND ${column} = ?2`).bind(idsJson, value) : db.prepare(select).bind(idsJson);
   const [productRes, translationRes, variantRes, priceRes, stockRes, categoryRes, scheduleRes] = await db.batch([
     db.prepare(
       `SELECT id, slug, version, status, title, description, brand, category_id, attributes, images, markets, condition,
               created_at, updated_at, change_seq FROM products WHERE id IN ${inIds}`,
     ).bind(idsJson),
-    // The narrowing is a plain `= ?2` only when given: `(?2 IS NULL OR …)` kept it out of the key and read every row.
-    only.locale
-      ? db.prepare(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${inIds} AND locale = ?2`).bind(idsJson, only.locale)
-      : db.prepare(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${inIds}`).bind(idsJson),
+    narrowed(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${inIds}`, "locale", only.locale),
     db.prepare(
       `SELECT sku, product_id, title, options, gtin, mpn, position FROM variants
        WHERE product_id IN ${inIds} AND status = 'active' ORDER BY product_id, position`,
     ).bind(idsJson),
     // Variants drive (CROSS JOIN): with a currency, SQLite would otherwise read all its prices via prices_currency_amount_idx.
-    only.currency
-      ? db.prepare(
-          `SELECT pr.sku, pr.currency, pr.amount FROM variants v CROSS JOIN prices pr ON pr.sku = v.sku
-           WHERE v.product_id IN ${inIds} AND v.status = 'active' AND pr.currency = ?2`,
-        ).bind(idsJson, only.currency)
-      : db.prepare(
-          `SELECT pr.sku, pr.currency, pr.amount FROM variants v CROSS JOIN prices pr ON pr.sku = v.sku
-           WHERE v.product_id IN ${inIds} AND v.status = 'active'`,
-        ).bind(idsJson),
+    narrowed(
+      `SELECT pr.sku, pr.currency, pr.amount FROM variants v CROSS JOIN prices pr ON pr.sku = v.sku
+       WHERE v.product_id IN ${inIds} AND v.status = 'active'`,
+      "pr.currency",
+      only.currency,
+    ),
     db.prepare(
       `SELECT a.sku, sum(a.on_hand) AS on_hand, sum(a.reserved) AS reserved, sum(a.available) AS available, sum(a.seq) AS seq,
               max(a.updated_at) AS updated_at

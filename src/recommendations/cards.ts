@@ -3,7 +3,7 @@
  * through the catalog's own price and text rendering (`renderPrice`, so promotions apply, and
  * `localisedText`), plus what the read path needs to filter per shopper: markets and stock per region.
  */
-import type { ProductDocument } from "../catalog/document";
+import { noStock, type ProductDocument } from "../catalog/document";
 import { localisedText, priceMaxAgeCap, renderPrice, type PriceView } from "../catalog/render";
 import { availabilityStatus, type StockStatus } from "../lib/stock-status";
 import { schedulesFrom, schedulesStatement } from "../promotions/schedule";
@@ -82,7 +82,7 @@ export async function loadDocs(d1: D1Database, ids: string[], scope: CardScope):
   for (const v of vars!.results as { sku: string; product_id: string; position: number }[]) {
     const d = docs.get(v.product_id);
     if (!d) continue;
-    const variant = { sku: v.sku, title: "", options: {}, gtin: null, mpn: null, position: v.position, prices: {} as Record<string, number>, availability: { on_hand: 0, reserved: 0, available: 0, status: "out_of_stock" as StockStatus, seq: 0 } };
+    const variant = { sku: v.sku, title: "", options: {}, gtin: null, mpn: null, position: v.position, prices: {} as Record<string, number>, availability: noStock() };
     d.variants.push(variant);
     variantOwner.set(v.sku, variant);
     docOfSku.set(v.sku, d);

@@ -5,6 +5,7 @@
  * list, whose precomputed similarity they keep. One D1 batch; cards are loaded by the caller for the
  * candidates kept only.
  */
+import { minPriceSql } from "../catalog/listing";
 import { toInput } from "./compute";
 import { features, priceCloseness, similarity } from "./features";
 import { LIST_SIZE, type ListItem } from "./lists";
@@ -15,15 +16,9 @@ const BAND = 60;
 
 type Row = { id: string; title: string; brand: string; attributes: string; min_prices: string };
 
-/** The currency's price expression, inlined (the currency is allow-listed) so SQLite can match the band index. */
-function priceOf(alias: string, currency: string): string {
-  if (!/^[A-Z]{3}$/.test(currency)) throw new Error(`bad currency ${currency}`);
-  return `json_extract(${alias}.min_prices, '$.${currency}')`;
-}
-
 function bandStatements(d1: D1Database, id: string, currency: string): D1PreparedStatement[] {
-  const price = priceOf("p", currency);
-  const own = `(SELECT ${priceOf("o", currency)} FROM products o WHERE o.id = ?1)`;
+  const price = minPriceSql("p", currency);
+  const own = `(SELECT ${minPriceSql("o", currency)} FROM products o WHERE o.id = ?1)`;
   const sellable = `p.category_id = (SELECT category_id FROM products WHERE id = ?1) AND p.status = 'active' AND p.in_stock = 1 AND p.id <> ?1`;
   const columns = "p.id, p.title, p.brand, p.attributes, p.min_prices";
   return [
