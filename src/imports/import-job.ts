@@ -11,6 +11,7 @@ import { z } from "zod";
 import { productChangedOutboxSql } from "../events/outbox";
 import { retargetStatements } from "../promotions/targets";
 import { ProductIdParam, ProductInput, minPrices } from "../catalog/product-input";
+import { supportedCurrencies } from "../catalog/locale";
 import { parseCsvLine, csvRecordToObject } from "./csv";
 import { readLines } from "./lines";
 import { rawEnv } from "../lib/guarded-env";
@@ -62,7 +63,7 @@ export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, b
 
   const categoryRows = await db.prepare("SELECT id FROM categories").all<{ id: string }>();
   const categoryIds = new Set(categoryRows.results.map((r) => r.id));
-  const currencies = new Set(env.SUPPORTED_CURRENCIES.split(",").map((c) => c.trim()));
+  const currencies = new Set(supportedCurrencies(env));
   const seenIds = new Map<string, number>();
   const seenSkus = new Map<string, number>();
   const seenSlugs = new Map<string, number>();

@@ -47,6 +47,14 @@ export class ApiError extends Error {
   static conflict(detail: string, extensions?: Record<string, unknown>) {
     return new ApiError(409, "conflict", "Conflict", detail, extensions);
   }
+  /** 412: the client's If-Match (or other precondition) does not hold; `currentVersion` tells it what would. */
+  static preconditionFailed(detail: string, currentVersion?: number) {
+    return new ApiError(412, "precondition-failed", "Precondition Failed", detail, currentVersion === undefined ? {} : { current_version: currentVersion });
+  }
+  /** 428: a write that would replace something must say which version it replaces. */
+  static preconditionRequired(detail: string, currentVersion: number) {
+    return new ApiError(428, "precondition-required", "Precondition Required", detail, { current_version: currentVersion });
+  }
   static unprocessable(detail: string, extensions?: Record<string, unknown>) {
     return new ApiError(422, "unprocessable", "Unprocessable Content", detail, extensions);
   }

@@ -4,9 +4,8 @@ import { newApiKey, sha256Hex } from "../lib/crypto";
 import { requireAdmin } from "../lib/auth";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
+import { etag, parseIfMatch, problem } from "./common";
 
-const ProblemSchema = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
-const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: ProblemSchema } } });
 
 /** `https://example.com` (scheme, host and port only): what browsers send in `Origin`. */
 const OriginString = z
@@ -240,7 +239,7 @@ adminAffiliatesApp.openapi(getAffiliateRoute, async (c) => {
       .all<KeyRow>()
   ).results;
   const now = Date.now();
-  c.header("etag", `"${affiliate.version}"`);
+  c.header("etag", etag(affiliate.version));
   c.header("cache-control", "no-store");
   return c.json({ affiliate, keys: rows.map((k) => ({ ...k, state: keyState(k, now) })) }, 200);
 });
@@ -250,7 +249,7 @@ adminAffiliatesApp.openapi(patchAffiliateRoute, async (c) => {
   const patch = c.req.valid("json");
   const ifMatch = c.req.valid("header")["if-match"];
   const current = await mustGet(c.env.DB, id);
-  const expected = ifMatch === undefined ? current.version : Number(ifMatch.replace(/^W\//, "").replace(/"/g, ""));
+  const expected = parseIfMatch(ifMatch, "an affiliate version", current.version) ?? current.version;
   const next = { ...current, ...patch };
   const res = await c.env.DB.prepare(
     `UPDATE affiliates SET name = ?, allowed_origins = ?, scope = ?, campaign = ?, status = ?, updated_at = ?, version = version + 1
@@ -259,10 +258,10 @@ adminAffiliatesApp.openapi(patchAffiliateRoute, async (c) => {
     .bind(next.name, JSON.stringify(next.allowed_origins), JSON.stringify(next.scope), next.campaign, next.status, Date.now(), id, expected)
     .run();
   if (res.meta.changes === 0) {
-    throw new ApiError(412, "precondition-failed", "Precondition Failed", `If-Match does not match the current version (${current.version}).`);
+    throw ApiError.preconditionFailed(`If-Match does not match the current version (${current.version}).`, current.version);
   }
   const affiliate = await mustGet(c.env.DB, id);
-  c.header("etag", `"${affiliate.version}"`);
+  c.header("etag", etag(affiliate.version));
   return c.json({ affiliate }, 200);
 });
 

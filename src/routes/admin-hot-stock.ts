@@ -2,9 +2,8 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { requireAdmin } from "../lib/auth";
 import { createApp } from "../lib/validation";
 import { hotStatus, markHot, MAX_SUB_SHARDS, unmarkHot } from "../stock/hot";
+import { problem } from "./common";
 
-const ProblemSchema = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
-const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: ProblemSchema } } });
 const security = [{ adminToken: [] }];
 const SkuParams = z.object({ sku: z.string().min(1).max(128).openapi({ param: { name: "sku", in: "path" }, example: "SKU-000001-1" }) });
 

@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../env";
 import { getDb } from "../db/client";
+import { supportedCurrencies } from "../catalog/locale";
 import { loadProductDocument, type ProductDocument } from "../catalog/document";
 import { applyPatch, inputFromDocument, ProductIdParam, ProductInput, ProductPatch } from "../catalog/product-input";
 import { isOccGuardError, isUniqueError, prepareArchive, prepareProductWrite, type PreparedWrite, type WriteMode } from "../catalog/product-writes";
@@ -10,12 +11,11 @@ import { requireAdmin } from "../lib/auth";
 import { now } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
+import { etag, parseIfMatch, problem } from "./common";
 
 const ProductDocumentSchema = z.record(z.string(), z.unknown()).openapi("ProductDocument", {
   description: "The canonical product document (all currencies and locales), as projected to KV.",
 });
-const ProblemSchema = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
-const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: ProblemSchema } } });
 
 const Params = z.object({ id: ProductIdParam.openapi({ param: { name: "id", in: "path" }, example: "p-000001" }) });
 const IfMatchHeaders = z.object({
@@ -76,25 +76,8 @@ const deleteRoute = createRoute({
   },
 });
 
-/** `"3"`, `W/"3"` or a bare `3` → 3. Anything else cannot match a version: 412. */
-function parseIfMatch(header: string | undefined): number | undefined {
-  if (header === undefined) return undefined;
-  const match = /^\s*(?:W\/)?"?(\d{1,15})"?\s*$/.exec(header);
-  if (!match) throw preconditionFailed(`If-Match ${JSON.stringify(header)} is not a product version such as "3".`);
-  return Number(match[1]);
-}
-
-const etag = (version: number) => `"${version}"`;
-
-function preconditionFailed(detail: string, currentVersion?: number): ApiError {
-  return new ApiError(412, "precondition-failed", "Precondition Failed", detail, currentVersion === undefined ? {} : { current_version: currentVersion });
-}
-
-function preconditionRequired(currentVersion: number): ApiError {
-  return new ApiError(428, "precondition-required", "Precondition Required", `Product exists at version ${currentVersion}; send If-Match: "${currentVersion}" to replace it.`, {
-    current_version: currentVersion,
-  });
-}
+const preconditionRequired = (currentVersion: number) =>
+  ApiError.preconditionRequired(`Product exists at version ${currentVersion}; send If-Match: "${currentVersion}" to replace it.`, currentVersion);
 
 async function currentVersion(env: Env, id: string): Promise<number | undefined> {
   const row = await env.DB.prepare("SELECT version FROM products WHERE id = ?").bind(id).first<{ version: number }>();
@@ -106,7 +89,7 @@ async function currentVersion(env: Env, id: string): Promise<number | undefined>
  * `current` (PATCH) skips the D1 look-ups when the category and SKUs are the ones the product already has.
  */
 async function checkReferences(env: Env, id: string, input: ProductInput, current?: ProductDocument): Promise<void> {
-  const supported = new Set(env.SUPPORTED_CURRENCIES.split(",").map((c) => c.trim()));
+  const supported = new Set(supportedCurrencies(env));
   const unsupported = [...new Set(input.variants.flatMap((v) => Object.keys(v.prices)))].filter((c) => !supported.has(c));
   if (unsupported.length) throw ApiError.unprocessable(`Unsupported currencies: ${unsupported.join(", ")}. Supported: ${[...supported].join(", ")}.`);
   if (current && current.category_id === input.category_id && input.variants.every((v) => current.variants.some((cv) => cv.sku === v.sku))) return;
@@ -129,12 +112,12 @@ async function commit(c: Context<AppEnv>, id: string, prepared: PreparedWrite, e
     results = await c.env.DB.batch(prepared.statements);
   } catch (err) {
     if (isOccGuardError(err)) {
-      throw preconditionFailed(`Version ${expected} is no longer current: the product was changed by another write.`, await currentVersion(c.env, id));
+      throw ApiError.preconditionFailed(`Version ${expected} is no longer current: the product was changed by another write.`, await currentVersion(c.env, id));
     }
     if (isUniqueError(err, "products.id") || isUniqueError(err, "products.slug")) {
       // SQLite may report either index first when a concurrent create of the same id won the race.
       const now = await currentVersion(c.env, id);
-      if (expected === undefined && now !== undefined) throw preconditionFailed("The product was created by another write meanwhile.", now);
+      if (expected === undefined && now !== undefined) throw ApiError.preconditionFailed("The product was created by another write meanwhile.", now);
       throw ApiError.conflict("The slug already belongs to another product.");
     }
     throw err;
@@ -164,26 +147,26 @@ adminProductsApp
   .openapi(putRoute, async (c) => {
     const { id } = c.req.valid("param");
     const input = c.req.valid("json");
-    const ifMatch = parseIfMatch(c.req.header("if-match"));
+    const ifMatch = parseIfMatch(c.req.header("if-match"), "a product version");
     const current = await currentVersion(c.env, id);
     if (current === undefined) {
-      if (ifMatch !== undefined) throw preconditionFailed(`Product ${id} does not exist, so If-Match cannot match.`);
+      if (ifMatch !== undefined) throw ApiError.preconditionFailed(`Product ${id} does not exist, so If-Match cannot match.`);
       const doc = await write(c, id, input, { kind: "create" });
       return c.json(doc, 201);
     }
     if (ifMatch === undefined) throw preconditionRequired(current);
-    if (ifMatch !== current) throw preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${current}.`, current);
+    if (ifMatch !== current) throw ApiError.preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${current}.`, current);
     const doc = await write(c, id, input, { kind: "update", expectedVersion: ifMatch });
     return c.json(doc, 200);
   })
   .openapi(patchRoute, async (c) => {
     const { id } = c.req.valid("param");
     const patch = c.req.valid("json");
-    const ifMatch = parseIfMatch(c.req.header("if-match"));
+    const ifMatch = parseIfMatch(c.req.header("if-match"), "a product version");
     const currentDoc = await loadProductDocument(getDb(c.env.DB), id);
     if (!currentDoc) throw ApiError.notFound(`No product ${id}.`);
     if (ifMatch === undefined) throw preconditionRequired(currentDoc.version);
-    if (ifMatch !== currentDoc.version) throw preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${currentDoc.version}.`, currentDoc.version);
+    if (ifMatch !== currentDoc.version) throw ApiError.preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${currentDoc.version}.`, currentDoc.version);
     const merged = ProductInput.safeParse(applyPatch(inputFromDocument(currentDoc), patch));
     if (!merged.success) {
       throw ApiError.unprocessable("The patched product would be invalid.", {
@@ -196,10 +179,10 @@ adminProductsApp
   })
   .openapi(deleteRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const ifMatch = parseIfMatch(c.req.header("if-match"));
+    const ifMatch = parseIfMatch(c.req.header("if-match"), "a product version");
     const current = await currentVersion(c.env, id);
     if (current === undefined) throw ApiError.notFound(`No product ${id}.`);
-    if (ifMatch !== undefined && ifMatch !== current) throw preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${current}.`, current);
+    if (ifMatch !== undefined && ifMatch !== current) throw ApiError.preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${current}.`, current);
     const doc = await commit(c, id, prepareArchive(c.env.DB, id, ifMatch ?? current, now()), ifMatch ?? current);
     return c.json(doc, 200);
   });

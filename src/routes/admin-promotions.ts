@@ -21,9 +21,9 @@ import {
   type WriteKind,
 } from "../promotions/store";
 import { armClock, forgetNextBoundary } from "../promotions/switcher";
+import { etag, parseIfMatch, problem } from "./common";
+import { supportedCurrencies } from "../catalog/locale";
 
-const ProblemSchema = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
-const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: ProblemSchema } } });
 
 const Instant = z.iso.datetime({ offset: true }).openapi({ description: "RFC 3339 instant.", example: "2026-11-27T00:00:00Z" });
 const Amounts = z.record(z.string().regex(/^[A-Z]{3}$/), z.number().int().min(0)).openapi({ description: "Minor units per currency.", example: { USD: 500, EUR: 450 } });
@@ -173,24 +173,16 @@ const deleteRouteDef = createRoute({
 
 // ---- helpers ----------------------------------------------------------------------------------------------
 
-const etag = (version: number) => `"${version}"`;
-
-function preconditionFailed(detail: string, current?: number): ApiError {
-  return new ApiError(412, "precondition-failed", "Precondition Failed", detail, current === undefined ? {} : { current_version: current });
-}
-
 /** If-Match is mandatory on PATCH and DELETE: 428 without it, 412 when it is not the current version. */
 function checkIfMatch(header: string | undefined, current: PromotionRow): number {
   if (header === undefined) {
-    throw new ApiError(428, "precondition-required", "Precondition Required", `Send If-Match: "${current.version}" (the version you are changing).`, { current_version: current.version });
+    throw ApiError.preconditionRequired(`Send If-Match: "${current.version}" (the version you are changing).`, current.version);
   }
-  const m = /^\s*(?:W\/)?"?(\d{1,15})"?\s*$/.exec(header);
-  if (!m || Number(m[1]) !== current.version) throw preconditionFailed(`If-Match ${header} is not the current version ${current.version}.`, current.version);
+  if (parseIfMatch(header, "a promotion version", current.version) !== current.version) throw ApiError.preconditionFailed(`If-Match ${header} is not the current version ${current.version}.`, current.version);
   return current.version;
 }
 
 const ms = (iso: string) => Date.parse(iso);
-const supported = (env: Env) => env.SUPPORTED_CURRENCIES.split(",").map((c) => c.trim());
 
 async function mustGet(env: Env, id: string): Promise<PromotionRow> {
   const row = await getPromotion(env.DB, id);
@@ -204,7 +196,7 @@ async function commit(c: Context<AppEnv>, write: WriteKind, input: PromotionInpu
   try {
     result = await writePromotion(c.env.DB, write, input, now);
   } catch (err) {
-    if (isOccGuardError(err)) throw preconditionFailed("The promotion was changed by another write meanwhile.", (await getPromotion(c.env.DB, write.id))?.version);
+    if (isOccGuardError(err)) throw ApiError.preconditionFailed("The promotion was changed by another write meanwhile.", (await getPromotion(c.env.DB, write.id))?.version);
     if (isUniqueError(err, "promotions.id")) throw ApiError.conflict(`A promotion with id ${write.id} already exists.`);
     throw err;
   }
@@ -239,7 +231,7 @@ adminPromotionsApp
       currencies: body.currencies,
       markets: body.markets,
     };
-    checkRules(input, now, supported(c.env), true);
+    checkRules(input, now, supportedCurrencies(c.env), true);
     const id = body.id ?? `promo-${crypto.randomUUID()}`;
     await commit(c, { kind: "create", id }, input, now);
     const row = await mustGet(c.env, id);
@@ -290,7 +282,7 @@ adminPromotionsApp
       ...(patch.currencies !== undefined ? { currencies: patch.currencies } : {}),
       ...(patch.markets !== undefined ? { markets: patch.markets } : {}),
     };
-    checkRules(input, now, supported(c.env), input.starts_at !== current.starts_at);
+    checkRules(input, now, supportedCurrencies(c.env), input.starts_at !== current.starts_at);
     await commit(c, { kind: "update", id, expectedVersion, before }, input, now);
     const row = await mustGet(c.env, id);
     c.header("ETag", etag(row.version));

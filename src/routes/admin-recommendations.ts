@@ -6,9 +6,8 @@ import { createApp } from "../lib/validation";
 import { recompute, startRebuild } from "../recommendations/jobs";
 import { readStoredLists } from "../recommendations/lists";
 import { readPins, writePins } from "../recommendations/pins";
+import { etag, parseIfMatch, problem } from "./common";
 
-const Problem = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
-const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: Problem } } });
 
 const Ids = z.array(ProductIdParam).max(40).default([]);
 const PinsBody = z
@@ -84,13 +83,6 @@ const rebuildRoute = createRoute({
   },
 });
 
-function parseIfMatch(header: string | undefined): number | undefined {
-  if (header === undefined) return undefined;
-  const m = /^\s*(?:W\/)?"?(\d{1,15})"?\s*$/.exec(header);
-  if (!m) throw new ApiError(412, "precondition-failed", "Precondition Failed", `If-Match ${JSON.stringify(header)} is not a pins version such as "2".`);
-  return Number(m[1]);
-}
-
 async function view(env: Env, id: string) {
   const [pins, lists] = await Promise.all([readPins(env.DB, [id]), readStoredLists(env.DB, [id])]);
   const l = lists.get(id);
@@ -105,7 +97,7 @@ adminRecommendationsApp
   .openapi(putRoute, async (c) => {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
-    const ifMatch = parseIfMatch(c.req.valid("header")["if-match"]);
+    const ifMatch = parseIfMatch(c.req.valid("header")["if-match"], "a pins version");
     const mentioned = [...new Set([...body.complementary, ...body.related, ...body.exclude, id])];
     const { results } = await c.env.DB.prepare("SELECT id FROM products WHERE id IN (SELECT value FROM json_each(?))").bind(JSON.stringify(mentioned)).all<{ id: string }>();
     const known = new Set(results.map((r) => r.id));
@@ -116,17 +108,17 @@ adminRecommendationsApp
 
     const current = (await readPins(c.env.DB, [id])).get(id);
     if (current && ifMatch === undefined) {
-      throw new ApiError(428, "precondition-required", "Precondition Required", `Pins exist at version ${current.version}; send If-Match: "${current.version}".`, { current_version: current.version });
+      throw ApiError.preconditionRequired(`Pins exist at version ${current.version}; send If-Match: "${current.version}".`, current.version);
     }
-    if (!current && ifMatch !== undefined) throw new ApiError(412, "precondition-failed", "Precondition Failed", `Product ${id} has no pins yet, so If-Match cannot match.`);
+    if (!current && ifMatch !== undefined) throw ApiError.preconditionFailed(`Product ${id} has no pins yet, so If-Match cannot match.`);
     const version = await writePins(c.env.DB, id, body, current ? ifMatch : undefined, Date.now());
     if (version === null) {
       const now = (await readPins(c.env.DB, [id])).get(id)?.version;
-      throw new ApiError(412, "precondition-failed", "Precondition Failed", `If-Match ${ifMatch ?? "(none)"} is stale: the pins were changed by another write.`, now === undefined ? {} : { current_version: now });
+      throw ApiError.preconditionFailed(`If-Match ${ifMatch ?? "(none)"} is stale: the pins were changed by another write.`, now);
     }
     // Pins are merchandising decisions: visible at once, not at the next cron tick.
     await recompute(c.env, [id], new Map(), undefined, Date.now());
-    c.header("etag", `"${version}"`);
+    c.header("etag", etag(version));
     c.header("cache-control", "no-store");
     return c.json(await view(c.env, id), 200);
   })
@@ -135,7 +127,7 @@ adminRecommendationsApp
     const exists = await c.env.DB.prepare("SELECT 1 AS x FROM products WHERE id = ?").bind(id).first();
     if (!exists) throw ApiError.notFound(`No product ${id}.`);
     const v = await view(c.env, id);
-    if (v.pins) c.header("etag", `"${v.pins.version}"`);
+    if (v.pins) c.header("etag", etag(v.pins.version));
     c.header("cache-control", "no-store");
     return c.json(v, 200);
   })

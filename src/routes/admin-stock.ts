@@ -5,9 +5,8 @@ import { createApp } from "../lib/validation";
 import { unknownLocations } from "../stock/locations";
 import { groupByShard, shardNameForSku, stockStub } from "../stock/routing";
 import type { AdjustmentOutcome } from "../stock/types";
+import { problem } from "./common";
 
-const ProblemSchema = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
-const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: ProblemSchema } } });
 const security = [{ adminToken: [] }];
 const Count = z.number().int().min(0).max(1_000_000_000);
 const SkuParams = z.object({ sku: z.string().min(1).max(128).openapi({ param: { name: "sku", in: "path" }, example: "SKU-000001-1" }) });

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { readCategory, readCategoryTree } from "../catalog/category-read";
 import { resolveLocale } from "../catalog/locale";
 import { createApp } from "../lib/validation";
-import { LocaleQuery, Problem } from "./products";
+import { LocaleQuery, problem } from "./common";
 
 const CategoryBase = z.object({
   id: z.string(),
@@ -55,7 +55,7 @@ const one = createRoute({
   responses: {
     200: { description: "The category.", content: { "application/json": { schema: CategoryDetail } } },
     304: { description: "Not modified." },
-    404: { description: "No such category.", content: { "application/problem+json": { schema: Problem } } },
+    404: problem("No such category."),
   },
 });
 

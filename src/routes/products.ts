@@ -1,13 +1,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { MARKET_CODE } from "../lib/markets";
 import { resolveCurrency, resolveLocale } from "../catalog/locale";
 import { requestBookmark } from "../catalog/origin";
 import { listingParams, readListing } from "../catalog/listing-read";
 import { SORTS } from "../catalog/listing";
 import { readProduct } from "../catalog/product-read";
 import { createApp } from "../lib/validation";
-
-const Problem = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional(), request_id: z.string() }).openapi("Problem");
+import { LocaleQuery, MarketCode, problem } from "./common";
 
 const Price = z
   .object({
@@ -58,18 +56,6 @@ export const ProductSchema = z
   })
   .openapi("Product");
 
-/** A market a request names (product reads, reservations): the same codes wherever prices depend on it. */
-export const MarketCode = z.string().regex(MARKET_CODE, "must be a country (ISO 3166 alpha-2) or region code (EU, NA, APAC)");
-
-export const LocaleQuery = {
-  currency: z
-    .string()
-    .regex(/^[A-Za-z]{3}$/, "must be an ISO 4217 code")
-    .optional()
-    .openapi({ description: "Price currency; else from x-shopper-country / Accept-Language / country; else the default.", example: "EUR" }),
-  locale: z.string().max(35).optional().openapi({ description: "Text locale (en, de, fr); falls back to Accept-Language, then the default.", example: "de" }),
-};
-
 export const ListingQuery = z
   .object({
     q: z.string().max(200).optional().openapi({ description: "Full-text query (prefix matching on every term).", example: "wireless head" }),
@@ -102,7 +88,7 @@ export const ListingSchema = z
   .object({ items: z.array(ListingItemSchema), next_cursor: z.string().nullable() })
   .openapi("ProductListing");
 
-export { Problem, ListingItemSchema };
+export { ListingItemSchema };
 
 const tieredHeaders = {
   "x-cache-tier": { description: "Tier that answered: edge, kv or d1.", schema: { type: "string" as const } },
@@ -131,10 +117,10 @@ const getProduct = createRoute({
   responses: {
     200: { description: "The product.", headers: tieredHeaders, content: { "application/json": { schema: ProductSchema } } },
     304: { description: "Not modified (If-None-Match matched the ETag)." },
-    400: { description: "Bad parameter (e.g. unsupported currency).", content: { "application/problem+json": { schema: Problem } } },
-    404: { description: "No such product.", content: { "application/problem+json": { schema: Problem } } },
-    410: { description: "The product has been archived.", content: { "application/problem+json": { schema: Problem } } },
-    503: { description: "Origin down and nothing cached.", content: { "application/problem+json": { schema: Problem } } },
+    400: problem("Bad parameter (e.g. unsupported currency)."),
+    404: problem("No such product."),
+    410: problem("The product has been archived."),
+    503: problem("Origin down and nothing cached."),
   },
 });
 
@@ -149,8 +135,8 @@ const listProducts = createRoute({
   responses: {
     200: { description: "One page.", headers: tieredHeaders, content: { "application/json": { schema: ListingSchema } } },
     304: { description: "Not modified." },
-    400: { description: "Bad parameter (limit out of range, malformed cursor, min_price > max_price, unknown sort…).", content: { "application/problem+json": { schema: Problem } } },
-    503: { description: "Origin down and nothing cached.", content: { "application/problem+json": { schema: Problem } } },
+    400: problem("Bad parameter (limit out of range, malformed cursor, min_price > max_price, unknown sort…)."),
+    503: problem("Origin down and nothing cached."),
   },
 });
 
@@ -162,17 +148,17 @@ export const productsApp = createApp()
     return readListing({ env: c.env, request: req, waitUntil: (p) => c.executionCtx.waitUntil(p), path: "/v1/products", params, facets: false, total: false });
   })
   .openapi(getProduct, async (c) => {
-  const { id } = c.req.valid("param");
-  const query = c.req.valid("query");
-  const req = c.req.raw;
-  return readProduct({
-    env: c.env,
-    request: req,
-    waitUntil: (p) => c.executionCtx.waitUntil(p),
-    id,
-    currency: resolveCurrency(req, c.env, query.currency),
-    locale: resolveLocale(req, c.env, query.locale),
-    market: query.market?.toUpperCase(),
-    bookmark: requestBookmark(req),
-  });
+    const { id } = c.req.valid("param");
+    const query = c.req.valid("query");
+    const req = c.req.raw;
+    return readProduct({
+      env: c.env,
+      request: req,
+      waitUntil: (p) => c.executionCtx.waitUntil(p),
+      id,
+      currency: resolveCurrency(req, c.env, query.currency),
+      locale: resolveLocale(req, c.env, query.locale),
+      market: query.market?.toUpperCase(),
+      bookmark: requestBookmark(req),
+    });
   });

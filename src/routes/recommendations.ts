@@ -8,9 +8,8 @@ import { shopperRegion } from "../stock/locations";
 import { regionOfCountry, REGIONS, type ShopperMarket } from "../lib/markets";
 import { BEST_SELLERS } from "../recommendations/refs";
 import { blendContext, finish, fnv, Memo, readAnswer, type PublicItem, type Shopper } from "../recommendations/serve";
+import { problem } from "./common";
 
-const Problem = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional(), request_id: z.string() });
-const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: Problem } } });
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** A comma-separated list of product ids, at most `max`; every id must look like one. */

@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { MarketCode } from "./products";
+import { supportedCurrencies } from "../catalog/locale";
 import { requireStorefront } from "../lib/auth";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
@@ -15,9 +15,8 @@ import {
   MAX_TTL_SECONDS,
   releaseReservation,
 } from "../stock/reservations";
+import { MarketCode, problem } from "./common";
 
-const ProblemSchema = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() });
-const problem = (description: string) => ({ description, content: { "application/problem+json": { schema: ProblemSchema } } });
 
 const Sku = z.string().min(1).max(128).openapi({ example: "SKU-000001-1" });
 const Ttl = z.number().int().min(1).max(MAX_TTL_SECONDS);
@@ -144,7 +143,7 @@ reservationsApp
   .openapi(createRouteDef, async (c) => {
     const body = c.req.valid("json");
     const currency = body.currency ?? c.env.DEFAULT_CURRENCY;
-    const supported = c.env.SUPPORTED_CURRENCIES.split(",").map((s) => s.trim());
+    const supported = supportedCurrencies(c.env);
     if (!supported.includes(currency)) throw ApiError.unprocessable(`Unsupported currency ${currency}; use one of ${supported.join(", ")}.`);
     const result = await createReservation(c.env, {
       keyId: keyId(c.get("principal")),

@@ -2,7 +2,8 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { listingParams, readListing } from "../catalog/listing-read";
 import { resolveCurrency, resolveLocale } from "../catalog/locale";
 import { createApp } from "../lib/validation";
-import { ListingItemSchema, ListingQuery, Problem } from "./products";
+import { ListingItemSchema, ListingQuery } from "./products";
+import { problem } from "./common";
 
 const FacetValue = z.object({ value: z.string(), count: z.number().int() });
 
@@ -38,8 +39,8 @@ const search = createRoute({
   responses: {
     200: { description: "Matching products, total and facets.", content: { "application/json": { schema: SearchSchema } } },
     304: { description: "Not modified." },
-    400: { description: "Bad parameter.", content: { "application/problem+json": { schema: Problem } } },
-    503: { description: "Origin down and nothing cached.", content: { "application/problem+json": { schema: Problem } } },
+    400: problem("Bad parameter."),
+    503: problem("Origin down and nothing cached."),
   },
 });
 
