@@ -19,6 +19,8 @@ export default defineConfig({
             HOLD_CAP_OVERRIDES: "key-hoarder per_sku=2 total=3",
             // Immediate queue retries, so a failing message reaches the dead-letter queue within a test.
             QUEUE_RETRY_BASE_SECONDS: "0",
+            // Merchant feeds' shipping: one rule per currency, so a test can see that only the feed's own applies.
+            GOOGLE_SHIPPING: "US::Standard:4.99 USD; DE::Express:9.90 EUR",
           },
         },
       };

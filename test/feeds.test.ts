@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { handleQueue } from "../src/events/queue";
 import { availabilityFlipStatement } from "../src/feeds/change-seq";
 import { insertProduct, type FixtureProduct } from "./helpers/catalog-fixtures";
+import { XMLParser, XMLValidator } from "fast-xml-parser";
 import { googleFeedErrors } from "./helpers/google-merchant";
 import { admin, call, expectProblem, json, uid } from "./helpers/http";
 
@@ -490,5 +491,136 @@ describe("click redirect and embed assets", () => {
     for (const path of ["/v1/feeds/products", "/v1/feeds/products/{id}", "/r/{affiliate}/{product}", "/embed.js", "/embed/demo", "/admin/affiliates", "/admin/affiliates/{id}", "/admin/affiliates/{id}/keys", "/admin/affiliates/{id}/keys/{keyId}"]) {
       expect(Object.keys(doc.paths)).toContain(path);
     }
+  });
+});
+
+describe("Google Merchant files (google-xml, google-tsv)", () => {
+  const brand = `Merchantbrand ${Date.now()}`;
+  let multi: FixtureProduct;
+  let soldOut: FixtureProduct;
+  let key: string;
+  let promoEnd: number;
+
+  // parseTagValue off: GTINs keep their leading zeros and prices their text.
+  const xml = new XMLParser({ ignoreAttributes: false, parseTagValue: false, isArray: (name) => ["item", "g:additional_image_link", "g:shipping"].includes(name) });
+  type XmlItem = Record<string, unknown> & { "g:shipping"?: { "g:country": string; "g:service"?: string; "g:price": string }[] };
+
+  /** The g:-prefixed XML item as the plain attribute map the rule checker reads. */
+  function plain(item: XmlItem): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(item)) {
+      if (k === "g:shipping") continue;
+      out[k.replace(/^g:/, "")] = Array.isArray(v) ? v.map(String) : String(v);
+    }
+    return out;
+  }
+
+  async function fetchXml(path: string, headers: Record<string, string> = {}) {
+    const res = await feed(path, key, headers);
+    const text = await res.text();
+    expect(res.status, text).toBe(200);
+    expect(res.headers.get("content-type")).toContain("application/rss+xml");
+    expect(XMLValidator.validate(text)).toBe(true);
+    const doc = xml.parse(text) as { rss: { "@_version": string; "@_xmlns:g": string; channel: { title: string; link: string; item?: XmlItem[] } } };
+    return { res, text, rss: doc.rss, items: doc.rss.channel.item ?? [] };
+  }
+
+  beforeAll(async () => {
+    multi = await insertProduct(env.DB, { base: 1, brand, title: `Studio <Pro> & "Friends" ${Date.now()}`, stockFor: (skus) => skus.map((sku) => ({ sku, locationId: "loc-us-east", onHand: 12 })) });
+    soldOut = await insertProduct(env.DB, { base: 6, brand, stockFor: (skus) => skus.map((sku) => ({ sku, locationId: "loc-eu-central", onHand: 0 })) });
+    // A GS1-valid GTIN (the seed's are not, and invalid ones are left out of Google items).
+    await env.DB.prepare("UPDATE variants SET gtin = '4006381333931' WHERE sku = ?").bind(multi.variants[0]!.sku).run();
+    const created = await createAffiliate({ scope: { brands: [brand] } });
+    key = created.key.key;
+    promoEnd = Math.ceil(Date.now() / 1000) * 1000 + 86_400_000;
+    const promo = await json("POST", "/admin/promotions", {
+      id: uid("promo-gx").toLowerCase(), name: "Feed sale", starts_at: new Date(Date.now() - 5_000).toISOString(), ends_at: new Date(promoEnd).toISOString(),
+      target: { type: "skus", values: [multi.variants[0]!.sku] }, value: { type: "percent_off", bps: 2500 }, priority: 5,
+    }, admin());
+    expect(promo.status, await promo.clone().text()).toBe(201);
+  });
+
+  it("google-xml: RSS 2.0 in the g: namespace, one valid item per variant, grouped, sale window, shipping in the feed's currency", async () => {
+    const { rss, items, text } = await fetchXml("/v1/feeds/products?format=google-xml&currency=EUR");
+    expect(rss["@_version"]).toBe("2.0");
+    expect(rss["@_xmlns:g"]).toBe("http://base.google.com/ns/1.0");
+    const plainItems = items.map(plain);
+    expect(googleFeedErrors(plainItems)).toEqual([]);
+    expect(plainItems.map((i) => i.id).sort()).toEqual([...multi.variants, ...soldOut.variants].map((v) => v.sku).sort());
+    // Escaped on the way out, the parser gives the original text back.
+    expect(text).not.toContain("<Pro>");
+    if (multi.variants.length === 1) expect(plainItems.find((i) => i.id === multi.variants[0]!.sku)!.title).toBe(multi.title);
+
+    const onSale = plainItems.find((i) => i.id === multi.variants[0]!.sku)!;
+    const regular = multi.variants[0]!.prices.EUR!;
+    expect(onSale.price).toBe(`${(regular / 100).toFixed(2)} EUR`);
+    expect(onSale.sale_price).toBe(`${(Math.round(regular * 0.75) / 100).toFixed(2)} EUR`);
+    // ISO 8601 interval start/end, in UTC, ending when the promotion ends.
+    expect(onSale.sale_price_effective_date).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    expect(Date.parse((onSale.sale_price_effective_date as string).split("/")[1]!)).toBe(promoEnd);
+    expect(onSale.gtin).toBe("4006381333931");
+    expect(onSale.mpn).toBe(multi.variants[0]!.mpn);
+    expect(onSale.condition).toBe("new");
+    expect(onSale.availability).toBe("in_stock");
+    if (multi.variants.length > 1) {
+      for (const v of multi.variants) expect(plainItems.find((i) => i.id === v.sku)!.item_group_id).toBe(multi.id);
+      expect(plainItems.find((i) => i.id === multi.variants[1]!.sku)!.sale_price).toBeUndefined();
+    }
+    for (const v of soldOut.variants) expect(plainItems.find((i) => i.id === v.sku)!.availability).toBe("out_of_stock");
+    // GOOGLE_SHIPPING (vitest.config.ts) has a USD and an EUR rule: an EUR feed carries only the EUR one.
+    for (const item of items) expect(item["g:shipping"]).toEqual([{ "g:country": "DE", "g:service": "Express", "g:price": "9.90 EUR" }]);
+  });
+
+  it("google-xml streams every page of the catalog in one response, each item once, and answers 304 while nothing changed", async () => {
+    const whole = await fetchXml("/v1/feeds/products?format=google-xml&currency=USD");
+    const paged = await fetchXml("/v1/feeds/products?format=google-xml&currency=USD&limit=1");
+    const ids = paged.items.map((i) => String(i["g:id"]));
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids.sort()).toEqual(whole.items.map((i) => String(i["g:id"])).sort());
+    expect(ids.length).toBe(multi.variants.length + soldOut.variants.length);
+    for (const item of paged.items) expect(item["g:shipping"]).toEqual([{ "g:country": "US", "g:service": "Standard", "g:price": "4.99 USD" }]);
+
+    const etag = whole.res.headers.get("etag")!;
+    expect(etag).toMatch(/^W\//);
+    const again = await feed("/v1/feeds/products?format=google-xml&currency=USD", key, { "if-none-match": etag });
+    expect(again.status).toBe(304);
+    // A catalog write moves the change_seq high-water mark: the next fetch gets the new file.
+    await write(multi.id, { title: `Renamed ${Date.now()}` });
+    expect((await feed("/v1/feeds/products?format=google-xml&currency=USD", key, { "if-none-match": etag })).status).toBe(200);
+  });
+
+  it("google-tsv: a header row of attribute names, one row per variant, valid by the same rules", async () => {
+    const res = await feed("/v1/feeds/products?format=google-tsv&currency=EUR&limit=1", key);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toContain("text/tab-separated-values");
+    const lines = (await res.text()).split("\n").filter(Boolean);
+    const header = lines[0]!.split("\t");
+    expect(header).toEqual(expect.arrayContaining(["id", "item_group_id", "price", "sale_price", "sale_price_effective_date", "availability", "gtin", "mpn", "condition", "shipping"]));
+    const rows = lines.slice(1).map((line) => {
+      const cells = line.split("\t");
+      expect(cells).toHaveLength(header.length);
+      const row: Record<string, unknown> = {};
+      header.forEach((h, i) => {
+        if (cells[i] !== "") row[h] = h === "additional_image_link" ? cells[i]!.split(",") : cells[i];
+      });
+      return row;
+    });
+    expect(googleFeedErrors(rows)).toEqual([]);
+    expect(rows.map((r) => r.id).sort()).toEqual([...multi.variants, ...soldOut.variants].map((v) => v.sku).sort());
+    const onSale = rows.find((r) => r.id === multi.variants[0]!.sku)!;
+    expect(onSale.sale_price).toMatch(/ EUR$/);
+    expect(onSale.shipping).toBe("DE::Express:9.90 EUR");
+  });
+
+  it("one product as google-xml; Basic auth with the key as password works for Merchant Center fetches; cursor and since are refused", async () => {
+    const one = await fetchXml(`/v1/feeds/products/${soldOut.id}?format=google-xml&currency=EUR`);
+    expect(one.items.map((i) => String(i["g:id"])).sort()).toEqual(soldOut.variants.map((v) => v.sku).sort());
+    const basic = await call("/v1/feeds/products?format=google-tsv", { headers: { authorization: `Basic ${btoa(`merchant:${key}`)}` } });
+    expect(basic.status).toBe(200);
+    await basic.text();
+    await expectProblem(await call("/v1/feeds/products?format=google-tsv", { headers: { authorization: `Basic ${btoa("merchant:wrong")}` } }), 401);
+    const tok = (await page("/v1/feeds/products", key)).next_since;
+    await expectProblem(await feed(`/v1/feeds/products?format=google-xml&since=${tok}`, key), 400);
+    await expectProblem(await feed(`/v1/feeds/products?format=google-tsv&cursor=${tok}`, key), 400);
   });
 });

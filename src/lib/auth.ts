@@ -14,6 +14,22 @@ export function bearerToken(c: Context<AppEnv>): string | undefined {
   return match?.[1];
 }
 
+/**
+ * The password of `Authorization: Basic`, for feed fetchers that can only send a user name and password
+ * (Merchant Center's scheduled fetch): the affiliate key goes in the password, the user name is ignored.
+ */
+export function basicPassword(c: Context<AppEnv>): string | undefined {
+  const match = /^Basic\s+([A-Za-z0-9+/=]{1,700})\s*$/i.exec(c.req.header("authorization") ?? "");
+  if (!match) return undefined;
+  try {
+    const decoded = atob(match[1]!);
+    const colon = decoded.indexOf(":");
+    return colon >= 0 && colon < decoded.length - 1 ? decoded.slice(colon + 1) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Looks an API key up by its SHA-256 hash; expired (rotated-out) and revoked keys do not authenticate. */
 export async function lookupKey(env: Env, key: string, now = Date.now()): Promise<Principal | undefined> {
   if (key.length > 256) return undefined;
@@ -72,9 +88,9 @@ export function originAllowed(origin: string | undefined, allowed: readonly stri
  * affiliate's allowed origins. Missing, unknown, expired (rotated out) and revoked keys get 401.
  */
 export const requireAffiliate = createMiddleware<AppEnv>(async (c, next) => {
-  const bearer = bearerToken(c);
+  const bearer = bearerToken(c) ?? basicPassword(c);
   const token = bearer ?? c.req.query("key");
-  if (!token) throw ApiError.unauthorized("Feeds need `Authorization: Bearer <affiliate key>` or `?key=<affiliate key>`.");
+  if (!token) throw ApiError.unauthorized("Feeds need `Authorization: Bearer <affiliate key>` (or Basic with the key as password) or `?key=<affiliate key>`.");
   const match = token.length > 256 ? null : await findKeyWithAffiliate(c.env.DB, await sha256Hex(token));
   const now = Date.now();
   if (!match || match.revokedAt !== null || (match.expiresAt !== null && match.expiresAt <= now)) {

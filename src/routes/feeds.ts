@@ -3,10 +3,12 @@ import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../env";
 import { resolveCurrency, resolveLocale } from "../catalog/locale";
-import { conditionalResponse } from "../feeds/conditional";
 import { loadDocuments } from "../feeds/documents";
 import { selectPage } from "../feeds/pages";
 import { renderOne, renderPage, type FeedFormat, type RenderContext } from "../feeds/render";
+import { parseShipping, renderGoogleDocument, shippingFor, streamGoogleFeed, type StreamedFormat, type StreamOptions } from "../feeds/google-merchant";
+import { conditionalResponse, etagMatches } from "../feeds/conditional";
+import { sha256Hex } from "../lib/crypto";
 import { filterVariants, inScope } from "../feeds/scope";
 import { originAllowed, requestOrigin, requireAffiliate } from "../lib/auth";
 import { now as clockNow } from "../lib/clock";
@@ -14,13 +16,19 @@ import { ApiError } from "../lib/errors";
 import { capCacheControl, lastPriceChange } from "../promotions/cache-cap";
 import { createApp } from "../lib/validation";
 
-const FORMATS = ["json", "google", "jsonfeed"] as const;
+const FORMATS = ["json", "google", "google-xml", "google-tsv", "jsonfeed"] as const;
+const STREAMED = new Set<string>(["google-xml", "google-tsv"]);
+/** Page size of the streamed Merchant Center formats: 1,000 products per D1 read keeps a 300k catalog within a request's query budget. */
+const STREAM_PAGE = 1000;
 const LIST_CACHE = "private, max-age=60, stale-while-revalidate=300";
 const ITEM_CACHE = "private, max-age=30, stale-while-revalidate=60";
 const VARY = "Authorization, Origin, Accept-Language, x-shopper-country";
 
 const common = {
-  format: z.enum(FORMATS).default("json").openapi({ description: "`json` (our schema), `google` (Merchant Center attributes, one item per variant) or `jsonfeed` (JSON Feed 1.1)." }),
+  format: z.enum(FORMATS).default("json").openapi({
+    description:
+      "`json` (our schema), `google` (Merchant Center attributes as JSON, one item per variant), `google-xml` (RSS 2.0 with the `g:` namespace) or `google-tsv` (tab-separated) for Merchant Center scheduled fetches, or `jsonfeed` (JSON Feed 1.1). The two Merchant Center file formats stream the whole catalog in one response.",
+  }),
   currency: z.string().max(3).optional().openapi({ description: "ISO 4217; default from x-shopper-country / Accept-Language / country." }),
   locale: z.string().max(35).optional().openapi({ description: "en, de or fr (BCP 47 tags are reduced to the language)." }),
   key: z.string().max(256).optional().openapi({ description: "Affiliate key for `<script>` embeds; accepted only from the affiliate's allowed origins." }),
@@ -28,7 +36,7 @@ const common = {
 
 const ListQuery = z.object({
   ...common,
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  limit: z.coerce.number().int().min(1).max(1000).optional().openapi({ description: "Items per page (default 100). For google-xml and google-tsv: products read per step of the stream (default 1000)." }),
   cursor: z.string().max(512).optional().openapi({ description: "next_cursor of the previous page of a full listing." }),
   since: z.string().max(512).optional().openapi({ description: "Opaque delta token (next_since of an earlier response): only products changed since, removals as tombstones." }),
   category: z.string().max(100).optional().openapi({ description: "Only this category and its subcategories (within the affiliate's scope)." }),
@@ -39,6 +47,13 @@ const FeedBody = z.record(z.string(), z.unknown()).openapi("AffiliateFeed", {
   description:
     "format=json: {format, mode, currency, locale, items[], removed[], next_cursor, next_since, has_more}; each item has id, slug, title, description, brand, category_id, category_path, condition, attributes, image, images, markets, link (tracked), click_url, price {amount, currency, decimal, formatted, compare_at, promotion}, availability {status, available}, variants[], version, change_seq, updated_at. format=google: items are Merchant Center products (one per variant). format=jsonfeed: JSON Feed 1.1 with `_edgeshelf` extensions.",
 });
+
+const feedContent = {
+  "application/json": { schema: FeedBody },
+  "application/feed+json": { schema: FeedBody },
+  "application/rss+xml": { schema: z.string().openapi({ description: "RSS 2.0 with xmlns:g=\"http://base.google.com/ns/1.0\": one <item> per variant." }) },
+  "text/tab-separated-values": { schema: z.string().openapi({ description: "A header row of Merchant Center attribute names, then one row per variant." }) },
+};
 
 const errors = {
   304: { description: "Not modified (If-None-Match matched the ETag)." },
@@ -54,7 +69,7 @@ const listRoute = createRoute({
   summary: "Product feed for an affiliate (full listing or delta since a token)",
   description: "Authorization: Bearer <affiliate key> (or ?key= from an allowed origin). ETag/If-None-Match → 304.",
   request: { query: ListQuery },
-  responses: { 200: { description: "A feed page.", content: { "application/json": { schema: FeedBody } } }, ...errors },
+  responses: { 200: { description: "A feed page (JSON formats), or the whole feed as one streamed Merchant Center file (google-xml, google-tsv).", content: feedContent }, ...errors },
 });
 
 const itemRoute = createRoute({
@@ -64,7 +79,7 @@ const itemRoute = createRoute({
   summary: "One product in feed format, with live availability",
   request: { params: z.object({ id: z.string().min(1).max(100) }), query: z.object(common) },
   responses: {
-    200: { description: "The product.", content: { "application/json": { schema: FeedBody } } },
+    200: { description: "The product.", content: feedContent },
     ...errors,
     404: { description: "Unknown, inactive or outside the affiliate's scope." },
   },
@@ -103,10 +118,11 @@ feedsApp.openapi(listRoute, async (c) => {
   const currency = resolveCurrency(c.req.raw, c.env, q.currency);
   const locale = resolveLocale(c.req.raw, c.env, q.locale);
   const affiliate = c.get("affiliate")!;
+  if (STREAMED.has(q.format)) return streamedFeed(c, q.format as StreamedFormat, { ...q, currency, locale });
   const page = await selectPage(c.env.DB, {
     scope: affiliate.scope,
     filters: { category: q.category, brand: q.brand },
-    limit: q.limit,
+    limit: q.limit ?? 100,
     since: q.since,
     cursor: q.cursor,
     currency,
@@ -133,12 +149,59 @@ feedsApp.openapi(itemRoute, async (c) => {
     throw ApiError.notFound(`No product '${id}' in this affiliate's catalog.`);
   }
   const ctx = renderContext(c, currency, locale);
-  const { body, contentType } = renderOne(q.format as FeedFormat, filterVariants(loaded.doc, affiliate.scope), ctx);
-  return conditionalResponse(c.req.raw, JSON.stringify(body), {
-    contentType,
+  const doc = filterVariants(loaded.doc, affiliate.scope);
+  const rendered = STREAMED.has(q.format)
+    ? { text: renderGoogleDocument([doc], streamOptions(c, q.format as StreamedFormat, ctx)), contentType: STREAMED_TYPES[q.format as StreamedFormat] }
+    : (({ body, contentType }) => ({ text: JSON.stringify(body), contentType }))(renderOne(q.format as FeedFormat, doc, ctx));
+  return conditionalResponse(c.req.raw, rendered.text, {
+    contentType: rendered.contentType,
     cacheControl: capCacheControl(ITEM_CACHE, [loaded.doc], ctx.now),
     lastModified: Math.max(loaded.lastModified, affiliate.updated_at, lastPriceChange([loaded.doc], ctx.now)),
     honourIfModifiedSince: true,
     vary: VARY,
   });
 });
+
+const STREAMED_TYPES: Record<StreamedFormat, string> = {
+  "google-xml": "application/rss+xml; charset=utf-8",
+  "google-tsv": "text/tab-separated-values; charset=utf-8",
+};
+
+function streamOptions(c: Context<AppEnv>, format: StreamedFormat, ctx: RenderContext): StreamOptions {
+  return { format, ctx, shipping: shippingFor(parseShipping(c.env.GOOGLE_SHIPPING), ctx.currency), channelTitle: `edgeshelf products for ${ctx.affiliate.name}` };
+}
+
+type StreamQuery = { limit?: number; cursor?: string; since?: string; category?: string; brand?: string; currency: string; locale: string };
+
+/**
+ * The whole catalog in scope as one Merchant Center file, read `limit` products at a time. The weak ETag names
+ * the catalog's change_seq high-water mark (every product write, availability flip and promotion boundary moves
+ * it), the affiliate's version and the request, so a scheduled fetch of an unchanged catalog is a cheap 304.
+ */
+async function streamedFeed(c: Context<AppEnv>, format: StreamedFormat, q: StreamQuery): Promise<Response> {
+  if (q.cursor !== undefined || q.since !== undefined) {
+    throw ApiError.badRequest(`format=${format} streams the whole feed in one response; cursor and since apply to the JSON formats.`, {
+      errors: [{ location: "query", path: q.cursor !== undefined ? "cursor" : "since", message: `not accepted with format=${format}` }],
+    });
+  }
+  const affiliate = c.get("affiliate")!;
+  const request = { scope: affiliate.scope, filters: { category: q.category, brand: q.brand }, limit: q.limit ?? STREAM_PAGE, currency: q.currency, locale: q.locale };
+  const first = await selectPage(c.env.DB, request);
+  const ctx = renderContext(c, q.currency, q.locale);
+  const opts = streamOptions(c, format, ctx);
+  const etag = `W/"${(await sha256Hex(JSON.stringify([format, first.next_since, affiliate.updated_at, request.filters, q.currency, q.locale, request.limit, opts.shipping]))).slice(0, 32)}"`;
+  const headers = new Headers({ etag, "cache-control": "private, no-cache", vary: VARY });
+  if (etagMatches(c.req.header("if-none-match"), etag)) return new Response(null, { status: 304, headers });
+  headers.set("content-type", STREAMED_TYPES[format]);
+  let cursor = first.next_cursor;
+  const source = {
+    async next() {
+      const page = await selectPage(c.env.DB, { ...request, cursor: cursor ?? undefined });
+      cursor = page.next_cursor;
+      return { docs: page.live.map((l) => filterVariants(l.doc, affiliate.scope)), hasMore: page.has_more };
+    },
+  };
+  const firstDocs = { docs: first.live.map((l) => filterVariants(l.doc, affiliate.scope)), hasMore: first.has_more };
+  if (c.req.method === "HEAD") return new Response(null, { status: 200, headers });
+  return new Response(streamGoogleFeed(firstDocs, source, opts), { status: 200, headers });
+}
