@@ -1,19 +1,28 @@
 /**
  * Seeds the local D1 database with the deterministic demo catalog.
- *   npm run seed                      # 2,000 products (demo default)
- *   npm run seed -- --products 100000 # benchmark scale
- *   npm run seed -- --if-empty        # only when no product exists yet (used by `npm run dev`)
- * Rows are inserted with ON CONFLICT DO NOTHING, so re-running is idempotent and never overwrites newer edits.
+ *   npm run seed                        # 2,000 products (demo default)
+ *   npm run seed -- --products 1000000  # scale benchmarks (about 5 minutes here, see bench/results/scale.md)
+ *   npm run seed -- --if-empty          # only when no product exists yet (used by `npm run dev`)
+ *   npm run seed -- --persist DIR       # the same directory as `wrangler dev --persist-to DIR`
+ *
+ * The D1 binding comes from wrangler's getPlatformProxy, so rows reach the same local database `wrangler dev`
+ * serves through the supported API (never miniflare's file layout). Each table's rows travel as ONE JSON
+ * parameter expanded by `json_each` in SQLite: a statement carries thousands of rows with one bound parameter
+ * (D1 allows 100) and stays under D1's 2 MB value limit, and one `batch` (one transaction) per chunk of
+ * products keeps every transaction short. Rows are inserted with ON CONFLICT DO NOTHING, so re-running is
+ * idempotent and never overwrites newer edits.
  */
 import { createHash } from "node:crypto";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import cliProgress from "cli-progress";
+import type { D1Database, D1PreparedStatement } from "@cloudflare/workers-types";
+import { getPlatformProxy } from "wrangler";
 import {
   BASE_TIME, CURRENCIES, DEMO_AFFILIATE, DEV_STOREFRONT_KEY, LOCATIONS, categories, product, stock,
 } from "../src/seed/generate";
 import { availabilityStatus } from "../src/lib/stock-status";
-import { d1Execute, d1Query } from "./lib/wrangler";
+import { QUIET_ENV } from "./lib/wrangler";
 
 const { values } = parseArgs({
   options: {
@@ -21,116 +30,158 @@ const { values } = parseArgs({
     "if-empty": { type: "boolean", default: false },
     env: { type: "string" },
     persist: { type: "string" },
+    /** Products per D1 batch (one transaction). */
+    chunk: { type: "string", default: "2000" },
   },
 });
 const total = Number(values.products);
-if (!Number.isInteger(total) || total < 1) {
-  console.error(`--products must be a positive integer, got ${values.products}`);
+const chunk = Number(values.chunk);
+if (!Number.isInteger(total) || total < 1 || !Number.isInteger(chunk) || chunk < 1) {
+  console.error(`--products and --chunk must be positive integers, got ${values.products} and ${values.chunk}`);
   process.exit(2);
 }
-const persistTo = values.persist;
+Object.assign(process.env, QUIET_ENV);
 
-const q = (v: unknown): string => {
-  if (v === null || v === undefined) return "NULL";
-  if (typeof v === "number") return String(v);
-  const s = typeof v === "string" ? v : JSON.stringify(v);
-  return `'${s.replace(/'/g, "''")}'`;
-};
-const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
+/** Characters of JSON per bound parameter: D1 refuses values over 2,000,000 bytes (UTF-8 can double a few). */
+const MAX_PARAM_CHARS = 900_000;
 
-class SqlWriter {
-  private statements: string[] = [];
-  private rows = new Map<string, { cols: string[]; values: string[]; bytes: number }>();
-  /** D1 rejects statements over 100 KB (SQLITE_TOOBIG). */
-  constructor(private readonly maxStatementBytes = 90_000) {}
-  insert(table: string, record: Record<string, unknown>) {
-    const cols = Object.keys(record);
-    const key = `${table}(${cols.join(",")})`;
-    const tuple = `(${cols.map((c) => q(record[c])).join(",")})`;
-    const pending = this.rows.get(key);
-    if (pending && pending.bytes + tuple.length > this.maxStatementBytes) this.flushKey(key);
-    const entry = this.rows.get(key) ?? { cols, values: [], bytes: key.length + 64 };
-    entry.values.push(tuple);
-    entry.bytes += Buffer.byteLength(tuple) + 2;
-    this.rows.set(key, entry);
+/** A table and its columns, in the order rows list their values. */
+type TableSpec = { table: string; cols: string[] };
+const T = {
+  stock_locations: { table: "stock_locations", cols: ["id", "name", "region", "country", "priority"] },
+  categories: { table: "categories", cols: ["id", "slug", "name", "parent_id", "path", "depth", "position"] },
+  category_translations: { table: "category_translations", cols: ["category_id", "locale", "name"] },
+  affiliates: { table: "affiliates", cols: ["id", "name", "tracking_id", "allowed_origins", "scope", "campaign"] },
+  api_keys: { table: "api_keys", cols: ["id", "kind", "affiliate_id", "key_hash", "prefix", "label"] },
+  products: {
+    table: "products",
+    cols: ["id", "slug", "title", "description", "brand", "category_id", "status", "attributes", "images", "markets", "condition", "in_stock", "min_prices", "change_seq", "created_at", "updated_at"],
+  },
+  product_translations: { table: "product_translations", cols: ["product_id", "locale", "title", "description"] },
+  product_attributes: { table: "product_attributes", cols: ["product_id", "name", "value"] },
+  variants: { table: "variants", cols: ["sku", "product_id", "title", "options", "gtin", "mpn", "position"] },
+  prices: { table: "prices", cols: ["sku", "currency", "amount"] },
+  stock_baseline: { table: "stock_baseline", cols: ["sku", "location_id", "on_hand", "safety_stock", "low_stock_threshold"] },
+  availability: { table: "availability", cols: ["sku", "location_id", "on_hand", "reserved", "available", "status", "seq"] },
+} satisfies Record<string, TableSpec>;
+type TableName = keyof typeof T;
+
+/** JSON-typed columns are stored as JSON text: `->>` returns an object's JSON text, a string's value. */
+const insertSql = ({ table, cols }: TableSpec) =>
+  `INSERT INTO ${table} (${cols.join(", ")}) SELECT ${cols.map((_, i) => `value ->> ${i}`).join(", ")} FROM json_each(?1) WHERE true ON CONFLICT DO NOTHING`;
+
+/** Rows grouped by table, in insertion order, cut into JSON parameters of at most MAX_PARAM_CHARS. */
+class Rows {
+  private readonly params = new Map<TableName, { done: string[]; open: string[]; chars: number }>();
+  add(table: TableName, row: unknown[]) {
+    const json = JSON.stringify(row);
+    let p = this.params.get(table);
+    if (!p) this.params.set(table, (p = { done: [], open: [], chars: 2 }));
+    if (p.chars + json.length + 1 > MAX_PARAM_CHARS && p.open.length > 0) {
+      p.done.push(`[${p.open.join(",")}]`);
+      p.open = [];
+      p.chars = 2;
+    }
+    p.open.push(json);
+    p.chars += json.length + 1;
   }
-  private flushKey(key: string) {
-    const entry = this.rows.get(key);
-    if (!entry || entry.values.length === 0) return;
-    const table = key.slice(0, key.indexOf("("));
-    this.statements.push(`INSERT INTO ${table} (${entry.cols.join(",")}) VALUES\n${entry.values.join(",\n")}\nON CONFLICT DO NOTHING;`);
-    this.rows.delete(key);
-  }
-  take(): string {
-    for (const key of [...this.rows.keys()]) this.flushKey(key);
-    const out = this.statements.join("\n");
-    this.statements = [];
+  statements(db: D1Database, prepared: Map<TableName, D1PreparedStatement>): D1PreparedStatement[] {
+    const out: D1PreparedStatement[] = [];
+    for (const [table, p] of this.params) {
+      if (p.open.length > 0) p.done.push(`[${p.open.join(",")}]`);
+      let stmt = prepared.get(table);
+      if (!stmt) prepared.set(table, (stmt = db.prepare(insertSql(T[table]))));
+      for (const json of p.done) out.push(stmt.bind(json));
+    }
     return out;
   }
 }
 
-async function main() {
-  if (values["if-empty"]) {
-    const rows = await d1Query<{ n: number }>("SELECT count(*) AS n FROM products", persistTo);
-    if ((rows[0]?.n ?? 0) > 0) {
-      console.log(`seed: ${rows[0]!.n} products already present, skipping`);
-      return;
-    }
-  }
-  // One directory per run: benches seed several databases at once, and must not delete each other's files.
-  const dir = path.resolve(".seed", String(process.pid));
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const started = Date.now();
-  const files: string[] = [];
-  const w = new SqlWriter();
+const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
-  for (const loc of LOCATIONS) w.insert("stock_locations", { id: loc.id, name: loc.name, region: loc.region, country: loc.country, priority: loc.priority });
+function referenceRows(): Rows {
+  const r = new Rows();
+  for (const loc of LOCATIONS) r.add("stock_locations", [loc.id, loc.name, loc.region, loc.country, loc.priority]);
   for (const c of categories()) {
-    w.insert("categories", { id: c.id, slug: c.slug, name: c.name, parent_id: c.parentId, path: c.path, depth: c.depth, position: c.position });
-    for (const [locale, name] of Object.entries(c.translations)) w.insert("category_translations", { category_id: c.id, locale, name });
+    r.add("categories", [c.id, c.slug, c.name, c.parentId, c.path, c.depth, c.position]);
+    for (const [locale, name] of Object.entries(c.translations)) r.add("category_translations", [c.id, locale, name]);
   }
-  w.insert("affiliates", { id: DEMO_AFFILIATE.id, name: DEMO_AFFILIATE.name, tracking_id: DEMO_AFFILIATE.trackingId, allowed_origins: DEMO_AFFILIATE.allowedOrigins, scope: {}, campaign: DEMO_AFFILIATE.campaign });
-  w.insert("api_keys", { id: "key-demo-affiliate", kind: "affiliate", affiliate_id: DEMO_AFFILIATE.id, key_hash: sha256(DEMO_AFFILIATE.key), prefix: DEMO_AFFILIATE.key.slice(0, 8), label: "Demo affiliate key" });
-  w.insert("api_keys", { id: DEV_STOREFRONT_KEY.id, kind: "storefront", affiliate_id: null, key_hash: sha256(DEV_STOREFRONT_KEY.key), prefix: DEV_STOREFRONT_KEY.key.slice(0, 8), label: DEV_STOREFRONT_KEY.label });
+  r.add("affiliates", [DEMO_AFFILIATE.id, DEMO_AFFILIATE.name, DEMO_AFFILIATE.trackingId, DEMO_AFFILIATE.allowedOrigins, {}, DEMO_AFFILIATE.campaign]);
+  r.add("api_keys", ["key-demo-affiliate", "affiliate", DEMO_AFFILIATE.id, sha256(DEMO_AFFILIATE.key), DEMO_AFFILIATE.key.slice(0, 8), "Demo affiliate key"]);
+  r.add("api_keys", [DEV_STOREFRONT_KEY.id, "storefront", null, sha256(DEV_STOREFRONT_KEY.key), DEV_STOREFRONT_KEY.key.slice(0, 8), DEV_STOREFRONT_KEY.label]);
+  return r;
+}
 
-  const chunk = 5000;
-  const flush = () => {
-    const sql = w.take();
-    // A count that is a multiple of the chunk leaves nothing for the last flush; wrangler rejects empty files.
-    if (!sql.trim()) return;
-    const file = path.join(dir, `seed-${String(files.length).padStart(4, "0")}.sql`);
-    writeFileSync(file, sql);
-    files.push(file);
-  };
-  for (let n = 1; n <= total; n++) {
+/** Products first..last (1-based, inclusive) and everything they own. */
+function productRows(first: number, last: number): Rows {
+  const r = new Rows();
+  for (let n = first; n <= last; n++) {
     const p = product(n);
     const stockRows = stock(p, n);
-    const sellable = new Set(stockRows.filter((s) => s.onHand - s.safetyStock > 0).map((s) => s.sku));
+    const sellable = stockRows.some((s) => s.onHand - s.safetyStock > 0);
     const minPrices: Record<string, number> = {};
     for (const cur of CURRENCIES) minPrices[cur] = Math.min(...p.variants.map((v) => v.prices[cur]!));
-    w.insert("products", {
-      id: p.id, slug: p.slug, title: p.title, description: p.description, brand: p.brand, category_id: p.categoryId,
-      status: "active", attributes: p.attributes, images: p.images, markets: p.markets, condition: "new",
-      in_stock: sellable.size > 0 ? 1 : 0, min_prices: minPrices, change_seq: n, created_at: p.createdAt, updated_at: BASE_TIME,
-    });
-    for (const [locale, t] of Object.entries(p.translations)) w.insert("product_translations", { product_id: p.id, locale, title: t.title, description: t.description });
-    for (const [name, value] of Object.entries(p.attributes)) w.insert("product_attributes", { product_id: p.id, name, value });
+    r.add("products", [p.id, p.slug, p.title, p.description, p.brand, p.categoryId, "active", p.attributes, p.images, p.markets, "new", sellable ? 1 : 0, minPrices, n, p.createdAt, BASE_TIME]);
+    for (const [locale, t] of Object.entries(p.translations)) r.add("product_translations", [p.id, locale, t.title, t.description]);
+    for (const [name, value] of Object.entries(p.attributes)) r.add("product_attributes", [p.id, name, value]);
     for (const v of p.variants) {
-      w.insert("variants", { sku: v.sku, product_id: p.id, title: v.title, options: v.options, gtin: v.gtin, mpn: v.mpn, position: v.position });
-      for (const cur of CURRENCIES) w.insert("prices", { sku: v.sku, currency: cur, amount: v.prices[cur] });
+      r.add("variants", [v.sku, p.id, v.title, v.options, v.gtin, v.mpn, v.position]);
+      for (const cur of CURRENCIES) r.add("prices", [v.sku, cur, v.prices[cur]]);
     }
     for (const s of stockRows) {
-      w.insert("stock_baseline", { sku: s.sku, location_id: s.locationId, on_hand: s.onHand, safety_stock: s.safetyStock, low_stock_threshold: s.lowStockThreshold });
+      r.add("stock_baseline", [s.sku, s.locationId, s.onHand, s.safetyStock, s.lowStockThreshold]);
       const available = Math.max(0, s.onHand - s.safetyStock);
-      w.insert("availability", { sku: s.sku, location_id: s.locationId, on_hand: s.onHand, reserved: 0, available, status: availabilityStatus(available, s.lowStockThreshold), seq: 0 });
+      r.add("availability", [s.sku, s.locationId, s.onHand, 0, available, availabilityStatus(available, s.lowStockThreshold), 0]);
     }
-    if (n % chunk === 0) flush();
   }
-  flush();
-  for (const file of files) await d1Execute(file, persistTo);
-  rmSync(dir, { recursive: true, force: true });
-  console.log(`seed: ${total} products in ${((Date.now() - started) / 1000).toFixed(1)} s (${files.length} files)`);
+  return r;
+}
+
+async function main() {
+  const persistRoot = values.persist ? path.resolve(values.persist) : path.resolve(".wrangler/state");
+  const proxy = await getPlatformProxy<{ DB: D1Database }>({
+    configPath: "wrangler.toml",
+    environment: values.env,
+    persist: { path: path.join(persistRoot, "v3") },
+    remoteBindings: false,
+  });
+  try {
+    const db = proxy.env.DB;
+    if (values["if-empty"]) {
+      const any = await db.prepare("SELECT id FROM products LIMIT 1").first();
+      if (any) {
+        console.log("seed: products already present, skipping");
+        return;
+      }
+    }
+    const started = Date.now();
+    const prepared = new Map<TableName, D1PreparedStatement>();
+    await db.batch(referenceRows().statements(db, prepared));
+
+    const bar = new cliProgress.SingleBar({
+      format: "seed [{bar}] {percentage}% | {value}/{total} products | {rate}/s | ETA {eta_formatted}",
+      etaBuffer: 20,
+      noTTYOutput: true,
+      notTTYSchedule: 10_000,
+    }, cliProgress.Presets.shades_classic);
+    bar.start(total, 0, { rate: 0 });
+    // One batch in flight while the next chunk is generated: workerd's SQLite and Node's generator overlap.
+    let inFlight: Promise<unknown> = Promise.resolve();
+    for (let first = 1; first <= total; first += chunk) {
+      const last = Math.min(total, first + chunk - 1);
+      const statements = productRows(first, last).statements(db, prepared);
+      await inFlight;
+      inFlight = db.batch(statements).then(() => {
+        bar.update(last, { rate: Math.round(last / ((Date.now() - started) / 1000)) });
+      });
+    }
+    await inFlight;
+    bar.stop();
+    const seconds = (Date.now() - started) / 1000;
+    console.log(`seed: ${total} products in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} products/s)`);
+  } finally {
+    await proxy.dispose();
+  }
 }
 
 main().catch((err) => {
