@@ -137,6 +137,63 @@ function productRows(first: number, last: number): Rows {
   return r;
 }
 
+const DEFERRED_KEY = "seed:deferred_schema";
+
+/**
+ * What a trigger keeps current row by row, rebuilt in bulk once the rows are in: the FTS index, and the facet
+ * counts (the same statements as the back-fill at the end of migrations/0001_search.sql, which the triggers
+ * there keep exact afterwards).
+ */
+const REBUILD_SQL = [
+  "INSERT INTO products_fts(products_fts) VALUES ('rebuild')",
+  "DELETE FROM facet_counts",
+  "INSERT INTO facet_counts(facet, value, count) SELECT 'brand', brand, count(*) FROM products WHERE status = 'active' GROUP BY brand",
+  "INSERT INTO facet_counts(facet, value, count) SELECT 'category', category_id, count(*) FROM products WHERE status = 'active' GROUP BY category_id",
+  `INSERT INTO facet_counts(facet, value, count) SELECT 'attr:' || a.name, a.value, count(*) FROM product_attributes a JOIN products p ON p.id = a.product_id
+     WHERE p.status = 'active' GROUP BY a.name, a.value`,
+  `INSERT INTO facet_counts(facet, value, count) SELECT 'price:' || j.key,
+     CASE WHEN j.value < 2500 THEN '0-2500' WHEN j.value < 5000 THEN '2500-5000' WHEN j.value < 10000 THEN '5000-10000'
+          WHEN j.value < 25000 THEN '10000-25000' WHEN j.value < 50000 THEN '25000-50000' ELSE '50000+' END, count(*)
+     FROM products p, json_each(p.min_prices) j WHERE p.status = 'active' AND j.type = 'integer' GROUP BY 1, 2`,
+];
+
+/**
+ * On an empty database, drops the secondary indexes and the triggers of the tables the seed fills: each index
+ * is then built once at the end by a sort, and the FTS index and facet counts are rebuilt in bulk, instead of
+ * row by row (random-order keys such as slugs and prices made a 1M seed slow to a crawl once those indexes
+ * outgrew SQLite's page cache; the facet and FTS triggers cost as much again). The DDL is saved in `meta`
+ * first, so a seed that dies half-way gets everything back from the next run's restoreSchema.
+ * Returns how many objects were deferred.
+ */
+async function deferSchema(db: D1Database): Promise<number> {
+  if (await db.prepare("SELECT id FROM products LIMIT 1").first()) return 0;
+  const tables = Object.values(T).map((t) => t.table);
+  const { results } = await db
+    .prepare(`SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND sql IS NOT NULL AND tbl_name IN (SELECT value FROM json_each(?1))`)
+    .bind(JSON.stringify(tables))
+    .all<{ type: "index" | "trigger"; name: string; sql: string }>();
+  if (results.length === 0) return 0;
+  const saved = { indexes: results.filter((r) => r.type === "index").map((r) => r.sql), triggers: results.filter((r) => r.type === "trigger").map((r) => r.sql) };
+  await db.batch([
+    db.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value").bind(DEFERRED_KEY, JSON.stringify(saved)),
+    ...results.map((r) => db.prepare(`DROP ${r.type === "index" ? "INDEX" : "TRIGGER"} IF EXISTS "${r.name.replace(/"/g, '""')}"`)),
+  ]);
+  return results.length;
+}
+
+/** Recreates what a seed deferred (this run's, or a crashed run's), rebuilds what its triggers maintain, and forgets it. */
+async function restoreSchema(db: D1Database): Promise<void> {
+  const row = await db.prepare("SELECT value FROM meta WHERE key = ?1").bind(DEFERRED_KEY).first<{ value: string }>();
+  if (!row) return;
+  const saved = JSON.parse(row.value) as { indexes: string[]; triggers: string[] };
+  for (const ddl of saved.indexes) await db.prepare(ddl.replace(/^CREATE (UNIQUE )?INDEX /i, (m) => `${m}IF NOT EXISTS `)).run();
+  if (saved.triggers.length > 0) {
+    await db.batch(REBUILD_SQL.map((q) => db.prepare(q)));
+    await db.batch(saved.triggers.map((ddl) => db.prepare(ddl.replace(/^CREATE TRIGGER /i, "CREATE TRIGGER IF NOT EXISTS "))));
+  }
+  await db.prepare("DELETE FROM meta WHERE key = ?1").bind(DEFERRED_KEY).run();
+}
+
 async function main() {
   const persistRoot = values.persist ? path.resolve(values.persist) : path.resolve(".wrangler/state");
   const proxy = await getPlatformProxy<{ DB: D1Database }>({
@@ -155,6 +212,8 @@ async function main() {
       }
     }
     const started = Date.now();
+    await restoreSchema(db);
+    const deferred = await deferSchema(db);
     const prepared = new Map<TableName, D1PreparedStatement>();
     await db.batch(referenceRows().statements(db, prepared));
 
@@ -177,6 +236,11 @@ async function main() {
     }
     await inFlight;
     bar.stop();
+    if (deferred) {
+      const t = Date.now();
+      await restoreSchema(db);
+      console.log(`seed: ${deferred} indexes and triggers rebuilt in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+    }
     const seconds = (Date.now() - started) / 1000;
     console.log(`seed: ${total} products in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} products/s)`);
   } finally {
