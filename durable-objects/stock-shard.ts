@@ -4,7 +4,10 @@ import { ReservationStore } from "../src/stock/reservation-store";
 import { SHARD_DDL } from "../src/stock/shard-schema";
 import { StockStore } from "../src/stock/shard-store";
 import { guardEnv } from "../src/lib/guarded-env";
-import { EscrowStore, type EscrowItem } from "../src/stock/escrow-store";
+import { EscrowStore, SEND_SWEEP_MS, type EscrowItem, type SendRow } from "../src/stock/escrow-store";
+import { splitItems } from "../src/stock/split";
+import { hotSubShardName, shardNameForSku } from "../src/stock/routing";
+import type { Meta } from "../src/stock/shard-store";
 import type {
   AdjustmentLine,
   AdjustmentOutcome,
@@ -18,6 +21,7 @@ import type {
   HoldResult,
   LedgerEntry,
   ReservationHeader,
+  StockRow,
   ReservedItem,
   SetStockRequest,
   SetStockResult,
@@ -36,6 +40,8 @@ const OUTBOX_MAX_BACKOFF_MS = 60_000;
  * propagation well under a second.
  */
 const OUTBOX_FLUSH_GAP_MS = 100;
+/** While a hot SKU's location is frozen (home owes units), the home alarm retries the pay-back this often. */
+const FROZEN_RETRY_MS = 1_000;
 
 /**
  * Owns the stock of the SKUs whose stable hash falls in its shard (src/stock/routing.ts), and acts as the
@@ -53,6 +59,7 @@ export class StockShard extends DurableObject<Env> {
   /** Last alarm time we set; undefined = not known since start-up, so the next schedule always writes it. */
   private alarmAt: number | null | undefined;
   private lastFlushAt = 0;
+  private readonly serialQueue = new Map<string, Promise<unknown>>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     // Its own awaits on bindings (D1 baseline reads, outbox sends) are bounded and breaker-guarded too.
@@ -92,20 +99,34 @@ export class StockShard extends DurableObject<Env> {
     if (unknown) return unknown;
     // Expire first so a strong read never counts a hold past its deadline, even if the alarm is late.
     this.atomically(() => this.stock.expireDue(Date.now()));
+    await Promise.all(skus.filter((s) => this.stock.isSplit(s)).map((s) => this.refreshParts(s)));
     return { ok: true, rows: this.stock.rows(skus) };
   }
 
   async setStock(req: SetStockRequest): Promise<SetStockResult> {
     const unknown = await this.adopt([req.sku]);
     if (unknown) return unknown;
-    const row = this.atomically(() => this.stock.set(req, Date.now()));
-    return { ok: true, row };
+    if (!this.stock.isSplit(req.sku)) {
+      const { row, oversold } = this.atomically(() => this.stock.set(req, Date.now()));
+      return { ok: true, row, oversold };
+    }
+    const res = await this.splitMovement({ sku: req.sku, location: req.location, set: req.on_hand, limits: req, kind: "set", meta: { reason: "set", actor: req.actor } });
+    return { ok: true, row: res.row, oversold: res.oversold };
   }
 
   async adjust(lines: AdjustmentLine[], actor: string): Promise<{ ok: true; results: AdjustmentOutcome[] } | UnknownSkus> {
     const unknown = await this.adopt(lines.map((l) => l.sku));
     if (unknown) return unknown;
-    const results = this.atomically(() => lines.map((l) => this.stock.adjust(l, actor, Date.now())));
+    const results: AdjustmentOutcome[] = [];
+    // In request order: a feed's lines on one SKU may depend on each other.
+    for (const l of lines) {
+      if (!this.stock.isSplit(l.sku)) {
+        results.push(this.atomically(() => this.stock.adjust(l, actor, Date.now())));
+        continue;
+      }
+      const res = await this.splitMovement({ sku: l.sku, location: l.location, delta: l.delta, kind: "adjust", meta: { reason: l.reason, actor, event_id: l.event_id } });
+      results.push(res.outcome);
+    }
     return { ok: true, results };
   }
 
@@ -115,30 +136,118 @@ export class StockShard extends DurableObject<Env> {
     return { ok: true, items: this.stock.ledger(sku, after, limit) };
   }
 
-  // --- hot-SKU escrow (issue 7: src/stock/escrow-store.ts, src/stock/hot.ts) ----------------------------------
+  // --- hot-SKU escrow (src/stock/escrow-store.ts, src/stock/hot.ts) --------------------------------------------
 
-  /** Moves up to `max` free units (all when null) out of this object, once per transfer id. */
-  async escrowTake(sku: string, transferId: string, max: number | null, role: "home" | "sub", actor: string): Promise<{ ok: true; items: EscrowItem[] }> {
-    // Only the home shard may adopt the D1 baseline; a sub-shard's stock arrives by transfer alone.
-    if (role === "home") {
-      const unknown = await this.adopt([sku]);
-      if (unknown) return { ok: true, items: [] };
-    } else if (!this.escrow.isSub(sku)) {
-      return { ok: true, items: [] };
-    }
-    const items = this.atomically(() => this.escrow.take(sku, transferId, max, actor, Date.now()));
-    return { ok: true, items };
+  /**
+   * Home shard: splits the SKU's free stock into `k` quotas sent to its sub-shards. The take and the K pending
+   * sends are one atomic step; a retry with the same transfer id re-delivers the same sends, never takes more.
+   */
+  async hotSplit(sku: string, transferId: string, k: number, actor: string): Promise<{ ok: true; pending: number } | UnknownSkus> {
+    const unknown = await this.adopt([sku]);
+    if (unknown) return unknown;
+    const sends = this.atomically(() => {
+      const now = Date.now();
+      this.ctx.storage.sql.exec(
+        `INSERT INTO hot_home (sku, sub_shards, max_sub_shards, state, updated_at) VALUES (?, ?, ?, 'hot', ?)
+         ON CONFLICT (sku) DO UPDATE SET sub_shards = excluded.sub_shards, max_sub_shards = MAX(max_sub_shards, excluded.sub_shards), state = 'hot', updated_at = excluded.updated_at`,
+        sku, k, k, now,
+      );
+      const existing = Array.from({ length: k }, (_, i) => this.escrow.send(`${transferId}:${i}`));
+      if (existing.every((x) => x !== undefined)) return existing.filter((x) => x.state === "pending");
+      this.stock.expireDue(now);
+      const free = this.escrow.free(sku);
+      for (const f of free) this.stock.move(sku, f.location, -f.quantity, "escrow_out", `${transferId}:out:${f.location}`, actor, now);
+      // Every sub-shard gets a send, even an empty one: it registers the sub-shard before any reservation reaches it.
+      return splitItems(free, k).map((items, i) => this.escrow.record(`${transferId}:${i}`, sku, hotSubShardName(sku, i), "sub", items, "escrow_in", now));
+    });
+    const delivered = await Promise.all(sends.map((s) => this.deliver(s, actor)));
+    return { ok: true, pending: delivered.filter((d) => !d.delivered).length };
   }
 
-  /** Applies transfers (idempotent per id), then optionally places `hold` in the same atomic step. */
-  async escrowGive(sku: string, transfers: { id: string; items: EscrowItem[] }[], role: "home" | "sub", actor: string, hold?: HoldRequest): Promise<HoldResult> {
+  /**
+   * Home shard: folds every sub-shard's free units back here. Each sub-shard first settles its own pending sends;
+   * the SKU stops being split only once every sub-shard is empty and nothing is in transit anywhere.
+   */
+  async hotFold(sku: string, generation: number, actor: string): Promise<{ ok: true; done: boolean; in_transit: number }> {
+    const h = this.stock.hotState(sku);
+    if (!h || h.state === "cold") return { ok: true, done: true, in_transit: 0 };
+    return this.serial(sku, async () => {
+      this.atomically(() => this.ctx.storage.sql.exec("UPDATE hot_home SET state = 'folding', updated_at = ? WHERE sku = ?", Date.now(), sku));
+      await this.settleSends(sku);
+      const home = shardNameForSku(this.env, sku);
+      const answers = await Promise.all(
+        Array.from({ length: h.max_sub_shards }, (_, i) =>
+          this.env.STOCK.getByName(hotSubShardName(sku, i))
+            .escrowSend({ sku, transferId: `fold:${generation}:${i}`, target: home, targetRole: "home", max: null, role: "sub", actor, settleFirst: true })
+            .catch(() => undefined),
+        ),
+      );
+      await this.refreshParts(sku);
+      const parts = this.ctx.storage.sql
+        .exec<{ n: number }>("SELECT COUNT(*) AS n FROM hot_parts WHERE sku = ? AND (on_hand != 0 OR reserved != 0)", sku)
+        .one().n;
+      const inTransit = answers.filter((a) => !a || !a.delivered).length + this.escrow.pending({ sku }).length;
+      const done = parts === 0 && inTransit === 0;
+      if (done) {
+        this.atomically(() => {
+          this.ctx.storage.sql.exec("UPDATE hot_home SET state = 'cold', updated_at = ? WHERE sku = ?", Date.now(), sku);
+          this.ctx.storage.sql.exec("DELETE FROM hot_parts WHERE sku = ?", sku);
+        });
+      }
+      return { ok: true as const, done, in_transit: inTransit };
+    });
+  }
+
+  /**
+   * Giving side of a transfer: takes up to `max` free units (of one location if given), records them as a
+   * pending send and delivers them to `target`, optionally placing `hold` there in the same atomic step as
+   * their arrival. Undelivered sends stay pending and are re-delivered by this object's alarm.
+   */
+  async escrowSend(req: {
+    sku: string;
+    transferId: string;
+    target: string;
+    targetRole: "home" | "sub";
+    max: number | null;
+    location?: string;
+    role: "home" | "sub";
+    actor: string;
+    hold?: HoldRequest;
+    settleFirst?: boolean;
+  }): Promise<{ ok: true; items: EscrowItem[]; delivered: boolean; hold?: HoldResult }> {
+    if (req.role === "home") {
+      const unknown = await this.adopt([req.sku]);
+      if (unknown) return { ok: true, items: [], delivered: true };
+    } else if (!this.stock.isSub(req.sku)) {
+      return { ok: true, items: [], delivered: true };
+    }
+    if (req.settleFirst) await this.settleSends(req.sku);
+    const send = this.atomically(() => this.escrow.take(req.sku, req.transferId, req.target, req.targetRole, req.max, req.location, req.actor, Date.now()));
+    if (!send.items.length && !req.hold) {
+      this.atomically(() => this.escrow.settle(send.transfer_id, send.sku, Date.now()));
+      return { ok: true, items: [], delivered: true };
+    }
+    const res = await this.deliver(send, req.actor, req.hold);
+    return { ok: true, items: send.items, delivered: res.delivered, ...(res.hold ? { hold: res.hold } : {}) };
+  }
+
+  /** Receiving side: applies transfers (idempotent per id), then optionally places `hold` in the same atomic step. */
+  async escrowGive(
+    sku: string,
+    transfers: { id: string; items: EscrowItem[]; reason?: string }[],
+    role: "home" | "sub",
+    actor: string,
+    hold?: HoldRequest,
+    self?: string,
+  ): Promise<HoldResult> {
     if (role === "home") {
       const unknown = await this.adopt([sku]);
       if (unknown) return unknown;
     }
+    const home = shardNameForSku(this.env, sku);
     const res = this.atomically((): HoldResult => {
       const now = Date.now();
-      for (const t of transfers) this.escrow.give(sku, t.id, t.items, role, actor, now);
+      for (const t of transfers) this.escrow.give(sku, t.id, t.items, t.reason ?? "escrow_in", role, self ?? "", home, actor, now);
       if (!hold) return { ok: true, items: [] };
       const r = this.stock.hold(hold, now);
       return r.ok ? r : { ok: false, error: "insufficient", shortfalls: r.shortfalls };
@@ -147,8 +256,239 @@ export class StockShard extends DurableObject<Env> {
     return res;
   }
 
+  /** A sub-shard's own counts of `sku` (pending sends included) with its per-SKU seq, for the home's sums. */
+  async escrowCounts(sku: string): Promise<{ ok: true; rows: { location: string; on_hand: number; reserved: number }[]; seq: number }> {
+    this.atomically(() => this.stock.expireDue(Date.now()));
+    return { ok: true, rows: this.stock.localRows(sku), seq: this.stock.seqOf(sku) };
+  }
+
+  /** Home shard: a sub-shard's counts changed; store them and publish the new sums. */
+  async escrowReport(sku: string, shard: string, rows: { location: string; on_hand: number; reserved: number }[], seq: number): Promise<void> {
+    const changed = this.atomically(() => {
+      const stored = this.stock.isSplit(sku) && this.stock.upsertPart(sku, shard, rows, seq);
+      if (stored) this.stock.publishAll(sku, Date.now());
+      return stored;
+    });
+    // Units freed at a sub-shard pay back a frozen location's shortfall before anything sells there again.
+    if (changed) await this.rebalanceFrozen(sku);
+  }
+
+  /** Sub-shard: stop (or resume) selling `sku` at `location`; set by the home shard while it owes units there. */
+  async escrowFreeze(sku: string, location: string, frozen: boolean): Promise<void> {
+    this.atomically(() => {
+      if (frozen) this.ctx.storage.sql.exec("INSERT OR IGNORE INTO escrow_frozen (sku, location) VALUES (?, ?)", sku, location);
+      else this.ctx.storage.sql.exec("DELETE FROM escrow_frozen WHERE sku = ? AND location = ?", sku, location);
+    });
+  }
+
   async escrowTotals(sku: string) {
     return this.escrow.totals(sku);
+  }
+
+  /** Re-delivers this object's pending sends of `sku` (all SKUs when omitted) whatever their age. */
+  async settleSends(sku?: string): Promise<number> {
+    const pending = this.escrow.pending(sku ? { sku } : {});
+    const done = await Promise.all(pending.map((s) => this.deliver(s, "system")));
+    return done.filter((d) => !d.delivered).length;
+  }
+
+  private async deliver(send: SendRow, actor: string, hold?: HoldRequest): Promise<{ delivered: boolean; hold?: HoldResult }> {
+    try {
+      const res = await this.env.STOCK.getByName(send.target).escrowGive(
+        send.sku,
+        [{ id: send.transfer_id, items: send.items, reason: send.reason }],
+        send.target_role,
+        actor,
+        hold,
+        send.target,
+      );
+      this.atomically(() => {
+        const now = Date.now();
+        this.escrow.settle(send.transfer_id, send.sku, now);
+        if (this.stock.isSub(send.sku)) this.stock.queueReport(send.sku, now);
+        else if (this.stock.isSplit(send.sku)) this.stock.publishAll(send.sku, now);
+      });
+      return { delivered: true, hold: res };
+    } catch (err) {
+      this.atomically(() => this.escrow.failed(send.transfer_id));
+      console.warn(JSON.stringify({ level: "warn", message: "escrow send not delivered; the alarm retries", transfer: send.transfer_id, error: String(err) }));
+      return { delivered: false };
+    }
+  }
+
+  /** Home shard: asks every sub-shard for its counts and publishes the sums if they changed. */
+  private async refreshParts(sku: string): Promise<void> {
+    const h = this.stock.hotState(sku);
+    if (!h) return;
+    const names = Array.from({ length: h.max_sub_shards }, (_, i) => hotSubShardName(sku, i));
+    const answers = await Promise.all(names.map((n) => this.env.STOCK.getByName(n).escrowCounts(sku).catch(() => undefined)));
+    this.atomically(() => {
+      let changed = false;
+      answers.forEach((a, i) => {
+        if (a) changed = this.stock.upsertPart(sku, names[i]!, a.rows, a.seq) || changed;
+      });
+      if (changed) this.stock.publishAll(sku, Date.now());
+    });
+  }
+
+  /** Runs admin movements of one split SKU one at a time (they span several awaits). */
+  private serial<T>(sku: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.serialQueue.get(sku) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.serialQueue.set(sku, tail);
+    void tail.then(() => {
+      if (this.serialQueue.get(sku) === tail) this.serialQueue.delete(sku);
+    });
+    return next;
+  }
+
+  /**
+   * A recount (`set`) or warehouse movement (`delta`) of a SKU split over sub-shards, at one location. The
+   * physical count is the sum over every object; the change lands here at home when home has the units free.
+   * A decrease beyond home's free units first recalls free quota units from the sub-shards, then debits the
+   * sub-shards' counts (their holds stay: promises), so no object can sell a unit that no longer exists. An
+   * increase is spread over the sub-shards. Held units beyond the new count are reported as oversold.
+   */
+  private async splitMovement(req: {
+    sku: string;
+    location: string;
+    set?: number;
+    delta?: number;
+    limits?: { safety_stock?: number; low_stock?: number; backorder_limit?: number | null };
+    kind: "set" | "adjust";
+    meta: Meta;
+  }): Promise<{ row: StockRow; oversold: number; outcome: AdjustmentOutcome }> {
+    const { sku, location } = req;
+    const eventId = req.meta.event_id ?? null;
+    return this.serial(sku, async () => {
+      const base = { event_id: eventId ?? "", sku, location };
+      if (eventId) {
+        const seen = this.stock.seenAdjustment(eventId);
+        if (seen) return { row: this.stock.rowAt(sku, location), oversold: seen.oversold ?? 0, outcome: seen };
+      }
+      await this.settleSends(sku);
+      await this.refreshParts(sku);
+      this.atomically(() => this.stock.setLimits({ sku, location, ...req.limits }, Date.now()));
+      const before = this.stock.rowAt(sku, location);
+      const delta = req.set !== undefined ? req.set - before.on_hand : req.delta!;
+      if (before.on_hand + delta < 0) {
+        const detail = `on_hand would go below zero (is ${before.on_hand})`;
+        return { row: before, oversold: 0, outcome: { ...base, status: "rejected" as const, detail, on_hand: before.on_hand } };
+      }
+      const home = shardNameForSku(this.env, sku);
+      if (delta < 0) {
+        const own = this.stock.raw(sku, location)!;
+        const homeFree = Math.max(0, own.on_hand - own.reserved - own.safety_stock);
+        const subFree = this.ctx.storage.sql
+          .exec<{ n: number | null }>("SELECT SUM(MAX(0, on_hand - reserved)) AS n FROM hot_parts WHERE sku = ? AND location = ?", sku, location)
+          .one().n ?? 0;
+        // More units gone than are free anywhere: stop every sub-shard selling at this location first, so no
+        // unit freed meanwhile is sold again before the shortfall is paid back.
+        if (-delta > homeFree + subFree) await this.freeze(sku, location);
+        if (-delta > homeFree) await this.recall(sku, location, -delta - homeFree, home, req.meta.actor ?? "admin");
+        // The whole decrease lands here: home may go below its own holds (the shortfall is owed here).
+        this.atomically(() => this.stock.applyMovement(sku, location, delta, req.kind, req.meta, Date.now()));
+      } else {
+        this.atomically(() => this.stock.applyMovement(sku, location, delta, req.kind, req.meta, Date.now()));
+      }
+      await this.rebalanceLocation(sku, location, req.meta.actor ?? "admin");
+      await this.refreshParts(sku);
+      return this.atomically(() => {
+        const now = Date.now();
+        const oversold = this.stock.reportOversold(sku, location, req.kind, req.meta, now);
+        const row = this.stock.rowAt(sku, location);
+        const outcome: AdjustmentOutcome = { ...base, status: "applied", on_hand: row.on_hand, ...(oversold ? { oversold } : {}) };
+        if (eventId) this.stock.rememberAdjustment(outcome, now);
+        return { row, oversold, outcome };
+      });
+    });
+  }
+
+  /** Pulls up to `want` free units at `location` home from the sub-shards, largest free quota first. */
+  private async recall(sku: string, location: string, want: number, home: string, actor: string): Promise<number> {
+    const parts = this.ctx.storage.sql
+      .exec<{ shard: string; free: number }>("SELECT shard, on_hand - reserved AS free FROM hot_parts WHERE sku = ? AND location = ? AND on_hand - reserved > 0 ORDER BY free DESC, shard", sku, location)
+      .toArray();
+    const batch = crypto.randomUUID();
+    let got = 0;
+    for (const p of parts) {
+      if (got >= want) break;
+      const res = await this.env.STOCK.getByName(p.shard)
+        .escrowSend({ sku, transferId: `recall:${batch}:${p.shard}`, target: home, targetRole: "home", max: Math.min(p.free, want - got), location, role: "sub", actor })
+        .catch(() => undefined);
+      if (res?.delivered) got += res.items.reduce((n, i) => n + i.quantity, 0);
+    }
+    return got;
+  }
+
+  /** Stops every sub-shard of `sku` selling at `location` (remembered here until thawed). */
+  private async freeze(sku: string, location: string): Promise<void> {
+    const h = this.stock.hotState(sku);
+    if (!h) return;
+    this.atomically(() => this.ctx.storage.sql.exec("INSERT OR IGNORE INTO hot_frozen (sku, location) VALUES (?, ?)", sku, location));
+    await Promise.all(
+      Array.from({ length: h.max_sub_shards }, (_, i) => this.env.STOCK.getByName(hotSubShardName(sku, i)).escrowFreeze(sku, location, true).catch(() => undefined)),
+    );
+  }
+
+  /**
+   * Home shard: while a location is frozen, pulls the sub-shards' freed units home until home owes nothing, then
+   * thaws the sub-shards; a location that is not frozen gets home's free units spread to the sub-shards.
+   */
+  private async rebalanceLocation(sku: string, location: string, actor: string): Promise<void> {
+    const frozen = this.ctx.storage.sql.exec("SELECT 1 FROM hot_frozen WHERE sku = ? AND location = ?", sku, location).toArray().length > 0;
+    if (frozen) {
+      const free = () => {
+        const r = this.stock.raw(sku, location);
+        return r ? r.on_hand - r.reserved - r.safety_stock : 0;
+      };
+      if (free() < 0) {
+        await this.refreshParts(sku);
+        await this.recall(sku, location, -free(), shardNameForSku(this.env, sku), actor);
+      }
+      if (free() < 0) return;
+      const h = this.stock.hotState(sku);
+      const thawed = await Promise.all(
+        Array.from({ length: h?.max_sub_shards ?? 0 }, (_, i) =>
+          this.env.STOCK.getByName(hotSubShardName(sku, i))
+            .escrowFreeze(sku, location, false)
+            .then(() => true)
+            .catch(() => false),
+        ),
+      );
+      if (thawed.includes(false)) return; // the home alarm tries again
+      this.atomically(() => this.ctx.storage.sql.exec("DELETE FROM hot_frozen WHERE sku = ? AND location = ?", sku, location));
+    }
+    await this.spread(sku, location, actor);
+  }
+
+  /** Home alarm and sub-shard reports: retries every frozen location of `sku` (all SKUs when omitted). */
+  private async rebalanceFrozen(sku?: string): Promise<void> {
+    const rows = this.ctx.storage.sql
+      .exec<{ sku: string; location: string }>("SELECT sku, location FROM hot_frozen WHERE ? IS NULL OR sku = ?", sku ?? null, sku ?? null)
+      .toArray();
+    for (const r of rows) await this.serial(r.sku, () => this.rebalanceLocation(r.sku, r.location, "system"));
+  }
+
+  /** Sends this object's free units of `sku` at `location` out to the sub-shards, evenly. */
+  private async spread(sku: string, location: string, actor: string): Promise<void> {
+    const h = this.stock.hotState(sku);
+    if (!h || h.state !== "hot") return;
+    const id = `spread:${crypto.randomUUID()}`;
+    const sends = this.atomically(() => {
+      const now = Date.now();
+      const free = this.escrow.free(sku, location);
+      for (const f of free) this.stock.move(sku, f.location, -f.quantity, "escrow_out", `${id}:out:${f.location}`, actor, now);
+      return splitItems(free, h.sub_shards)
+        .map((items, i) => ({ items, i }))
+        .filter((p) => p.items.length)
+        .map((p) => this.escrow.record(`${id}:${p.i}`, sku, hotSubShardName(sku, p.i), "sub", p.items, "escrow_in", now));
+    });
+    await Promise.all(sends.map((s) => this.deliver(s, actor)));
   }
 
   // --- reservation headers (this shard as coordinator) -------------------------------------------------------
@@ -225,6 +565,9 @@ export class StockShard extends DurableObject<Env> {
         // expireDue works in slices; loop until nothing is due.
       }
     });
+    const due = this.escrow.pending({ before: Date.now() - SEND_SWEEP_MS });
+    await Promise.all(due.map((s) => this.deliver(s, "system")));
+    await this.rebalanceFrozen();
     for (let i = 0; i < 20; i++) {
       const more = await this.flushOutbox();
       if (!more) break;
@@ -234,28 +577,54 @@ export class StockShard extends DurableObject<Env> {
 
   /** Sends one batch; true when it sent a full batch and more may be waiting. Failures back off, never drop. */
   private async flushOutbox(): Promise<boolean> {
-    const rows = this.ctx.storage.sql
-      .exec<{ id: number; body: string; attempts: number }>("SELECT id, body, attempts FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH)
+    const all = this.ctx.storage.sql
+      .exec<{ id: number; dedupe_key: string | null; body: string; attempts: number }>("SELECT id, dedupe_key, body, attempts FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH)
       .toArray();
-    if (!rows.length) return false;
+    if (!all.length) return false;
     this.lastFlushAt = Date.now();
+    // A sub-shard's count reports go to its home shard over RPC, not to the queue.
+    const reports = all.filter((r) => r.dedupe_key?.startsWith("report:"));
+    const rows = all.filter((r) => !r.dedupe_key?.startsWith("report:"));
+    const failedReports = (await Promise.all(reports.map(async (r) => ((await this.sendReport(JSON.parse(r.body) as { sku: string })) ? undefined : r)))).filter(
+      (r): r is (typeof all)[number] => r !== undefined,
+    );
+    const sentReports = reports.filter((r) => !failedReports.includes(r)).map((r) => r.id);
+    if (sentReports.length) this.ctx.storage.sql.exec(`DELETE FROM outbox WHERE id IN (${sentReports.map(() => "?").join(",")})`, ...sentReports);
+    if (failedReports.length) this.backOff(failedReports);
+    if (!rows.length) return all.length === OUTBOX_BATCH;
     try {
       await this.env.EVENTS.sendBatch(rows.map((r) => ({ body: JSON.parse(r.body) as unknown, contentType: "json" as const })));
     } catch (err) {
-      const now = Date.now();
-      this.ctx.storage.transactionSync(() => {
-        for (const r of rows) {
-          const delay = Math.min(OUTBOX_MAX_BACKOFF_MS, 500 * 2 ** Math.min(r.attempts, 10));
-          this.ctx.storage.sql.exec("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?", now + delay, r.id);
-        }
-      });
+      this.backOff(rows);
       console.warn(JSON.stringify({ level: "warn", message: "stock outbox flush failed; will retry", rows: rows.length, error: String(err) }));
       return false;
     }
     // Only the rows that were sent: a row replaced meanwhile has a new id and stays for the next flush.
     const ids = rows.map((r) => r.id);
     this.ctx.storage.sql.exec(`DELETE FROM outbox WHERE id IN (${ids.map(() => "?").join(",")})`, ...ids);
-    return rows.length === OUTBOX_BATCH;
+    return all.length === OUTBOX_BATCH;
+  }
+
+  private backOff(rows: { id: number; attempts: number }[]): void {
+    const now = Date.now();
+    this.ctx.storage.transactionSync(() => {
+      for (const r of rows) {
+        const delay = Math.min(OUTBOX_MAX_BACKOFF_MS, 500 * 2 ** Math.min(r.attempts, 10));
+        this.ctx.storage.sql.exec("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?", now + delay, r.id);
+      }
+    });
+  }
+
+  /** Sends this sub-shard's current counts of `sku` to its home shard; false when the home did not answer. */
+  private async sendReport(body: { sku: string }): Promise<boolean> {
+    const me = this.ctx.storage.sql.exec<{ shard: string; home: string }>("SELECT shard, home FROM escrow_sub WHERE sku = ?", body.sku).toArray()[0];
+    if (!me) return true;
+    try {
+      await this.env.STOCK.getByName(me.home).escrowReport(body.sku, me.shard, this.stock.localRows(body.sku), this.stock.seqOf(body.sku));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** One alarm serves both deadlines: the earliest live hold and the earliest pending outbox send. */
@@ -263,7 +632,10 @@ export class StockShard extends DurableObject<Env> {
     const hold = this.stock.nextExpiry();
     const pending = this.ctx.storage.sql.exec<{ t: number | null }>("SELECT MIN(next_attempt_at) AS t FROM outbox").one().t;
     const ob = pending === null ? null : Math.max(pending, this.lastFlushAt + OUTBOX_FLUSH_GAP_MS);
-    const candidates = [hold, ob].filter((t): t is number => t !== null);
+    const oldestSend = this.escrow.oldestPending();
+    const sweep = oldestSend === null ? null : Math.max(oldestSend + SEND_SWEEP_MS, Date.now() + 200);
+    const frozen = this.ctx.storage.sql.exec("SELECT 1 FROM hot_frozen LIMIT 1").toArray().length ? Date.now() + FROZEN_RETRY_MS : null;
+    const candidates = [hold, ob, sweep, frozen].filter((t): t is number => t !== null);
     const next = candidates.length ? Math.min(...candidates) : null;
     if (next === this.alarmAt) return;
     if (next === null) void this.ctx.storage.deleteAlarm();

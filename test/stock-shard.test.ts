@@ -165,7 +165,7 @@ describe("admin stock API", () => {
     expect(await reconcile(sku!)).toMatchObject({ mismatches: [], onHand: 11 });
   });
 
-  it("adjustments are idempotent per event_id, and a line that would go below zero is rejected", async () => {
+  it("adjustments are idempotent per event_id; a line that would go below zero is rejected without using up its event_id", async () => {
     const [a, b] = await makeSkus([10, 2]);
     const lines = [
       { sku: a, location: "loc-us-east", delta: 5, reason: "receipt", event_id: uid("ev") },
@@ -175,9 +175,14 @@ describe("admin stock API", () => {
     const first = await (await json("POST", "/admin/stock/adjustments", lines, admin())).json<{ results: { status: string; on_hand?: number }[] }>();
     expect(first.results.map((r) => r.status)).toEqual(["applied", "rejected", "applied"]);
     const again = await (await json("POST", "/admin/stock/adjustments", lines, admin())).json<{ results: { status: string; on_hand?: number }[] }>();
-    expect(again.results.map((r) => r.status)).toEqual(["duplicate", "duplicate", "duplicate"]);
+    expect(again.results.map((r) => r.status)).toEqual(["duplicate", "rejected", "duplicate"]);
+    // The cause is gone (stock arrived): the feed's retry of the rejected event applies it, once.
+    await json("PUT", `/admin/stock/${b}`, { location: "loc-us-east", on_hand: 4 }, admin());
+    const retry = await (await json("POST", "/admin/stock/adjustments", lines, admin())).json<{ results: { status: string; on_hand?: number }[] }>();
+    expect(retry.results.map((r) => [r.status, r.on_hand])).toEqual([["duplicate", 15], ["applied", 1], ["duplicate", 0]]);
+    expect((await (await json("POST", "/admin/stock/adjustments", lines, admin())).json<{ results: { status: string }[] }>()).results[1]!.status).toBe("duplicate");
     const av = await (await call(`/v1/availability?skus=${a},${b}`)).json<{ items: { on_hand: number }[] }>();
-    expect(av.items.map((i) => i.on_hand)).toEqual([15, 0]);
+    expect(av.items.map((i) => i.on_hand)).toEqual([15, 1]);
     expect((await ledgerOf(a!)).filter((l) => l.kind === "adjust")).toMatchObject([{ delta_on_hand: 5, reason: "receipt", event_id: lines[0]!.event_id }]);
     await expectProblem(await json("POST", "/admin/stock/adjustments", [{ ...lines[0], delta: 0, event_id: uid("ev") }], admin()), 400);
     await expectProblem(await json("POST", "/admin/stock/adjustments", [{ ...lines[0], sku: "NOPE-5", event_id: uid("ev") }], admin()), 422);

@@ -467,6 +467,23 @@ export const lagSamples = sqliteTable(
   (t) => [index("lag_samples_recorded_idx").on(t.recordedAt)],
 );
 
+/** Shortfalls reported by stock shards (`stock.oversold`): held units beyond a recount. Migration 0007. */
+export const stockOversold = sqliteTable(
+  "stock_oversold",
+  {
+    sku: text("sku").notNull(),
+    locationId: text("location_id").notNull(),
+    seq: integer("seq").notNull(),
+    units: integer("units").notNull(),
+    onHand: integer("on_hand").notNull(),
+    reserved: integer("reserved").notNull(),
+    cause: text("cause").notNull(),
+    eventId: text("event_id"),
+    occurredAt: integer("occurred_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.sku, t.locationId, t.seq] }), index("stock_oversold_occurred_idx").on(t.occurredAt)],
+);
+
 /** Affiliate link clicks: the local fallback of the Analytics Engine dataset. */
 export const clicks = sqliteTable(
   "clicks",

@@ -14,7 +14,7 @@ import { categories } from "../db/schema";
 import { loadProductDocument } from "../catalog/document";
 import { putProductDocIfNewer } from "../catalog/projection-store";
 import { productTags, TAG_CATEGORIES } from "../catalog/cache-keys";
-import { CategoryChangedEvent, ProductChangedEvent, StockChangedEvent } from "./messages";
+import { CategoryChangedEvent, ProductChangedEvent, StockChangedEvent, StockOversoldEvent } from "./messages";
 import { purgerFor, type Purger } from "./purger";
 import { recordLagSamples } from "./metrics";
 import { now as clockNow } from "../lib/clock";
@@ -22,7 +22,7 @@ import { reconcileProductPrices } from "../promotions/price-refresh";
 import { afterProductRefresh, isRecommendationMessage } from "../recommendations/events";
 import { availabilityFlipStatement } from "../feeds/change-seq";
 
-const KnownEvent = z.discriminatedUnion("type", [ProductChangedEvent, CategoryChangedEvent, StockChangedEvent]);
+const KnownEvent = z.discriminatedUnion("type", [ProductChangedEvent, CategoryChangedEvent, StockChangedEvent, StockOversoldEvent]);
 type KnownEvent = z.infer<typeof KnownEvent>;
 
 export type ConsumerDeps = { purger?: Purger; now?: () => number };
@@ -83,10 +83,30 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Env, deps
     }
   }
 
+  // Shortfalls: stored once per (sku, location, seq) for /admin/metrics; they change no projection.
+  const oversold = work.filter((w): w is Work & { event: StockOversoldEvent } => w.event.type === "stock.oversold");
+  if (oversold.length > 0) {
+    try {
+      await env.DB.batch(
+        oversold.map(({ event: e }) =>
+          env.DB.prepare(
+            "INSERT OR IGNORE INTO stock_oversold (sku, location_id, seq, units, on_hand, reserved, cause, event_id, occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          ).bind(e.sku, e.location, e.seq, e.units, e.on_hand, e.reserved, e.cause, e.event_id, e.occurred_at),
+        ),
+      );
+      for (const w of oversold) {
+        w.msg.ack();
+        acked.push(w);
+      }
+    } catch (err) {
+      for (const w of oversold) retry(w.msg, err);
+    }
+  }
+
   // 2. One rebuild per product, however many of its events are in the batch.
   const byProduct = new Map<string, Work[]>();
   for (const w of work) {
-    if (failed.has(w) || w.event.type === "category.changed") continue;
+    if (failed.has(w) || w.event.type === "category.changed" || w.event.type === "stock.oversold") continue;
     const id = w.event.type === "product.changed" ? w.event.id : productOfSku.get(w.event.sku);
     if (id === undefined) {
       // A SKU no product owns (yet): the projection row is stored; nothing to rebuild or purge.

@@ -29,6 +29,21 @@ export const StockChangedEvent = z.object({
   occurred_at: z.number(),
 });
 
+/** Held units beyond a new physical count (a recount or adjustment below what is held); holds stay. */
+export const StockOversoldEvent = z.object({
+  type: z.literal("stock.oversold"),
+  sku: z.string().min(1),
+  location: z.string().min(1),
+  units: z.number().int().positive(),
+  on_hand: z.number().int(),
+  reserved: z.number().int(),
+  cause: z.string(),
+  event_id: z.string().nullable(),
+  seq: z.number().int(),
+  occurred_at: z.number(),
+});
+
+export type StockOversoldEvent = z.infer<typeof StockOversoldEvent>;
 export type ProductChangedEvent = z.infer<typeof ProductChangedEvent>;
 export type CategoryChangedEvent = z.infer<typeof CategoryChangedEvent>;
 export type StockChangedEvent = z.infer<typeof StockChangedEvent>;

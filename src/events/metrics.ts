@@ -35,12 +35,17 @@ function summarise(values: number[]): LagSummary {
   return { samples: sorted.length, p50: percentile(sorted, 50), p95: percentile(sorted, 95), p99: percentile(sorted, 99), max: sorted.at(-1) ?? null };
 }
 
+/** Shortfalls reported in the last day (each report is the shortfall of one location after one recount). */
+const OVERSOLD_WINDOW_MS = 24 * 3600_000;
+
 export async function collectMetrics(env: Pick<Env, "DB">, now = Date.now()) {
-  const [lag, outbox, dead] = await env.DB.batch([
+  const [lag, outbox, dead, oversold] = await env.DB.batch([
     env.DB.prepare("SELECT event_type, lag_ms FROM lag_samples WHERE recorded_at >= ? ORDER BY recorded_at DESC LIMIT 20000").bind(now - LAG_WINDOW_MS),
     env.DB.prepare("SELECT count(*) AS backlog, min(occurred_at) AS oldest FROM outbox WHERE sent_at IS NULL"),
     env.DB.prepare("SELECT count(*) AS total, coalesce(sum(replayed_at IS NULL), 0) AS pending FROM dead_letters"),
+    env.DB.prepare("SELECT count(*) AS reports, coalesce(sum(units), 0) AS units, max(occurred_at) AS last FROM stock_oversold WHERE occurred_at >= ?").bind(now - OVERSOLD_WINDOW_MS),
   ]);
+  const ov = oversold.results[0] as { reports: number; units: number; last: number | null };
   const lagRows = lag.results as { event_type: string; lag_ms: number }[];
   const byType = new Map<string, number[]>();
   for (const r of lagRows) byType.set(r.event_type, [...(byType.get(r.event_type) ?? []), r.lag_ms]);
@@ -56,5 +61,6 @@ export async function collectMetrics(env: Pick<Env, "DB">, now = Date.now()) {
     outbox: { backlog: o.backlog, oldest_unsent_age_ms: o.oldest === null ? null : Math.max(0, now - o.oldest) },
     dead_letters: { pending: d.pending, total: d.total },
     cache: tierStats(),
+    stock_oversold: { window_ms: OVERSOLD_WINDOW_MS, reports: ov.reports, units: ov.units, last_at: ov.last === null ? null : new Date(ov.last).toISOString() },
   };
 }

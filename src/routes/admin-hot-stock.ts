@@ -15,6 +15,7 @@ const Totals = z.object({
   committed: z.number(),
   escrow_out: z.number(),
   escrow_in: z.number(),
+  pending: z.number().openapi({ description: "Units this object sent that their receiver has not acknowledged yet (its alarm re-delivers them)." }),
 });
 const HotStatusSchema = z
   .object({

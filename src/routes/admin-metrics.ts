@@ -28,6 +28,9 @@ const MetricsSchema = z
       hit_ratio: z.record(z.string(), z.number().nullable()),
     }),
     recommendations: RecommendationJobs,
+    stock_oversold: z
+      .object({ window_ms: z.number(), reports: z.number(), units: z.number(), last_at: z.string().nullable() })
+      .openapi({ description: "`stock.oversold` reports: a recount or adjustment below the units already held (holds stay). `units` sums each report's shortfall." }),
   })
   .openapi("Metrics");
 

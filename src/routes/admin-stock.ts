@@ -30,7 +30,8 @@ const putRoute = createRoute({
   path: "/admin/stock/{sku}",
   tags: ["Admin: stock"],
   summary: "Set the on-hand count (and optionally safety stock, low-stock threshold, backorder limit) at a location",
-  description: "Recorded in the ledger as a `set` movement with the delta from the previous count. Holds are untouched.",
+  description:
+    "`on_hand` is the new physical count of the location. Recorded in the ledger as a `set` movement with the delta from the previous count. Holds are promises and stay: when more units are held than the new count, the answer says `oversold: N`, the ledger gets an `oversold` row and a `stock.oversold` event is sent. On a hot SKU the free quotas of the sub-shards are recalled or debited so that no object can sell a unit beyond the new count.",
   security,
   request: {
     params: SkuParams,
@@ -50,7 +51,16 @@ const putRoute = createRoute({
     },
   },
   responses: {
-    200: { description: "The new counts.", content: { "application/json": { schema: StockRowSchema } } },
+    200: {
+      description: "The new counts (summed over the home shard and any sub-shards).",
+      content: {
+        "application/json": {
+          schema: StockRowSchema.extend({
+            oversold: z.number().openapi({ description: "Units held beyond the new count: holds stay, the shortfall is reported (ledger `oversold`, `stock.oversold` event)." }),
+          }),
+        },
+      },
+    },
     401: problem("Missing or wrong admin token."),
     422: problem("Unknown SKU or location."),
   },
@@ -70,7 +80,7 @@ const adjustRoute = createRoute({
   tags: ["Admin: stock"],
   summary: "Apply warehouse movements; idempotent per event_id",
   description:
-    "Each line is applied at most once per `event_id`: a retried feed gets `duplicate` with the original outcome. A line that would take on_hand below zero is `rejected` (and remembered as such).",
+    "Each line is applied at most once per `event_id`: a retried feed gets `duplicate` with the original outcome. A line that would take on_hand below zero is `rejected` and not remembered, so a retry after the cause is gone applies it. A decrease below what is held is applied and reported as `oversold`. On a hot SKU a decrease draws on the sub-shards' quotas.",
   security,
   request: { body: { required: true, content: { "application/json": { schema: z.array(AdjustmentSchema).min(1).max(500) } } } },
   responses: {
@@ -80,7 +90,15 @@ const adjustRoute = createRoute({
         "application/json": {
           schema: z.object({
             results: z.array(
-              z.object({ event_id: z.string(), sku: z.string(), location: z.string(), status: z.enum(["applied", "duplicate", "rejected"]), detail: z.string().optional(), on_hand: z.number().optional() }),
+              z.object({
+                event_id: z.string(),
+                sku: z.string(),
+                location: z.string(),
+                status: z.enum(["applied", "duplicate", "rejected"]),
+                detail: z.string().optional(),
+                on_hand: z.number().optional(),
+                oversold: z.number().optional().openapi({ description: "Units held beyond the new physical count (holds stay; also a `stock.oversold` event)." }),
+              }),
             ),
           }),
         },
@@ -118,7 +136,7 @@ const ledgerRoute = createRoute({
                 sku: z.string(),
                 location: z.string(),
                 seq: z.number(),
-                kind: z.enum(["baseline", "set", "adjust", "reserve", "release", "expire", "commit"]),
+                kind: z.enum(["baseline", "set", "adjust", "reserve", "release", "expire", "commit", "oversold"]),
                 delta_on_hand: z.number(),
                 delta_reserved: z.number(),
                 on_hand_after: z.number(),
@@ -156,7 +174,7 @@ adminStockApp
     const res = await stockStub(c.env, shardNameForSku(c.env, sku)).setStock({ sku, ...body, actor: "admin" });
     if (!res.ok) throw ApiError.unprocessable(`Unknown SKU: ${sku}.`, { unknown_skus: res.skus });
     c.header("cache-control", "no-store");
-    return c.json(res.row, 200);
+    return c.json({ ...res.row, oversold: res.oversold }, 200);
   })
   .openapi(adjustRoute, async (c) => {
     const lines = c.req.valid("json");

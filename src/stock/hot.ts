@@ -8,7 +8,6 @@
  */
 import { ApiError } from "../lib/errors";
 import { hotSubShardIndex, hotSubShardName, parseHotSubShard, shardNameForSku, stockStub } from "./routing";
-import type { EscrowItem } from "./escrow-store";
 import type { HeldItem, HoldRequest, HoldResult } from "./types";
 
 export const MAX_SUB_SHARDS = 64;
@@ -37,15 +36,9 @@ export function hotShardFor(hot: Map<string, number>, sku: string, reservationId
   return k ? hotSubShardName(sku, hotSubShardIndex(reservationId, k)) : undefined;
 }
 
-function merge(items: EscrowItem[]): EscrowItem[] {
-  const by = new Map<string, number>();
-  for (const it of items) by.set(it.location, (by.get(it.location) ?? 0) + it.quantity);
-  return [...by].map(([location, quantity]) => ({ location, quantity }));
-}
-
 /**
- * Holds `req` on shard `name`. On a hot sub-shard that is short, borrows the missing units from siblings
- * (each sibling asked once, in ring order) and gives-and-holds them at this sub-shard in one atomic step.
+ * Holds `req` on shard `name`. On a hot sub-shard that is short, asks its siblings (each once, in ring order) to
+ * send the missing units; each send lands here and tries the hold in the same atomic step as the arrival.
  * Items held on a sub-shard carry `shard`, so later steps of the reservation find them.
  */
 export async function holdOnShard(env: Env, name: string, req: HoldRequest): Promise<HoldResult> {
@@ -59,39 +52,31 @@ export async function holdOnShard(env: Env, name: string, req: HoldRequest): Pro
   const k = hot.get(sub.sku);
   if (!k) return first;
   let need = first.shortfalls.reduce((n, s) => n + Math.max(0, s.requested - s.available), 0);
-  const transfers: { id: string; items: EscrowItem[] }[] = [];
+  // A line that names its location can only use units at that location: borrow those.
+  const named = [...new Set(first.shortfalls.map((s) => s.location))];
+  const location = named.length === 1 ? named[0] : undefined;
+  let borrowed = false;
   for (let step = 1; step < k && need > 0; step++) {
     const j = (sub.index + step) % k;
-    const id = `borrow:${req.reservationId}:${sub.index}:${j}`;
-    const taken = await stockStub(env, hotSubShardName(sub.sku, j)).escrowTake(sub.sku, id, need, "sub", req.actor);
-    const got = taken.items.reduce((n, i) => n + i.quantity, 0);
-    if (got > 0) transfers.push({ id, items: taken.items });
+    const sent = await stockStub(env, hotSubShardName(sub.sku, j)).escrowSend({
+      sku: sub.sku,
+      transferId: `borrow:${req.reservationId}:${sub.index}:${j}`,
+      target: name,
+      targetRole: "sub",
+      max: need,
+      ...(location ? { location } : {}),
+      role: "sub",
+      actor: req.actor,
+      hold: req,
+    });
+    const got = sent.items.reduce((n, i) => n + i.quantity, 0);
+    if (got > 0) borrowed = true;
+    if (sent.hold?.ok) return tag(sent.hold);
     need -= got;
   }
-  if (!transfers.length) return first;
-  // Whatever was borrowed lands here even if the hold still falls short: units move, they are never lost.
-  const res = await stockStub(env, name).escrowGive(sub.sku, transfers, "sub", req.actor, need <= 0 ? req : undefined);
-  if (need > 0) {
-    const after = await stockStub(env, name).hold(req);
-    return tag(after);
-  }
-  return tag(res);
-}
-
-function split(items: EscrowItem[], k: number): EscrowItem[][] {
-  const parts: EscrowItem[][] = Array.from({ length: k }, () => []);
-  // The remainders of successive locations go to successive sub-shards, so quotas differ by one unit at most.
-  let offset = 0;
-  for (const it of items) {
-    const base = Math.floor(it.quantity / k);
-    const extra = it.quantity % k;
-    for (let i = 0; i < k; i++) {
-      const q = base + ((i - offset + k) % k < extra ? 1 : 0);
-      if (q > 0) parts[i]!.push({ location: it.location, quantity: q });
-    }
-    offset = (offset + extra) % k;
-  }
-  return parts;
+  if (!borrowed) return first;
+  // The borrowed units landed here even if the hold still fell short (or a send is still in transit).
+  return tag(await stockStub(env, name).hold(req));
 }
 
 async function readRow(env: Env, sku: string): Promise<HotRow | null> {
@@ -109,7 +94,7 @@ export type HotStatus = {
   /** Units taken from one object whose arrival at the other is not (yet) recorded: 0 unless a transfer crashed mid-way. */
   in_transit: number;
 };
-type ShardTotals = { shard: string; on_hand: number; reserved: number; available: number; committed: number; escrow_out: number; escrow_in: number };
+type ShardTotals = { shard: string; on_hand: number; reserved: number; available: number; committed: number; escrow_out: number; escrow_in: number; pending: number };
 
 export async function hotStatus(env: Env, sku: string): Promise<HotStatus> {
   const row = await readRow(env, sku);
@@ -155,12 +140,11 @@ export async function markHot(env: Env, sku: string, k: number, actor: string): 
     row = (await readRow(env, sku))!;
     if (row.state !== "marking" || row.sub_shards !== k) return markHot(env, sku, k, actor);
   }
-  const taken = await stockStub(env, shardNameForSku(env, sku)).escrowTake(sku, row.transfer_id, null, "home", actor);
-  const parts = split(taken.items, row.sub_shards);
-  // Every sub-shard is registered (even with an empty quota) before any reservation can be routed to it.
-  await Promise.all(
-    parts.map((items, i) => stockStub(env, hotSubShardName(sku, i)).escrowGive(sku, [{ id: `${row!.transfer_id}:${i}`, items }], "sub", actor)),
-  );
+  // The home shard takes the free stock and sends the K quotas itself; every sub-shard is registered (even with
+  // an empty quota) before any reservation can be routed to it. A send that did not arrive is retried here.
+  const split = await stockStub(env, shardNameForSku(env, sku)).hotSplit(sku, row.transfer_id, row.sub_shards, actor);
+  if (!split.ok) throw ApiError.notFound(`SKU ${sku} does not exist.`);
+  if (split.pending) throw ApiError.unavailable(`A sub-shard of ${sku} did not answer; retry the mark to finish the split.`);
   await env.DB.prepare("UPDATE hot_skus SET state = 'hot', updated_at = ?, version = version + 1 WHERE sku = ? AND state = 'marking'").bind(Date.now(), sku).run();
   forgetCache();
   return hotStatus(env, sku);
@@ -177,16 +161,9 @@ export async function unmarkHot(env: Env, sku: string, actor: string): Promise<H
   if (row.state === "marking") throw ApiError.conflict(`SKU ${sku} is still being marked hot; retry the mark first.`);
   await env.DB.prepare("UPDATE hot_skus SET state = 'folding', updated_at = ?, version = version + 1 WHERE sku = ?").bind(Date.now(), sku).run();
   forgetCache();
-  const home = stockStub(env, shardNameForSku(env, sku));
-  await Promise.all(
-    Array.from({ length: row.sub_shards }, async (_, i) => {
-      const id = `fold:${row.transfer_id}:${row.generation}:${i}`;
-      const taken = await stockStub(env, hotSubShardName(sku, i)).escrowTake(sku, id, null, "sub", actor);
-      await home.escrowGive(sku, [{ id, items: merge(taken.items) }], "home", actor);
-    }),
-  );
+  const fold = await stockStub(env, shardNameForSku(env, sku)).hotFold(sku, row.generation, actor);
   const status = await hotStatus(env, sku);
-  if (status.sub_shard_totals.every((t) => t.on_hand === 0 && t.reserved === 0)) {
+  if (fold.done) {
     await env.DB.prepare("DELETE FROM hot_skus WHERE sku = ? AND state = 'folding'").bind(sku).run();
     return { ...status, state: null, hot: false };
   }

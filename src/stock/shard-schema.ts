@@ -76,6 +76,58 @@ CREATE TABLE IF NOT EXISTS reservations (
   committed_at INTEGER,
   released_at INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot_home (
+  sku TEXT PRIMARY KEY,
+  sub_shards INTEGER NOT NULL,
+  max_sub_shards INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot_parts (
+  sku TEXT NOT NULL,
+  shard TEXT NOT NULL,
+  location TEXT NOT NULL,
+  on_hand INTEGER NOT NULL,
+  reserved INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  PRIMARY KEY (sku, shard, location)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS escrow_sends (
+  transfer_id TEXT PRIMARY KEY,
+  sku TEXT NOT NULL,
+  target TEXT NOT NULL,
+  target_role TEXT NOT NULL,
+  items TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  settled_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS escrow_sends_pending_idx ON escrow_sends (state, created_at);
+CREATE TABLE IF NOT EXISTS escrow_sub (
+  sku TEXT PRIMARY KEY,
+  shard TEXT NOT NULL,
+  home TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot_frozen (
+  sku TEXT NOT NULL,
+  location TEXT NOT NULL,
+  PRIMARY KEY (sku, location)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS escrow_frozen (
+  sku TEXT NOT NULL,
+  location TEXT NOT NULL,
+  PRIMARY KEY (sku, location)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reservation_sagas (
+  id TEXT PRIMARY KEY,
+  attempt INTEGER NOT NULL,
+  commit_started_at INTEGER,
+  commit_attempts INTEGER NOT NULL DEFAULT 0,
+  next_reconcile_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reservation_sagas_reconcile_idx ON reservation_sagas (next_reconcile_at);
 CREATE TABLE IF NOT EXISTS counters (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL

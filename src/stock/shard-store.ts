@@ -15,9 +15,9 @@ import type {
 } from "./types";
 
 /** A stock row as stored: the RPC shape less what is derived on read. */
-type RawStock = Omit<StockRow, "available" | "seq">;
+export type RawStock = Omit<StockRow, "available" | "seq">;
 type RawHold = { reservation_id: string; sku: string; location: string; quantity: number; expires_at: number; state: string };
-type Meta = { reason?: string | null; reservation_id?: string | null; actor?: string | null; event_id?: string | null };
+export type Meta = { reason?: string | null; reservation_id?: string | null; actor?: string | null; event_id?: string | null };
 
 export type Baseline = { sku: string; location: string; on_hand: number; safety_stock: number; low_stock: number };
 
@@ -71,15 +71,108 @@ export class StockStore {
     }
   }
 
+  /**
+   * The rows every reader sees. For a SKU split over escrow sub-shards (this object is its home), each location
+   * sums this object's counts, every sub-shard's last known counts (`hot_parts`) and the units this object has
+   * sent but not yet seen arrive: the physical count of the (SKU, location), whichever object holds it.
+   */
   rows(skus: string[]): StockRow[] {
-    const out: StockRow[] = [];
-    for (const sku of skus) {
-      const seq = this.seqOf(sku);
-      for (const r of this.sql.exec<RawStock>("SELECT * FROM stock WHERE sku = ? ORDER BY location", sku).toArray()) {
-        out.push(this.toRow(r, seq));
+    return skus.flatMap((sku) => this.totalsOf(sku));
+  }
+
+  /** This object's own rows, never summed: what a sub-shard reports to its home. */
+  localRows(sku: string): { location: string; on_hand: number; reserved: number }[] {
+    const rows = this.sql.exec<RawStock>("SELECT * FROM stock WHERE sku = ? ORDER BY location", sku).toArray();
+    const pending = this.pendingOut(sku);
+    const by = new Map(rows.map((r) => [r.location, { location: r.location, on_hand: r.on_hand, reserved: r.reserved }]));
+    for (const [loc, q] of pending) {
+      const r = by.get(loc) ?? { location: loc, on_hand: 0, reserved: 0 };
+      r.on_hand += q;
+      by.set(loc, r);
+    }
+    return [...by.values()];
+  }
+
+  /** `home` while this object's SKU is split over sub-shards (state hot, marking or folding), else undefined. */
+  hotState(sku: string): { sub_shards: number; max_sub_shards: number; state: string } | undefined {
+    return this.sql
+      .exec<{ sub_shards: number; max_sub_shards: number; state: string }>("SELECT sub_shards, max_sub_shards, state FROM hot_home WHERE sku = ?", sku)
+      .toArray()[0];
+  }
+
+  isSplit(sku: string): boolean {
+    const h = this.hotState(sku);
+    return h !== undefined && h.state !== "cold";
+  }
+
+  isSub(sku: string): boolean {
+    return this.sql.exec("SELECT 1 FROM escrow_role WHERE sku = ? AND role = 'sub'", sku).toArray().length > 0;
+  }
+
+  /** Asks the alarm to report this sub-shard's counts of `sku` to its home (coalesced into one pending row). */
+  queueReport(sku: string, now: number): void {
+    this.sql.exec(
+      "INSERT OR IGNORE INTO outbox (dedupe_key, body, attempts, next_attempt_at, created_at) VALUES (?, ?, 0, ?, ?)",
+      `report:${sku}`, JSON.stringify({ type: "escrow.report", sku }), now, now,
+    );
+  }
+
+  /** A movement of `sku` at `location` by the caller (admin writes on a split SKU), through the single write path. */
+  applyMovement(sku: string, location: string, dOnHand: number, kind: LedgerKind, meta: Meta, now: number): StockRow {
+    this.ensureRow(sku, location, now);
+    return this.apply(sku, location, dOnHand, 0, kind, meta, now);
+  }
+
+  private totalsOf(sku: string): StockRow[] {
+    const seq = this.seqOf(sku);
+    const own = this.sql.exec<RawStock>("SELECT * FROM stock WHERE sku = ? ORDER BY location", sku).toArray();
+    if (!this.isSplit(sku)) return own.map((r) => this.toRow(r, seq));
+    const by = new Map<string, RawStock>(own.map((r) => [r.location, { ...r }]));
+    const add = (loc: string, onHand: number, reserved: number) => {
+      let r = by.get(loc);
+      if (!r) {
+        r = { sku, location: loc, on_hand: 0, reserved: 0, safety_stock: 0, low_stock: 5, backorder_limit: null };
+        by.set(loc, r);
       }
+      r.on_hand += onHand;
+      r.reserved += reserved;
+    };
+    for (const [loc, q] of this.pendingOut(sku)) add(loc, q, 0);
+    for (const p of this.sql.exec<{ location: string; on_hand: number; reserved: number }>("SELECT location, on_hand, reserved FROM hot_parts WHERE sku = ?", sku)) {
+      add(p.location, p.on_hand, p.reserved);
+    }
+    return [...by.values()].sort((a, b) => a.location.localeCompare(b.location)).map((r) => this.toRow(r, seq));
+  }
+
+  /** Units this object sent (or debited) that the receiver has not acknowledged yet, per location. */
+  private pendingOut(sku: string): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const s of this.sql.exec<{ items: string }>("SELECT items FROM escrow_sends WHERE sku = ? AND state = 'pending'", sku)) {
+      for (const it of JSON.parse(s.items) as { location: string; quantity: number }[]) out.set(it.location, (out.get(it.location) ?? 0) + it.quantity);
     }
     return out;
+  }
+
+  /** Stores the counts a sub-shard reported (newer seq only); returns whether anything was stored. */
+  upsertPart(sku: string, shard: string, rows: { location: string; on_hand: number; reserved: number }[], seq: number): boolean {
+    const cur = this.sql.exec<{ seq: number }>("SELECT MAX(seq) AS seq FROM hot_parts WHERE sku = ? AND shard = ?", sku, shard).one().seq;
+    if (cur !== null && cur >= seq) return false;
+    this.sql.exec("DELETE FROM hot_parts WHERE sku = ? AND shard = ?", sku, shard);
+    for (const r of rows) {
+      this.sql.exec("INSERT INTO hot_parts (sku, shard, location, on_hand, reserved, seq) VALUES (?, ?, ?, ?, ?, ?)", sku, shard, r.location, r.on_hand, r.reserved, seq);
+    }
+    return true;
+  }
+
+  /** Queues the summed snapshot of every location of `sku` (after sub-shard counts changed). */
+  publishAll(sku: string, now: number): void {
+    const { seq } = this.sql.exec<{ seq: number }>("UPDATE skus SET seq = seq + 1 WHERE sku = ? RETURNING seq", sku).one();
+    for (const r of this.totalsOf(sku)) this.enqueueSnapshot({ ...r, seq }, now);
+  }
+
+  /** Bumps the per-SKU seq without a movement (a transfer settled), so reports and snapshots stay ordered. */
+  bumpSeq(sku: string): void {
+    this.sql.exec("UPDATE skus SET seq = seq + 1 WHERE sku = ?", sku);
   }
 
   /** Places all lines or none. Lines on one SKU are summed first, so a cart cannot oversell against itself. */
@@ -111,7 +204,13 @@ export class StockStore {
     const stockOf = (sku: string) => {
       let rows = stockBySku.get(sku);
       if (!rows) {
-        rows = this.sql.exec<RawStock>("SELECT * FROM stock WHERE sku = ?", sku).toArray();
+        // A location frozen by the home shard (its count is below what is held overall) sells nothing here
+        // until the home has recovered the shortfall: units freed here go home first.
+        const frozen = new Set(this.sql.exec<{ location: string }>("SELECT location FROM escrow_frozen WHERE sku = ?", sku).toArray().map((f) => f.location));
+        rows = this.sql
+          .exec<RawStock>("SELECT * FROM stock WHERE sku = ?", sku)
+          .toArray()
+          .map((r) => (frozen.has(r.location) ? { ...r, on_hand: Math.min(r.on_hand, r.reserved + r.safety_stock) } : r));
         stockBySku.set(sku, rows);
       }
       return rows;
@@ -233,7 +332,8 @@ export class StockStore {
     return r.t;
   }
 
-  set(req: { sku: string; location: string; on_hand: number; safety_stock?: number; low_stock?: number; backorder_limit?: number | null; actor: string }, now: number): StockRow {
+  /** Applies safety stock, low-stock threshold and backorder limit of a set; the count is moved by the caller. */
+  setLimits(req: { sku: string; location: string; safety_stock?: number; low_stock?: number; backorder_limit?: number | null }, now: number): RawStock {
     this.ensureRow(req.sku, req.location, now);
     const cur = this.raw(req.sku, req.location)!;
     this.sql.exec(
@@ -244,24 +344,90 @@ export class StockStore {
       req.sku,
       req.location,
     );
-    return this.apply(req.sku, req.location, req.on_hand - cur.on_hand, 0, "set", { reason: "set", actor: req.actor }, now);
+    return this.raw(req.sku, req.location)!;
   }
 
+  /** A recount of an ordinary SKU: on_hand becomes the physical count; holds stay, a shortfall is reported. */
+  set(req: { sku: string; location: string; on_hand: number; safety_stock?: number; low_stock?: number; backorder_limit?: number | null; actor: string }, now: number): { row: StockRow; oversold: number } {
+    const cur = this.setLimits(req, now);
+    this.apply(req.sku, req.location, req.on_hand - cur.on_hand, 0, "set", { reason: "set", actor: req.actor }, now);
+    const oversold = this.reportOversold(req.sku, req.location, "set", { actor: req.actor }, now);
+    return { row: this.rowAt(req.sku, req.location), oversold };
+  }
+
+  /** The stored outcome of an applied adjustment, as a `duplicate` answer; undefined if never applied. */
+  seenAdjustment(eventId: string): AdjustmentOutcome | undefined {
+    const seen = this.sql.exec<{ outcome: string }>("SELECT outcome FROM adjustments WHERE event_id = ?", eventId).toArray()[0];
+    return seen ? { ...(JSON.parse(seen.outcome) as AdjustmentOutcome), status: "duplicate" } : undefined;
+  }
+
+  rememberAdjustment(outcome: AdjustmentOutcome, now: number): void {
+    this.sql.exec("INSERT OR IGNORE INTO adjustments (event_id, outcome, applied_at) VALUES (?, ?, ?)", outcome.event_id, JSON.stringify(outcome), now);
+  }
+
+  /**
+   * A warehouse movement on an ordinary SKU. Only applied outcomes are remembered under the event id: a
+   * rejection leaves the id free, so the feed's retry applies once its cause is gone. Taking on_hand below what
+   * is held is applied (holds are promises) and reported as oversold.
+   */
   adjust(line: AdjustmentLine, actor: string, now: number): AdjustmentOutcome {
-    const seen = this.sql.exec<{ outcome: string }>("SELECT outcome FROM adjustments WHERE event_id = ?", line.event_id).toArray()[0];
-    if (seen) return { ...(JSON.parse(seen.outcome) as AdjustmentOutcome), status: "duplicate" };
+    const seen = this.seenAdjustment(line.event_id);
+    if (seen) return seen;
     this.ensureRow(line.sku, line.location, now);
     const cur = this.raw(line.sku, line.location)!;
-    let outcome: AdjustmentOutcome;
     if (cur.on_hand + line.delta < 0) {
-      outcome = { event_id: line.event_id, sku: line.sku, location: line.location, status: "rejected", detail: `on_hand would go below zero (is ${cur.on_hand})`, on_hand: cur.on_hand };
-    } else {
-      const row = this.apply(line.sku, line.location, line.delta, 0, "adjust", { reason: line.reason, actor, event_id: line.event_id }, now);
-      outcome = { event_id: line.event_id, sku: line.sku, location: line.location, status: "applied", on_hand: row.on_hand };
+      return { event_id: line.event_id, sku: line.sku, location: line.location, status: "rejected", detail: `on_hand would go below zero (is ${cur.on_hand})`, on_hand: cur.on_hand };
     }
-    // Rejections are remembered too: a feed retrying the same event gets the same answer.
-    this.sql.exec("INSERT INTO adjustments (event_id, outcome, applied_at) VALUES (?, ?, ?)", line.event_id, JSON.stringify(outcome), now);
+    const meta = { reason: line.reason, actor, event_id: line.event_id };
+    const row = this.apply(line.sku, line.location, line.delta, 0, "adjust", meta, now);
+    const oversold = this.reportOversold(line.sku, line.location, "adjust", meta, now);
+    const outcome: AdjustmentOutcome = { event_id: line.event_id, sku: line.sku, location: line.location, status: "applied", on_hand: row.on_hand, ...(oversold ? { oversold } : {}) };
+    this.rememberAdjustment(outcome, now);
     return outcome;
+  }
+
+  /**
+   * A unit movement between objects of one SKU (escrow transfer, recall, recount debit), applied once per
+   * `eventId`. No checks: the giving side took only free units, and a debit is a physical fact.
+   */
+  move(sku: string, location: string, delta: number, reason: string, eventId: string, actor: string, now: number): boolean {
+    if (this.sql.exec("SELECT 1 FROM adjustments WHERE event_id = ?", eventId).toArray().length) return false;
+    this.ensureRow(sku, location, now);
+    this.apply(sku, location, delta, 0, "adjust", { reason, actor, event_id: eventId }, now);
+    this.sql.exec("INSERT INTO adjustments (event_id, outcome, applied_at) VALUES (?, ?, ?)", eventId, JSON.stringify({ moved: delta }), now);
+    return true;
+  }
+
+  /** The summed row of one (SKU, location), as every reader sees it. */
+  rowAt(sku: string, location: string): StockRow {
+    return this.totalsOf(sku).find((r) => r.location === location) ?? this.toRow(this.raw(sku, location)!, this.seqOf(sku));
+  }
+
+  /**
+   * Held units beyond the physical count of (SKU, location), summed over every object: when positive, it is
+   * written to the ledger (kind `oversold`, zero deltas) and queued as a `stock.oversold` event. Returns N.
+   */
+  reportOversold(sku: string, location: string, cause: string, meta: Meta, now: number): number {
+    const row = this.rowAt(sku, location);
+    const units = Math.max(0, row.reserved - row.on_hand);
+    if (units === 0) return 0;
+    const { seq } = this.sql.exec<{ seq: number }>("UPDATE skus SET seq = seq + 1 WHERE sku = ? RETURNING seq", sku).one();
+    const own = this.raw(sku, location)!;
+    this.sql.exec(
+      `INSERT INTO ledger (sku, location, seq, kind, delta_on_hand, delta_reserved, on_hand_after, reserved_after, reason, reservation_id, actor, event_id, at)
+       VALUES (?, ?, ?, 'oversold', 0, 0, ?, ?, ?, NULL, ?, ?, ?)`,
+      sku, location, seq, own.on_hand, own.reserved, `oversold by ${units} (${cause})`, meta.actor ?? null, meta.event_id ?? null, now,
+    );
+    const body = { type: "stock.oversold", sku, location, units, on_hand: row.on_hand, reserved: row.reserved, cause, event_id: meta.event_id ?? null, seq, occurred_at: now };
+    this.sql.exec(
+      "INSERT OR IGNORE INTO outbox (dedupe_key, body, attempts, next_attempt_at, created_at) VALUES (?, ?, 0, ?, ?)",
+      `oversold:${sku}\u0000${location}\u0000${seq}`, JSON.stringify(body), now, now,
+    );
+    return units;
+  }
+
+  raw(sku: string, location: string): RawStock | undefined {
+    return this.sql.exec<RawStock>("SELECT * FROM stock WHERE sku = ? AND location = ?", sku, location).toArray()[0];
   }
 
   ledger(sku: string, after: number, limit: number): LedgerEntry[] {
@@ -304,15 +470,11 @@ export class StockStore {
     );
   }
 
-  private ensureRow(sku: string, location: string, now: number) {
+  ensureRow(sku: string, location: string, now: number) {
     this.sql.exec("INSERT OR IGNORE INTO stock (sku, location, updated_at) VALUES (?, ?, ?)", sku, location, now);
   }
 
-  private raw(sku: string, location: string): RawStock | undefined {
-    return this.sql.exec<RawStock>("SELECT * FROM stock WHERE sku = ? AND location = ?", sku, location).toArray()[0];
-  }
-
-  private seqOf(sku: string): number {
+  seqOf(sku: string): number {
     return this.sql.exec<{ seq: number }>("SELECT seq FROM skus WHERE sku = ?", sku).toArray()[0]?.seq ?? 0;
   }
 
@@ -336,15 +498,24 @@ export class StockStore {
       meta.reason ?? null, meta.reservation_id ?? null, meta.actor ?? null, meta.event_id ?? null, now,
     );
     const row = this.toRow(r, seq);
-    // A hot SKU's escrow sub-shard holds only a slice of its stock: publishing that slice would overwrite the
-    // projection with a partial count, so sub-shards stay silent (see src/stock/escrow-store.ts).
-    if (this.sql.exec("SELECT 1 FROM escrow_role WHERE sku = ? AND role = 'sub'", sku).toArray().length) return row;
-    // Events are snapshots and consumers keep only the newest seq, so one pending event per (sku, location)
-    // is enough. REPLACE gives the row a new id, so a flush already in flight never deletes the newer one.
+    if (this.isSub(sku)) {
+      // A sub-shard holds a slice of the SKU: it reports its counts to the home shard (coalesced, sent by the
+      // alarm), and the home publishes the sum. Publishing the slice would overwrite the projection.
+      this.queueReport(sku, now);
+      return row;
+    }
+    this.enqueueSnapshot(this.isSplit(sku) ? { ...(this.totalsOf(sku).find((t) => t.location === location) ?? row), seq } : row, now);
+    return row;
+  }
+
+  /**
+   * Events are snapshots and consumers keep only the newest seq, so one pending event per (sku, location) is
+   * enough. REPLACE gives the row a new id, so a flush already in flight never deletes the newer one.
+   */
+  private enqueueSnapshot(row: StockRow, now: number): void {
     this.sql.exec(
       "INSERT OR REPLACE INTO outbox (dedupe_key, body, attempts, next_attempt_at, created_at) VALUES (?, ?, 0, ?, ?)",
-      `stock:${sku}\u0000${location}`, JSON.stringify(stockChangedEvent(row, now)), now, now,
+      `stock:${row.sku}\u0000${row.location}`, JSON.stringify(stockChangedEvent(row, now)), now, now,
     );
-    return row;
   }
 }

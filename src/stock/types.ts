@@ -47,7 +47,8 @@ export type SetStockRequest = {
   backorder_limit?: number | null;
   actor: string;
 };
-export type SetStockResult = { ok: true; row: StockRow } | UnknownSkus;
+/** `oversold`: units held beyond the new physical count (0 when none); holds are promises and stay. */
+export type SetStockResult = { ok: true; row: StockRow; oversold: number } | UnknownSkus;
 
 export type AdjustmentLine = { sku: string; location: string; delta: number; reason: string; event_id: string };
 export type AdjustmentOutcome = {
@@ -57,9 +58,11 @@ export type AdjustmentOutcome = {
   status: "applied" | "duplicate" | "rejected";
   detail?: string;
   on_hand?: number;
+  /** Units held beyond the physical count after this movement, when there are any. */
+  oversold?: number;
 };
 
-export type LedgerKind = "baseline" | "set" | "adjust" | "reserve" | "release" | "expire" | "commit";
+export type LedgerKind = "baseline" | "set" | "adjust" | "reserve" | "release" | "expire" | "commit" | "oversold";
 export type LedgerEntry = {
   id: number;
   sku: string;
