@@ -6,7 +6,8 @@ import { handleScheduled } from "../src/cron";
 import { readProductDoc } from "../src/catalog/projection-store";
 import { productKey, type ProductDocument } from "../src/catalog/document";
 import { productCacheUrls } from "../src/catalog/cache-keys";
-import { retryDelaySeconds } from "../src/events/consumer";
+import { retryDelaySeconds } from "../src/events/retry";
+import { dispatch, dispatchTable, type EventHandler } from "../src/events/dispatch";
 import { CloudflareTagPurger, LocalCachePurger, purgerFor } from "../src/events/purger";
 import { admin, BASE, call, expectProblem, json, uid } from "./helpers/http";
 import { seedCategories } from "./helpers/catalog-fixtures";
@@ -282,6 +283,37 @@ describe("propagation through the EVENTS queue", () => {
     expect(result.retryMessages.map((m: { msgId: string }) => m.msgId)).toEqual([`r-${id}-1`, `r-${id}-3`]);
     expect(spies.map((s) => s.mock.calls[0]?.[0])).toEqual([{ delaySeconds: 1 }, { delaySeconds: 4 }]);
     expect([1, 2, 3, 4, 5, 12].map((a) => retryDelaySeconds(a, { QUEUE_RETRY_BASE_SECONDS: "1" }))).toEqual([1, 2, 4, 8, 16, 600]);
+  });
+
+  it("the dispatch table hands each handler only its types, acks unclaimed and malformed messages, and refuses a type claimed twice", async () => {
+    const seen: Record<string, string[]> = { a: [], b: [] };
+    const handler = (name: "a" | "b", types: string[]): EventHandler => ({
+      name,
+      types,
+      consume: async (batch) => {
+        for (const m of batch.messages) {
+          seen[name]!.push(m.id);
+          m.ack();
+        }
+      },
+    });
+    const table = dispatchTable([handler("a", ["t.one", "t.two"]), handler("b", ["t.three"])]);
+    const bodies = [{ type: "t.one" }, { type: "t.three" }, { type: "t.two" }, { type: "nobody.owns" }, "not an object", null];
+    const batch = createMessageBatch("edgeshelf-events", bodies.map((body, i) => ({ id: `d-${i}`, timestamp: new Date(), attempts: 1, body })));
+    const ctx = createExecutionContext();
+    await dispatch(batch, env, table);
+    const result = await getQueueResult(batch, ctx);
+    expect(seen).toEqual({ a: ["d-0", "d-2"], b: ["d-1"] });
+    expect([...result.explicitAcks].sort()).toEqual(["d-0", "d-1", "d-2", "d-3", "d-4", "d-5"]);
+    expect(() => dispatchTable([handler("a", ["t.one"]), handler("b", ["t.one"])])).toThrow(/claimed by both a and b/);
+
+    // The real table: a product.changed without an id is the catalog's, can never succeed, and is acked, not retried.
+    const malformed = createMessageBatch("edgeshelf-events", [{ id: "m-1", timestamp: new Date(), attempts: 1, body: { type: "product.changed", version: 1 } }]);
+    const ctx2 = createExecutionContext();
+    await handleQueue(malformed, env, ctx2);
+    const r2 = await getQueueResult(malformed, ctx2);
+    expect(r2.explicitAcks).toEqual(["m-1"]);
+    expect(r2.retryMessages).toEqual([]);
   });
 
   it("a message that keeps failing ends in the dead-letter queue, is listed, and replays once fixed", async () => {

@@ -8,6 +8,7 @@
  * `changes()` for the optimistic-concurrency guard, `json_each` to bind whole row sets as one parameter
  * (D1 allows 100 bound parameters per statement), and `RETURNING` for the outbox id.
  */
+import { occGuard } from "../db/guards";
 import { retargetStatements } from "../promotions/targets";
 import { minPrices, type ProductInput } from "./product-input";
 
@@ -21,26 +22,6 @@ export type PreparedWrite = {
   outboxIndex: number;
   event: ProductChanged;
 };
-
-/** Message of the constraint error the OCC guard raises; see `occGuard`. */
-const GUARD_ERROR = "NOT NULL constraint failed: meta.value";
-
-/**
- * Aborts the batch when the statement just before it changed no row (the conditional UPDATE lost the race).
- * SQLite has no RAISE outside triggers, so the guard inserts a NULL into a NOT NULL column only in that
- * case: the constraint error rolls the whole batch back. `changes()` ignores rows touched by triggers.
- */
-export function occGuard(db: D1Database): D1PreparedStatement {
-  return db.prepare("INSERT INTO meta (key, value) SELECT 'occ-guard', NULL WHERE changes() = 0");
-}
-
-export function isOccGuardError(err: unknown): boolean {
-  return String((err as Error)?.message ?? err).includes(GUARD_ERROR);
-}
-
-export function isUniqueError(err: unknown, column: string): boolean {
-  return String((err as Error)?.message ?? err).includes(`UNIQUE constraint failed: ${column}`);
-}
 
 const NEXT_CHANGE_SEQ = "(SELECT coalesce(max(change_seq), 0) + 1 FROM products)";
 

@@ -4,8 +4,8 @@
  * idempotent and version-checked: the document is always rebuilt from D1 (the newest state, whatever the
  * event's version), KV refuses an older version, and the availability upsert refuses an older seq.
  *
- * Each message is acked or retried on its own, with exponential backoff; after `max_retries` the queue moves
- * it to the dead-letter queue (see dead-letters.ts).
+ * Each message is acked or retried on its own (retry.ts). Other domains that must react to a refreshed
+ * product (recommendations) subscribe through `catalogEventHandler`'s listeners instead of being called from here.
  */
 import { z } from "zod";
 import { inArray } from "drizzle-orm";
@@ -19,37 +19,36 @@ import { purgerFor, type Purger } from "./purger";
 import { recordLagSamples } from "./metrics";
 import { now as clockNow } from "../lib/clock";
 import { reconcileProductPrices } from "../promotions/price-refresh";
-import { afterProductRefresh, isRecommendationMessage } from "../recommendations/events";
 import { availabilityFlipStatement } from "../feeds/change-seq";
+import type { ConsumerDeps, EventHandler, HandlerBatch } from "./dispatch";
+import { retryLater } from "./retry";
 
 const KnownEvent = z.discriminatedUnion("type", [ProductChangedEvent, CategoryChangedEvent, StockChangedEvent, StockOversoldEvent]);
 type KnownEvent = z.infer<typeof KnownEvent>;
 
-export type ConsumerDeps = { purger?: Purger; now?: () => number };
+/** Called after product `id` was rebuilt and purged; a throw retries the product's messages. */
+export type ProductRefreshListener = (env: Env, purger: Purger, id: string, change: { catalogChange: boolean; now: number }) => Promise<void>;
 
-/** Delay before the n-th redelivery (n = attempts so far): base, 2·base, 4·base… capped at 10 minutes. */
-export function retryDelaySeconds(attempts: number, env: Pick<Env, "QUEUE_RETRY_BASE_SECONDS">): number {
-  const base = Number(env.QUEUE_RETRY_BASE_SECONDS ?? "1");
-  const safeBase = Number.isFinite(base) && base >= 0 ? base : 1;
-  return Math.min(Math.round(safeBase * 2 ** Math.max(0, attempts - 1)), 600);
+/** The catalog's entry in the dispatch table: product, category and stock changes. */
+export function catalogEventHandler(afterProductRefresh: readonly ProductRefreshListener[] = []): EventHandler {
+  return {
+    name: "catalog",
+    types: KnownEvent.options.map((o) => o.shape.type.value),
+    consume: (batch, env, deps) => consumeEvents(batch, env, deps, afterProductRefresh),
+  };
 }
 
 type Work = { msg: Message<unknown>; event: KnownEvent };
 
-export async function consumeEvents(batch: MessageBatch<unknown>, env: Env, deps: ConsumerDeps = {}): Promise<void> {
+async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, listeners: readonly ProductRefreshListener[]): Promise<void> {
   const now = deps.now ?? Date.now;
-  const retry = (msg: Message<unknown>, err: unknown) => {
-    console.warn(JSON.stringify({ level: "warn", message: "event failed; retrying", id: msg.id, attempts: msg.attempts, error: String(err) }));
-    msg.retry({ delaySeconds: retryDelaySeconds(msg.attempts, env) });
-  };
+  const retry = (msg: Message<unknown>, err: unknown) => retryLater(msg, env, err);
 
   const work: Work[] = [];
   for (const msg of batch.messages) {
-    // Orders and rebuild steps are acked by consumeRecommendationMessages (queue.ts), after this.
-    if (isRecommendationMessage(msg.body)) continue;
     const parsed = KnownEvent.safeParse(msg.body);
     if (!parsed.success) {
-      // Unknown types and malformed bodies can never succeed on retry: ack them, loudly.
+      // A malformed body can never succeed on retry: ack it, loudly.
       console.warn(JSON.stringify({ level: "warn", message: "unhandled event acked", id: msg.id, type: (msg.body as { type?: unknown })?.type ?? null }));
       msg.ack();
       continue;
@@ -123,7 +122,8 @@ export async function consumeEvents(batch: MessageBatch<unknown>, env: Env, deps
         // Catalog writes (admin edits, imports) set min_prices from regular prices: fold promotions back in.
         if (items.some((w) => w.event.type === "product.changed")) await reconcileProductPrices(env.DB, id, clockNow());
         await refreshProduct(env, db, purger, id);
-        await afterProductRefresh(env, purger, id, { catalogChange: items.some((w) => w.event.type === "product.changed"), now: now() });
+        const change = { catalogChange: items.some((w) => w.event.type === "product.changed"), now: now() };
+        for (const listener of listeners) await listener(env, purger, id, change);
         for (const w of items) {
           w.msg.ack();
           acked.push(w);

@@ -4,15 +4,12 @@
  * its targets, the affected products' effective prices, new versions and change_seq, and their outbox rows.
  * A rejected or failed write leaves nothing behind.
  */
-import { occGuard } from "../catalog/product-writes";
+import { occGuard } from "../db/guards";
 import { productChangedOutboxSql } from "../events/outbox";
 import { ApiError } from "../lib/errors";
 import type { DocPromotion, PromotionValue, ValueType } from "./effective-price";
 import { computePriceRows, priceRefreshStatements } from "./price-refresh";
-import { targetCondition } from "./targets";
-
-export const TARGET_TYPES = ["skus", "products", "category", "brand"] as const;
-export type TargetType = (typeof TARGET_TYPES)[number];
+import { targetCondition, type TargetType } from "./targets";
 
 export type PromotionInput = {
   name: string;

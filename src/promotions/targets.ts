@@ -5,7 +5,8 @@
  * therefore re-resolves the targets of the products it touches, in its own batch, with the same conditions
  * the promotion write used (`targetCondition`), so the two can never disagree.
  */
-import type { TargetType } from "./store";
+export const TARGET_TYPES = ["skus", "products", "category", "brand"] as const;
+export type TargetType = (typeof TARGET_TYPES)[number];
 
 /**
  * SQL that is true when the variant `v` of product `p` is covered by a target of `type` whose values (a

@@ -1,11 +1,12 @@
 /**
- * What recommendations take from the EVENTS queue (dispatched from src/events/consumer.ts):
+ * What recommendations take from the EVENTS queue (their entry in the dispatch table, src/events/dispatch.ts):
  * `reservation.committed` (co-purchase and sales counts), `recommendations.rebuild` (the next step of a
- * full rebuild), and, after the consumer refreshed a product, the purge of every cached answer showing it.
+ * full rebuild), and, after the catalog consumer refreshed a product, the purge of every cached answer showing it.
  */
 import { z } from "zod";
-import { retryDelaySeconds } from "../events/consumer";
+import type { ConsumerDeps, EventHandler, HandlerBatch } from "../events/dispatch";
 import type { Purger } from "../events/purger";
+import { retryLater } from "../events/retry";
 import { handleRebuildMessage, REBUILD_MESSAGE } from "./jobs";
 import { countCommittedOrder, markDirty, ReservationCommittedEvent } from "./orders";
 import { ownersShowing, purgeOwners } from "./refs";
@@ -14,15 +15,8 @@ const RebuildMessage = z.object({ type: z.literal(REBUILD_MESSAGE), job_id: z.st
 export const RecommendationMessage = z.discriminatedUnion("type", [ReservationCommittedEvent, RebuildMessage]);
 export type RecommendationMessage = z.infer<typeof RecommendationMessage>;
 
-const TYPES = new Set(["reservation.committed", REBUILD_MESSAGE]);
-
-/** True for the message types this module consumes (the body may still be malformed). */
-export function isRecommendationMessage(body: unknown): boolean {
-  return typeof body === "object" && body !== null && TYPES.has(String((body as { type?: unknown }).type));
-}
-
 /** Handles one message; throws to have it retried. Malformed bodies are acked (logged), never retried. */
-export async function handleRecommendationMessage(env: Env, body: unknown, deps: { purger?: Purger; now?: () => number } = {}): Promise<void> {
+export async function handleRecommendationMessage(env: Env, body: unknown, deps: ConsumerDeps = {}): Promise<void> {
   const parsed = RecommendationMessage.safeParse(body);
   if (!parsed.success) {
     console.warn(JSON.stringify({ level: "warn", message: "malformed recommendation message acked", type: (body as { type?: unknown })?.type ?? null }));
@@ -42,16 +36,20 @@ export async function afterProductRefresh(env: Env, purger: Purger | undefined, 
   await purgeOwners(env, purger, await ownersShowing(env.DB, [id]));
 }
 
-/** The recommendation messages of an EVENTS batch, each acked or retried (with the consumer's backoff) on its own. */
-export async function consumeRecommendationMessages(batch: MessageBatch<unknown>, env: Env, deps: { purger?: Purger; now?: () => number } = {}): Promise<void> {
+/** Recommendation messages, each acked or retried (with the queue's backoff) on its own. */
+export async function consumeRecommendationMessages(batch: HandlerBatch, env: Env, deps: ConsumerDeps = {}): Promise<void> {
   for (const msg of batch.messages) {
-    if (!isRecommendationMessage(msg.body)) continue;
     try {
       await handleRecommendationMessage(env, msg.body, deps);
       msg.ack();
     } catch (err) {
-      console.warn(JSON.stringify({ level: "warn", message: "recommendation message failed; retrying", id: msg.id, attempts: msg.attempts, error: String(err) }));
-      msg.retry({ delaySeconds: retryDelaySeconds(msg.attempts, env) });
+      retryLater(msg, env, err, "recommendation message failed; retrying");
     }
   }
 }
+
+export const recommendationEventHandler: EventHandler = {
+  name: "recommendations",
+  types: RecommendationMessage.options.map((o) => o.shape.type.value),
+  consume: consumeRecommendationMessages,
+};

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../env";
-import { isOccGuardError, isUniqueError } from "../catalog/product-writes";
+import { isOccGuardError, isUniqueError } from "../db/guards";
 import { sendOutboxIds } from "../events/outbox";
 import { requireAdmin } from "../lib/auth";
 import { now as clockNow } from "../lib/clock";
@@ -13,7 +13,6 @@ import {
   getPromotion,
   inputFromRow,
   listPromotions,
-  TARGET_TYPES,
   view,
   writePromotion,
   type PromotionInput,
@@ -21,6 +20,7 @@ import {
   type WriteKind,
 } from "../promotions/store";
 import { armClock, forgetNextBoundary } from "../promotions/switcher";
+import { TARGET_TYPES } from "../promotions/targets";
 import { etag, parseIfMatch, problem } from "./common";
 import { supportedCurrencies } from "../catalog/locale";
 
