@@ -21,6 +21,8 @@ export default defineConfig({
             QUEUE_RETRY_BASE_SECONDS: "0",
             // Merchant feeds' shipping: one rule per currency, so a test can see that only the feed's own applies.
             GOOGLE_SHIPPING: "US::Standard:4.99 USD; DE::Express:9.90 EUR",
+            // Opt-in longer search of the stock model test: STOCK_MODEL_RUNS=200 npx vitest run test/stock-model.test.ts
+            STOCK_MODEL_RUNS: process.env.STOCK_MODEL_RUNS ?? "",
           },
         },
       };

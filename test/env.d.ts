@@ -1,5 +1,7 @@
 declare namespace Cloudflare {
   interface Env {
     TEST_MIGRATIONS: import("cloudflare:test").D1Migration[];
+    /** Opt-in longer search of test/stock-model.test.ts (number of runs). */
+    STOCK_MODEL_RUNS?: string;
   }
 }

@@ -1,0 +1,770 @@
+import { createExecutionContext, env, runDurableObjectAlarm, waitOnExecutionContext } from "cloudflare:test";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildApp } from "../src/app";
+import { setClock } from "../src/lib/clock";
+import { clearSoldOut, SOLD_OUT_TTL_SECONDS } from "../src/stock/flash-gate";
+import { hotSubShardIndex, hotSubShardName, shardNameForSku } from "../src/stock/routing";
+import { addStorefrontKey, seedApiKeys } from "./helpers/api-keys";
+import { seedCategories } from "./helpers/catalog-fixtures";
+import { ADMIN_TOKEN, BASE, uid } from "./helpers/http";
+import { makeSkus } from "./helpers/stock-fixtures";
+import { itemSet, LOCATIONS, mergeItems, StockModel, type Item, type Line, type ModelItem, type ModelReservation, type Region } from "./helpers/stock-model";
+
+/**
+ * Model-based test of stock and reservations: random command sequences (fc.commands) run against the real app
+ * (every route, the Durable Objects, D1) and against the plain reference model in test/helpers/stock-model.ts,
+ * and after every command the two must agree and no unit may be promised twice.
+ *
+ * Time is the injectable clock (src/lib/clock.ts), frozen and moved only by the `advance` command, so deadlines
+ * are hit exactly. Faults are injected through the STOCK binding the app sees, like test/faults.test.ts does:
+ * a shard RPC that throws before it applies, or applies and then loses its answer.
+ *
+ * `STOCK_MODEL_RUNS=200 npx vitest run test/stock-model.test.ts` runs a longer search with a fresh seed (opt-in);
+ * CI runs the bounded default with a fixed seed, so main never turns red at random.
+ */
+
+const LONG_RUNS = Number(env.STOCK_MODEL_RUNS ?? "") || 0;
+const RUNS = LONG_RUNS || 12;
+/** The bounded CI run replays the same histories every time; an opt-in long run draws a fresh seed (printed on failure). */
+const SEED = LONG_RUNS ? undefined : 20261204;
+const MAX_COMMANDS = 20;
+
+/**
+ * Behaviours the model already expects but that are switched on once the protocol fixes land on main
+ * (a switch stays off only while main still fails it).
+ */
+const FIXED = {
+  /** Sets and adjustments on a hot SKU change the physical count, drawing on the sub-shards' quotas. */
+  hotAdminWrites: false,
+  /** Availability and the ledger show one definition of stock for a hot SKU (home + every sub-shard). */
+  hotReaders: false,
+  /** A recount below what is held keeps the holds and reports "oversold by N". */
+  recountBelowHeld: false,
+  /** A rejected adjustment's event_id applies on retry once the cause is gone. */
+  rejectedRetryApplies: false,
+  /** Faults on commit / extend / escrow transfers: the reconciler and the sweeper settle them. */
+  settlingFaults: false,
+};
+
+// --- the system under test -------------------------------------------------------------------------------
+
+type FaultSpec = { method: "hold" | "release" | "commit" | "extend" | "escrowTake" | "escrowGive"; sku: number; when: "before" | "after" };
+type Fault = { method: string; matches: (shard: string) => boolean; when: "before" | "after"; fired?: string };
+
+/** A STOCK namespace that fails the first matching RPC once, before it reaches the object or after it applied. */
+function faultyStock(real: Env["STOCK"], fault: Fault): Env["STOCK"] {
+  return {
+    getByName(name: string) {
+      const stub = real.getByName(name);
+      return new Proxy(stub, {
+        get(target, prop) {
+          if (prop === "then") return undefined;
+          const v = Reflect.get(target, prop) as unknown;
+          if (typeof v !== "function") return v;
+          return (...args: unknown[]) => {
+            // Reflect.apply, not v.apply: on an RPC stub `.apply` is itself a remote property.
+            const call = () => Reflect.apply(v as (...x: unknown[]) => unknown, target, args);
+            if (fault.fired || prop !== fault.method || !fault.matches(name)) return call();
+            fault.fired = name;
+            if (fault.when === "before") return Promise.reject(new Error(`injected: ${String(prop)} on ${name} failed before applying`));
+            return Promise.resolve(call()).then(() => {
+              throw new Error(`injected: ${String(prop)} on ${name} applied, then its answer was lost`);
+            });
+          };
+        },
+      });
+    },
+    idFromName: (n: string) => real.idFromName(n),
+    get: (id: DurableObjectId) => real.get(id),
+  } as unknown as Env["STOCK"];
+}
+
+class Sut {
+  static clients = 0;
+  readonly app = buildApp();
+  /**
+   * One storefront key and one client address per history: rate-limit buckets and hold caps are counted per
+   * client, and they do not refill while the clock is frozen.
+   */
+  readonly ip = `198.18.${(++Sut.clients >> 8) & 255}.${Sut.clients & 255}`;
+  readonly key = `model-storefront-${Sut.clients}-${realNow()}`;
+  constructor(readonly skus: string[]) {}
+
+  async register(): Promise<void> {
+    await addStorefrontKey(env.DB, `key-${this.key}`, this.key);
+  }
+
+  async fetch(path: string, init: RequestInit & { role?: "admin" | "storefront"; fault?: Fault } = {}): Promise<{ status: number; body: any; headers: Headers }> {
+    const headers = new Headers(init.headers);
+    headers.set("authorization", `Bearer ${init.role === "admin" ? ADMIN_TOKEN : this.key}`);
+    headers.set("cf-connecting-ip", this.ip);
+    if (init.body) headers.set("content-type", "application/json");
+    // A fresh namespace object per faulty request: its breakers start closed, so one injected fault never
+    // turns into an open circuit for later commands.
+    const e = init.fault ? ({ ...env, STOCK: faultyStock(env.STOCK, init.fault) } as Env) : env;
+    const ctx = createExecutionContext();
+    const res = await this.app.fetch(new Request(BASE + path, { method: init.method, body: init.body, headers }), e, ctx);
+    await waitOnExecutionContext(ctx);
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };
+  }
+}
+
+// --- time --------------------------------------------------------------------------------------------------
+
+const realNow = Date.now.bind(Date);
+let frozen = 0;
+function freezeClock(t: number) {
+  frozen = t;
+  setClock(() => frozen);
+  // The stock path still reads Date.now() directly in places; the test isolate is the Worker's and the
+  // objects' isolate, so freezing it here freezes it for them too.
+  Date.now = () => frozen;
+}
+
+// --- commands ----------------------------------------------------------------------------------------------
+
+type LineSpec = { sku: number; quantity: number; location?: (typeof LOCATIONS)[number] };
+type Spec =
+  | { t: "reserve"; lines: LineSpec[]; region?: Region; ttl: number; fault?: FaultSpec; want?: 201 | 409 }
+  | { t: "replay"; pick: number; same: boolean }
+  | { t: "commit"; pick: number }
+  | { t: "release"; pick: number; fault?: { item: number; when: "before" | "after" } }
+  | { t: "extend"; pick: number; ttl: number }
+  | { t: "advance"; ms: number }
+  | { t: "set"; sku: number; location: (typeof LOCATIONS)[number]; extra: number }
+  | { t: "adjust"; sku: number; location: (typeof LOCATIONS)[number]; delta: number; retry?: number }
+  | { t: "hot"; sku: number; k: number }
+  | { t: "unhot"; sku: number }
+  | { t: "burst"; sku: number; n: number };
+
+type World = { m: StockModel; s: Sut };
+
+const home = (sku: string) => shardNameForSku(env, sku);
+
+function shardsOf(m: StockModel, sku: string): string[] {
+  const k = m.hot.get(sku)?.k ?? 0;
+  return [home(sku), ...Array.from({ length: k }, (_, i) => hotSubShardName(sku, i))];
+}
+
+const withIds = (m: StockModel) => m.reservations.filter((r) => r.id !== undefined);
+
+async function reserveOnce(w: World, r: ModelReservation, faultSpec?: FaultSpec): Promise<void> {
+  const { m, s } = w;
+  const faultSku = faultSpec ? s.skus[faultSpec.sku % s.skus.length]! : undefined;
+  const fault: Fault | undefined =
+    faultSpec && faultSku
+      ? { method: faultSpec.method, when: faultSpec.when, matches: (n) => n === home(faultSku) || n.startsWith(`stock:hot:${faultSku}:`) }
+      : undefined;
+  const hotNow = new Set(r.lines.filter((l) => m.hotState(l.sku) === "hot").map((l) => l.sku));
+  const cold = r.lines.filter((l) => !hotNow.has(l.sku));
+  const predicted = m.predictHold(cold, r.region);
+  const res = await s.fetch("/v1/reservations", {
+    method: "POST",
+    body: JSON.stringify({ items: r.lines, ttl_seconds: r.ttl }),
+    headers: { "idempotency-key": r.key, ...(r.region ? { "x-shopper-region": r.region } : {}) },
+    fault,
+  });
+  const what = `reserve ${JSON.stringify(r.lines)} region=${r.region ?? "-"} → ${res.status} ${JSON.stringify(res.body)}`;
+
+  if (fault?.fired) {
+    expect(res.status, what).toBe(503);
+    r.outcome = "abandoned";
+    return;
+  }
+  if (res.status === 409 && res.headers.get("x-sold-out") === "edge") {
+    // The colo's short-lived sold-out marker answered; it may only stand for a SKU seen sold out here.
+    const marked = r.lines.filter((l) => l.location === undefined && m.soldOutMarked.has(l.sku));
+    expect(marked.length, what).toBeGreaterThan(0);
+    r.outcome = "failed";
+    return;
+  }
+  if (res.status === 201) {
+    expect(predicted.ok, `${what}: the model has no room for ${JSON.stringify(predicted)}`).toBe(true);
+    const body = res.body as { id: string; expires_at: string; items: Item[] };
+    r.id = body.id;
+    r.expiresAt = Date.parse(body.expires_at);
+    expect(r.expiresAt, what).toBe(m.now + r.ttl * 1000);
+    const coldItems = body.items.filter((i) => !hotNow.has(i.sku));
+    if (predicted.ok) expect(itemSet(coldItems), what).toEqual(itemSet(predicted.items));
+    checkHotItems(m, r.lines, body.items, hotNow, what);
+    r.outcome = "held";
+    r.status = "held";
+    r.items = body.items.map((i): ModelItem => {
+      const k = hotNow.has(i.sku) ? m.hot.get(i.sku)!.k : 0;
+      return { sku: i.sku, location: i.location, quantity: i.quantity, shard: k ? hotSubShardName(i.sku, hotSubShardIndex(body.id, k)) : home(i.sku), state: "held", until: r.expiresAt };
+    });
+    return;
+  }
+  expect(res.status, what).toBe(409);
+  const shortfalls = (res.body as { shortfalls: { sku: string; requested: number; available: number; location?: string }[] }).shortfalls;
+  const coldShort = shortfalls.filter((sf) => !hotNow.has(sf.sku));
+  if (predicted.ok) {
+    // Only a hot SKU's sub-shard may fall short where the model has room: its quota is a slice of the stock.
+    expect(coldShort, what).toEqual([]);
+    expect(shortfalls.length, what).toBeGreaterThan(0);
+  } else {
+    const key = (x: { sku: string; location?: string; requested: number; available: number }) => `${x.sku}@${x.location ?? "*"} ${x.requested}/${x.available}`;
+    expect(coldShort.map(key).sort(), what).toEqual(predicted.shortfalls.map(key).sort());
+  }
+  noteSoldOut(m, res.body);
+  r.outcome = "failed";
+}
+
+/** A refusal that found a SKU empty leaves this colo's sold-out marker for it (src/stock/flash-gate.ts). */
+function noteSoldOut(m: StockModel, problem: { shortfalls?: { sku: string; available: number; location?: string }[] }) {
+  for (const sf of problem.shortfalls ?? []) if (sf.location === undefined && sf.available === 0) m.soldOutMarked.add(sf.sku);
+}
+
+/** A hot SKU's items: every unit asked for, named locations honoured, and never more than the model's room. */
+function checkHotItems(m: StockModel, lines: Line[], items: Item[], hot: Set<string>, what: string) {
+  for (const sku of hot) {
+    const asked = lines.filter((l) => l.sku === sku);
+    const got = items.filter((i) => i.sku === sku);
+    expect(got.reduce((n, i) => n + i.quantity, 0), what).toBe(asked.reduce((n, l) => n + l.quantity, 0));
+    for (const loc of new Set(asked.flatMap((l) => (l.location ? [l.location] : [])))) {
+      const named = asked.filter((l) => l.location === loc).reduce((n, l) => n + l.quantity, 0);
+      expect(got.filter((i) => i.location === loc).reduce((n, i) => n + i.quantity, 0), what).toBeGreaterThanOrEqual(named);
+    }
+    for (const it of mergeItems(got)) {
+      expect(m.available(sku, it.location), `${what}: ${it.quantity} held at ${it.location} beyond the stock`).toBeGreaterThanOrEqual(it.quantity);
+    }
+  }
+}
+
+async function runSpec(w: World, spec: Spec): Promise<ModelReservation | undefined> {
+  const { m, s } = w;
+  const sku = (i: number) => s.skus[i % s.skus.length]!;
+  switch (spec.t) {
+    case "reserve": {
+      const r: ModelReservation = {
+        key: uid("model"),
+        lines: spec.lines.map((l) => ({ sku: sku(l.sku), quantity: l.quantity, ...(l.location ? { location: l.location } : {}) })),
+        region: spec.region,
+        ttl: spec.ttl,
+        outcome: "failed",
+        expiresAt: 0,
+        items: [],
+      };
+      m.reservations.push(r);
+      await reserveOnce(w, r, spec.fault && (FIXED.settlingFaults || spec.fault.method === "hold") ? spec.fault : undefined);
+      // Regression histories pin the answer where the model alone would accept either (a hot SKU's quotas).
+      if (spec.want) expect(r.outcome, `reserve ${JSON.stringify(spec.lines)}`).toBe(spec.want === 201 ? "held" : "failed");
+      return r;
+    }
+    case "replay": {
+      if (!m.reservations.length) return;
+      const r = m.reservations[spec.pick % m.reservations.length]!;
+      if (!spec.same) {
+        const lines = r.lines.map((l, i) => (i === 0 ? { ...l, quantity: l.quantity + 1 } : l));
+        const res = await s.fetch("/v1/reservations", { method: "POST", body: JSON.stringify({ items: lines, ttl_seconds: r.ttl }), headers: { "idempotency-key": r.key } });
+        expect(res.status, `replay with another body: ${JSON.stringify(res.body)}`).toBe(422);
+        return;
+      }
+      if (r.outcome === "abandoned") {
+        await reserveOnce(w, r);
+        return r;
+      }
+      const res = await s.fetch("/v1/reservations", {
+        method: "POST",
+        body: JSON.stringify({ items: r.lines, ttl_seconds: r.ttl }),
+        headers: { "idempotency-key": r.key, ...(r.region ? { "x-shopper-region": r.region } : {}) },
+      });
+      if (r.outcome === "held") {
+        expect(res.status, JSON.stringify(res.body)).toBe(201);
+        expect(res.body.id).toBe(r.id);
+        expect(res.headers.get("idempotent-replayed")).toBe("true");
+        expect(itemSet(res.body.items)).toEqual(itemSet(r.items));
+      } else {
+        expect(res.status, JSON.stringify(res.body)).toBe(409);
+      }
+      return r;
+    }
+    case "commit": {
+      const list = withIds(m);
+      if (!list.length) return;
+      const r = list[spec.pick % list.length]!;
+      const before = m.effective(r);
+      const res = await s.fetch(`/v1/reservations/${r.id}/commit`, { method: "POST", body: "{}" });
+      const what = `commit of a ${before} reservation → ${res.status} ${JSON.stringify(res.body)}`;
+      if (before === "held" || before === "committed") {
+        expect(res.status, what).toBe(200);
+        expect(res.body.status, what).toBe("committed");
+        if (before === "held") {
+          for (const it of r.items) {
+            if (it.state !== "held") continue;
+            it.state = "committed";
+            m.ensureCell(it.sku, it.location).onHand -= it.quantity;
+          }
+          r.status = "committed";
+        }
+      } else {
+        expect(res.status, what).toBe(409);
+      }
+      return r;
+    }
+    case "release": {
+      const list = withIds(m);
+      if (!list.length) return;
+      const r = list[spec.pick % list.length]!;
+      const before = m.effective(r);
+      const target = spec.fault && r.items.length ? r.items[spec.fault.item % r.items.length]!.shard : undefined;
+      const fault: Fault | undefined = target ? { method: "release", when: spec.fault!.when, matches: (n) => n === target } : undefined;
+      const res = await s.fetch(`/v1/reservations/${r.id}`, { method: "DELETE", fault });
+      const what = `release of a ${before} reservation → ${res.status} ${JSON.stringify(res.body)}`;
+      if (before === "committed") {
+        expect(res.status, what).toBe(409);
+        return r;
+      }
+      expect(res.status, what).toBe(200);
+      expect(res.body.status, what).toBe(before === "held" ? "released" : before);
+      if (before === "held") r.status = "released";
+      if (before === "expired") r.status = "expired";
+      // Every release (a repeated one too) is sent to every shard of the reservation. A shard that never got
+      // it keeps the hold until its own deadline, or until the client's retried DELETE reaches it.
+      for (const it of r.items) {
+        if (it.state === "held" && !(fault?.fired === it.shard && fault.when === "before")) it.state = "gone";
+      }
+      return r;
+    }
+    case "extend": {
+      const list = withIds(m);
+      if (!list.length) return;
+      const r = list[spec.pick % list.length]!;
+      const before = m.effective(r);
+      const res = await s.fetch(`/v1/reservations/${r.id}/extend`, { method: "POST", body: JSON.stringify({ ttl_seconds: spec.ttl }) });
+      const what = `extend of a ${before} reservation → ${res.status} ${JSON.stringify(res.body)}`;
+      if (before !== "held") {
+        expect(res.status, what).toBe(409);
+        return r;
+      }
+      expect(res.status, what).toBe(200);
+      r.expiresAt = m.now + spec.ttl * 1000;
+      expect(Date.parse(res.body.expires_at), what).toBe(r.expiresAt);
+      for (const it of r.items) if (it.state === "held") it.until = r.expiresAt;
+      return r;
+    }
+    case "advance": {
+      m.now += spec.ms;
+      freezeClock(m.now);
+      // The colo's sold-out markers live 5 s of the cache's own (real) clock, which cannot be frozen: when the
+      // model's time passes that, the markers are gone as they would be.
+      if (spec.ms >= SOLD_OUT_TTL_SECONDS * 1000) {
+        await clearSoldOut(m.skus());
+        m.soldOutMarked.clear();
+      }
+      // Deadlines are enforced by each object's alarm (and lazily by every read and write).
+      for (const sk of m.skus()) for (const name of shardsOf(m, sk)) await runDurableObjectAlarm(env.STOCK.getByName(name));
+      return;
+    }
+    case "set": {
+      const k = sku(spec.sku);
+      if (m.hotState(k) !== "cold" && !FIXED.hotAdminWrites) return;
+      const held = m.held(k, spec.location);
+      // Below what is held is a recount that oversells; until that is reported, stay at or above it.
+      const target = FIXED.recountBelowHeld ? spec.extra : held + spec.extra;
+      const res = await s.fetch(`/admin/stock/${encodeURIComponent(k)}`, { method: "PUT", role: "admin", body: JSON.stringify({ location: spec.location, on_hand: target }) });
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      m.ensureCell(k, spec.location).onHand = target;
+      return;
+    }
+    case "adjust": {
+      const k = sku(spec.sku);
+      if (m.hotState(k) !== "cold" && !FIXED.hotAdminWrites) return;
+      const retry = spec.retry !== undefined && m.adjustments.size ? [...m.adjustments.entries()][spec.retry % m.adjustments.size]! : undefined;
+      if (retry) {
+        const [eventId, prev] = retry;
+        if (m.hotState(prev.sku) !== "cold" && !FIXED.hotAdminWrites) return;
+        const res = await s.fetch("/admin/stock/adjustments", { method: "POST", role: "admin", body: JSON.stringify([{ sku: prev.sku, location: prev.location, delta: prev.delta, reason: prev.reason, event_id: eventId }]) });
+        expect(res.status).toBe(200);
+        const out = res.body.results[0];
+        if (prev.status === "applied" || !FIXED.rejectedRetryApplies) {
+          expect(out.status, JSON.stringify(out)).toBe("duplicate");
+          return;
+        }
+        applyAdjustment(m, eventId, prev, out);
+        return;
+      }
+      const cell = m.cell(k, spec.location);
+      const onHand = cell?.onHand ?? 0;
+      const held = m.held(k, spec.location);
+      let delta = spec.delta;
+      // Below what is held (but not below zero) would oversell; until that is reported, make it a rejection.
+      if (!FIXED.recountBelowHeld && delta < 0 && onHand + delta >= 0 && onHand + delta < held) delta = -(onHand + 1);
+      const line = { sku: k, location: spec.location, delta, reason: "model", status: "applied" as "applied" | "rejected" };
+      const eventId = uid("evt");
+      const res = await s.fetch("/admin/stock/adjustments", { method: "POST", role: "admin", body: JSON.stringify([{ ...line, event_id: eventId }]) });
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      applyAdjustment(m, eventId, line, res.body.results[0]);
+      return;
+    }
+    case "hot": {
+      const k = sku(spec.sku);
+      const state = m.hotState(k);
+      const res = await s.fetch(`/admin/stock/${encodeURIComponent(k)}/hot`, { method: "POST", role: "admin", body: JSON.stringify({ sub_shards: spec.k }) });
+      const what = `mark hot K=${spec.k} (${state}) → ${res.status} ${JSON.stringify(res.body)}`;
+      if (state === "cold" || (state === "hot" && m.hot.get(k)!.k === spec.k)) {
+        expect(res.status, what).toBe(200);
+        m.hot.set(k, { k: spec.k, state: "hot" });
+      } else {
+        expect(res.status, what).toBe(409);
+      }
+      return;
+    }
+    case "unhot": {
+      const k = sku(spec.sku);
+      const state = m.hotState(k);
+      const res = await s.fetch(`/admin/stock/${encodeURIComponent(k)}/hot`, { method: "DELETE", role: "admin" });
+      const what = `un-mark (${state}) → ${res.status} ${JSON.stringify(res.body)}`;
+      if (state === "cold") {
+        expect(res.status, what).toBe(404);
+        return;
+      }
+      expect(res.status, what).toBe(200);
+      const kk = m.hot.get(k)!.k;
+      const subs = new Set(Array.from({ length: kk }, (_, i) => hotSubShardName(k, i)));
+      const stillHeld = m.liveItems().some((i) => i.sku === k && subs.has(i.shard));
+      if (stillHeld) m.hot.set(k, { k: kk, state: "folding" });
+      else m.hot.delete(k);
+      expect(res.body.state, what).toBe(stillHeld ? "folding" : null);
+      return;
+    }
+    case "burst": {
+      // Many single-unit checkouts on one SKU at once: on a hot SKU they drain the sub-shards unevenly, so
+      // later, larger holds have to borrow from siblings.
+      const k = sku(spec.sku);
+      const rs = Array.from({ length: spec.n }, (): ModelReservation => ({ key: uid("burst"), lines: [{ sku: k, quantity: 1 }], ttl: 120, outcome: "failed", expiresAt: 0, items: [] }));
+      const hotK = m.hotState(k) === "hot" ? m.hot.get(k)!.k : 0;
+      const answers = await Promise.all(
+        rs.map((r) => s.fetch("/v1/reservations", { method: "POST", body: JSON.stringify({ items: r.lines, ttl_seconds: r.ttl }), headers: { "idempotency-key": r.key } })),
+      );
+      const free = m.skus().includes(k) ? [...m.cells.get(k)!.keys()].reduce((n, loc) => n + Math.max(0, m.available(k, loc)), 0) : 0;
+      let granted = 0;
+      let edge = 0;
+      answers.forEach((res, i) => {
+        const r = rs[i]!;
+        m.reservations.push(r);
+        if (res.status !== 201) {
+          expect(res.status, JSON.stringify(res.body)).toBe(409);
+          if (res.headers.get("x-sold-out") === "edge") edge++;
+          noteSoldOut(m, res.body);
+          return;
+        }
+        const it = res.body.items[0] as Item;
+        r.id = res.body.id;
+        r.outcome = "held";
+        r.status = "held";
+        r.expiresAt = Date.parse(res.body.expires_at);
+        expect(m.available(k, it.location), `burst: a unit held at ${it.location} beyond the stock`).toBeGreaterThanOrEqual(1);
+        r.items = [{ ...it, shard: hotK ? hotSubShardName(k, hotSubShardIndex(r.id!, hotK)) : home(k), state: "held", until: r.expiresAt }];
+        granted++;
+      });
+      if (edge) expect(m.soldOutMarked.has(k), "a sold-out marker for a SKU never seen sold out").toBe(true);
+      // A cold SKU serves a burst exactly: every unit that is free sells, and no more (requests the colo's
+      // sold-out marker answered never reached the shard).
+      if (!hotK) expect(granted, `burst of ${spec.n} on ${free} free units, ${edge} refused at the edge`).toBe(Math.min(spec.n - edge, free));
+      return;
+    }
+  }
+}
+
+function applyAdjustment(m: StockModel, eventId: string, line: { sku: string; location: string; delta: number; reason: string }, out: { status: string; on_hand?: number }) {
+  const cell = m.ensureCell(line.sku, line.location);
+  const expected = cell.onHand + line.delta < 0 ? "rejected" : "applied";
+  expect(out.status, JSON.stringify(out)).toBe(expected);
+  if (expected === "applied") cell.onHand += line.delta;
+  m.adjustments.set(eventId, { ...line, status: expected });
+}
+
+// --- the checks after every command ------------------------------------------------------------------------
+
+type AvailRow = { sku: string; on_hand: number; reserved: number; available: number; locations: { location: string; on_hand: number; reserved: number; available: number }[] };
+type LedgerRow = { location: string; delta_on_hand: number; delta_reserved: number };
+
+async function verify(w: World, touched: ModelReservation | undefined): Promise<void> {
+  const { m, s } = w;
+  // The model itself: held units never exceed the physical count, beyond what was reported as oversold.
+  for (const sku of m.skus()) {
+    for (const [loc, c] of m.cells.get(sku)!) {
+      expect(m.held(sku, loc), `${sku}@${loc}: held beyond on_hand`).toBeLessThanOrEqual(c.onHand + (m.oversold.get(`${sku}\u0000${loc}`) ?? 0));
+    }
+  }
+  const avail = await s.fetch(`/v1/availability?skus=${m.skus().map(encodeURIComponent).join(",")}&by_location=true`);
+  expect(avail.status).toBe(200);
+  for (const sku of m.skus()) {
+    const state = m.hotState(sku);
+    const row = (avail.body.items as AvailRow[]).find((r) => r.sku === sku)!;
+    const expected = [...m.cells.get(sku)!].map(([loc, c]) => {
+      const held = m.held(sku, loc);
+      return { location: loc, on_hand: c.onHand, reserved: held, available: Math.max(0, c.onHand - held - c.safety) };
+    });
+    const sortLoc = <T extends { location: string }>(xs: T[]) => [...xs].sort((a, b) => a.location.localeCompare(b.location));
+    if (state === "cold" || FIXED.hotReaders) {
+      expect(sortLoc(row.locations.map(({ location, on_hand, reserved, available }) => ({ location, on_hand, reserved, available }))), `availability of ${sku} (${state})`).toEqual(sortLoc(expected));
+      await expectLedgerReplay(s, sku, sortLoc(expected), state !== "cold");
+    }
+    if (state !== "cold") {
+      // Every object's expiry has run, so the per-object totals count live holds only.
+      for (const name of shardsOf(m, sku).slice(1)) await runDurableObjectAlarm(env.STOCK.getByName(name));
+      const hot = await s.fetch(`/admin/stock/${encodeURIComponent(sku)}/hot`, { role: "admin" });
+      expect(hot.status).toBe(200);
+      const totals = hot.body.totals as { on_hand: number; reserved: number };
+      expect({ on_hand: totals.on_hand, reserved: totals.reserved, in_transit: hot.body.in_transit }, `hot totals of ${sku}`).toEqual({
+        on_hand: expected.reduce((n, e) => n + e.on_hand, 0),
+        reserved: expected.reduce((n, e) => n + e.reserved, 0),
+        in_transit: 0,
+      });
+    }
+  }
+  if (touched?.id) {
+    const got = await s.fetch(`/v1/reservations/${touched.id}`);
+    expect(got.status).toBe(200);
+    expect(got.body.status, `status of ${touched.id}`).toBe(m.effective(touched));
+  }
+}
+
+/** Summing the ledger's movements per location gives the counts every reader shows. */
+async function expectLedgerReplay(s: Sut, sku: string, expected: { location: string; on_hand: number; reserved: number }[], merged: boolean) {
+  const rows: LedgerRow[] = [];
+  let cursor: string | null = null;
+  do {
+    const page = await s.fetch(`/admin/stock/${encodeURIComponent(sku)}/ledger?limit=1000${cursor ? `&cursor=${cursor}` : ""}`, { role: "admin" });
+    expect(page.status).toBe(200);
+    rows.push(...(page.body.items as LedgerRow[]));
+    cursor = page.body.next_cursor as string | null;
+  } while (cursor);
+  const replay = new Map<string, { on_hand: number; reserved: number }>();
+  for (const r of rows) {
+    const cur = replay.get(r.location) ?? { on_hand: 0, reserved: 0 };
+    replay.set(r.location, { on_hand: cur.on_hand + r.delta_on_hand, reserved: cur.reserved + r.delta_reserved });
+  }
+  const got = expected.map((e) => ({ location: e.location, ...(replay.get(e.location) ?? { on_hand: 0, reserved: 0 }) }));
+  expect(got, `ledger replay of ${sku}${merged ? " (all shards)" : ""}`).toEqual(expected.map(({ location, on_hand, reserved }) => ({ location, on_hand, reserved })));
+}
+
+// --- arbitraries -------------------------------------------------------------------------------------------
+
+const skuIndex = fc.nat({ max: 2 });
+const location = fc.constantFrom(...LOCATIONS);
+const lineArb = fc.record({ sku: skuIndex, quantity: fc.integer({ min: 1, max: 4 }), location: fc.option(location, { nil: undefined, freq: 2 }) }, { requiredKeys: ["sku", "quantity"] });
+const ttlArb = fc.constantFrom(60, 120, 600);
+
+const reserveArb: fc.Arbitrary<Spec> = fc.record({
+    t: fc.constant("reserve" as const),
+    lines: fc.array(lineArb, { minLength: 1, maxLength: 3 }),
+    region: fc.option(fc.constantFrom<Region>("NA", "EU", "APAC"), { nil: undefined }),
+    ttl: ttlArb,
+    fault: fc.option(
+      fc.record({ method: fc.constantFrom("hold" as const, "escrowTake" as const, "escrowGive" as const), sku: skuIndex, when: fc.constantFrom("before" as const, "after" as const) }),
+      { nil: undefined, freq: 4 },
+    ),
+  }, { requiredKeys: ["t", "lines", "ttl"] });
+
+/** Checkouts are the common case: reserves are drawn four times as often as any other command. */
+const specArbs: fc.Arbitrary<Spec>[] = [
+  reserveArb,
+  reserveArb,
+  reserveArb,
+  reserveArb,
+  fc.record({ t: fc.constant("replay" as const), pick: fc.nat(), same: fc.boolean() }),
+  fc.record({ t: fc.constant("commit" as const), pick: fc.nat() }),
+  fc.record({ t: fc.constant("release" as const), pick: fc.nat(), fault: fc.option(fc.record({ item: fc.nat(), when: fc.constantFrom("before" as const, "after" as const) }), { nil: undefined, freq: 3 }) }, { requiredKeys: ["t", "pick"] }),
+  fc.record({ t: fc.constant("extend" as const), pick: fc.nat(), ttl: ttlArb }),
+  fc.record({ t: fc.constant("advance" as const), ms: fc.constantFrom(1_000, 30_000, 60_000, 61_000, 120_000, 700_000) }),
+  fc.record({ t: fc.constant("set" as const), sku: skuIndex, location, extra: fc.nat({ max: 8 }) }),
+  fc.record({ t: fc.constant("adjust" as const), sku: skuIndex, location, delta: fc.integer({ min: -6, max: 6 }).filter((d) => d !== 0), retry: fc.option(fc.nat(), { nil: undefined, freq: 3 }) }, { requiredKeys: ["t", "sku", "location", "delta"] }),
+  fc.record({ t: fc.constant("hot" as const), sku: skuIndex, k: fc.integer({ min: 1, max: 8 }) }),
+  fc.record({ t: fc.constant("unhot" as const), sku: skuIndex }),
+  fc.record({ t: fc.constant("burst" as const), sku: skuIndex, n: fc.integer({ min: 2, max: 6 }) }),
+];
+
+/** What the random histories exercised, printed once so a run that tests nothing shows it. */
+const stats = new Map<string, number>();
+const count = (k: string) => stats.set(k, (stats.get(k) ?? 0) + 1);
+
+class SpecCommand implements fc.AsyncCommand<StockModel, World> {
+  constructor(readonly spec: Spec) {}
+  check() {
+    return true;
+  }
+  async run(_m: StockModel, w: World) {
+    const touched = await runSpec(w, this.spec);
+    count(this.spec.t + (touched?.outcome ? `:${touched.outcome}` : ""));
+    await verify(w, touched);
+  }
+  toString() {
+    return JSON.stringify(this.spec);
+  }
+}
+
+const stockArb = fc.tuple(
+  fc.record({ "loc-us-east": fc.integer({ min: 0, max: 8 }), "loc-us-west": fc.integer({ min: 0, max: 8 }), "loc-eu-central": fc.integer({ min: 0, max: 8 }) }),
+  fc.record({ "loc-us-east": fc.integer({ min: 0, max: 12 }) }),
+  fc.record({ "loc-eu-central": fc.integer({ min: 0, max: 6 }), "loc-ap-south": fc.integer({ min: 0, max: 6 }) }),
+);
+
+async function runScenario(stock: Record<string, number>[], specs: Spec[] | Iterable<fc.AsyncCommand<StockModel, World>>): Promise<void> {
+  const skus = await makeSkus(stock);
+  const m = new StockModel(frozen);
+  skus.forEach((sku, i) => m.addSku(sku, stock[i]!));
+  const w: World = { m, s: new Sut(skus) };
+  await w.s.register();
+  await verify(w, undefined);
+  const cmds = Array.isArray(specs) ? specs.map((s) => new SpecCommand(s)) : specs;
+  for (const c of cmds) await c.run(m, w);
+}
+
+beforeAll(async () => {
+  await seedApiKeys(env.DB);
+  await seedCategories(env.DB);
+  freezeClock(realNow());
+});
+
+afterAll(() => {
+  Date.now = realNow;
+  setClock(null);
+});
+
+const L = { east: "loc-us-east", west: "loc-us-west", eu: "loc-eu-central", ap: "loc-ap-south" } as const;
+const NO_STOCK: Record<string, number>[] = [{ [L.east]: 0 }, { [L.east]: 0 }, { [L.eu]: 0 }];
+const reserve = (lines: LineSpec[], more: Partial<Extract<Spec, { t: "reserve" }>> = {}): Spec => ({ t: "reserve", lines, ttl: 60, ...more });
+
+/**
+ * Histories kept as regression cases: each pins a boundary that a flipped or off-by-one condition in the
+ * stock path would cross (bench/results/mutation.md lists the mutations they kill), or a counterexample
+ * the random search found.
+ */
+const REGRESSIONS: { name: string; stock: Record<string, number>[]; specs: Spec[] }[] = [
+  {
+    name: "a named location sells exactly its free units, and one more is refused",
+    stock: [{ [L.east]: 0, [L.west]: 3 }, ...NO_STOCK.slice(1)],
+    specs: [
+      reserve([{ sku: 0, quantity: 2, location: L.west }], { want: 201 }),
+      reserve([{ sku: 0, quantity: 2, location: L.west }], { want: 409 }),
+      reserve([{ sku: 0, quantity: 1, location: L.west }], { want: 201 }),
+      reserve([{ sku: 0, quantity: 1, location: L.west }], { want: 409 }),
+      reserve([{ sku: 0, quantity: 1, location: L.east }], { want: 409 }),
+    ],
+  },
+  {
+    name: "two lines on one named location are summed before the check",
+    stock: [{ [L.west]: 3 }, ...NO_STOCK.slice(1)],
+    specs: [
+      reserve([{ sku: 0, quantity: 2, location: L.west }, { sku: 0, quantity: 2, location: L.west }], { want: 409 }),
+      reserve([{ sku: 0, quantity: 2, location: L.west }, { sku: 0, quantity: 1, location: L.west }], { want: 201 }),
+    ],
+  },
+  {
+    name: "the server's choice sells exactly the free units of the best location",
+    stock: [{ [L.east]: 2, [L.west]: 1 }, ...NO_STOCK.slice(1)],
+    specs: [
+      reserve([{ sku: 0, quantity: 3 }], { want: 409 }),
+      reserve([{ sku: 0, quantity: 2 }], { want: 201 }),
+      reserve([{ sku: 0, quantity: 2 }], { want: 409 }),
+      reserve([{ sku: 0, quantity: 1 }], { want: 201 }),
+      reserve([{ sku: 0, quantity: 1 }], { want: 409 }),
+    ],
+  },
+  {
+    name: "a shopper region takes its own locations in priority order, then falls back to the best one",
+    stock: [{ [L.east]: 1, [L.west]: 2, [L.eu]: 4 }, ...NO_STOCK.slice(1)],
+    specs: [
+      reserve([{ sku: 0, quantity: 2 }], { region: "NA", want: 201 }),
+      reserve([{ sku: 0, quantity: 1 }], { region: "NA", want: 201 }),
+      reserve([{ sku: 0, quantity: 2 }], { region: "APAC", want: 201 }),
+      reserve([{ sku: 0, quantity: 3 }], { region: "NA", want: 409 }),
+      reserve([{ sku: 0, quantity: 2 }], { region: "EU", want: 201 }),
+      reserve([{ sku: 0, quantity: 1 }], { region: "EU", want: 409 }),
+    ],
+  },
+  {
+    name: "a hold lapses exactly at its deadline: commit refused, stock back, extend refused",
+    stock: [{ [L.east]: 2 }, ...NO_STOCK.slice(1)],
+    specs: [
+      reserve([{ sku: 0, quantity: 2 }], { want: 201 }),
+      { t: "advance", ms: 59_999 },
+      reserve([{ sku: 0, quantity: 1 }], { want: 409 }),
+      { t: "extend", pick: 0, ttl: 60 },
+      { t: "advance", ms: 60_000 },
+      { t: "commit", pick: 0 },
+      { t: "extend", pick: 0, ttl: 60 },
+      reserve([{ sku: 0, quantity: 2 }], { want: 201 }),
+      { t: "commit", pick: 1 },
+      { t: "release", pick: 1 },
+      { t: "replay", pick: 2, same: true },
+    ],
+  },
+  {
+    name: "an adjustment may take on_hand to zero but not below, and its event_id applies once",
+    stock: [{ [L.east]: 3 }, ...NO_STOCK.slice(1)],
+    specs: [
+      { t: "adjust", sku: 0, location: L.east, delta: -4 },
+      { t: "adjust", sku: 0, location: L.east, delta: -3 },
+      { t: "adjust", sku: 0, location: L.east, delta: 2, },
+      { t: "adjust", sku: 0, location: L.east, delta: 5, retry: 2 },
+      { t: "adjust", sku: 0, location: L.east, delta: 1, retry: 1 },
+      reserve([{ sku: 0, quantity: 2, location: L.east }], { want: 201 }),
+      { t: "set", sku: 0, location: L.east, extra: 1 },
+      reserve([{ sku: 0, quantity: 1, location: L.east }], { want: 201 }),
+      reserve([{ sku: 0, quantity: 1 }], { want: 409 }),
+    ],
+  },
+  {
+    name: "a shard failing before or after its hold: 503, nothing stays held, and the retried key succeeds",
+    stock: [{ [L.east]: 2 }, { [L.east]: 2 }, { [L.eu]: 2 }],
+    specs: [
+      reserve([{ sku: 0, quantity: 2 }, { sku: 1, quantity: 2 }], { fault: { method: "hold", sku: 1, when: "after" } }),
+      reserve([{ sku: 0, quantity: 2 }, { sku: 2, quantity: 2 }], { fault: { method: "hold", sku: 0, when: "before" } }),
+      { t: "replay", pick: 0, same: true },
+      reserve([{ sku: 2, quantity: 2 }], { want: 201 }),
+    ],
+  },
+  {
+    name: "a release that one shard never got leaves that shard's hold until its deadline, then frees it",
+    stock: [{ [L.east]: 2 }, { [L.east]: 2 }, ...NO_STOCK.slice(2)],
+    specs: [
+      reserve([{ sku: 0, quantity: 2 }, { sku: 1, quantity: 2 }], { want: 201 }),
+      { t: "release", pick: 0, fault: { item: 1, when: "before" } },
+      reserve([{ sku: 0, quantity: 2 }], { want: 201 }),
+      reserve([{ sku: 1, quantity: 1 }], { want: 409 }),
+      { t: "advance", ms: 60_000 },
+      reserve([{ sku: 1, quantity: 2 }], { want: 201 }),
+    ],
+  },
+  {
+    name: "a hot SKU (K=4) sells every unit through borrowing, and not one more",
+    stock: [{ [L.east]: 0 }, { [L.east]: 8 }, ...NO_STOCK.slice(2)],
+    specs: [
+      { t: "hot", sku: 1, k: 4 },
+      reserve([{ sku: 1, quantity: 5 }], { want: 201 }),
+      reserve([{ sku: 1, quantity: 1 }], { want: 201 }),
+      reserve([{ sku: 1, quantity: 1 }], { want: 201 }),
+      reserve([{ sku: 1, quantity: 1 }], { want: 201 }),
+      reserve([{ sku: 1, quantity: 1 }], { want: 409 }),
+      { t: "burst", sku: 1, n: 3 },
+      { t: "unhot", sku: 1 },
+      { t: "advance", ms: 700_000 },
+      { t: "unhot", sku: 1 },
+      reserve([{ sku: 1, quantity: 8 }], { want: 201 }),
+    ],
+  },
+];
+
+describe("stock model: regression histories", () => {
+  it.each(REGRESSIONS)("$name", async ({ stock, specs }) => {
+    await runScenario(stock, specs);
+  });
+});
+
+describe("stock model: random histories agree with the reference model after every command", () => {
+  it(`${RUNS} random command sequences (reserve, replay, commit, release, extend, expiry, set, adjust, hot K=1–8, bursts, faults)`, async () => {
+    await fc.assert(
+      fc.asyncProperty(stockArb, fc.commands(specArbs.map((a) => a.map((s) => new SpecCommand(s))), { maxCommands: MAX_COMMANDS, size: "max" }), async (stock, cmds) => {
+        await runScenario(stock, cmds);
+      }),
+      { numRuns: RUNS, verbose: 1, ...(SEED === undefined ? {} : { seed: SEED }) },
+    );
+    console.log("stock model:", JSON.stringify(Object.fromEntries([...stats].sort())));
+  }, 600_000);
+});
