@@ -11,14 +11,14 @@ export type TakeResult = {
 };
 
 export type HoldCaps = { perSku: number; total: number };
-export type HoldAdmission =
-  | { ok: true }
-  | { ok: false; scope: "sku" | "total"; sku?: string; limit: number; held: number; requested: number; retry_after: number };
+export type HoldAdmission = { ok: true } | { ok: false; scope: "total"; limit: number; held: number; requested: number; retry_after: number };
 
 /**
- * One object per API client (storefront key, affiliate key or IP), named `client:{client key}`.
- * Holds the client's exact token buckets for the route classes the Rate Limiting binding cannot serve
- * (configurable limits, global rather than per colo), and the units the client holds, for hoarding caps.
+ * Two jobs, each keyed so that no object serves a whole shop:
+ * - `client:{client key}` (affiliate key, or IP): exact token buckets for the route classes the Rate Limiting
+ *   binding cannot serve (feeds, per-client overrides: configurable limits, global rather than per colo).
+ * - `holder:{storefront key id}:{holder key}`: one shopper's live holds across all SKUs, for the total hoarding
+ *   cap (the per-SKU cap is checked by the stock shard inside the hold itself).
  * Every decision is one synchronous SQL step, so concurrent requests of one client cannot both take the last token.
  */
 export class ClientGuard extends DurableObject<Env> {
@@ -42,25 +42,19 @@ export class ClientGuard extends DurableObject<Env> {
   }
 
   /**
-   * Hoarding cap: admits a reservation's lines only if this client's live holds plus them stay within
-   * `perSku` units of any one SKU and `total` units overall. Idempotent per reservation id (a retried saga).
+   * Hoarding cap: admits a reservation's lines only if this shopper's live holds plus them stay within `total`
+   * units. Idempotent per reservation id (a retried saga).
    */
-  admitHold(reservationId: string, lines: { sku: string; quantity: number }[], expiresAt: number, caps: HoldCaps, now = Date.now()): HoldAdmission {
+  admitHold(reservationId: string, lines: { sku: string; quantity: number }[], expiresAt: number, total: number, now = Date.now()): HoldAdmission {
     this.sql.exec("DELETE FROM holdings WHERE expires_at <= ?", now);
     if (this.sql.exec("SELECT 1 FROM holdings WHERE reservation_id = ? LIMIT 1", reservationId).toArray().length) return { ok: true };
     const want = new Map<string, number>();
     for (const l of lines) want.set(l.sku, (want.get(l.sku) ?? 0) + l.quantity);
-    const total = this.sql.exec<{ n: number | null }>("SELECT SUM(quantity) AS n FROM holdings").one().n ?? 0;
+    const held = this.sql.exec<{ n: number | null }>("SELECT SUM(quantity) AS n FROM holdings").one().n ?? 0;
     const adding = [...want.values()].reduce((a, b) => a + b, 0);
-    const soonest = () => this.sql.exec<{ t: number | null }>("SELECT MIN(expires_at) AS t FROM holdings").one().t ?? now + 1000;
-    if (total + adding > caps.total) {
-      return { ok: false, scope: "total", limit: caps.total, held: total, requested: adding, retry_after: Math.max(1, Math.ceil((soonest() - now) / 1000)) };
-    }
-    for (const [sku, q] of want) {
-      const held = this.sql.exec<{ n: number | null }>("SELECT SUM(quantity) AS n FROM holdings WHERE sku = ?", sku).one().n ?? 0;
-      if (held + q > caps.perSku) {
-        return { ok: false, scope: "sku", sku, limit: caps.perSku, held, requested: q, retry_after: Math.max(1, Math.ceil((soonest() - now) / 1000)) };
-      }
+    if (held + adding > total) {
+      const soonest = this.sql.exec<{ t: number | null }>("SELECT MIN(expires_at) AS t FROM holdings").one().t ?? now + 1000;
+      return { ok: false, scope: "total", limit: total, held, requested: adding, retry_after: Math.max(1, Math.ceil((soonest - now) / 1000)) };
     }
     for (const [sku, q] of want) {
       this.sql.exec("INSERT INTO holdings (reservation_id, sku, quantity, expires_at) VALUES (?, ?, ?, ?)", reservationId, sku, q, expiresAt);

@@ -30,6 +30,11 @@ import type {
   UnknownSkus,
 } from "../src/stock/types";
 
+function holdResult(r: ReturnType<StockStore["hold"]>): HoldResult {
+  if (r.ok || "error" in r) return r;
+  return { ok: false, error: "insufficient", shortfalls: r.shortfalls };
+}
+
 /** A catalog miss is remembered briefly so a flood of bogus SKUs does not become a flood of D1 reads. */
 const UNKNOWN_SKU_TTL_MS = 2_000;
 const OUTBOX_BATCH = 100;
@@ -75,8 +80,7 @@ export class StockShard extends DurableObject<Env> {
   async hold(req: HoldRequest): Promise<HoldResult> {
     const unknown = await this.adopt(req.lines.map((l) => l.sku));
     if (unknown) return unknown;
-    const res = this.atomically(() => this.stock.hold(req, Date.now()));
-    return res.ok ? res : { ok: false, error: "insufficient", shortfalls: res.shortfalls };
+    return this.atomically(() => holdResult(this.stock.hold(req, Date.now())));
   }
 
   async release(reservationId: string, actor: string): Promise<{ ok: true; released: number }> {
@@ -249,8 +253,7 @@ export class StockShard extends DurableObject<Env> {
       const now = Date.now();
       for (const t of transfers) this.escrow.give(sku, t.id, t.items, t.reason ?? "escrow_in", role, self ?? "", home, actor, now);
       if (!hold) return { ok: true, items: [] };
-      const r = this.stock.hold(hold, now);
-      return r.ok ? r : { ok: false, error: "insufficient", shortfalls: r.shortfalls };
+      return holdResult(this.stock.hold(hold, now));
     });
     if (role === "sub") this.known.add(sku);
     return res;

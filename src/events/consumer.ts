@@ -13,6 +13,7 @@ import { getDb } from "../db/client";
 import { categories } from "../db/schema";
 import { loadProductDocument } from "../catalog/document";
 import { putProductDocIfNewer } from "../catalog/projection-store";
+import { indexSkus } from "../catalog/sku-index";
 import { productTags, TAG_CATEGORIES } from "../catalog/cache-keys";
 import { CategoryChangedEvent, ProductChangedEvent, StockChangedEvent, StockOversoldEvent } from "./messages";
 import { purgerFor, type Purger } from "./purger";
@@ -120,9 +121,10 @@ async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, 
     [...byProduct].map(async ([id, items]) => {
       try {
         // Catalog writes (admin edits, imports) set min_prices from regular prices: fold promotions back in.
-        if (items.some((w) => w.event.type === "product.changed")) await reconcileProductPrices(env.DB, id, clockNow());
-        await refreshProduct(env, db, purger, id);
-        const change = { catalogChange: items.some((w) => w.event.type === "product.changed"), now: now() };
+        const catalogChange = items.some((w) => w.event.type === "product.changed");
+        if (catalogChange) await reconcileProductPrices(env.DB, id, clockNow());
+        await refreshProduct(env, db, purger, id, catalogChange);
+        const change = { catalogChange, now: now() };
         for (const listener of listeners) await listener(env, purger, id, change);
         for (const w of items) {
           w.msg.ack();
@@ -155,7 +157,7 @@ async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, 
 }
 
 /** Rebuilds the product's document from D1, stores it in KV if newer, and purges its cached responses. */
-async function refreshProduct(env: Env, db: ReturnType<typeof getDb>, purger: Purger, id: string): Promise<void> {
+async function refreshProduct(env: Env, db: ReturnType<typeof getDb>, purger: Purger, id: string, catalogChange: boolean): Promise<void> {
   const doc = await loadProductDocument(db, id);
   if (!doc) {
     // Never written or rolled back: nothing to project; purge in case a response was cached.
@@ -163,6 +165,8 @@ async function refreshProduct(env: Env, db: ReturnType<typeof getDb>, purger: Pu
     return;
   }
   await putProductDocIfNewer(env.CATALOG_KV, doc);
+  // Only catalog changes can add variants; stock events (the bulk of a sale) leave the SKU index alone.
+  if (catalogChange) await indexSkus(env.CATALOG_KV, doc.id, doc.variants.map((v) => v.sku));
   // Purge even when KV already held this version: a previous attempt may have written KV and then failed
   // to purge. Purging is idempotent; a stale cached copy is not. Category pages hold no product data, so
   // only the product's own URLs are deleted locally; listings go by tag (product id, its categories).

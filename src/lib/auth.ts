@@ -30,17 +30,34 @@ export function basicPassword(c: Context<AppEnv>): string | undefined {
   }
 }
 
+/**
+ * Keys found valid, per isolate, for a few seconds: checkout must not pay a D1 query per reservation. A revoked
+ * or rotated-out key therefore stops working within `VERIFIED_KEY_TTL_MS` (and at its expiry time exactly).
+ * Only successes are kept, so unknown tokens fill nothing; entries have a fixed size (hash prefix → principal).
+ */
+const VERIFIED_KEY_TTL_MS = 10_000;
+const VERIFIED_KEY_MAX = 1_000;
+const verifiedKeys = new Map<string, { principal: Principal; until: number }>();
+
 /** Looks an API key up by its SHA-256 hash; expired (rotated-out) and revoked keys do not authenticate. */
 export async function lookupKey(env: Env, key: string, now = Date.now()): Promise<Principal | undefined> {
   if (key.length > 256) return undefined;
   const hash = await sha256Hex(key);
+  const cached = verifiedKeys.get(hash.slice(0, 32));
+  if (cached && cached.until > now) return cached.principal;
   const row = await env.DB.prepare("SELECT id, kind, affiliate_id, expires_at, revoked_at FROM api_keys WHERE key_hash = ?")
     .bind(hash)
     .first<KeyRow>();
   if (!row || row.revoked_at !== null || (row.expires_at !== null && row.expires_at <= now)) return undefined;
-  if (row.kind === "storefront") return { kind: "storefront", keyId: row.id };
-  if (row.kind === "affiliate" && row.affiliate_id) return { kind: "affiliate", keyId: row.id, affiliateId: row.affiliate_id };
-  return undefined;
+  let principal: Principal | undefined;
+  if (row.kind === "storefront") principal = { kind: "storefront", keyId: row.id };
+  if (row.kind === "affiliate" && row.affiliate_id) principal = { kind: "affiliate", keyId: row.id, affiliateId: row.affiliate_id };
+  if (principal) {
+    verifiedKeys.delete(hash.slice(0, 32));
+    verifiedKeys.set(hash.slice(0, 32), { principal, until: Math.min(now + VERIFIED_KEY_TTL_MS, row.expires_at ?? Infinity) });
+    if (verifiedKeys.size > VERIFIED_KEY_MAX) verifiedKeys.delete(verifiedKeys.keys().next().value!);
+  }
+  return principal;
 }
 
 /** Admin endpoints: `Authorization: Bearer <ADMIN_TOKEN>`, compared in constant time. */

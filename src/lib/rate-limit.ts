@@ -4,17 +4,19 @@ import type { AppEnv } from "../env";
 import { sha256Hex } from "./crypto";
 import { ApiError } from "./errors";
 import { withTimeout } from "./resilience";
+import { shopperIdentity } from "../stock/shopper";
 import type { TakeResult } from "../../durable-objects/client-guard";
 
 /**
  * Per-client rate limits per route class.
  *
- * - browse, search: the Workers Rate Limiting binding (RL_BROWSE, RL_SEARCH). It is local to the colo,
- *   approximate and free of round trips, which fits high-volume catalog reads; its limit and period are
- *   fixed in wrangler.toml (`[[ratelimits]]`) and must match the class in `RATE_LIMITS`.
- * - reserve, feed: an exact token bucket in the client's ClientGuard Durable Object. Holds are the scarce
- *   resource in a flash sale and feeds are contractual quotas, so these need a global, exact count whose
- *   limit comes from vars.
+ * - browse, search, reserve: the Workers Rate Limiting binding (RL_BROWSE, RL_SEARCH, RL_RESERVE). It is local
+ *   to the colo, approximate and free of round trips, which fits high-volume catalog reads and checkout alike;
+ *   its limit and period are fixed in wrangler.toml (`[[ratelimits]]`) and must match the class in `RATE_LIMITS`.
+ *   Reserve counts each shopper of a storefront key (src/stock/shopper.ts), never the shop as a whole: holds
+ *   themselves are bounded exactly by the hoarding caps, so the limit only has to stop floods.
+ * - feed: an exact token bucket in the client's ClientGuard Durable Object (feeds are contractual quotas, so
+ *   they need a global, exact count whose limit comes from vars).
  * - A per-client override in `RATE_LIMIT_OVERRIDES` always uses the token bucket (a binding has one limit).
  *
  * A limiter that fails or is slow lets the request through: losing the limiter must not take the API down.
@@ -27,7 +29,7 @@ const CLASSES: RouteClass[] = ["browse", "search", "reserve", "feed"];
 const DEFAULTS: Record<RouteClass, Limit> = {
   browse: { limit: 1000, period: 10 },
   search: { limit: 500, period: 10 },
-  reserve: { limit: 4000, period: 60 },
+  reserve: { limit: 1000, period: 60 },
   feed: { limit: 600, period: 60 },
 };
 const LIMITER_TIMEOUT_MS = 500;
@@ -102,13 +104,21 @@ type Decision = { ok: boolean; limit: Limit; remaining?: number; reset?: number;
 function bindingFor(env: Env, cls: RouteClass): RateLimit | undefined {
   if (cls === "browse") return env.RL_BROWSE;
   if (cls === "search") return env.RL_SEARCH;
+  if (cls === "reserve") return env.RL_RESERVE;
   return undefined;
 }
 
-async function decide(env: Env, cls: RouteClass, client: string, limit: Limit, exact: boolean): Promise<Decision> {
+/** The binding's counter: the client, and for reserve also the shopper behind it. */
+async function bindingKey(c: Context<AppEnv>, cls: RouteClass, client: string): Promise<string> {
+  if (cls !== "reserve") return `${cls}:${client}`;
+  return `${cls}:${client}:${(await sha256Hex(shopperIdentity(c.req.raw))).slice(0, 24)}`;
+}
+
+async function decide(c: Context<AppEnv>, cls: RouteClass, client: string, limit: Limit, exact: boolean): Promise<Decision> {
+  const env = c.env;
   const binding = exact ? undefined : bindingFor(env, cls);
   if (binding) {
-    const { success } = await withTimeout(binding.limit({ key: `${cls}:${client}` }), LIMITER_TIMEOUT_MS, "rate limiter");
+    const { success } = await withTimeout(binding.limit({ key: await bindingKey(c, cls, client) }), LIMITER_TIMEOUT_MS, "rate limiter");
     return { ok: success, limit, retryAfter: success ? 0 : limit.period, remaining: success ? undefined : 0, reset: success ? undefined : limit.period };
   }
   const stub = env.CLIENT_GUARD.getByName(`client:${client}`);
@@ -135,7 +145,7 @@ export const rateLimit = createMiddleware<AppEnv>(async (c, next) => {
   const limit = override ?? cachedParse(c.env.RATE_LIMITS, parseLimits)[cls];
   let decision: Decision | undefined;
   try {
-    decision = await decide(c.env, cls, client, limit, override !== undefined);
+    decision = await decide(c, cls, client, limit, override !== undefined);
   } catch (err) {
     console.warn(JSON.stringify({ level: "warn", request_id: c.get("requestId"), message: "rate limiter unavailable; allowing", error: String(err) }));
   }

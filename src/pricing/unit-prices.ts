@@ -2,8 +2,16 @@
  * The one lookup of the price a shopper pays per unit, used to snapshot prices into reservations: the
  * effective price at `now` (src/promotions/effective-price.ts, the same function every page and feed
  * renders with), with the regular price and the promotion that produced it.
+ *
+ * Checkout prices from the product document the read path already keeps (KV `product:{id}`, found through the
+ * `sku:{sku}` index), so a reservation costs no D1 query and charges what the product page shows. Each isolate
+ * keeps what it read for a second, so a flash sale on one SKU reads KV about once per second per isolate.
+ * SKUs whose document or index entry is missing are priced from D1, and the index entry is written for them.
  */
-import { effectivePrice } from "../promotions/effective-price";
+import { productIdsOf, indexSkus } from "../catalog/sku-index";
+import type { ProductDocument } from "../catalog/document";
+import { readProductDoc } from "../catalog/projection-store";
+import { effectivePrice, type DocPromotion } from "../promotions/effective-price";
 import { loadSchedules } from "../promotions/schedule";
 import type { ShopperMarket } from "../lib/markets";
 
@@ -16,31 +24,139 @@ export type UnitPrice = {
   promotion_id: string | null;
 };
 
-const CHUNK = 90; // D1 allows 100 bound parameters per statement in production.
+/** What pricing needs of one SKU, cut from its product document (or from D1 when there is none). */
+export type PriceSlice = {
+  sku: string;
+  productId: string;
+  /** False for a draft or archived product, or an archived variant: such SKUs cannot be reserved. */
+  sellable: boolean;
+  /** Regular prices in minor units per currency. */
+  prices: Record<string, number>;
+  promotions: DocPromotion[];
+};
 
-/** Prices of the SKUs that exist in the catalog; SKUs absent from the returned map are unknown. */
-export async function resolveUnitPrices(env: Env, skus: readonly string[], currency: string, now: number, market?: ShopperMarket): Promise<Map<string, UnitPrice>> {
-  const unique = [...new Set(skus)];
-  const rows: { sku: string; product_id: string; amount: number | null }[] = [];
-  for (let i = 0; i < unique.length; i += CHUNK) {
-    const chunk = unique.slice(i, i + CHUNK);
-    const { results } = await env.DB.prepare(
-      `SELECT v.sku AS sku, v.product_id AS product_id, p.amount AS amount FROM variants v LEFT JOIN prices p ON p.sku = v.sku AND p.currency = ?
-       WHERE v.sku IN (${chunk.map(() => "?").join(",")})`,
-    )
-      .bind(currency, ...chunk)
-      .all<{ sku: string; product_id: string; amount: number | null }>();
-    rows.push(...results);
+export type CartPrices = {
+  /** Prices of the sellable SKUs. */
+  prices: Map<string, UnitPrice>;
+  /** Not in the catalog. */
+  unknown: string[];
+  /** In the catalog, but their product is a draft or archived (or the variant is archived). */
+  inactive: string[];
+};
+
+const MEMO_TTL_MS = 1_000;
+const MEMO_MAX_ENTRIES = 2_000;
+/** sku → slice (null = not in the catalog), per isolate, for `MEMO_TTL_MS` of wall time. */
+const memo = new Map<string, { until: number; slice: PriceSlice | null }>();
+
+function remember(sku: string, slice: PriceSlice | null, until: number): void {
+  memo.delete(sku);
+  memo.set(sku, { until, slice });
+  while (memo.size > MEMO_MAX_ENTRIES) memo.delete(memo.keys().next().value!);
+}
+
+/** The slices of every variant a product document lists (documents list active variants only). */
+export function slicesOfDocument(doc: ProductDocument): PriceSlice[] {
+  return doc.variants.map((v) => ({
+    sku: v.sku,
+    productId: doc.id,
+    sellable: doc.status === "active",
+    prices: v.prices,
+    promotions: (doc.promotions ?? []).filter((p) => p.skus.includes(v.sku)),
+  }));
+}
+
+/** Slices from KV; SKUs absent from the result need D1 (no index entry, no document, or not in the document). */
+async function slicesFromKv(kv: KVNamespace, skus: readonly string[]): Promise<{ slices: Map<string, PriceSlice>; unindexed: string[] }> {
+  const owners = await productIdsOf(kv, skus);
+  const docs = await Promise.all([...new Set(owners.values())].map((id) => readProductDoc(kv, id).catch(() => null)));
+  const slices = new Map<string, PriceSlice>();
+  for (const doc of docs) {
+    if (!doc) continue;
+    for (const s of slicesOfDocument(doc)) if (owners.get(s.sku) === doc.id) slices.set(s.sku, s);
   }
-  const schedules = await loadSchedules(env.DB, rows.filter((r) => r.amount !== null).map((r) => r.product_id), now);
-  const out = new Map<string, UnitPrice>();
-  for (const r of rows) {
-    if (r.amount === null) {
-      out.set(r.sku, { sku: r.sku, currency, unit_price: null, regular_price: null, promotion_id: null });
-      continue;
-    }
-    const eff = effectivePrice(r.amount, currency, r.sku, schedules.get(r.product_id), now, market);
-    out.set(r.sku, { sku: r.sku, currency, unit_price: eff.amount, regular_price: r.amount, promotion_id: eff.promotion?.id ?? null });
+  return { slices, unindexed: skus.filter((s) => !owners.has(s)) };
+}
+
+type CatalogRow = { sku: string; product_id: string; sellable: number; currency: string | null; amount: number | null };
+
+/** The fallback: one keyed read of the SKUs (bound as one JSON parameter) and one of their promotions. */
+async function slicesFromD1(db: D1Database, skus: readonly string[], now: number): Promise<Map<string, PriceSlice>> {
+  const { results } = await db
+    .prepare(
+      `SELECT v.sku, v.product_id, (p.status = 'active' AND v.status = 'active') AS sellable, pr.currency, pr.amount
+       FROM variants v JOIN products p ON p.id = v.product_id LEFT JOIN prices pr ON pr.sku = v.sku
+       WHERE v.sku IN (SELECT value FROM json_each(?))`,
+    )
+    .bind(JSON.stringify(skus))
+    .all<CatalogRow>();
+  const slices = new Map<string, PriceSlice>();
+  for (const r of results) {
+    const s = slices.get(r.sku) ?? { sku: r.sku, productId: r.product_id, sellable: r.sellable === 1, prices: {}, promotions: [] };
+    if (r.currency !== null && r.amount !== null) s.prices[r.currency] = r.amount;
+    slices.set(r.sku, s);
+  }
+  const schedules = await loadSchedules(db, [...new Set([...slices.values()].map((s) => s.productId))], now);
+  for (const s of slices.values()) s.promotions = (schedules.get(s.productId) ?? []).filter((p) => p.skus.includes(s.sku));
+  return slices;
+}
+
+/** Slices of `skus`: this isolate's memo, then KV, then D1 for what KV lacks. */
+async function priceSlices(env: Env, skus: readonly string[], now: number, waitUntil?: (p: Promise<unknown>) => void): Promise<Map<string, PriceSlice | null>> {
+  const out = new Map<string, PriceSlice | null>();
+  const wall = Date.now();
+  const missing: string[] = [];
+  for (const sku of skus) {
+    const hit = memo.get(sku);
+    if (hit && hit.until > wall) out.set(sku, hit.slice);
+    else missing.push(sku);
+  }
+  if (!missing.length) return out;
+  const fromKv = await slicesFromKv(env.CATALOG_KV, missing).catch(() => ({ slices: new Map<string, PriceSlice>(), unindexed: missing }));
+  const rest = missing.filter((s) => !fromKv.slices.has(s));
+  const fromD1 = rest.length ? await slicesFromD1(env.DB, rest, now) : new Map<string, PriceSlice>();
+  const toIndex = new Map<string, string[]>();
+  for (const sku of missing) {
+    const slice = fromKv.slices.get(sku) ?? fromD1.get(sku) ?? null;
+    out.set(sku, slice);
+    remember(sku, slice, wall + MEMO_TTL_MS);
+    if (slice && fromD1.has(sku) && fromKv.unindexed.includes(sku)) toIndex.set(slice.productId, [...(toIndex.get(slice.productId) ?? []), sku]);
+  }
+  if (toIndex.size && waitUntil) {
+    waitUntil(Promise.all([...toIndex].map(([id, list]) => indexSkus(env.CATALOG_KV, id, list))).catch(() => undefined));
   }
   return out;
+}
+
+/** Prices a cart's SKUs in `currency` at `now`, sorting out unknown and unsellable SKUs. */
+export async function priceCart(
+  env: Env,
+  skus: readonly string[],
+  currency: string,
+  now: number,
+  market?: ShopperMarket,
+  waitUntil?: (p: Promise<unknown>) => void,
+): Promise<CartPrices> {
+  const unique = [...new Set(skus)];
+  const slices = await priceSlices(env, unique, now, waitUntil);
+  const result: CartPrices = { prices: new Map(), unknown: [], inactive: [] };
+  for (const sku of unique) {
+    const s = slices.get(sku);
+    if (!s) result.unknown.push(sku);
+    else if (!s.sellable) result.inactive.push(sku);
+    else result.prices.set(sku, unitPrice(s, currency, now, market));
+  }
+  return result;
+}
+
+function unitPrice(s: PriceSlice, currency: string, now: number, market: ShopperMarket | undefined): UnitPrice {
+  const regular = s.prices[currency];
+  if (regular === undefined) return { sku: s.sku, currency, unit_price: null, regular_price: null, promotion_id: null };
+  const eff = effectivePrice(regular, currency, s.sku, s.promotions, now, market);
+  return { sku: s.sku, currency, unit_price: eff.amount, regular_price: regular, promotion_id: eff.promotion?.id ?? null };
+}
+
+/** Prices of the sellable SKUs; SKUs absent from the returned map are unknown or not for sale. */
+export async function resolveUnitPrices(env: Env, skus: readonly string[], currency: string, now: number, market?: ShopperMarket): Promise<Map<string, UnitPrice>> {
+  return (await priceCart(env, skus, currency, now, market)).prices;
 }

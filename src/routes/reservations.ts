@@ -4,6 +4,7 @@ import { requireStorefront } from "../lib/auth";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
 import { shopperRegion } from "../stock/locations";
+import { holderKey, SHOPPER_HEADER, SHOPPER_ID_PATTERN, shopperIdentity } from "../stock/shopper";
 import {
   commitReservation,
   createReservation,
@@ -73,10 +74,17 @@ const createRouteDef = createRoute({
   tags: ["Reservations"],
   summary: "Hold stock for a cart, all or nothing",
   description:
-    "Holds every line or none (a saga across stock shards, compensated on failure). `Idempotency-Key` is required and scoped to the storefront key: the same key with the same body replays the original answer; with another body it is a 422. Lines without `location` go to the shopper's region (`x-shopper-region: NA|EU|APAC` or `request.cf`), else the location with the most stock.",
+    "Holds every line or none (a saga across stock shards, compensated on failure). `Idempotency-Key` is required and scoped to the storefront key: the same key with the same body replays the original answer; with another body it is a 422. Lines without `location` go to the shopper's region (`x-shopper-region: NA|EU|APAC` or `request.cf`), else the location with the most stock. `x-shopper-id` names the shopper or cart behind the storefront key (else the client IP counts): hoarding caps and the reservation rate limit apply per shopper. Unit prices come from the product document the product page is rendered from.",
   security,
   request: {
-    headers: z.object({ "idempotency-key": z.string().min(1).max(255).openapi({ description: "Unique per checkout attempt." }) }),
+    headers: z.object({
+      "idempotency-key": z.string().min(1).max(255).openapi({ description: "Unique per checkout attempt." }),
+      [SHOPPER_HEADER]: z
+        .string()
+        .regex(SHOPPER_ID_PATTERN, "1-128 printable ASCII characters, no spaces")
+        .optional()
+        .openapi({ description: "The shopper or cart behind the storefront key (hoarding caps and rate limits count it; default: the client IP). Send the same value on retries, commit and release.", example: "cart-8f14e45f" }),
+    }),
     body: { required: true, content: { "application/json": { schema: CreateBody } } },
   },
   responses: {
@@ -84,7 +92,8 @@ const createRouteDef = createRoute({
     400: problem("Invalid body, or no Idempotency-Key."),
     ...authErrors,
     409: problem("Not enough stock (`shortfalls: [{sku, requested, available}]`), or the same key is still in flight."),
-    422: problem("Unknown SKUs (`unknown_skus`), unknown locations, no price in the currency, or the key reused with another body."),
+    422: problem("Unknown SKUs (`unknown_skus`), SKUs of draft or archived products (`inactive_skus`), unknown locations, no price in the currency, or the key reused with another body."),
+    429: problem("The shopper's hoarding cap (`scope`: `sku` or `total`, with `limit`, `held`, `requested`) or rate limit; see Retry-After."),
     503: problem("A shard did not answer; nothing is held."),
   },
 });
@@ -136,7 +145,7 @@ function keyId(principal: unknown): string {
 }
 
 export const reservationsApp = createApp();
-reservationsApp.use("/v1/reservations", requireStorefront);
+// One registration: "/v1/reservations/*" also matches "/v1/reservations", and a second would look the key up twice.
 reservationsApp.use("/v1/reservations/*", requireStorefront);
 
 reservationsApp
@@ -145,14 +154,17 @@ reservationsApp
     const currency = body.currency ?? c.env.DEFAULT_CURRENCY;
     const supported = supportedCurrencies(c.env);
     if (!supported.includes(currency)) throw ApiError.unprocessable(`Unsupported currency ${currency}; use one of ${supported.join(", ")}.`);
+    const owner = keyId(c.get("principal"));
     const result = await createReservation(c.env, {
-      keyId: keyId(c.get("principal")),
+      keyId: owner,
       idempotencyKey: c.req.valid("header")["idempotency-key"],
       lines: body.items,
       ttlSeconds: body.ttl_seconds ?? DEFAULT_TTL_SECONDS,
       currency,
       market: body.market?.toUpperCase(),
       region: shopperRegion(c.req.raw),
+      holder: await holderKey(owner, shopperIdentity(c.req.raw)),
+      waitUntil: (p) => c.executionCtx.waitUntil(p),
     });
     c.header("cache-control", "no-store");
     c.header("location", `/v1/reservations/${result.body.id}`);

@@ -3,13 +3,15 @@
  * once the idempotency record exists (so a replay of an earlier answer is never changed by them):
  * - sold-out marker: a short-lived entry in this colo's Cache API per SKU found with nothing available. While it
  *   lives, a reservation for that SKU is answered 409 without a round trip to the SKU's (busy) shard.
- * - hoarding caps: a storefront client may hold at most `per_sku` units of one SKU and `total` units overall
- *   (its ClientGuard object counts live holds), so a bot cannot lock up a sale.
+ * - hoarding caps: a shopper of a storefront key (src/stock/shopper.ts) may hold at most `per_sku` units of one
+ *   SKU (checked by the SKU's shard inside the hold) and `total` units overall (counted by the shopper's own
+ *   ClientGuard object), so a bot cannot lock up a sale and no object sees every checkout of a shop.
  */
 import { ApiError } from "../lib/errors";
 import { withTimeout } from "../lib/resilience";
 import type { HoldCaps, HoldAdmission } from "../../durable-objects/client-guard";
-import type { HoldLine, Shortfall, StoredOutcome } from "./types";
+import { holderOfReservation } from "./routing";
+import type { HoldLimit, HoldLine, Shortfall, StoredOutcome } from "./types";
 
 export const SOLD_OUT_TTL_SECONDS = 5;
 const MARKER_ORIGIN = "https://sold-out.edgeshelf.internal/";
@@ -86,8 +88,26 @@ export function holdCaps(env: Env, keyId: string): HoldCaps {
   return base;
 }
 
-function guard(env: Env, keyId: string) {
-  return env.CLIENT_GUARD.getByName(`holder:${keyId}`);
+function guard(env: Env, keyId: string, holder: string) {
+  return env.CLIENT_GUARD.getByName(`holder:${keyId}:${holder}`);
+}
+
+function holdLimitError(scope: "sku" | "total", limit: number, held: number, requested: number, retryAfter: number, sku?: string): ApiError {
+  const what = scope === "sku" ? `${limit} units of ${sku}` : `${limit} units in total`;
+  return new ApiError(
+    429,
+    "hold-limit",
+    "Too Many Requests",
+    `This shopper may hold at most ${what} at once (holds ${held}, asked for ${requested}). Commit or release holds first.`,
+    { scope, limit, held, requested, ...(sku ? { sku } : {}) },
+    { "Retry-After": String(retryAfter) },
+  );
+}
+
+/** The 429 for a shard's per-SKU refusal (the first one, when several shards refused). */
+export function skuHoldLimitError(refusal: HoldLimit, now: number): ApiError {
+  const retryAfter = Math.max(1, Math.ceil((refusal.retry_at - now) / 1000));
+  return holdLimitError("sku", refusal.limit, refusal.held, refusal.requested, retryAfter, refusal.sku);
 }
 
 type Coordinator = {
@@ -98,7 +118,7 @@ type Coordinator = {
 /** Runs before any stock shard is asked. Throws the answer (409 sold out, 429 hoarding cap) when it refuses. */
 export async function flashSaleGate(
   env: Env,
-  g: { coord: Coordinator; id: string; keyId: string; lines: HoldLine[]; expiresAt: number },
+  g: { coord: Coordinator; id: string; keyId: string; holder: string; lines: HoldLine[]; expiresAt: number },
 ): Promise<void> {
   const sold = await soldOutSkus(g.lines);
   if (sold.length) {
@@ -116,7 +136,7 @@ export async function flashSaleGate(
   }
   let admission: HoldAdmission;
   try {
-    const pending = guard(env, g.keyId).admitHold(g.id, g.lines, g.expiresAt, holdCaps(env, g.keyId)) as unknown as Promise<HoldAdmission>;
+    const pending = guard(env, g.keyId, g.holder).admitHold(g.id, g.lines, g.expiresAt, holdCaps(env, g.keyId).total) as unknown as Promise<HoldAdmission>;
     admission = await withTimeout(pending, GUARD_TIMEOUT_MS, "hold cap");
   } catch {
     // The cap is a safeguard, not a dependency: a guard that does not answer does not block checkouts.
@@ -124,15 +144,7 @@ export async function flashSaleGate(
   }
   if (!admission.ok) {
     await g.coord.abandonReservation(g.id);
-    const what = admission.scope === "sku" ? `${admission.limit} units of ${admission.sku}` : `${admission.limit} units in total`;
-    throw new ApiError(
-      429,
-      "hold-limit",
-      "Too Many Requests",
-      `This client may hold at most ${what} at once (holds ${admission.held}, asked for ${admission.requested}). Commit or release holds first.`,
-      { scope: admission.scope, limit: admission.limit, held: admission.held, requested: admission.requested, ...(admission.sku ? { sku: admission.sku } : {}) },
-      { "Retry-After": String(admission.retry_after) },
-    );
+    throw holdLimitError("total", admission.limit, admission.held, admission.requested, admission.retry_after);
   }
 }
 
@@ -141,8 +153,10 @@ export async function afterFailedHolds(env: Env, keyId: string, id: string, shor
   await Promise.all([markSoldOut(soldOutFrom(shortfalls)), endHolds(env, keyId, id)]);
 }
 
-/** The reservation ended (commit, release). `actor` is `storefront:{key id}`. */
+/** The reservation ended (commit, release). `actor` is `storefront:{key id}`; the holder is read off the id. */
 export async function endHolds(env: Env, actorOrKeyId: string, id: string): Promise<void> {
   const keyId = actorOrKeyId.replace(/^storefront:/, "");
-  await withTimeout(guard(env, keyId).endHold(id), GUARD_TIMEOUT_MS, "hold cap").catch(() => undefined);
+  const holder = holderOfReservation(id);
+  if (!holder) return;
+  await withTimeout(guard(env, keyId, holder).endHold(id), GUARD_TIMEOUT_MS, "hold cap").catch(() => undefined);
 }

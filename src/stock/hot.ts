@@ -1,11 +1,12 @@
 /**
  * Hot-SKU escrow (demarcation). Marking a SKU hot moves its free stock out of the home shard into K disjoint
  * quotas, each owned by a sub-shard object (`stock:hot:{sku}:{i}`), so K objects serve the SKU in parallel.
- * A reservation goes to one sub-shard (hash of its reservation id, see routing.ts); a sub-shard that runs dry
+ * A reservation goes to its shopper's sub-shard (hash of the holder key, see routing.ts); a sub-shard that runs dry
  * borrows from its siblings one pair at a time (take from a sibling, then give-and-hold in one step at the
  * borrower): no global lock and no coordinator on the hot path. Un-marking folds the free quotas back home.
  * Registry: D1 `hot_skus`, read through a 1 s per-isolate cache.
  */
+import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { hotSubShardIndex, hotSubShardName, parseHotSubShard, shardNameForSku, stockStub } from "./routing";
 import type { HeldItem, HoldRequest, HoldResult } from "./types";
@@ -18,7 +19,7 @@ type HotRow = { sku: string; sub_shards: number; state: string; transfer_id: str
 let cache: { until: number; hot: Map<string, number> } | undefined;
 
 /** SKU → K for every SKU currently routed to sub-shards. */
-export async function hotSkus(env: Env, now = Date.now()): Promise<Map<string, number>> {
+export async function hotSkus(env: Env, now = clockNow()): Promise<Map<string, number>> {
   if (cache && cache.until > now) return cache.hot;
   const rows = await env.DB.prepare("SELECT sku, sub_shards FROM hot_skus WHERE state = 'hot'").all<{ sku: string; sub_shards: number }>();
   const hot = new Map(rows.results.map((r) => [r.sku, r.sub_shards]));
@@ -30,10 +31,10 @@ function forgetCache() {
   cache = undefined;
 }
 
-/** The sub-shard of a line on a hot SKU for this reservation, or undefined (normal routing). */
-export function hotShardFor(hot: Map<string, number>, sku: string, reservationId: string): string | undefined {
+/** The sub-shard of a line on a hot SKU for this shopper (holder key), or undefined (normal routing). */
+export function hotShardFor(hot: Map<string, number>, sku: string, holder: string): string | undefined {
   const k = hot.get(sku);
-  return k ? hotSubShardName(sku, hotSubShardIndex(reservationId, k)) : undefined;
+  return k ? hotSubShardName(sku, hotSubShardIndex(holder, k)) : undefined;
 }
 
 /**

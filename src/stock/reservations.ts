@@ -6,13 +6,13 @@
 import { marketOf } from "../lib/markets";
 import { ApiError } from "../lib/errors";
 import { sha256Hex } from "../lib/crypto";
-import { resolveUnitPrices } from "../pricing/unit-prices";
+import { priceCart } from "../pricing/unit-prices";
 import { activeLocations, preferredLocations, unknownLocations, type Region } from "./locations";
 import { effectiveStatus } from "./reservation-store";
-import { afterFailedHolds, clearSoldOut, endHolds, flashSaleGate } from "./flash-gate";
+import { afterFailedHolds, clearSoldOut, endHolds, flashSaleGate, holdCaps, skuHoldLimitError } from "./flash-gate";
 import { holdOnShard, hotShardFor, hotSkus } from "./hot";
-import { coordinatorForScope, coordinatorOfReservation, groupByShard, newReservationId, shardName, stockStub } from "./routing";
-import type { HeldItem, HoldLine, ReservationHeader, ReservationView, ReservedItem, Shortfall, StoredOutcome } from "./types";
+import { coordinatorForScope, coordinatorOfReservation, groupByShard, holderOfReservation, newReservationId, shardName, stockStub } from "./routing";
+import type { HeldItem, HoldLimit, HoldLine, ReservationHeader, ReservationView, ReservedItem, Shortfall, StoredOutcome } from "./types";
 
 export type { ReservationView };
 
@@ -68,14 +68,19 @@ export type CreateInput = {
   /** Upper-case market code the shopper named (market-limited promotions in the price snapshot). */
   market?: string;
   region: Region | undefined;
+  /** The shopper's holder key (src/stock/shopper.ts): hoarding caps and hot-SKU sub-shard choice. */
+  holder: string;
+  /** Background work after the answer (writing SKU index entries found through the D1 fallback). */
+  waitUntil?: (p: Promise<unknown>) => void;
 };
 
 export async function createReservation(env: Env, input: CreateInput): Promise<{ status: 201; body: ReservationView; replayed: boolean }> {
   const now = Date.now();
   const skus = [...new Set(input.lines.map((l) => l.sku))];
-  const [prices, locations] = await Promise.all([resolveUnitPrices(env, skus, input.currency, now, marketOf(input.market)), activeLocations(env)]);
-  const unknown = skus.filter((s) => !prices.has(s));
+  const [priced, locations] = await Promise.all([priceCart(env, skus, input.currency, now, marketOf(input.market), input.waitUntil), activeLocations(env)]);
+  const { prices, unknown, inactive } = priced;
   if (unknown.length) throw ApiError.unprocessable(`Unknown SKUs: ${unknown.join(", ")}.`, { unknown_skus: unknown });
+  if (inactive.length) throw ApiError.unprocessable(`Not for sale (draft or archived): ${inactive.join(", ")}.`, { inactive_skus: inactive });
   const unpriced = skus.filter((s) => prices.get(s)!.unit_price === null);
   if (unpriced.length) {
     throw ApiError.unprocessable(`No ${input.currency} price for: ${unpriced.join(", ")}.`, { unpriced_skus: unpriced, currency: input.currency });
@@ -90,7 +95,7 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
     scopeKey,
     owner: input.keyId,
     bodyHash: await bodyHash(input.lines, input.ttlSeconds, input.currency, input.market),
-    candidateId: newReservationId(coordIndex),
+    candidateId: newReservationId(coordIndex, input.holder),
     currency: input.currency,
     ttlMs: input.ttlSeconds * 1000,
   };
@@ -110,17 +115,21 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
   }
 
   const id = begin.id;
+  // A retry resumes the first request's reservation: its holder is the one the id was issued for.
+  const holder = holderOfReservation(id) ?? input.holder;
   const expiresAt = begin.expiresAt;
   const actor = `storefront:${input.keyId}`;
   const preferred = preferredLocations(locations, input.region);
-  // Issue 7: sold-out marker and hoarding caps (src/stock/flash-gate.ts); hot SKUs go to escrow sub-shards.
-  await flashSaleGate(env, { coord, id, keyId: input.keyId, lines: input.lines, expiresAt });
+  const perSkuCap = holdCaps(env, input.keyId).perSku;
+  // Sold-out marker and the shopper's total hoarding cap (src/stock/flash-gate.ts); hot SKUs go to escrow
+  // sub-shards, one per shopper, so the per-SKU cap that the shard checks covers all of a shopper's holds.
+  await flashSaleGate(env, { coord, id, keyId: input.keyId, holder, lines: input.lines, expiresAt });
   const hot = await hotSkus(env);
-  const groups = [...groupByShard(env, input.lines, (l) => l.sku, (l) => hotShardFor(hot, l.sku, id))];
+  const groups = [...groupByShard(env, input.lines, (l) => l.sku, (l) => hotShardFor(hot, l.sku, holder))];
   const results = await Promise.all(
     groups.map(async ([name, lines]) => {
       try {
-        return { name, res: await holdOnShard(env, name, { reservationId: id, expiresAt, lines, preferredLocations: preferred, actor }) };
+        return { name, res: await holdOnShard(env, name, { reservationId: id, expiresAt, lines, preferredLocations: preferred, actor, holder, perSkuCap }) };
       } catch (err) {
         return { name, res: { ok: false as const, error: "unavailable" as const, detail: String(err) } };
       }
@@ -135,6 +144,12 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
     if (failures.some((f) => f.error === "unavailable")) {
       await coord.abandonReservation(id).catch(() => undefined);
       throw ApiError.unavailable("A stock shard did not answer; nothing is held. Retry with the same Idempotency-Key.");
+    }
+    const overCap = failures.find((f): f is HoldLimit => f.error === "hold_limit");
+    if (overCap) {
+      // Like the total cap: not stored as the key's answer, so a retry once holds have lapsed can succeed.
+      await coord.abandonReservation(id).catch(() => undefined);
+      throw skuHoldLimitError(overCap, Date.now());
     }
     const unknownSkus = failures.flatMap((f) => (f.error === "unknown_skus" ? f.skus : []));
     const shortfalls: Shortfall[] = failures.flatMap((f) => (f.error === "insufficient" ? f.shortfalls : []));

@@ -58,10 +58,11 @@ export function groupByShard<T>(
 
 /**
  * Hot SKUs (issue 7, src/stock/hot.ts): a hot SKU's free stock is split into K escrow quotas held by the
- * sub-shard objects `stock:hot:{sku}:{i}`. A reservation uses sub-shard `hash(reservation id) % K`; the
- * reservation id is fixed by the first request with an Idempotency-Key, so every retry of that key lands on
- * the same sub-shard. Held items remember their sub-shard, so commit/release/extend find it even after the
- * SKU has been un-marked.
+ * sub-shard objects `stock:hot:{sku}:{i}`. A reservation uses sub-shard `hash(holder key) % K`: all of one
+ * shopper's holds of the SKU meet in one object, whose hold transaction enforces the per-SKU hoarding cap, while
+ * many shoppers spread over all K. The holder is fixed by the reservation id, so every retry of an
+ * Idempotency-Key lands on the same sub-shard. Held items remember their sub-shard, so commit/release/extend
+ * find it even after the SKU has been un-marked.
  */
 export function hotSubShardName(sku: string, index: number): string {
   return `stock:hot:${sku}:${index}`;
@@ -72,8 +73,8 @@ export function parseHotSubShard(name: string): { sku: string; index: number } |
   return m ? { sku: m[1]!, index: Number(m[2]) } : undefined;
 }
 
-export function hotSubShardIndex(reservationId: string, subShards: number): number {
-  return stableHash(`hot:${reservationId}`) % subShards;
+export function hotSubShardIndex(holder: string, subShards: number): number {
+  return stableHash(`hot:${holder}`) % subShards;
 }
 
 /**
@@ -85,9 +86,19 @@ export function coordinatorForScope(env: Env, scopeKey: string): number {
   return stableHash(`reservation:${scopeKey}`) % shardCount(env);
 }
 
-export function newReservationId(coordinator: number): string {
+/**
+ * `rsv_{coordinator}_{holder}{random}`: the 32 hex digits start with the holder key (src/stock/shopper.ts) when
+ * there is one, so commit and release find the shopper's hold tally from the id alone, whoever calls them.
+ */
+export function newReservationId(coordinator: number, holder?: string): string {
   const hex = crypto.randomUUID().replace(/-/g, "");
-  return `rsv_${coordinator}_${hex}`;
+  const h = holder && /^[0-9a-f]{16}$/.test(holder) ? holder : hex.slice(16);
+  return `rsv_${coordinator}_${h}${hex.slice(0, 16)}`;
+}
+
+/** The holder key embedded in a reservation id (see `newReservationId`), or undefined for ids we never issued. */
+export function holderOfReservation(id: string): string | undefined {
+  return /^rsv_\d{1,4}_([0-9a-f]{16})[0-9a-f]{16}$/.exec(id)?.[1];
 }
 
 /** The coordinator shard name of a reservation id, or undefined for ids we never issued. */

@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS holds (
   PRIMARY KEY (reservation_id, sku, location)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_live_idx ON holds (state, expires_at);
+CREATE TABLE IF NOT EXISTS hold_owners (
+  reservation_id TEXT PRIMARY KEY,
+  holder TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hold_owners_holder_idx ON hold_owners (holder);
 CREATE TABLE IF NOT EXISTS ledger (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   sku TEXT NOT NULL,

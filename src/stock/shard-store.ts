@@ -7,6 +7,7 @@ import type {
   AdjustmentLine,
   AdjustmentOutcome,
   HeldItem,
+  HoldLimit,
   HoldRequest,
   LedgerEntry,
   LedgerKind,
@@ -175,8 +176,11 @@ export class StockStore {
     this.sql.exec("UPDATE skus SET seq = seq + 1 WHERE sku = ?", sku);
   }
 
-  /** Places all lines or none. Lines on one SKU are summed first, so a cart cannot oversell against itself. */
-  hold(req: HoldRequest, now: number): { ok: true; items: HeldItem[] } | { ok: false; shortfalls: Shortfall[] } {
+  /**
+   * Places all lines or none. Lines on one SKU are summed first, so a cart cannot oversell against itself. With a
+   * holder and a per-SKU cap, the holder's live holds here plus the request must stay within the cap.
+   */
+  hold(req: HoldRequest, now: number): { ok: true; items: HeldItem[] } | { ok: false; shortfalls: Shortfall[] } | HoldLimit {
     this.expireDue(now);
     const live = this.sql
       .exec<RawHold>("SELECT * FROM holds WHERE reservation_id = ? AND state = 'held'", req.reservationId)
@@ -195,6 +199,9 @@ export class StockStore {
       if (prev) prev.quantity += line.quantity;
       else wanted.set(key, { sku: line.sku, location: line.location, quantity: line.quantity });
     }
+
+    const overCap = this.overCap(req, wanted.values());
+    if (overCap) return overCap;
 
     const taken = new Map<string, number>();
     const takenAt = (sku: string, loc: string) => taken.get(`${sku}\u0000${loc}`) ?? 0;
@@ -255,6 +262,7 @@ export class StockStore {
       else merged.set(key, { ...p });
     }
     const items = [...merged.values()];
+    if (req.holder) this.sql.exec("INSERT OR REPLACE INTO hold_owners (reservation_id, holder) VALUES (?, ?)", req.reservationId, req.holder);
     for (const it of items) {
       this.apply(it.sku, it.location, 0, it.quantity, "reserve", { reservation_id: req.reservationId, actor: req.actor }, now);
       this.sql.exec(
@@ -271,6 +279,7 @@ export class StockStore {
       this.apply(h.sku, h.location, 0, -h.quantity, "release", { reservation_id: reservationId, actor }, now);
     }
     this.sql.exec("UPDATE holds SET state = 'released' WHERE reservation_id = ? AND state = 'held'", reservationId);
+    this.forgetOwner(reservationId);
     this.expireDue(now);
     return live.length;
   }
@@ -297,6 +306,7 @@ export class StockStore {
       else this.apply(it.sku, it.location, -it.quantity, 0, "commit", { ...meta, reason: "late_commit" }, now);
       this.upsertHold(reservationId, it, now, "committed", now);
     }
+    this.forgetOwner(reservationId);
     this.expireDue(now);
     return { ok: true };
   }
@@ -323,6 +333,7 @@ export class StockStore {
     for (const h of due) {
       this.apply(h.sku, h.location, 0, -h.quantity, "expire", { reservation_id: h.reservation_id, actor: "system" }, now);
       this.sql.exec("UPDATE holds SET state = 'expired' WHERE reservation_id = ? AND sku = ? AND location = ?", h.reservation_id, h.sku, h.location);
+      this.forgetOwner(h.reservation_id);
     }
     return due.length;
   }
@@ -437,6 +448,35 @@ export class StockStore {
   }
 
   // --- internals ---------------------------------------------------------------------------------------------
+
+  /** A reservation with no live hold left here no longer counts against its holder's cap. */
+  private forgetOwner(reservationId: string): void {
+    this.sql.exec(
+      "DELETE FROM hold_owners WHERE reservation_id = ?1 AND NOT EXISTS (SELECT 1 FROM holds WHERE reservation_id = ?1 AND state = 'held')",
+      reservationId,
+    );
+  }
+
+  /** The first SKU on which the holder's live holds here plus `wanted` would pass the per-SKU cap. */
+  private overCap(req: HoldRequest, wanted: Iterable<{ sku: string; quantity: number }>): HoldLimit | undefined {
+    if (!req.holder || req.perSkuCap === undefined) return undefined;
+    const perSku = new Map<string, number>();
+    for (const w of wanted) perSku.set(w.sku, (perSku.get(w.sku) ?? 0) + w.quantity);
+    for (const [sku, requested] of perSku) {
+      const mine = this.sql
+        .exec<{ held: number | null; first: number | null }>(
+          `SELECT SUM(h.quantity) AS held, MIN(h.expires_at) AS first FROM hold_owners o JOIN holds h ON h.reservation_id = o.reservation_id
+           WHERE o.holder = ? AND h.sku = ? AND h.state = 'held'`,
+          req.holder, sku,
+        )
+        .one();
+      const held = mine.held ?? 0;
+      if (held + requested > req.perSkuCap) {
+        return { ok: false, error: "hold_limit", sku, limit: req.perSkuCap, held, requested, retry_at: mine.first ?? 0 };
+      }
+    }
+    return undefined;
+  }
 
   private holdsOf(reservationId: string): Map<string, RawHold> {
     const map = new Map<string, RawHold>();

@@ -27,12 +27,18 @@ export type HoldRequest = {
   /** Locations in the shopper's region, best first; used when a line names no location. */
   preferredLocations: string[];
   actor: string;
+  /** The shopper's holder key (src/stock/shopper.ts); with `perSkuCap`, checked in the same transaction as the hold. */
+  holder?: string;
+  /** Most units of one SKU the holder may hold at once in this object. */
+  perSkuCap?: number;
 };
 
 export type UnknownSkus = { ok: false; error: "unknown_skus"; skus: string[] };
 export type Insufficient = { ok: false; error: "insufficient"; shortfalls: Shortfall[] };
+/** The holder would exceed its per-SKU hoarding cap; `retry_at` is when its first hold of that SKU lapses. */
+export type HoldLimit = { ok: false; error: "hold_limit"; sku: string; limit: number; held: number; requested: number; retry_at: number };
 
-export type HoldResult = { ok: true; items: HeldItem[] } | Insufficient | UnknownSkus;
+export type HoldResult = { ok: true; items: HeldItem[] } | Insufficient | UnknownSkus | HoldLimit;
 export type CommitResult = { ok: true; items: HeldItem[] } | Insufficient;
 export type ExtendResult = { ok: true } | Insufficient;
 
