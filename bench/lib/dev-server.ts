@@ -35,6 +35,8 @@ export type DevServerOptions = {
   persist: string;
   /** A bundle from buildOnce (served with --no-bundle); without it wrangler dev serves src/ from wrangler.toml. */
   entry?: string;
+  /** `--inspector-port`: benches on a shared machine pass one from their own range (wrangler's default may be taken). */
+  inspectorPort?: number | string;
   /** `--var NAME:value` pairs. */
   vars?: Record<string, string>;
   /** /health polls, 250 ms apart, before giving up waiting (the bench then goes on and its requests fail). */
@@ -50,6 +52,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<{ origin: 
   const args = ["--no-install", "wrangler", "dev"];
   if (opts.entry) args.push(opts.entry, "--no-bundle");
   args.push("--port", port, "--ip", "127.0.0.1", "--persist-to", opts.persist, "--log-level", "error");
+  if (opts.inspectorPort !== undefined) args.push("--inspector-port", String(opts.inspectorPort));
   for (const [name, value] of Object.entries(opts.vars ?? {})) args.push("--var", `${name}:${value}`);
   const dev = spawn("npx", args, { env, detached: true, stdio: "ignore" });
   const stop = () => {

@@ -1,6 +1,6 @@
 /**
  * Reservation throughput and latency against a real `wrangler dev` (own port, own --persist-to):
- *   npx tsx bench/reserve/run.ts --seconds 8 --connections 100
+ *   npx tsx bench/reserve/run.ts --seconds 8 --connections 50 --port 8871 --inspector-port 9371
  *
  * Cases, each measured for the same duration and concurrency, in one run:
  *   baseline  POST /admin/bench/do-noop: one RPC to a StockShard that increments a SQLite counter
@@ -12,7 +12,8 @@
  * The load generator is a closed loop of N concurrent clients using fetch, recording every request's
  * latency, so p95 is exact (autocannon's histogram has no p95) and baseline and cases share one client.
  * SKUs, stock and prices are created through the admin API; the seed only provides locations,
- * categories and the dev storefront key.
+ * categories and the dev storefront key. Every reservation comes from the one dev storefront key, on behalf of
+ * one of 1,000 shoppers (`x-shopper-id`), with the production rate limits and hoarding caps in force.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -23,8 +24,10 @@ import { fmt, percentile, statusJson } from "../lib/stats";
 const { values } = parseArgs({
   options: {
     seconds: { type: "string", default: "8" },
-    connections: { type: "string", default: "100" },
-    port: { type: "string", default: "8794" },
+    connections: { type: "string", default: "50" },
+    port: { type: "string", default: "8871" },
+    "inspector-port": { type: "string", default: "9371" },
+    shoppers: { type: "string", default: "1000" },
     skus: { type: "string", default: "1000" },
     sellout: { type: "string", default: "300" },
   },
@@ -33,6 +36,7 @@ const SECONDS = Number(values.seconds);
 const CONNECTIONS = Number(values.connections);
 const SPREAD_SKUS = Number(values.skus);
 const SELLOUT_UNITS = Number(values.sellout);
+const SHOPPERS = Number(values.shoppers);
 const ORIGIN = `http://127.0.0.1:${values.port}`;
 const PERSIST = path.resolve(".wrangler/bench-reserve");
 const BUILD = path.resolve(".wrangler/bench-reserve-build");
@@ -42,10 +46,6 @@ const STORE = { authorization: "Bearer dev-storefront-key", "content-type": "app
 const HOT = "BENCH-HOT";
 const SELLOUT = "BENCH-SELLOUT";
 const spreadSku = (i: number) => `BENCH-S${String(i).padStart(4, "0")}`;
-// The bench is one storefront key hammering reserve: lift its per-client rate limit and hoarding caps
-// (issue 7's abuse protections, still on the path) for this server only.
-const RATE_LIMITS = "browse=1000/10,search=500/10,reserve=100000000/60,feed=600/60";
-const HOLD_CAPS = "per_sku=100000000,total=100000000";
 
 type Stats = { name: string; requests: number; ok: number; conflict: number; other: number; rps: number; p50: number; p95: number; p99: number };
 
@@ -98,7 +98,7 @@ const reserveReq = (sku: string) => () => ({
   path: "/v1/reservations",
   init: {
     method: "POST",
-    headers: { ...STORE, "idempotency-key": crypto.randomUUID() },
+    headers: { ...STORE, "idempotency-key": crypto.randomUUID(), "x-shopper-id": `bench-shopper-${Math.floor(Math.random() * SHOPPERS)}` },
     body: JSON.stringify({ items: [{ sku, quantity: 1 }], ttl_seconds: 3600 }),
   },
 });
@@ -183,8 +183,9 @@ async function main() {
   const { stop } = await startDevServer({
     port: values.port!,
     persist: PERSIST,
+    inspectorPort: values["inspector-port"],
     entry: buildOnce(BUILD),
-    vars: { ADMIN_TOKEN, RATE_LIMITS, HOLD_CAPS },
+    vars: { ADMIN_TOKEN },
   });
   console.log("creating bench SKUs through the admin API…");
   await seedBenchSkus();
