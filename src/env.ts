@@ -16,3 +16,6 @@ export type Principal =
   | { kind: "admin" }
   | { kind: "storefront"; keyId: string }
   | { kind: "affiliate"; keyId: string; affiliateId: string };
+
+/** What a domain write needs from its request: the bindings, and a way to finish work after the response. */
+export type WriteContext = { env: Env; waitUntil: (promise: Promise<unknown>) => void };

@@ -1,6 +1,6 @@
 /**
  * Affiliate accounts as the feed and widget code sees them, and the links that credit an affiliate.
- * Raw SQL on D1 (one keyed read per request); the admin routes write through the same row shape.
+ * Raw SQL on D1 (one keyed read per request); manage-affiliates.ts writes the same row shape.
  */
 export type AffiliateScope = { categories?: string[]; brands?: string[]; skus?: string[] };
 

@@ -1,11 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { getAffiliate, type Affiliate } from "../affiliates/account";
-import { newApiKey, sha256Hex } from "../lib/crypto";
+import { affiliateWithKeys, createAffiliate, revokeKey, rotateKeys, updateAffiliate } from "../affiliates/manage-affiliates";
 import { requireAdmin } from "../lib/auth";
-import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
 import { etag, parseIfMatch, problem } from "./common";
-
 
 /** `https://example.com` (scheme, host and port only): what browsers send in `Origin`. */
 const OriginString = z
@@ -178,132 +175,42 @@ const revokeRoute = createRoute({
   responses: { 204: { description: "Revoked." }, 401: problem("Missing or wrong admin token."), 404: problem("No such key for this affiliate.") },
 });
 
-type KeyRow = { id: string; prefix: string; label: string | null; created_at: number; expires_at: number | null; revoked_at: number | null };
-
-function keyState(k: KeyRow, now: number): z.infer<typeof KeyInfo>["state"] {
-  if (k.revoked_at !== null) return "revoked";
-  if (k.expires_at !== null) return k.expires_at <= now ? "expired" : "expiring";
-  return "active";
-}
-
-async function issueKeyStatement(db: D1Database, affiliateId: string, label: string | null) {
-  const key = newApiKey("aff");
-  const id = `key-${crypto.randomUUID()}`;
-  const prefix = key.slice(0, 8);
-  const stmt = db
-    .prepare("INSERT INTO api_keys (id, kind, affiliate_id, key_hash, prefix, label, created_at) VALUES (?, 'affiliate', ?, ?, ?, ?, ?)")
-    .bind(id, affiliateId, await sha256Hex(key), prefix, label, Date.now());
-  return { stmt, key: { id, key, prefix } };
-}
-
-async function mustGet(db: D1Database, id: string): Promise<Affiliate> {
-  const affiliate = await getAffiliate(db, id);
-  if (!affiliate) throw ApiError.notFound(`No affiliate '${id}'.`);
-  return affiliate;
-}
-
 export const adminAffiliatesApp = createApp();
 adminAffiliatesApp.use("/admin/affiliates", requireAdmin);
 adminAffiliatesApp.use("/admin/affiliates/*", requireAdmin);
 
 adminAffiliatesApp.openapi(createAffiliateRoute, async (c) => {
-  const body = c.req.valid("json");
-  const id = body.id ?? `aff-${body.tracking_id}`;
-  const now = Date.now();
-  const issued = await issueKeyStatement(c.env.DB, id, "initial key");
-  try {
-    await c.env.DB.batch([
-      c.env.DB.prepare(
-        `INSERT INTO affiliates (id, name, tracking_id, allowed_origins, scope, campaign, status, created_at, updated_at, version)
-         VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, 1)`,
-      ).bind(id, body.name, body.tracking_id, JSON.stringify(body.allowed_origins), JSON.stringify(body.scope), body.campaign, now, now),
-      issued.stmt,
-    ]);
-  } catch (err) {
-    if (/UNIQUE constraint failed: affiliates\.(id|tracking_id)/.test(String((err as Error)?.message ?? err))) {
-      throw ApiError.conflict("An affiliate with this id or tracking id already exists.");
-    }
-    throw err;
-  }
-  c.header("location", `/admin/affiliates/${id}`);
+  const { id, ...fields } = c.req.valid("json");
+  const created = await createAffiliate(c.env.DB, id ?? `aff-${fields.tracking_id}`, fields);
+  c.header("location", `/admin/affiliates/${created.affiliate.id}`);
   c.header("cache-control", "no-store");
-  return c.json({ affiliate: await mustGet(c.env.DB, id), key: issued.key }, 201);
+  return c.json(created, 201);
 });
 
 adminAffiliatesApp.openapi(getAffiliateRoute, async (c) => {
-  const { id } = c.req.valid("param");
-  const affiliate = await mustGet(c.env.DB, id);
-  const rows = (
-    await c.env.DB.prepare("SELECT id, prefix, label, created_at, expires_at, revoked_at FROM api_keys WHERE affiliate_id = ? ORDER BY created_at, id")
-      .bind(id)
-      .all<KeyRow>()
-  ).results;
-  const now = Date.now();
-  c.header("etag", etag(affiliate.version));
+  const found = await affiliateWithKeys(c.env.DB, c.req.valid("param").id);
+  c.header("etag", etag(found.affiliate.version));
   c.header("cache-control", "no-store");
-  return c.json({ affiliate, keys: rows.map((k) => ({ ...k, state: keyState(k, now) })) }, 200);
+  return c.json(found, 200);
 });
 
 adminAffiliatesApp.openapi(patchAffiliateRoute, async (c) => {
-  const { id } = c.req.valid("param");
-  const patch = c.req.valid("json");
-  const ifMatch = c.req.valid("header")["if-match"];
-  const current = await mustGet(c.env.DB, id);
-  const expected = parseIfMatch(ifMatch, "an affiliate version", current.version) ?? current.version;
-  const next = { ...current, ...patch };
-  const res = await c.env.DB.prepare(
-    `UPDATE affiliates SET name = ?, allowed_origins = ?, scope = ?, campaign = ?, status = ?, updated_at = ?, version = version + 1
-     WHERE id = ? AND version = ?`,
-  )
-    .bind(next.name, JSON.stringify(next.allowed_origins), JSON.stringify(next.scope), next.campaign, next.status, Date.now(), id, expected)
-    .run();
-  if (res.meta.changes === 0) {
-    throw ApiError.preconditionFailed(`If-Match does not match the current version (${current.version}).`, current.version);
-  }
-  const affiliate = await mustGet(c.env.DB, id);
+  const expected = parseIfMatch(c.req.valid("header")["if-match"], "an affiliate version");
+  const affiliate = await updateAffiliate(c.env.DB, c.req.valid("param").id, c.req.valid("json"), expected);
   c.header("etag", etag(affiliate.version));
   return c.json({ affiliate }, 200);
 });
 
 adminAffiliatesApp.openapi(rotateRoute, async (c) => {
-  const { id } = c.req.valid("param");
-  await mustGet(c.env.DB, id);
-  const raw = await c.req.text();
-  let grace = DAY;
-  let label: string | null = "rotated key";
-  if (raw.trim()) {
-    let json: unknown;
-    try {
-      json = JSON.parse(raw);
-    } catch {
-      throw ApiError.badRequest("The body is not valid JSON.");
-    }
-    const parsed = rotateRoute.request.body.content["application/json"].schema.safeParse(json);
-    if (!parsed.success) throw ApiError.badRequest(parsed.error.issues[0]?.message ?? "Invalid body.");
-    grace = parsed.data.grace_seconds;
-    label = parsed.data.label ?? label;
-  }
-  const now = Date.now();
-  const expiresAt = now + grace * 1000;
-  const issued = await issueKeyStatement(c.env.DB, id, label);
-  const [rotated] = await c.env.DB.batch([
-    // Keys already expiring keep the earlier of the two deadlines: rotating twice never extends an old key.
-    c.env.DB.prepare(
-      `UPDATE api_keys SET expires_at = min(coalesce(expires_at, ?1), ?1)
-       WHERE affiliate_id = ?2 AND kind = 'affiliate' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)
-       RETURNING id, expires_at`,
-    ).bind(expiresAt, id, now),
-    issued.stmt,
-  ]);
+  // The body is optional: without one (no content-type) the validator hands over {} and the defaults apply here.
+  const body: { grace_seconds?: number; label?: string } = c.req.valid("json");
+  const rotation = await rotateKeys(c.env.DB, c.req.valid("param").id, { graceSeconds: body.grace_seconds ?? DAY, label: body.label ?? "rotated key" });
   c.header("cache-control", "no-store");
-  return c.json({ key: issued.key, rotated: (rotated!.results as { id: string; expires_at: number }[]) }, 201);
+  return c.json(rotation, 201);
 });
 
 adminAffiliatesApp.openapi(revokeRoute, async (c) => {
   const { id, keyId } = c.req.valid("param");
-  const res = await c.env.DB.prepare("UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? AND affiliate_id = ?")
-    .bind(Date.now(), keyId, id)
-    .run();
-  if (res.meta.changes === 0) throw ApiError.notFound(`No key '${keyId}' for affiliate '${id}'.`);
+  await revokeKey(c.env.DB, id, keyId);
   return c.body(null, 204);
 });

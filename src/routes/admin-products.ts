@@ -1,16 +1,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../env";
-import { getDb } from "../db/client";
-import { supportedCurrencies } from "../catalog/locale";
-import { loadProductDocument, type ProductDocument } from "../catalog/document";
-import { applyPatch, inputFromDocument, ProductIdParam, ProductInput, ProductPatch } from "../catalog/product-input";
-import { isOccGuardError, isUniqueError } from "../db/guards";
-import { prepareArchive, prepareProductWrite, type PreparedWrite, type WriteMode } from "../catalog/product-writes";
-import { sendOutboxRows } from "../events/outbox";
+import type { ProductDocument } from "../catalog/document";
+import { archiveProduct, patchProduct, putProduct } from "../catalog/manage-products";
+import { ProductIdParam, ProductInput, ProductPatch } from "../catalog/product-input";
 import { requireAdmin } from "../lib/auth";
-import { now } from "../lib/clock";
-import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
 import { etag, parseIfMatch, problem } from "./common";
 
@@ -77,113 +71,27 @@ const deleteRoute = createRoute({
   },
 });
 
-const preconditionRequired = (currentVersion: number) =>
-  ApiError.preconditionRequired(`Product exists at version ${currentVersion}; send If-Match: "${currentVersion}" to replace it.`, currentVersion);
+export const adminProductsApp = createApp();
+adminProductsApp.use("/admin/products/*", requireAdmin);
 
-async function currentVersion(env: Env, id: string): Promise<number | undefined> {
-  const row = await env.DB.prepare("SELECT version FROM products WHERE id = ?").bind(id).first<{ version: number }>();
-  return row?.version;
-}
+const writeContext = (c: Context<AppEnv>) => ({ env: c.env, waitUntil: (p: Promise<unknown>) => c.executionCtx.waitUntil(p) });
 
-/**
- * Business rules zod cannot see: the category exists, currencies are supported, SKUs are not someone else's.
- * `current` (PATCH) skips the D1 look-ups when the category and SKUs are the ones the product already has.
- */
-async function checkReferences(env: Env, id: string, input: ProductInput, current?: ProductDocument): Promise<void> {
-  const supported = new Set(supportedCurrencies(env));
-  const unsupported = [...new Set(input.variants.flatMap((v) => Object.keys(v.prices)))].filter((c) => !supported.has(c));
-  if (unsupported.length) throw ApiError.unprocessable(`Unsupported currencies: ${unsupported.join(", ")}. Supported: ${[...supported].join(", ")}.`);
-  if (current && current.category_id === input.category_id && input.variants.every((v) => current.variants.some((cv) => cv.sku === v.sku))) return;
-  const [category, owners] = await env.DB.batch([
-    env.DB.prepare("SELECT id FROM categories WHERE id = ?").bind(input.category_id),
-    env.DB.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?)) AND product_id <> ?").bind(
-      JSON.stringify(input.variants.map((v) => v.sku)),
-      id,
-    ),
-  ]);
-  if (category.results.length === 0) throw ApiError.unprocessable(`Unknown category_id ${input.category_id}.`);
-  const taken = owners.results as { sku: string; product_id: string }[];
-  if (taken.length) throw ApiError.conflict(`SKUs already belong to other products: ${taken.map((t) => `${t.sku} (${t.product_id})`).join(", ")}.`, { skus: taken });
-}
-
-/** Runs the write batch, maps constraint errors to problems, then sends the outbox row after the commit. */
-async function commit(c: Context<AppEnv>, id: string, prepared: PreparedWrite, expected: number | undefined): Promise<ProductDocument> {
-  let results: D1Result[];
-  try {
-    results = await c.env.DB.batch(prepared.statements);
-  } catch (err) {
-    if (isOccGuardError(err)) {
-      throw ApiError.preconditionFailed(`Version ${expected} is no longer current: the product was changed by another write.`, await currentVersion(c.env, id));
-    }
-    if (isUniqueError(err, "products.id") || isUniqueError(err, "products.slug")) {
-      // SQLite may report either index first when a concurrent create of the same id won the race.
-      const now = await currentVersion(c.env, id);
-      if (expected === undefined && now !== undefined) throw ApiError.preconditionFailed("The product was created by another write meanwhile.", now);
-      throw ApiError.conflict("The slug already belongs to another product.");
-    }
-    throw err;
-  }
-  const outboxId = (results[prepared.outboxIndex]!.results[0] as { id: number }).id;
-  // After the commit, never before: the event describes a write that happened. A failed send stays in the
-  // outbox and the cron re-sends it.
-  const { event } = prepared;
-  const row = { id: outboxId, payload: JSON.stringify(event), type: event.type, entity_id: event.id, version: event.version, occurred_at: event.occurred_at };
-  c.executionCtx.waitUntil(sendOutboxRows(c.env, [row]).catch(() => {}));
-  const doc = await loadProductDocument(getDb(c.env.DB), id);
-  if (!doc) throw new Error(`product ${id} vanished after its write`);
+function written(c: Context<AppEnv>, doc: ProductDocument) {
   c.header("ETag", etag(doc.version));
   c.header("cache-control", "no-store");
   return doc;
 }
 
-async function write(c: Context<AppEnv>, id: string, input: ProductInput, mode: WriteMode, current?: ProductDocument): Promise<ProductDocument> {
-  await checkReferences(c.env, id, input, current);
-  return commit(c, id, prepareProductWrite(c.env.DB, id, input, mode, now()), mode.kind === "update" ? mode.expectedVersion : undefined);
-}
-
-export const adminProductsApp = createApp();
-adminProductsApp.use("/admin/products/*", requireAdmin);
-
 adminProductsApp
   .openapi(putRoute, async (c) => {
-    const { id } = c.req.valid("param");
-    const input = c.req.valid("json");
-    const ifMatch = parseIfMatch(c.req.header("if-match"), "a product version");
-    const current = await currentVersion(c.env, id);
-    if (current === undefined) {
-      if (ifMatch !== undefined) throw ApiError.preconditionFailed(`Product ${id} does not exist, so If-Match cannot match.`);
-      const doc = await write(c, id, input, { kind: "create" });
-      return c.json(doc, 201);
-    }
-    if (ifMatch === undefined) throw preconditionRequired(current);
-    if (ifMatch !== current) throw ApiError.preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${current}.`, current);
-    const doc = await write(c, id, input, { kind: "update", expectedVersion: ifMatch });
-    return c.json(doc, 200);
+    const { doc, created } = await putProduct(writeContext(c), c.req.valid("param").id, c.req.valid("json"), parseIfMatch(c.req.header("if-match"), "a product version"));
+    return c.json(written(c, doc), created ? 201 : 200);
   })
   .openapi(patchRoute, async (c) => {
-    const { id } = c.req.valid("param");
-    const patch = c.req.valid("json");
-    const ifMatch = parseIfMatch(c.req.header("if-match"), "a product version");
-    const currentDoc = await loadProductDocument(getDb(c.env.DB), id);
-    if (!currentDoc) throw ApiError.notFound(`No product ${id}.`);
-    if (ifMatch === undefined) throw preconditionRequired(currentDoc.version);
-    if (ifMatch !== currentDoc.version) throw ApiError.preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${currentDoc.version}.`, currentDoc.version);
-    const merged = ProductInput.safeParse(applyPatch(inputFromDocument(currentDoc), patch));
-    if (!merged.success) {
-      throw ApiError.unprocessable("The patched product would be invalid.", {
-        errors: merged.error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
-      });
-    }
-    // The batch re-checks the version atomically: a writer that got in between makes it fail with 412.
-    const doc = await write(c, id, merged.data, { kind: "update", expectedVersion: ifMatch }, currentDoc);
-    return c.json(doc, 200);
+    const doc = await patchProduct(writeContext(c), c.req.valid("param").id, c.req.valid("json"), parseIfMatch(c.req.header("if-match"), "a product version"));
+    return c.json(written(c, doc), 200);
   })
   .openapi(deleteRoute, async (c) => {
-    const { id } = c.req.valid("param");
-    const ifMatch = parseIfMatch(c.req.header("if-match"), "a product version");
-    const current = await currentVersion(c.env, id);
-    if (current === undefined) throw ApiError.notFound(`No product ${id}.`);
-    if (ifMatch !== undefined && ifMatch !== current) throw ApiError.preconditionFailed(`If-Match ${ifMatch} is stale: the current version is ${current}.`, current);
-    const doc = await commit(c, id, prepareArchive(c.env.DB, id, ifMatch ?? current, now()), ifMatch ?? current);
-    return c.json(doc, 200);
+    const doc = await archiveProduct(writeContext(c), c.req.valid("param").id, parseIfMatch(c.req.header("if-match"), "a product version"));
+    return c.json(written(c, doc), 200);
   });

@@ -1,29 +1,14 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../env";
-import { isOccGuardError, isUniqueError } from "../db/guards";
-import { sendOutboxIds } from "../events/outbox";
 import { requireAdmin } from "../lib/auth";
 import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
-import { nextBoundary } from "../promotions/effective-price";
-import {
-  checkRules,
-  getPromotion,
-  inputFromRow,
-  listPromotions,
-  view,
-  writePromotion,
-  type PromotionInput,
-  type PromotionRow,
-  type WriteKind,
-} from "../promotions/store";
-import { armClock, forgetNextBoundary } from "../promotions/switcher";
+import { createPromotion, deletePromotion, mustGetPromotion, updatePromotion } from "../promotions/manage-promotions";
+import { listPromotions, view } from "../promotions/store";
 import { TARGET_TYPES } from "../promotions/targets";
 import { etag, parseIfMatch, problem } from "./common";
-import { supportedCurrencies } from "../catalog/locale";
-
 
 const Instant = z.iso.datetime({ offset: true }).openapi({ description: "RFC 3339 instant.", example: "2026-11-27T00:00:00Z" });
 const Amounts = z.record(z.string().regex(/^[A-Z]{3}$/), z.number().int().min(0)).openapi({ description: "Minor units per currency.", example: { USD: 500, EUR: 450 } });
@@ -171,45 +156,8 @@ const deleteRouteDef = createRoute({
   responses: { 204: { description: "Deleted." }, ...writeErrors },
 });
 
-// ---- helpers ----------------------------------------------------------------------------------------------
-
-/** If-Match is mandatory on PATCH and DELETE: 428 without it, 412 when it is not the current version. */
-function checkIfMatch(header: string | undefined, current: PromotionRow): number {
-  if (header === undefined) {
-    throw ApiError.preconditionRequired(`Send If-Match: "${current.version}" (the version you are changing).`, current.version);
-  }
-  if (parseIfMatch(header, "a promotion version", current.version) !== current.version) throw ApiError.preconditionFailed(`If-Match ${header} is not the current version ${current.version}.`, current.version);
-  return current.version;
-}
-
-const ms = (iso: string) => Date.parse(iso);
-
-async function mustGet(env: Env, id: string): Promise<PromotionRow> {
-  const row = await getPromotion(env.DB, id);
-  if (!row) throw ApiError.notFound(`No promotion ${id}.`);
-  return row;
-}
-
-/** Commits, maps a lost race to 412, then sends the events and arms the boundary alarm after the commit. */
-async function commit(c: Context<AppEnv>, write: WriteKind, input: PromotionInput | null, now: number): Promise<void> {
-  let result;
-  try {
-    result = await writePromotion(c.env.DB, write, input, now);
-  } catch (err) {
-    if (isOccGuardError(err)) throw ApiError.preconditionFailed("The promotion was changed by another write meanwhile.", (await getPromotion(c.env.DB, write.id))?.version);
-    if (isUniqueError(err, "promotions.id")) throw ApiError.conflict(`A promotion with id ${write.id} already exists.`);
-    throw err;
-  }
-  forgetNextBoundary();
-  const boundaries = [input, write.kind === "create" ? null : inputFromRow(write.before)].filter((x): x is PromotionInput => x !== null);
-  const next = nextBoundary(boundaries, now);
-  c.executionCtx.waitUntil(
-    Promise.all([
-      sendOutboxIds(c.env, result.outboxIds),
-      armClock(c.env, next).catch((err) => console.warn(JSON.stringify({ level: "warn", message: "promotion clock not armed; the cron will", error: String(err) }))),
-    ]).catch(() => {}),
-  );
-}
+const writeContext = (c: Context<AppEnv>) => ({ env: c.env, waitUntil: (p: Promise<unknown>) => c.executionCtx.waitUntil(p) });
+const ifMatch = (c: Context<AppEnv>) => parseIfMatch(c.req.header("if-match"), "a promotion version");
 
 // ---- routes -----------------------------------------------------------------------------------------------
 
@@ -219,24 +167,11 @@ adminPromotionsApp.use("/admin/promotions/*", requireAdmin);
 
 adminPromotionsApp
   .openapi(createRouteDef, async (c) => {
-    const body = c.req.valid("json");
+    const { id, ...fields } = c.req.valid("json");
     const now = clockNow();
-    const input: PromotionInput = {
-      name: body.name,
-      starts_at: ms(body.starts_at),
-      ends_at: body.ends_at ? ms(body.ends_at) : null,
-      target: body.target,
-      value: body.value,
-      priority: body.priority,
-      currencies: body.currencies,
-      markets: body.markets,
-    };
-    checkRules(input, now, supportedCurrencies(c.env), true);
-    const id = body.id ?? `promo-${crypto.randomUUID()}`;
-    await commit(c, { kind: "create", id }, input, now);
-    const row = await mustGet(c.env, id);
+    const row = await createPromotion(writeContext(c), id ?? `promo-${crypto.randomUUID()}`, fields, now);
     c.header("ETag", etag(row.version));
-    c.header("Location", `/admin/promotions/${encodeURIComponent(id)}`);
+    c.header("Location", `/admin/promotions/${encodeURIComponent(row.id)}`);
     return c.json(view(row, now), 201);
   })
   .openapi(listRouteDef, async (c) => {
@@ -258,41 +193,18 @@ adminPromotionsApp
     return c.json({ items: page.map((r) => view(r, now)), next_cursor: next }, 200);
   })
   .openapi(getRouteDef, async (c) => {
-    const { id } = c.req.valid("param");
-    const row = await mustGet(c.env, id);
+    const row = await mustGetPromotion(c.env.DB, c.req.valid("param").id);
     c.header("ETag", etag(row.version));
     c.header("cache-control", "no-store");
     return c.json(view(row, clockNow()), 200);
   })
   .openapi(patchRouteDef, async (c) => {
-    const { id } = c.req.valid("param");
-    const patch = c.req.valid("json");
     const now = clockNow();
-    const before = await mustGet(c.env, id);
-    const expectedVersion = checkIfMatch(c.req.header("if-match"), before);
-    const current = inputFromRow(before);
-    const input: PromotionInput = {
-      ...current,
-      ...(patch.name !== undefined ? { name: patch.name } : {}),
-      ...(patch.starts_at !== undefined ? { starts_at: ms(patch.starts_at) } : {}),
-      ...(patch.ends_at !== undefined ? { ends_at: patch.ends_at === null ? null : ms(patch.ends_at) } : {}),
-      ...(patch.target !== undefined ? { target: patch.target } : {}),
-      ...(patch.value !== undefined ? { value: patch.value } : {}),
-      ...(patch.priority !== undefined ? { priority: patch.priority } : {}),
-      ...(patch.currencies !== undefined ? { currencies: patch.currencies } : {}),
-      ...(patch.markets !== undefined ? { markets: patch.markets } : {}),
-    };
-    checkRules(input, now, supportedCurrencies(c.env), input.starts_at !== current.starts_at);
-    await commit(c, { kind: "update", id, expectedVersion, before }, input, now);
-    const row = await mustGet(c.env, id);
+    const row = await updatePromotion(writeContext(c), c.req.valid("param").id, c.req.valid("json"), ifMatch(c), now);
     c.header("ETag", etag(row.version));
     return c.json(view(row, now), 200);
   })
   .openapi(deleteRouteDef, async (c) => {
-    const { id } = c.req.valid("param");
-    const now = clockNow();
-    const before = await mustGet(c.env, id);
-    const expectedVersion = checkIfMatch(c.req.header("if-match"), before);
-    await commit(c, { kind: "delete", id, expectedVersion, before }, null, now);
+    await deletePromotion(writeContext(c), c.req.valid("param").id, ifMatch(c), clockNow());
     return c.body(null, 204);
   });
