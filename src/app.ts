@@ -30,11 +30,15 @@ import { availabilityApp } from "./routes/availability";
 import { reservationsApp } from "./routes/reservations";
 import { recommendationsApp } from "./routes/recommendations";
 import { adminRecommendationsApp } from "./routes/admin-recommendations";
+import { recordRequests } from "./metrics/request-metrics";
+import { consoleApp } from "./console/app";
 
 /** Builds the whole API: cross-cutting middleware first, then one sub-app per resource. */
 export function buildApp() {
   const app = createApp();
   app.use("*", requestId);
+  // Per-minute request counts and latency per route class, for the console's history and SLOs.
+  app.use("*", recordRequests);
   // Cheap rejections first (414/431/415/413), then every binding call is bounded by a timeout and a breaker.
   app.use("*", requestShapeLimits, contentTypeCheck, bodySizeLimit, guardBindings);
   // Per-client limits per route class (browse/search/reserve/feed): 429 with Retry-After and RateLimit-*.
@@ -66,6 +70,7 @@ export function buildApp() {
   app.route("/", adminBenchApp);
   app.route("/", recommendationsApp);
   app.route("/", adminRecommendationsApp);
+  app.route("/", consoleApp);
 
   app.route("/", docsApp(app));
   app.onError(onError);

@@ -3,6 +3,8 @@ import { pruneLagSamples } from "./events/metrics";
 import { recommendationsTick } from "./recommendations/jobs";
 import { now as clockNow } from "./lib/clock";
 import { promotionsTick } from "./promotions/switcher";
+import { recordGauges } from "./metrics/gauges";
+import { prunePoints } from "./metrics/timeseries";
 
 /** Entry point of the `scheduled` handler; each periodic job registers here. */
 export async function handleScheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
@@ -15,7 +17,9 @@ export async function handleScheduled(controller: ScheduledController, env: Env,
   await promotionsTick(env, clockNow()).catch((err) => console.error(JSON.stringify({ level: "error", job: "promotions", error: String(err) })));
   // Recommendations: recompute products edited or ordered since the last tick; continue a stalled rebuild.
   await recommendationsTick(env).catch((err) => console.error(JSON.stringify({ level: "error", job: "recommendations", error: String(err) })));
-  await Promise.all([pruneSent(env, now), pruneLagSamples(env.DB, now)]).catch((err) =>
+  // Backlog and dead-letter gauges for the console's history, and the isolate's buffered request counts.
+  await recordGauges(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "metric-gauges", error: String(err) })));
+  await Promise.all([pruneSent(env, now), pruneLagSamples(env.DB, now), prunePoints(env.DB, now)]).catch((err) =>
     console.error(JSON.stringify({ level: "error", job: "outbox-prune", error: String(err) })),
   );
 }

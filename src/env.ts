@@ -1,4 +1,5 @@
 import type { Affiliate } from "./affiliates/account";
+import type { Session } from "./console/session";
 
 /** The one environment type shared by every Hono app, sub-app and middleware. */
 export type AppEnv = {
@@ -9,6 +10,8 @@ export type AppEnv = {
     principal?: Principal;
     /** Set by `requireAffiliate`: the account behind an affiliate key. */
     affiliate?: Affiliate;
+    /** Set by the console's auth middleware: the signed-in operator and the CSRF token of the session. */
+    console?: { session: Session; csrf: string };
   };
 };
 

@@ -513,3 +513,39 @@ export const hotSkus = sqliteTable("hot_skus", {
   updatedAt: updatedAt(),
   version: version(),
 });
+
+/** Operator console sessions: the cookie is signed and expiring; this row lets sign-out revoke it for real. */
+export const consoleSessions = sqliteTable(
+  "console_sessions",
+  {
+    id: text("id").primaryKey(),
+    /** admin | viewer */
+    role: text("role").notNull(),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+    revokedAt: integer("revoked_at"),
+  },
+  (t) => [index("console_sessions_expires_idx").on(t.expiresAt)],
+);
+
+/** Wrong console sign-ins per client (IP), for throttling; rows older than a day are pruned. */
+export const consoleSigninFailures = sqliteTable("console_signin_failures", {
+  client: text("client").primaryKey(),
+  failures: integer("failures").notNull(),
+  windowStart: integer("window_start").notNull(),
+  lockedUntil: integer("locked_until").notNull().default(0),
+});
+
+/**
+ * Per-minute metric history (src/metrics/timeseries.ts): counters add up, `g.*` gauges keep the minute's
+ * maximum. Names come from a fixed set in code, never from input; rows older than the retention are pruned.
+ */
+export const metricPoints = sqliteTable(
+  "metric_points",
+  {
+    minute: integer("minute").notNull(),
+    name: text("name").notNull(),
+    value: integer("value").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.minute, t.name] })],
+);

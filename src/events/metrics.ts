@@ -3,6 +3,7 @@
  * backlog, dead letters, and the read path's per-tier hit counters (tier-stats.ts).
  */
 import { tierStats } from "../lib/tier-stats";
+import { addPoint, bucketOf, flushPoints, LAG_BOUNDS } from "../metrics/timeseries";
 
 /** Samples older than this are pruned; /admin/metrics reports over the same window. */
 export const LAG_WINDOW_MS = 15 * 60_000;
@@ -16,6 +17,12 @@ export async function recordLagSamples(d1: D1Database, samples: { type: string; 
     )
     .bind(at, JSON.stringify(samples))
     .run();
+  // The same samples feed the per-minute history (hour sparklines, lag histogram, freshness SLO) in one more write.
+  for (const s of samples) {
+    addPoint("lag.n", 1, at);
+    addPoint(`lag.h${bucketOf(LAG_BOUNDS, s.lagMs)}`, 1, at);
+  }
+  await flushPoints(d1, at);
 }
 
 export async function pruneLagSamples(d1: D1Database, now = Date.now()): Promise<void> {

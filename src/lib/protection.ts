@@ -15,7 +15,11 @@ export const LIMITS = {
   urlBytes: 8 * 1024,
 } as const;
 
-const IMPORT_PATH = "/admin/import";
+/** The admin import, and the console's upload of the same file (which calls the same import code). */
+const IMPORT_PATHS = new Set(["/admin/import", "/console/imports"]);
+/** The operator console posts HTML forms. */
+const CONSOLE_FORM_TYPES = ["application/x-www-form-urlencoded", "multipart/form-data"];
+const isConsolePath = (path: string) => path === "/console" || path.startsWith("/console/");
 const IMPORT_TYPES = ["application/x-ndjson", "application/ndjson", "application/jsonl", "text/csv", "application/json"];
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
@@ -61,8 +65,10 @@ function hasBody(req: Request): boolean {
 export const contentTypeCheck = createMiddleware<AppEnv>(async (c, next) => {
   if (BODY_METHODS.has(c.req.method) && hasBody(c.req.raw)) {
     const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
-    const isImport = c.req.path === IMPORT_PATH;
-    const ok = isImport ? IMPORT_TYPES.includes(type) : type === "application/json" || /^application\/[a-z0-9.+-]+\+json$/.test(type);
+    const isImport = IMPORT_PATHS.has(c.req.path);
+    const ok = isImport
+      ? IMPORT_TYPES.includes(type)
+      : type === "application/json" || /^application\/[a-z0-9.+-]+\+json$/.test(type) || (isConsolePath(c.req.path) && CONSOLE_FORM_TYPES.includes(type));
     if (!ok) {
       const accepted = isImport ? IMPORT_TYPES : ["application/json"];
       throw new ApiError(
@@ -112,5 +118,5 @@ const importBodyLimit = createMiddleware<AppEnv>(async (c, next) => {
 /** 413 past the body limit; the bulk import gets its own, larger, streaming limit. */
 export const bodySizeLimit = createMiddleware<AppEnv>(async (c, next) => {
   if (!BODY_METHODS.has(c.req.method)) return next();
-  return c.req.path === IMPORT_PATH ? importBodyLimit(c, next) : jsonBodyLimit(c, next);
+  return IMPORT_PATHS.has(c.req.path) ? importBodyLimit(c, next) : jsonBodyLimit(c, next);
 });
