@@ -110,6 +110,10 @@ export class StockShard extends DurableObject<Env> {
   async setStock(req: SetStockRequest): Promise<SetStockResult> {
     const unknown = await this.adopt([req.sku]);
     if (unknown) return unknown;
+    // If-Match: checked with no await before the write starts, so nothing can change the SKU in between.
+    if (req.expected_seq !== undefined && this.stock.seqOf(req.sku) !== req.expected_seq) {
+      return { ok: false, error: "stale", seq: this.stock.seqOf(req.sku), rows: this.stock.rows([req.sku]) };
+    }
     if (!this.stock.isSplit(req.sku)) {
       const { row, oversold } = this.atomically(() => this.stock.set(req, Date.now()));
       return { ok: true, row, oversold };

@@ -23,3 +23,6 @@ CREATE TABLE `metric_points` (
 	`value` real NOT NULL,
 	PRIMARY KEY (`minute`, `name`)
 ) WITHOUT ROWID;
+--> statement-breakpoint
+-- The console's low-stock and sold-out lists read the projection by status.
+CREATE INDEX `availability_status_idx` ON `availability` (`status`,`available`);

@@ -3,12 +3,11 @@
  * API. Forms work without scripts; /console/assets/console.js only adds auto-refresh, countdowns,
  * confirmations and upload progress. Every write needs an admin session and the session's CSRF token.
  */
-import type { Context, Next } from "hono";
+import type { Next } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { z } from "zod";
-import type { AppEnv } from "../env";
 import { ApiError, toApiError } from "../lib/errors";
-import { createApp, fieldErrors } from "../lib/validation";
+import { createApp } from "../lib/validation";
 import { sloReport } from "../metrics/slo";
 import { OverviewTiles, overviewData, SloTable } from "./overview";
 import {
@@ -27,60 +26,8 @@ import {
   signInLockedFor,
 } from "./session";
 import { Layout } from "./ui";
-
-export type ConsoleContext = Context<AppEnv>;
-
-const FLASH_COOKIE = "es_console_flash";
-const cookieBase = { httpOnly: true, secure: true, sameSite: "Strict", path: "/console" } as const;
-
-const isConsolePath = (p: string) => p === "/console" || p.startsWith("/console/");
-const PUBLIC = new Set(["/console/sign-in"]);
-
-/** The signed-in operator; only called behind the auth middleware. */
-export function operator(c: ConsoleContext) {
-  const v = c.get("console");
-  if (!v) throw ApiError.unauthorized("Sign in first.");
-  return v;
-}
-
-/** Parses a posted form with a zod schema; bad input is a 400 (shown on the page by the error middleware). */
-export async function formInput<T extends z.ZodType>(c: ConsoleContext, schema: T): Promise<z.infer<T>> {
-  const body = await c.req.parseBody();
-  const parsed = schema.safeParse(body);
-  if (!parsed.success) {
-    const errors = fieldErrors("form", parsed.error);
-    throw ApiError.badRequest(errors.map((e) => `${e.path || "form"}: ${e.message}`).join("; "), { errors });
-  }
-  return parsed.data;
-}
-
-/** Post/redirect/get: the message rides in a short-lived cookie, never in the URL. */
-export function done(c: ConsoleContext, to: string, message: string) {
-  setCookie(c, FLASH_COOKIE, encodeURIComponent(message.slice(0, 300)), { ...cookieBase, maxAge: 60 });
-  return c.redirect(to, 303);
-}
-
-function takeFlash(c: ConsoleContext): string | undefined {
-  const v = getCookie(c, FLASH_COOKIE);
-  if (!v) return undefined;
-  deleteCookie(c, FLASH_COOKIE, cookieBase);
-  try {
-    return decodeURIComponent(v);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Renders a full console page for the signed-in operator. */
-export function page(c: ConsoleContext, title: string, body: unknown, status: 200 | 400 | 403 | 404 | 409 | 412 | 422 = 200, error?: string) {
-  const op = c.get("console");
-  return c.html(
-    <Layout title={title} path={new URL(c.req.url).pathname} role={op?.session.role} csrf={op?.csrf} flash={takeFlash(c)} error={error}>
-      {body as never}
-    </Layout>,
-    status,
-  );
-}
+import { stockPages } from "./stock";
+import { cookieBase, formInput, isConsolePath, operator, page, PUBLIC, type ConsoleContext } from "./kit";
 
 function clientOf(c: ConsoleContext): string {
   return `ip:${c.req.header("cf-connecting-ip") ?? "local"}`;
@@ -266,3 +213,5 @@ consoleApp.get("/console/slo", async (c) => {
     </>,
   );
 });
+
+consoleApp.route("/", stockPages);

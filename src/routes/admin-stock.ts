@@ -5,7 +5,7 @@ import { createApp } from "../lib/validation";
 import { unknownLocations } from "../stock/locations";
 import { groupByShard, shardNameForSku, stockStub } from "../stock/routing";
 import type { AdjustmentOutcome } from "../stock/types";
-import { problem } from "./common";
+import { etag, parseIfMatch, problem } from "./common";
 
 const security = [{ adminToken: [] }];
 const Count = z.number().int().min(0).max(1_000_000_000);
@@ -31,10 +31,11 @@ const putRoute = createRoute({
   tags: ["Admin: stock"],
   summary: "Set the on-hand count (and optionally safety stock, low-stock threshold, backorder limit) at a location",
   description:
-    "`on_hand` is the new physical count of the location. Recorded in the ledger as a `set` movement with the delta from the previous count. Holds are promises and stay: when more units are held than the new count, the answer says `oversold: N`, the ledger gets an `oversold` row and a `stock.oversold` event is sent. On a hot SKU the free quotas of the sub-shards are recalled or debited so that no object can sell a unit beyond the new count.",
+    "`on_hand` is the new physical count of the location. Recorded in the ledger as a `set` movement with the delta from the previous count. Holds are promises and stay: when more units are held than the new count, the answer says `oversold: N`, the ledger gets an `oversold` row and a `stock.oversold` event is sent. On a hot SKU the free quotas of the sub-shards are recalled or debited so that no object can sell a unit beyond the new count. Optional `If-Match` with the SKU's `seq` (the `ETag` of this answer): the set applies only if nothing changed the SKU since, else 412 with the current rows.",
   security,
   request: {
     params: SkuParams,
+    headers: z.object({ "if-match": z.string().max(40).optional().openapi({ description: 'The SKU\'s `seq` as returned in `ETag`, e.g. "12".' }) }),
     body: {
       required: true,
       content: {
@@ -62,6 +63,7 @@ const putRoute = createRoute({
       },
     },
     401: problem("Missing or wrong admin token."),
+    412: problem("If-Match did not match the SKU's seq: nothing written; `current_version` and `rows` say what it is now."),
     422: problem("Unknown SKU or location."),
   },
 });
@@ -171,9 +173,15 @@ adminStockApp
     const { sku } = c.req.valid("param");
     const body = c.req.valid("json");
     await assertLocations(c.env, [body.location]);
-    const res = await stockStub(c.env, shardNameForSku(c.env, sku)).setStock({ sku, ...body, actor: "admin" });
+    const expected = parseIfMatch(c.req.valid("header")["if-match"], "a stock seq");
+    const res = await stockStub(c.env, shardNameForSku(c.env, sku)).setStock({ sku, ...body, actor: "admin", expected_seq: expected });
+    if (!res.ok && res.error === "stale") {
+      const err = ApiError.preconditionFailed(`${sku} changed since seq ${expected} (now ${res.seq}); nothing was written.`, res.seq);
+      throw new ApiError(err.status, err.slug, err.title, err.detail, { ...err.extensions, rows: res.rows }, { etag: etag(res.seq) });
+    }
     if (!res.ok) throw ApiError.unprocessable(`Unknown SKU: ${sku}.`, { unknown_skus: res.skus });
     c.header("cache-control", "no-store");
+    c.header("etag", etag(res.row.seq));
     return c.json({ ...res.row, oversold: res.oversold }, 200);
   })
   .openapi(adjustRoute, async (c) => {

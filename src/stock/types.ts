@@ -52,9 +52,14 @@ export type SetStockRequest = {
   low_stock?: number;
   backorder_limit?: number | null;
   actor: string;
+  /** If-Match: write only when the SKU's seq is still this one (checked in the same transaction). */
+  expected_seq?: number;
 };
-/** `oversold`: units held beyond the new physical count (0 when none); holds are promises and stay. */
-export type SetStockResult = { ok: true; row: StockRow; oversold: number } | UnknownSkus;
+/**
+ * `oversold`: units held beyond the new physical count (0 when none); holds are promises and stay.
+ * `stale`: `expected_seq` no longer matched; nothing was written and `rows` are the counts now.
+ */
+export type SetStockResult = { ok: true; row: StockRow; oversold: number } | UnknownSkus | { ok: false; error: "stale"; seq: number; rows: StockRow[] };
 
 export type AdjustmentLine = { sku: string; location: string; delta: number; reason: string; event_id: string };
 export type AdjustmentOutcome = {

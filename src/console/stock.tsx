@@ -1,0 +1,351 @@
+/**
+ * Stock page: one SKU's counts per location (strong read from its Durable Objects), set and adjust forms,
+ * hot marking, and the low-stock and sold-out lists (from the availability projection).
+ */
+import { z } from "zod";
+import { ApiError } from "../lib/errors";
+import { createApp } from "../lib/validation";
+import { activeLocations, unknownLocations } from "../stock/locations";
+import { readStockRows } from "../stock/availability";
+import { hotStatus, markHot, MAX_SUB_SHARDS, unmarkHot } from "../stock/hot";
+import { shardNameForSku, stockStub } from "../stock/routing";
+import type { StockRow } from "../stock/types";
+import { done, formInput, operator, page, type ConsoleContext } from "./kit";
+import { fmt, WriteForm } from "./ui";
+
+export const stockPages = createApp();
+
+const Sku = z.string().trim().min(1).max(128);
+const Count = z.coerce.number().int().min(0).max(1_000_000_000);
+
+async function lists(db: D1Database) {
+  const [low, soldOut] = await db.batch([
+    db.prepare(
+      `SELECT sku, location_id, on_hand, reserved, available FROM availability
+       WHERE status = 'low_stock' ORDER BY available, sku LIMIT 25`,
+    ),
+    // A SKU is sold out when no location has anything sellable; the status index finds candidates.
+    db.prepare(
+      `SELECT a.sku, max(a.updated_at) AS at FROM availability a
+       WHERE a.status = 'out_of_stock'
+         AND NOT EXISTS (SELECT 1 FROM availability b WHERE b.sku = a.sku AND b.status != 'out_of_stock')
+       GROUP BY a.sku ORDER BY at DESC LIMIT 25`,
+    ),
+  ]);
+  return {
+    low: low!.results as { sku: string; location_id: string; on_hand: number; reserved: number; available: number }[],
+    soldOut: soldOut!.results as { sku: string; at: number }[],
+  };
+}
+
+function Lists(props: { low: Awaited<ReturnType<typeof lists>>["low"]; soldOut: Awaited<ReturnType<typeof lists>>["soldOut"] }) {
+  const link = (sku: string) => <a href={`/console/stock?sku=${encodeURIComponent(sku)}`}>{sku}</a>;
+  return (
+    <div class="cols">
+      <section class="panel" aria-labelledby="low-h">
+        <h2 id="low-h">Low stock</h2>
+        <p class="muted">From the availability projection (updated by stock events, usually within a second).</p>
+        {props.low.length ? (
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">SKU</th>
+                <th scope="col">location</th>
+                <th scope="col" class="num">on hand</th>
+                <th scope="col" class="num">reserved</th>
+                <th scope="col" class="num">available</th>
+              </tr>
+            </thead>
+            <tbody>
+              {props.low.map((r) => (
+                <tr>
+                  <td>{link(r.sku)}</td>
+                  <td>{r.location_id}</td>
+                  <td class="num">{fmt(r.on_hand)}</td>
+                  <td class="num">{fmt(r.reserved)}</td>
+                  <td class="num">{fmt(r.available)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        ) : (
+          <p>Nothing low.</p>
+        )}
+      </section>
+      <section class="panel" aria-labelledby="sold-h">
+        <h2 id="sold-h">Sold out</h2>
+        {props.soldOut.length ? (
+          <ul id="sold-out">
+            {props.soldOut.map((r) => (
+              <li>{link(r.sku)}</li>
+            ))}
+          </ul>
+        ) : (
+          <p>Nothing sold out.</p>
+        )}
+      </section>
+    </div>
+  );
+}
+
+function SkuSearch(props: { sku?: string }) {
+  return (
+    <form method="get" action="/console/stock" role="search" aria-label="Find a SKU">
+      <fieldset>
+        <label for="sku-q">
+          SKU
+          <input id="sku-q" name="sku" value={props.sku ?? ""} required maxlength={128} placeholder="SKU-000001-1" />
+        </label>
+        <button type="submit">Show stock</button>
+      </fieldset>
+    </form>
+  );
+}
+
+/** Counts per location; for a hot SKU the home object's rows plus every sub-shard's, summed per location. */
+async function rowsFor(env: Env, sku: string) {
+  const [rows, hot] = await Promise.all([readStockRows(env, [sku]), hotStatus(env, sku)]);
+  return { rows, hot };
+}
+
+function StockTable(props: { sku: string; rows: StockRow[] }) {
+  const sum = (f: (r: StockRow) => number) => props.rows.reduce((n, r) => n + f(r), 0);
+  return (
+    <table id="stock-rows">
+      <caption class="sr-only">Stock of {props.sku} per location</caption>
+      <thead>
+        <tr>
+          <th scope="col">location</th>
+          <th scope="col" class="num">on hand</th>
+          <th scope="col" class="num">reserved</th>
+          <th scope="col" class="num">safety</th>
+          <th scope="col" class="num">available</th>
+          <th scope="col" class="num">low-stock at</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.rows.map((r) => (
+          <tr data-location={r.location}>
+            <th scope="row">{r.location}</th>
+            <td class="num" data-field="on_hand">{fmt(r.on_hand)}</td>
+            <td class="num" data-field="reserved">{fmt(r.reserved)}</td>
+            <td class="num">{fmt(r.safety_stock)}</td>
+            <td class="num" data-field="available">{fmt(r.available)}</td>
+            <td class="num">{fmt(r.low_stock)}</td>
+          </tr>
+        ))}
+      </tbody>
+      <tfoot>
+        <tr>
+          <th scope="row">all locations</th>
+          <td class="num">{fmt(sum((r) => r.on_hand))}</td>
+          <td class="num">{fmt(sum((r) => r.reserved))}</td>
+          <td class="num">{fmt(sum((r) => r.safety_stock))}</td>
+          <td class="num">{fmt(sum((r) => Math.max(0, r.available)))}</td>
+          <td></td>
+        </tr>
+      </tfoot>
+    </table>
+  );
+}
+
+async function skuPage(c: ConsoleContext, sku: string, status: 200 | 412 = 200, stale?: { location: string; seen: Record<string, number> }) {
+  const op = operator(c);
+  const [{ rows, hot }, locations] = await Promise.all([rowsFor(c.env, sku), activeLocations(c.env)]);
+  const seq = rows[0]?.seq ?? 0;
+  const eventId = `console-${crypto.randomUUID()}`;
+  const now = stale ? rows.find((r) => r.location === stale.location) : undefined;
+  return page(
+    c,
+    `Stock · ${sku}`,
+    <>
+      <SkuSearch sku={sku} />
+      {stale ? (
+        <div class="problem" role="alert" id="stale">
+          <h2>Not saved: the stock changed since you loaded it (412)</h2>
+          <p>Someone else (a checkout, a warehouse feed or another operator) changed {sku} after you opened the form. Nothing was written. What changed at {stale.location}:</p>
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">field</th>
+                <th scope="col" class="num">you saw</th>
+                <th scope="col" class="num">now</th>
+              </tr>
+            </thead>
+            <tbody>
+              {(["on_hand", "reserved", "safety_stock"] as const).map((f) => (
+                <tr class={now && stale.seen[f] !== now[f] ? "slo-at_risk" : undefined}>
+                  <th scope="row">{f.replace("_", " ")}</th>
+                  <td class="num">{fmt(stale.seen[f])}</td>
+                  <td class="num">{fmt(now?.[f])}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <p>The form below shows the current figures; submit again if your change still applies.</p>
+        </div>
+      ) : null}
+      <section class="panel" aria-labelledby="counts-h">
+        <h2 id="counts-h">Per location</h2>
+        <p class="muted">
+          Strong read from the SKU's stock object (version {seq}){hot.hot ? `, summed with its ${hot.sub_shards} hot sub-shards` : ""}.
+        </p>
+        <StockTable sku={sku} rows={rows} />
+        {hot.hot || hot.state ? (
+          <p>
+            Hot: {hot.sub_shards} sub-shards ({hot.state}); in total on hand {fmt(hot.totals.on_hand)}, reserved {fmt(hot.totals.reserved)}, available{" "}
+            {fmt(hot.totals.available)}, free quotas {fmt(hot.totals.quotas)}, in transit {fmt(hot.in_transit)}.
+          </p>
+        ) : null}
+      </section>
+      <div class="cols">
+        <section class="panel" aria-labelledby="set-h">
+          <h2 id="set-h">Set on hand</h2>
+          {rows.map((r) => (
+            <WriteForm action={`/console/stock/${encodeURIComponent(sku)}/set`} csrf={op.csrf} role={op.session.role} label={`Set stock at ${r.location}`}>
+              <input type="hidden" name="location" value={r.location} />
+              <input type="hidden" name="if_match" value={String(seq)} />
+              <input type="hidden" name="seen_on_hand" value={String(r.on_hand)} />
+              <input type="hidden" name="seen_reserved" value={String(r.reserved)} />
+              <input type="hidden" name="seen_safety_stock" value={String(r.safety_stock)} />
+              <strong>{r.location}</strong>
+              <label>
+                On hand
+                <input name="on_hand" type="number" min={0} value={String(r.on_hand)} required />
+              </label>
+              <label>
+                Safety stock
+                <input name="safety_stock" type="number" min={0} value={String(r.safety_stock)} />
+              </label>
+              <button type="submit">Set</button>
+            </WriteForm>
+          ))}
+        </section>
+        <section class="panel" aria-labelledby="adj-h">
+          <h2 id="adj-h">Adjust (movement)</h2>
+          <WriteForm action={`/console/stock/${encodeURIComponent(sku)}/adjust`} csrf={op.csrf} role={op.session.role} label="Adjust stock">
+            <input type="hidden" name="event_id" value={eventId} />
+            <label>
+              Location
+              <select name="location">
+                {locations.map((l) => (
+                  <option value={l.id}>{l.id}</option>
+                ))}
+              </select>
+            </label>
+            <label>
+              Change (±units)
+              <input name="delta" type="number" required />
+            </label>
+            <label>
+              Reason
+              <input name="reason" required maxlength={200} placeholder="damaged, recount, transfer…" />
+            </label>
+            <button type="submit">Apply</button>
+          </WriteForm>
+          <p class="muted">A movement applies at most once: submitting the same form twice is recognised by its event id.</p>
+          <h2>Hot SKU</h2>
+          {hot.hot ? (
+            <WriteForm action={`/console/stock/${encodeURIComponent(sku)}/unhot`} csrf={op.csrf} role={op.session.role} confirm={`Un-mark ${sku}? Free quotas fold back to the home shard.`} label="Un-mark hot">
+              <button type="submit" class="secondary">
+                Un-mark hot
+              </button>
+            </WriteForm>
+          ) : (
+            <WriteForm action={`/console/stock/${encodeURIComponent(sku)}/hot`} csrf={op.csrf} role={op.session.role} confirm={`Split ${sku}'s free stock into escrow sub-shards?`} label="Mark hot">
+              <label>
+                Sub-shards
+                <input name="sub_shards" type="number" min={2} max={MAX_SUB_SHARDS} value="8" required />
+              </label>
+              <button type="submit">Mark hot</button>
+            </WriteForm>
+          )}
+        </section>
+      </div>
+    </>,
+    status,
+  );
+}
+
+stockPages.get("/console/stock", async (c) => {
+  const raw = c.req.query("sku");
+  if (raw !== undefined && raw.trim() !== "") {
+    const sku = Sku.safeParse(raw);
+    if (!sku.success) throw ApiError.badRequest("A SKU is 1–128 characters.");
+    return skuPage(c, sku.data);
+  }
+  const l = await lists(c.env.DB);
+  return page(
+    c,
+    "Stock",
+    <>
+      <SkuSearch />
+      <Lists low={l.low} soldOut={l.soldOut} />
+    </>,
+  );
+});
+
+const SetForm = z.object({
+  location: z.string().min(1).max(64),
+  on_hand: Count,
+  safety_stock: z.union([z.literal(""), Count]).optional(),
+  if_match: z.coerce.number().int().min(0),
+  seen_on_hand: z.coerce.number().int(),
+  seen_reserved: z.coerce.number().int(),
+  seen_safety_stock: z.coerce.number().int(),
+});
+
+stockPages.post("/console/stock/:sku/set", async (c) => {
+  const sku = Sku.parse(c.req.param("sku"));
+  const f = await formInput(c, SetForm);
+  if ((await unknownLocations(c.env, [f.location])).length) throw ApiError.unprocessable(`Unknown location ${f.location}.`);
+  const res = await stockStub(c.env, shardNameForSku(c.env, sku)).setStock({
+    sku,
+    location: f.location,
+    on_hand: f.on_hand,
+    safety_stock: f.safety_stock === "" || f.safety_stock === undefined ? undefined : f.safety_stock,
+    actor: "console",
+    expected_seq: f.if_match,
+  });
+  if (!res.ok && res.error === "unknown_skus") throw ApiError.unprocessable(`Unknown SKU: ${sku}.`);
+  if (!res.ok) {
+    return skuPage(c, sku, 412, { location: f.location, seen: { on_hand: f.seen_on_hand, reserved: f.seen_reserved, safety_stock: f.seen_safety_stock } });
+  }
+  return done(c, `/console/stock?sku=${encodeURIComponent(sku)}`, `Set ${sku} at ${f.location} to ${res.row.on_hand} on hand.`);
+});
+
+const AdjustForm = z.object({
+  location: z.string().min(1).max(64),
+  delta: z.coerce.number().int().min(-1_000_000).max(1_000_000).refine((d) => d !== 0, "must not be 0"),
+  reason: z.string().trim().min(1).max(200),
+  event_id: z.string().regex(/^console-[0-9a-f-]{36}$/),
+});
+
+stockPages.post("/console/stock/:sku/adjust", async (c) => {
+  const sku = Sku.parse(c.req.param("sku"));
+  const f = await formInput(c, AdjustForm);
+  if ((await unknownLocations(c.env, [f.location])).length) throw ApiError.unprocessable(`Unknown location ${f.location}.`);
+  const res = await stockStub(c.env, shardNameForSku(c.env, sku)).adjust([{ sku, ...f }], "console");
+  if (!res.ok) throw ApiError.unprocessable(`Unknown SKU: ${sku}.`);
+  const r = res.results[0]!;
+  const msg =
+    r.status === "applied"
+      ? `Applied ${f.delta > 0 ? "+" : ""}${f.delta} at ${f.location}: ${r.on_hand} on hand.`
+      : r.status === "duplicate"
+        ? "Already applied (this form was submitted before); nothing changed."
+        : `Refused: ${r.detail ?? "rejected"}.`;
+  return done(c, `/console/stock?sku=${encodeURIComponent(sku)}`, msg);
+});
+
+stockPages.post("/console/stock/:sku/hot", async (c) => {
+  const sku = Sku.parse(c.req.param("sku"));
+  const f = await formInput(c, z.object({ sub_shards: z.coerce.number().int().min(2).max(MAX_SUB_SHARDS) }));
+  const s = await markHot(c.env, sku, f.sub_shards, "console");
+  return done(c, `/console/stock?sku=${encodeURIComponent(sku)}`, `${sku} is hot: ${s.sub_shards} sub-shards.`);
+});
+
+stockPages.post("/console/stock/:sku/unhot", async (c) => {
+  const sku = Sku.parse(c.req.param("sku"));
+  await unmarkHot(c.env, sku, "console");
+  return done(c, `/console/stock?sku=${encodeURIComponent(sku)}`, `${sku} is no longer hot; free quotas folded back.`);
+});
