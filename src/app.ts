@@ -32,6 +32,7 @@ import { recommendationsApp } from "./routes/recommendations";
 import { adminRecommendationsApp } from "./routes/admin-recommendations";
 import { recordRequests } from "./metrics/request-metrics";
 import { consoleApp } from "./console/app";
+import { useAdminApi } from "./console/kit";
 
 /** Builds the whole API: cross-cutting middleware first, then one sub-app per resource. */
 export function buildApp() {
@@ -72,6 +73,8 @@ export function buildApp() {
   app.route("/", adminRecommendationsApp);
   app.route("/", consoleApp);
 
+  // Console writes are in-process calls of the admin routes above.
+  useAdminApi(app);
   app.route("/", docsApp(app));
   app.onError(onError);
   app.notFound(notFoundHandler(app));

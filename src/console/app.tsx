@@ -27,6 +27,8 @@ import {
 } from "./session";
 import { Layout } from "./ui";
 import { stockPages } from "./stock";
+import { promotionPages } from "./promotions";
+import { eventPages } from "./events";
 import { cookieBase, formInput, isConsolePath, operator, page, PUBLIC, type ConsoleContext } from "./kit";
 
 function clientOf(c: ConsoleContext): string {
@@ -215,3 +217,5 @@ consoleApp.get("/console/slo", async (c) => {
 });
 
 consoleApp.route("/", stockPages);
+consoleApp.route("/", promotionPages);
+consoleApp.route("/", eventPages);

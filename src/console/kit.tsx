@@ -61,3 +61,42 @@ export function page(c: ConsoleContext, title: string, body: unknown, status: 20
   );
 }
 
+
+type FetchApp = { fetch: (req: Request, env: Env, ctx: ExecutionContext) => Response | Promise<Response> };
+let adminApi: FetchApp | undefined;
+
+/** The whole API, so console writes go through the admin routes themselves (same validation, rules and events). */
+export function useAdminApi(app: FetchApp): void {
+  adminApi = app;
+}
+
+export type AdminAnswer = { status: number; headers: Headers; body: Record<string, unknown> | null };
+
+/**
+ * Calls an admin route in-process as the console's admin. Only reached behind the console's auth middleware,
+ * which has already required an admin session and a valid CSRF token for the write.
+ */
+export async function adminCall(c: ConsoleContext, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<AdminAnswer> {
+  if (!adminApi) throw new Error("console: admin API not bound");
+  const req = new Request(new URL(path, c.req.url), {
+    method,
+    headers: { authorization: `Bearer ${c.env.ADMIN_TOKEN}`, ...(body === undefined ? {} : { "content-type": "application/json" }), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const res = await adminApi.fetch(req, c.env, c.executionCtx as unknown as ExecutionContext);
+  const text = await res.text();
+  let parsed: Record<string, unknown> | null = null;
+  try {
+    parsed = text ? (JSON.parse(text) as Record<string, unknown>) : null;
+  } catch {
+    parsed = null;
+  }
+  return { status: res.status, headers: res.headers, body: parsed };
+}
+
+/** A problem answer of the admin API as one readable line. */
+export function problemText(a: AdminAnswer): string {
+  const b = a.body ?? {};
+  const errors = Array.isArray(b.errors) ? (b.errors as { path?: string; message?: string }[]).map((e) => `${e.path ?? ""}: ${e.message ?? ""}`).join("; ") : "";
+  return `${String(b.title ?? a.status)}: ${String(b.detail ?? "")}${errors && !String(b.detail ?? "").includes(errors) ? ` (${errors})` : ""}`;
+}
