@@ -13,6 +13,7 @@ export default defineConfig({
           bindings: {
             TEST_MIGRATIONS: migrations,
             ADMIN_TOKEN: "test-admin-token",
+            VIEWER_TOKEN: "test-viewer-token",
             // Low exact limits for two documentation IPs only, so the rate limiter is tested without throttling the suite.
             RATE_LIMIT_OVERRIDES: "ip:198.51.100.7 browse=5/10 search=5/10; ip:198.51.100.8 reserve=3/60",
             // Tight hoarding caps for one test storefront key only (test/flash-sale.test.ts).

@@ -130,8 +130,8 @@ export async function recordSignInFailure(env: Pick<Env, "DB">, client: string, 
     .bind(client, now, FAILURE_WINDOW_MS)
     .first<{ failures: number }>();
   const over = (row?.failures ?? 1) - FREE_FAILURES;
-  if (over < 0) return 0;
-  const lock = Math.min(MAX_LOCK_MS, 30_000 * 2 ** Math.min(over, 10));
+  if (over <= 0) return 0;
+  const lock = Math.min(MAX_LOCK_MS, 30_000 * 2 ** Math.min(over - 1, 10));
   await env.DB.batch([
     env.DB.prepare("UPDATE console_signin_failures SET locked_until = ? WHERE client = ?").bind(now + lock, client),
     env.DB.prepare("DELETE FROM console_signin_failures WHERE window_start < ? AND locked_until < ?").bind(now - 24 * 60 * 60_000, now),

@@ -1,0 +1,276 @@
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { parseSloConfig, sloReport } from "../src/metrics/slo";
+import { addPoint, bucketOf, flushPoints, histogram, histogramPercentile, LATENCY_BOUNDS, minuteOf, prunePoints, readPoints, RETENTION_MINUTES, total } from "../src/metrics/timeseries";
+import { admin, call, expectProblem, json } from "./helpers/http";
+import { makeSkus } from "./helpers/stock-fixtures";
+
+const VIEWER_TOKEN = "test-viewer-token";
+const ADMIN_TOKEN = "test-admin-token";
+
+type Browser = { cookies: Map<string, string>; ip: string };
+
+function cookieHeader(b: Browser): string {
+  return [...b.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
+}
+
+function keepCookies(b: Browser, res: Response): void {
+  for (const line of res.headers.getAll("set-cookie")) {
+    const [pair, ...attrs] = line.split(";");
+    const eq = pair!.indexOf("=");
+    const name = pair!.slice(0, eq).trim();
+    const value = pair!.slice(eq + 1).trim();
+    if (attrs.some((a) => /max-age=0/i.test(a)) || value === "") b.cookies.delete(name);
+    else b.cookies.set(name, value);
+  }
+}
+
+async function get(b: Browser, path: string): Promise<Response> {
+  const res = await call(path, { headers: { cookie: cookieHeader(b), "cf-connecting-ip": b.ip }, redirect: "manual" });
+  keepCookies(b, res);
+  return res;
+}
+
+async function post(b: Browser, path: string, form: Record<string, string>, headers: Record<string, string> = {}): Promise<Response> {
+  const res = await call(path, {
+    method: "POST",
+    redirect: "manual",
+    headers: { cookie: cookieHeader(b), "cf-connecting-ip": b.ip, "content-type": "application/x-www-form-urlencoded", ...headers },
+    body: new URLSearchParams(form),
+  });
+  keepCookies(b, res);
+  return res;
+}
+
+const hidden = (html: string, name: string) => new RegExp(`name="${name}" value="([^"]*)"`).exec(html)?.[1];
+
+let ipCounter = 0;
+async function signIn(token: string): Promise<{ b: Browser; res: Response }> {
+  const b: Browser = { cookies: new Map(), ip: `198.51.100.${100 + ipCounter++}` };
+  const page = await get(b, "/console/sign-in");
+  const res = await post(b, "/console/sign-in", { token, _csrf: hidden(await page.text(), "_csrf")! });
+  return { b, res };
+}
+
+async function csrfOf(b: Browser, path = "/console/stock"): Promise<string> {
+  const res = await get(b, path);
+  expect(res.status).toBe(200);
+  return hidden(await res.text(), "_csrf")!;
+}
+
+describe("console sign-in and sessions", () => {
+  it("redirects to sign-in without a session, and signs in with the admin token into a Secure, HttpOnly, SameSite=Strict cookie", async () => {
+    const anon: Browser = { cookies: new Map(), ip: "198.51.100.50" };
+    const res = await get(anon, "/console");
+    expect(res.status).toBe(303);
+    expect(res.headers.get("location")).toBe("/console/sign-in?next=%2Fconsole");
+
+    const { b, res: signed } = await signIn(ADMIN_TOKEN);
+    expect(signed.status).toBe(303);
+    const cookie = signed.headers.getAll("set-cookie").find((c) => c.startsWith("es_console="))!;
+    expect(cookie).toMatch(/HttpOnly/);
+    expect(cookie).toMatch(/Secure/);
+    expect(cookie).toMatch(/SameSite=Strict/);
+    expect(cookie).toMatch(/Max-Age=28800/);
+    const overview = await get(b, "/console");
+    expect(overview.status).toBe(200);
+    expect(await overview.text()).toContain('data-tile="slo"');
+  });
+
+  it("refuses a tampered cookie (role swapped to admin, or expiry pushed out) and a revoked one after sign-out", async () => {
+    const { b } = await signIn(VIEWER_TOKEN);
+    const real = b.cookies.get("es_console")!;
+    const [id, role, exp, sig] = real.split(".");
+    expect(role).toBe("viewer");
+    for (const forged of [`${id}.admin.${exp}.${sig}`, `${id}.viewer.${Number(exp) + 86_400_000}.${sig}`, `${id}.viewer.${exp}.${sig!.slice(0, -2)}xx`]) {
+      const res = await get({ cookies: new Map([["es_console", forged]]), ip: b.ip }, "/console");
+      expect(res.status).toBe(303);
+    }
+    const csrf = await csrfOf(b);
+    const out = await post(b, "/console/sign-out", { _csrf: csrf });
+    expect(out.status).toBe(303);
+    const reused = await get({ cookies: new Map([["es_console", real]]), ip: b.ip }, "/console");
+    expect(reused.status).toBe(303);
+    expect(reused.headers.get("location")).toMatch(/^\/console\/sign-in/);
+  });
+
+  it("refuses a sign-in whose form token does not match its cookie (login CSRF)", async () => {
+    const b: Browser = { cookies: new Map(), ip: "198.51.100.60" };
+    await get(b, "/console/sign-in");
+    const res = await post(b, "/console/sign-in", { token: ADMIN_TOKEN, _csrf: "something-else" });
+    expect(res.status).toBe(403);
+    expect(b.cookies.has("es_console")).toBe(false);
+  });
+
+  it("throttles wrong tokens per client: five get 401, then 429 with Retry-After even for the right token", async () => {
+    const b: Browser = { cookies: new Map(), ip: "198.51.100.61" };
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const page = await get(b, "/console/sign-in");
+      statuses.push((await post(b, "/console/sign-in", { token: `wrong-${i}`, _csrf: hidden(await page.text(), "_csrf")! })).status);
+    }
+    expect(statuses).toEqual([401, 401, 401, 401, 401, 429]);
+    const page = await get(b, "/console/sign-in");
+    const right = await post(b, "/console/sign-in", { token: ADMIN_TOKEN, _csrf: hidden(await page.text(), "_csrf")! });
+    expect(right.status).toBe(429);
+    expect(Number(right.headers.get("retry-after"))).toBeGreaterThan(0);
+    // Another client is not affected.
+    expect((await signIn(ADMIN_TOKEN)).res.status).toBe(303);
+  });
+});
+
+describe("console writes: CSRF, origin and roles", () => {
+  it("refuses a write without the CSRF token, with another session's token, and from another origin", async () => {
+    const [sku] = await makeSkus([10]);
+    const { b } = await signIn(ADMIN_TOKEN);
+    const { b: other } = await signIn(ADMIN_TOKEN);
+    const otherCsrf = await csrfOf(other);
+    const csrf = await csrfOf(b);
+    const form = { location: "loc-us-east", delta: "5", reason: "recount", event_id: `console-${crypto.randomUUID()}` };
+    expect((await post(b, `/console/stock/${sku}/adjust`, form)).status).toBe(403);
+    expect((await post(b, `/console/stock/${sku}/adjust`, { ...form, _csrf: otherCsrf })).status).toBe(403);
+    expect((await post(b, `/console/stock/${sku}/adjust`, { ...form, _csrf: csrf }, { origin: "https://evil.example" })).status).toBe(403);
+    const avail = await call(`/v1/availability?skus=${sku}`);
+    expect(((await avail.json()) as { items: { on_hand: number }[] }).items[0]!.on_hand).toBe(10);
+    // The same form with the token applies once; a resubmission is recognised by its event id.
+    expect((await post(b, `/console/stock/${sku}/adjust`, { ...form, _csrf: csrf })).status).toBe(303);
+    expect((await post(b, `/console/stock/${sku}/adjust`, { ...form, _csrf: csrf })).status).toBe(303);
+    const after = await call(`/v1/availability?skus=${sku}`);
+    expect(((await after.json()) as { items: { on_hand: number }[] }).items[0]!.on_hand).toBe(15);
+  });
+
+  it("a viewer sees pages but every write is 403, even with its own valid CSRF token", async () => {
+    const [sku] = await makeSkus([10]);
+    const { b } = await signIn(VIEWER_TOKEN);
+    const page = await get(b, `/console/stock?sku=${sku}`);
+    const html = await page.text();
+    expect(html).toContain("Viewer (read-only)");
+    expect(html).toMatch(/<fieldset disabled/);
+    const csrf = hidden(html, "_csrf")!;
+    const seq = hidden(html, "if_match")!;
+    const set = await post(b, `/console/stock/${sku}/set`, { _csrf: csrf, location: "loc-us-east", on_hand: "999", if_match: seq, seen_on_hand: "10", seen_reserved: "0", seen_safety_stock: "0" });
+    expect(set.status).toBe(403);
+    expect((await post(b, "/console/events/replay", { _csrf: csrf })).status).toBe(403);
+    const avail = await call(`/v1/availability?skus=${sku}`);
+    expect(((await avail.json()) as { items: { on_hand: number }[] }).items[0]!.on_hand).toBe(10);
+    // Sign-out is the one post a viewer may make.
+    expect((await post(b, "/console/sign-out", { _csrf: csrf })).status).toBe(303);
+  });
+
+  it("set with a stale If-Match writes nothing and shows what changed (412); the current one applies", async () => {
+    const [sku] = await makeSkus([10]);
+    const { b } = await signIn(ADMIN_TOKEN);
+    const html = await (await get(b, `/console/stock?sku=${sku}`)).text();
+    const csrf = hidden(html, "_csrf")!;
+    const seq = hidden(html, "if_match")!;
+    // Someone else sets the count after the page was read.
+    expect((await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 40 }, admin())).status).toBe(200);
+    const form = { _csrf: csrf, location: "loc-us-east", on_hand: "3", if_match: seq, seen_on_hand: "10", seen_reserved: "0", seen_safety_stock: "0" };
+    const stale = await post(b, `/console/stock/${sku}/set`, form);
+    expect(stale.status).toBe(412);
+    const body = await stale.text();
+    expect(body).toContain('id="stale"');
+    expect(body).toMatch(/<td class="num">10<\/td><td class="num">40<\/td>/);
+    const avail = async () => ((await (await call(`/v1/availability?skus=${sku}`)).json()) as { items: { on_hand: number }[] }).items[0]!.on_hand;
+    expect(await avail()).toBe(40);
+    const fresh = hidden(await (await get(b, `/console/stock?sku=${sku}`)).text(), "if_match")!;
+    expect((await post(b, `/console/stock/${sku}/set`, { ...form, if_match: fresh })).status).toBe(303);
+    expect(await avail()).toBe(3);
+  });
+});
+
+describe("PUT /admin/stock/{sku} with If-Match", () => {
+  it("applies with the current seq, refuses a stale one with 412 and the current rows, and answers ETag", async () => {
+    const [sku] = await makeSkus([10]);
+    const first = await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 12 }, admin());
+    const etag = first.headers.get("etag")!;
+    expect(etag).toMatch(/^"\d+"$/);
+    const ok = await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 13 }, admin({ "if-match": etag }));
+    expect(ok.status).toBe(200);
+    const stale = await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 99 }, admin({ "if-match": etag }));
+    const problem = await expectProblem(stale, 412);
+    expect(problem.current_version).toBe(Number(ok.headers.get("etag")!.replace(/"/g, "")));
+    expect((problem.rows as { on_hand: number }[])[0]!.on_hand).toBe(13);
+    await expectProblem(await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: 1 }, admin({ "if-match": "not-a-seq" })), 412);
+  });
+});
+
+describe("per-minute metrics store", () => {
+  it("adds counters across flushes, keeps the maximum of gauges, and prunes past the retention", async () => {
+    const now = Date.UTC(2026, 0, 1, 12, 0, 30);
+    const m = minuteOf(now);
+    addPoint("test.count", 2, now);
+    addPoint("g.test", 5, now);
+    await flushPoints(env.DB, now);
+    addPoint("test.count", 3, now);
+    addPoint("g.test", 4, now);
+    await flushPoints(env.DB, now);
+    const old = now - (RETENTION_MINUTES + 5) * 60_000;
+    addPoint("test.count", 7, old);
+    await flushPoints(env.DB, now);
+    let t = await readPoints(env.DB, m - RETENTION_MINUTES - 10, m, ["test.", "g.test"]);
+    expect(t.get("test.count")?.get(m)).toBe(5);
+    expect(t.get("g.test")?.get(m)).toBe(5);
+    expect(total(t, "test.count")).toBe(12);
+    await prunePoints(env.DB, now);
+    t = await readPoints(env.DB, m - RETENTION_MINUTES - 10, m, ["test."]);
+    expect(total(t, "test.count")).toBe(5);
+  });
+
+  it("percentiles come from bucket bounds and merge across minutes", () => {
+    const counts = new Array(LATENCY_BOUNDS.length).fill(0);
+    counts[bucketOf(LATENCY_BOUNDS, 8)] += 98;
+    counts[bucketOf(LATENCY_BOUNDS, 150)] += 2;
+    expect(histogramPercentile(LATENCY_BOUNDS, counts, 50)).toBe(10);
+    expect(histogramPercentile(LATENCY_BOUNDS, counts, 99)).toBe(200);
+    expect(histogramPercentile(LATENCY_BOUNDS, counts.map(() => 0), 99)).toBeNull();
+    expect(bucketOf(LATENCY_BOUNDS, 120)).toBe(LATENCY_BOUNDS.indexOf(120));
+    expect(bucketOf(LATENCY_BOUNDS, 10_000)).toBe(LATENCY_BOUNDS.length - 1);
+  });
+
+  it("requests through the Worker land in the store by route class, tier and reservation status", async () => {
+    const before = Date.now();
+    await call("/v1/categories");
+    await call("/v1/categories");
+    await json("POST", "/v1/reservations", { items: [{ sku: "NOPE-1", quantity: 1 }] }, { authorization: "Bearer dev-storefront-key" });
+    await flushPoints(env.DB);
+    const t = await readPoints(env.DB, minuteOf(before), minuteOf(Date.now()), ["req.browse.", "req.reserve.", "rsv."]);
+    expect(total(t, "req.browse.n")).toBeGreaterThanOrEqual(2);
+    expect(histogram(t, "req.browse", LATENCY_BOUNDS.length).reduce((a, b) => a + b, 0)).toBe(total(t, "req.browse.n"));
+    expect(total(t, "req.reserve.n")).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe("SLOs", () => {
+  it("reads targets from configuration and ignores nonsense", () => {
+    const cfg = parseSloConfig("read_p95_ms=150, availability=99.9, window_minutes=99999, bogus=1, correctness=abc");
+    expect(cfg.read_p95_ms).toBe(150);
+    expect(cfg.availability).toBe(99.9);
+    expect(cfg.window_minutes).toBe(24 * 60);
+    expect(cfg.correctness).toBe(99.99);
+  });
+
+  it("spends the availability budget with 5xx answers and flags it as breached once overspent", async () => {
+    const now = Date.now();
+    // 10,000 feed requests, 3 of them 5xx, with a 99.95% target: 5 allowed, 3 spent → 40% left, at risk below 25%.
+    addPoint("req.feed.n", 10_000, now);
+    addPoint("req.feed.err", 3, now);
+    addPoint(`req.feed.h${bucketOf(LATENCY_BOUNDS, 20)}`, 10_000, now);
+    await flushPoints(env.DB, now);
+    const cfg = { ...env, SLO_TARGETS: "availability=99.95" };
+    let report = await sloReport(cfg, now);
+    let feed = report.objectives.find((o) => o.id === "availability.feed")!;
+    expect(feed.events).toBe(10_000);
+    expect(feed.bad).toBe(3);
+    expect(feed.budget_left).toBeCloseTo(0.4, 5);
+    expect(feed.status).toBe("met");
+    addPoint("req.feed.err", 3, now);
+    await flushPoints(env.DB, now);
+    report = await sloReport(cfg, now);
+    feed = report.objectives.find((o) => o.id === "availability.feed")!;
+    expect(feed.status).toBe("breached");
+    expect(report.burning.map((o) => o.id)).toContain("availability.feed");
+    // Latency: every feed request was fast, so its latency budget is untouched.
+    expect(report.objectives.find((o) => o.id === "latency_p99.feed")!.budget_left).toBe(1);
+  });
+});
