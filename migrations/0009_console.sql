@@ -1,6 +1,6 @@
 -- Operator console: sessions (signed cookie + server-side revocation), sign-in throttle, and a bounded
 -- per-minute metrics store (the history /admin/metrics lacks: sparklines and SLO windows).
-CREATE TABLE `console_sessions` (
+CREATE TABLE `console_logins` (
 	`id` text PRIMARY KEY NOT NULL,
 	`role` text NOT NULL,
 	`created_at` integer NOT NULL,
@@ -8,7 +8,7 @@ CREATE TABLE `console_sessions` (
 	`revoked_at` integer
 );
 --> statement-breakpoint
-CREATE INDEX `console_sessions_expires_idx` ON `console_sessions` (`expires_at`);
+CREATE INDEX `console_logins_expires_idx` ON `console_logins` (`expires_at`);
 --> statement-breakpoint
 CREATE TABLE `console_signin_failures` (
 	`client` text PRIMARY KEY NOT NULL,

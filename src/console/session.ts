@@ -48,7 +48,10 @@ async function sign(env: Pick<Env, "ADMIN_TOKEN">, data: string): Promise<string
 
 async function verify(env: Pick<Env, "ADMIN_TOKEN">, data: string, signature: string): Promise<boolean> {
   try {
-    return await crypto.subtle.verify("HMAC", await signingKey(env), fromB64url(signature), encoder.encode(data));
+    const bytes = fromB64url(signature);
+    // Only the canonical spelling counts: base64's unused trailing bits must not make a second valid cookie.
+    if (b64url(bytes) !== signature) return false;
+    return await crypto.subtle.verify("HMAC", await signingKey(env), bytes, encoder.encode(data));
   } catch {
     return false;
   }
@@ -68,9 +71,9 @@ export async function createSession(env: Pick<Env, "ADMIN_TOKEN" | "DB">, role: 
   const id = b64url(crypto.getRandomValues(new Uint8Array(18)));
   const session: Session = { id, role, expiresAt: now + SESSION_TTL_MS };
   await env.DB.batch([
-    env.DB.prepare("INSERT INTO console_sessions (id, role, created_at, expires_at) VALUES (?, ?, ?, ?)").bind(id, role, now, session.expiresAt),
+    env.DB.prepare("INSERT INTO console_logins (id, role, created_at, expires_at) VALUES (?, ?, ?, ?)").bind(id, role, now, session.expiresAt),
     // Expired rows go as new ones arrive: the table holds only live and recently ended sessions.
-    env.DB.prepare("DELETE FROM console_sessions WHERE expires_at < ?").bind(now - 24 * 60 * 60_000),
+    env.DB.prepare("DELETE FROM console_logins WHERE expires_at < ?").bind(now - 24 * 60 * 60_000),
   ]);
   const payload = `${id}.${role}.${session.expiresAt}`;
   return { session, cookie: `${payload}.${await sign(env, payload)}` };
@@ -84,7 +87,7 @@ export async function readSession(env: Pick<Env, "ADMIN_TOKEN" | "DB">, cookie: 
   const [id, role, exp, signature] = parts as [string, string, string, string];
   if ((role !== "admin" && role !== "viewer") || !/^\d{1,15}$/.test(exp) || Number(exp) <= now) return undefined;
   if (!(await verify(env, `${id}.${role}.${exp}`, signature))) return undefined;
-  const row = await env.DB.prepare("SELECT role, expires_at, revoked_at FROM console_sessions WHERE id = ?")
+  const row = await env.DB.prepare("SELECT role, expires_at, revoked_at FROM console_logins WHERE id = ?")
     .bind(id)
     .first<{ role: string; expires_at: number; revoked_at: number | null }>();
   if (!row || row.revoked_at !== null || row.expires_at <= now || row.role !== role) return undefined;
@@ -92,7 +95,7 @@ export async function readSession(env: Pick<Env, "ADMIN_TOKEN" | "DB">, cookie: 
 }
 
 export async function revokeSession(env: Pick<Env, "DB">, id: string, now = Date.now()): Promise<void> {
-  await env.DB.prepare("UPDATE console_sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").bind(now, id).run();
+  await env.DB.prepare("UPDATE console_logins SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").bind(now, id).run();
 }
 
 export async function csrfToken(env: Pick<Env, "ADMIN_TOKEN">, sessionId: string): Promise<string> {

@@ -515,8 +515,8 @@ export const hotSkus = sqliteTable("hot_skus", {
 });
 
 /** Operator console sessions: the cookie is signed and expiring; this row lets sign-out revoke it for real. */
-export const consoleSessions = sqliteTable(
-  "console_sessions",
+export const consoleLogins = sqliteTable(
+  "console_logins",
   {
     id: text("id").primaryKey(),
     /** admin | viewer */
@@ -525,7 +525,7 @@ export const consoleSessions = sqliteTable(
     expiresAt: integer("expires_at").notNull(),
     revokedAt: integer("revoked_at"),
   },
-  (t) => [index("console_sessions_expires_idx").on(t.expiresAt)],
+  (t) => [index("console_logins_expires_idx").on(t.expiresAt)],
 );
 
 /** Wrong console sign-ins per client (IP), for throttling; rows older than a day are pruned. */
