@@ -7,7 +7,8 @@ import { ApiError } from "../lib/errors";
 import { now as clockNow } from "../lib/clock";
 import { createApp } from "../lib/validation";
 import { discountedAmount, type ValueType } from "../promotions/effective-price";
-import { listPromotions, resolveTargets, TARGET_TYPES, view, type PromotionRow } from "../promotions/store";
+import { listPromotions, resolveTargets, view, type PromotionRow } from "../promotions/store";
+import { TARGET_TYPES } from "../promotions/targets";
 import { adminCall, done, formInput, operator, page, problemText, type ConsoleContext } from "./kit";
 import { fmt, when, WriteForm } from "./ui";
 
