@@ -1,10 +1,15 @@
 import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+import { startWebhookReceiver } from "./test/node/webhook-receiver";
+
+let receiverUrl: Promise<string> | undefined;
 
 export default defineConfig({
   plugins: [
     cloudflareTest(async () => {
+      // One receiver per run, on a free port, so parallel runs on one machine never collide.
+      receiverUrl ??= startWebhookReceiver();
       const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
       return {
         main: "./src/index.ts",
@@ -21,6 +26,12 @@ export default defineConfig({
             // Immediate queue retries, so a failing message reaches the dead-letter queue within a test.
             QUEUE_RETRY_BASE_SECONDS: "0",
             // Merchant feeds' shipping: one rule per currency, so a test can see that only the feed's own applies.
+            // Webhooks: a real local receiver, immediate retries, a short timeout (the slow-endpoint test) and an
+            // auto-disable threshold above the queue's 6 attempts, so one failing delivery reaches the dead-letter queue first.
+            WEBHOOK_RECEIVER_URL: await receiverUrl,
+            WEBHOOK_RETRY_BASE_SECONDS: "0",
+            WEBHOOK_TIMEOUT_MS: "1500",
+            WEBHOOK_DISABLE_AFTER: "8",
             GOOGLE_SHIPPING: "US::Standard:4.99 USD; DE::Express:9.90 EUR",
             // Opt-in longer search of the stock model test: STOCK_MODEL_RUNS=200 npx vitest run test/stock-model.test.ts
             STOCK_MODEL_RUNS: process.env.STOCK_MODEL_RUNS ?? "",

@@ -33,6 +33,7 @@ import { adminRecommendationsApp } from "./routes/admin-recommendations";
 import { recordRequests } from "./metrics/request-metrics";
 import { consoleApp } from "./console/app";
 import { useAdminApi } from "./console/kit";
+import { adminWebhooksApp } from "./routes/admin-webhooks";
 
 /** Builds the whole API: cross-cutting middleware first, then one sub-app per resource. */
 export function buildApp() {
@@ -72,6 +73,7 @@ export function buildApp() {
   app.route("/", recommendationsApp);
   app.route("/", adminRecommendationsApp);
   app.route("/", consoleApp);
+  app.route("/", adminWebhooksApp);
 
   // Console writes are in-process calls of the admin routes above.
   useAdminApi(app);

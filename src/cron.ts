@@ -5,6 +5,7 @@ import { now as clockNow } from "./lib/clock";
 import { promotionsTick } from "./promotions/switcher";
 import { recordGauges } from "./metrics/gauges";
 import { prunePoints } from "./metrics/timeseries";
+import { dispatchWebhooks, pruneWebhooks } from "./webhooks/dispatch";
 
 /** Entry point of the `scheduled` handler; each periodic job registers here. */
 export async function handleScheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
@@ -19,7 +20,9 @@ export async function handleScheduled(controller: ScheduledController, env: Env,
   await recommendationsTick(env).catch((err) => console.error(JSON.stringify({ level: "error", job: "recommendations", error: String(err) })));
   // Backlog and dead-letter gauges for the console's history, and the isolate's buffered request counts.
   await recordGauges(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "metric-gauges", error: String(err) })));
-  await Promise.all([pruneSent(env, now), pruneLagSamples(env.DB, now), prunePoints(env.DB, now)]).catch((err) =>
+  // Webhooks: events recorded by a change no queue batch followed, and deliveries whose send was lost.
+  await dispatchWebhooks(env, now, { recoverLost: true }).catch((err) => console.error(JSON.stringify({ level: "error", job: "webhooks", error: String(err) })));
+  await Promise.all([pruneSent(env, now), pruneLagSamples(env.DB, now), prunePoints(env.DB, now), pruneWebhooks(env, now)]).catch((err) =>
     console.error(JSON.stringify({ level: "error", job: "outbox-prune", error: String(err) })),
   );
 }

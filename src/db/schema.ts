@@ -549,3 +549,66 @@ export const metricPoints = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.minute, t.name] })],
 );
+
+/** Outbound webhook endpoints (migrations/0011_webhooks.sql; the D1 triggers that record events are there too). */
+export const webhookEndpoints = sqliteTable("webhook_endpoints", {
+  id: text("id").primaryKey(),
+  url: text("url").notNull(),
+  events: text("events", { mode: "json" }).$type<string[]>().notNull(),
+  secret: text("secret").notNull(),
+  description: text("description").notNull().default(""),
+  status: text("status").notNull().default("active"),
+  disabledReason: text("disabled_reason"),
+  disabledAt: integer("disabled_at"),
+  consecutiveFailures: integer("consecutive_failures").notNull().default(0),
+  retryAfter: integer("retry_after").notNull().default(0),
+  createdAt: integer("created_at").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+  deletedAt: integer("deleted_at"),
+});
+
+/** One row per webhook event; `id` is the `webhook-id` receivers see. */
+export const webhookEvents = sqliteTable(
+  "webhook_events",
+  {
+    id: text("id").primaryKey(),
+    type: text("type").notNull(),
+    payload: text("payload").notNull(),
+    createdAt: integer("created_at").notNull(),
+    dispatchedAt: integer("dispatched_at"),
+  },
+  (t) => [index("webhook_events_pending_idx").on(t.createdAt).where(sql`dispatched_at IS NULL`)],
+);
+
+export const webhookDeliveries = sqliteTable(
+  "webhook_deliveries",
+  {
+    eventId: text("event_id").notNull(),
+    endpointId: text("endpoint_id").notNull(),
+    status: text("status").notNull().default("pending"),
+    attempts: integer("attempts").notNull().default(0),
+    createdAt: integer("created_at").notNull(),
+    enqueuedAt: integer("enqueued_at"),
+    deliveredAt: integer("delivered_at"),
+  },
+  (t) => [primaryKey({ columns: [t.eventId, t.endpointId] }), index("webhook_deliveries_unsent_idx").on(t.createdAt).where(sql`enqueued_at IS NULL`),
+    index("webhook_deliveries_pending_idx").on(t.enqueuedAt).where(sql`status = 'pending'`),
+  ],
+);
+
+export const webhookAttempts = sqliteTable(
+  "webhook_attempts",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    endpointId: text("endpoint_id").notNull(),
+    eventId: text("event_id").notNull(),
+    eventType: text("event_type").notNull(),
+    attempt: integer("attempt").notNull(),
+    attemptedAt: integer("attempted_at").notNull(),
+    ok: integer("ok").notNull(),
+    statusCode: integer("status_code"),
+    error: text("error"),
+    durationMs: integer("duration_ms").notNull(),
+  },
+  (t) => [index("webhook_attempts_endpoint_idx").on(t.endpointId, t.id)],
+);

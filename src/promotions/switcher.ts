@@ -10,6 +10,7 @@
  * idempotent apart from duplicate events, which the pipeline tolerates.
  */
 import { refreshProductPrices } from "./price-refresh";
+import { promotionBoundaryStatements } from "../webhooks/record";
 
 const WATERMARK = "promotions:switched_through";
 
@@ -27,6 +28,8 @@ export async function switchDue(env: Pick<Env, "DB" | "EVENTS">, now: number): P
     .bind(from, now)
     .all<{ product_id: string }>();
   const products = await refreshProductPrices(env, results.map((r) => r.product_id), now);
+  // Before the watermark moves: a run that dies here is redone by the next, and the events' ids make that harmless.
+  await env.DB.batch(promotionBoundaryStatements(env.DB, from, now));
   // Only forwards: a slow run must not move the watermark back over boundaries a later run already handled.
   await env.DB.prepare(
     `INSERT INTO meta (key, value, updated_at) VALUES (?1, ?2, ?2)
