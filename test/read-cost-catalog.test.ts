@@ -14,7 +14,9 @@ import type { AffiliateScope } from "../src/affiliates/account";
 import { lastGoodKey, listingCacheKey, productCacheKey } from "../src/catalog/cache-keys";
 import { productKey } from "../src/catalog/document";
 import { listingParams, readListing } from "../src/catalog/listing-read";
-import type { ListingPage } from "../src/catalog/listing";
+import { runListing, type ListingPage } from "../src/catalog/listing";
+import { originSession } from "../src/catalog/origin";
+import type { RawListingQuery } from "../src/catalog/listing-read";
 import { readProduct } from "../src/catalog/product-read";
 import { selectPage } from "../src/feeds/pages";
 import { forgetNextBoundary } from "../src/promotions/switcher";
@@ -37,6 +39,11 @@ const FEED_PAGE = 50;
 
 let category = "";
 let productId = "";
+/** A category of SMALL_COUNT products that the growth steps never touch. */
+let smallCategory = "";
+const SMALL_COUNT = 3;
+/** A brand of PAGE + 5 products, which the last growth step joins with 60 cheaper ones. */
+let brand = "";
 
 type Measured<T> = { rows: number; answer: T };
 
@@ -98,6 +105,23 @@ async function listingMiss(path: "/v1/products" | "/v1/search"): Promise<Measure
   return m;
 }
 
+/** One browse page at D1 (`runListing`, no cache tier), with the cursor of the page after it. */
+async function browsePage(raw: RawListingQuery): Promise<Measured<ListingPage>> {
+  const params = listingParams({ limit: PAGE, ...raw }, CURRENCY, LOCALE);
+  return counted((e) => runListing(originSession(e.DB), params, { facets: false, total: false, now: Date.now() }));
+}
+
+/** Page `n` (1-based) of a browse listing: the cursor is followed uncounted, only page n itself is measured. */
+async function deepPage(raw: RawListingQuery, n: number): Promise<Measured<ListingPage>> {
+  let cursor: string | undefined;
+  for (let i = 1; i < n; i++) {
+    const page = await runListing(originSession(env.DB), listingParams({ limit: PAGE, ...raw, cursor }, CURRENCY, LOCALE), { facets: false, total: false, now: Date.now() });
+    cursor = page.next_cursor ?? undefined;
+    expect(cursor).toBeDefined();
+  }
+  return browsePage({ ...raw, cursor });
+}
+
 /** First page of an affiliate's full feed (no cache tier: the route reads D1 on every request). */
 async function feedPage(scope: AffiliateScope): Promise<Measured<{ ids: string[]; hasMore: boolean }>> {
   return counted(async (e) => {
@@ -106,15 +130,15 @@ async function feedPage(scope: AffiliateScope): Promise<Measured<{ ids: string[]
   });
 }
 
-/** `count` products in `categoryId`, one variant each at the given price (all currencies). */
-async function fill(categoryId: string, count: number, price: (i: number) => number): Promise<string[]> {
+/** `count` products in `categoryId` (of `brand`, if given), one variant each at the given price (all currencies). */
+async function fill(categoryId: string, count: number, price: (i: number) => number, brand?: string): Promise<string[]> {
   const variant = product(1).variants[0]!;
   const out: string[] = [];
   for (let i = 0; i < count; i += 20) {
     const made = await Promise.all(
       Array.from({ length: Math.min(20, count - i) }, (_, k) => {
         const amount = price(i + k);
-        return insertProduct(env.DB, { base: 1, categoryId, variants: [{ ...variant, sku: uid("SKU-L"), prices: { USD: amount, EUR: amount, GBP: amount } }] });
+        return insertProduct(env.DB, { base: 1, categoryId, ...(brand ? { brand } : {}), variants: [{ ...variant, sku: uid("SKU-L"), prices: { USD: amount, EUR: amount, GBP: amount } }] });
       }),
     );
     out.push(...made.map((p) => p.id));
@@ -128,6 +152,13 @@ type Snapshot = {
   search: Measured<ListingPage>;
   feed: Awaited<ReturnType<typeof feedPage>>;
   scopedFeed: Awaited<ReturnType<typeof feedPage>>;
+  /** The small category, in stock only, cheapest first and newest first; the brand, dearest first. */
+  smallByPrice: Measured<ListingPage>;
+  smallNewest: Measured<ListingPage>;
+  brand: Measured<ListingPage>;
+  /** The large category (no price window), cheapest first: page 1, and page 5 through the cursors. */
+  largeFirst: Measured<ListingPage>;
+  largeDeep: Measured<ListingPage>;
 };
 
 async function measure(): Promise<Snapshot> {
@@ -137,6 +168,11 @@ async function measure(): Promise<Snapshot> {
     search: await listingMiss("/v1/search"),
     feed: await feedPage({}),
     scopedFeed: await feedPage({ categories: [category] }),
+    smallByPrice: await browsePage({ category: smallCategory, in_stock: "true", sort: "price_asc" }),
+    smallNewest: await browsePage({ category: smallCategory, in_stock: "true", sort: "newest" }),
+    brand: await browsePage({ brand, sort: "price_desc" }),
+    largeFirst: await browsePage({ category, sort: "price_asc" }),
+    largeDeep: await deepPage({ category, sort: "price_asc" }, 5),
   };
 }
 
@@ -156,6 +192,15 @@ beforeAll(async () => {
   await fill(category, 100, (i) => 200 + 4 * i);
   // The product read: seed product 1's variants (several SKUs, prices in every currency), outside the window.
   productId = (await insertProduct(env.DB, { base: 1, categoryId: category, stockFor: (skus) => skus.flatMap((sku) => ["loc-us-east", "loc-eu-central"].map((locationId) => ({ sku, locationId, onHand: 7 }))) })).id;
+  // The small category and brand: dearer than anything else, so a walk of the catalog's price index in either
+  // direction, testing the category or brand per row, would pass every other product first.
+  smallCategory = uid("cat-rc-small");
+  await env.DB.prepare("INSERT INTO categories (id, slug, name, parent_id, path, depth, position) VALUES (?, ?, 'Read cost (small)', 'cat-home-kitchen', ?, 1, 99)")
+    .bind(smallCategory, smallCategory, `/cat-home-kitchen/${smallCategory}/`)
+    .run();
+  await fill(smallCategory, SMALL_COUNT, (i) => 9_000_000 + i);
+  brand = uid("Read Cost Brand");
+  await fill("cat-bags", PAGE + 5, (i) => 9_100_000 + i, brand);
   // Warm-up: one-off work (first use of a statement, a cache, a KV namespace) stays out of the measurements.
   await measure();
   before = await measure();
@@ -168,6 +213,7 @@ beforeAll(async () => {
   await fill(category, 100, (i) => 100 + i);
   await fill(category, 100, (i) => 600 + 10 * i);
   await fill(category, 100, (i) => 400 + i);
+  await fill("cat-cycling", 60, (i) => 1_000 + i, brand);
   after = await measure();
 }, 180_000);
 
@@ -215,6 +261,40 @@ describe("catalog reads cost rows in proportion to their answer, not to the cata
     expect(after.search.answer.total).toBe(151);
   });
 
+  it("a small category's page (in stock only, by price or newest) reads the same rows however large the catalog", () => {
+    for (const name of ["smallByPrice", "smallNewest"] as const) {
+      expect(before[name].answer.items).toHaveLength(SMALL_COUNT);
+      expect(after[name].answer.items.map((i) => i.id)).toEqual(before[name].answer.items.map((i) => i.id));
+      expect(elsewhere[name].rows).toBeLessThanOrEqual(before[name].rows + SLACK);
+      expect(after[name].rows).toBeLessThanOrEqual(before[name].rows + SLACK);
+      // A few index ranges (category × in_stock) of at most limit + 1 entries each, then the page's own rows.
+      expect(after[name].rows).toBeLessThan(4 * (PAGE + 1));
+    }
+    expect(before.smallByPrice.answer.items.map((i) => i.price?.amount)).toEqual([9_000_000, 9_000_001, 9_000_002]);
+  });
+
+  it("a brand's page (dearest first) reads the same rows after the brand and the catalog grow", () => {
+    expect(before.brand.answer.items).toHaveLength(PAGE);
+    expect(before.brand.answer.items.every((i) => i.brand === brand)).toBe(true);
+    expect(before.brand.answer.items[0]!.price?.amount).toBe(9_100_000 + PAGE + 4);
+    expect(after.brand.answer.items.map((i) => i.id)).toEqual(before.brand.answer.items.map((i) => i.id));
+    expect(elsewhere.brand.rows).toBeLessThanOrEqual(before.brand.rows + SLACK);
+    // The brand gained 60 products (all cheaper than the page): reading the brand and sorting it would see them.
+    expect(after.brand.rows).toBeLessThanOrEqual(before.brand.rows + SLACK);
+  });
+
+  it("a deep page of a large category (page 5 by price, through the cursors) reads what page 1 reads", () => {
+    expect(after.largeDeep.answer.items).toHaveLength(PAGE);
+    const firstIds = new Set(after.largeFirst.answer.items.map((i) => i.id));
+    expect(after.largeDeep.answer.items.some((i) => firstIds.has(i.id))).toBe(false);
+    const prices = after.largeDeep.answer.items.map((i) => i.price!.amount);
+    expect(prices).toEqual([...prices].sort((a, b) => a - b));
+    expect(prices[0]).toBeGreaterThanOrEqual(after.largeFirst.answer.items.at(-1)!.price!.amount);
+    // Page 5 seeks to its cursor: no more rows than page 1 (the old OR-form keyset read every row after the cursor).
+    expect(after.largeDeep.rows).toBeLessThanOrEqual(after.largeFirst.rows + SLACK);
+    expect(elsewhere.largeDeep.rows).toBeLessThanOrEqual(elsewhere.largeFirst.rows + SLACK);
+  });
+
   /** A full first feed page, the same products after both growth steps, and no more rows read. */
   function expectSameFeedPage(name: "feed" | "scopedFeed") {
     expect(before[name].answer.ids).toHaveLength(FEED_PAGE);
@@ -241,5 +321,5 @@ describe("catalog reads cost rows in proportion to their answer, not to the cata
 // The measurements, for reading a failure (or a change in cost) without a debugger.
 afterAll(() => {
   const row = (name: keyof Snapshot) => `${name}: ${before[name].rows} → ${elsewhere[name].rows} (elsewhere) → ${after[name].rows} (same category)`;
-  console.log(["rows read", ...(["product", "listing", "search", "feed", "scopedFeed"] as const).map(row)].join("\n  "));
+  console.log(["rows read", ...(["product", "listing", "search", "feed", "scopedFeed", "smallByPrice", "smallNewest", "brand", "largeFirst", "largeDeep"] as const).map(row)].join("\n  "));
 });

@@ -43,10 +43,19 @@ export type ListingItem = {
   created_at: string;
 };
 
-export type ListingPage = { items: ListingItem[]; next_cursor: string | null; total?: number; facets?: Facets; facets_exact?: boolean };
+export type ListingPage = { items: ListingItem[]; next_cursor: string | null; total?: number; total_exact?: boolean; facets?: Facets; facets_exact?: boolean };
 
 /** Largest match set whose facets are counted in full; beyond it they describe the first FACET_SAMPLE matches. */
 export const FACET_SAMPLE = 5000;
+/** Matches counted for `total` with filters; past it the answer is "TOTAL_CAP or more" (`total_exact: false`). */
+export const TOTAL_CAP = 10_000;
+/**
+ * Most index ranges one browse page unions (filter values × in_stock values). A filter with more values (dozens
+ * of brands) walks the sort's own index instead, testing the filter per row.
+ */
+export const MAX_BRANCHES = 16;
+/** SQLITE_LIMIT_COMPOUND_SELECT as D1 sets it. */
+const COMPOUND_TERMS = 5;
 
 // ---- query text ---------------------------------------------------------------------------------------
 
@@ -170,6 +179,71 @@ function plan(p: ListingParams): Plan {
   }
 }
 
+/**
+ * Rows after the cursor in sort order. Written as a range on the sort key plus a tie-break test, because SQLite
+ * turns `(k > K OR (k = K AND id > I))` into a MULTI-INDEX OR that reads every row after the cursor and sorts
+ * them (a deep page then read most of the catalog), and does not use row values over an expression index.
+ */
+function keysetSql(pl: Plan, after: CursorKey): SQL {
+  const [k, id] = after;
+  return pl.dir === "ASC"
+    ? sql`${pl.sortExpr} >= ${k} AND (${pl.sortExpr} > ${k} OR p.id > ${id})`
+    : sql`${pl.sortExpr} <= ${k} AND (${pl.sortExpr} < ${k} OR p.id < ${id})`;
+}
+
+/**
+ * A browse page (no query) as a UNION ALL of index ranges, one per (driver value, in_stock value), each read in
+ * sort order and cut at limit + 1 rows, then merged: the rows read are bounded by the page size times the
+ * branches, however large the catalog or the category (products_list_* indexes, migrations/0010). The driver
+ * is the category subtree's ids, else the brands, else nothing. Undefined when there would be more than
+ * MAX_BRANCHES ranges, or the sort cannot use those indexes.
+ */
+function browseItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefined, subtree: string[] | undefined): SQL | undefined {
+  if (pl.withQuery) return undefined;
+  const drivers: SQL[] = subtree
+    ? subtree.map((id) => sql`p.category_id = ${id}`)
+    : p.brand?.length
+      ? p.brand.map((b) => sql`p.brand = ${b}`)
+      : [sql`1`];
+  // An unknown category: no range at all, and not a walk of the whole catalog looking for it.
+  if (drivers.length === 0) drivers.push(sql`0`);
+  const stock = p.in_stock ? [1] : [1, 0];
+  if (drivers.length * stock.length > MAX_BRANCHES) return undefined;
+  const price = priceExpr(p.currency);
+  const residual: SQL[] = [];
+  if (subtree && p.brand?.length) residual.push(sql`p.brand IN (${sql.join(p.brand.map((b) => sql`${b}`), sql`, `)})`);
+  if (p.min_price !== undefined) residual.push(sql`${price} >= ${p.min_price}`);
+  if (p.max_price !== undefined) residual.push(sql`${price} <= ${p.max_price}`);
+  if (p.sort === "price_asc" || p.sort === "price_desc") residual.push(sql`${price} IS NOT NULL`);
+  if (after) residual.push(keysetSql(pl, after));
+  const dir = sql.raw(pl.dir);
+  const branches = drivers.flatMap((driver) =>
+    stock.map((inStock) => {
+      // `status = 'active'` verbatim: it is what lets SQLite use the partial products_list_* indexes.
+      const where = sql.join([driver, sql.raw(`p.in_stock = ${inStock}`), sql.raw(`p.status = 'active'`), ...residual], sql` AND `);
+      return sql`SELECT * FROM (SELECT p.rowid AS rid, p.id AS id, ${pl.sortExpr} AS sort_key FROM products p WHERE ${where}
+        ORDER BY ${pl.sortExpr} ${dir}, p.id ${dir} LIMIT ${sql.raw(String(p.limit + 1))})`;
+    }),
+  );
+  // D1 allows 5 terms per compound SELECT: branches are unioned in groups of 5, and the groups unioned in turn.
+  const groups: SQL[] = [];
+  for (let i = 0; i < branches.length; i += COMPOUND_TERMS) groups.push(sql`SELECT * FROM (${sql.join(branches.slice(i, i + COMPOUND_TERMS), sql` UNION ALL `)})`);
+  return sql`WITH page AS (${sql.join(groups, sql` UNION ALL `)} ORDER BY sort_key ${dir}, id ${dir} LIMIT ${p.limit + 1})
+    SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
+      p.min_prices, p.price_badges, p.created_at, page.sort_key AS sort_key
+    FROM page JOIN products p ON p.rowid = page.rid LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
+    ORDER BY page.sort_key ${dir}, page.id ${dir}`;
+}
+
+/** The category's own id and every descendant's (empty for an unknown category). */
+async function subtreeIds(origin: OriginSession, category: string): Promise<string[]> {
+  const [rows] = await origin.batch<[{ id: string }[]]>([
+    sql`SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
+      WHERE root.slug = ${category} OR root.id = ${category}`,
+  ]);
+  return rows.map((r) => r.id);
+}
+
 type ItemRow = {
   id: string; slug: string; title: string; t_title: string | null; brand: string; category_id: string; images: string;
   in_stock: number; min_prices: string; price_badges: string; created_at: number; sort_key: number;
@@ -186,15 +260,11 @@ export function hasFilters(p: ListingParams): boolean {
 export async function runListing(origin: OriginSession, p: ListingParams, opts: { facets: boolean; total: boolean; now: number }): Promise<ListingPage> {
   const pl = plan(p);
   const after = decodeCursor(p);
-  const keyset: SQL[] = [];
-  if (after) {
-    const [k, id] = after;
-    const cmp = pl.dir === "ASC" ? sql.raw(">") : sql.raw("<");
-    keyset.push(sql`(${pl.sortExpr} ${cmp} ${k} OR (${pl.sortExpr} = ${k} AND p.id ${cmp} ${id}))`);
-  }
+  const keyset: SQL[] = after ? [keysetSql(pl, after)] : [];
   const dir = sql.raw(pl.dir);
   const whereAll = sql.join([...pl.where, ...keyset], sql` AND `);
-  const itemsQuery = sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
+  const subtree = p.category && !pl.withQuery ? await subtreeIds(origin, p.category) : undefined;
+  const itemsQuery = browseItemsQuery(p, pl, after, subtree) ?? sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
       p.min_prices, p.price_badges, p.created_at, ${pl.sortExpr} AS sort_key
     FROM ${pl.from} LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
     WHERE ${whereAll}
@@ -209,10 +279,10 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
     const whereMatch = sql.join(pl.matchWhere, sql` AND `);
     // Facets are counted over at most FACET_SAMPLE matches (the first in index order, or in rowid order with a
     // category filter; no scoring), so a query matching half the catalog costs the same as one matching 5,000;
-    // `total` is always exact.
+    // `total` is exact up to TOTAL_CAP matches.
     // CROSS JOIN: m (≤ 5,000 ids) drives; left alone SQLite scanned all of product_attributes and probed m for each row.
     facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, ${price} AS price FROM ${pl.from} WHERE ${whereMatch}${pl.sampleOrder} LIMIT ${FACET_SAMPLE})
-      SELECT 'total' AS facet, '' AS value, (SELECT count(*) FROM ${pl.from} WHERE ${whereMatch}) AS count
+      SELECT 'total' AS facet, '' AS value, (SELECT count(*) FROM (SELECT 1 FROM ${pl.from} WHERE ${whereMatch} LIMIT ${TOTAL_CAP + 1})) AS count
       UNION ALL SELECT 'brand', brand, count(*) FROM m GROUP BY brand
       UNION ALL SELECT 'category', category_id, count(*) FROM m GROUP BY category_id
       UNION ALL SELECT 'attr:' || a.name, a.value, count(*) FROM m CROSS JOIN product_attributes a ON a.product_id = m.id GROUP BY a.name, a.value
@@ -247,9 +317,11 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
   if (facetRows && categoryRows) {
     const facets = shapeFacets(facetRows, categoryRows, p.currency);
     if (opts.total) {
-      out.total = filtered
+      const counted = filtered
         ? Number(facetRows.find((r) => r.facet === "total")?.count ?? 0)
         : facetRows.filter((r) => r.facet === "category").reduce((n, r) => n + Number(r.count), 0);
+      out.total = filtered ? Math.min(counted, TOTAL_CAP) : counted;
+      out.total_exact = !filtered || counted <= TOTAL_CAP;
     }
     if (opts.facets) {
       out.facets = facets;

@@ -19,9 +19,10 @@ const FacetsSchema = z
 const SearchSchema = z
   .object({
     items: z.array(ListingItemSchema),
-    total: z.number().int(),
+    total: z.number().int().openapi({ description: "Matching products; with a query or filters, counted up to 10,000 (then `total_exact` is false: show \"10,000+\")." }),
+    total_exact: z.boolean().openapi({ description: "False when more than 10,000 products matched: `total` is then 10,000." }),
     facets: FacetsSchema,
-    facets_exact: z.boolean().openapi({ description: "False when the query matched more than 5,000 products: facets then count the first 5,000 matches; `total` is always exact." }),
+    facets_exact: z.boolean().openapi({ description: "False when the query matched more than 5,000 products: facets then count the first 5,000 matches." }),
     next_cursor: z.string().nullable(),
   })
   .openapi("SearchResult");
