@@ -131,6 +131,65 @@ describe("GET /v1/search", () => {
   });
 });
 
+/** One typo of the given kind at position `at` (deletion, insertion, substitution or transposition of neighbours). */
+function typo(word: string, kind: number, at: number): string {
+  const i = 1 + (at % (word.length - 2));
+  switch (kind % 4) {
+    case 0: return word.slice(0, i) + word.slice(i + 1);
+    case 1: return word.slice(0, i) + "q" + word.slice(i);
+    case 2: return word.slice(0, i) + (word[i] === "x" ? "z" : "x") + word.slice(i + 1);
+    default: return word.slice(0, i) + word[i + 1] + word[i] + word.slice(i + 2);
+  }
+}
+
+/** Whether a catalog term starts with `word` (then no correction is needed, or made). */
+async function vocabularyHas(word: string): Promise<boolean> {
+  const row = await env.DB.prepare("SELECT count(*) AS n FROM products_fts_vocab WHERE term >= ?1 AND term < ?1 || char(1114111)").bind(word).first<{ n: number }>();
+  return (row?.n ?? 0) > 0;
+}
+
+describe("search forgives one typo in a word of five letters or more (so from four letters typed)", () => {
+  it("finds the intended product in the top 5 for every planted misspelling (deletion, insertion, substitution, swap)", async () => {
+    const cases: { id: string; q: string; misspelt: string }[] = [];
+    for (let k = 0; cases.length < 24; k++) {
+      const p = products[(k * 37) % products.length]!;
+      // The product's model line and its noun's longest word: a query that names this family of products.
+      const model = p.title.split(" ").find((w) => w.toLowerCase() === p.attributes.line)!;
+      const words = p.title.toLowerCase().split(/[^a-z0-9]+/).filter((w) => w.length >= 5 && w !== model.toLowerCase());
+      const word = [model.toLowerCase(), ...words][k % (words.length + 1)]!;
+      if (word.length < 5) continue;
+      const misspelt = typo(word, k, k * 3);
+      // Swapping two equal letters is no typo; a misspelling that a catalog term starts with is matched as typed.
+      if (misspelt === word || (await vocabularyHas(misspelt))) continue;
+      const q = [...new Set([p.brand.toLowerCase(), model.toLowerCase(), ...words])].map((w) => (w === word ? misspelt : w)).join(" ");
+      cases.push({ id: p.id, q, misspelt });
+    }
+    let found = 0;
+    expect(new Set(cases.map((c) => c.id)).size).toBeGreaterThan(15);
+    for (const c of cases) {
+      const body = await (await call(`/v1/search?q=${encodeURIComponent(c.q)}&limit=5`)).json<Search>();
+      if (body.items.some((i) => i.id === c.id)) found += 1;
+      else console.log(`typo miss: ${c.q} (${c.id}) -> ${body.items.map((i) => i.id).join(",")}`);
+    }
+    expect(found / cases.length).toBe(1);
+  });
+
+  it("a word the catalog contains as typed is not corrected: exact matches come first (here, alone)", async () => {
+    const exact = await insertProduct(env.DB, { base: 1, title: "Plainly Headphnes Misprint", description: "A misprint." });
+    const body = await (await call(`/v1/search?q=headphnes&limit=5`)).json<Search>();
+    expect(body.items.map((i) => i.id)).toEqual([exact.id]);
+    // A misspelling the catalog does not contain still reaches the real word.
+    const other = await (await call(`/v1/search?q=headphonez&limit=5`)).json<Search>();
+    expect(other.items).toHaveLength(5);
+    expect(other.items.every((i) => /Headphones/.test(i.title))).toBe(true);
+  });
+
+  it("a word under four letters and a word two edits away are not corrected", async () => {
+    expect((await (await call(`/v1/search?q=bqg&limit=5`)).json<Search>()).items).toEqual([]);
+    expect((await (await call(`/v1/search?q=hedphonez&limit=5`)).json<Search>()).items).toEqual([]);
+  });
+});
+
 describe("GET /v1/products filters and sorts", () => {
   it("category includes subcategories; brand, price range and in_stock filter", async () => {
     const electronics = await (await call("/v1/products?category=electronics&limit=100")).json<Page>();

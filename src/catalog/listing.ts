@@ -13,6 +13,7 @@ import type { OriginSession } from "./origin";
 import { ApiError } from "../lib/errors";
 import { categoriesQuery, materialisedFacetsQuery, priceBucketSql, shapeFacets, type CategoryRow, type FacetRow, type Facets } from "./facets";
 import { renderPrice, type RenderContext } from "./render";
+import { correctTerms, ftsQuery } from "./search-terms";
 
 export const SORTS = ["relevance", "price_asc", "price_desc", "newest"] as const;
 export type Sort = (typeof SORTS)[number];
@@ -54,6 +55,13 @@ export const TOTAL_CAP = 10_000;
  * of brands) walks the sort's own index instead, testing the filter per row.
  */
 export const MAX_BRANCHES = 16;
+/**
+ * Matches a query ranks and counts facets over: the newest SEARCH_CANDIDATES matching products (FTS5 reads its
+ * doclist in descending rowid order and stops there), scored with bm25. A specific query (most multi-word ones)
+ * matches fewer and is ranked in full; a broad one ("black") is ranked among its newest matches, so its cost
+ * stays flat as the catalog grows instead of scoring and sorting every match (docs/search.md).
+ */
+export const SEARCH_CANDIDATES = 1000;
 /** SQLITE_LIMIT_COMPOUND_SELECT as D1 sets it. */
 const COMPOUND_TERMS = 5;
 
@@ -63,13 +71,6 @@ const COMPOUND_TERMS = 5;
 export function normaliseQuery(q: string | undefined): string | undefined {
   const n = q?.normalize("NFKC").toLowerCase().replace(/\s+/g, " ").trim();
   return n ? n : undefined;
-}
-
-/** FTS5 MATCH expression: every term quoted (no operator injection) and prefix-matched, all required. */
-export function ftsQuery(q: string): string {
-  const terms = q.split(/[^\p{L}\p{N}]+/u).filter(Boolean).slice(0, 8);
-  if (terms.length === 0) throw ApiError.badRequest("q must contain at least one letter or digit.", { errors: [{ location: "query", path: "q", message: "no searchable term" }] });
-  return terms.map((t) => `"${t}"*`).join(" ");
 }
 
 // ---- cursor -------------------------------------------------------------------------------------------
@@ -134,9 +135,8 @@ const RELEVANCE = sql.raw(`bm25(products_fts, 10.0, 5.0, 1.0, 2.0)`);
  */
 type Plan = { from: SQL; where: SQL[]; matchWhere: SQL[]; sampleOrder: SQL; sortExpr: SQL; dir: "ASC" | "DESC"; withQuery: boolean };
 
-function plan(p: ListingParams): Plan {
+function plan(p: ListingParams, q: string | undefined): Plan {
   const price = priceExpr(p.currency);
-  const q = p.q ? ftsQuery(p.q) : undefined;
   const where: SQL[] = [sql`+p.status = 'active'`];
   const matchWhere: SQL[] = [sql`+p.status = 'active'`];
   const both = (cond: SQL) => {
@@ -144,7 +144,10 @@ function plan(p: ListingParams): Plan {
     matchWhere.push(cond);
   };
   let sampleOrder = sql``;
-  if (q) both(sql`products_fts MATCH ${q}`);
+  if (q) {
+    both(sql`products_fts MATCH ${q}`);
+    sampleOrder = sql` ORDER BY products_fts.rowid DESC`;
+  }
   if (p.category) {
     const subtree = sql`(SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
       WHERE root.slug = ${p.category} OR root.id = ${p.category})`;
@@ -235,6 +238,24 @@ function browseItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefin
     ORDER BY page.sort_key ${dir}, page.id ${dir}`;
 }
 
+/**
+ * A search page: the SEARCH_CANDIDATES newest matches that pass the filters, each scored once with bm25, then
+ * sorted (by score, price or date) and cut at the cursor. Rows read are bounded by the candidates, not the matches.
+ */
+function searchItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefined): SQL {
+  const sortExpr = pl.sortExpr === RELEVANCE ? sql`cand.score` : pl.sortExpr;
+  const dir = sql.raw(pl.dir);
+  const keyset = after ? sql`WHERE ${keysetSql({ ...pl, sortExpr }, after)}` : sql``;
+  return sql`WITH cand AS MATERIALIZED (SELECT products_fts.rowid AS rid, ${RELEVANCE} AS score FROM ${pl.from}
+      WHERE ${sql.join(pl.where, sql` AND `)} ORDER BY products_fts.rowid DESC LIMIT ${sql.raw(String(SEARCH_CANDIDATES))})
+    SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
+      p.min_prices, p.price_badges, p.created_at, ${sortExpr} AS sort_key
+    FROM cand JOIN products p ON p.rowid = cand.rid LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
+    ${keyset}
+    ORDER BY ${sortExpr} ${dir}, p.id ${dir}
+    LIMIT ${p.limit + 1}`;
+}
+
 /** The category's own id and every descendant's (empty for an unknown category). */
 async function subtreeIds(origin: OriginSession, category: string): Promise<string[]> {
   const [rows] = await origin.batch<[{ id: string }[]]>([
@@ -258,13 +279,13 @@ export function hasFilters(p: ListingParams): boolean {
  * `priceContext.now` is passed to renderPrice so effective prices can be time-dependent.
  */
 export async function runListing(origin: OriginSession, p: ListingParams, opts: { facets: boolean; total: boolean; now: number }): Promise<ListingPage> {
-  const pl = plan(p);
+  const pl = plan(p, p.q ? ftsQuery(await correctTerms(origin, p.q)) : undefined);
   const after = decodeCursor(p);
   const keyset: SQL[] = after ? [keysetSql(pl, after)] : [];
   const dir = sql.raw(pl.dir);
   const whereAll = sql.join([...pl.where, ...keyset], sql` AND `);
   const subtree = p.category && !pl.withQuery ? await subtreeIds(origin, p.category) : undefined;
-  const itemsQuery = browseItemsQuery(p, pl, after, subtree) ?? sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
+  const itemsQuery = (pl.withQuery ? searchItemsQuery(p, pl, after) : browseItemsQuery(p, pl, after, subtree)) ?? sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
       p.min_prices, p.price_badges, p.created_at, ${pl.sortExpr} AS sort_key
     FROM ${pl.from} LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
     WHERE ${whereAll}
@@ -281,7 +302,8 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
     // category filter; no scoring), so a query matching half the catalog costs the same as one matching 5,000;
     // `total` is exact up to TOTAL_CAP matches.
     // CROSS JOIN: m (≤ 5,000 ids) drives; left alone SQLite scanned all of product_attributes and probed m for each row.
-    facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, ${price} AS price FROM ${pl.from} WHERE ${whereMatch}${pl.sampleOrder} LIMIT ${FACET_SAMPLE})
+    const sample = pl.withQuery ? SEARCH_CANDIDATES : FACET_SAMPLE;
+    facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, ${price} AS price FROM ${pl.from} WHERE ${whereMatch}${pl.sampleOrder} LIMIT ${sample})
       SELECT 'total' AS facet, '' AS value, (SELECT count(*) FROM (SELECT 1 FROM ${pl.from} WHERE ${whereMatch} LIMIT ${TOTAL_CAP + 1})) AS count
       UNION ALL SELECT 'brand', brand, count(*) FROM m GROUP BY brand
       UNION ALL SELECT 'category', category_id, count(*) FROM m GROUP BY category_id
@@ -325,7 +347,7 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
     }
     if (opts.facets) {
       out.facets = facets;
-      out.facets_exact = !filtered || Number(facetRows.find((r) => r.facet === "total")?.count ?? 0) <= FACET_SAMPLE;
+      out.facets_exact = !filtered || Number(facetRows.find((r) => r.facet === "total")?.count ?? 0) <= (p.q ? SEARCH_CANDIDATES : FACET_SAMPLE);
     }
   }
   return out;

@@ -1,0 +1,78 @@
+/**
+ * Query text → FTS5 MATCH expression, forgiving one typo. A query word of TYPO_MIN_LENGTH letters or more that no catalog term starts
+ * with (so neither a finished word nor one still being typed) is replaced by the catalog terms one edit away
+ * from it: a letter dropped, added, changed, or two neighbours swapped. Candidates are generated here and looked
+ * up by exact term in products_fts_vocab (fts5vocab: the index's own term list), so a lookup costs the same at
+ * 10k products as at 10M. A word the catalog contains is never corrected: exact matches always win.
+ */
+import { sql } from "drizzle-orm";
+import type { OriginSession } from "./origin";
+import { ApiError } from "../lib/errors";
+
+/** The query's words (at most 8): letters and digits only, so no FTS5 operator can come from the shopper. */
+export function searchTerms(q: string): string[] {
+  const terms = q.split(/[^\p{L}\p{N}]+/u).filter(Boolean).slice(0, 8);
+  if (terms.length === 0) throw ApiError.badRequest("q must contain at least one letter or digit.", { errors: [{ location: "query", path: "q", message: "no searchable term" }] });
+  return terms;
+}
+
+/**
+ * FTS5 MATCH expression, all terms required: each quoted and prefix-matched, or, for a corrected word, any of its
+ * corrections (whole terms). A word with no correction matches nothing (`"word"` alone), like before.
+ */
+export function ftsQuery(terms: { term: string; corrections?: string[] }[]): string {
+  return terms
+    .map(({ term, corrections }) => (corrections?.length ? `(${corrections.map((c) => `"${c}"`).join(" OR ")})` : `"${term}"*`))
+    // Explicit AND: FTS5 rejects an implicit AND next to a parenthesised group.
+    .join(" AND ");
+}
+
+/** Letters typed from which a word is corrected: a five-letter word with one letter dropped has four. */
+export const TYPO_MIN_LENGTH = 4;
+/** Words corrected per query: each costs one lookup of a few hundred candidates. */
+const MAX_CORRECTED = 3;
+/** Letters tried for insertions and substitutions: what the unicode61 tokenizer leaves after removing diacritics. */
+const ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+/** The index's form of a word: lower case, diacritics removed (unicode61 remove_diacritics 2). */
+export const indexForm = (word: string) => word.normalize("NFD").replace(/\p{M}/gu, "").toLowerCase();
+
+/** Every string one edit (deletion, transposition, substitution, insertion) away from `word`. */
+export function oneEditAway(word: string): string[] {
+  const out = new Set<string>();
+  for (let i = 0; i < word.length; i++) out.add(word.slice(0, i) + word.slice(i + 1));
+  for (let i = 0; i + 1 < word.length; i++) out.add(word.slice(0, i) + word[i + 1] + word[i] + word.slice(i + 2));
+  for (let i = 0; i <= word.length; i++) {
+    for (const c of ALPHABET) {
+      out.add(word.slice(0, i) + c + word.slice(i));
+      if (i < word.length) out.add(word.slice(0, i) + c + word.slice(i + 1));
+    }
+  }
+  out.delete(word);
+  return [...out];
+}
+
+/**
+ * The query's terms, each either kept (matched as a prefix) or, for a word with no match at all, replaced by
+ * its one-edit corrections from the catalog's vocabulary. No read for a query without long words, one when they
+ * all occur in the catalog, two when one must be corrected.
+ */
+export async function correctTerms(origin: OriginSession, q: string): Promise<{ term: string; corrections?: string[] }[]> {
+  const terms = searchTerms(q).map((t) => ({ term: t, form: indexForm(t) }));
+  const long = [...new Set(terms.filter((t) => t.form.length >= TYPO_MIN_LENGTH && /^[a-z0-9]+$/.test(t.form)).map((t) => t.form))];
+  if (long.length === 0) return terms.map((t) => ({ term: t.term }));
+  // A range read on the term (fts5vocab supports it): does any catalog term start with the word?
+  const [found] = await origin.batch<[{ t: string; found: number }[]]>([
+    sql`SELECT j.value AS t, EXISTS (SELECT 1 FROM products_fts_vocab v WHERE v.term >= j.value AND v.term < j.value || char(1114111)) AS found
+      FROM json_each(${JSON.stringify(long)}) j`,
+  ]);
+  const missing = found.filter((r) => !r.found).map((r) => r.t).slice(0, MAX_CORRECTED);
+  if (missing.length === 0) return terms.map((t) => ({ term: t.term }));
+  const [hits] = await origin.batch<[{ w: string; term: string }[]]>([
+    sql`SELECT j.key AS w, v.term AS term FROM json_each(${JSON.stringify(Object.fromEntries(missing.map((m) => [m, oneEditAway(m)])))}) j,
+        json_each(j.value) c JOIN products_fts_vocab v ON v.term = c.value`,
+  ]);
+  const byWord = new Map<string, string[]>();
+  for (const h of hits) byWord.set(h.w, [...(byWord.get(h.w) ?? []), h.term]);
+  return terms.map((t) => (missing.includes(t.form) ? { term: t.term, corrections: byWord.get(t.form) ?? [] } : { term: t.term }));
+}
