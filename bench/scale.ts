@@ -1,0 +1,233 @@
+/**
+ * Catalog size bench: the same reads at 10k, 100k and 1M products, side by side in one run, each against its own
+ * `wrangler dev` (own port, own --persist-to copy of a seeded database).
+ *   npx tsx bench/scale.ts --from '/tmp/scale-{size}' --sizes 10000,100000,1000000 --port 8843
+ * `--from` names databases seeded once by `npm run seed -- --products N --persist DIR` (a 1M seed is long: seed
+ * once, reuse); they are copied, never written. Without it each size is seeded into .wrangler/bench-scale-<size>.
+ *
+ * Cases (misses use every URL once, so every answer comes from the tier the case names; the answering tier is
+ * counted from `x-cache-tier`): bare route (baseline), product edge hit / KV hit / D1 miss, a small category's
+ * page (60 products, in stock, by price), a large category's page (a top-level category, distinct sorts and
+ * currencies), a deep page (page 8 through the cursors), distinct-query search, one-typo search, one feed page.
+ * Cases are measured in alternating slices across sizes, so background load hits every size alike. Latencies
+ * are p50/p95/p99 over every request; the report gives ratios to the bare route and to the smallest size.
+ */
+import { cpSync, existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { sh, startDevServer } from "./lib/dev-server";
+import { fmt, percentile } from "./lib/stats";
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "10000,100000,1000000" },
+    from: { type: "string" },
+    port: { type: "string", default: "8843" },
+    "inspector-port": { type: "string", default: "9343" },
+    connections: { type: "string", default: "2" },
+    each: { type: "string", default: "60" },
+    rounds: { type: "string", default: "3" },
+    out: { type: "string", default: "bench/results/scale.md" },
+  },
+});
+const SIZES = values.sizes!.split(",").map(Number);
+const CONNECTIONS = Number(values.connections);
+const EACH = Number(values.each);
+const ROUNDS = Number(values.rounds);
+const ADMIN = "bench-admin-token";
+const AFFILIATE_KEY = "demo-affiliate-key";
+const CURRENCIES = ["USD", "EUR", "GBP"];
+const pid = (n: number) => `p-${String(n).padStart(6, "0")}`;
+
+type Case = { name: string; urls: string[]; headers?: Record<string, string> };
+type Sample = { times: number[]; tiers: Record<string, number>; non2xx: number };
+type Size = { size: number; origin: string; dbBytes: number; cases: Case[] };
+
+let token = 0;
+/** Each request carries its own bearer token, so the per-client rate limiter never rejects the bench itself. */
+const auth = () => `Bearer bench-${(token++ % 4096).toString(36)}`;
+
+async function timed(origin: string, urls: string[], sample: Sample, headers: Record<string, string> = {}): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < urls.length) {
+      const url = urls[next++]!;
+      const t = performance.now();
+      const res = await fetch(origin + url, { headers: { authorization: auth(), "accept-encoding": "gzip", ...headers } });
+      await res.arrayBuffer();
+      sample.times.push(performance.now() - t);
+      if (res.status >= 300) sample.non2xx += 1;
+      const tier = res.headers.get("x-cache-tier") ?? "-";
+      sample.tiers[tier] = (sample.tiers[tier] ?? 0) + 1;
+    }
+  };
+  await Promise.all(Array.from({ length: CONNECTIONS }, worker));
+}
+
+const json = async <T>(origin: string, url: string, headers: Record<string, string> = {}): Promise<T> =>
+  (await (await fetch(origin + url, { headers: { authorization: auth(), ...headers } })).json()) as T;
+
+function dbBytes(persist: string): number {
+  const dir = path.join(persist, "v3", "d1");
+  let total = 0;
+  const walk = (d: string) => {
+    for (const f of readdirSync(d)) {
+      const p = path.join(d, f);
+      const st = statSync(p);
+      if (st.isDirectory()) walk(p);
+      else if (f.endsWith(".sqlite") && f !== "metadata.sqlite") total += st.size;
+    }
+  };
+  if (existsSync(dir)) walk(dir);
+  return total;
+}
+
+/** Copies (or seeds) the database, starts wrangler dev on it, and prepares every case's URLs. */
+async function startSize(size: number, port: number): Promise<Size> {
+  const persist = path.resolve(`.wrangler/bench-scale-${size}`);
+  rmSync(persist, { recursive: true, force: true });
+  if (values.from) {
+    cpSync(values.from.replace("{size}", String(size)), persist, { recursive: true });
+    for (const tier of ["cache", "kv", "do"]) rmSync(path.join(persist, "v3", tier), { recursive: true, force: true });
+  }
+  sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", persist]);
+  if (!values.from) sh(["tsx", "scripts/seed.ts", "--products", String(size), "--persist", persist]);
+  // The small category: 60 products spread over the catalog, moved into a category of their own.
+  const small = Array.from({ length: 60 }, (_, i) => `'${pid(1 + Math.floor(((i + 0.5) * size) / 60))}'`).join(",");
+  sh(["wrangler", "d1", "execute", "DB", "--local", "--persist-to", persist, "--command",
+    `INSERT OR IGNORE INTO categories (id, slug, name, parent_id, path, depth, position) VALUES ('cat-bench-small', 'bench-small', 'Bench small', 'cat-home-kitchen', '/cat-home-kitchen/cat-bench-small/', 1, 99); UPDATE products SET category_id = 'cat-bench-small' WHERE id IN (${small})`]);
+  const bytes = dbBytes(persist);
+  const { origin } = await startDevServer({ port, inspectorPort: Number(values["inspector-port"]) + (port - Number(values.port)), persist, vars: { ADMIN_TOKEN: ADMIN } });
+  // Warm the process: the first queries on a freshly opened large database are slow.
+  for (const n of [size, Math.ceil(size / 2), 2]) await fetch(`${origin}/v1/products/${pid(n)}?currency=GBP&locale=fr`).then((r) => r.arrayBuffer());
+  await fetch(`${origin}/v1/search?q=prime&currency=GBP&locale=fr`).then((r) => r.arrayBuffer());
+
+  const hot = `/v1/products/${pid(1)}?currency=USD&locale=en`;
+  const body = await (await fetch(origin + hot)).text();
+  await fetch(origin + hot).then((r) => r.arrayBuffer());
+  const put = await fetch(`${origin}/admin/bench/bare`, { method: "PUT", headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" }, body });
+  if (put.status !== 204) throw new Error(`could not store the baseline body: ${put.status}`);
+
+  const spread = (count: number, offset: number) => Array.from({ length: count }, (_, i) => 3 + Math.floor(((i + offset) * (size - 3)) / count));
+  const kvIds = spread(EACH, 0.25);
+  // The KV documents exist once a product was read: one read each (USD/en) puts them there.
+  await timed(origin, kvIds.map((n) => `/v1/products/${pid(n)}?currency=USD&locale=en`), { times: [], tiers: {}, non2xx: 0 });
+  const kvUrls = kvIds.map((n, i) => `/v1/products/${pid(n)}?currency=${CURRENCIES[1 + (i % 2)]}&locale=${["de", "fr"][i % 2]}`);
+  const d1Urls = spread(EACH, 0.75).map((n) => `/v1/products/${pid(n)}?currency=USD&locale=en`);
+
+  const variants: string[] = [];
+  for (let limit = 10; variants.length < EACH; limit++)
+    for (const cur of CURRENCIES) for (const sort of ["price_asc", "price_desc", "newest"]) variants.push(`currency=${cur}&sort=${sort}&limit=${limit}`);
+  variants.length = EACH;
+  const smallUrls = variants.map((v) => `/v1/products?category=bench-small&in_stock=true&${v}`);
+  const largeUrls = variants.map((v) => `/v1/products?category=electronics&${v}`);
+
+  // Deep pages: page 8 of distinct large listings, reached through their cursors (the earlier pages are not timed).
+  const deepUrls: string[] = [];
+  for (const v of variants.slice(0, Math.min(EACH, 24))) {
+    let url = `/v1/products?category=electronics&${v.replace(/limit=\d+/, "limit=24")}&in_stock=true`;
+    for (let page = 1; page < 8; page++) {
+      const got = await json<{ next_cursor: string | null }>(origin, url);
+      if (!got.next_cursor) break;
+      url = `/v1/products?category=electronics&${v.replace(/limit=\d+/, "limit=24")}&in_stock=true&cursor=${encodeURIComponent(got.next_cursor)}`;
+    }
+    deepUrls.push(url);
+  }
+
+  const terms = ["wire", "head", "camera", "tent", "shoe", "jacket", "linen", "cast", "espresso", "serum", "game", "robot", "black", "nylon", "trail", "smart", "bag", "pro", "mini", "steel"];
+  const typos = ["headphnes", "camrea", "espreso", "sklilet", "backpak", "trial shoe", "sleping bag", "tripd", "duvte", "helmte", "grinedr", "lantern", "serim", "roobt kit", "parkka", "kettel", "sunscren", "earbdus", "smart blub", "wool thorw"];
+  const searchUrls: string[] = [];
+  for (let limit = 10; searchUrls.length < EACH; limit++) for (const t of terms) for (const cur of CURRENCIES) searchUrls.push(`/v1/search?q=${encodeURIComponent(t)}&currency=${cur}&limit=${limit}`);
+  searchUrls.length = EACH;
+  const typoUrls: string[] = [];
+  for (let limit = 10; typoUrls.length < EACH; limit++) for (const t of typos) typoUrls.push(`/v1/search?q=${encodeURIComponent(t)}&limit=${limit}`);
+  typoUrls.length = EACH;
+  const feedUrls = Array.from({ length: EACH }, (_, i) => `/v1/feeds/products?limit=${20 + (i % 30)}&currency=${CURRENCIES[i % 3]}`);
+
+  return {
+    size,
+    origin,
+    dbBytes: bytes,
+    cases: [
+      { name: "bare route (baseline)", urls: Array.from({ length: EACH }, () => "/v1/bench/bare") },
+      { name: "product, edge hit", urls: Array.from({ length: EACH }, () => hot) },
+      { name: "product, KV hit", urls: kvUrls },
+      { name: "product, D1 miss", urls: d1Urls },
+      { name: "listing, small category (60, in stock)", urls: smallUrls },
+      { name: "listing, large category (top level)", urls: largeUrls },
+      { name: "listing, deep page (page 8)", urls: deepUrls },
+      { name: "search, distinct queries", urls: searchUrls },
+      { name: "search, one typo", urls: typoUrls },
+      { name: "feed page (affiliate)", urls: feedUrls, headers: { authorization: `Bearer ${AFFILIATE_KEY}` } },
+    ],
+  };
+}
+
+async function main() {
+  const sizes: Size[] = [];
+  try {
+    for (const [i, size] of SIZES.entries()) {
+      console.error(`bench: preparing ${size}…`);
+      sizes.push(await startSize(size, Number(values.port) + i));
+    }
+    const samples = sizes.map((s) => s.cases.map((): Sample => ({ times: [], tiers: {}, non2xx: 0 })));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [ci] of sizes[0]!.cases.entries()) {
+        for (const [si, s] of sizes.entries()) {
+          const c = s.cases[ci]!;
+          const per = Math.ceil(c.urls.length / ROUNDS);
+          const urls = c.urls.slice(round * per, (round + 1) * per);
+          if (c.headers) {
+            // The feed route authenticates by key: one key for every request of the case.
+            const sample = samples[si]![ci]!;
+            const origin = s.origin;
+            for (const url of urls) {
+              const t = performance.now();
+              const res = await fetch(origin + url, { headers: c.headers });
+              await res.arrayBuffer();
+              sample.times.push(performance.now() - t);
+              if (res.status >= 300) sample.non2xx += 1;
+            }
+          } else {
+            await timed(s.origin, urls, samples[si]![ci]!);
+          }
+        }
+      }
+      console.error(`bench: round ${round + 1}/${ROUNDS} done`);
+    }
+    writeFileSync(values.out!, report(sizes, samples));
+    console.error(`bench: wrote ${values.out}`);
+  } finally {
+    process.exit(0);
+  }
+}
+
+function report(sizes: Size[], samples: Sample[][]): string {
+  const stats = samples.map((per) => per.map((s) => {
+    const t = [...s.times].sort((a, b) => a - b);
+    return { p50: percentile(t, 50), p95: percentile(t, 95), p99: percentile(t, 99), n: t.length, tiers: s.tiers, non2xx: s.non2xx };
+  }));
+  const lines: string[] = [];
+  lines.push("# Scale bench: 10k, 100k and 1M products side by side", "");
+  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}' --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}\``, "");
+  lines.push(`Run ${new Date().toISOString()} on a 2-core machine SHARED with other sessions running tests and benches (load average above 10 during the run): absolute times are noisy; read the ratios, measured in the same run, each case in ${ROUNDS} alternating slices across sizes. ${CONNECTIONS} connections, ${EACH} requests per case and size.`, "");
+  lines.push("| case | size | n | p50 ms | p95 ms | p99 ms | p99 ÷ bare | p99 ÷ same case at " + sizes[0]!.size + " | tiers | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|");
+  for (const [ci, c] of sizes[0]!.cases.entries()) {
+    for (const [si, s] of sizes.entries()) {
+      const r = stats[si]![ci]!;
+      const bare = stats[si]![0]!.p99;
+      const base = stats[0]![ci]!.p99;
+      lines.push(`| ${c.name} | ${s.size} | ${r.n} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${fmt(r.p99 / bare, 2)} | ${fmt(r.p99 / base, 2)} | ${JSON.stringify(r.tiers).replace(/"/g, "")} | ${r.non2xx} |`);
+    }
+  }
+  lines.push("", "| size | database (SQLite file) | per 100k products |", "|---|---|---|");
+  for (const s of sizes) lines.push(`| ${s.size} | ${fmt(s.dbBytes / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB |`);
+  const big = sizes[sizes.length - 1]!;
+  lines.push("", `At ${fmt((big.dbBytes / big.size) * 1e5 / 1e6, 0)} MB per 100k products (the ${big.size} row), one D1 database (10 GB) holds about ${fmt(10e9 / (big.dbBytes / big.size) / 1e6, 2)} M products.`);
+  return lines.join("\n") + "\n";
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
