@@ -125,11 +125,11 @@ async function startSize(size: number, port: number): Promise<Size> {
   // Deep pages: page 8 of distinct large listings, reached through their cursors (the earlier pages are not timed).
   const deepUrls: string[] = [];
   for (const v of variants.slice(0, Math.min(EACH, 24))) {
-    let url = `/v1/products?category=electronics&${v.replace(/limit=\d+/, "limit=24")}&in_stock=true`;
+    let url = `/v1/products?category=electronics&${v}&in_stock=true`;
     for (let page = 1; page < 8; page++) {
       const got = await json<{ next_cursor: string | null }>(origin, url);
       if (!got.next_cursor) break;
-      url = `/v1/products?category=electronics&${v.replace(/limit=\d+/, "limit=24")}&in_stock=true&cursor=${encodeURIComponent(got.next_cursor)}`;
+      url = `/v1/products?category=electronics&${v}&in_stock=true&cursor=${encodeURIComponent(got.next_cursor)}`;
     }
     deepUrls.push(url);
   }
