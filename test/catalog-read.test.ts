@@ -3,7 +3,6 @@ import { describe, expect, it, vi } from "vitest";
 import { buildApp } from "../src/app";
 import { productCacheUrls } from "../src/catalog/cache-keys";
 import { loadProductDocument, productKey, type ProductDocument } from "../src/catalog/document";
-import { getDb } from "../src/db/client";
 import { insertProduct, touchProduct } from "./helpers/catalog-fixtures";
 import { BASE, call, expectProblem } from "./helpers/http";
 
@@ -111,7 +110,7 @@ describe("GET /v1/products/:id through the tiers", () => {
 
   it("never serves a KV copy older than a version already shown", async () => {
     const p = await insertProduct(env.DB);
-    const v1 = await loadProductDocument(getDb(env.DB), p.id);
+    const v1 = await loadProductDocument(env.DB, p.id);
     await touchProduct(env.DB, p.id, { title: "Version two" });
     const shown = await call(`/v1/products/${p.id}`);
     expect((await shown.json<ProductView>()).version).toBe(2);

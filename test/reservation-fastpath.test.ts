@@ -8,7 +8,6 @@ import { buildApp } from "../src/app";
 import { loadProductDocument, type ProductDocument } from "../src/catalog/document";
 import { putProductDocIfNewer, readProductDoc } from "../src/catalog/projection-store";
 import { indexSkus, skuKey } from "../src/catalog/sku-index";
-import { getDb } from "../src/db/client";
 import { setClock } from "../src/lib/clock";
 import { shardNameForSku } from "../src/stock/routing";
 import { addStorefrontKey, seedApiKeys } from "./helpers/api-keys";
@@ -48,7 +47,7 @@ async function productOf(sku: string): Promise<string> {
 
 /** What the queue consumer does after a catalog write: the document in KV and its SKUs in the index. */
 async function project(sku: string, edit: (doc: ProductDocument) => void = () => {}): Promise<ProductDocument> {
-  const doc = (await loadProductDocument(getDb(env.DB), await productOf(sku)))!;
+  const doc = (await loadProductDocument(env.DB, await productOf(sku)))!;
   edit(doc);
   await putProductDocIfNewer(env.CATALOG_KV, doc);
   await indexSkus(env.CATALOG_KV, doc.id, doc.variants.map((v) => v.sku));

@@ -3,13 +3,10 @@
  * variant, plus the availability summary. It is built from D1 here and nowhere else; KV stores it
  * under `product:{id}`; routes render it for one currency/locale at read time.
  */
-import { and, asc, eq } from "drizzle-orm";
-import type { Db } from "../db/client";
-import { availability, categories, prices, productTranslations, products, variants } from "../db/schema";
 import { availabilityStatus, type StockStatus } from "../lib/stock-status";
 import { now } from "../lib/clock";
 import type { DocPromotion } from "../promotions/effective-price";
-import { loadSchedules } from "../promotions/schedule";
+import { schedulesFrom, schedulesStatement } from "../promotions/schedule";
 
 export type VariantAvailability = { on_hand: number; reserved: number; available: number; status: StockStatus; seq: number };
 
@@ -68,8 +65,8 @@ const DEFAULT_LOW_STOCK = 5;
 
 export const noStock = (): VariantAvailability => ({ on_hand: 0, reserved: 0, available: 0, status: "out_of_stock", seq: 0 });
 
-/** Groups price rows into {currency: amount} per SKU. Shared by the single and the bulk document loaders. */
-export function pricesBySku(rows: Iterable<{ sku: string; currency: string; amount: number }>): Map<string, Record<string, number>> {
+/** Groups price rows into {currency: amount} per SKU. */
+function pricesBySku(rows: Iterable<{ sku: string; currency: string; amount: number }>): Map<string, Record<string, number>> {
   const out = new Map<string, Record<string, number>>();
   for (const p of rows) {
     const entry = out.get(p.sku) ?? {};
@@ -80,7 +77,7 @@ export function pricesBySku(rows: Iterable<{ sku: string; currency: string; amou
 }
 
 /** Sums availability-projection rows over locations into one summary per SKU. */
-export function availabilityBySku(
+function availabilityBySku(
   rows: Iterable<{ sku: string; on_hand: number; reserved: number; available: number; seq: number }>,
 ): Map<string, VariantAvailability> {
   const out = new Map<string, VariantAvailability>();
@@ -96,72 +93,150 @@ export function availabilityBySku(
   return out;
 }
 
-export async function loadProductDocument(db: Db, id: string): Promise<ProductDocument | null> {
-  const [productRows, translationRows, variantRows, priceRows, stockRows] = await db.batch([
-    db.select().from(products).where(eq(products.id, id)).limit(1),
-    db.select().from(productTranslations).where(eq(productTranslations.productId, id)),
-    db.select().from(variants).where(and(eq(variants.productId, id), eq(variants.status, "active"))).orderBy(asc(variants.position)),
-    db
-      .select({ sku: prices.sku, currency: prices.currency, amount: prices.amount })
-      .from(prices)
-      .innerJoin(variants, eq(variants.sku, prices.sku))
-      .where(eq(variants.productId, id)),
-    db
-      .select({ sku: availability.sku, on_hand: availability.onHand, reserved: availability.reserved, available: availability.available, seq: availability.seq })
-      .from(availability)
-      .innerJoin(variants, eq(variants.sku, availability.sku))
-      .where(eq(variants.productId, id)),
-  ]);
-  const row = productRows[0];
-  if (!row) return null;
+type Queryable = Pick<D1Database, "prepare" | "batch">;
 
-  const [category, schedules] = await Promise.all([
-    db.select({ path: categories.path }).from(categories).where(eq(categories.id, row.categoryId)).limit(1),
-    loadSchedules(db.$client, [id], now()),
-  ]);
-  const categoryPath = (category[0]?.path ?? `/${row.categoryId}/`).split("/").filter(Boolean);
+type ProductRow = {
+  id: string; slug: string; version: number; status: string; title: string; description: string; brand: string;
+  category_id: string; attributes: string; images: string; markets: string; condition: string;
+  created_at: number; updated_at: number; change_seq: number;
+};
 
-  const priceMap = pricesBySku(priceRows);
+export type LoadedDocument = { doc: ProductDocument; lastModified: number };
+
+export type LoadOptions = {
+  /** Narrows translations and prices to the one locale and currency a feed renders (see below). */
+  only?: { currency?: string; locale?: string };
+  /**
+   * How to treat a JSON column that does not parse. `throw` (the default) for the projection: a document built
+   * from a broken row must not reach KV, and the failing event ends in the dead-letter queue. `fallback` for
+   * feed pages, where one broken row must not take the whole page down.
+   */
+  badJson?: "throw" | "fallback";
+};
+
+/**
+ * Loads product documents in one D1 batch of seven queries, whatever the number of ids: ids travel as one JSON
+ * parameter through `json_each`, so the 100-bound-parameter limit never applies. Order follows `ids`; missing
+ * ids are skipped. Availability is read from the projection on every call (feeds promise live availability,
+ * which a KV copy cannot guarantee), summed per SKU in SQL.
+ *
+ * `only` narrows translations and prices by key: a feed page then reads and returns about a third of those rows.
+ */
+export async function loadProductDocuments(db: Queryable, ids: readonly string[], opts: LoadOptions = {}): Promise<LoadedDocument[]> {
+  if (ids.length === 0) return [];
+  const only = opts.only ?? {};
+  const parse = <T>(text: string | null, fallback: T): T => {
+    if (opts.badJson !== "fallback") return text === null ? fallback : (JSON.parse(text) as T);
+    if (!text) return fallback;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      return fallback;
+    }
+  };
+  const idsJson = JSON.stringify([...new Set(ids)]);
+  const inIds = "(SELECT value FROM json_each(?1))";
+  // A plain `column = ?2`, added only when narrowing: `(?2 IS NULL OR …)` kept it out of the key and read every row.
+  const narrowed = (select: string, column: string, value: string | undefined) =>
+    value ? db.prepare(`${select} AND ${column} = ?2`).bind(idsJson, value) : db.prepare(select).bind(idsJson);
+  const [productRes, translationRes, variantRes, priceRes, stockRes, categoryRes, scheduleRes] = await db.batch([
+    db.prepare(
+      `SELECT id, slug, version, status, title, description, brand, category_id, attributes, images, markets, condition,
+              created_at, updated_at, change_seq FROM products WHERE id IN ${inIds}`,
+    ).bind(idsJson),
+    narrowed(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${inIds}`, "locale", only.locale),
+    db.prepare(
+      `SELECT sku, product_id, title, options, gtin, mpn, position FROM variants
+       WHERE product_id IN ${inIds} AND status = 'active' ORDER BY product_id, position`,
+    ).bind(idsJson),
+    // Variants drive (CROSS JOIN): with a currency, SQLite would otherwise read all its prices via prices_currency_amount_idx.
+    narrowed(
+      `SELECT pr.sku, pr.currency, pr.amount FROM variants v CROSS JOIN prices pr ON pr.sku = v.sku
+       WHERE v.product_id IN ${inIds} AND v.status = 'active'`,
+      "pr.currency",
+      only.currency,
+    ),
+    db.prepare(
+      `SELECT a.sku, sum(a.on_hand) AS on_hand, sum(a.reserved) AS reserved, sum(a.available) AS available, sum(a.seq) AS seq,
+              max(a.updated_at) AS updated_at
+       FROM availability a JOIN variants v ON v.sku = a.sku
+       WHERE v.product_id IN ${inIds} AND v.status = 'active' GROUP BY a.sku`,
+    ).bind(idsJson),
+    db.prepare(
+      `SELECT c.id, c.path FROM categories c WHERE c.id IN (SELECT category_id FROM products WHERE id IN ${inIds})`,
+    ).bind(idsJson),
+    schedulesStatement(db, ids, now()),
+  ]);
+
+  const translations = new Map<string, Record<string, { title: string; description: string }>>();
+  for (const t of translationRes!.results as { product_id: string; locale: string; title: string; description: string }[]) {
+    const entry = translations.get(t.product_id) ?? {};
+    entry[t.locale] = { title: t.title, description: t.description };
+    translations.set(t.product_id, entry);
+  }
+  const priceMap = pricesBySku(priceRes!.results as { sku: string; currency: string; amount: number }[]);
+  const stockRows = stockRes!.results as { sku: string; on_hand: number; reserved: number; available: number; seq: number; updated_at: number }[];
   const stockBySku = availabilityBySku(stockRows);
-  const stockSeq = stockRows.reduce((sum, r) => sum + r.seq, 0);
-
-  return {
-    id: row.id,
-    slug: row.slug,
-    version: row.version,
-    stock_seq: stockSeq,
-    status: row.status as ProductDocument["status"],
-    title: row.title,
-    description: row.description,
-    translations: Object.fromEntries(translationRows.map((t) => [t.locale, { title: t.title, description: t.description }])),
-    brand: row.brand,
-    category_id: row.categoryId,
-    category_path: categoryPath,
-    attributes: row.attributes,
-    images: row.images,
-    markets: row.markets,
-    condition: row.condition,
-    created_at: row.createdAt,
-    updated_at: row.updatedAt,
-    change_seq: row.changeSeq,
-    variants: variantRows.map((v) => ({
+  const stockUpdated = new Map<string, number>();
+  for (const s of stockRows) stockUpdated.set(s.sku, Math.max(stockUpdated.get(s.sku) ?? 0, s.updated_at));
+  const categoryPaths = new Map((categoryRes!.results as { id: string; path: string }[]).map((c) => [c.id, c.path]));
+  const variantsByProduct = new Map<string, ProductDocument["variants"]>();
+  for (const v of variantRes!.results as { sku: string; product_id: string; title: string; options: string; gtin: string | null; mpn: string | null; position: number }[]) {
+    const list = variantsByProduct.get(v.product_id) ?? [];
+    list.push({
       sku: v.sku,
       title: v.title,
-      options: v.options,
+      options: parse<Record<string, string>>(v.options, {}),
       gtin: v.gtin,
       mpn: v.mpn,
       position: v.position,
       prices: priceMap.get(v.sku) ?? {},
       availability: stockBySku.get(v.sku) ?? noStock(),
-    })),
-    promotions: schedules.get(id) ?? [],
-  };
+    });
+    variantsByProduct.set(v.product_id, list);
+  }
+
+  const schedules = schedulesFrom(scheduleRes!.results);
+  const byId = new Map<string, LoadedDocument>();
+  for (const row of productRes!.results as ProductRow[]) {
+    const variants = variantsByProduct.get(row.id) ?? [];
+    let lastModified = row.updated_at;
+    let stockSeq = 0;
+    for (const v of variants) {
+      lastModified = Math.max(lastModified, stockUpdated.get(v.sku) ?? 0);
+      stockSeq += v.availability.seq;
+    }
+    const path = categoryPaths.get(row.category_id) ?? `/${row.category_id}/`;
+    byId.set(row.id, {
+      lastModified,
+      doc: {
+        id: row.id,
+        slug: row.slug,
+        version: row.version,
+        stock_seq: stockSeq,
+        status: row.status as ProductDocument["status"],
+        title: row.title,
+        description: row.description,
+        translations: translations.get(row.id) ?? {},
+        brand: row.brand,
+        category_id: row.category_id,
+        category_path: path.split("/").filter(Boolean),
+        attributes: parse<Record<string, string>>(row.attributes, {}),
+        images: parse<{ url: string; alt?: string }[]>(row.images, []),
+        markets: parse<string[]>(row.markets, []),
+        condition: row.condition,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        change_seq: row.change_seq,
+        variants,
+        promotions: schedules.get(row.id) ?? [],
+      },
+    });
+  }
+  return ids.map((id) => byId.get(id)).filter((d): d is LoadedDocument => d !== undefined);
 }
 
-/** Loads several documents; order follows `ids`, missing ids are skipped. */
-export async function loadProductDocuments(db: Db, ids: string[]): Promise<ProductDocument[]> {
-  const unique = [...new Set(ids)];
-  const docs = await Promise.all(unique.map((id) => loadProductDocument(db, id)));
-  return docs.filter((d): d is ProductDocument => d !== null);
+/** One product's document, or null when there is no such product. */
+export async function loadProductDocument(db: Queryable, id: string): Promise<ProductDocument | null> {
+  return (await loadProductDocuments(db, [id]))[0]?.doc ?? null;
 }
-

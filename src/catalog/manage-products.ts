@@ -3,7 +3,6 @@
  * see, the version checks behind If-Match, the batch itself (product-writes.ts), and the change event, sent
  * after the commit. Each function is one admin request; the route only validates and shapes the answer.
  */
-import { getDb } from "../db/client";
 import type { WriteContext } from "../env";
 import { isOccGuardError, isUniqueError } from "../db/guards";
 import { sendOutboxRows } from "../events/outbox";
@@ -68,7 +67,7 @@ async function commit({ env, waitUntil }: WriteContext, id: string, prepared: Pr
   const { event } = prepared;
   const row = { id: outboxId, payload: JSON.stringify(event), type: event.type, entity_id: event.id, version: event.version, occurred_at: event.occurred_at };
   waitUntil(sendOutboxRows(env, [row]).catch(() => {}));
-  const doc = await loadProductDocument(getDb(env.DB), id);
+  const doc = await loadProductDocument(env.DB, id);
   if (!doc) throw new Error(`product ${id} vanished after its write`);
   return doc;
 }
@@ -92,7 +91,7 @@ export async function putProduct(ctx: WriteContext, id: string, input: ProductIn
 
 /** PATCH: merges the patch into the current product, checks the result as a whole, and writes it. */
 export async function patchProduct(ctx: WriteContext, id: string, patch: ProductPatch, ifMatch: number | undefined): Promise<ProductDocument> {
-  const currentDoc = await loadProductDocument(getDb(ctx.env.DB), id);
+  const currentDoc = await loadProductDocument(ctx.env.DB, id);
   if (!currentDoc) throw ApiError.notFound(`No product ${id}.`);
   if (ifMatch === undefined) throw preconditionRequired(currentDoc.version);
   if (ifMatch !== currentDoc.version) throw stale(ifMatch, currentDoc.version);

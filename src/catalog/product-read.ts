@@ -50,7 +50,7 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
     },
     origin: async ({ primary }) => {
       const session = originSession(env.DB, { bookmark: input.bookmark, primary });
-      const doc = await loadProductDocument(session.db, id);
+      const doc = await loadProductDocument(session.db.$client, id);
       bookmark = session.bookmark();
       return doc;
     },

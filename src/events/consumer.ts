@@ -123,7 +123,7 @@ async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, 
         // Catalog writes (admin edits, imports) set min_prices from regular prices: fold promotions back in.
         const catalogChange = items.some((w) => w.event.type === "product.changed");
         if (catalogChange) await reconcileProductPrices(env.DB, id, clockNow());
-        await refreshProduct(env, db, purger, id, catalogChange);
+        await refreshProduct(env, purger, id, catalogChange);
         const change = { catalogChange, now: now() };
         for (const listener of listeners) await listener(env, purger, id, change);
         for (const w of items) {
@@ -157,8 +157,8 @@ async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, 
 }
 
 /** Rebuilds the product's document from D1, stores it in KV if newer, and purges its cached responses. */
-async function refreshProduct(env: Env, db: ReturnType<typeof getDb>, purger: Purger, id: string, catalogChange: boolean): Promise<void> {
-  const doc = await loadProductDocument(db, id);
+async function refreshProduct(env: Env, purger: Purger, id: string, catalogChange: boolean): Promise<void> {
+  const doc = await loadProductDocument(env.DB, id);
   if (!doc) {
     // Never written or rolled back: nothing to project; purge in case a response was cached.
     await purger.purgeProduct({ id }, [id]);

@@ -15,7 +15,7 @@
  * repeat an entry.
  */
 import type { AffiliateScope } from "../affiliates/account";
-import { loadDocuments, type LoadedDocument } from "./documents";
+import { loadProductDocuments, type LoadedDocument } from "../catalog/document";
 import { scopeConditions } from "./scope";
 import { decodeCursor, decodeSince, encodeCursor, encodeSince } from "./token";
 
@@ -70,7 +70,7 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
     const page = rows.slice(0, req.limit);
     const liveIds = page.filter((r) => r.status === "active").map((r) => r.id);
     const gone = page.filter((r) => r.status !== "active");
-    const [live, skus] = await Promise.all([loadDocuments(db, liveIds, req), skusOf(db, gone.map((r) => r.id))]);
+    const [live, skus] = await Promise.all([loadProductDocuments(db, liveIds, { only: req, badJson: "fallback" }), skusOf(db, gone.map((r) => r.id))]);
     return {
       mode: "delta",
       live,
@@ -102,7 +102,7 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
   const ids = rows.slice(0, req.limit).map((r) => r.id);
   return {
     mode: "full",
-    live: await loadDocuments(db, ids, req),
+    live: await loadProductDocuments(db, ids, { only: req, badJson: "fallback" }),
     removed: [],
     next_cursor: hasMore ? encodeCursor(ids[ids.length - 1]!, position.hwm) : null,
     next_since: encodeSince(position.hwm),

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { getAffiliateByTrackingId, trackedLink, type Affiliate } from "../affiliates/account";
-import { loadDocuments } from "../feeds/documents";
+import { loadProductDocuments } from "../catalog/document";
 import { inScope } from "../feeds/scope";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
@@ -40,7 +40,7 @@ async function recordClick(env: Env, affiliate: Affiliate, productId: string, co
 
 export const clicksApp = createApp().openapi(route, async (c) => {
   const params = c.req.valid("param");
-  const [affiliate, loaded] = await Promise.all([getAffiliateByTrackingId(c.env.DB, params.affiliate), loadDocuments(c.env.DB, [params.product])]);
+  const [affiliate, loaded] = await Promise.all([getAffiliateByTrackingId(c.env.DB, params.affiliate), loadProductDocuments(c.env.DB, [params.product], { badJson: "fallback" })]);
   const doc = loaded[0]?.doc;
   if (!doc || doc.status !== "active") throw ApiError.notFound(`No product '${params.product}'.`);
   c.header("cache-control", "no-store");

@@ -3,7 +3,7 @@ import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../env";
 import { resolveCurrency, resolveLocale } from "../catalog/locale";
-import { loadDocuments } from "../feeds/documents";
+import { loadProductDocuments } from "../catalog/document";
 import { selectPage } from "../feeds/pages";
 import { renderOne, renderPage, type FeedFormat, type RenderContext } from "../feeds/render";
 import { parseShipping, renderGoogleDocument, shippingFor, streamGoogleFeed, type StreamedFormat, type StreamOptions } from "../feeds/google-merchant";
@@ -144,7 +144,7 @@ feedsApp.openapi(itemRoute, async (c) => {
   const currency = resolveCurrency(c.req.raw, c.env, q.currency);
   const locale = resolveLocale(c.req.raw, c.env, q.locale);
   const affiliate = c.get("affiliate")!;
-  const [loaded] = await loadDocuments(c.env.DB, [id], { currency, locale });
+  const [loaded] = await loadProductDocuments(c.env.DB, [id], { only: { currency, locale }, badJson: "fallback" });
   if (!loaded || loaded.doc.status !== "active" || !inScope(loaded.doc, affiliate.scope)) {
     throw ApiError.notFound(`No product '${id}' in this affiliate's catalog.`);
   }
