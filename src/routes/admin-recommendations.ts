@@ -1,13 +1,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { ProductIdParam } from "../catalog/product-input";
 import { requireAdmin } from "../lib/auth";
-import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
-import { recompute, startRebuild } from "../recommendations/jobs";
-import { readStoredLists } from "../recommendations/lists";
-import { readPins, writePins } from "../recommendations/pins";
+import { startRebuild } from "../recommendations/jobs";
+import { pinsOf, savePins } from "../recommendations/manage-pins";
 import { etag, parseIfMatch, problem } from "./common";
-
 
 const Ids = z.array(ProductIdParam).max(40).default([]);
 const PinsBody = z
@@ -83,53 +80,23 @@ const rebuildRoute = createRoute({
   },
 });
 
-async function view(env: Env, id: string) {
-  const [pins, lists] = await Promise.all([readPins(env.DB, [id]), readStoredLists(env.DB, [id])]);
-  const l = lists.get(id);
-  return { product_id: id, pins: pins.get(id) ?? null, lists: { related: l?.related ?? null, complementary: l?.complementary ?? null } };
-}
-
 export const adminRecommendationsApp = createApp();
 adminRecommendationsApp.use("/admin/products/:id/recommendations", requireAdmin);
 adminRecommendationsApp.use("/admin/recommendations/*", requireAdmin);
 
 adminRecommendationsApp
   .openapi(putRoute, async (c) => {
-    const { id } = c.req.valid("param");
-    const body = c.req.valid("json");
     const ifMatch = parseIfMatch(c.req.valid("header")["if-match"], "a pins version");
-    const mentioned = [...new Set([...body.complementary, ...body.related, ...body.exclude, id])];
-    const { results } = await c.env.DB.prepare("SELECT id FROM products WHERE id IN (SELECT value FROM json_each(?))").bind(JSON.stringify(mentioned)).all<{ id: string }>();
-    const known = new Set(results.map((r) => r.id));
-    if (!known.has(id)) throw ApiError.notFound(`No product ${id}.`);
-    const unknown = mentioned.filter((m) => !known.has(m));
-    if (unknown.length) throw ApiError.unprocessable(`Unknown product ids: ${unknown.join(", ")}.`, { unknown_ids: unknown });
-    if (body.complementary.includes(id) || body.related.includes(id)) throw ApiError.unprocessable("A product cannot be pinned to itself.");
-
-    const current = (await readPins(c.env.DB, [id])).get(id);
-    if (current && ifMatch === undefined) {
-      throw ApiError.preconditionRequired(`Pins exist at version ${current.version}; send If-Match: "${current.version}".`, current.version);
-    }
-    if (!current && ifMatch !== undefined) throw ApiError.preconditionFailed(`Product ${id} has no pins yet, so If-Match cannot match.`);
-    const version = await writePins(c.env.DB, id, body, current ? ifMatch : undefined, Date.now());
-    if (version === null) {
-      const now = (await readPins(c.env.DB, [id])).get(id)?.version;
-      throw ApiError.preconditionFailed(`If-Match ${ifMatch ?? "(none)"} is stale: the pins were changed by another write.`, now);
-    }
-    // Pins are merchandising decisions: visible at once, not at the next cron tick.
-    await recompute(c.env, [id], new Map(), undefined, Date.now());
+    const { version, view } = await savePins(c.env, c.req.valid("param").id, c.req.valid("json"), ifMatch);
     c.header("etag", etag(version));
     c.header("cache-control", "no-store");
-    return c.json(await view(c.env, id), 200);
+    return c.json(view, 200);
   })
   .openapi(getRoute, async (c) => {
-    const { id } = c.req.valid("param");
-    const exists = await c.env.DB.prepare("SELECT 1 AS x FROM products WHERE id = ?").bind(id).first();
-    if (!exists) throw ApiError.notFound(`No product ${id}.`);
-    const v = await view(c.env, id);
-    if (v.pins) c.header("etag", etag(v.pins.version));
+    const view = await pinsOf(c.env, c.req.valid("param").id);
+    if (view.pins) c.header("etag", etag(view.pins.version));
     c.header("cache-control", "no-store");
-    return c.json(v, 200);
+    return c.json(view, 200);
   })
   .openapi(rebuildRoute, async (c) => {
     const { job, started } = await startRebuild(c.env);
