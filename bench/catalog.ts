@@ -19,11 +19,11 @@
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { parseArgs } from "node:util";
 // autocannon ships no types; only the few fields used here are declared.
 // @ts-expect-error untyped module
 import autocannonUntyped from "autocannon";
 import { percentile } from "./lib/stats";
+import { benchArgs } from "./lib/args";
 
 type AcRequest = {
   method?: string;
@@ -38,19 +38,17 @@ type AcInstance = Promise<{ requests: { average: number; total: number }; durati
 };
 const autocannon = autocannonUntyped as (opts: AcOptions) => AcInstance;
 
-const { values } = parseArgs({
-  options: {
-    sizes: { type: "string", default: "10000,100000" },
-    seconds: { type: "string", default: "8" },
-    connections: { type: "string", default: "8" },
-    port: { type: "string", default: "8793" },
-    "kv-products": { type: "string", default: "150" },
-    "d1-products": { type: "string", default: "800" },
-    searches: { type: "string", default: "400" },
-  },
+const args = benchArgs({
+  sizes: "10000,100000",
+  seconds: 8,
+  connections: 8,
+  port: 8793,
+  "kv-products": 150,
+  "d1-products": 800,
+  searches: 400,
 });
-const SECONDS = Number(values.seconds);
-const CONNECTIONS = Number(values.connections);
+const SECONDS = args.seconds;
+const CONNECTIONS = args.connections;
 const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 const ADMIN = "bench-admin-token";
 const CURRENCIES = ["USD", "EUR", "GBP"];
@@ -147,8 +145,8 @@ async function startSize(size: number, port: number, stops: (() => void)[]): Pro
   await (await fetch(`${origin}/v1/search?q=prime&currency=GBP&locale=fr`)).text();
 
   // Disjoint id sets spread over the whole catalog, so every size touches the same number of rows.
-  const kvCount = Number(values["kv-products"]);
-  const d1Count = Number(values["d1-products"]);
+  const kvCount = args["kv-products"];
+  const d1Count = args["d1-products"];
   const hot = 1;
   const kvIds = Array.from({ length: kvCount }, (_, i) => 2 + Math.floor((i * (size - 2)) / kvCount));
   const taken = new Set([hot, ...kvIds]);
@@ -177,9 +175,9 @@ async function startSize(size: number, port: number, stops: (() => void)[]): Pro
   const d1Paths = d1Ids.map((n) => `/v1/products/${pid(n)}?currency=USD&locale=en`);
   const terms = ["wire", "head", "camera", "tent", "shoe", "jacket", "linen", "cast", "espresso", "serum", "game", "robot", "black", "nylon", "trail", "smart", "bag", "pro", "mini", "steel"];
   const searchPaths: string[] = [];
-  for (let limit = 10; searchPaths.length < Number(values.searches); limit++)
+  for (let limit = 10; searchPaths.length < args.searches; limit++)
     for (const t of terms) for (const cur of CURRENCIES) searchPaths.push(`/v1/search?q=${t}&currency=${cur}&limit=${limit}`);
-  searchPaths.length = Number(values.searches);
+  searchPaths.length = args.searches;
   return {
     size,
     origin,
@@ -236,11 +234,11 @@ ${rows.join("\n")}
 }
 
 async function main() {
-  const sizes = values.sizes!.split(",").map(Number);
+  const sizes = args.sizes.split(",").map(Number);
   const stops: (() => void)[] = [];
   process.on("exit", () => stops.forEach((stop) => stop()));
   const servers: Server[] = [];
-  for (const [i, size] of sizes.entries()) servers.push(await startSize(size, Number(values.port) + i, stops));
+  for (const [i, size] of sizes.entries()) servers.push(await startSize(size, args.port + i, stops));
   await new Promise((r) => setTimeout(r, 2000)); // KV write-backs of the warm-up run after their responses (waitUntil)
   const results = await measureAll(servers);
   stops.forEach((stop) => stop());
@@ -251,8 +249,8 @@ async function main() {
   const edge = all.map((a) => `${a.size.toLocaleString("en")}: **${(a.results[1]!.rps / a.results[0]!.rps).toFixed(2)}**`).join(", ");
   const report = `# Catalog read path benchmark
 
-Command: \`npx tsx bench/catalog.ts --sizes ${values.sizes} --seconds ${values.seconds} --connections ${values.connections} --kv-products ${values["kv-products"]} --d1-products ${values["d1-products"]} --searches ${values.searches}\`
-(${new Date().toISOString()}; one wrangler dev per catalog size, side by side on ports ${values.port}+, each with its own local D1/KV/Cache under
+Command: \`npx tsx bench/catalog.ts --sizes ${args.sizes} --seconds ${args.seconds} --connections ${args.connections} --kv-products ${args["kv-products"]} --d1-products ${args["d1-products"]} --searches ${args.searches}\`
+(${new Date().toISOString()}; one wrangler dev per catalog size, side by side on ports ${args.port}+, each with its own local D1/KV/Cache under
 \`.wrangler/bench-catalog-<size>\` seeded by \`scripts/seed.ts --persist\`; ${CONNECTIONS} connections. Every case runs in ${ROUNDS} slices
 alternating between the sizes; fixed-URL cases run ${SECONDS} s in total, miss cases request each URL once.)
 

@@ -6,25 +6,23 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
 import { freshDatabase, startDevServer } from "./lib/dev-server";
 import { autocannon } from "./lib/stats";
+import { benchArgs } from "./lib/args";
 
-const { values } = parseArgs({
-  options: {
-    products: { type: "string", default: "2000" },
-    seconds: { type: "string", default: "6" },
-    connections: { type: "string", default: "8" },
-    port: { type: "string", default: "8797" },
-  },
+const args = benchArgs({
+  products: 2000,
+  seconds: 6,
+  connections: 8,
+  port: 8797,
 });
-const ORIGIN = `http://127.0.0.1:${values.port}`;
+const ORIGIN = `http://127.0.0.1:${args.port}`;
 const PERSIST = path.resolve(".wrangler/bench-feeds");
 const KEY = "demo-affiliate-key";
 
 type Result = { name: string; path: string; p50: number; p95: number; p99: number; rps: number; non2xx: number };
 
-async function measure(name: string, urlPath: string, headers: Record<string, string> = {}, connections = Number(values.connections), seconds = Number(values.seconds)): Promise<Result> {
+async function measure(name: string, urlPath: string, headers: Record<string, string> = {}, connections = args.connections, seconds = args.seconds): Promise<Result> {
   const r = await autocannon({
     url: ORIGIN + urlPath,
     connections,
@@ -37,9 +35,9 @@ async function measure(name: string, urlPath: string, headers: Record<string, st
 }
 
 async function main() {
-  freshDatabase(PERSIST, values.products!);
+  freshDatabase(PERSIST, args.products);
   // Serves src/ (no prebuilt bundle), as this bench always has.
-  const { stop } = await startDevServer({ port: values.port!, persist: PERSIST, healthTries: 360, exitOnSigint: false });
+  const { stop } = await startDevServer({ port: args.port, persist: PERSIST, healthTries: 360, exitOnSigint: false });
   const first = await fetch(`${ORIGIN}/v1/feeds/products?limit=100`, { headers: { authorization: `Bearer ${KEY}` } });
   const etag = first.headers.get("etag")!;
   const since = ((await first.json()) as { next_since: string }).next_since;
@@ -52,7 +50,7 @@ async function main() {
   results.push(await measure("page of 100 (json)", "/v1/feeds/products?limit=100"));
   results.push(await measure("page of 100 (google)", "/v1/feeds/products?limit=100&format=google"));
   results.push(await measure("page of 100, If-None-Match → 304", "/v1/feeds/products?limit=100", { "if-none-match": etag }));
-  results.push(await measure("page of 1000 (json), 1 connection, 2× duration", "/v1/feeds/products?limit=1000", {}, 1, 2 * Number(values.seconds)));
+  results.push(await measure("page of 1000 (json), 1 connection, 2× duration", "/v1/feeds/products?limit=1000", {}, 1, 2 * args.seconds));
   results.push(await measure("empty delta (since = now)", `/v1/feeds/products?since=${since}`));
   const loadAfter = loadavg()[0]!.toFixed(1);
   stop();
@@ -64,8 +62,8 @@ async function main() {
   );
   const report = `# Affiliate feeds benchmark
 
-Command: \`npx tsx bench/feeds.ts --products ${values.products} --seconds ${values.seconds} --connections ${values.connections}\`
-(wrangler dev on ${ORIGIN}, local D1 seeded with ${values.products} products, ${values.connections} connections, ${values.seconds} s per route, ${new Date().toISOString()}).
+Command: \`npx tsx bench/feeds.ts --products ${args.products} --seconds ${args.seconds} --connections ${args.connections}\`
+(wrangler dev on ${ORIGIN}, local D1 seeded with ${args.products} products, ${args.connections} connections, ${args.seconds} s per route, ${new Date().toISOString()}).
 Shared 2-core machine (1-minute load average ${loadBefore} before, ${loadAfter} after): absolute numbers are noisy; the ratios to the
 baseline measured in the same run are the figures to compare.
 

@@ -17,37 +17,35 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { parseArgs } from "node:util";
 import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
 import { fmt, percentile, statusJson } from "../lib/stats";
 import { project } from "./model";
 import { recountStorm } from "./recount";
+import { benchArgs } from "../lib/args";
 
-const { values } = parseArgs({
-  options: {
-    seconds: { type: "string", default: "6" },
-    connections: { type: "string", default: "16" },
-    burst: { type: "string", default: "30" },
-    "browse-rate": { type: "string", default: "20" },
-    port: { type: "string", default: "8872" },
-    "inspector-port": { type: "string", default: "9372" },
-    shoppers: { type: "string", default: "10000" },
-    /** `recount`: only the "recount during the storm" phase, spliced into the existing report. */
-    only: { type: "string" },
-    "recount-seconds": { type: "string", default: "20" },
-    "recount-stock": { type: "string", default: "300" },
-  },
+const args = benchArgs({
+  seconds: 6,
+  connections: 16,
+  burst: 30,
+  "browse-rate": 20,
+  port: 8872,
+  "inspector-port": 9372,
+  shoppers: 10000,
+  /** `recount`: only the "recount during the storm" phase, spliced into the existing report. */
+  only: undefined,
+  "recount-seconds": 20,
+  "recount-stock": 300,
 });
-const SECONDS = Number(values.seconds);
-const CONNECTIONS = Number(values.connections);
-const BURST = Number(values.burst);
-const BROWSE_RATE = Number(values["browse-rate"]);
-const ORIGIN = `http://127.0.0.1:${values.port}`;
+const SECONDS = args.seconds;
+const CONNECTIONS = args.connections;
+const BURST = args.burst;
+const BROWSE_RATE = args["browse-rate"];
+const ORIGIN = `http://127.0.0.1:${args.port}`;
 const PERSIST = path.resolve(".wrangler/bench-flash");
 const BUILD = path.resolve(".wrangler/bench-flash-build");
 const ADMIN_TOKEN = "bench-admin-token";
 const ADMIN = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
-const SHOPPERS = Number(values.shoppers);
+const SHOPPERS = args.shoppers;
 const STOREFRONT = { authorization: "Bearer dev-storefront-key", "content-type": "application/json" };
 
 /** Where the recount phase starts in the report, so `--only recount` can replace just that section. */
@@ -134,17 +132,17 @@ async function main() {
   console.log("migrating, seeding…");
   freshDatabase(PERSIST, 50);
   // Serve a bundle built once, so edits by others in the working tree do not restart the server mid-run.
-  const { stop } = await startDevServer({ port: values.port!, inspectorPort: values["inspector-port"], persist: PERSIST, entry: buildOnce(BUILD), vars: { ADMIN_TOKEN } });
+  const { stop } = await startDevServer({ port: args.port, inspectorPort: args["inspector-port"], persist: PERSIST, entry: buildOnce(BUILD), vars: { ADMIN_TOKEN } });
 
   const recount = () =>
-    recountStorm({ origin: ORIGIN, admin: ADMIN, storefront: STOREFRONT, shoppers: SHOPPERS, seconds: Number(values["recount-seconds"]), connections: CONNECTIONS, stock: Number(values["recount-stock"]) });
-  if (values.only === "recount") {
+    recountStorm({ origin: ORIGIN, admin: ADMIN, storefront: STOREFRONT, shoppers: SHOPPERS, seconds: args["recount-seconds"], connections: CONNECTIONS, stock: args["recount-stock"] });
+  if (args.only === "recount") {
     console.log("recount during the storm…");
     const r = await recount();
     const file = "bench/results/flash-sale.md";
     const prev = existsSync(file) ? readFileSync(file, "utf8") : "";
     const at = prev.indexOf(RECOUNT_MARK);
-    const section = `${RECOUNT_MARK}\nCommand: \`npx tsx bench/flash-sale/run.ts --only recount --connections ${CONNECTIONS} --recount-seconds ${values["recount-seconds"]} --recount-stock ${values["recount-stock"]} --port ${values.port} --inspector-port ${values["inspector-port"]}\`\n(run on ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC on the shared 2-core machine; other sessions' tests were running).\n\n${r.markdown}`;
+    const section = `${RECOUNT_MARK}\nCommand: \`npx tsx bench/flash-sale/run.ts --only recount --connections ${CONNECTIONS} --recount-seconds ${args["recount-seconds"]} --recount-stock ${args["recount-stock"]} --port ${args.port} --inspector-port ${args["inspector-port"]}\`\n(run on ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC on the shared 2-core machine; other sessions' tests were running).\n\n${r.markdown}`;
     writeFileSync(file, (at >= 0 ? prev.slice(0, at) : `${prev.trimEnd()}\n\n`) + section);
     console.log(r.markdown);
     stop();
@@ -202,8 +200,8 @@ async function main() {
   const count = (r: Result, s: number) => r.statuses.get(s) ?? 0;
   const report = `# Flash-sale benchmark (bench/flash-sale)
 
-Command: \`npx tsx bench/flash-sale/run.ts --seconds ${SECONDS} --connections ${CONNECTIONS} --burst ${BURST} --browse-rate ${BROWSE_RATE} --shoppers ${SHOPPERS} --port ${values.port}\`
-(run on ${new Date().toISOString().slice(0, 10)}; \`wrangler dev\` on port ${values.port} with its own \`--persist-to\`, serving a bundle built
+Command: \`npx tsx bench/flash-sale/run.ts --seconds ${SECONDS} --connections ${CONNECTIONS} --burst ${BURST} --browse-rate ${BROWSE_RATE} --shoppers ${SHOPPERS} --port ${args.port}\`
+(run on ${new Date().toISOString().slice(0, 10)}; \`wrangler dev\` on port ${args.port} with its own \`--persist-to\`, serving a bundle built
 once; local workerd on a shared 2-core machine that other engineers' tests and benchmarks were loading at the same time,
 so absolute figures are noisy; the ratios and the oversold count are the point). Default rate limits and hoarding caps
 are on. One storefront key (one shop) carries every reservation, for ${SHOPPERS.toLocaleString("en")} shoppers (\`x-shopper-id\`) chosen at random

@@ -20,35 +20,33 @@
 import { mkdirSync, rmSync, writeFileSync, cpSync, existsSync } from "node:fs";
 import { loadavg } from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
 import { mulberry32, product } from "../../src/seed/generate";
 import { buildOnce, sh, startDevServer } from "../lib/dev-server";
 import { fmt, percentile } from "../lib/stats";
+import { benchArgs } from "../lib/args";
 
-const { values } = parseArgs({
-  options: {
-    products: { type: "string", default: "10000" },
-    promotions: { type: "string", default: "10000" },
-    "lag-promotions": { type: "string", default: "50" },
-    "d1-reads": { type: "string", default: "150" },
-    "kv-products": { type: "string", default: "30" },
-    rounds: { type: "string", default: "3" },
-    concurrency: { type: "string", default: "4" },
-    port: { type: "string", default: "8799" },
-    phases: { type: "string", default: "reads,lag" },
-    spacing: { type: "string", default: "1000" },
-  },
+const args = benchArgs({
+  products: 10000,
+  promotions: 10000,
+  "lag-promotions": 50,
+  "d1-reads": 150,
+  "kv-products": 30,
+  rounds: 3,
+  concurrency: 4,
+  port: 8799,
+  phases: "reads,lag",
+  spacing: 1000,
 });
-const PORT = values.port!;
+const PORT = args.port;
 const ORIGIN = `http://127.0.0.1:${PORT}`;
-const N = Number(values.products);
-const PROMOS = Number(values.promotions);
-const LAG_N = Number(values["lag-promotions"]);
-const CONC = Number(values.concurrency);
-const ROUNDS = Number(values.rounds);
+const N = args.products;
+const PROMOS = args.promotions;
+const LAG_N = args["lag-promotions"];
+const CONC = args.concurrency;
+const ROUNDS = args.rounds;
 /** Gap between consecutive promotion starts. */
-const SPACING = Number(values.spacing);
-const PHASES = new Set(values.phases!.split(","));
+const SPACING = args.spacing;
+const PHASES = new Set(args.phases.split(","));
 const ADMIN = "bench-admin-token";
 const PERSIST = path.resolve(".wrangler/bench-promotions");
 const pid = (n: number) => `p-${String(n).padStart(6, "0")}`;
@@ -190,8 +188,8 @@ const addTiers = (into: Record<string, number>, from: Record<string, number>) =>
 };
 
 async function readRound(into: Samples): Promise<void> {
-  const d1Count = Number(values["d1-reads"]);
-  const kvCount = Number(values["kv-products"]);
+  const d1Count = args["d1-reads"];
+  const kvCount = args["kv-products"];
   await readAll(deal(20).map((n) => `/v1/products/${pid(n)}?currency=EUR&locale=de`)); // isolate warm-up
   const d1 = await readAll(deal(d1Count).map((n) => `/v1/products/${pid(n)}?currency=USD&locale=en`));
   const kvIds = deal(kvCount);
@@ -365,7 +363,7 @@ p99 with ${label} ÷ with none: D1 miss **${ratio("d1", 99)}**, KV hit **${ratio
   }
   const report = `# Promotions benchmark${PHASES.has("reads") ? "" : " (boundary lag only)"}
 
-Command: \`npx tsx bench/promotions/run.ts --products ${N} --promotions ${PROMOS} --lag-promotions ${LAG_N} --spacing ${SPACING} --phases ${values.phases} --rounds ${ROUNDS} --d1-reads ${values["d1-reads"]} --kv-products ${values["kv-products"]} --concurrency ${CONC}\`
+Command: \`npx tsx bench/promotions/run.ts --products ${N} --promotions ${PROMOS} --lag-promotions ${LAG_N} --spacing ${SPACING} --phases ${args.phases} --rounds ${ROUNDS} --d1-reads ${args["d1-reads"]} --kv-products ${args["kv-products"]} --concurrency ${CONC}\`
 (${new Date().toISOString()}; a bundle of the Worker served by wrangler dev on ${ORIGIN}, local D1/KV/Cache under \`.wrangler/bench-promotions\`; ${N.toLocaleString("en")} seeded products.)
 
 2-core machine, load generator and runtime together (1-minute load average ${loadBefore} before, ${loadavg()[0]!.toFixed(1)} after):

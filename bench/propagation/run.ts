@@ -16,26 +16,24 @@ import { createReadStream, mkdirSync, rmSync, statSync, writeFileSync, createWri
 import path from "node:path";
 import http from "node:http";
 import os from "node:os";
-import { parseArgs } from "node:util";
 import { CURRENCIES, product } from "../../src/seed/generate";
+import { benchArgs } from "../lib/args";
 
-const { values } = parseArgs({
-  options: {
-    updates: { type: "string", default: "1000" },
-    rate: { type: "string", default: "25" },
-    products: { type: "string", default: "50" },
-    poll: { type: "string", default: "5" },
-    import: { type: "string", default: "100000" },
-    port: { type: "string", default: "8795" },
-    out: { type: "string", default: "bench/results/propagation.md" },
-  },
+const args = benchArgs({
+  updates: 1000,
+  rate: 25,
+  products: 50,
+  poll: 5,
+  import: 100000,
+  port: 8795,
+  out: "bench/results/propagation.md",
 });
-const UPDATES = Number(values.updates);
-const RATE = Number(values.rate);
-const PRODUCTS = Number(values.products);
-const POLL_MS = Number(values.poll);
-const IMPORT_ROWS = Number(values.import);
-const ORIGIN = `http://127.0.0.1:${values.port}`;
+const UPDATES = args.updates;
+const RATE = args.rate;
+const PRODUCTS = args.products;
+const POLL_MS = args.poll;
+const IMPORT_ROWS = args.import;
+const ORIGIN = `http://127.0.0.1:${args.port}`;
 const PERSIST = path.resolve(".wrangler/bench-propagation");
 const RAW_PERSIST = path.resolve(".wrangler/bench-propagation-raw");
 const WORK = path.resolve(".wrangler/bench-propagation-files");
@@ -54,7 +52,7 @@ const ms = (n: number) => `${n.toFixed(0)} ms`;
 async function startDev(): Promise<() => void> {
   const dev = spawn(
     "npx",
-    ["--no-install", "wrangler", "dev", "--port", values.port!, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN}`],
+    ["--no-install", "wrangler", "dev", "--port", String(args.port), "--ip", "127.0.0.1", "--persist-to", PERSIST, "--log-level", "error", "--var", `ADMIN_TOKEN:${ADMIN}`],
     { env, detached: true, stdio: "ignore" },
   );
   const stop = () => {
@@ -360,8 +358,8 @@ async function main() {
         "",
       );
     }
-    writeFileSync(values.out!, lines.join("\n"));
-    console.log(`wrote ${values.out}`);
+    writeFileSync(args.out, lines.join("\n"));
+    console.log(`wrote ${args.out}`);
   } finally {
     stop();
   }

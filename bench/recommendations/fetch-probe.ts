@@ -8,22 +8,20 @@
  * Run it against a `wrangler dev` serving a database where a rebuild has finished (e.g. the one
  * bench/recommendations/run.ts leaves in .wrangler/bench-recommendations-10000). Prints; writes nothing.
  */
-import { parseArgs } from "node:util";
 import { productId } from "../../src/seed/generate";
 import { percentile } from "../lib/stats";
+import { benchArgs } from "../lib/args";
 
-const { values } = parseArgs({
-  options: {
-    origin: { type: "string", default: "http://127.0.0.1:8810" },
-    connections: { type: "string", default: "2" },
-    seconds: { type: "string", default: "4" },
-    rounds: { type: "string", default: "3" },
-    products: { type: "string", default: "10000" },
-  },
+const args = benchArgs({
+  origin: "http://127.0.0.1:8810",
+  connections: 2,
+  seconds: 4,
+  rounds: 3,
+  products: 10000,
 });
-const connections = Number(values.connections);
-const seconds = Number(values.seconds);
-const third = Math.floor(Number(values.products) / 3);
+const connections = args.connections;
+const seconds = args.seconds;
+const third = Math.floor(args.products / 3);
 
 type Sample = { ms: number; serverTiming: string | null; id: string };
 const rows = [
@@ -40,7 +38,7 @@ async function runRow(row: (typeof rows)[number]): Promise<void> {
         const id = productId(row.next++);
         const started = performance.now();
         // A bearer token per request: the per-client rate limiter must not throttle the probe itself.
-        const res = await fetch(values.origin + row.path(id), { headers: { authorization: `Bearer probe-${id}` } });
+        const res = await fetch(args.origin + row.path(id), { headers: { authorization: `Bearer probe-${id}` } });
         await res.arrayBuffer();
         row.samples.push({ ms: performance.now() - started, serverTiming: res.headers.get("server-timing"), id });
       }
@@ -49,7 +47,7 @@ async function runRow(row: (typeof rows)[number]): Promise<void> {
 }
 
 async function main() {
-  for (let r = 0; r < Number(values.rounds); r++) {
+  for (let r = 0; r < args.rounds; r++) {
     for (const row of r % 2 === 0 ? rows : [...rows].reverse()) await runRow(row);
   }
   const base = percentile([...rows[0]!.samples.map((s) => s.ms)].sort((a, b) => a - b), 99);

@@ -13,12 +13,12 @@ import { execFileSync, spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
 // autocannon ships no types; only the few fields read here are declared.
 // @ts-expect-error untyped module
 import autocannonUntyped from "autocannon";
 import { orders, productId } from "../../src/seed/generate";
 import { percentile } from "../lib/stats";
+import { benchArgs } from "../lib/args";
 
 let token = 0;
 type AutocannonResult = { latency: Record<string, number>; requests: { average: number; total: number }; non2xx: number; errors: number };
@@ -30,44 +30,42 @@ const autocannon = autocannonUntyped as (opts: {
   setupClient?: (client: Client) => void;
 }) => Promise<AutocannonResult>;
 
-const { values } = parseArgs({
-  options: {
-    sizes: { type: "string", default: "10000,30000" },
-    seconds: { type: "string", default: "6" },
-    connections: { type: "string", default: "8" },
-    port: { type: "string", default: "8810" },
-    "orders-per-product": { type: "string", default: "0.5" },
-    /** Keep a database seeded by an earlier run of the same size (seeding dominates the run time). */
-    reuse: { type: "boolean", default: false },
-    out: { type: "string", default: "bench/results/recommendations.md" },
-    /**
-     * Where an earlier bench left a seeded D1 database of the same size, `{size}` standing for it (e.g.
-     * `.wrangler/bench-catalog-{size}`): copied instead of seeding when it exists, since seeding 100,000 products
-     * through `wrangler d1 execute` takes about 35 minutes.
-     */
-    "seed-from": { type: "string" },
-    /** Skip the read benchmark (rebuild timing only). */
-    "no-reads": { type: "boolean", default: false },
-    /** Rounds the read rows alternate over (each row runs --seconds in total). */
-    rounds: { type: "string", default: "3" },
-  },
+const args = benchArgs({
+  sizes: "10000,30000",
+  seconds: 6,
+  connections: 8,
+  port: 8810,
+  "orders-per-product": 0.5,
+  /** Keep a database seeded by an earlier run of the same size (seeding dominates the run time). */
+  reuse: false,
+  out: "bench/results/recommendations.md",
+  /**
+   * Where an earlier bench left a seeded D1 database of the same size, `{size}` standing for it (e.g.
+   * `.wrangler/bench-catalog-{size}`): copied instead of seeding when it exists, since seeding 100,000 products
+   * through `wrangler d1 execute` takes about 35 minutes.
+   */
+  "seed-from": undefined,
+  /** Skip the read benchmark (rebuild timing only). */
+  "no-reads": false,
+  /** Rounds the read rows alternate over (each row runs --seconds in total). */
+  rounds: 3,
 });
-const ORIGIN = `http://127.0.0.1:${values.port}`;
+const ORIGIN = `http://127.0.0.1:${args.port}`;
 let PERSIST = "";
 const persistFor = (size: number) => path.resolve(`.wrangler/bench-recommendations-${size}`);
 const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 const ADMIN_TOKEN = "bench-admin-token";
 const ADMIN = { authorization: `Bearer ${ADMIN_TOKEN}` };
-const sizes = values.sizes!.split(",").map(Number);
-const connections = Number(values.connections);
-const seconds = Number(values.seconds);
-const rounds = Number(values.rounds);
+const sizes = args.sizes.split(",").map(Number);
+const connections = args.connections;
+const seconds = args.seconds;
+const rounds = args.rounds;
 
 const sh = (args: string[]) => execFileSync("npx", ["--no-install", ...args], { env, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
 
 /** The generated order history as the aggregates the consumer would have built (API commits would take hours). */
 function loadOrders(total: number): { orders: number; pairs: number } {
-  const count = Math.round(total * Number(values["orders-per-product"]));
+  const count = Math.round(total * args["orders-per-product"]);
   const pairs = new Map<string, number>();
   const units = new Map<string, number>();
   for (const o of orders(total, count)) {
@@ -93,7 +91,7 @@ function loadOrders(total: number): { orders: number; pairs: number } {
 }
 
 function startDev() {
-  const dev = spawn("npx", ["--no-install", "wrangler", "dev", "--port", values.port!, "--ip", "127.0.0.1", "--persist-to", PERSIST, "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`, "--log-level", "error"], {
+  const dev = spawn("npx", ["--no-install", "wrangler", "dev", "--port", String(args.port), "--ip", "127.0.0.1", "--persist-to", PERSIST, "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`, "--log-level", "error"], {
     env,
     detached: true,
     stdio: "ignore",
@@ -210,10 +208,10 @@ async function main() {
   for (const [i, size] of sizes.entries()) {
     PERSIST = persistFor(size);
     const t0 = Date.now();
-    let o = { orders: Math.round(size * Number(values["orders-per-product"])), pairs: 0 };
-    if (!(values.reuse && existsSync(path.join(PERSIST, "seeded")))) {
+    let o = { orders: Math.round(size * args["orders-per-product"]), pairs: 0 };
+    if (!(args.reuse && existsSync(path.join(PERSIST, "seeded")))) {
       rmSync(PERSIST, { recursive: true, force: true });
-      const seeded = values["seed-from"] ? path.resolve(values["seed-from"].replace("{size}", String(size)), "v3", "d1") : null;
+      const seeded = args["seed-from"] ? path.resolve(args["seed-from"].replace("{size}", String(size)), "v3", "d1") : null;
       const copy = seeded !== null && existsSync(seeded);
       if (copy) cpSync(seeded, path.join(PERSIST, "v3", "d1"), { recursive: true });
       sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
@@ -238,7 +236,7 @@ async function main() {
       const r = await rebuild();
       console.log(`\n  rebuild: ${r.job.duration_ms} ms (wall ${r.wallMs} ms)`);
       rebuilds.push({ size, ...o, seedS, ...r });
-      if (i === 0 && !values["no-reads"]) {
+      if (i === 0 && !args["no-reads"]) {
         const warm = "p-000042";
         // Warm the edge copies the hit rows read.
         for (const p of [`/v1/products/${warm}`, `/v1/products/${warm}/recommendations?intent=related`, `/v1/products/${warm}/recommendations?intent=complementary`]) await (await fetch(ORIGIN + p)).text();
@@ -298,7 +296,7 @@ ${readRows.join("\n")}
     : "";
   const report = `# Recommendations benchmark
 
-Command: \`npx tsx bench/recommendations/run.ts --sizes ${values.sizes} --seconds ${seconds} --connections ${connections} --rounds ${rounds}${values.reuse ? " --reuse" : ""}${values["no-reads"] ? " --no-reads" : ""}${values["seed-from"] ? ` --seed-from ${values["seed-from"]}` : ""} --out ${values.out}\`
+Command: \`npx tsx bench/recommendations/run.ts --sizes ${args.sizes} --seconds ${seconds} --connections ${connections} --rounds ${rounds}${args.reuse ? " --reuse" : ""}${args["no-reads"] ? " --no-reads" : ""}${args["seed-from"] ? ` --seed-from ${args["seed-from"]}` : ""} --out ${args.out}\`
 (wrangler dev on ${ORIGIN}, ${new Date().toISOString()}; 2-core machine, nothing else running, 1-minute load average ${loadBefore} before, ${loadAfter} after:
 absolute numbers are noisy, the ratios to the product read measured in the same run are the figures to compare).
 
@@ -306,7 +304,7 @@ ${readsSection}## Full rebuild
 
 Time from \`POST /admin/recommendations/rebuild\` to the job's \`finished_at\` (its own \`duration_ms\`), chunks of
 400 products (in production two per queue message; under \`wrangler dev\` one queue invocation runs them all, see
-src/recommendations/jobs.ts). Order history: \`orders(N, ${values["orders-per-product"]}·N)\` from the seed
+src/recommendations/jobs.ts). Order history: \`orders(N, ${args["orders-per-product"]}·N)\` from the seed
 generator, loaded as aggregates.
 
 | products | orders | co-purchase pairs | rebuild s | ms per product | seed + load s |
@@ -314,7 +312,7 @@ generator, loaded as aggregates.
 ${rebuildRows.join("\n")}
 `;
   mkdirSync("bench/results", { recursive: true });
-  writeFileSync(values.out!, report);
+  writeFileSync(args.out, report);
   console.log(report);
 }
 

@@ -17,27 +17,25 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { parseArgs } from "node:util";
 import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
 import { fmt, percentile, statusJson } from "../lib/stats";
+import { benchArgs } from "../lib/args";
 
-const { values } = parseArgs({
-  options: {
-    seconds: { type: "string", default: "8" },
-    connections: { type: "string", default: "50" },
-    port: { type: "string", default: "8871" },
-    "inspector-port": { type: "string", default: "9371" },
-    shoppers: { type: "string", default: "1000" },
-    skus: { type: "string", default: "1000" },
-    sellout: { type: "string", default: "300" },
-  },
+const args = benchArgs({
+  seconds: 8,
+  connections: 50,
+  port: 8871,
+  "inspector-port": 9371,
+  shoppers: 1000,
+  skus: 1000,
+  sellout: 300,
 });
-const SECONDS = Number(values.seconds);
-const CONNECTIONS = Number(values.connections);
-const SPREAD_SKUS = Number(values.skus);
-const SELLOUT_UNITS = Number(values.sellout);
-const SHOPPERS = Number(values.shoppers);
-const ORIGIN = `http://127.0.0.1:${values.port}`;
+const SECONDS = args.seconds;
+const CONNECTIONS = args.connections;
+const SPREAD_SKUS = args.skus;
+const SELLOUT_UNITS = args.sellout;
+const SHOPPERS = args.shoppers;
+const ORIGIN = `http://127.0.0.1:${args.port}`;
 const PERSIST = path.resolve(".wrangler/bench-reserve");
 const BUILD = path.resolve(".wrangler/bench-reserve-build");
 const ADMIN_TOKEN = "bench-admin-token";
@@ -181,9 +179,9 @@ async function main() {
   console.log("migrating and seeding locations/keys…");
   freshDatabase(PERSIST, 3);
   const { stop } = await startDevServer({
-    port: values.port!,
+    port: args.port,
     persist: PERSIST,
-    inspectorPort: values["inspector-port"],
+    inspectorPort: args["inspector-port"],
     entry: buildOnce(BUILD),
     vars: { ADMIN_TOKEN },
   });
@@ -236,8 +234,8 @@ Command: \`npx tsx bench/reserve/run.ts --seconds ${SECONDS} --connections ${CON
 a shared 2-core machine; every figure below comes from this one run).
 
 Closed loop of ${CONNECTIONS} concurrent clients for ${SECONDS} s per case. Every reservation is a full
-\`POST /v1/reservations\` (storefront-key auth, the rate-limit token bucket and the hoarding-cap counter of
-issue 7 — both in the one ClientGuard object of the single bench storefront key —, D1 price/catalog
+\`POST /v1/reservations\` (storefront-key auth, the rate-limit token bucket and the hoarding-cap counter —
+both in the one ClientGuard object of the single bench storefront key —, D1 price/catalog
 lookup, coordinator \`beginReservation\`, hold in the owning shard, coordinator \`finishReservation\`),
 one unit, fresh Idempotency-Key, TTL 3,600 s. "other" is mostly 503: the 5 s binding timeouts of the
 resilience layer answering for requests that queued too long. The baseline is \`POST /admin/bench/do-noop\`: admin auth and one RPC to a
@@ -267,11 +265,11 @@ ${row(baseline2, baseline)}
 - One shard serialises every request for its SKUs, so the hot case is bounded by one object; the spread
   case runs on 16 shards (and 16 coordinators) at once. On this machine every object runs in one workerd
   process on shared cores, so spreading cannot show the multi-machine scaling it gives on Cloudflare;
-  issue 7 (hot-SKU sub-shards) builds on the routing module for the hot case.
+  hot-SKU sub-shards (src/stock/hot.ts) build on the routing module for the hot case.
 - A reservation costs three stock DO RPCs (coordinator begin, shard hold, coordinator finish), two
   ClientGuard RPCs (rate limit, hold cap) and D1 reads, against one RPC for the baseline, so about 1/5 of
   the baseline's throughput is the expected order of this path.
-- Locally the queue consumer (issue 5) runs in the same workerd process: every \`stock.changed\` event makes
+- Locally the queue consumer runs in the same workerd process: every \`stock.changed\` event makes
   it rebuild the SKU's product document. The shard coalesces events per (sku, location) and flushes at
   most every 100 ms, which caps that work for one hot SKU, but 1,000 distinct SKUs produce 1,000
   rebuilds, and locally they compete with the measured requests for the same cores; in production the
