@@ -1,7 +1,27 @@
 // `npm run dev`: install if needed, create .dev.vars, migrate, seed an empty database, then `wrangler dev`.
-// Extra arguments go to wrangler (e.g. `npm run dev -- --test-scheduled`).
+// The port is 8787 unless `--port N` (or `--port=N`) or a PORT variable says otherwise; every other argument
+// goes to wrangler (e.g. `npm run dev -- --port 8790 --test-scheduled`).
 import { execSync, spawn } from "node:child_process";
 import { copyFileSync, existsSync } from "node:fs";
+
+/** Takes `--port` out of the arguments, so wrangler is never given two. */
+function splitPort(args, fallback) {
+  const rest = [];
+  let port = fallback;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--port" && i + 1 < args.length) port = args[++i];
+    else if (arg.startsWith("--port=")) port = arg.slice("--port=".length);
+    else rest.push(arg);
+  }
+  if (!/^\d{1,5}$/.test(String(port)) || Number(port) < 1 || Number(port) > 65535) {
+    console.error(`edgeshelf: --port / PORT must be a TCP port (1-65535), got ${JSON.stringify(port)}`);
+    process.exit(2);
+  }
+  return { port: String(port), rest };
+}
+
+const { port, rest } = splitPort(process.argv.slice(2), process.env.PORT || "8787");
 
 execSync("node scripts/ensure-install.mjs", { stdio: "inherit" });
 
@@ -17,6 +37,6 @@ console.log("edgeshelf: applying D1 migrations locally…");
 sh("npx --no-install wrangler d1 migrations apply DB --local");
 sh("npx --no-install tsx scripts/seed.ts --if-empty");
 
-const child = spawn("npx", ["--no-install", "wrangler", "dev", "--port", "8787", ...process.argv.slice(2)], { stdio: "inherit", env });
+const child = spawn("npx", ["--no-install", "wrangler", "dev", "--port", port, ...rest], { stdio: "inherit", env });
 for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => child.kill(signal));
 child.on("exit", (code) => process.exit(code ?? 0));

@@ -35,7 +35,7 @@ async function page(path: string, key: string, headers: Record<string, string> =
   return res.json<JsonPage>();
 }
 
-/** A catalog write as issue 5 makes it: version bump and the next global change_seq. */
+/** A catalog write as product-writes.ts makes it: version bump and the next global change_seq. */
 async function write(id: string, fields: Record<string, unknown> = {}): Promise<void> {
   const sets = Object.keys(fields).map((k) => `${k} = ?`);
   await env.DB.prepare(

@@ -14,7 +14,7 @@
  * and a `Warning`; only when there is none does the read fail with 503.
  */
 import { ApiError } from "../lib/errors";
-import { TimeoutError, withTimeout } from "../lib/resilience";
+import { withTimeout } from "../lib/resilience";
 import { lastGoodKey } from "./cache-keys";
 
 export type DocVersion = { version: number; stock_seq: number };
@@ -77,10 +77,6 @@ export type TieredRead<D> = {
    */
   now?: number;
 };
-
-/** Bounds any binding call (the shared helper: a 503 TimeoutError; the underlying promise keeps running unwatched). */
-export const bounded = withTimeout;
-export { TimeoutError as TierTimeout };
 
 // ---- monotonic floor, per isolate -------------------------------------------------------------------
 
@@ -212,7 +208,7 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
   const goodKey = lastGoodKey(opts.cacheKey);
   const isolateFloor = opts.versionKey ? served.get(opts.versionKey) : undefined;
 
-  const matchBounded = (key: string) => bounded(cache.match(key), timeouts.edge, "edge").catch(() => undefined);
+  const matchBounded = (key: string) => withTimeout(cache.match(key), timeouts.edge, "edge").catch(() => undefined);
 
   if (!opts.bypassCache) {
     const hit = await timing.time("edge", () => matchBounded(opts.cacheKey));
@@ -242,7 +238,7 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
     let kvDoc: D | null = null;
     if (opts.kv && !opts.bypassCache) {
       const kv = opts.kv;
-      kvDoc = await timing.time("kv", () => bounded(kv.read(), timeouts.kv, "kv")).catch(() => null);
+      kvDoc = await timing.time("kv", () => withTimeout(kv.read(), timeouts.kv, "kv")).catch(() => null);
     }
     const lastGood = await lastGoodPromise;
     floor = maxVersion(floor, parseVersion(lastGood?.headers.get(VERSION_HEADER) ?? null));
@@ -251,10 +247,10 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
       doc = kvDoc;
       tier = "kv";
     } else {
-      doc = await timing.time("d1", () => bounded(opts.origin({ primary: false }), timeouts.d1, "d1"));
+      doc = await timing.time("d1", () => withTimeout(opts.origin({ primary: false }), timeouts.d1, "d1"));
       if (doc && older(doc)) {
         // A lagging read replica: ask the primary rather than step back in time.
-        doc = await timing.time("d1-primary", () => bounded(opts.origin({ primary: true }), timeouts.d1, "d1"));
+        doc = await timing.time("d1-primary", () => withTimeout(opts.origin({ primary: true }), timeouts.d1, "d1"));
       }
       if (doc === null) {
         await lastGood?.body?.cancel();
@@ -285,7 +281,7 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
   if (opts.versionKey && rendered.version) noteServed(opts.versionKey, rendered.version);
 
   if (tier === "d1" && opts.kv) {
-    opts.waitUntil(bounded(opts.kv.write(doc, rendered.maxAgeCap), timeouts.kv * 2, "kv").catch(() => undefined));
+    opts.waitUntil(withTimeout(opts.kv.write(doc, rendered.maxAgeCap), timeouts.kv * 2, "kv").catch(() => undefined));
   }
   if (ttl > 0) opts.waitUntil(storeCopies(cache, opts.cacheKey, goodKey, rendered, headers, cacheControl, ttl, policy, timeouts, opts.now ?? Date.now()).catch(() => undefined));
 
@@ -319,7 +315,7 @@ async function storeCopies(
 ): Promise<void> {
   const put = async (k: string, maxAge: number) => {
     if (rendered.version) {
-      const current = await bounded(cache.match(k), timeouts.edge, "edge").catch(() => undefined);
+      const current = await withTimeout(cache.match(k), timeouts.edge, "edge").catch(() => undefined);
       const cv = parseVersion(current?.headers.get(VERSION_HEADER) ?? null);
       await current?.body?.cancel();
       if (cv && compareVersions(cv, rendered.version) > 0) return;
@@ -328,7 +324,7 @@ async function storeCopies(
     h.set(CLIENT_CC, clientCc);
     if (rendered.maxAgeCap !== undefined && k === key) h.set(VALID_UNTIL, String(Math.floor(now + rendered.maxAgeCap * 1000)));
     h.set("cache-control", `public, max-age=${maxAge}`);
-    await bounded(cache.put(k, new Response(rendered.body, { status: 200, headers: h })), timeouts.edge * 4, "edge");
+    await withTimeout(cache.put(k, new Response(rendered.body, { status: 200, headers: h })), timeouts.edge * 4, "edge");
   };
   await Promise.all([put(key, ttl), put(goodKey, policy.staleIfError)]);
 }

@@ -1,6 +1,6 @@
 /**
  * Renders catalog data for one shopper context (currency, locale, time). Every price a shopper sees goes
- * through `renderPrice`, so promotions (issue 9) can turn regular prices into effective ones in one place,
+ * through `renderPrice`, so promotions turn regular prices into effective ones in one place,
  * and `renderContext.now` makes the time injectable.
  */
 import type { StockStatus } from "../lib/stock-status";

@@ -498,7 +498,7 @@ export const clicks = sqliteTable(
 );
 
 /**
- * Hot SKUs split into escrow sub-shards (issue 7). Routing reads `state = 'hot'` to send reservations to the
+ * Hot SKUs split into escrow sub-shards, so one SKU's demand is spread over several objects. Routing reads `state = 'hot'` to send reservations to the
  * sub-shard objects `stock:hot:{sku}:{i}`; `marking` and `folding` are the resumable in-between states.
  */
 export const hotSkus = sqliteTable("hot_skus", {

@@ -1,6 +1,6 @@
 /**
- * Stock changes in delta feeds. A product's change_seq is bumped by every catalog write (issue 5's
- * product-writes) and, through this statement, when one of its variants flips between sellable and sold
+ * Stock changes in delta feeds. A product's change_seq is bumped by every catalog write
+ * (src/catalog/product-writes.ts) and, through this statement, when one of its variants flips between sellable and sold
  * out. Count changes that do not flip anything stay out of deltas: they would flood affiliates on every
  * reservation. Full pages, single items and the widget always show the live counts anyway.
  *

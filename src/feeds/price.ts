@@ -1,7 +1,7 @@
 /**
- * The one place feed items and the widget get a price from. Today it is the regular price; promotions
- * (issue 9) will make `variantPrice` return the effective price with `compare_at` and `promotion` set,
- * and every format (json, google `sale_price`, jsonfeed, widget) follows without further change.
+ * The one place feed items and the widget get a price from: the effective price (promotions applied), with
+ * `compare_at` and `promotion` set when a promotion lowers it, so every format (json, google `sale_price`,
+ * jsonfeed, widget) shows the same price as the catalog.
  */
 import { effectivePrice, type DocPromotion } from "../promotions/effective-price";
 

@@ -46,7 +46,7 @@ const tree = createRoute({
   },
 });
 
-const one = createRoute({
+const getCategory = createRoute({
   method: "get",
   path: "/v1/categories/{slug}",
   tags: ["Catalog"],
@@ -63,7 +63,7 @@ export const categoriesApp = createApp()
   .openapi(tree, (c) =>
     readCategoryTree({ env: c.env, request: c.req.raw, waitUntil: (p) => c.executionCtx.waitUntil(p), locale: resolveLocale(c.req.raw, c.env, c.req.valid("query").locale) }),
   )
-  .openapi(one, (c) =>
+  .openapi(getCategory, (c) =>
     readCategory({
       env: c.env,
       request: c.req.raw,

@@ -10,7 +10,6 @@ import { BEST_SELLERS } from "../recommendations/refs";
 import { blendContext, finish, fnv, Memo, readAnswer, type PublicItem, type Shopper } from "../recommendations/serve";
 import { problem } from "./common";
 
-
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** A comma-separated list of product ids, at most `max`; every id must look like one. */
 const idList = (max: number, description: string) =>

@@ -18,7 +18,6 @@ import {
 } from "../stock/reservations";
 import { MarketCode, problem } from "./common";
 
-
 const Sku = z.string().min(1).max(128).openapi({ example: "SKU-000001-1" });
 const Ttl = z.number().int().min(1).max(MAX_TTL_SECONDS);
 
@@ -138,7 +137,8 @@ const deleteRouteDef = createRoute({
   responses: { 200: json("Released (or already ended)."), ...authErrors, 404: problem("No such reservation."), 409: problem("Already committed.") },
 });
 
-function keyId(principal: unknown): string {
+/** The storefront key that owns the reservations of this request; any other kind of key is refused with 403. */
+function requireStorefrontKeyId(principal: unknown): string {
   const p = principal as { kind?: string; keyId?: string } | undefined;
   if (p?.kind !== "storefront" || !p.keyId) throw ApiError.forbidden("This key may not reserve stock; use a storefront key.");
   return p.keyId;
@@ -154,7 +154,7 @@ reservationsApp
     const currency = body.currency ?? c.env.DEFAULT_CURRENCY;
     const supported = supportedCurrencies(c.env);
     if (!supported.includes(currency)) throw ApiError.unprocessable(`Unsupported currency ${currency}; use one of ${supported.join(", ")}.`);
-    const owner = keyId(c.get("principal"));
+    const owner = requireStorefrontKeyId(c.get("principal"));
     const result = await createReservation(c.env, {
       keyId: owner,
       idempotencyKey: c.req.valid("header")["idempotency-key"],
@@ -172,22 +172,22 @@ reservationsApp
     return c.json(result.body, 201);
   })
   .openapi(getRouteDef, async (c) => {
-    const owner = keyId(c.get("principal"));
+    const owner = requireStorefrontKeyId(c.get("principal"));
     c.header("cache-control", "no-store");
     return c.json(await getReservation(c.env, c.req.valid("param").id, owner), 200);
   })
   .openapi(extendRouteDef, async (c) => {
-    const owner = keyId(c.get("principal"));
+    const owner = requireStorefrontKeyId(c.get("principal"));
     c.header("cache-control", "no-store");
     return c.json(await extendReservation(c.env, c.req.valid("param").id, c.req.valid("json").ttl_seconds, owner), 200);
   })
   .openapi(commitRouteDef, async (c) => {
-    const owner = keyId(c.get("principal"));
+    const owner = requireStorefrontKeyId(c.get("principal"));
     c.header("cache-control", "no-store");
     return c.json(await commitReservation(c.env, c.req.valid("param").id, owner), 200);
   })
   .openapi(deleteRouteDef, async (c) => {
-    const owner = keyId(c.get("principal"));
+    const owner = requireStorefrontKeyId(c.get("principal"));
     c.header("cache-control", "no-store");
     return c.json(await releaseReservation(c.env, c.req.valid("param").id, owner), 200);
   });

@@ -1,5 +1,5 @@
 /**
- * Flash-sale protections on the reservation path (issue 7), called from the saga in src/stock/reservations.ts
+ * Flash-sale protections on the reservation path, called from the saga in src/stock/reservations.ts
  * once the idempotency record exists (so a replay of an earlier answer is never changed by them):
  * - sold-out marker: a short-lived entry in this colo's Cache API per SKU found with nothing available. While it
  *   lives, a reservation for that SKU is answered 409 without a round trip to the SKU's (busy) shard.

@@ -1,5 +1,5 @@
 /**
- * The one place that decides which Durable Object owns what. Issue 7 (hot-SKU sub-shards) plugs in here:
+ * The one place that decides which Durable Object owns what, hot-SKU sub-shards included:
  * everything else groups work by the shard *name* returned from these functions.
  */
 
@@ -57,7 +57,7 @@ export function groupByShard<T>(
 }
 
 /**
- * Hot SKUs (issue 7, src/stock/hot.ts): a hot SKU's free stock is split into K escrow quotas held by the
+ * Hot SKUs (src/stock/hot.ts): a hot SKU's free stock is split into K escrow quotas held by the
  * sub-shard objects `stock:hot:{sku}:{i}`. A reservation uses sub-shard `hash(holder key) % K`: all of one
  * shopper's holds of the SKU meet in one object, whose hold transaction enforces the per-SKU hoarding cap, while
  * many shoppers spread over all K. The holder is fixed by the reservation id, so every retry of an

@@ -17,7 +17,7 @@ export type StockRow = {
 export type Shortfall = { sku: string; requested: number; available: number; location?: string };
 
 export type HoldLine = { sku: string; quantity: number; location?: string };
-/** `shard`: set when the units are held by a hot SKU's escrow sub-shard (issue 7), so later steps find them. */
+/** `shard`: set when the units are held by a hot SKU's escrow sub-shard, so later steps find them. */
 export type HeldItem = { sku: string; quantity: number; location: string; shard?: string };
 
 export type HoldRequest = {
@@ -91,7 +91,7 @@ export type LedgerEntry = {
   at: number;
 };
 
-/** A line of a reservation with the unit price in force when it was made (issue 9: commit uses this price). */
+/** A line of a reservation with the unit price in force when it was made (commit charges this price, not whatever the price is by then). */
 export type ReservedItem = HeldItem & {
   unit_price: number;
   currency: string;
