@@ -52,27 +52,43 @@ export function oneEditAway(word: string): string[] {
   return [...out];
 }
 
+/** Catalog terms a word may stand for before it is left to FTS5 as a prefix query. */
+const MAX_EXPANSIONS = 16;
+
 /**
- * The query's terms, each either kept (matched as a prefix) or, for a word with no match at all, replaced by
- * its one-edit corrections from the catalog's vocabulary. No read for a query without long words, one when they
- * all occur in the catalog, two when one must be corrected.
+ * The query's terms, each with the catalog terms it matches: the terms it is a prefix of (up to
+ * MAX_EXPANSIONS), or, for a word no catalog term starts with, its one-edit corrections. FTS5 answers a
+ * `"word"*` longer than its prefix indexes (2, 3) by merging every matching term's full doclist before the
+ * first row (89 ms for "black" at 1M products, 0 at 10k), while `("black" OR "blacks")` is read lazily and stops
+ * at the candidate limit (1 ms): spelling the prefix out is what keeps broad queries flat. No read for a query
+ * of short words, one otherwise, two when a word must be corrected.
  */
 export async function correctTerms(origin: OriginSession, q: string): Promise<{ term: string; corrections?: string[] }[]> {
   const terms = searchTerms(q).map((t) => ({ term: t, form: indexForm(t) }));
   const long = [...new Set(terms.filter((t) => t.form.length >= TYPO_MIN_LENGTH && /^[a-z0-9]+$/.test(t.form)).map((t) => t.form))];
   if (long.length === 0) return terms.map((t) => ({ term: t.term }));
-  // A range read on the term (fts5vocab supports it): does any catalog term start with the word?
-  const [found] = await origin.batch<[{ t: string; found: number }[]]>([
-    sql`SELECT j.value AS t, EXISTS (SELECT 1 FROM products_fts_vocab v WHERE v.term >= j.value AND v.term < j.value || char(1114111)) AS found
+  // A range read on the term (fts5vocab supports it): the catalog terms that start with the word.
+  const [found] = await origin.batch<[{ t: string; terms: string }[]]>([
+    sql`SELECT j.value AS t, (SELECT json_group_array(term) FROM (SELECT v.term FROM products_fts_vocab v
+        WHERE v.term >= j.value AND v.term < j.value || char(1114111) LIMIT ${MAX_EXPANSIONS + 1})) AS terms
       FROM json_each(${JSON.stringify(long)}) j`,
   ]);
-  const missing = found.filter((r) => !r.found).map((r) => r.t).slice(0, MAX_CORRECTED);
-  if (missing.length === 0) return terms.map((t) => ({ term: t.term }));
-  const [hits] = await origin.batch<[{ w: string; term: string }[]]>([
-    sql`SELECT j.key AS w, v.term AS term FROM json_each(${JSON.stringify(Object.fromEntries(missing.map((m) => [m, oneEditAway(m)])))}) j,
-        json_each(j.value) c JOIN products_fts_vocab v ON v.term = c.value`,
-  ]);
-  const byWord = new Map<string, string[]>();
-  for (const h of hits) byWord.set(h.w, [...(byWord.get(h.w) ?? []), h.term]);
-  return terms.map((t) => (missing.includes(t.form) ? { term: t.term, corrections: byWord.get(t.form) ?? [] } : { term: t.term }));
+  const alternatives = new Map<string, string[]>();
+  for (const r of found) {
+    const list = JSON.parse(r.terms) as string[];
+    if (list.length > 0 && list.length <= MAX_EXPANSIONS) alternatives.set(r.t, list);
+  }
+  const missing = found.filter((r) => r.terms === "[]").map((r) => r.t).slice(0, MAX_CORRECTED);
+  if (missing.length > 0) {
+    const [hits] = await origin.batch<[{ w: string; term: string }[]]>([
+      sql`SELECT j.key AS w, v.term AS term FROM json_each(${JSON.stringify(Object.fromEntries(missing.map((m) => [m, oneEditAway(m)])))}) j,
+          json_each(j.value) c JOIN products_fts_vocab v ON v.term = c.value`,
+    ]);
+    for (const m of missing) alternatives.set(m, []);
+    for (const h of hits) alternatives.get(h.w)!.push(h.term);
+  }
+  return terms.map((t) => {
+    const list = alternatives.get(t.form);
+    return list ? { term: t.term, corrections: list } : { term: t.term };
+  });
 }
