@@ -14,26 +14,24 @@
  */
 import { cpSync, existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args";
 import { sh, startDevServer } from "./lib/dev-server";
 import { fmt, percentile } from "./lib/stats";
 
-const { values } = parseArgs({
-  options: {
-    sizes: { type: "string", default: "10000,100000,1000000" },
-    from: { type: "string" },
-    port: { type: "string", default: "8843" },
-    "inspector-port": { type: "string", default: "9343" },
-    connections: { type: "string", default: "2" },
-    each: { type: "string", default: "60" },
-    rounds: { type: "string", default: "3" },
-    out: { type: "string", default: "bench/results/scale.md" },
-  },
+const values = benchArgs({
+  sizes: "10000,100000,1000000",
+  from: undefined as string | undefined,
+  port: 8843,
+  "inspector-port": 9343,
+  connections: 2,
+  each: 60,
+  rounds: 3,
+  out: "bench/results/scale.md",
 });
-const SIZES = values.sizes!.split(",").map(Number);
-const CONNECTIONS = Number(values.connections);
-const EACH = Number(values.each);
-const ROUNDS = Number(values.rounds);
+const SIZES = values.sizes.split(",").map(Number);
+const CONNECTIONS = values.connections;
+const EACH = values.each;
+const ROUNDS = values.rounds;
 const ADMIN = "bench-admin-token";
 const AFFILIATE_KEY = "demo-affiliate-key";
 const CURRENCIES = ["USD", "EUR", "GBP"];
@@ -97,7 +95,7 @@ async function startSize(size: number, port: number): Promise<Size> {
   sh(["wrangler", "d1", "execute", "DB", "--local", "--persist-to", persist, "--command",
     `INSERT OR IGNORE INTO categories (id, slug, name, parent_id, path, depth, position) VALUES ('cat-bench-small', 'bench-small', 'Bench small', 'cat-home-kitchen', '/cat-home-kitchen/cat-bench-small/', 1, 99); UPDATE products SET category_id = 'cat-bench-small' WHERE id IN (${small})`]);
   const bytes = dbBytes(persist);
-  const { origin } = await startDevServer({ port, inspectorPort: Number(values["inspector-port"]) + (port - Number(values.port)), persist, vars: { ADMIN_TOKEN: ADMIN } });
+  const { origin } = await startDevServer({ port, inspectorPort: values["inspector-port"] + (port - values.port), persist, vars: { ADMIN_TOKEN: ADMIN } });
   // Warm the process: the first queries on a freshly opened large database are slow.
   for (const n of [size, Math.ceil(size / 2), 2]) await fetch(`${origin}/v1/products/${pid(n)}?currency=GBP&locale=fr`).then((r) => r.arrayBuffer());
   await fetch(`${origin}/v1/search?q=prime&currency=GBP&locale=fr`).then((r) => r.arrayBuffer());
@@ -168,7 +166,7 @@ async function main() {
   try {
     for (const [i, size] of SIZES.entries()) {
       console.error(`bench: preparing ${size}…`);
-      sizes.push(await startSize(size, Number(values.port) + i));
+      sizes.push(await startSize(size, values.port + i));
     }
     const samples = sizes.map((s) => s.cases.map((): Sample => ({ times: [], tiers: {}, non2xx: 0 })));
     for (let round = 0; round < ROUNDS; round++) {
@@ -195,7 +193,7 @@ async function main() {
       }
       console.error(`bench: round ${round + 1}/${ROUNDS} done`);
     }
-    writeFileSync(values.out!, report(sizes, samples));
+    writeFileSync(values.out, report(sizes, samples));
     console.error(`bench: wrote ${values.out}`);
   } finally {
     process.exit(0);
