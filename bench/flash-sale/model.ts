@@ -1,39 +1,66 @@
 /**
- * Scaling model for hot-SKU escrow on Cloudflare, from a per-object service rate measured locally.
+ * Scaling model for one shop's reservations on Cloudflare, from a per-object service rate measured locally.
  *   npx tsx bench/flash-sale/model.ts 900        (per-object rate in ops/s; the benchmark passes its measurement)
  *
  * A Durable Object runs its requests one at a time on one thread, and Cloudflare documents a soft limit of about
  * 1,000 requests/s per object. Stateless Worker invocations scale out across machines, so on Cloudflare the
- * ceiling of a hot SKU is set by the objects every one of its reservations must visit:
- *   - its escrow sub-shard: 1 call (hold) per reservation, spread over K objects by hash;
- *   - a coordinator shard: 2 calls (begin, finish), spread over STOCK_SHARDS objects by Idempotency-Key hash;
- *   - the client's ClientGuard objects: 2 calls (rate-limit bucket, hoarding cap), one object per client, so they
- *     scale with the number of buyers, not with K.
- * Borrowing adds 2 calls (take at a sibling, give-and-hold here) only when a sub-shard runs dry: with quotas split
- * evenly, that happens for the last few units of each quota, i.e. a share of about K/stock of reservations.
- * So  X(K) = min(K · μ, STOCK_SHARDS · μ / 2, buyers · μ / 2) · 1 / (1 + 2 · K / stock),  μ = min(measured, 1000).
+ * ceiling is set by the objects a reservation must visit, each divided by how many calls it makes there. Every
+ * thing one `POST /v1/reservations` touches, for one shop (one storefront key) and one single-line cart:
+ *
+ * | what                                   | calls | objects that share the load                        |
+ * |----------------------------------------|-------|----------------------------------------------------|
+ * | rate limit (RL_RESERVE binding)        | 0     | none: per colo, in the Worker                      |
+ * | unit price (product document)          | 0     | none: isolate memo / KV, no D1                     |
+ * | sold-out marker (Cache API)            | 0     | none                                               |
+ * | shopper's hold tally `holder:{key}:{h}`| 1     | one object per shopper: B shoppers                 |
+ * | coordinator (idempotency record, saga) | C     | STOCK_SHARDS stock shards, by Idempotency-Key hash |
+ * | the SKU's stock object (hold)          | 1     | its home shard, or one of K escrow sub-shards      |
+ * | borrowing when a sub-shard runs dry    | 2     | two sub-shards, for about K/stock of reservations  |
+ * | `stock.changed` event to the queue     | ≤ 1   | coalesced per (SKU, location) per 100 ms flush     |
+ *
+ * C is 1 when the coordinator drives the holds object-to-object (begin, hold calls, finish inside one call from
+ * the Worker), 2 when the Worker drives them (begin, then finish).
+ *
+ * One hot SKU, K sub-shards:   X(K) = min(K·μ, S·μ/C, B·μ) / (1 + 2K/stock)
+ * A shop across many SKUs:     X    = min(S·μ / (1 + C), B·μ, Q)   (each reservation costs 1 + C calls on the S
+ *                              stock shards, which also coordinate; Q = 5,000 queue messages/s bounds the events
+ *                              when every reservation touches a different SKU, and is not reached while events
+ *                              coalesce, i.e. with fewer than Q/10 active SKUs)
+ * with μ = min(measured, 1000) and S = STOCK_SHARDS. No term depends on the number of storefront keys: a shop with
+ * one key scales with its shoppers.
  */
-export type Projection = { text: string; rows: { k: number; rate: number }[] };
+export type Projection = { text: string; rows: { k: number; rate: number }[]; shop: number };
 
-export function project(perObjectRate: number, ks: number[], localK1: number, opts = { shards: 16, buyers: 10_000, stock: 100_000 }): Projection {
+export type ModelOptions = { shards: number; shoppers: number; stock: number; coordinatorCalls: number; queueLimit: number };
+
+const DEFAULTS: ModelOptions = { shards: 16, shoppers: 10_000, stock: 100_000, coordinatorCalls: 2, queueLimit: 5_000 };
+
+export function project(perObjectRate: number, ks: number[], localK1: number, options: Partial<ModelOptions> = {}): Projection {
+  const o = { ...DEFAULTS, ...options };
   const mu = Math.min(perObjectRate, 1000);
-  const coordinatorCap = (opts.shards * mu) / 2;
-  const clientCap = (opts.buyers * mu) / 2;
-  const rows = ks.map((k) => ({ k, rate: Math.min(k * mu, coordinatorCap, clientCap) / (1 + (2 * k) / opts.stock) }));
+  const coordinatorCap = (o.shards * mu) / o.coordinatorCalls;
+  const shopperCap = o.shoppers * mu;
+  const rows = ks.map((k) => ({ k, rate: Math.min(k * mu, coordinatorCap, shopperCap) / (1 + (2 * k) / o.stock) }));
+  const shop = Math.min((o.shards * mu) / (1 + o.coordinatorCalls), shopperCap, o.queueLimit);
+  const n = (x: number) => x.toLocaleString("en", { maximumFractionDigits: 0 });
   const text = [
     `Per-object service rate μ: measured ${perObjectRate.toFixed(0)} ops/s locally (one StockShard RPC + SQLite write,`,
-    `the same unit of work as a sub-shard's hold), capped at Cloudflare's documented ~1,000 requests/s per object:`,
-    `**μ = ${mu.toFixed(0)}/s**. Locally the whole reservation path (Worker + every object) shares one process, which is why`,
-    `the local K=1 rate (${localK1.toFixed(0)}/s) is below μ and does not grow with K.`,
+    `the same unit of work as a hold), capped at Cloudflare's documented ~1,000 requests/s per object: **μ = ${mu.toFixed(0)}/s**.`,
+    `Locally the whole reservation path (Worker + every object) shares one process, which is why the local K=1 rate`,
+    `(${localK1.toFixed(0)}/s) is below μ and does not grow with K.`,
     ``,
-    `On Cloudflare each reservation of a hot SKU visits one of K sub-shards once, a coordinator (2 calls over`,
-    `STOCK_SHARDS = ${opts.shards} objects) and the buyer's own ClientGuard objects (2 calls, one object per client). Hence`,
-    `X(K) = min(K·μ, ${opts.shards}·μ/2, buyers·μ/2) / (1 + 2K/stock) with ${opts.buyers.toLocaleString("en")} buyers and`,
-    `${opts.stock.toLocaleString("en")} units (borrowing costs 2 extra calls for roughly K/stock of the reservations). The`,
-    `sub-shards stop being the bottleneck at K = ${opts.shards / 2}; beyond that, raise STOCK_SHARDS too. For comparison,`,
+    `On Cloudflare a reservation of one shop (one storefront key) visits: the shopper's hold tally (1 call, one object per`,
+    `shopper, ${n(o.shoppers)} shoppers), a coordinator (${o.coordinatorCalls} call${o.coordinatorCalls === 1 ? "" : "s"} over STOCK_SHARDS = ${o.shards} objects,`,
+    `${o.coordinatorCalls === 1 ? "which reaches the stock object-to-object" : "begin and finish around the Worker's hold call"}), and the SKU's stock object (1 call: its home shard, or one of K escrow`,
+    `sub-shards); the rate limit, the price and the sold-out marker cost no object call. Hence, for one hot SKU,`,
+    `X(K) = min(K·μ, ${o.shards}·μ/${o.coordinatorCalls}, shoppers·μ) / (1 + 2K/stock) with ${n(o.stock)} units (borrowing costs 2 extra calls for`,
+    `roughly K/stock of the reservations): the sub-shards stop being the bottleneck at K = ${o.shards / o.coordinatorCalls}; beyond that, raise`,
+    `STOCK_SHARDS too. Across SKUs, each reservation costs 1 + ${o.coordinatorCalls} calls on the ${o.shards} stock shards:`,
+    `**${n(shop)} reservations/s for the shop** (= min(${o.shards}·μ/${1 + o.coordinatorCalls}, shoppers·μ, ${n(o.queueLimit)} queue messages/s)), plus K·μ for`,
+    `each hot SKU on its own sub-shards. None of it depends on the number of storefront keys. For comparison,`,
     `Shopify's flash-sale checkout throttle is about 4,000/minute ≈ 67/s.`,
   ].join("\n");
-  return { text, rows };
+  return { text, rows, shop };
 }
 
 if (process.argv[1]?.endsWith("model.ts")) {
@@ -41,4 +68,5 @@ if (process.argv[1]?.endsWith("model.ts")) {
   const p = project(rate, [1, 2, 4, 8, 16], rate);
   console.log(p.text);
   for (const r of p.rows) console.log(`K=${r.k}: ${r.rate.toFixed(0)} reservations/s`);
+  console.log(`one shop across SKUs: ${p.shop.toFixed(0)} reservations/s`);
 }

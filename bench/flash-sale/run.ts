@@ -231,6 +231,8 @@ ${model.text}
 |---|---|
 ${model.rows.map((r) => `| ${r.k} | ${fmt(r.rate, 0)} |`).join("\n")}
 
+One shop (one storefront key) across many SKUs, every object counted: **${fmt(model.shop, 0)} reservations/s**.
+
 ## ${BURST} s burst: browse at 10× plus a hot-SKU storm
 
 Browse: open loop of \`GET /v1/products/:id\` over 50 products (from 200 client IPs) at ${BROWSE_RATE}/s for 10 s before, then
