@@ -4,16 +4,19 @@ import { ReservationStore } from "../src/stock/reservation-store";
 import { SHARD_DDL } from "../src/stock/shard-schema";
 import { StockStore } from "../src/stock/shard-store";
 import { guardEnv } from "../src/lib/guarded-env";
+import { now as clockNow } from "../src/lib/clock";
 import { EscrowStore, SEND_SWEEP_MS, type EscrowItem, type SendRow } from "../src/stock/escrow-store";
 import { splitItems } from "../src/stock/split";
-import { hotSubShardName, shardNameForSku } from "../src/stock/routing";
+import { coordinatorOfReservation, groupByShard, hotSubShardName, shardNameForSku } from "../src/stock/routing";
 import type { Meta } from "../src/stock/shard-store";
 import type {
   AdjustmentLine,
   AdjustmentOutcome,
-  BeginCommit,
   BeginReservation,
+  CommitOutcome,
   CommitResult,
+  ExtendOutcome,
+  HoldVerdict,
   ExtendResult,
   HeaderChange,
   HeldItem,
@@ -47,6 +50,8 @@ const OUTBOX_MAX_BACKOFF_MS = 60_000;
 const OUTBOX_FLUSH_GAP_MS = 100;
 /** While a hot SKU's location is frozen (home owes units), the home alarm retries the pay-back this often. */
 const FROZEN_RETRY_MS = 1_000;
+/** A shard that could not reach a reservation's coordinator asks again after this long, holding meanwhile. */
+const VERDICT_RETRY_MS = 2_000;
 
 /**
  * Owns the stock of the SKUs whose stable hash falls in its shard (src/stock/routing.ts), and acts as the
@@ -80,21 +85,23 @@ export class StockShard extends DurableObject<Env> {
   async hold(req: HoldRequest): Promise<HoldResult> {
     const unknown = await this.adopt(req.lines.map((l) => l.sku));
     if (unknown) return unknown;
-    return this.atomically(() => holdResult(this.stock.hold(req, Date.now())));
+    return this.atomically(() => holdResult(this.stock.hold(req, clockNow())));
   }
 
-  async release(reservationId: string, actor: string): Promise<{ ok: true; released: number }> {
-    const released = this.atomically(() => this.stock.release(reservationId, actor, Date.now()));
+  /** `released` is -1 when `attempt` is older than the saga attempt that owns the holds: nothing was released. */
+  async release(reservationId: string, actor: string, attempt?: number): Promise<{ ok: true; released: number }> {
+    const released = this.atomically(() => this.stock.release(reservationId, actor, clockNow(), attempt));
     return { ok: true, released };
   }
 
+  /** Idempotent; never refuses a line of a commit the coordinator accepted (a shortfall is reported as oversold). */
   async commit(reservationId: string, items: HeldItem[], actor: string): Promise<CommitResult> {
-    const res = this.atomically(() => this.stock.commit(reservationId, items, actor, Date.now()));
-    return res.ok ? { ok: true, items } : { ok: false, error: "insufficient", shortfalls: res.shortfalls };
+    this.atomically(() => this.stock.commit(reservationId, items, actor, clockNow()));
+    return { ok: true, items };
   }
 
   async extend(reservationId: string, items: HeldItem[], expiresAt: number, actor: string): Promise<ExtendResult> {
-    const res = this.atomically(() => this.stock.extend(reservationId, items, expiresAt, actor, Date.now()));
+    const res = this.atomically(() => this.stock.extend(reservationId, items, expiresAt, actor, clockNow()));
     return res.ok ? res : { ok: false, error: "insufficient", shortfalls: res.shortfalls };
   }
 
@@ -102,7 +109,7 @@ export class StockShard extends DurableObject<Env> {
     const unknown = await this.adopt(skus);
     if (unknown) return unknown;
     // Expire first so a strong read never counts a hold past its deadline, even if the alarm is late.
-    this.atomically(() => this.stock.expireDue(Date.now()));
+    this.atomically(() => this.stock.expireDue(clockNow()));
     await Promise.all(skus.filter((s) => this.stock.isSplit(s)).map((s) => this.refreshParts(s)));
     return { ok: true, rows: this.stock.rows(skus) };
   }
@@ -115,7 +122,7 @@ export class StockShard extends DurableObject<Env> {
       return { ok: false, error: "stale", seq: this.stock.seqOf(req.sku), rows: this.stock.rows([req.sku]) };
     }
     if (!this.stock.isSplit(req.sku)) {
-      const { row, oversold } = this.atomically(() => this.stock.set(req, Date.now()));
+      const { row, oversold } = this.atomically(() => this.stock.set(req, clockNow()));
       return { ok: true, row, oversold };
     }
     const res = await this.splitMovement({ sku: req.sku, location: req.location, set: req.on_hand, limits: req, kind: "set", meta: { reason: "set", actor: req.actor } });
@@ -129,7 +136,7 @@ export class StockShard extends DurableObject<Env> {
     // In request order: a feed's lines on one SKU may depend on each other.
     for (const l of lines) {
       if (!this.stock.isSplit(l.sku)) {
-        results.push(this.atomically(() => this.stock.adjust(l, actor, Date.now())));
+        results.push(this.atomically(() => this.stock.adjust(l, actor, clockNow())));
         continue;
       }
       const res = await this.splitMovement({ sku: l.sku, location: l.location, delta: l.delta, kind: "adjust", meta: { reason: l.reason, actor, event_id: l.event_id } });
@@ -154,7 +161,7 @@ export class StockShard extends DurableObject<Env> {
     const unknown = await this.adopt([sku]);
     if (unknown) return unknown;
     const sends = this.atomically(() => {
-      const now = Date.now();
+      const now = clockNow();
       this.ctx.storage.sql.exec(
         `INSERT INTO hot_home (sku, sub_shards, max_sub_shards, state, updated_at) VALUES (?, ?, ?, 'hot', ?)
          ON CONFLICT (sku) DO UPDATE SET sub_shards = excluded.sub_shards, max_sub_shards = MAX(max_sub_shards, excluded.sub_shards), state = 'hot', updated_at = excluded.updated_at`,
@@ -180,7 +187,7 @@ export class StockShard extends DurableObject<Env> {
     const h = this.stock.hotState(sku);
     if (!h || h.state === "cold") return { ok: true, done: true, in_transit: 0 };
     return this.serial(sku, async () => {
-      this.atomically(() => this.ctx.storage.sql.exec("UPDATE hot_home SET state = 'folding', updated_at = ? WHERE sku = ?", Date.now(), sku));
+      this.atomically(() => this.ctx.storage.sql.exec("UPDATE hot_home SET state = 'folding', updated_at = ? WHERE sku = ?", clockNow(), sku));
       await this.settleSends(sku);
       const home = shardNameForSku(this.env, sku);
       const answers = await Promise.all(
@@ -198,7 +205,7 @@ export class StockShard extends DurableObject<Env> {
       const done = parts === 0 && inTransit === 0;
       if (done) {
         this.atomically(() => {
-          this.ctx.storage.sql.exec("UPDATE hot_home SET state = 'cold', updated_at = ? WHERE sku = ?", Date.now(), sku);
+          this.ctx.storage.sql.exec("UPDATE hot_home SET state = 'cold', updated_at = ? WHERE sku = ?", clockNow(), sku);
           this.ctx.storage.sql.exec("DELETE FROM hot_parts WHERE sku = ?", sku);
         });
       }
@@ -230,9 +237,9 @@ export class StockShard extends DurableObject<Env> {
       return { ok: true, items: [], delivered: true };
     }
     if (req.settleFirst) await this.settleSends(req.sku);
-    const send = this.atomically(() => this.escrow.take(req.sku, req.transferId, req.target, req.targetRole, req.max, req.location, req.actor, Date.now()));
+    const send = this.atomically(() => this.escrow.take(req.sku, req.transferId, req.target, req.targetRole, req.max, req.location, req.actor, clockNow()));
     if (!send.items.length && !req.hold) {
-      this.atomically(() => this.escrow.settle(send.transfer_id, send.sku, Date.now()));
+      this.atomically(() => this.escrow.settle(send.transfer_id, send.sku, clockNow()));
       return { ok: true, items: [], delivered: true };
     }
     const res = await this.deliver(send, req.actor, req.hold);
@@ -254,7 +261,7 @@ export class StockShard extends DurableObject<Env> {
     }
     const home = shardNameForSku(this.env, sku);
     const res = this.atomically((): HoldResult => {
-      const now = Date.now();
+      const now = clockNow();
       for (const t of transfers) this.escrow.give(sku, t.id, t.items, t.reason ?? "escrow_in", role, self ?? "", home, actor, now);
       if (!hold) return { ok: true, items: [] };
       return holdResult(this.stock.hold(hold, now));
@@ -265,7 +272,7 @@ export class StockShard extends DurableObject<Env> {
 
   /** A sub-shard's own counts of `sku` (pending sends included) with its per-SKU seq, for the home's sums. */
   async escrowCounts(sku: string): Promise<{ ok: true; rows: { location: string; on_hand: number; reserved: number }[]; seq: number }> {
-    this.atomically(() => this.stock.expireDue(Date.now()));
+    this.atomically(() => this.stock.expireDue(clockNow()));
     return { ok: true, rows: this.stock.localRows(sku), seq: this.stock.seqOf(sku) };
   }
 
@@ -273,7 +280,7 @@ export class StockShard extends DurableObject<Env> {
   async escrowReport(sku: string, shard: string, rows: { location: string; on_hand: number; reserved: number }[], seq: number): Promise<void> {
     const changed = this.atomically(() => {
       const stored = this.stock.isSplit(sku) && this.stock.upsertPart(sku, shard, rows, seq);
-      if (stored) this.stock.publishAll(sku, Date.now());
+      if (stored) this.stock.publishAll(sku, clockNow());
       return stored;
     });
     // Units freed at a sub-shard pay back a frozen location's shortfall before anything sells there again.
@@ -310,7 +317,7 @@ export class StockShard extends DurableObject<Env> {
         send.target,
       );
       this.atomically(() => {
-        const now = Date.now();
+        const now = clockNow();
         this.escrow.settle(send.transfer_id, send.sku, now);
         if (this.stock.isSub(send.sku)) this.stock.queueReport(send.sku, now);
         else if (this.stock.isSplit(send.sku)) this.stock.publishAll(send.sku, now);
@@ -334,7 +341,7 @@ export class StockShard extends DurableObject<Env> {
       answers.forEach((a, i) => {
         if (a) changed = this.stock.upsertPart(sku, names[i]!, a.rows, a.seq) || changed;
       });
-      if (changed) this.stock.publishAll(sku, Date.now());
+      if (changed) this.stock.publishAll(sku, clockNow());
     });
   }
 
@@ -379,7 +386,7 @@ export class StockShard extends DurableObject<Env> {
       }
       await this.settleSends(sku);
       await this.refreshParts(sku);
-      this.atomically(() => this.stock.setLimits({ sku, location, ...req.limits }, Date.now()));
+      this.atomically(() => this.stock.setLimits({ sku, location, ...req.limits }, clockNow()));
       const before = this.stock.rowAt(sku, location);
       const delta = req.set !== undefined ? req.set - before.on_hand : req.delta!;
       if (before.on_hand + delta < 0) {
@@ -398,14 +405,14 @@ export class StockShard extends DurableObject<Env> {
         if (-delta > homeFree + subFree) await this.freeze(sku, location);
         if (-delta > homeFree) await this.recall(sku, location, -delta - homeFree, home, req.meta.actor ?? "admin");
         // The whole decrease lands here: home may go below its own holds (the shortfall is owed here).
-        this.atomically(() => this.stock.applyMovement(sku, location, delta, req.kind, req.meta, Date.now()));
+        this.atomically(() => this.stock.applyMovement(sku, location, delta, req.kind, req.meta, clockNow()));
       } else {
-        this.atomically(() => this.stock.applyMovement(sku, location, delta, req.kind, req.meta, Date.now()));
+        this.atomically(() => this.stock.applyMovement(sku, location, delta, req.kind, req.meta, clockNow()));
       }
       await this.rebalanceLocation(sku, location, req.meta.actor ?? "admin");
       await this.refreshParts(sku);
       return this.atomically(() => {
-        const now = Date.now();
+        const now = clockNow();
         const oversold = this.stock.reportOversold(sku, location, req.kind, req.meta, now);
         const row = this.stock.rowAt(sku, location);
         const outcome: AdjustmentOutcome = { ...base, status: "applied", on_hand: row.on_hand, ...(oversold ? { oversold } : {}) };
@@ -487,7 +494,7 @@ export class StockShard extends DurableObject<Env> {
     if (!h || h.state !== "hot") return;
     const id = `spread:${crypto.randomUUID()}`;
     const sends = this.atomically(() => {
-      const now = Date.now();
+      const now = clockNow();
       const free = this.escrow.free(sku, location);
       for (const f of free) this.stock.move(sku, f.location, -f.quantity, "escrow_out", `${id}:out:${f.location}`, actor, now);
       return splitItems(free, h.sub_shards)
@@ -501,29 +508,61 @@ export class StockShard extends DurableObject<Env> {
   // --- reservation headers (this shard as coordinator) -------------------------------------------------------
 
   async beginReservation(req: { scopeKey: string; owner: string; bodyHash: string; candidateId: string; currency: string; ttlMs: number }): Promise<BeginReservation> {
-    return this.ctx.storage.transactionSync(() => this.headers.begin(req, Date.now()));
+    return this.ctx.storage.transactionSync(() => this.headers.begin(req, clockNow()));
   }
 
-  async finishReservation(id: string, result: { status: "held" | "failed"; items: ReservedItem[]; outcome: StoredOutcome }): Promise<void> {
-    this.ctx.storage.transactionSync(() => this.headers.finish(id, result, Date.now()));
+  /** False when a newer saga attempt owns the header (this attempt's answer is dropped). */
+  async finishReservation(id: string, result: { status: "held" | "failed"; items: ReservedItem[]; outcome: StoredOutcome }, attempt?: number): Promise<boolean> {
+    return this.ctx.storage.transactionSync(() => this.headers.finish(id, result, clockNow(), attempt));
   }
 
-  async abandonReservation(id: string): Promise<void> {
-    this.ctx.storage.transactionSync(() => this.headers.abandon(id, Date.now()));
+  async abandonReservation(id: string, attempt?: number): Promise<void> {
+    this.ctx.storage.transactionSync(() => this.headers.abandon(id, clockNow(), attempt));
   }
 
   async getReservation(id: string, owner: string): Promise<ReservationHeader | undefined> {
     return this.headers.get(id, owner);
   }
 
-  async beginCommit(id: string, owner: string): Promise<BeginCommit> {
-    return this.ctx.storage.transactionSync(() => this.headers.beginCommit(id, owner, Date.now()));
+  /**
+   * Commits a reservation: marks it `committing` (with the reconciler's deadline), commits every shard's lines
+   * object-to-object, then marks it committed and queues `reservation.committed` once. A shard that does not
+   * answer leaves the reservation `committing`: a retry or this object's alarm completes it, and no shard
+   * releases a hold of a `committing` reservation meanwhile (shards ask here before letting a hold go).
+   */
+  async commitReservation(id: string, owner: string): Promise<CommitOutcome> {
+    const begin = this.atomically(() => this.headers.beginCommit(id, owner, clockNow()));
+    if (begin.kind !== "proceed") return begin;
+    return this.driveCommit(begin.header);
+  }
+
+  private async driveCommit(header: ReservationHeader): Promise<CommitOutcome> {
+    const actor = `storefront:${header.owner}`;
+    const items = header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, ...(shard ? { shard } : {}) }));
+    const groups = [...groupByShard(this.env, items, (i) => i.sku, (i) => i.shard)];
+    const answers = await Promise.all(
+      groups.map(([name, lines]) =>
+        this.env.STOCK.getByName(name)
+          .commit(header.id, lines, actor)
+          .then(() => true)
+          .catch(() => false),
+      ),
+    );
+    if (answers.includes(false)) {
+      const h = this.atomically(() => {
+        this.headers.commitDeferred(header.id, clockNow());
+        return this.headers.get(header.id)!;
+      });
+      return { kind: "pending", header: h };
+    }
+    const done = this.finishCommitNow(header.id);
+    return done ? { kind: "already", header: done } : { kind: "not_found" };
   }
 
   /** Marks committed and queues `reservation.committed` in the same step, so the event exists iff the commit does. */
-  async finishCommit(id: string): Promise<ReservationHeader | undefined> {
-    const header = this.atomically(() => {
-      const now = Date.now();
+  private finishCommitNow(id: string): ReservationHeader | undefined {
+    return this.atomically(() => {
+      const now = clockNow();
       const done = this.headers.finishCommit(id, now);
       if (done?.first) {
         const body = {
@@ -539,19 +578,40 @@ export class StockShard extends DurableObject<Env> {
       }
       return done?.header;
     });
-    return header;
   }
 
   async releaseReservation(id: string, owner: string): Promise<HeaderChange> {
-    return this.ctx.storage.transactionSync(() => this.headers.release(id, owner, Date.now()));
+    return this.ctx.storage.transactionSync(() => this.headers.release(id, owner, clockNow()));
   }
 
-  async extendReservation(id: string, ttlMs: number, owner: string): Promise<HeaderChange> {
-    return this.ctx.storage.transactionSync(() => this.headers.extend(id, ttlMs, owner, Date.now()));
+  /**
+   * Extends a reservation: every shard moves its holds first; the header's deadline moves only when all of them
+   * confirmed. A shard that did not answer leaves the header at the old deadline (the earliest one in force);
+   * a line that lapsed and cannot be re-held ends the reservation.
+   */
+  async extendReservation(id: string, ttlMs: number, owner: string): Promise<ExtendOutcome> {
+    const check = this.headers.canExtend(id, owner, clockNow());
+    if (check.kind !== "ok") return check;
+    const header = check.header;
+    const actor = `storefront:${owner}`;
+    const expiresAt = clockNow() + ttlMs;
+    const items = header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, ...(shard ? { shard } : {}) }));
+    const groups = [...groupByShard(this.env, items, (i) => i.sku, (i) => i.shard)];
+    const answers = await Promise.all(groups.map(([name, lines]) => this.env.STOCK.getByName(name).extend(id, lines, expiresAt, actor).catch(() => undefined)));
+    if (answers.some((a) => a === undefined)) return { kind: "unavailable", header: this.headers.get(id)! };
+    const shortfalls = answers.flatMap((a) => (a && !a.ok ? a.shortfalls : []));
+    if (answers.some((a) => a && !a.ok)) {
+      this.atomically(() => this.headers.markExpired(id, clockNow()));
+      await Promise.all(groups.map(([name]) => this.env.STOCK.getByName(name).release(id, actor).catch(() => undefined)));
+      return { kind: "lapsed", shortfalls, header: this.headers.get(id)! };
+    }
+    return this.atomically(() => this.headers.setDeadline(id, expiresAt, clockNow()));
   }
 
-  async expireReservation(id: string): Promise<void> {
-    this.ctx.storage.transactionSync(() => this.headers.markExpired(id, Date.now()));
+  /** Shards ask before letting go of a reservation's holds at their deadline. */
+  async holdVerdicts(ids: string[]): Promise<Record<string, HoldVerdict>> {
+    const now = clockNow();
+    return Object.fromEntries(ids.map((id) => [id, this.headers.verdict(id, now)]));
   }
 
   // --- benchmark baseline ------------------------------------------------------------------------------------
@@ -568,11 +628,13 @@ export class StockShard extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     this.alarmAt = undefined;
     this.atomically(() => {
-      while (this.stock.expireDue(Date.now()) > 0) {
+      while (this.stock.expireDue(clockNow()) > 0) {
         // expireDue works in slices; loop until nothing is due.
       }
     });
-    const due = this.escrow.pending({ before: Date.now() - SEND_SWEEP_MS });
+    await this.askVerdicts();
+    await this.reconcileCommits();
+    const due = this.escrow.pending({ before: clockNow() - SEND_SWEEP_MS });
     await Promise.all(due.map((s) => this.deliver(s, "system")));
     await this.rebalanceFrozen();
     for (let i = 0; i < 20; i++) {
@@ -580,6 +642,45 @@ export class StockShard extends DurableObject<Env> {
       if (!more) break;
     }
     this.scheduleAlarm();
+  }
+
+  /** Holds that reached their deadline: their coordinators decide (commit, keep until, or let go). */
+  private async askVerdicts(): Promise<void> {
+    const due = this.stock.dueForVerdict(clockNow());
+    if (!due.length) return;
+    const byCoordinator = new Map<string, string[]>();
+    for (const id of due) {
+      const name = coordinatorOfReservation(this.env, id);
+      // An id naming a coordinator that does not exist (shard count changed) has no one to ask: it ends.
+      if (!name) {
+        this.atomically(() => this.stock.applyVerdict(id, { kind: "end" }, clockNow()));
+        continue;
+      }
+      byCoordinator.set(name, [...(byCoordinator.get(name) ?? []), id]);
+    }
+    await Promise.all(
+      [...byCoordinator].map(async ([name, ids]) => {
+        try {
+          const verdicts = await this.env.STOCK.getByName(name).holdVerdicts(ids);
+          this.atomically(() => {
+            for (const id of ids) this.stock.applyVerdict(id, verdicts[id] ?? { kind: "end" }, clockNow());
+          });
+        } catch (err) {
+          // Never let a hold go without its coordinator's word: ask again shortly.
+          this.atomically(() => this.stock.postponeDue(ids, clockNow() + VERDICT_RETRY_MS));
+          console.warn(JSON.stringify({ level: "warn", message: "hold verdicts unavailable; retrying", coordinator: name, holds: ids.length, error: String(err) }));
+        }
+      }),
+    );
+  }
+
+  /** Commits still `committing` past their deadline: drive them to the end on every shard. */
+  private async reconcileCommits(): Promise<void> {
+    for (const id of this.headers.dueCommits(clockNow())) {
+      const h = this.headers.get(id);
+      if (h?.status === "committing") await this.driveCommit(h);
+      else this.atomically(() => this.headers.finishCommit(id, clockNow()));
+    }
   }
 
   /** Sends one batch; true when it sent a full batch and more may be waiting. Failures back off, never drop. */
@@ -640,9 +741,10 @@ export class StockShard extends DurableObject<Env> {
     const pending = this.ctx.storage.sql.exec<{ t: number | null }>("SELECT MIN(next_attempt_at) AS t FROM outbox").one().t;
     const ob = pending === null ? null : Math.max(pending, this.lastFlushAt + OUTBOX_FLUSH_GAP_MS);
     const oldestSend = this.escrow.oldestPending();
-    const sweep = oldestSend === null ? null : Math.max(oldestSend + SEND_SWEEP_MS, Date.now() + 200);
-    const frozen = this.ctx.storage.sql.exec("SELECT 1 FROM hot_frozen LIMIT 1").toArray().length ? Date.now() + FROZEN_RETRY_MS : null;
-    const candidates = [hold, ob, sweep, frozen].filter((t): t is number => t !== null);
+    const sweep = oldestSend === null ? null : Math.max(oldestSend + SEND_SWEEP_MS, clockNow() + 200);
+    const frozen = this.ctx.storage.sql.exec("SELECT 1 FROM hot_frozen LIMIT 1").toArray().length ? clockNow() + FROZEN_RETRY_MS : null;
+    const reconcile = this.headers.nextReconcile();
+    const candidates = [hold, ob, sweep, frozen, reconcile].filter((t): t is number => t !== null);
     const next = candidates.length ? Math.min(...candidates) : null;
     if (next === this.alarmAt) return;
     if (next === null) void this.ctx.storage.deleteAlarm();
@@ -670,7 +772,7 @@ export class StockShard extends DurableObject<Env> {
     if (toLoad.length) {
       const { found, baselines } = await loadCatalogSkus(this.env.DB, toLoad);
       const foundSet = new Set(found);
-      this.atomically(() => this.stock.adopt(found, baselines, Date.now()));
+      this.atomically(() => this.stock.adopt(found, baselines, clockNow()));
       for (const s of toLoad) {
         if (foundSet.has(s)) this.known.add(s);
         else {

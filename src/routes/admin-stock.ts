@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { requireAdmin } from "../lib/auth";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
+import { clearSoldOut } from "../stock/flash-gate";
 import { unknownLocations } from "../stock/locations";
 import { groupByShard, shardNameForSku, stockStub } from "../stock/routing";
 import type { AdjustmentOutcome } from "../stock/types";
@@ -180,6 +181,8 @@ adminStockApp
       throw new ApiError(err.status, err.slug, err.title, err.detail, { ...err.extensions, rows: res.rows }, { etag: etag(res.seq) });
     }
     if (!res.ok) throw ApiError.unprocessable(`Unknown SKU: ${sku}.`, { unknown_skus: res.skus });
+    // A restock mid-sale must sell at once: drop this colo's sold-out marker.
+    if (res.row.available > 0) await clearSoldOut([sku]);
     c.header("cache-control", "no-store");
     c.header("etag", etag(res.row.seq));
     return c.json({ ...res.row, oversold: res.oversold }, 200);
@@ -194,6 +197,7 @@ adminStockApp
     if (unknown.length) throw ApiError.unprocessable(`Unknown SKUs: ${unknown.join(", ")}; lines for other SKUs were applied.`, { unknown_skus: unknown });
     const byEvent = new Map<string, AdjustmentOutcome>();
     for (const a of answers) if (a.ok) for (const r of a.results) byEvent.set(r.event_id, r);
+    await clearSoldOut([...new Set(lines.filter((l) => l.delta > 0 && byEvent.get(l.event_id)?.status === "applied").map((l) => l.sku))]);
     c.header("cache-control", "no-store");
     return c.json({ results: lines.map((l) => byEvent.get(l.event_id)!) }, 200);
   })

@@ -114,7 +114,15 @@ const extendRouteDef = createRoute({
   summary: "Move the deadline of a live hold to now + ttl_seconds",
   security,
   request: { params: IdParams, body: { required: true, content: { "application/json": { schema: z.object({ ttl_seconds: Ttl }) } } } },
-  responses: { 200: json("Extended."), ...authErrors, 404: problem("No such reservation."), 409: problem("Not live (expired, committed or released).") },
+  description:
+    "Every stock shard moves its holds first; the reservation's deadline moves only once all of them confirmed. If one does not answer, the answer is 503 and the old deadline stays in force.",
+  responses: {
+    200: json("Extended."),
+    ...authErrors,
+    404: problem("No such reservation."),
+    409: problem("Not live (expired, committed or released)."),
+    503: problem("A stock shard did not answer; the old deadline stays in force."),
+  },
 });
 
 const commitRouteDef = createRoute({
@@ -124,7 +132,15 @@ const commitRouteDef = createRoute({
   summary: "Make the hold permanent (decrements on_hand); idempotent",
   security,
   request: { params: IdParams },
-  responses: { 200: json("Committed (also on repeats)."), ...authErrors, 404: problem("No such reservation."), 409: problem("Expired or released.") },
+  description:
+    "The coordinator commits every stock shard holding the reservation's lines. If a shard does not answer, the commit is still accepted (202, `status: committing`): it cannot be undone, the shard keeps the units held, and the coordinator completes it in the background (or on a repeat of this call). `reservation.committed` is emitted exactly once, when every shard has applied it.",
+  responses: {
+    200: json("Committed (also on repeats)."),
+    202: json("Accepted and `committing`: a shard did not answer yet; completed in the background."),
+    ...authErrors,
+    404: problem("No such reservation."),
+    409: problem("Expired or released."),
+  },
 });
 
 const deleteRouteDef = createRoute({
@@ -184,7 +200,12 @@ reservationsApp
   .openapi(commitRouteDef, async (c) => {
     const owner = requireStorefrontKeyId(c.get("principal"));
     c.header("cache-control", "no-store");
-    return c.json(await commitReservation(c.env, c.req.valid("param").id, owner), 200);
+    const { status, view } = await commitReservation(c.env, c.req.valid("param").id, owner);
+    if (status === 202) {
+      c.header("retry-after", "5");
+      return c.json(view, 202);
+    }
+    return c.json(view, 200);
   })
   .openapi(deleteRouteDef, async (c) => {
     const owner = requireStorefrontKeyId(c.get("principal"));

@@ -111,7 +111,7 @@ export function skuHoldLimitError(refusal: HoldLimit, now: number): ApiError {
 }
 
 type Coordinator = {
-  finishReservation(id: string, result: { status: "failed"; items: []; outcome: StoredOutcome }): Promise<void>;
+  finishReservation(id: string, result: { status: "failed"; items: []; outcome: StoredOutcome }): Promise<unknown>;
   abandonReservation(id: string): Promise<void>;
 };
 

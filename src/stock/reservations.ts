@@ -4,6 +4,7 @@
  * deadline inside its shard, so even a Worker that dies mid-saga leaves nothing held past the TTL.
  */
 import { marketOf } from "../lib/markets";
+import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { sha256Hex } from "../lib/crypto";
 import { priceCart } from "../pricing/unit-prices";
@@ -27,7 +28,7 @@ const IN_PROGRESS_WAIT_MS = 5_000;
 
 const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
 
-export function toView(h: ReservationHeader, now = Date.now()): ReservationView {
+export function toView(h: ReservationHeader, now = clockNow()): ReservationView {
   return {
     id: h.id,
     status: effectiveStatus(h, now),
@@ -38,6 +39,11 @@ export function toView(h: ReservationHeader, now = Date.now()): ReservationView 
     committed_at: iso(h.committed_at),
     released_at: iso(h.released_at),
   };
+}
+
+/** This saga ran past its lease and a retry of the same key took over: the retry's answer is the one that counts. */
+function superseded(): ApiError {
+  return new ApiError(409, "idempotency-in-progress", "Conflict", "A retry of this Idempotency-Key took over this request; repeat it to get the answer.", {}, { "Retry-After": "1" });
 }
 
 function problemFromOutcome(o: Extract<StoredOutcome, { problem: unknown }>): ApiError {
@@ -75,7 +81,7 @@ export type CreateInput = {
 };
 
 export async function createReservation(env: Env, input: CreateInput): Promise<{ status: 201; body: ReservationView; replayed: boolean }> {
-  const now = Date.now();
+  const now = clockNow();
   const skus = [...new Set(input.lines.map((l) => l.sku))];
   const [priced, locations] = await Promise.all([priceCart(env, skus, input.currency, now, marketOf(input.market), input.waitUntil), activeLocations(env)]);
   const { prices, unknown, inactive } = priced;
@@ -118,6 +124,7 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
   // A retry resumes the first request's reservation: its holder is the one the id was issued for.
   const holder = holderOfReservation(id) ?? input.holder;
   const expiresAt = begin.expiresAt;
+  const attempt = begin.attempt;
   const actor = `storefront:${input.keyId}`;
   const preferred = preferredLocations(locations, input.region);
   const perSkuCap = holdCaps(env, input.keyId).perSku;
@@ -129,7 +136,7 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
   const results = await Promise.all(
     groups.map(async ([name, lines]) => {
       try {
-        return { name, res: await holdOnShard(env, name, { reservationId: id, expiresAt, lines, preferredLocations: preferred, actor, holder, perSkuCap }) };
+        return { name, res: await holdOnShard(env, name, { reservationId: id, expiresAt, lines, preferredLocations: preferred, actor, holder, perSkuCap, attempt }) };
       } catch (err) {
         return { name, res: { ok: false as const, error: "unavailable" as const, detail: String(err) } };
       }
@@ -137,18 +144,19 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
   );
 
   if (results.some((r) => !r.res.ok)) {
-    // Compensation: release every shard we touched, including ones whose answer we never got.
-    await Promise.all(results.map((r) => (r.res.ok || r.res.error === "unavailable" ? stockStub(env, r.name).release(id, actor).catch(() => undefined) : undefined)));
+    // Compensation: release every shard we touched, including ones whose answer we never got. Fenced by the
+    // attempt: if a retry has taken this saga over meanwhile, its holds are left alone.
+    await Promise.all(results.map((r) => (r.res.ok || r.res.error === "unavailable" ? stockStub(env, r.name).release(id, actor, attempt).catch(() => undefined) : undefined)));
     const failures = results.map((r) => r.res).filter((r) => !r.ok);
     await afterFailedHolds(env, input.keyId, id, failures.flatMap((f) => (f.error === "insufficient" ? f.shortfalls : [])));
     if (failures.some((f) => f.error === "unavailable")) {
-      await coord.abandonReservation(id).catch(() => undefined);
+      await coord.abandonReservation(id, attempt).catch(() => undefined);
       throw ApiError.unavailable("A stock shard did not answer; nothing is held. Retry with the same Idempotency-Key.");
     }
     const overCap = failures.find((f): f is HoldLimit => f.error === "hold_limit");
     if (overCap) {
       // Like the total cap: not stored as the key's answer, so a retry once holds have lapsed can succeed.
-      await coord.abandonReservation(id).catch(() => undefined);
+      await coord.abandonReservation(id, attempt).catch(() => undefined);
       throw skuHoldLimitError(overCap, Date.now());
     }
     const unknownSkus = failures.flatMap((f) => (f.error === "unknown_skus" ? f.skus : []));
@@ -156,7 +164,7 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
     const outcome: StoredOutcome = unknownSkus.length
       ? { status: 422, problem: { slug: "unprocessable", title: "Unprocessable Content", detail: `Unknown SKUs: ${unknownSkus.join(", ")}.`, extensions: { unknown_skus: unknownSkus } } }
       : { status: 409, problem: { slug: "insufficient-stock", title: "Conflict", detail: "Not enough stock for some lines; nothing was reserved.", extensions: { shortfalls } } };
-    await coord.finishReservation(id, { status: "failed", items: [], outcome });
+    if (!(await coord.finishReservation(id, { status: "failed", items: [], outcome }, attempt))) throw superseded();
     throw problemFromOutcome(outcome);
   }
 
@@ -166,7 +174,7 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
     return { ...h, unit_price: p.unit_price!, currency: input.currency, regular_price: p.regular_price ?? p.unit_price!, promotion_id: p.promotion_id };
   });
   const body = toView({ id, owner: input.keyId, status: "held", items, currency: input.currency, expires_at: expiresAt, created_at: now, updated_at: now, committed_at: null, released_at: null }, now);
-  await coord.finishReservation(id, { status: "held", items, outcome: { status: 201, body } });
+  if (!(await coord.finishReservation(id, { status: "held", items, outcome: { status: 201, body } }, attempt))) throw superseded();
   return { status: 201, body, replayed: false };
 }
 
@@ -177,7 +185,7 @@ export async function getReservation(env: Env, id: string, owner: string): Promi
 }
 
 function refusal(h: ReservationHeader, action: string): ApiError {
-  const status = effectiveStatus(h, Date.now());
+  const status = effectiveStatus(h, clockNow());
   return new ApiError(409, `reservation-${status}`, "Conflict", `Cannot ${action} a reservation that is ${status}.`, { status });
 }
 
@@ -185,25 +193,19 @@ function byShard(env: Env, items: HeldItem[]) {
   return [...groupByShard(env, items, (i) => i.sku, (i) => i.shard)];
 }
 
-export async function commitReservation(env: Env, id: string, owner: string): Promise<ReservationView> {
+/**
+ * One call to the coordinator, which commits every shard object-to-object. 200 once every shard applied it;
+ * 202 `committing` when a shard did not answer: the commit is accepted and cannot be undone, the coordinator's
+ * alarm (or a retry of this call) completes it, and the shard keeps the hold meanwhile.
+ */
+export async function commitReservation(env: Env, id: string, owner: string): Promise<{ status: 200 | 202; view: ReservationView }> {
   const actor = `storefront:${owner}`;
-  const coord = coordinatorStub(env, id);
-  const begin = await coord.beginCommit(id, owner);
-  if (begin.kind === "not_found") throw ApiError.notFound(`Reservation ${id} does not exist.`);
-  if (begin.kind === "already") return toView(begin.header);
-  if (begin.kind === "refused") throw refusal(begin.header, "commit");
-  const items = begin.header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, shard }));
-  const results = await Promise.all(byShard(env, items).map(([name, lines]) => stockStub(env, name).commit(id, lines, actor)));
-  const shortfalls = results.flatMap((r) => (r.ok ? [] : r.shortfalls));
-  if (shortfalls.length) {
-    // Only reachable when a hold lapsed between the coordinator accepting the commit and the shard applying
-    // it, and the stock was taken meanwhile. The header stays `committing`; a retry resumes the commit.
-    throw new ApiError(409, "commit-incomplete", "Conflict", "Some lines could not be committed; retry the commit.", { shortfalls });
-  }
-  const header = await coord.finishCommit(id);
+  const out = await coordinatorStub(env, id).commitReservation(id, owner);
+  if (out.kind === "not_found") throw ApiError.notFound(`Reservation ${id} does not exist.`);
+  if (out.kind === "refused") throw refusal(out.header, "commit");
+  if (out.kind === "pending") return { status: 202, view: toView(out.header) };
   await endHolds(env, actor, id);
-  if (!header) throw ApiError.notFound(`Reservation ${id} does not exist.`);
-  return toView(header);
+  return { status: 200, view: toView(out.header) };
 }
 
 export async function releaseReservation(env: Env, id: string, owner: string): Promise<ReservationView> {
@@ -221,22 +223,19 @@ export async function releaseReservation(env: Env, id: string, owner: string): P
   return toView(change.header);
 }
 
+/**
+ * One call to the coordinator: every shard moves its holds, then the header's deadline moves. If a shard did not
+ * answer, the reservation keeps its old deadline (503, retry); a line that lapsed and is sold ends it (409).
+ */
 export async function extendReservation(env: Env, id: string, ttlSeconds: number, owner: string): Promise<ReservationView> {
-  const actor = `storefront:${owner}`;
-  const coord = coordinatorStub(env, id);
-  const change = await coord.extendReservation(id, ttlSeconds * 1000, owner);
+  const change = await coordinatorStub(env, id).extendReservation(id, ttlSeconds * 1000, owner);
   if (change.kind === "not_found") throw ApiError.notFound(`Reservation ${id} does not exist.`);
   if (change.kind === "refused") throw refusal(change.header, "extend");
-  const items = change.header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, shard }));
-  const groups = byShard(env, items);
-  const results = await Promise.all(groups.map(([name, lines]) => stockStub(env, name).extend(id, lines, change.header.expires_at, actor)));
-  const shortfalls = results.flatMap((r) => (r.ok ? [] : r.shortfalls));
-  if (shortfalls.length) {
-    // A line lapsed in the instant before the extend reached its shard and the stock is gone: end the whole
-    // reservation rather than leave a partial hold.
-    await coord.expireReservation(id);
-    await Promise.all(groups.map(([name]) => stockStub(env, name).release(id, actor).catch(() => undefined)));
-    throw new ApiError(409, "reservation-expired", "Conflict", "The hold lapsed before it could be extended.", { shortfalls });
+  if (change.kind === "unavailable") {
+    throw ApiError.unavailable(`A stock shard did not answer; the reservation still expires at ${new Date(change.header.expires_at).toISOString()}. Retry the extend.`);
+  }
+  if (change.kind === "lapsed") {
+    throw new ApiError(409, "reservation-expired", "Conflict", "The hold lapsed before it could be extended.", { shortfalls: change.shortfalls });
   }
   return toView(change.header);
 }

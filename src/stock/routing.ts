@@ -101,9 +101,12 @@ export function holderOfReservation(id: string): string | undefined {
   return /^rsv_\d{1,4}_([0-9a-f]{16})[0-9a-f]{16}$/.exec(id)?.[1];
 }
 
+/** The shape of the reservation ids this API issues (each names its coordinator). */
+export const COORDINATED_ID = /^rsv_(\d{1,4})_[0-9a-f]{32}$/;
+
 /** The coordinator shard name of a reservation id, or undefined for ids we never issued. */
 export function coordinatorOfReservation(env: Env, id: string): string | undefined {
-  const m = /^rsv_(\d{1,4})_[0-9a-f]{32}$/.exec(id);
+  const m = COORDINATED_ID.exec(id);
   if (!m) return undefined;
   const n = Number(m[1]);
   return n < shardCount(env) ? shardName(n) : undefined;

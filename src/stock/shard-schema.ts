@@ -133,6 +133,10 @@ CREATE TABLE IF NOT EXISTS reservation_sagas (
   next_reconcile_at INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reservation_sagas_reconcile_idx ON reservation_sagas (next_reconcile_at);
+CREATE TABLE IF NOT EXISTS hold_attempts (
+  reservation_id TEXT PRIMARY KEY,
+  attempt INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL

@@ -3,8 +3,10 @@
  * inside `transactionSync`, so each check-and-write is atomic and rolls back whole on a throw.
  */
 import { availabilityStatus } from "../lib/stock-status";
+import { COORDINATED_ID } from "./routing";
 import type {
   AdjustmentLine,
+  HoldVerdict,
   AdjustmentOutcome,
   HeldItem,
   HoldLimit,
@@ -185,6 +187,7 @@ export class StockStore {
     const live = this.sql
       .exec<RawHold>("SELECT * FROM holds WHERE reservation_id = ? AND state = 'held'", req.reservationId)
       .toArray();
+    this.claim(req.reservationId, req.attempt ?? 0);
     if (live.length) {
       // A retried saga (same reservation id): the hold is already in place; only its deadline moves.
       this.sql.exec("UPDATE holds SET expires_at = ? WHERE reservation_id = ? AND state = 'held'", req.expiresAt, req.reservationId);
@@ -273,7 +276,23 @@ export class StockStore {
     return { ok: true, items };
   }
 
-  release(reservationId: string, actor: string, now: number): number {
+  /** Records the newest saga attempt that placed (or reused) the holds of a reservation here. */
+  private claim(reservationId: string, attempt: number): void {
+    this.sql.exec(
+      "INSERT INTO hold_attempts (reservation_id, attempt) VALUES (?, ?) ON CONFLICT (reservation_id) DO UPDATE SET attempt = MAX(attempt, excluded.attempt)",
+      reservationId, attempt,
+    );
+  }
+
+  /**
+   * Releases the live holds of a reservation. With `attempt`, a compensating release of a saga attempt that a
+   * newer attempt has superseded is refused (returns -1): the newer attempt reported those holds as held.
+   */
+  release(reservationId: string, actor: string, now: number, attempt?: number): number {
+    if (attempt !== undefined) {
+      const owner = this.sql.exec<{ attempt: number }>("SELECT attempt FROM hold_attempts WHERE reservation_id = ?", reservationId).toArray()[0]?.attempt ?? 0;
+      if (owner > attempt) return -1;
+    }
     const live = this.sql.exec<RawHold>("SELECT * FROM holds WHERE reservation_id = ? AND state = 'held'", reservationId).toArray();
     for (const h of live) {
       this.apply(h.sku, h.location, 0, -h.quantity, "release", { reservation_id: reservationId, actor }, now);
@@ -285,36 +304,38 @@ export class StockStore {
   }
 
   /**
-   * Makes the decrement permanent. The coordinator has already accepted the commit before the deadline, so a
-   * hold still marked `held` is committed even if its deadline passed a moment ago. A hold that an expiry sweep
-   * got to first is re-taken from free stock if there is enough; otherwise the shortfall is reported.
+   * Makes the decrement permanent. The coordinator accepted the commit before the deadline, and shards never
+   * let a hold lapse without asking it (`verdict`), so a hold here is normally still `held`. A hold found
+   * lapsed anyway (a clock far off, a hand-made call) is still committed: the shopper has the promise. If
+   * that takes the count below what is held, the shortfall is reported as oversold, never hidden.
    */
-  commit(reservationId: string, items: HeldItem[], actor: string, now: number): { ok: true } | { ok: false; shortfalls: Shortfall[] } {
+  commit(reservationId: string, items: HeldItem[], actor: string, now: number): { ok: true; oversold: number } {
     const holds = this.holdsOf(reservationId);
-    const late: HeldItem[] = [];
-    for (const it of items) {
-      const h = holds.get(`${it.sku}\u0000${it.location}`);
-      if (!h || (h.state !== "held" && h.state !== "committed")) late.push(it);
-    }
-    const shortfalls = this.shortfallsFor(late);
-    if (shortfalls.length) return { ok: false, shortfalls };
     const meta = { reservation_id: reservationId, actor };
+    let oversold = 0;
     for (const it of items) {
       const h = holds.get(`${it.sku}\u0000${it.location}`);
       if (h?.state === "committed") continue;
       if (h?.state === "held") this.apply(it.sku, it.location, -h.quantity, -h.quantity, "commit", meta, now);
-      else this.apply(it.sku, it.location, -it.quantity, 0, "commit", { ...meta, reason: "late_commit" }, now);
+      else {
+        this.ensureRow(it.sku, it.location, now);
+        this.apply(it.sku, it.location, -it.quantity, 0, "commit", { ...meta, reason: "late_commit" }, now);
+        oversold += this.reportOversold(it.sku, it.location, "late_commit", meta, now);
+      }
       this.upsertHold(reservationId, it, now, "committed", now);
     }
     this.forgetOwner(reservationId);
     this.expireDue(now);
-    return { ok: true };
+    return { ok: true, oversold };
   }
 
   /** Moves the deadline of every line; a line already expired is re-held if stock allows, else nothing changes. */
   extend(reservationId: string, items: HeldItem[], expiresAt: number, actor: string, now: number): { ok: true } | { ok: false; shortfalls: Shortfall[] } {
     const holds = this.holdsOf(reservationId);
-    const lapsed = items.filter((it) => holds.get(`${it.sku}\u0000${it.location}`)?.state !== "held");
+    const state = (it: HeldItem) => holds.get(`${it.sku}\u0000${it.location}`)?.state;
+    // Released or committed lines are over: an extend never brings them back.
+    if (items.some((it) => state(it) === "released" || state(it) === "committed")) return { ok: false, shortfalls: [] };
+    const lapsed = items.filter((it) => state(it) !== "held");
     const shortfalls = this.shortfallsFor(lapsed);
     if (shortfalls.length) return { ok: false, shortfalls };
     for (const it of lapsed) {
@@ -326,16 +347,51 @@ export class StockStore {
   }
 
   /** Releases every hold whose deadline has passed. Runs from the alarm and lazily before each operation. */
+  /**
+   * Releases every due hold that needs nobody's say: holds of reservations without a coordinator (ids this API
+   * never issued). A reservation's hold at its deadline waits for its coordinator's verdict (see `dueForVerdict`),
+   * because the coordinator may have accepted a commit or an extend that this shard has not heard of yet.
+   */
   expireDue(now: number): number {
     const due = this.sql
       .exec<RawHold>("SELECT * FROM holds WHERE state = 'held' AND expires_at <= ? ORDER BY expires_at LIMIT 500", now)
-      .toArray();
-    for (const h of due) {
-      this.apply(h.sku, h.location, 0, -h.quantity, "expire", { reservation_id: h.reservation_id, actor: "system" }, now);
-      this.sql.exec("UPDATE holds SET state = 'expired' WHERE reservation_id = ? AND sku = ? AND location = ?", h.reservation_id, h.sku, h.location);
-      this.forgetOwner(h.reservation_id);
-    }
+      .toArray()
+      .filter((h) => !COORDINATED_ID.test(h.reservation_id));
+    for (const h of due) this.expireHold(h, now);
     return due.length;
+  }
+
+  private expireHold(h: RawHold, now: number): void {
+    this.apply(h.sku, h.location, 0, -h.quantity, "expire", { reservation_id: h.reservation_id, actor: "system" }, now);
+    this.sql.exec("UPDATE holds SET state = 'expired' WHERE reservation_id = ? AND sku = ? AND location = ?", h.reservation_id, h.sku, h.location);
+    this.forgetOwner(h.reservation_id);
+  }
+
+  /** Reservation ids whose holds here reached their deadline and need their coordinator's verdict. */
+  dueForVerdict(now: number): string[] {
+    return this.sql
+      .exec<{ reservation_id: string }>("SELECT DISTINCT reservation_id FROM holds WHERE state = 'held' AND expires_at <= ? ORDER BY expires_at LIMIT 200", now)
+      .toArray()
+      .map((r) => r.reservation_id)
+      .filter((id) => COORDINATED_ID.test(id));
+  }
+
+  /** Applies the coordinator's verdict on the due holds of one reservation. */
+  applyVerdict(reservationId: string, verdict: HoldVerdict, now: number): void {
+    const live = this.sql.exec<RawHold>("SELECT * FROM holds WHERE reservation_id = ? AND state = 'held'", reservationId).toArray();
+    if (!live.length) return;
+    if (verdict.kind === "commit") {
+      this.commit(reservationId, live.map((h) => ({ sku: h.sku, quantity: h.quantity, location: h.location })), "system", now);
+    } else if (verdict.kind === "keep" && verdict.until > now) {
+      this.sql.exec("UPDATE holds SET expires_at = ? WHERE reservation_id = ? AND state = 'held'", verdict.until, reservationId);
+    } else {
+      for (const h of live) if (h.expires_at <= now || verdict.kind === "end") this.expireHold(h, now);
+    }
+  }
+
+  /** Due holds whose verdict could not be had (coordinator unreachable) are asked again after this delay. */
+  postponeDue(reservationIds: string[], until: number): void {
+    for (const id of reservationIds) this.sql.exec("UPDATE holds SET expires_at = MAX(expires_at, ?) WHERE reservation_id = ? AND state = 'held'", until, id);
   }
 
   nextExpiry(): number | null {
@@ -419,6 +475,8 @@ export class StockStore {
    * written to the ledger (kind `oversold`, zero deltas) and queued as a `stock.oversold` event. Returns N.
    */
   reportOversold(sku: string, location: string, cause: string, meta: Meta, now: number): number {
+    // A sub-shard's slice says nothing about the SKU's physical count: its home reports shortfalls.
+    if (this.isSub(sku)) return 0;
     const row = this.rowAt(sku, location);
     const units = Math.max(0, row.reserved - row.on_hand);
     if (units === 0) return 0;

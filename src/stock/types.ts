@@ -31,6 +31,8 @@ export type HoldRequest = {
   holder?: string;
   /** Most units of one SKU the holder may hold at once in this object. */
   perSkuCap?: number;
+  /** The saga attempt placing the hold: a release from an older attempt leaves a newer attempt's hold alone. */
+  attempt?: number;
 };
 
 export type UnknownSkus = { ok: false; error: "unknown_skus"; skus: string[] };
@@ -123,7 +125,7 @@ export type StoredOutcome =
   | { status: 409 | 422; problem: { slug: string; title: string; detail: string; extensions: { shortfalls?: Shortfall[]; unknown_skus?: string[] } } };
 
 export type BeginReservation =
-  | { kind: "started"; id: string; expiresAt: number }
+  | { kind: "started"; id: string; expiresAt: number; attempt: number }
   | { kind: "replay"; outcome: StoredOutcome }
   | { kind: "in_progress" }
   | { kind: "mismatch" };
@@ -133,6 +135,23 @@ export type BeginCommit =
   | { kind: "already"; header: ReservationHeader }
   | { kind: "refused"; header: ReservationHeader }
   | { kind: "not_found" };
+
+/** The coordinator's answer to a shard whose hold of a reservation reached its deadline. */
+export type HoldVerdict = { kind: "commit" } | { kind: "keep"; until: number } | { kind: "end" };
+
+/** `already`: committed (now or before); `pending`: accepted, some shard did not answer yet (completed later). */
+export type CommitOutcome =
+  | { kind: "already"; header: ReservationHeader }
+  | { kind: "pending"; header: ReservationHeader }
+  | { kind: "refused"; header: ReservationHeader }
+  | { kind: "not_found" };
+
+export type ExtendOutcome =
+  | { kind: "ok"; header: ReservationHeader }
+  | { kind: "refused"; header: ReservationHeader }
+  | { kind: "not_found" }
+  | { kind: "unavailable"; header: ReservationHeader }
+  | { kind: "lapsed"; shortfalls: Shortfall[]; header: ReservationHeader };
 
 export type HeaderChange = { kind: "ok"; header: ReservationHeader } | { kind: "refused"; header: ReservationHeader } | { kind: "not_found" };
 
