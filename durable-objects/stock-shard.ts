@@ -8,7 +8,7 @@ import { now as clockNow } from "../src/lib/clock";
 import { EscrowStore, SEND_SWEEP_MS, type EscrowItem, type SendRow } from "../src/stock/escrow-store";
 import { splitItems } from "../src/stock/split";
 import { coordinatorOfReservation, groupByShard, hotSubShardName, shardNameForSku } from "../src/stock/routing";
-import type { Meta } from "../src/stock/shard-store";
+import type { Meta, PendingSend } from "../src/stock/shard-store";
 import type {
   AdjustmentLine,
   AdjustmentOutcome,
@@ -145,10 +145,19 @@ export class StockShard extends DurableObject<Env> {
     return { ok: true, results };
   }
 
-  async ledger(sku: string, after: number, limit: number): Promise<{ ok: true; items: LedgerEntry[] } | UnknownSkus> {
-    const unknown = await this.adopt([sku]);
-    if (unknown) return unknown;
+  /** With `adopt: false` (a sub-shard's part of a merged ledger) an unknown SKU is simply an empty ledger. */
+  async ledger(sku: string, after: number, limit: number, adopt = true): Promise<{ ok: true; items: LedgerEntry[] } | UnknownSkus> {
+    if (adopt) {
+      const unknown = await this.adopt([sku]);
+      if (unknown) return unknown;
+    }
     return { ok: true, items: this.stock.ledger(sku, after, limit) };
+  }
+
+  /** Home shard: the objects whose ledgers together make the SKU's ledger (this one, then every sub-shard ever used). */
+  async ledgerShards(sku: string): Promise<string[]> {
+    const h = this.stock.hotState(sku);
+    return [shardNameForSku(this.env, sku), ...Array.from({ length: h?.max_sub_shards ?? 0 }, (_, i) => hotSubShardName(sku, i))];
   }
 
   // --- hot-SKU escrow (src/stock/escrow-store.ts, src/stock/hot.ts) --------------------------------------------
@@ -207,6 +216,7 @@ export class StockShard extends DurableObject<Env> {
         this.atomically(() => {
           this.ctx.storage.sql.exec("UPDATE hot_home SET state = 'cold', updated_at = ? WHERE sku = ?", clockNow(), sku);
           this.ctx.storage.sql.exec("DELETE FROM hot_parts WHERE sku = ?", sku);
+          this.ctx.storage.sql.exec("DELETE FROM hot_transit WHERE sku = ?", sku);
         });
       }
       return { ok: true as const, done, in_transit: inTransit };
@@ -271,15 +281,23 @@ export class StockShard extends DurableObject<Env> {
   }
 
   /** A sub-shard's own counts of `sku` (pending sends included) with its per-SKU seq, for the home's sums. */
-  async escrowCounts(sku: string): Promise<{ ok: true; rows: { location: string; on_hand: number; reserved: number }[]; seq: number }> {
+  async escrowCounts(sku: string): Promise<{ ok: true; rows: { location: string; on_hand: number; reserved: number }[]; pending: PendingSend[]; seq: number }> {
     this.atomically(() => this.stock.expireDue(clockNow()));
-    return { ok: true, rows: this.stock.localRows(sku), seq: this.stock.seqOf(sku) };
+    return { ok: true, rows: this.stock.localRows(sku), pending: this.stock.pendingSends(sku), seq: this.stock.seqOf(sku) };
+  }
+
+  /** The transfer ids among `ids` that this object has applied. */
+  async escrowReceived(ids: string[]): Promise<string[]> {
+    return this.stock.received(ids);
   }
 
   /** Home shard: a sub-shard's counts changed; store them and publish the new sums. */
-  async escrowReport(sku: string, shard: string, rows: { location: string; on_hand: number; reserved: number }[], seq: number): Promise<void> {
+  async escrowReport(sku: string, shard: string, rows: { location: string; on_hand: number; reserved: number }[], seq: number, pending: PendingSend[] = []): Promise<void> {
     const changed = this.atomically(() => {
-      const stored = this.stock.isSplit(sku) && this.stock.upsertPart(sku, shard, rows, seq);
+      if (!this.stock.isSplit(sku)) return false;
+      const stored = this.stock.upsertPart(sku, shard, rows, seq);
+      // Units on their way home that already arrived here are not counted twice.
+      if (stored) this.stock.setTransit(sku, shard, pending.filter((p) => !this.stock.received([p.id]).length));
       if (stored) this.stock.publishAll(sku, clockNow());
       return stored;
     });
@@ -330,17 +348,35 @@ export class StockShard extends DurableObject<Env> {
     }
   }
 
-  /** Home shard: asks every sub-shard for its counts and publishes the sums if they changed. */
+  /**
+   * Home shard: asks every sub-shard for its counts and publishes the sums if they changed. Units in transit
+   * count at their giver unless their receiver already applied them (an answer lost on the way back).
+   */
   private async refreshParts(sku: string): Promise<void> {
     const h = this.stock.hotState(sku);
     if (!h) return;
+    const home = shardNameForSku(this.env, sku);
     const names = Array.from({ length: h.max_sub_shards }, (_, i) => hotSubShardName(sku, i));
     const answers = await Promise.all(names.map((n) => this.env.STOCK.getByName(n).escrowCounts(sku).catch(() => undefined)));
+    const transit = new Map<string, PendingSend[]>([[home, this.stock.pendingSends(sku)]]);
+    answers.forEach((a, i) => {
+      if (a) transit.set(names[i]!, a.pending);
+    });
+    const byTarget = new Map<string, string[]>();
+    for (const sends of transit.values()) for (const t of sends) byTarget.set(t.target, [...(byTarget.get(t.target) ?? []), t.id]);
+    const arrived = new Set<string>();
+    await Promise.all(
+      [...byTarget].map(async ([target, ids]) => {
+        const got = target === home ? this.stock.received(ids) : await this.env.STOCK.getByName(target).escrowReceived(ids).catch(() => [] as string[]);
+        for (const id of got) arrived.add(id);
+      }),
+    );
     this.atomically(() => {
       let changed = false;
       answers.forEach((a, i) => {
         if (a) changed = this.stock.upsertPart(sku, names[i]!, a.rows, a.seq) || changed;
       });
+      for (const [shard, sends] of transit) changed = this.stock.setTransit(sku, shard, sends.filter((t) => !arrived.has(t.id))) || changed;
       if (changed) this.stock.publishAll(sku, clockNow());
     });
   }
@@ -728,7 +764,7 @@ export class StockShard extends DurableObject<Env> {
     const me = this.ctx.storage.sql.exec<{ shard: string; home: string }>("SELECT shard, home FROM escrow_sub WHERE sku = ?", body.sku).toArray()[0];
     if (!me) return true;
     try {
-      await this.env.STOCK.getByName(me.home).escrowReport(body.sku, me.shard, this.stock.localRows(body.sku), this.stock.seqOf(body.sku));
+      await this.env.STOCK.getByName(me.home).escrowReport(body.sku, me.shard, this.stock.localRows(body.sku), this.stock.seqOf(body.sku), this.stock.pendingSends(body.sku));
       return true;
     } catch {
       return false;
@@ -748,7 +784,7 @@ export class StockShard extends DurableObject<Env> {
     const next = candidates.length ? Math.min(...candidates) : null;
     if (next === this.alarmAt) return;
     if (next === null) void this.ctx.storage.deleteAlarm();
-    else void this.ctx.storage.setAlarm(next);
+    else void this.ctx.storage.setAlarm(Math.max(next, 1));
     this.alarmAt = next;
   }
 

@@ -3,10 +3,12 @@
  * and the hold check on every way a location is chosen. Each case is met the way an operator or shopper meets it:
  * through the HTTP routes.
  */
-import { env, runInDurableObject } from "cloudflare:test";
-import { beforeAll, describe, expect, it, vi } from "vitest";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { setClock } from "../src/lib/clock";
+import { setStockFault } from "../src/lib/fault-injection";
 import type { HotStatus } from "../src/stock/hot";
-import { hotSubShardName, shardNameForSku } from "../src/stock/routing";
+import { coordinatorForScope, coordinatorOfReservation, hotSubShardName, newReservationId, shardName, shardNameForSku } from "../src/stock/routing";
 import { seedApiKeys } from "./helpers/api-keys";
 import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
 import { makeSkus } from "./helpers/stock-fixtures";
@@ -252,5 +254,216 @@ describe("the hold check on every way a location is chosen", () => {
     expect(over.shortfalls).toEqual([{ sku, requested: 4, available: 3 }]);
     const exact = await (await reserve([{ sku: sku!, quantity: 3 }])).json<Reservation>();
     expect(exact.items[0]!.location).toBe(EAST);
+  });
+});
+
+/** Two SKUs on different home shards, 5 units each: a reservation of both spans two shards. */
+async function twoShardSkus(): Promise<[string, string]> {
+  let a = "";
+  let b = "";
+  while (!a || shardNameForSku(env, a) === shardNameForSku(env, b)) [a, b] = (await makeSkus([5, 5])) as [string, string];
+  return [a, b];
+}
+
+async function coordinatorSql<T>(id: string, query: string, ...args: unknown[]): Promise<T[]> {
+  return runInDurableObject(env.STOCK.getByName(coordinatorOfReservation(env, id)!), (_, state) => state.storage.sql.exec(query, ...args).toArray() as T[]);
+}
+
+async function heldOn(sku: string): Promise<{ state: string; quantity: number }[]> {
+  return runInDurableObject(env.STOCK.getByName(shardNameForSku(env, sku)), (_, state) =>
+    state.storage.sql.exec<{ state: string; quantity: number }>("SELECT state, quantity FROM holds WHERE sku = ?", sku).toArray(),
+  );
+}
+
+describe("reservations that cannot get stuck", () => {
+  afterEach(() => setStockFault(null));
+
+  it.each([
+    ["before applying", "before"],
+    ["after applying, its answer lost", "after"],
+  ] as const)("a commit that reaches one shard and fails on the other (%s) is accepted, keeps the hold, and rolls forward", async (_, when) => {
+    const [a, b] = await twoShardSkus();
+    const r = await (await reserve([{ sku: a, quantity: 2 }, { sku: b, quantity: 3 }], {})).json<Reservation>();
+    const broken = shardNameForSku(env, b);
+    let failures = 0;
+    setStockFault(({ shard, method }) => (shard === broken && method === "commit" && failures++ < 1 ? when : undefined));
+
+    const commit = await json("POST", `/v1/reservations/${r.id}/commit`, {}, storefront());
+    expect(commit.status).toBe(202);
+    expect((await commit.json<Reservation>()).status).toBe("committing");
+    // The reservation cannot be released now: the commit was accepted.
+    await expectProblem(await call(`/v1/reservations/${r.id}`, { method: "DELETE", headers: storefront() }), 409);
+    expect(await coordinatorSql(r.id, "SELECT 1 FROM outbox WHERE dedupe_key = ?", `reservation:${r.id}`)).toEqual([]);
+    // B's hold reaches its deadline while the header says committing: B asks the coordinator and keeps it (commits it).
+    await runInDurableObject(env.STOCK.getByName(broken), (_, state) => state.storage.sql.exec("UPDATE holds SET expires_at = 0 WHERE reservation_id = ?", r.id));
+    await runDurableObjectAlarm(env.STOCK.getByName(broken));
+    expect((await heldOn(b)).map((h) => h.state)).not.toContain("expired");
+    expect(await availability(b)).toMatchObject({ on_hand: 2, reserved: 0, available: 2 });
+
+    // The coordinator's reconciler completes the commit without anyone retrying it.
+    await coordinatorSql(r.id, "UPDATE reservation_sagas SET next_reconcile_at = 0 WHERE id = ?", r.id);
+    await runDurableObjectAlarm(env.STOCK.getByName(coordinatorOfReservation(env, r.id)!));
+    expect((await (await call(`/v1/reservations/${r.id}`, { headers: storefront() })).json<Reservation>()).status).toBe("committed");
+    expect(await availability(a)).toMatchObject({ on_hand: 3, reserved: 0 });
+    expect(await availability(b)).toMatchObject({ on_hand: 2, reserved: 0 });
+    expect(await coordinatorSql(r.id, "SELECT next_reconcile_at FROM reservation_sagas WHERE id = ?", r.id)).toEqual([{ next_reconcile_at: null }]);
+    // reservation.committed was emitted once: counted once downstream, and a repeat commit emits nothing more.
+    await vi.waitFor(async () => expect(await env.DB.prepare("SELECT COUNT(*) AS n FROM counted_orders WHERE reservation_id = ?").bind(r.id).first()).toEqual({ n: 1 }), {
+      timeout: 10_000,
+      interval: 200,
+    });
+    expect((await json("POST", `/v1/reservations/${r.id}/commit`, {}, storefront())).status).toBe(200);
+    expect(await coordinatorSql(r.id, "SELECT 1 FROM outbox WHERE dedupe_key = ?", `reservation:${r.id}`)).toEqual([]);
+    for (const sku of [a, b]) {
+      const commits = (await (await call(`/admin/stock/${sku}/ledger`, { headers: admin() })).json<{ items: LedgerRow[] }>()).items.filter((l) => l.kind === "commit");
+      expect(commits.length).toBe(1);
+    }
+  });
+
+  it("a retry of a commit that did not reach every shard completes it (200)", async () => {
+    const [a, b] = await twoShardSkus();
+    const r = await (await reserve([{ sku: a, quantity: 1 }, { sku: b, quantity: 1 }])).json<Reservation>();
+    const broken = shardNameForSku(env, a);
+    let failures = 0;
+    setStockFault(({ shard, method }) => (shard === broken && method === "commit" && failures++ < 1 ? "before" : undefined));
+    expect((await json("POST", `/v1/reservations/${r.id}/commit`, {}, storefront())).status).toBe(202);
+    const retry = await json("POST", `/v1/reservations/${r.id}/commit`, {}, storefront());
+    expect(retry.status).toBe(200);
+    expect((await retry.json<Reservation>()).status).toBe("committed");
+    expect(await availability(a)).toMatchObject({ on_hand: 4, reserved: 0 });
+  });
+
+  it("an extend that a shard does not confirm leaves the old deadline in force, everywhere", async () => {
+    const [a, b] = await twoShardSkus();
+    const r = await (await json("POST", "/v1/reservations", { items: [{ sku: a, quantity: 1 }, { sku: b, quantity: 1 }], ttl_seconds: 60 }, storefront({ "idempotency-key": uid("ext") }))).json<Reservation & { expires_at: string }>();
+    setStockFault(({ shard, method }) => (shard === shardNameForSku(env, b) && method === "extend" ? "before" : undefined));
+    await expectProblem(await json("POST", `/v1/reservations/${r.id}/extend`, { ttl_seconds: 3600 }, storefront()), 503);
+    setStockFault(null);
+    const after = await (await call(`/v1/reservations/${r.id}`, { headers: storefront() })).json<{ expires_at: string; status: string }>();
+    expect(after.expires_at).toBe(r.expires_at);
+    // At the old deadline the reservation ends, and A's extended hold goes with it (A asks the coordinator).
+    const deadline = Date.parse(r.expires_at);
+    setClock(deadline + 1);
+    try {
+      expect((await (await call(`/v1/reservations/${r.id}`, { headers: storefront() })).json<{ status: string }>()).status).toBe("expired");
+      await runInDurableObject(env.STOCK.getByName(shardNameForSku(env, a)), (_, state) => state.storage.sql.exec("UPDATE holds SET expires_at = ? WHERE reservation_id = ?", deadline, r.id));
+      for (const sku of [a, b]) await runDurableObjectAlarm(env.STOCK.getByName(shardNameForSku(env, sku)));
+      for (const sku of [a, b]) expect((await heldOn(sku)).map((h) => h.state)).toEqual(["expired"]);
+    } finally {
+      setClock(null);
+    }
+    // A confirmed extend moves the header.
+    const r2 = await (await reserve([{ sku: a, quantity: 1 }, { sku: b, quantity: 1 }])).json<Reservation & { expires_at: string }>();
+    const ok = await json("POST", `/v1/reservations/${r2.id}/extend`, { ttl_seconds: 3600 }, storefront());
+    expect(ok.status).toBe(200);
+    expect(Date.parse((await ok.json<{ expires_at: string }>()).expires_at)).toBeGreaterThan(Date.parse(r2.expires_at));
+  });
+
+  it("a saga attempt that a retry took over cannot release the retry's holds", async () => {
+    const [sku] = await makeSkus([4]);
+    const scope = `key-dev-storefront\u0000${uid("fence")}`;
+    const n = coordinatorForScope(env, scope);
+    const coord = env.STOCK.getByName(shardName(n));
+    const req = { scopeKey: scope, owner: "key-dev-storefront", bodyHash: "h", candidateId: newReservationId(n), currency: "USD", ttlMs: 60_000 };
+    const first = await coord.beginReservation(req);
+    if (first.kind !== "started") throw new Error("expected a saga");
+    const shard = env.STOCK.getByName(shardNameForSku(env, sku!));
+    const hold = { reservationId: first.id, expiresAt: first.expiresAt, lines: [{ sku: sku!, quantity: 3 }], preferredLocations: [], actor: "test" };
+    expect((await shard.hold({ ...hold, attempt: first.attempt })).ok).toBe(true);
+    // The first saga stalls past its lease; a retry of the same key takes over and finds the hold in place.
+    await runInDurableObject(coord, (_, state) => state.storage.sql.exec("UPDATE reservations SET lease_until = 0 WHERE id = ?", first.id));
+    const second = await coord.beginReservation(req);
+    if (second.kind !== "started") throw new Error("expected the retry to take over");
+    expect(second.attempt).toBe(first.attempt + 1);
+    expect((await shard.hold({ ...hold, attempt: second.attempt })).ok).toBe(true);
+    // The first saga wakes up and compensates: fenced, nothing is released, and it cannot finish the header.
+    expect((await shard.release(first.id, "test", first.attempt)).released).toBe(-1);
+    expect(await coord.finishReservation(first.id, { status: "failed", items: [], outcome: { status: 409, problem: { slug: "x", title: "x", detail: "x", extensions: {} } } }, first.attempt)).toBe(false);
+    expect(await availability(sku!)).toMatchObject({ reserved: 3, available: 1 });
+    expect((await shard.release(first.id, "test", second.attempt)).released).toBe(1);
+  });
+});
+
+describe("transfers between sub-shards", () => {
+  afterEach(() => setStockFault(null));
+
+  it("a borrow whose delivery fails stays in transit at the giver, un-marking refuses to finish, and the sweeper settles it", async () => {
+    const [sku] = await makeSkus([8]);
+    await markHot(sku!, 2); // quotas 4 + 4
+    // Every delivery into sub-shard 0 fails once: a borrow by sub-shard 0 leaves its units in transit.
+    const target = hotSubShardName(sku!, 0);
+    let failures = 0;
+    setStockFault(({ shard, method }) => (shard === target && method === "escrowGive" && failures++ < 1 ? "before" : undefined));
+    // Find a key whose reservation lands on sub-shard 0 and asks for more than its quota.
+    let r: Response | undefined;
+    for (let i = 0; i < 40 && !r; i++) {
+      const res = await reserve([{ sku: sku!, quantity: 6 }]);
+      const body = await res.clone().json<{ items?: { shard?: string }[] }>();
+      if (res.status === 201 && body.items?.[0]?.shard === hotSubShardName(sku!, 1)) {
+        await call(`/v1/reservations/${(body as unknown as Reservation).id}`, { method: "DELETE", headers: storefront() });
+        continue;
+      }
+      r = res;
+    }
+    expect(r!.status).toBe(409); // the borrowed units did not arrive in time: no hold, nothing lost
+    setStockFault(null);
+    let s = await hot(sku!);
+    expect(s.in_transit).toBeGreaterThan(0);
+    expect(s.in_transit + s.totals.on_hand).toBe(8);
+    // Every reader still counts the units (at the giver) while they travel.
+    expect(await availability(sku!)).toMatchObject({ on_hand: 8, reserved: 0 });
+    // The giver's alarm re-delivers once the send is older than the sweep deadline.
+    const giver = env.STOCK.getByName(hotSubShardName(sku!, 1));
+    await runInDurableObject(giver, (_, state) => state.storage.sql.exec("UPDATE escrow_sends SET created_at = 0 WHERE state = 'pending'"));
+    await runDurableObjectAlarm(giver);
+    s = await hot(sku!);
+    expect(s.in_transit).toBe(0);
+    expect(s.totals).toMatchObject({ on_hand: 8, reserved: 0 });
+    const ledger = await (await call(`/admin/stock/${sku}/ledger?limit=1000`, { headers: admin() })).json<{ items: LedgerRow[] }>();
+    expect(new Set(ledger.items.map((l) => l.shard))).toEqual(new Set([shardNameForSku(env, sku!), hotSubShardName(sku!, 0), hotSubShardName(sku!, 1)]));
+    expect(ledger.items.reduce((n, l) => n + l.delta_on_hand, 0)).toBe(8);
+    expect((await storm(sku!, 10)).length).toBe(8);
+  });
+
+  it("un-marking while a transfer is in transit keeps the SKU folding until it lands", async () => {
+    const [sku] = await makeSkus([6]);
+    await markHot(sku!, 2);
+    const home = shardNameForSku(env, sku!);
+    setStockFault(({ shard, method, args }) => (shard === home && method === "escrowGive" && (args[1] as { id: string }[])[0]!.id.startsWith("fold:") ? "before" : undefined));
+    const first = await (await call(`/admin/stock/${sku}/hot`, { method: "DELETE", headers: admin() })).json<HotStatus>();
+    expect(first.state).toBe("folding");
+    expect(first.in_transit).toBeGreaterThan(0);
+    expect(await availability(sku!)).toMatchObject({ on_hand: 6, reserved: 0, available: 6 });
+    setStockFault(null);
+    const done = await (await call(`/admin/stock/${sku}/hot`, { method: "DELETE", headers: admin() })).json<HotStatus>();
+    expect(done.state).toBeNull();
+    expect(done.in_transit).toBe(0);
+    expect(done.home).toMatchObject({ on_hand: 6 });
+  });
+});
+
+describe("the merged ledger of a hot SKU", () => {
+  it("names the object of each row, pages without gaps, and replays to the live totals", async () => {
+    const [sku] = await makeSkus([{ [EAST]: 12, "loc-eu-central": 4 }]);
+    await markHot(sku!, 3);
+    const sold = await storm(sku!, 5, EAST);
+    await json("POST", `/v1/reservations/${sold[0]!.id}/commit`, {}, storefront());
+    await adjust([{ sku: sku!, location: EAST, delta: -3, event_id: uid("ev") }]);
+    const rows: LedgerRow[] = [];
+    let cursor: string | null = "";
+    while (cursor !== null) {
+      const page: { items: LedgerRow[]; next_cursor: string | null } = await (await call(`/admin/stock/${sku}/ledger?limit=4${cursor ? `&cursor=${cursor}` : ""}`, { headers: admin() })).json();
+      rows.push(...page.items);
+      cursor = page.next_cursor;
+    }
+    const all = (await (await call(`/admin/stock/${sku}/ledger?limit=1000`, { headers: admin() })).json<{ items: (LedgerRow & { id: number })[] }>()).items;
+    expect(rows.length).toBe(all.length);
+    expect(all.every((l) => typeof l.shard === "string")).toBe(true);
+    const live = await availability(sku!);
+    for (const loc of live.locations!) {
+      const mine = all.filter((l) => l.location === loc.location);
+      expect([mine.reduce((n, l) => n + l.delta_on_hand, 0), mine.reduce((n, l) => n + l.delta_reserved, 0)]).toEqual([loc.on_hand, loc.reserved]);
+    }
+    expect(live).toMatchObject({ on_hand: 12, reserved: 4 });
   });
 });

@@ -1,4 +1,5 @@
 import { breakerFor, breakersOf, existingBreaker, type CircuitBreaker } from "./resilience";
+import { stockFault } from "./fault-injection";
 
 /**
  * Wraps the bindings of `env` so that every await on them is bounded by a timeout and goes through a
@@ -79,18 +80,21 @@ function guardMethods<T extends object>(binding: T, methods: readonly string[], 
 
 const STUB_PLAIN_PROPS = new Set<string | symbol>(["id", "name"]);
 
-function guardStub<T extends object>(stub: T, breaker: CircuitBreaker): T {
+function guardStub<T extends object>(stub: T, breaker: CircuitBreaker, name: string): T {
   return new Proxy(stub, {
     get(target, prop) {
       // A stub must never look like a promise, or `await stub` would call `then` over RPC.
       if (prop === "then") return undefined;
       if (typeof prop === "symbol" || STUB_PLAIN_PROPS.has(prop)) return bindAll(target, prop);
       return (...args: unknown[]) =>
-        breaker.run(
+        breaker.run(async () => {
+          const fault = stockFault(name, prop, args);
+          if (fault === "before") throw new Error(`stock shard ${name} ${prop}: failed before applying (injected)`);
           // Reflect.apply, not `.apply`: on an RPC stub, `method.apply` is itself a remote property lookup.
-          () => Promise.resolve(Reflect.apply(Reflect.get(target, prop) as (...a: unknown[]) => unknown, target, args)),
-          BINDING_TIMEOUTS.stock,
-        );
+          const out: unknown = await Reflect.apply(Reflect.get(target, prop) as (...a: unknown[]) => unknown, target, args);
+          if (fault === "after") throw new Error(`stock shard ${name} ${prop}: answer lost after applying (injected)`);
+          return out;
+        }, BINDING_TIMEOUTS.stock);
     },
   });
 }
@@ -104,6 +108,7 @@ function guardNamespace<T extends object>(ns: T, prefix: string): T {
           guardStub(
             (target.getByName as (n: string, o?: unknown) => object)(name, options),
             breakerFor(target, `${prefix}:${name}`, { timeoutMs: BINDING_TIMEOUTS.stock }),
+            name,
           );
       }
       if (prop === "get") {
@@ -111,6 +116,7 @@ function guardNamespace<T extends object>(ns: T, prefix: string): T {
           guardStub(
             (target.get as (i: DurableObjectId, o?: unknown) => object)(id, options),
             breakerFor(target, `${prefix}:${id.name ?? id.toString()}`, { timeoutMs: BINDING_TIMEOUTS.stock }),
+            id.name ?? id.toString(),
           );
       }
       return bindAll(target, prop);

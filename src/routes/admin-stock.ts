@@ -5,7 +5,7 @@ import { createApp } from "../lib/validation";
 import { clearSoldOut } from "../stock/flash-gate";
 import { unknownLocations } from "../stock/locations";
 import { groupByShard, shardNameForSku, stockStub } from "../stock/routing";
-import type { AdjustmentOutcome } from "../stock/types";
+import type { AdjustmentOutcome, LedgerEntry } from "../stock/types";
 import { etag, parseIfMatch, problem } from "./common";
 
 const security = [{ adminToken: [] }];
@@ -116,13 +116,18 @@ const ledgerRoute = createRoute({
   method: "get",
   path: "/admin/stock/{sku}/ledger",
   tags: ["Admin: stock"],
-  summary: "The movement ledger of a SKU, oldest first, with a cursor",
-  description: "Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts.",
+  summary: "The movement ledger of a SKU across its home shard and every escrow sub-shard, oldest first, with a cursor",
+  description:
+    "Rows of every object that ever held the SKU (home shard, hot sub-shards), merged in time order; `shard` names the object of each row. Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts (once no transfer is in transit).",
   security,
   request: {
     params: SkuParams,
     query: z.object({
-      cursor: z.string().regex(/^\d{1,15}$/).optional().openapi({ description: "`next_cursor` of the previous page." }),
+      cursor: z
+        .string()
+        .regex(/^\d{1,15}(\.\d{1,15}){0,64}$/)
+        .optional()
+        .openapi({ description: "`next_cursor` of the previous page (one position per object of the SKU)." }),
       limit: z.coerce.number().int().min(1).max(1000).optional(),
     }),
   },
@@ -135,7 +140,8 @@ const ledgerRoute = createRoute({
             sku: z.string(),
             items: z.array(
               z.object({
-                id: z.number(),
+                id: z.number().openapi({ description: "Row id within its object (`shard`)." }),
+                shard: z.string().openapi({ description: "The object that wrote the row: `stock:{n}` (home) or `stock:hot:{sku}:{i}`." }),
                 sku: z.string(),
                 location: z.string(),
                 seq: z.number(),
@@ -160,6 +166,35 @@ const ledgerRoute = createRoute({
     404: problem("Unknown SKU."),
   },
 });
+
+type MergedRow = LedgerEntry & { shard: string };
+
+/**
+ * One page of the SKU's ledger merged over its objects. Each object's rows are already in time order; the page
+ * takes the `limit` oldest rows over all of them (ties: home first, then sub-shard order, then row id), and the
+ * cursor keeps one position per object, so paging never skips or repeats a row.
+ */
+async function mergedLedger(env: Env, sku: string, cursor: string | undefined, limit: number): Promise<{ items: MergedRow[]; next_cursor: string | null }> {
+  const home = stockStub(env, shardNameForSku(env, sku));
+  const first = await home.ledger(sku, 0, 0);
+  if (!first.ok) throw ApiError.notFound(`Unknown SKU: ${sku}.`);
+  const shards = await home.ledgerShards(sku);
+  const after = (cursor ?? "0").split(".").map(Number);
+  const pages = await Promise.all(
+    shards.map(async (name, i) => {
+      const res = await stockStub(env, name).ledger(sku, after[i] ?? 0, limit, i === 0);
+      return res.ok ? res.items.map((r) => ({ ...r, shard: name, order: i })) : [];
+    }),
+  );
+  const merged = pages
+    .flat()
+    .sort((a, b) => a.at - b.at || a.order - b.order || a.id - b.id)
+    .slice(0, limit);
+  const next = shards.map((_, i) => merged.filter((r) => r.order === i).at(-1)?.id ?? after[i] ?? 0);
+  // More may follow when any object filled its page: those rows were fetched but not all were taken.
+  const more = pages.some((p) => p.length === limit) || merged.length === limit;
+  return { items: merged.map(({ order: _, ...r }) => r), next_cursor: more && merged.length ? next.join(".") : null };
+}
 
 export const adminStockApp = createApp();
 adminStockApp.use("/admin/stock/*", requireAdmin);
@@ -204,9 +239,7 @@ adminStockApp
   .openapi(ledgerRoute, async (c) => {
     const { sku } = c.req.valid("param");
     const { cursor, limit = 100 } = c.req.valid("query");
-    const res = await stockStub(c.env, shardNameForSku(c.env, sku)).ledger(sku, cursor ? Number(cursor) : 0, limit);
-    if (!res.ok) throw ApiError.notFound(`Unknown SKU: ${sku}.`);
-    const last = res.items.at(-1);
+    const page = await mergedLedger(c.env, sku, cursor, limit);
     c.header("cache-control", "no-store");
-    return c.json({ sku, items: res.items, next_cursor: res.items.length === limit && last ? String(last.id) : null }, 200);
+    return c.json({ sku, ...page }, 200);
   });

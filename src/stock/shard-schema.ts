@@ -97,6 +97,13 @@ CREATE TABLE IF NOT EXISTS hot_parts (
   seq INTEGER NOT NULL,
   PRIMARY KEY (sku, shard, location)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot_transit (
+  sku TEXT NOT NULL,
+  transfer_id TEXT NOT NULL,
+  shard TEXT NOT NULL,
+  items TEXT NOT NULL,
+  PRIMARY KEY (sku, transfer_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS escrow_sends (
   transfer_id TEXT PRIMARY KEY,
   sku TEXT NOT NULL,

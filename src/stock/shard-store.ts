@@ -22,6 +22,8 @@ export type RawStock = Omit<StockRow, "available" | "seq">;
 type RawHold = { reservation_id: string; sku: string; location: string; quantity: number; expires_at: number; state: string };
 export type Meta = { reason?: string | null; reservation_id?: string | null; actor?: string | null; event_id?: string | null };
 
+export type PendingSend = { id: string; target: string; items: { location: string; quantity: number }[] };
+
 export type Baseline = { sku: string; location: string; on_hand: number; safety_stock: number; low_stock: number };
 
 const availableOf = (r: RawStock) => r.on_hand - r.reserved - r.safety_stock;
@@ -85,15 +87,32 @@ export class StockStore {
 
   /** This object's own rows, never summed: what a sub-shard reports to its home. */
   localRows(sku: string): { location: string; on_hand: number; reserved: number }[] {
-    const rows = this.sql.exec<RawStock>("SELECT * FROM stock WHERE sku = ? ORDER BY location", sku).toArray();
-    const pending = this.pendingOut(sku);
-    const by = new Map(rows.map((r) => [r.location, { location: r.location, on_hand: r.on_hand, reserved: r.reserved }]));
-    for (const [loc, q] of pending) {
-      const r = by.get(loc) ?? { location: loc, on_hand: 0, reserved: 0 };
-      r.on_hand += q;
-      by.set(loc, r);
-    }
-    return [...by.values()];
+    return this.sql
+      .exec<{ location: string; on_hand: number; reserved: number }>("SELECT location, on_hand, reserved FROM stock WHERE sku = ? ORDER BY location", sku)
+      .toArray();
+  }
+
+  /** Sends of `sku` from this object that their receiver has not acknowledged. */
+  pendingSends(sku: string): PendingSend[] {
+    return this.sql
+      .exec<{ transfer_id: string; target: string; items: string }>("SELECT transfer_id, target, items FROM escrow_sends WHERE sku = ? AND state = 'pending'", sku)
+      .toArray()
+      .map((r) => ({ id: r.transfer_id, target: r.target, items: JSON.parse(r.items) as { location: string; quantity: number }[] }));
+  }
+
+  /** Which of these transfer ids this object has applied (a receiver that applied but whose answer was lost). */
+  received(ids: string[]): string[] {
+    return ids.filter((id) => this.sql.exec("SELECT 1 FROM adjustments WHERE event_id >= ? AND event_id < ? LIMIT 1", `${id}:in:`, `${id}:in;`).toArray().length > 0);
+  }
+
+  /** Home shard: replaces what is known to be in transit from `shard` (units counted at their giver until they land). */
+  setTransit(sku: string, shard: string, sends: PendingSend[]): boolean {
+    const before = this.sql.exec<{ transfer_id: string }>("SELECT transfer_id FROM hot_transit WHERE sku = ? AND shard = ? ORDER BY transfer_id", sku, shard).toArray().map((r) => r.transfer_id);
+    const after = sends.map((t) => t.id).sort();
+    if (before.join("\n") === after.join("\n")) return false;
+    this.sql.exec("DELETE FROM hot_transit WHERE sku = ? AND shard = ?", sku, shard);
+    for (const t of sends) this.sql.exec("INSERT OR REPLACE INTO hot_transit (sku, transfer_id, shard, items) VALUES (?, ?, ?, ?)", sku, t.id, shard, JSON.stringify(t.items));
+    return true;
   }
 
   /** `home` while this object's SKU is split over sub-shards (state hot, marking or folding), else undefined. */
@@ -140,20 +159,13 @@ export class StockStore {
       r.on_hand += onHand;
       r.reserved += reserved;
     };
-    for (const [loc, q] of this.pendingOut(sku)) add(loc, q, 0);
+    for (const t of this.sql.exec<{ items: string }>("SELECT items FROM hot_transit WHERE sku = ?", sku).toArray()) {
+      for (const it of JSON.parse(t.items) as { location: string; quantity: number }[]) add(it.location, it.quantity, 0);
+    }
     for (const p of this.sql.exec<{ location: string; on_hand: number; reserved: number }>("SELECT location, on_hand, reserved FROM hot_parts WHERE sku = ?", sku)) {
       add(p.location, p.on_hand, p.reserved);
     }
     return [...by.values()].sort((a, b) => a.location.localeCompare(b.location)).map((r) => this.toRow(r, seq));
-  }
-
-  /** Units this object sent (or debited) that the receiver has not acknowledged yet, per location. */
-  private pendingOut(sku: string): Map<string, number> {
-    const out = new Map<string, number>();
-    for (const s of this.sql.exec<{ items: string }>("SELECT items FROM escrow_sends WHERE sku = ? AND state = 'pending'", sku)) {
-      for (const it of JSON.parse(s.items) as { location: string; quantity: number }[]) out.set(it.location, (out.get(it.location) ?? 0) + it.quantity);
-    }
-    return out;
   }
 
   /** Stores the counts a sub-shard reported (newer seq only); returns whether anything was stored. */
