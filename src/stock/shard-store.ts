@@ -199,8 +199,8 @@ export class StockStore {
     const live = this.sql
       .exec<RawHold>("SELECT * FROM holds WHERE reservation_id = ? AND state = 'held'", req.reservationId)
       .toArray();
-    this.claim(req.reservationId, req.attempt ?? 0);
     if (live.length) {
+      this.claim(req.reservationId, req.attempt ?? 0);
       // A retried saga (same reservation id): the hold is already in place; only its deadline moves.
       this.sql.exec("UPDATE holds SET expires_at = ? WHERE reservation_id = ? AND state = 'held'", req.expiresAt, req.reservationId);
       return { ok: true, items: live.map((h) => ({ sku: h.sku, quantity: h.quantity, location: h.location })) };
@@ -278,6 +278,8 @@ export class StockStore {
     }
     const items = [...merged.values()];
     if (req.holder) this.sql.exec("INSERT OR REPLACE INTO hold_owners (reservation_id, holder) VALUES (?, ?)", req.reservationId, req.holder);
+    // Only a placed hold records its attempt: a refused one leaves nothing behind to prune.
+    this.claim(req.reservationId, req.attempt ?? 0);
     for (const it of items) {
       this.apply(it.sku, it.location, 0, it.quantity, "reserve", { reservation_id: req.reservationId, actor: req.actor }, now);
       this.sql.exec(
