@@ -394,10 +394,10 @@ describe("transfers between sub-shards", () => {
     const target = hotSubShardName(sku!, 0);
     let failures = 0;
     setStockFault(({ shard, method }) => (shard === target && method === "escrowGive" && failures++ < 1 ? "before" : undefined));
-    // Find a key whose reservation lands on sub-shard 0 and asks for more than its quota.
+    // Find a shopper whose reservations land on sub-shard 0 and ask for more than its quota.
     let r: Response | undefined;
     for (let i = 0; i < 40 && !r; i++) {
-      const res = await reserve([{ sku: sku!, quantity: 6 }]);
+      const res = await reserve([{ sku: sku!, quantity: 6 }], { "x-shopper-id": uid("shopper") });
       const body = await res.clone().json<{ items?: { shard?: string }[] }>();
       if (res.status === 201 && body.items?.[0]?.shard === hotSubShardName(sku!, 1)) {
         await call(`/v1/reservations/${(body as unknown as Reservation).id}`, { method: "DELETE", headers: storefront() });
