@@ -70,6 +70,7 @@ export class StockShard extends DurableObject<Env> {
   private alarmAt: number | null | undefined;
   private lastFlushAt = 0;
   private readonly serialQueue = new Map<string, Promise<unknown>>();
+  private flushing = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     // Its own awaits on bindings (D1 baseline reads, outbox sends) are bounded and breaker-guarded too.
@@ -721,6 +722,18 @@ export class StockShard extends DurableObject<Env> {
 
   /** Sends one batch; true when it sent a full batch and more may be waiting. Failures back off, never drop. */
   private async flushOutbox(): Promise<boolean> {
+    // Two alarm runs can overlap (a delivery retried while the first still awaits its send): only one flushes,
+    // or both would send the same rows.
+    if (this.flushing) return false;
+    this.flushing = true;
+    try {
+      return await this.flushOutboxOnce();
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private async flushOutboxOnce(): Promise<boolean> {
     const all = this.ctx.storage.sql
       .exec<{ id: number; dedupe_key: string | null; body: string; attempts: number }>("SELECT id, dedupe_key, body, attempts FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH)
       .toArray();

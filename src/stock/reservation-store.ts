@@ -148,7 +148,8 @@ export class ReservationStore {
     const r = this.sql
       .exec<{ n: number }>("UPDATE reservation_sagas SET commit_attempts = commit_attempts + 1 WHERE id = ? RETURNING commit_attempts AS n", id)
       .toArray()[0];
-    const delay = Math.min(COMMIT_RECONCILE_MAX_MS, COMMIT_RECONCILE_MS * 2 ** Math.min(r?.n ?? 0, 8));
+    // 10 s after the first failed round, then 20 s, 40 s… up to 5 minutes.
+    const delay = Math.min(COMMIT_RECONCILE_MAX_MS, COMMIT_RECONCILE_MS * 2 ** Math.min(Math.max(0, (r?.n ?? 1) - 1), 8));
     this.sql.exec("UPDATE reservation_sagas SET next_reconcile_at = ? WHERE id = ?", now + delay, id);
   }
 

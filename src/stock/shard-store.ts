@@ -159,7 +159,9 @@ export class StockStore {
       r.on_hand += onHand;
       r.reserved += reserved;
     };
-    for (const t of this.sql.exec<{ items: string }>("SELECT items FROM hot_transit WHERE sku = ?", sku).toArray()) {
+    for (const t of this.sql.exec<{ transfer_id: string; items: string }>("SELECT transfer_id, items FROM hot_transit WHERE sku = ?", sku).toArray()) {
+      // Arrived here since it was last seen in transit: already in this object's own rows.
+      if (this.received([t.transfer_id]).length) continue;
       for (const it of JSON.parse(t.items) as { location: string; quantity: number }[]) add(it.location, it.quantity, 0);
     }
     for (const p of this.sql.exec<{ location: string; on_hand: number; reserved: number }>("SELECT location, on_hand, reserved FROM hot_parts WHERE sku = ?", sku)) {
