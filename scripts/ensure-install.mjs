@@ -9,3 +9,6 @@ if (stale) {
   console.log("edgeshelf: installing dependencies (npm ci)…");
   execSync("npm ci --no-audit --no-fund --loglevel=error", { stdio: "inherit" });
 }
+
+// Swagger UI for /docs, served from static assets (the files come from the swagger-ui-dist package).
+execSync("node scripts/copy-docs-assets.mjs", { stdio: "inherit" });

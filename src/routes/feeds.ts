@@ -31,7 +31,7 @@ const common = {
   }),
   currency: z.string().max(3).optional().openapi({ description: "ISO 4217; default from x-shopper-country / Accept-Language / country." }),
   locale: z.string().max(35).optional().openapi({ description: "en, de or fr (BCP 47 tags are reduced to the language)." }),
-  key: z.string().max(256).optional().openapi({ description: "Affiliate key for `<script>` embeds; accepted only from the affiliate's allowed origins." }),
+  key: z.string().max(256).optional().openapi({ description: "Affiliate key for script-tag embeds; accepted only from the affiliate's allowed origins." }),
 };
 
 const ListQuery = z.object({

@@ -35,6 +35,8 @@ export async function dispatchWebhooks(env: Pick<Env, "DB" | "EVENTS">, now = Da
       env.DB.prepare("UPDATE webhook_events SET dispatched_at = ?2 WHERE id IN (SELECT value FROM json_each(?1))").bind(ids, now),
     ]);
   }
+  // Nothing new and not the cron: no delivery can be waiting (a failed send is released for the cron to retry).
+  if (pending.length === 0 && !opts.recoverLost) return { events: 0, sent: 0 };
   if (opts.recoverLost) {
     await env.DB.prepare("UPDATE webhook_deliveries SET enqueued_at = NULL WHERE status = 'pending' AND attempts = 0 AND enqueued_at < ?")
       .bind(now - LOST_CLAIM_MS)
