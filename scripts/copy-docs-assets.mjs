@@ -1,6 +1,7 @@
 // Copies Swagger UI from the swagger-ui-dist package into public/docs/vendor/ (git-ignored), where Workers static
-// assets serve it for /docs. Run by scripts/ensure-install.mjs (npm test, npm run dev) and by wrangler's [build]
-// step (wrangler dev, wrangler deploy). Node built-ins only.
+// assets serve it for /docs. Run by scripts/ensure-install.mjs (npm test, npm run dev), npm run deploy / deploy:dry and
+// the API e2e test. Not a wrangler [build] step: vitest-pool-workers runs that too, and the test runtime's queue
+// consumers then stopped seeing messages (recommendation orders were never counted). Node built-ins only.
 import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";

@@ -1305,9 +1305,12 @@ export interface components {
         };
         SearchResult: {
             items: components["schemas"]["ListingItem"][];
+            /** @description Matching products; with a query or filters, counted up to 10,000 (then `total_exact` is false: show "10,000+"). */
             total: number;
+            /** @description False when more than 10,000 products matched: `total` is then 10,000. */
+            total_exact: boolean;
             facets: components["schemas"]["Facets"];
-            /** @description False when the query matched more than 5,000 products: facets then count the first 5,000 matches; `total` is always exact. */
+            /** @description False when the query matched more than 5,000 products: facets then count the first 5,000 matches. */
             facets_exact: boolean;
             next_cursor: string | null;
         };

@@ -145,6 +145,7 @@ process.on("exit", stopDev);
 
 async function startWorker(): Promise<void> {
   rmSync(PERSIST, { recursive: true, force: true });
+  sh("node", ["scripts/copy-docs-assets.mjs"]);
   log("migrating and seeding a 30-product catalog");
   sh("npx", ["--no-install", "wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
   sh("npx", ["--no-install", "tsx", "scripts/seed.ts", "--products", "30", "--persist", PERSIST]);
