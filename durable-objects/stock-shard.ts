@@ -9,6 +9,7 @@ import { EscrowStore, SEND_SWEEP_MS, type EscrowItem, type SendRow } from "../sr
 import { splitItems } from "../src/stock/split";
 import { coordinatorOfReservation, groupByShard, hotSubShardName, shardNameForSku } from "../src/stock/routing";
 import type { Meta, PendingSend } from "../src/stock/shard-store";
+import { BoundedMap } from "../src/lib/isolate-memory";
 import type {
   AdjustmentLine,
   AdjustmentOutcome,
@@ -64,8 +65,9 @@ export class StockShard extends DurableObject<Env> {
   private readonly stock: StockStore;
   private readonly headers: ReservationStore;
   private readonly escrow: EscrowStore;
-  private readonly known = new Set<string>();
-  private readonly unknownUntil = new Map<string, number>();
+  // Bounded: hostile reservations name any number of made-up SKUs; an evicted entry is only looked up again.
+  private readonly known = new BoundedMap<true>("stock-shard.known-skus", { maxBytes: 512 * 1024, sizeOf: () => 8 });
+  private readonly unknownUntil = new BoundedMap<number>("stock-shard.unknown-skus", { maxBytes: 64 * 1024, sizeOf: () => 8 });
   /** Last alarm time we set; undefined = not known since start-up, so the next schedule always writes it. */
   private alarmAt: number | null | undefined;
   private lastFlushAt = 0;
@@ -74,7 +76,7 @@ export class StockShard extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     // Its own awaits on bindings (D1 baseline reads, outbox sends) are bounded and breaker-guarded too.
-    super(ctx, guardEnv(env));
+    super(ctx, guardEnv(env, "checkout"));
     ctx.storage.sql.exec(SHARD_DDL);
     this.stock = new StockStore(ctx.storage.sql);
     this.headers = new ReservationStore(ctx.storage.sql);
@@ -277,7 +279,7 @@ export class StockShard extends DurableObject<Env> {
       if (!hold) return { ok: true, items: [] };
       return holdResult(this.stock.hold(hold, now));
     });
-    if (role === "sub") this.known.add(sku);
+    if (role === "sub") this.known.set(sku, true);
     return res;
   }
 
@@ -812,7 +814,7 @@ export class StockShard extends DurableObject<Env> {
   private async adopt(skus: string[]): Promise<UnknownSkus | undefined> {
     let missing = [...new Set(skus)].filter((s) => !this.known.has(s));
     if (!missing.length) return undefined;
-    for (const s of this.stock.knownSkus(missing)) this.known.add(s);
+    for (const s of this.stock.knownSkus(missing)) this.known.set(s, true);
     missing = missing.filter((s) => !this.known.has(s));
     if (!missing.length) return undefined;
     const now = Date.now();
@@ -823,7 +825,7 @@ export class StockShard extends DurableObject<Env> {
       const foundSet = new Set(found);
       this.atomically(() => this.stock.adopt(found, baselines, clockNow()));
       for (const s of toLoad) {
-        if (foundSet.has(s)) this.known.add(s);
+        if (foundSet.has(s)) this.known.set(s, true);
         else {
           unknown.push(s);
           this.unknownUntil.set(s, now + UNKNOWN_SKU_TTL_MS);

@@ -3,7 +3,7 @@ import type { AppEnv } from "./env";
 import { onError } from "./lib/errors";
 import { notFoundHandler } from "./lib/not-found";
 import { requestId } from "./lib/request-id";
-import { bodySizeLimit, contentTypeCheck, guardBindings, requestShapeLimits } from "./lib/protection";
+import { bodySizeLimit, contentTypeCheck, guardBindings, inputHygiene, requestShapeLimits } from "./lib/protection";
 import { rateLimit } from "./lib/rate-limit";
 import { shedLoad } from "./lib/load-shed";
 import { countTiers } from "./lib/tier-stats";
@@ -41,8 +41,9 @@ export function buildApp() {
   app.use("*", requestId);
   // Per-minute request counts and latency per route class, for the console's history and SLOs.
   app.use("*", recordRequests);
-  // Cheap rejections first (414/431/415/413), then every binding call is bounded by a timeout and a breaker.
-  app.use("*", requestShapeLimits, contentTypeCheck, bodySizeLimit, guardBindings);
+  // Cheap rejections first (414/431/400 for control characters and bad encodings/415/413), then every binding call
+  // is bounded by a timeout and a breaker.
+  app.use("*", requestShapeLimits, inputHygiene, contentTypeCheck, bodySizeLimit, guardBindings);
   // Per-client limits per route class (browse/search/reserve/feed): 429 with Retry-After and RateLimit-*.
   app.use("*", rateLimit);
   // Saturated stock shards: browse/search answer from cache tiers only, so checkouts keep the capacity.

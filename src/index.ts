@@ -12,6 +12,6 @@ const app = buildApp();
 export default {
   fetch: app.fetch,
   // Background handlers get the same bounded, breaker-guarded bindings as requests (src/lib/guarded-env.ts).
-  queue: (batch, env, ctx) => handleQueue(batch, guardEnv(env), ctx),
-  scheduled: (controller, env, ctx) => handleScheduled(controller, guardEnv(env), ctx),
+  queue: (batch, env, ctx) => handleQueue(batch, guardEnv(env, "background"), ctx),
+  scheduled: (controller, env, ctx) => handleScheduled(controller, guardEnv(env, "background"), ctx),
 } satisfies ExportedHandler<Env>;

@@ -1,7 +1,8 @@
-import { createExecutionContext, env, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, env, listDurableObjectIds, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../src/app";
+import { BoundedMap, ISOLATE_ACCOUNTED_BUDGET_BYTES, isolateMemory } from "../src/lib/isolate-memory";
 import { shardNameForSku } from "../src/stock/routing";
 import { AFFILIATE_TEST_KEY, seedApiKeys } from "./helpers/api-keys";
 import { ADMIN_TOKEN, BASE, call, STOREFRONT_KEY } from "./helpers/http";
@@ -202,4 +203,180 @@ describe("fuzzing every route with malformed requests", () => {
     expect(failures).toEqual([]);
     expect(await snapshot()).toEqual(before);
   }, 300_000);
+});
+
+const ECHO_ROUTES = new Set(["/v1/products", "/v1/products/:id", "/v1/search", "/v1/reservations", "/v1/feeds/products", "/v1/availability"]);
+
+/** Every route, reached with values that are wrong in their bytes rather than their meaning. */
+function hostileRequests(): { url: string; init: RequestInit }[] {
+  const big = "v".repeat(8 * 1024);
+  const brands = (n: number) => Array.from({ length: n }, (_, i) => `B${i}`).join(",");
+  const queries = [
+    "category=a%0Ab",
+    "category=a%00b",
+    "brand=a%00b",
+    "q=a%00b",
+    "brand=x%7F",
+    "category=%FF%FE",
+    "q=%C3%28",
+    "cursor=%",
+    "locale=%E0%80%80",
+    "category=%E6%BC%A2%E5%AD%97",
+    `q=${big}`,
+    `category=${"c".repeat(3000)}`,
+    `brand=${brands(200)}`,
+    `brand=${brands(50)}`,
+    `skus=${Array.from({ length: 200 }, (_, i) => `SKU-${i}`).join(",")}`,
+    `${"k".repeat(200)}=1`,
+    "key=%00",
+  ];
+  const headerSets: Record<string, string>[] = [
+    { authorization: `Bearer ${crypto.randomUUID()}` },
+    { authorization: `Bearer ${"z".repeat(8000)}` },
+    { "x-d1-bookmark": "first-primary" },
+    { "x-d1-bookmark": "caf\u00e9" },
+    { "accept-language": "\u00ff\u00fe" },
+    { "idempotency-key": "\u00e9t\u00e9" },
+    { "x-shopper-country": "\u00c4\u00d6" },
+    { "if-none-match": "\"\u00ff\"" },
+    { referer: "https://a.example/\u00e9" },
+  ];
+  const out: { url: string; init: RequestInit }[] = [];
+  for (const route of ROUTES) {
+    const path = route.path.replace(/:[A-Za-z_]+(\{[^}]*\})?/g, "p%00x");
+    const write = route.method !== "GET" && route.method !== "HEAD";
+    const plain = route.path.replace(/:[A-Za-z_]+(\{[^}]*\})?/g, "x-hostile");
+    for (const q of queries) {
+      out.push({ url: `${plain}?${q}`, init: { method: route.method, headers: { "cf-connecting-ip": "198.51.100.200", ...(write ? { "content-type": "application/json" } : {}) }, body: write ? "{}" : undefined } });
+    }
+    for (const h of headerSets) {
+      // Non-ASCII header values make the runtime print a warning per request: one route per class is enough.
+      if (!ECHO_ROUTES.has(route.path) && Object.values(h).some((v) => /[^\x20-\x7e]/.test(v))) continue;
+      out.push({ url: plain, init: { method: route.method, headers: { "cf-connecting-ip": "198.51.100.201", ...h, ...(write ? { "content-type": "application/json" } : {}) }, body: write ? "{}" : undefined } });
+    }
+    out.push({ url: path, init: { method: route.method } });
+  }
+  return out;
+}
+
+describe("hostile bytes on every route", () => {
+  it("control characters, NUL, invalid UTF-8, 8 KB values, 200 brands and random bearers: no 5xx, a 4xx problem for bad bytes, nothing changes", async () => {
+    await call(`/v1/availability?skus=${skus.join(",")}`);
+    const before = await snapshot();
+    const guardsBefore = (await listDurableObjectIds(env.CLIENT_GUARD)).length;
+    const app = buildApp();
+    const failures: string[] = [];
+    const reqs = hostileRequests();
+    const byUrl = new Map<string, number>();
+    for (let i = 0; i < reqs.length; i += CONCURRENCY) {
+      const ctx = createExecutionContext();
+      await Promise.all(
+        reqs.slice(i, i + CONCURRENCY).map(async ({ url, init }) => {
+          const res = await app.fetch(new Request(BASE + url, init), env, ctx);
+          const text = await res.text();
+          byUrl.set(`${init.method ?? "GET"} ${url}`, res.status);
+          if (res.status >= 500 && failures.length < 10) failures.push(`${init.method ?? "GET"} ${url.slice(0, 120)} ${JSON.stringify(init.headers ?? {}).slice(0, 120)} -> ${res.status} ${text.slice(0, 200)}`);
+          if (res.status >= 400 && !(res.headers.get("content-type") ?? "").startsWith("application/problem+json") && failures.length < 10) failures.push(`not a problem: ${url.slice(0, 120)} -> ${res.status}`);
+        }),
+      );
+      await waitOnExecutionContext(ctx);
+    }
+    expect(failures).toEqual([]);
+    expect(reqs.length).toBeGreaterThan(ROUTES.length * 20);
+    // The cases from the field, one by one.
+    expect(byUrl.get("GET /v1/products?category=a%0Ab")).toBe(400);
+    expect(byUrl.get("GET /v1/products?category=a%00b")).toBe(400);
+    expect(byUrl.get("GET /v1/search?brand=a%00b")).toBe(400);
+    expect(byUrl.get("GET /v1/search?category=%FF%FE")).toBe(400);
+    expect(byUrl.get(`GET /v1/search?q=${"v".repeat(8 * 1024)}`)).toBe(414);
+    // Unicode that is valid stays valid: it is encoded in Cache-Tag rather than refused.
+    expect(byUrl.get("GET /v1/products?category=%E6%BC%A2%E5%AD%97")).toBe(200);
+    // 50 brands reach SQL as one bound parameter (production D1 refuses more than 100).
+    expect(byUrl.get(`GET /v1/search?brand=${Array.from({ length: 50 }, (_, i) => `B${i}`).join(",")}`)).toBe(200);
+    expect(await snapshot()).toEqual(before);
+    expect((await listDurableObjectIds(env.CLIENT_GUARD)).length).toBe(guardsBefore);
+  }, 120_000);
+});
+
+describe("memory under hostile traffic", () => {
+  it("20,000 distinct hostile requests keep every per-isolate structure within its byte budget, and make no ClientGuard object", async () => {
+    // Every Durable Object name the app asks for: a ClientGuard must only ever be named after a verified key.
+    const guardNames: string[] = [];
+    const guards = env.CLIENT_GUARD;
+    const counted = {
+      ...env,
+      CLIENT_GUARD: new Proxy(guards, {
+        get: (t, p) => (p === "getByName" ? (name: string) => (guardNames.push(name), t.getByName(name)) : Reflect.get(t, p, t)),
+      }),
+    } as Env;
+    const app = buildApp();
+    const junk = (i: number) => `${i}-${"j".repeat(1500)}`;
+    // What a scraper or a broken client sends: one address, a fresh token, id or query string every time.
+    const ip = { "cf-connecting-ip": "198.51.100.250" };
+    const make = (i: number): Request => {
+      const bearer = { ...ip, authorization: `Bearer ${crypto.randomUUID()}-${"t".repeat(200)}` };
+      // Per hundred: a few that reach D1 or the shards, the edge-cached product with junk, and many bad-bytes ones.
+      const kind = i % 100;
+      switch (kind < 17 ? kind : 5 + (kind % 5)) {
+        case 0:
+        case 10:
+        case 11:
+        case 12:
+        case 13:
+          return new Request(`${BASE}/v1/products/${productIds[0]}?pad=${junk(i)}`, { headers: { "cf-connecting-ip": `10.9.${(i >> 8) & 255}.${i & 255}` } });
+        case 1:
+        case 14:
+          return new Request(`${BASE}/v1/feeds/products?since=${i}`, { headers: bearer });
+        case 2:
+        case 15:
+          return new Request(`${BASE}/v1/reservations`, { method: "POST", headers: { ...bearer, "content-type": "application/json" }, body: JSON.stringify({ items: [{ sku: `SKU-H-${i}`, quantity: 1 }] }) });
+        case 3:
+          return new Request(`${BASE}/v1/search?q=w${i}&brand=b${i}`, { headers: bearer });
+        case 4:
+        case 16:
+          return new Request(`${BASE}/v1/products/p-hostile-${i}-${"x".repeat(80)}`, { headers: bearer });
+        case 5:
+          return new Request(`${BASE}/v1/products?category=a%0A${i}`, { headers: ip });
+        case 6:
+          return new Request(`${BASE}/v1/search?brand=%FF${i}`, { headers: ip });
+        case 7:
+          return new Request(`${BASE}/v1/products/p%00${i}`, { headers: ip });
+        case 8:
+          return new Request(`${BASE}/v1/products?q=${i}${"q".repeat(8200)}`, { headers: ip });
+        default:
+          return new Request(`${BASE}/v1/availability?skus=SKU-H-${i}`, { headers: bearer });
+      }
+    };
+    const statuses = new Map<number, number>();
+    const started = Date.now();
+    for (let i = 0; i < 20_000; i += 20) {
+      const ctx = createExecutionContext();
+      await Promise.all(
+        Array.from({ length: 20 }, async (_, j) => {
+          const res = await app.fetch(make(i + j), counted, ctx);
+          await res.body?.cancel();
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+        }),
+      );
+      await waitOnExecutionContext(ctx);
+    }
+    console.log("memory test: 20,000 requests in", Date.now() - started, "ms; status counts", JSON.stringify(Object.fromEntries(statuses)));
+    expect([...statuses.keys()].filter((s) => s >= 500)).toEqual([]);
+    const mem = isolateMemory();
+    console.log("accounted isolate memory", JSON.stringify(mem));
+    expect(mem.budget).toBeLessThanOrEqual(ISOLATE_ACCOUNTED_BUDGET_BYTES);
+    expect(mem.bytes).toBeLessThanOrEqual(mem.budget);
+    for (const [name, part] of Object.entries(mem.parts)) expect(part.bytes, name).toBeLessThanOrEqual(part.budget);
+    expect(mem.parts["read-path.served-floor"]).toBeDefined();
+    expect(guardNames).toEqual([]);
+  }, 240_000);
+
+  it("a bounded map stays within its bytes whatever the keys: long keys are hashed, the oldest go first", () => {
+    const m = new BoundedMap<number>("test.bounded", { maxBytes: 64 * 1024, maxKeyLength: 64, sizeOf: () => 8 });
+    for (let i = 0; i < 20_000; i++) m.set(`${i}-${"k".repeat(1500)}`, i);
+    expect(m.bytes).toBeLessThanOrEqual(64 * 1024);
+    expect(m.get(`19999-${"k".repeat(1500)}`)).toBe(19_999);
+    expect(m.get(`0-${"k".repeat(1500)}`)).toBeUndefined();
+    expect(isolateMemory().parts["test.bounded"]!.bytes).toBe(m.bytes);
+  });
 });

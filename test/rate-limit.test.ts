@@ -1,8 +1,13 @@
-import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { createExecutionContext, env, listDurableObjectIds, waitOnExecutionContext } from "cloudflare:test";
+import { beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../src/app";
-import { parseLimits, parseOverrides, routeClass } from "../src/lib/rate-limit";
-import { call, expectProblem, json, uid } from "./helpers/http";
+import { parseLimits, parseOverrides, routeClass, UNVERIFIED_LIMIT } from "../src/lib/rate-limit";
+import { seedApiKeys } from "./helpers/api-keys";
+import { call, expectProblem, json, STOREFRONT_KEY, uid } from "./helpers/http";
+
+beforeAll(async () => {
+  await seedApiKeys(env.DB);
+});
 
 const q = (s = "") => new URLSearchParams(s);
 
@@ -16,6 +21,8 @@ describe("rate-limit configuration", () => {
     expect(routeClass("GET", "/v1/feeds/products", q())).toBe("feed");
     expect(routeClass("PUT", "/admin/products/p-1", q())).toBeUndefined();
     expect(routeClass("GET", "/health", q())).toBeUndefined();
+    expect(routeClass("GET", "/v1/availability", q("skus=a,b"))).toBe("strong");
+    expect(routeClass("GET", "/v1/products/p-1", q(), new Headers({ "x-d1-bookmark": "first-primary" }))).toBe("strong");
   });
 
   it("parses limits and per-client overrides, ignoring malformed parts", () => {
@@ -58,11 +65,59 @@ describe("per-client rate limits", () => {
     await Promise.all([other.body?.cancel(), health.body?.cancel(), commit.body?.cancel()]);
   });
 
-  it("counts a keyed client by its key, not its IP", async () => {
+  it("counts a verified key by its key, not its IP; an unknown key counts against its IP", async () => {
     const ip = { "cf-connecting-ip": "198.51.100.7" };
-    const withKey = await call("/v1/products/p-rl-missing", { headers: { ...ip, authorization: "Bearer some-storefront-key" } });
+    const unknownKey = await call("/v1/products/p-rl-missing", { headers: { ...ip, authorization: `Bearer ${uid("made-up")}` } });
+    await expectProblem(unknownKey, 429);
+    const withKey = await call("/v1/products/p-rl-missing", { headers: { ...ip, authorization: `Bearer ${STOREFRONT_KEY}` } });
     expect(withKey.status).not.toBe(429);
     await withKey.body?.cancel();
+  });
+
+  it("1,000 requests, each with a new random bearer, are limited as one client, and no ClientGuard object is made for them", async () => {
+    const ip = { "cf-connecting-ip": "203.0.113.77" };
+    const app = buildApp();
+    const reserve = (key: string) =>
+      new Request("http://x/v1/reservations", { method: "POST", headers: { ...ip, "content-type": "application/json", authorization: `Bearer ${key}` }, body: "{}" });
+    // An empty body gets the storefront a 400 once its key is through the limiter: nothing is reserved.
+    const storefront = () => app.fetch(reserve(STOREFRONT_KEY), env, createExecutionContext());
+    const first = await storefront();
+    expect(first.status).toBe(400);
+    await first.body?.cancel();
+    const guardsBefore = (await listDurableObjectIds(env.CLIENT_GUARD)).length;
+    const statuses: number[] = [];
+    for (let i = 0; i < 1000; i += 50) {
+      const ctx = createExecutionContext();
+      const batch = await Promise.all(
+        Array.from({ length: 50 }, async () => {
+          const res = await app.fetch(reserve(crypto.randomUUID()), env, ctx);
+          await res.body?.cancel();
+          return res.status;
+        }),
+      );
+      await waitOnExecutionContext(ctx);
+      statuses.push(...batch);
+    }
+    const admitted = statuses.filter((s) => s !== 429);
+    // Admitted ones reach the handler and are refused there (401): no key means nothing to serve.
+    expect(admitted.every((s) => s === 401)).toBe(true);
+    expect(admitted.length).toBeGreaterThan(0);
+    // The binding counts in fixed windows: a run that straddles a window boundary gets the limit twice at most.
+    expect(admitted.length).toBeLessThanOrEqual(2 * UNVERIFIED_LIMIT.limit);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(1000 - 2 * UNVERIFIED_LIMIT.limit);
+    expect((await listDurableObjectIds(env.CLIENT_GUARD)).length).toBe(guardsBefore);
+    // The IP's budget is spent, yet the storefront key already verified from that address keeps its own budget.
+    const real = await storefront();
+    expect(real.status).toBe(400);
+    await real.body?.cancel();
+  });
+
+  it("strong reads (availability) have their own, tighter class, enforced by RL_STRONG", async () => {
+    const refusing = { ...env, RL_STRONG: { limit: async () => ({ success: false }) } } as unknown as Env;
+    const res = await viaApp(new Request("http://x/v1/availability?skus=SKU-RL", { headers: { "cf-connecting-ip": "203.0.113.62" } }), refusing);
+    expect(res.headers.get("RateLimit-Policy")).toBe("100;w=10");
+    const p = await expectProblem(res, 429);
+    expect(p.route_class).toBe("strong");
   });
 
   it("limits hold creation per client (reserve class) before any stock is touched", async () => {

@@ -1,7 +1,7 @@
 import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { buildApp } from "../src/app";
-import { guardEnv } from "../src/lib/guarded-env";
+import { D1ParameterLimitError, guardEnv } from "../src/lib/guarded-env";
 import { CircuitBreaker, CircuitOpenError, TimeoutError, withTimeout } from "../src/lib/resilience";
 import { call, expectProblem } from "./helpers/http";
 
@@ -121,6 +121,42 @@ describe("guarded bindings", () => {
     await expect(g.DB.prepare("SELECT 1").first()).rejects.toBeInstanceOf(CircuitOpenError);
     expect(Date.now() - fast).toBeLessThan(100);
     expect(fast - started).toBeLessThan(7000);
+  });
+});
+
+/** Queries containing "slow" hang (a shopper's deliberately expensive search); everything else answers. */
+function partlySlowD1(): D1Database {
+  const hang = () => new Promise<never>(() => {});
+  const statement = (slow: boolean) => {
+    const answer = slow ? hang : () => Promise.resolve({ results: [{ ok: 1 }], success: true, meta: {} });
+    const stmt: Record<string, unknown> = { first: slow ? hang : () => Promise.resolve({ ok: 1 }), all: answer, run: answer, raw: answer };
+    stmt.bind = () => stmt;
+    return stmt;
+  };
+  const db = { prepare: (q: string) => statement(q.includes("slow")), batch: hang, exec: hang } as Record<string, unknown>;
+  db.withSession = () => db;
+  return db as unknown as D1Database;
+}
+
+describe("breakers per use and production D1 limits", () => {
+  it("slow catalog queries open the catalog's D1 breaker but not the one checkouts use", async () => {
+    const e = { ...env, DB: partlySlowD1() } as Env;
+    const catalog = guardEnv(e, "catalog");
+    const checkout = guardEnv(e, "checkout");
+    const slow = await Promise.allSettled(Array.from({ length: 5 }, () => catalog.DB.prepare("SELECT slow").first()));
+    expect(slow.every((r) => r.status === "rejected" && r.reason instanceof TimeoutError)).toBe(true);
+    await expect(catalog.DB.prepare("SELECT 1").first()).rejects.toBeInstanceOf(CircuitOpenError);
+    await expect(checkout.DB.prepare("SELECT 1").first()).resolves.toEqual({ ok: 1 });
+    await expect(guardEnv(e, "background").DB.prepare("SELECT 1").first()).resolves.toEqual({ ok: 1 });
+  });
+
+  it("a statement with more than 100 bound parameters is refused as production D1 would; 100 pass", async () => {
+    const g = guardEnv(env);
+    const marks = (n: number) => Array.from({ length: n }, () => "?").join(",");
+    const values = (n: number) => Array.from({ length: n }, (_, i) => i);
+    const ok = await g.DB.prepare(`SELECT count(*) AS n FROM (SELECT 1 WHERE 1 IN (${marks(100)}))`).bind(...values(100)).first<{ n: number }>();
+    expect(ok?.n).toBe(1);
+    expect(() => g.DB.prepare(`SELECT 1 WHERE 1 IN (${marks(101)})`).bind(...values(101))).toThrow(D1ParameterLimitError);
   });
 });
 

@@ -79,10 +79,15 @@ export function productTags(doc: { id: string; category_path: string[] }): strin
   return [doc.id, ...doc.category_path];
 }
 
+/** A tag is a header token: anything but printable ASCII without commas is percent-encoded (and capped). */
+function safeTag(tag: string): string {
+  return /^[\x21-\x2b\x2d-\x7e]{1,128}$/.test(tag) ? tag : encodeURIComponent(tag.slice(0, 128));
+}
+
 /** Cache-Tag header value; Cloudflare caps the header at 16 KB, so very long lists are truncated. */
 export function cacheTagHeader(tags: string[]): string {
   let out = "";
-  for (const tag of new Set(tags)) {
+  for (const tag of new Set(tags.map(safeTag))) {
     const next = out ? `${out},${tag}` : tag;
     if (next.length > 16_000) break;
     out = next;

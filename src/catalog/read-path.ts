@@ -15,7 +15,8 @@
  */
 import { ApiError } from "../lib/errors";
 import { withTimeout } from "../lib/resilience";
-import { lastGoodKey } from "./cache-keys";
+import { BoundedMap } from "../lib/isolate-memory";
+import { cacheTagHeader, lastGoodKey } from "./cache-keys";
 
 export type DocVersion = { version: number; stock_seq: number };
 
@@ -80,8 +81,8 @@ export type TieredRead<D> = {
 
 // ---- monotonic floor, per isolate -------------------------------------------------------------------
 
-const MAX_TRACKED = 50_000;
-const served = new Map<string, DocVersion>();
+// Keys are product ids and answer keys (long ones hashed); 2 MB holds about 15,000 of them.
+const served = new BoundedMap<DocVersion>("read-path.served-floor", { maxBytes: 2 * 1024 * 1024, maxKeyLength: 64, sizeOf: () => 48 });
 
 export function compareVersions(a: DocVersion, b: DocVersion): number {
   return a.version !== b.version ? a.version - b.version : a.stock_seq - b.stock_seq;
@@ -96,12 +97,7 @@ function maxVersion(a: DocVersion | undefined, b: DocVersion | undefined): DocVe
 function noteServed(key: string, v: DocVersion): void {
   const prev = served.get(key);
   if (prev && compareVersions(prev, v) >= 0) return;
-  served.delete(key);
   served.set(key, v);
-  if (served.size > MAX_TRACKED) {
-    const oldest = served.keys().next().value;
-    if (oldest !== undefined) served.delete(oldest);
-  }
 }
 
 /** The newest version of `key` this isolate has answered with (exported for tests and the purger). */
@@ -274,7 +270,7 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
   const headers: Record<string, string> = {
     "content-type": "application/json; charset=utf-8",
     etag,
-    "cache-tag": rendered.tags.join(","),
+    "cache-tag": cacheTagHeader(rendered.tags),
   };
   if (rendered.version) headers[VERSION_HEADER] = formatVersion(rendered.version);
   if (rendered.contentLanguage) headers["content-language"] = rendered.contentLanguage;

@@ -3,6 +3,7 @@
  * `compare_at` and `promotion` set when a promotion lowers it, so every format (json, google `sale_price`,
  * jsonfeed, widget) shows the same price as the catalog.
  */
+import { BoundedMap } from "../lib/isolate-memory";
 import { effectivePrice, type DocPromotion } from "../promotions/effective-price";
 
 export type PriceView = {
@@ -34,7 +35,7 @@ export function lowestPrice(views: (PriceView | null)[]): PriceView | null {
   return best;
 }
 
-const exponents = new Map<string, number>();
+const exponents = new BoundedMap<number>("feeds.currency-exponents", { maxBytes: 16 * 1024, maxKeyLength: 8, sizeOf: () => 8 });
 
 /** ISO 4217 minor-unit exponent (2 for EUR, 0 for JPY), as the runtime's Intl data knows it. */
 export function currencyExponent(currency: string): number {
@@ -82,7 +83,7 @@ export function formatMoney(amount: number, currency: string, locale: string): s
 }
 
 /** Building an Intl formatter costs far more than using one; a 1,000-item page would build thousands. */
-const formatters = new Map<string, Intl.NumberFormat | null>();
+const formatters = new BoundedMap<Intl.NumberFormat | null>("feeds.money-formatters", { maxBytes: 256 * 1024, maxKeyLength: 48, sizeOf: () => 2048 });
 
 /** The JSON shape of a price in feed items. */
 export function renderPrice(view: PriceView | null, locale: string) {

@@ -4,6 +4,7 @@ import type { AppEnv, Principal } from "../env";
 import { ApiError } from "./errors";
 import { sha256Hex, timingSafeEqualStrings } from "./crypto";
 import { findKeyWithAffiliate } from "../affiliates/account";
+import { BoundedMap } from "./isolate-memory";
 
 type KeyRow = { id: string; kind: string; affiliate_id: string | null; expires_at: number | null; revoked_at: number | null };
 
@@ -36,8 +37,14 @@ export function basicPassword(c: Context<AppEnv>): string | undefined {
  * Only successes are kept, so unknown tokens fill nothing; entries have a fixed size (hash prefix → principal).
  */
 const VERIFIED_KEY_TTL_MS = 10_000;
-const VERIFIED_KEY_MAX = 1_000;
-const verifiedKeys = new Map<string, { principal: Principal; until: number }>();
+// Fixed-size entries (hash prefix → principal), bounded by bytes like every per-isolate structure.
+const verifiedKeys = new BoundedMap<{ principal: Principal; until: number }>("auth.verified-keys", { maxBytes: 256 * 1024, maxKeyLength: 32, sizeOf: () => 160 });
+
+/** True when `hash` (SHA-256 hex of a key) was verified in this isolate within the last few seconds. */
+export function isVerifiedKeyCached(hash: string, now = Date.now()): boolean {
+  const cached = verifiedKeys.get(hash.slice(0, 32));
+  return !!cached && cached.until > now;
+}
 
 /** Looks an API key up by its SHA-256 hash; expired (rotated-out) and revoked keys do not authenticate. */
 export async function lookupKey(env: Env, key: string, now = Date.now()): Promise<Principal | undefined> {
@@ -53,9 +60,7 @@ export async function lookupKey(env: Env, key: string, now = Date.now()): Promis
   if (row.kind === "storefront") principal = { kind: "storefront", keyId: row.id };
   if (row.kind === "affiliate" && row.affiliate_id) principal = { kind: "affiliate", keyId: row.id, affiliateId: row.affiliate_id };
   if (principal) {
-    verifiedKeys.delete(hash.slice(0, 32));
     verifiedKeys.set(hash.slice(0, 32), { principal, until: Math.min(now + VERIFIED_KEY_TTL_MS, row.expires_at ?? Infinity) });
-    if (verifiedKeys.size > VERIFIED_KEY_MAX) verifiedKeys.delete(verifiedKeys.keys().next().value!);
   }
   return principal;
 }

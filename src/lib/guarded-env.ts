@@ -6,6 +6,7 @@ import { stockFault } from "./fault-injection";
  * circuit breaker: D1 (one breaker per database), KV, the queues, and the STOCK namespace (one breaker
  * per shard object, so one overloaded hot shard does not fail the others). Application code keeps using
  * `env.DB`, `env.STOCK.getByName(...)` unchanged; it only sees faster, clearer failures (503 problems).
+ * D1 statements also get production's bound-parameter limit, which local SQLite does not enforce.
  */
 
 export const BINDING_TIMEOUTS = {
@@ -24,15 +25,33 @@ function isD1Failure(err: unknown): boolean {
 
 const unwrapped = new WeakMap<object, object>();
 
+const d1BreakerName = (use: BindingUse) => (use === "catalog" ? "d1" : `d1:${use}`);
+
 function bindAll<T extends object>(target: T, prop: string | symbol): unknown {
   const value = Reflect.get(target, prop, target);
   return typeof value === "function" ? value.bind(target) : value;
 }
 
+/** Production D1 refuses a statement with more bound parameters than this; local SQLite accepts up to 32,766. */
+export const D1_MAX_BOUND_PARAMETERS = 100;
+
+/** The refusal production D1 would give, raised locally too so tests and `wrangler dev` catch it before deploy. */
+export class D1ParameterLimitError extends Error {
+  constructor(readonly count: number) {
+    super(`D1_ERROR: too many SQL variables: ${count} bound parameters, production D1 allows ${D1_MAX_BOUND_PARAMETERS}`);
+    this.name = "D1ParameterLimitError";
+  }
+}
+
 function guardStatement(stmt: D1PreparedStatement, breaker: CircuitBreaker): D1PreparedStatement {
   const proxy = new Proxy(stmt, {
     get(target, prop) {
-      if (prop === "bind") return (...values: unknown[]) => guardStatement(target.bind(...values), breaker);
+      if (prop === "bind") {
+        return (...values: unknown[]) => {
+          if (values.length > D1_MAX_BOUND_PARAMETERS) throw new D1ParameterLimitError(values.length);
+          return guardStatement(target.bind(...values), breaker);
+        };
+      }
       if (prop === "first" || prop === "all" || prop === "run" || prop === "raw") {
         return (...args: unknown[]) =>
           breaker.run(() => (target[prop] as (...a: unknown[]) => Promise<unknown>).apply(target, args), BINDING_TIMEOUTS.d1);
@@ -124,14 +143,25 @@ function guardNamespace<T extends object>(ns: T, prefix: string): T {
   });
 }
 
-const guardedEnvs = new WeakMap<object, Env>();
+/**
+ * Which work an env serves. Each use has its own D1 breaker: a shopper's deliberately slow search must not open
+ * the breaker that checkouts (price lookups, stock adoption) go through, nor the one the event consumer needs.
+ */
+export type BindingUse = "catalog" | "checkout" | "background";
+
+const guardedEnvs = new WeakMap<object, Map<BindingUse, Env>>();
 const rawEnvs = new WeakMap<object, Env>();
 const GUARDED = Symbol.for("edgeshelf.guarded");
 
-/** The guarded view of `env`, built once per env object (so breaker state persists across requests). */
-export function guardEnv(env: Env): Env {
+/** The guarded view of `env` for one use, built once per env object (so breaker state persists across requests). */
+export function guardEnv(env: Env, use: BindingUse = "catalog"): Env {
   if ((env as unknown as Record<symbol, unknown>)[GUARDED]) return env;
-  const cached = guardedEnvs.get(env);
+  let byUse = guardedEnvs.get(env);
+  if (!byUse) {
+    byUse = new Map();
+    guardedEnvs.set(env, byUse);
+  }
+  const cached = byUse.get(use);
   if (cached) return cached;
   // A plain copy: the runtime's env object has read-only properties that cannot be shadowed by assignment.
   const guarded = {} as Env;
@@ -139,7 +169,7 @@ export function guardEnv(env: Env): Env {
     Object.defineProperty(guarded, key, { value: (env as unknown as Record<string, unknown>)[key], writable: true, enumerable: true, configurable: true });
   }
   Object.defineProperty(guarded, GUARDED, { value: true });
-  if (env.DB) guarded.DB = guardD1(env.DB, breakerFor(env.DB, "d1", { isFailure: isD1Failure, timeoutMs: BINDING_TIMEOUTS.d1 }));
+  if (env.DB) guarded.DB = guardD1(env.DB, breakerFor(env.DB, d1BreakerName(use), { isFailure: isD1Failure, timeoutMs: BINDING_TIMEOUTS.d1 }));
   if (env.CATALOG_KV) {
     guarded.CATALOG_KV = guardMethods(env.CATALOG_KV, ["get", "getWithMetadata", "put", "delete", "list"], breakerFor(env.CATALOG_KV, "kv"), BINDING_TIMEOUTS.kv);
   }
@@ -148,7 +178,7 @@ export function guardEnv(env: Env): Env {
     guarded.EVENTS_DLQ = guardMethods(env.EVENTS_DLQ, ["send", "sendBatch"], breakerFor(env.EVENTS_DLQ, "dlq"), BINDING_TIMEOUTS.queue);
   }
   if (env.STOCK) guarded.STOCK = guardNamespace(env.STOCK, "stock");
-  guardedEnvs.set(env, guarded);
+  byUse.set(use, guarded);
   rawEnvs.set(guarded, env);
   return guarded;
 }
@@ -158,11 +188,11 @@ export function rawEnv(env: Env): Env {
   return rawEnvs.get(env) ?? env;
 }
 
-/** Breakers of the raw `env` bindings, for health reporting and load shedding. */
+/** Breakers of the raw `env` bindings, for health reporting and load shedding (D1: the catalog's breaker). */
 export function bindingBreakers(env: Env): { d1?: CircuitBreaker; kv?: CircuitBreaker; stock: CircuitBreaker[] } {
   const raw = rawEnv(env);
   return {
-    d1: raw.DB ? existingBreaker(raw.DB, "d1") : undefined,
+    d1: raw.DB ? existingBreaker(raw.DB, d1BreakerName("catalog")) : undefined,
     kv: raw.CATALOG_KV ? existingBreaker(raw.CATALOG_KV, "kv") : undefined,
     stock: raw.STOCK ? breakersOf(raw.STOCK) : [],
   };

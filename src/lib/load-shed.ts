@@ -79,8 +79,8 @@ export function shedEnv(env: Env): Env {
 
 export const shedLoad = createMiddleware<AppEnv>(async (c, next) => {
   const url = new URL(c.req.url);
-  const cls = routeClass(c.req.method, url.pathname, url.searchParams);
-  if (cls !== "browse" && cls !== "search") return next();
+  const cls = routeClass(c.req.method, url.pathname, url.searchParams, c.req.raw.headers);
+  if (cls !== "browse" && cls !== "search" && cls !== "strong") return next();
   const s = stockSaturation(rawEnv(c.env));
   if (!s.saturated) return next();
   c.env = shedEnv(c.env);

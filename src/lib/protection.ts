@@ -13,6 +13,10 @@ export const LIMITS = {
   headerBytes: 16 * 1024,
   singleHeaderBytes: 8 * 1024,
   urlBytes: 8 * 1024,
+  /** The longest legitimate query (200 brand names, a cursor) stays well below this. */
+  queryBytes: 4 * 1024,
+  /** Any one query value (the longest real ones are cursors of a few hundred bytes). */
+  queryValueBytes: 2 * 1024,
 } as const;
 
 /** The admin import, and the console's upload of the same file (which calls the same import code). */
@@ -20,12 +24,23 @@ const IMPORT_PATHS = new Set(["/admin/import", "/console/imports"]);
 /** The operator console posts HTML forms. */
 const CONSOLE_FORM_TYPES = ["application/x-www-form-urlencoded", "multipart/form-data"];
 const isConsolePath = (path: string) => path === "/console" || path.startsWith("/console/");
+/**
+ * Headers whose values end up in a response header, a storage key or SQL. Only printable ASCII is accepted:
+ * anything else there is a broken or hostile client, never a shopper.
+ */
+const ECHOED_HEADERS = ["idempotency-key", "x-d1-bookmark", "x-shopper-country", "x-shopper-region", "accept-language", "if-none-match", "if-match", "origin", "referer"];
+const PRINTABLE_ASCII = /^[\x20-\x7e\t]*$/;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
 const IMPORT_TYPES = ["application/x-ndjson", "application/ndjson", "application/jsonl", "text/csv", "application/json"];
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
-/** Every binding the handlers see is bounded by a timeout and a circuit breaker (src/lib/guarded-env.ts). */
+/**
+ * Every binding the handlers see is bounded by a timeout and a circuit breaker (src/lib/guarded-env.ts); the
+ * reservation routes get their own D1 breaker, so catalog traffic cannot open it.
+ */
 export const guardBindings = createMiddleware<AppEnv>(async (c, next) => {
-  c.env = guardEnv(c.env);
+  c.env = guardEnv(c.env, c.req.path.startsWith("/v1/reservations") ? "checkout" : "catalog");
   await next();
 });
 
@@ -35,8 +50,13 @@ function tooLarge(what: string, limit: number): ApiError {
 
 /** 414 for overlong URLs, 431 for oversized headers: cheap checks that spare the router and the validators. */
 export const requestShapeLimits = createMiddleware<AppEnv>(async (c, next) => {
-  if (c.req.url.length > LIMITS.urlBytes) {
+  const url = c.req.url;
+  if (url.length > LIMITS.urlBytes) {
     throw new ApiError(414, "uri-too-long", "URI Too Long", `The URL exceeds ${LIMITS.urlBytes} bytes.`);
+  }
+  const q = url.indexOf("?");
+  if (q >= 0 && url.length - q - 1 > LIMITS.queryBytes) {
+    throw new ApiError(414, "uri-too-long", "URI Too Long", `The query string exceeds ${LIMITS.queryBytes} bytes.`);
   }
   let total = 0;
   for (const [name, value] of c.req.raw.headers) {
@@ -60,6 +80,47 @@ function hasBody(req: Request): boolean {
   if (length !== null) return length.trim() !== "0";
   return true;
 }
+
+function badInput(location: string, path: string, message: string): ApiError {
+  return ApiError.badRequest(`Invalid ${location}${path ? ` '${path}'` : ""}: ${message}.`, { errors: [{ location, path, message }] });
+}
+
+/** Strict percent-decoding: a malformed escape or invalid UTF-8 is a 400, never passed on half-decoded. */
+function decodeStrict(raw: string, location: string, name: string): string {
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, " "));
+  } catch {
+    throw badInput(location, name, "malformed percent-encoding or invalid UTF-8");
+  }
+}
+
+/**
+ * 400 for control characters (NUL, CR, LF…), invalid UTF-8 and oversized values anywhere in the path or the
+ * query, and for non-printable echoed headers. These values become cache keys, Cache-Tag headers, KV keys and
+ * SQL parameters further in; refusing them here keeps every handler's zod schema about meaning, not bytes.
+ */
+export const inputHygiene = createMiddleware<AppEnv>(async (c, next) => {
+  const url = c.req.url;
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  const q = url.indexOf("?", start);
+  const path = url.slice(start, q < 0 ? undefined : q);
+  if (CONTROL.test(decodeStrict(path, "path", ""))) throw badInput("path", "", "control characters are not allowed");
+  if (q >= 0) {
+    for (const pair of url.slice(q + 1).split("&")) {
+      if (!pair) continue;
+      const eq = pair.indexOf("=");
+      const name = decodeStrict(eq < 0 ? pair : pair.slice(0, eq), "query", "");
+      const value = eq < 0 ? "" : decodeStrict(pair.slice(eq + 1), "query", name.slice(0, 40));
+      if (CONTROL.test(name) || CONTROL.test(value)) throw badInput("query", name.slice(0, 40), "control characters are not allowed");
+      if (value.length > LIMITS.queryValueBytes) throw badInput("query", name.slice(0, 40), `longer than ${LIMITS.queryValueBytes} characters`);
+    }
+  }
+  for (const name of ECHOED_HEADERS) {
+    const value = c.req.raw.headers.get(name);
+    if (value !== null && !PRINTABLE_ASCII.test(value)) throw badInput("header", name, "only printable ASCII is allowed");
+  }
+  await next();
+});
 
 /** 415 unless the body is JSON (or, for the bulk import, one of its documented line formats). */
 export const contentTypeCheck = createMiddleware<AppEnv>(async (c, next) => {

@@ -1,4 +1,5 @@
 import { ApiError } from "./errors";
+import { registerAccounted } from "./isolate-memory";
 
 /**
  * Timeouts and circuit breakers for every binding call. State is per isolate (a breaker protects this
@@ -166,6 +167,9 @@ export class CircuitBreaker {
  * and a different binding object (another database, a wrapped test double) gets its own.
  */
 const registry = new WeakMap<object, Map<string, CircuitBreaker>>();
+let breakersMade = 0;
+// Names come from configuration (bindings, shard names), never from request input: the budget flags a leak.
+registerAccounted("resilience.breakers", { bytes: () => breakersMade * 512, entries: () => breakersMade, budget: () => 128 * 1024 });
 
 export function breakerFor(owner: object, name: string, options?: BreakerOptions): CircuitBreaker {
   let byName = registry.get(owner);
@@ -177,6 +181,7 @@ export function breakerFor(owner: object, name: string, options?: BreakerOptions
   if (!breaker) {
     breaker = new CircuitBreaker(name, options);
     byName.set(name, breaker);
+    breakersMade += 1;
   }
   return breaker;
 }

@@ -4,10 +4,13 @@
  * that serves /admin/metrics (locally: the only one). Production-wide ratios belong in Workers Analytics
  * (the `x-cache-tier` response header) or an Analytics Engine dataset.
  */
+import { registerAccounted } from "./isolate-memory";
+
 export type Tier = "edge" | "kv" | "d1" | "stale";
 
 const counts: Record<Tier, number> = { edge: 0, kv: 0, d1: 0, stale: 0 };
 const startedAt = Date.now();
+registerAccounted("tier-stats", { bytes: () => 256, entries: () => 4, budget: () => 256 });
 
 /** Called by the read path once per answered request, with the tier that answered. */
 export function recordTier(tier: Tier): void {

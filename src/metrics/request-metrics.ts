@@ -8,7 +8,7 @@ import type { AppEnv } from "../env";
 import { routeClass } from "../lib/rate-limit";
 import { addPoint, bucketOf, flushDue, flushPoints, LATENCY_BOUNDS } from "./timeseries";
 
-export const ROUTE_CLASSES = ["browse", "search", "reserve", "feed", "admin", "console", "other"] as const;
+export const ROUTE_CLASSES = ["browse", "search", "strong", "reserve", "feed", "admin", "console", "other"] as const;
 export type MetricRouteClass = (typeof ROUTE_CLASSES)[number];
 
 /** Read classes the latency SLO applies to. */

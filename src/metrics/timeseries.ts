@@ -7,6 +7,7 @@
  * minutes. Names come from code, never from input, and rows past the retention are pruned: the table is bounded
  * by RETENTION_MINUTES × the fixed set of names.
  */
+import { registerAccounted } from "../lib/isolate-memory";
 
 export const RETENTION_MINUTES = 24 * 60;
 
@@ -51,6 +52,7 @@ const pending = new Map<string, number>();
 let lastFlushMinute = minuteOf(Date.now());
 let flushes = 0;
 const MAX_PENDING = 2_000;
+registerAccounted("metrics.pending-points", { bytes: () => pending.size * 128, entries: () => pending.size, budget: () => MAX_PENDING * 128 });
 
 export function addPoint(name: string, value = 1, at = Date.now()): void {
   const key = `${minuteOf(at)}|${name}`;

@@ -14,6 +14,7 @@ import { readProductDoc } from "../catalog/projection-store";
 import { effectivePrice, type DocPromotion } from "../promotions/effective-price";
 import { loadSchedules } from "../promotions/schedule";
 import type { ShopperMarket } from "../lib/markets";
+import { BoundedMap } from "../lib/isolate-memory";
 
 export type UnitPrice = {
   sku: string;
@@ -45,14 +46,11 @@ export type CartPrices = {
 };
 
 const MEMO_TTL_MS = 1_000;
-const MEMO_MAX_ENTRIES = 2_000;
-/** sku → slice (null = not in the catalog), per isolate, for `MEMO_TTL_MS` of wall time. */
-const memo = new Map<string, { until: number; slice: PriceSlice | null }>();
+/** sku → slice (null = not in the catalog), per isolate, for `MEMO_TTL_MS` of wall time; made-up SKUs fill it too. */
+const memo = new BoundedMap<{ until: number; slice: PriceSlice | null }>("pricing.sku-slices", { maxBytes: 1024 * 1024, maxKeyLength: 64, sizeOf: (v) => (v.slice ? 512 : 32) });
 
 function remember(sku: string, slice: PriceSlice | null, until: number): void {
-  memo.delete(sku);
   memo.set(sku, { until, slice });
-  while (memo.size > MEMO_MAX_ENTRIES) memo.delete(memo.keys().next().value!);
 }
 
 /** The slices of every variant a product document lists (documents list active variants only). */

@@ -11,6 +11,7 @@
  */
 import { refreshProductPrices } from "./price-refresh";
 import { promotionBoundaryStatements } from "../webhooks/record";
+import { registerAccounted } from "../lib/isolate-memory";
 
 const WATERMARK = "promotions:switched_through";
 
@@ -57,6 +58,7 @@ export async function nextScheduledBoundary(db: D1Database, now: number): Promis
 // (listings: a price filter's result set changes with any product's price). Re-read at most every second.
 let cached: { next: number | null; last: number | null; fetchedAt: number } | null = null;
 const CACHE_MS = 1_000;
+registerAccounted("promotions.boundaries", { bytes: () => (cached ? 96 : 0), entries: () => (cached ? 1 : 0), budget: () => 96 });
 /** After a boundary, the switch (min_prices) takes a moment: listings rendered meanwhile are not cached. */
 const SWITCH_GRACE_MS = 2_000;
 

@@ -6,6 +6,7 @@
  * is applied after the cache on every request: a cheap pass over ≤ 40 items that keeps the number of cached
  * variants per product fixed (so they can be purged exactly, see refs.ts) and lets every shopper share them.
  */
+import { BoundedMap } from "../lib/isolate-memory";
 import { cacheTagHeader } from "../catalog/cache-keys";
 import { tieredRead, type CachePolicy } from "../catalog/read-path";
 import { ApiError } from "../lib/errors";
@@ -111,25 +112,11 @@ async function bestSellersAnswer(env: Env, ctx: RenderCtx): Promise<CachedAnswer
 export type AnswerRead = { answer: CachedAnswer; headers: Headers; unit: string | null };
 
 /**
- * Small per-isolate memo, oldest entry out first. Edge hits of one owner's answer repeat the same JSON parse
- * of a ~30 KB unit, and usually the same filtering and serialisation, for every shopper: keyed on the unit's
- * ETag (a hash of its content), remembering them is exact and spares the allocations behind the p99.
+ * Per-isolate memo of parsed units. Edge hits of one owner's answer repeat the same JSON parse of a ~30 KB unit
+ * for every shopper: keyed on the unit's ETag (a hash of its content), remembering them is exact and spares the
+ * allocations behind the p99. A parsed unit takes about three times its JSON length.
  */
-export class Memo<T> {
-  private readonly map = new Map<string, T>();
-  constructor(private readonly size: number) {}
-  get(key: string): T | undefined {
-    return this.map.get(key);
-  }
-  set(key: string, value: T): void {
-    this.map.delete(key);
-    this.map.set(key, value);
-    if (this.map.size > this.size) this.map.delete(this.map.keys().next().value!);
-  }
-}
-
-// Bounded for the isolate's 128 MB: a parsed unit of 40 cards is a few hundred KB at most.
-const parsedUnits = new Memo<CachedAnswer>(64);
+const parsedUnits = new BoundedMap<CachedAnswer>("recommendations.parsed-units", { maxBytes: 4 * 1024 * 1024, sizeOf: () => 90_000 });
 
 /** One owner's cached answer for `intent` (or the best sellers when `owner` is BEST_SELLERS). */
 export async function readAnswer(env: Env, waitUntil: (p: Promise<unknown>) => void, owner: string, intent: ServedIntent | typeof BEST_SELLERS, ctx: RenderCtx): Promise<AnswerRead> {
@@ -168,7 +155,7 @@ export async function readAnswer(env: Env, waitUntil: (p: Promise<unknown>) => v
     return { answer: memo, headers: res.headers, unit };
   }
   const answer = (await res.json()) as CachedAnswer;
-  if (unit) parsedUnits.set(unit, answer);
+  if (unit) parsedUnits.set(unit, answer, 3 * (Number(res.headers.get("content-length")) || 30_000));
   return { answer, headers: res.headers, unit };
 }
 

@@ -3,6 +3,7 @@ import { collectMetrics } from "../events/metrics";
 import { requireAdmin } from "../lib/auth";
 import { recommendationMetrics } from "../recommendations/jobs";
 import { createApp } from "../lib/validation";
+import { isolateMemory } from "../lib/isolate-memory";
 
 const Lag = z.object({ samples: z.number(), p50: z.number().nullable(), p95: z.number().nullable(), p99: z.number().nullable(), max: z.number().nullable() });
 
@@ -31,6 +32,13 @@ const MetricsSchema = z
     stock_oversold: z
       .object({ window_ms: z.number(), reports: z.number(), units: z.number(), last_at: z.string().nullable() })
       .openapi({ description: "`stock.oversold` reports: a recount or adjustment below the units already held (holds stay). `units` sums each report's shortfall." }),
+    memory: z
+      .object({
+        bytes: z.number(),
+        budget: z.number(),
+        parts: z.record(z.string(), z.object({ bytes: z.number(), entries: z.number(), budget: z.number(), instances: z.number() })),
+      })
+      .openapi({ description: "Estimated bytes held between requests by this isolate's bounded structures, with their budgets." }),
   })
   .openapi("Metrics");
 
@@ -50,5 +58,5 @@ adminMetricsApp.use("/admin/metrics", requireAdmin);
 adminMetricsApp.openapi(route, async (c) => {
   c.header("cache-control", "no-store");
   const [metrics, recommendations] = await Promise.all([collectMetrics(c.env), recommendationMetrics(c.env.DB)]);
-  return c.json({ ...metrics, recommendations }, 200);
+  return c.json({ ...metrics, recommendations, memory: isolateMemory() }, 200);
 });

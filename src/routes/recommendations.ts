@@ -1,3 +1,4 @@
+import { BoundedMap, stringBytes } from "../lib/isolate-memory";
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../env";
@@ -7,7 +8,7 @@ import { createApp } from "../lib/validation";
 import { shopperRegion } from "../stock/locations";
 import { regionOfCountry, REGIONS, type ShopperMarket } from "../lib/markets";
 import { BEST_SELLERS } from "../recommendations/refs";
-import { blendContext, finish, fnv, Memo, readAnswer, type PublicItem, type Shopper } from "../recommendations/serve";
+import { blendContext, finish, fnv, readAnswer, type PublicItem, type Shopper } from "../recommendations/serve";
 import { problem } from "./common";
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -134,7 +135,7 @@ function contextOf(c: Context<AppEnv>, q: Common) {
   return { ctx, shopper, exclude: new Set(splitIds(q.exclude)) };
 }
 
-const rendered = new Memo<{ text: string; etag: string }>(256);
+const rendered = new BoundedMap<{ text: string; etag: string }>("recommendations.rendered", { maxBytes: 4 * 1024 * 1024, sizeOf: (v) => stringBytes(v.text) + 64 });
 
 /**
  * The filtered answer with its own validator; headers of the cached unit (tier, timing, cache policy) carried

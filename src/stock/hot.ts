@@ -10,6 +10,7 @@ import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { hotSubShardIndex, hotSubShardName, parseHotSubShard, shardNameForSku, stockStub } from "./routing";
 import type { HeldItem, HoldRequest, HoldResult } from "./types";
+import { registerAccounted } from "../lib/isolate-memory";
 
 export const MAX_SUB_SHARDS = 64;
 const CACHE_MS = 1_000;
@@ -17,6 +18,8 @@ const CACHE_MS = 1_000;
 type HotRow = { sku: string; sub_shards: number; state: string; transfer_id: string; generation: number };
 
 let cache: { until: number; hot: Map<string, number> } | undefined;
+// Hot SKUs are set by admins (a handful); the budget only flags a runaway configuration.
+registerAccounted("stock.hot-skus", { bytes: () => (cache ? [...cache.hot.keys()].reduce((n, k) => n + k.length * 2 + 72, 64) : 0), entries: () => cache?.hot.size ?? 0, budget: () => 256 * 1024 });
 
 /** SKU → K for every SKU currently routed to sub-shards. */
 export async function hotSkus(env: Env, now = clockNow()): Promise<Map<string, number>> {

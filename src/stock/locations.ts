@@ -2,11 +2,13 @@
  * Shopper region → preferred stock locations. Locations change rarely, so each isolate keeps them for a minute
  * instead of reading D1 on every reservation.
  */
+import { registerAccounted } from "../lib/isolate-memory";
 export type Region = "NA" | "EU" | "APAC";
 type Location = { id: string; region: string; priority: number };
 
 const TTL_MS = 60_000;
 let cache: { at: number; db: D1Database; rows: Location[] } | undefined;
+registerAccounted("stock.locations", { bytes: () => (cache?.rows.length ?? 0) * 160, entries: () => cache?.rows.length ?? 0, budget: () => 64 * 1024 });
 
 export async function activeLocations(env: Env, now = Date.now()): Promise<Location[]> {
   if (cache && cache.db === env.DB && now - cache.at < TTL_MS) return cache.rows;
