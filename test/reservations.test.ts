@@ -52,6 +52,26 @@ describe("auth and validation", () => {
     expect((await availability([sku]))[0]!.reserved).toBe(0);
   });
 
+  it("422 for SKUs of draft or archived products (and archived variants): nothing is held", async () => {
+    const [draftSku, archivedSku, retiredVariant, liveSku] = [(await makeSkus([5]))[0]!, (await makeSkus([5]))[0]!, (await makeSkus([5]))[0]!, (await makeSkus([5]))[0]!];
+    const productOf = async (sku: string) => (await env.DB.prepare("SELECT product_id FROM variants WHERE sku = ?").bind(sku).first<{ product_id: string }>())!.product_id;
+    await env.DB.batch([
+      env.DB.prepare("UPDATE products SET status = 'draft' WHERE id = ?").bind(await productOf(draftSku)),
+      env.DB.prepare("UPDATE products SET status = 'archived' WHERE id = ?").bind(await productOf(archivedSku)),
+      env.DB.prepare("UPDATE variants SET status = 'archived' WHERE sku = ?").bind(retiredVariant),
+    ]);
+    for (const sku of [draftSku, archivedSku, retiredVariant]) {
+      const p = await expectProblem(await reserve([{ sku: liveSku, quantity: 1 }, { sku, quantity: 1 }]), 422);
+      expect(p.unavailable_skus).toEqual([sku]);
+    }
+    const live = await reserve([{ sku: liveSku, quantity: 1 }]);
+    expect(live.status).toBe(201);
+    await live.body?.cancel();
+    const [liveRow, ...others] = await availability([liveSku, draftSku, archivedSku, retiredVariant]);
+    expect(liveRow!.reserved).toBe(1);
+    expect(others.map((o) => o.reserved)).toEqual([0, 0, 0]);
+  });
+
   it("422 lists unknown SKUs and unknown locations, and refuses unsupported currencies", async () => {
     const sku = (await makeSkus([5]))[0]!;
     const p = await expectProblem(await reserve([{ sku, quantity: 1 }, { sku: "NOPE-1", quantity: 1 }, { sku: "NOPE-2", quantity: 1 }]), 422);
