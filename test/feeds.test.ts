@@ -358,6 +358,33 @@ describe("delta sync", () => {
     expect(g.removed[0]).toEqual(expect.objectContaining({ id: b.id, item_ids: b.variants.map((v) => v.sku) }));
   });
 
+  it("deltas never name drafts, archived products outside the scope, or SKUs outside the allow-list", async () => {
+    const brand = `Leak ${Date.now()}`;
+    const mine = await insertProduct(env.DB, { base: 60, brand });
+    const other = await insertProduct(env.DB, { base: 61, brand: `${brand} other` });
+    const unreleased = await insertProduct(env.DB, { base: 62, brand });
+    const allowedSku = mine.variants[0]!.sku;
+    const { key: byBrand } = await createAffiliate({ scope: { brands: [brand] } });
+    const { key: bySku } = await createAffiliate({ scope: { skus: [allowedSku] } });
+    const sinces = await Promise.all([byBrand.key, bySku.key].map(async (k) => (await page("/v1/feeds/products", k)).next_since));
+    await write(unreleased.id, { status: "draft" });
+    await write(other.id, { status: "archived" });
+    await write(mine.id, { status: "archived" });
+    const [brandDelta, skuDelta] = await Promise.all(
+      [byBrand.key, bySku.key].map((k, i) => page(`/v1/feeds/products?since=${sinces[i]}`, k)),
+    );
+    expect(brandDelta.items).toEqual([]);
+    expect(brandDelta.removed).toEqual([expect.objectContaining({ id: mine.id, status: "archived" })]);
+    expect(skuDelta.removed).toEqual([expect.objectContaining({ id: mine.id, status: "archived" })]);
+    // Google tombstones list item ids (SKUs): only the allowed one.
+    const google = await (await feed(`/v1/feeds/products?format=google&since=${sinces[1]}`, bySku.key)).json<{ removed: { id: string; item_ids: string[] }[] }>();
+    expect(google.removed).toEqual([expect.objectContaining({ id: mine.id, item_ids: [allowedSku] })]);
+    const text = JSON.stringify([brandDelta, skuDelta, google]);
+    expect(text).not.toContain(unreleased.id);
+    expect(text).not.toContain(other.id);
+    if (mine.variants.length > 1) expect(text).not.toContain(mine.variants[1]!.sku);
+  });
+
   it("a product changed during a multi-page full sync is left to the delta, so it is delivered exactly once", async () => {
     const brand = `Midsync ${Date.now()}`;
     const products: FixtureProduct[] = [];

@@ -3,14 +3,15 @@ import { beforeAll, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
 import { handleQueue } from "../src/events/queue";
 import { handleScheduled } from "../src/cron";
-import { readProductDoc } from "../src/catalog/projection-store";
-import { productKey, type ProductDocument } from "../src/catalog/document";
+import { fillProductDoc, putProductDocIfNewer, readProductDoc } from "../src/catalog/projection-store";
+import { getDb } from "../src/db/client";
+import { loadProductDocument, productKey, type ProductDocument } from "../src/catalog/document";
 import { productCacheUrls } from "../src/catalog/cache-keys";
-import { retryDelaySeconds } from "../src/events/retry";
+import { retryDelaySeconds, settleDeadLetterNotes } from "../src/events/retry";
 import { dispatch, dispatchTable, type EventHandler } from "../src/events/dispatch";
 import { CloudflareTagPurger, LocalCachePurger, purgerFor } from "../src/events/purger";
 import { admin, BASE, call, expectProblem, json, uid } from "./helpers/http";
-import { seedCategories } from "./helpers/catalog-fixtures";
+import { insertProduct, seedCategories } from "./helpers/catalog-fixtures";
 
 type Doc = ProductDocument;
 
@@ -302,6 +303,7 @@ describe("propagation through the EVENTS queue", () => {
     const batch = createMessageBatch("edgeshelf-events", bodies.map((body, i) => ({ id: `d-${i}`, timestamp: new Date(), attempts: 1, body })));
     const ctx = createExecutionContext();
     await dispatch(batch, env, table);
+    await settleDeadLetterNotes();
     const result = await getQueueResult(batch, ctx);
     expect(seen).toEqual({ a: ["d-0", "d-2"], b: ["d-1"] });
     expect([...result.explicitAcks].sort()).toEqual(["d-0", "d-1", "d-2", "d-3", "d-4", "d-5"]);
@@ -314,6 +316,43 @@ describe("propagation through the EVENTS queue", () => {
     const r2 = await getQueueResult(malformed, ctx2);
     expect(r2.explicitAcks).toEqual(["m-1"]);
     expect(r2.retryMessages).toEqual([]);
+    // Acked, but never dropped: each is a dead letter with the reason it can never succeed.
+    const letters = await env.DB.prepare("SELECT id, error FROM dead_letters WHERE id IN ('d-3', 'd-4', 'd-5', 'm-1') ORDER BY id").all<{ id: string; error: string }>();
+    expect(letters.results.map((l) => l.id)).toEqual(["d-3", "d-4", "d-5", "m-1"]);
+    expect(letters.results[0]!.error).toMatch(/no handler for message type "nobody.owns"/);
+    expect(letters.results[3]!.error).toMatch(/malformed event: id/);
+  });
+
+  it("a poison message ends in dead_letters with its error, even when the dead-letter batch holds an unstorable body", async () => {
+    // The last attempt of a message whose handling keeps throwing: its error is stored with the letter.
+    const poison = createMessageBatch("edgeshelf-events", [{ id: uid("poison"), timestamp: new Date(), attempts: 6, body: { type: "product.changed", id: uid("P-POISON"), version: 1, occurred_at: Date.now() } }]);
+    // Every catalog query fails (the handler's error); only the dead-letter table still takes writes.
+    const down = () => Promise.reject(new Error("D1_ERROR: catalog tables unavailable"));
+    const broken: Record<string, unknown> = { first: down, all: down, run: down, raw: down };
+    broken.bind = () => broken;
+    const failingDb = new Proxy(env.DB, {
+      get: (t, p) =>
+        p === "prepare" ? (q: string) => (q.includes("dead_letters") ? t.prepare(q) : broken) : p === "batch" ? down : p === "withSession" ? () => failingDb : Reflect.get(t, p, t),
+    });
+    const ctx = createExecutionContext();
+    await handleQueue(poison, { ...env, DB: failingDb } as Env, ctx);
+    const first = await getQueueResult(poison, ctx);
+    expect(first.retryMessages.map((m: { msgId: string }) => m.msgId)).toEqual([poison.messages[0]!.id]);
+    const id = poison.messages[0]!.id;
+    // The queue then delivers it to the dead-letter queue, together with a letter whose body cannot be stored whole.
+    const huge = { type: "product.changed", pad: "x".repeat(300 * 1024) };
+    const dlq = createMessageBatch("edgeshelf-events-dlq", [
+      { id, timestamp: new Date(), attempts: 1, body: poison.messages[0]!.body },
+      { id: uid("huge"), timestamp: new Date(), attempts: 1, body: huge },
+    ]);
+    const ctx2 = createExecutionContext();
+    await handleQueue(dlq, env, ctx2);
+    const r = await getQueueResult(dlq, ctx2);
+    expect(r.retryMessages).toEqual([]);
+    const rows = await env.DB.prepare("SELECT id, error, length(body) AS n FROM dead_letters WHERE id IN (?, ?)").bind(id, dlq.messages[1]!.id).all<{ id: string; error: string | null; n: number }>();
+    const byId = new Map(rows.results.map((row) => [row.id, row]));
+    expect(byId.get(id)?.error).toMatch(/catalog tables unavailable/);
+    expect(byId.get(dlq.messages[1]!.id)?.error).toMatch(/truncated/);
   });
 
   it("a message that keeps failing ends in the dead-letter queue, is listed, and replays once fixed", async () => {
@@ -387,5 +426,63 @@ describe("propagation through the EVENTS queue", () => {
     expect(purgerFor({ ...env, PURGE_MODE: "local" })).toBeInstanceOf(LocalCachePurger);
     expect(purgerFor({ ...env, PURGE_MODE: "cloudflare", PURGE_ZONE_ID: "z", PURGE_API_TOKEN: "t" })).toBeInstanceOf(CloudflareTagPurger);
     expect(() => purgerFor({ ...env, PURGE_MODE: "cloudflare", PURGE_ZONE_ID: "", PURGE_API_TOKEN: "" })).toThrow(/PURGE_ZONE_ID/);
+  });
+});
+
+describe("KV never goes back in time", () => {
+  /** KV as the read path saw it: the key looked empty, and its write lands only when `release` is called. */
+  function racingKv(): { kv: KVNamespace; release: () => void } {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let reads = 0;
+    const kv = new Proxy(env.CATALOG_KV, {
+      get(target, prop) {
+        if (prop === "get") return (...args: unknown[]) => (reads++ === 0 ? Promise.resolve(null) : Reflect.apply(target.get, target, args));
+        if (prop === "put") return async (...args: unknown[]) => (await gate, Reflect.apply(target.put, target, args));
+        const v = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    return { kv, release };
+  }
+
+  async function olderAndNewer() {
+    const p = await insertProduct(env.DB, { base: 70 });
+    const db = getDb(env.DB);
+    const older = (await loadProductDocument(db, p.id))!;
+    await env.DB.prepare("UPDATE products SET version = version + 1, title = 'Newer title' WHERE id = ?").bind(p.id).run();
+    const newer = (await loadProductDocument(db, p.id))!;
+    expect(newer.version).toBeGreaterThan(older.version);
+    return { id: p.id, older, newer, latest: () => loadProductDocument(db, p.id) };
+  }
+
+  it("a write-back of an older copy that lands after the consumer's newer write is replaced by the newer version", async () => {
+    const { id, older, newer, latest } = await olderAndNewer();
+    const { kv, release } = racingKv();
+    const fill = fillProductDoc(kv, older, { latest });
+    // The consumer writes the newer version while the write-back is in flight.
+    expect(await putProductDocIfNewer(env.CATALOG_KV, newer, { latest })).toBe("written");
+    release();
+    expect(await fill).toBe("superseded");
+    const final = await readProductDoc(env.CATALOG_KV, id);
+    expect(final?.version).toBe(newer.version);
+    expect(final?.title).toBe("Newer title");
+  });
+
+  it("the check afterwards is what saves it: trusting the replica's view, the older copy would stay", async () => {
+    const { id, older, newer, latest } = await olderAndNewer();
+    const { kv, release } = racingKv();
+    const fill = fillProductDoc(kv, older, { latest: async () => older });
+    await putProductDocIfNewer(env.CATALOG_KV, newer, { latest });
+    release();
+    await fill;
+    expect((await readProductDoc(env.CATALOG_KV, id))?.version).toBe(older.version);
+  });
+
+  it("a write-back never replaces a document that is already there", async () => {
+    const { id, older, newer, latest } = await olderAndNewer();
+    await putProductDocIfNewer(env.CATALOG_KV, newer, { latest });
+    expect(await fillProductDoc(env.CATALOG_KV, older, { latest })).toBe("present");
+    expect((await readProductDoc(env.CATALOG_KV, id))?.version).toBe(newer.version);
   });
 });

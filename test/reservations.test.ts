@@ -62,7 +62,7 @@ describe("auth and validation", () => {
     ]);
     for (const sku of [draftSku, archivedSku, retiredVariant]) {
       const p = await expectProblem(await reserve([{ sku: liveSku, quantity: 1 }, { sku, quantity: 1 }]), 422);
-      expect(p.unavailable_skus).toEqual([sku]);
+      expect(p.inactive_skus).toEqual([sku]);
     }
     const live = await reserve([{ sku: liveSku, quantity: 1 }]);
     expect(live.status).toBe(201);

@@ -46,7 +46,7 @@ export type DevServerOptions = {
 };
 
 /** Starts `wrangler dev` detached in its own process group, stops it on exit, and waits for GET /health. */
-export async function startDevServer(opts: DevServerOptions): Promise<{ origin: string; stop: () => void }> {
+export async function startDevServer(opts: DevServerOptions): Promise<{ origin: string; stop: () => void; pid: number }> {
   const port = String(opts.port);
   const origin = `http://127.0.0.1:${port}`;
   const args = ["--no-install", "wrangler", "dev"];
@@ -72,5 +72,5 @@ export async function startDevServer(opts: DevServerOptions): Promise<{ origin: 
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  return { origin, stop };
+  return { origin, stop, pid: dev.pid! };
 }

@@ -8,7 +8,7 @@ import { marketOf } from "../lib/markets";
 import { productCacheKey, productTags } from "./cache-keys";
 import { loadProductDocument, type ProductDocument } from "./document";
 import { originSession, BOOKMARK_HEADER } from "./origin";
-import { putProductDocIfNewer, readProductDoc } from "./projection-store";
+import { fillProductDoc, readProductDoc } from "./projection-store";
 import { tieredRead, type CachePolicy, type Timeouts } from "./read-path";
 import { priceEtagSuffix, priceMaxAgeCap, renderProduct } from "./render";
 
@@ -46,7 +46,8 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
     bypassCache: !!input.bookmark,
     kv: {
       read: () => readProductDoc(env.CATALOG_KV, id),
-      write: (doc, ttl) => putProductDocIfNewer(env.CATALOG_KV, doc, ttl ? { expirationTtl: ttl } : {}),
+      write: (doc, ttl) =>
+        fillProductDoc(env.CATALOG_KV, doc, { expirationTtl: ttl, latest: () => loadProductDocument(originSession(env.DB, { primary: true }).db, id) }),
     },
     origin: async ({ primary }) => {
       const session = originSession(env.DB, { bookmark: input.bookmark, primary });

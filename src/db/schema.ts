@@ -267,6 +267,8 @@ export const deadLetters = sqliteTable(
     attempts: integer("attempts").notNull().default(0),
     receivedAt: integer("received_at").notNull(),
     replayedAt: integer("replayed_at"),
+    /** The consumer's last error, or why the body can never be processed; null when no cause was recorded. */
+    error: text("error"),
   },
   (t) => [index("dead_letters_pending_idx").on(t.replayedAt, t.receivedAt)],
 );

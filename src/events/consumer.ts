@@ -22,7 +22,7 @@ import { now as clockNow } from "../lib/clock";
 import { reconcileProductPrices } from "../promotions/price-refresh";
 import { availabilityFlipStatement } from "../feeds/change-seq";
 import type { ConsumerDeps, EventHandler, HandlerBatch } from "./dispatch";
-import { retryLater } from "./retry";
+import { deadLetterNow, retryLater } from "./retry";
 
 const KnownEvent = z.discriminatedUnion("type", [ProductChangedEvent, CategoryChangedEvent, StockChangedEvent, StockOversoldEvent]);
 type KnownEvent = z.infer<typeof KnownEvent>;
@@ -49,9 +49,8 @@ async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, 
   for (const msg of batch.messages) {
     const parsed = KnownEvent.safeParse(msg.body);
     if (!parsed.success) {
-      // A malformed body can never succeed on retry: ack it, loudly.
-      console.warn(JSON.stringify({ level: "warn", message: "unhandled event acked", id: msg.id, type: (msg.body as { type?: unknown })?.type ?? null }));
-      msg.ack();
+      // A malformed body can never succeed on retry: kept as a dead letter with the reason, not retried.
+      deadLetterNow(msg, env, `malformed event: ${parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; ")}`);
       continue;
     }
     work.push({ msg, event: parsed.data });
@@ -164,7 +163,7 @@ async function refreshProduct(env: Env, purger: Purger, id: string, catalogChang
     await purger.purgeProduct({ id }, [id]);
     return;
   }
-  await putProductDocIfNewer(env.CATALOG_KV, doc);
+  await putProductDocIfNewer(env.CATALOG_KV, doc, { latest: () => loadProductDocument(db, id) });
   // Only catalog changes can add variants; stock events (the bulk of a sale) leave the SKU index alone.
   if (catalogChange) await indexSkus(env.CATALOG_KV, doc.id, doc.variants.map((v) => v.sku));
   // Purge even when KV already held this version: a previous attempt may have written KV and then failed

@@ -1,29 +1,86 @@
 /**
  * Dead-letter handling. Messages that exhausted their retries on EVENTS land on `edgeshelf-events-dlq`; its
  * consumer stores them in D1 `dead_letters` (keyed by the message id, so a redelivery stores nothing twice)
- * where admins list them and replay them onto EVENTS once the cause is fixed.
+ * where admins list them and replay them onto EVENTS once the cause is fixed. The EVENTS consumer also stores
+ * a letter itself, with its error, on a message's last attempt and for bodies that can never be processed.
+ *
+ * A dead letter is never dropped: a batch that cannot be stored is stored message by message; a message whose
+ * body cannot be stored is stored with a truncated body and the reason; and on the dead-letter queue's last
+ * attempts, when D1 itself keeps failing, the letter goes to KV under `dead-letter:{id}` instead.
  */
-export type DeadLetter = { id: string; body: unknown; attempts: number; received_at: number; replayed_at: number | null };
+export type DeadLetter = { id: string; body: unknown; attempts: number; received_at: number; replayed_at: number | null; error: string | null };
 
-export async function storeDeadLetters(batch: MessageBatch<unknown>, env: Pick<Env, "DB">, now = Date.now()): Promise<void> {
-  if (batch.messages.length === 0) return;
-  const stmt = env.DB.prepare("INSERT INTO dead_letters (id, body, attempts, received_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING");
+/** Must match `max_retries` of the dead-letter queue's consumer in wrangler.toml. */
+export const DLQ_MAX_RETRIES = 10;
+const MAX_BODY_CHARS = 256 * 1024;
+const MAX_ERROR_CHARS = 2_000;
+
+const INSERT = `INSERT INTO dead_letters (id, body, attempts, received_at, error) VALUES (?, ?, ?, ?, ?)
+  ON CONFLICT (id) DO UPDATE SET error = coalesce(dead_letters.error, excluded.error)`;
+
+/** The body as JSON text, or a stand-in naming why it could not be kept whole. */
+function storableBody(body: unknown): { text: string; problem?: string } {
+  let text: string;
   try {
-    await env.DB.batch(batch.messages.map((m) => stmt.bind(m.id, JSON.stringify(m.body ?? null), m.attempts, now)));
-    batch.ackAll();
+    text = JSON.stringify(body ?? null) ?? "null";
   } catch (err) {
-    console.error(JSON.stringify({ level: "error", message: "dead letters not stored; retrying", error: String(err) }));
-    batch.retryAll({ delaySeconds: 5 });
+    return { text: JSON.stringify({ unstorable: String(err).slice(0, 500) }), problem: "body is not JSON" };
+  }
+  if (text.length <= MAX_BODY_CHARS) return { text };
+  return { text: JSON.stringify({ truncated: text.slice(0, MAX_BODY_CHARS) }), problem: `body truncated from ${text.length} characters` };
+}
+
+function bindLetter(db: D1Database, m: Message<unknown>, now: number, error: string | null): D1PreparedStatement {
+  const { text, problem } = storableBody(m.body);
+  const why = [error, problem].filter(Boolean).join("; ") || null;
+  return db.prepare(INSERT).bind(m.id, text, m.attempts, now, why ? why.slice(0, MAX_ERROR_CHARS) : null);
+}
+
+/** Stores one dead letter with its cause (keeping a cause recorded earlier). */
+export async function storeDeadLetter(env: Pick<Env, "DB">, m: Message<unknown>, error: string | null, now = Date.now()): Promise<void> {
+  await bindLetter(env.DB, m, now, error).run();
+}
+
+export async function storeDeadLetters(batch: MessageBatch<unknown>, env: Pick<Env, "DB" | "CATALOG_KV">, now = Date.now()): Promise<void> {
+  if (batch.messages.length === 0) return;
+  try {
+    await env.DB.batch(batch.messages.map((m) => bindLetter(env.DB, m, now, null)));
+    batch.ackAll();
+    return;
+  } catch (err) {
+    console.error(JSON.stringify({ level: "error", message: "dead letters not stored as a batch; storing one by one", error: String(err) }));
+  }
+  for (const m of batch.messages) {
+    try {
+      await bindLetter(env.DB, m, now, null).run();
+      m.ack();
+    } catch (err) {
+      if (m.attempts >= DLQ_MAX_RETRIES && (await keepInKv(env, m, now, err))) m.ack();
+      else m.retry({ delaySeconds: 5 });
+    }
+  }
+}
+
+/** Last resort when D1 keeps refusing: the letter in KV, where an admin (or a later sweep) finds it. */
+async function keepInKv(env: Pick<Env, "CATALOG_KV">, m: Message<unknown>, now: number, err: unknown): Promise<boolean> {
+  try {
+    const { text } = storableBody(m.body);
+    await env.CATALOG_KV.put(`dead-letter:${m.id}`, JSON.stringify({ id: m.id, body: text, attempts: m.attempts, received_at: now, error: String(err).slice(0, MAX_ERROR_CHARS) }));
+    console.error(JSON.stringify({ level: "error", message: "dead letter kept in KV: D1 refused it", id: m.id, error: String(err) }));
+    return true;
+  } catch (kvErr) {
+    console.error(JSON.stringify({ level: "error", message: "dead letter could not be stored anywhere", id: m.id, error: String(kvErr) }));
+    return false;
   }
 }
 
 export async function listDeadLetters(env: Pick<Env, "DB">, opts: { pendingOnly: boolean; limit: number }): Promise<DeadLetter[]> {
   const { results } = await env.DB.prepare(
-    `SELECT id, body, attempts, received_at, replayed_at FROM dead_letters
+    `SELECT id, body, attempts, received_at, replayed_at, error FROM dead_letters
      WHERE (? = 0 OR replayed_at IS NULL) ORDER BY received_at DESC, id LIMIT ?`,
   )
     .bind(opts.pendingOnly ? 1 : 0, opts.limit)
-    .all<{ id: string; body: string; attempts: number; received_at: number; replayed_at: number | null }>();
+    .all<{ id: string; body: string; attempts: number; received_at: number; replayed_at: number | null; error: string | null }>();
   return results.map((r) => ({ ...r, body: JSON.parse(r.body) as unknown }));
 }
 

@@ -5,6 +5,7 @@
  * another: a new message type is one more entry, not one more branch.
  */
 import type { Purger } from "./purger";
+import { deadLetterNow } from "./retry";
 
 export type ConsumerDeps = { purger?: Purger; now?: () => number };
 
@@ -37,7 +38,7 @@ const typeOf = (body: unknown): unknown => (typeof body === "object" && body !==
 
 /**
  * Hands each handler its messages, one handler after the other in table order. Messages no handler claims can
- * never succeed on retry: they are acked, loudly.
+ * never succeed on retry: they are stored as dead letters with the reason and acked.
  */
 export async function dispatch(batch: { messages: readonly Message<unknown>[] }, env: Env, table: DispatchTable, deps: ConsumerDeps = {}): Promise<void> {
   const mine = new Map<EventHandler, Message<unknown>[]>();
@@ -45,8 +46,7 @@ export async function dispatch(batch: { messages: readonly Message<unknown>[] },
     const type = typeOf(msg.body);
     const handler = typeof type === "string" ? table.byType.get(type) : undefined;
     if (!handler) {
-      console.warn(JSON.stringify({ level: "warn", message: "unhandled event acked", id: msg.id, type: type ?? null }));
-      msg.ack();
+      deadLetterNow(msg, env, `no handler for message type ${JSON.stringify(type ?? null)}`);
       continue;
     }
     const list = mine.get(handler);

@@ -1,6 +1,7 @@
 import { catalogEventHandler } from "./consumer";
 import { storeDeadLetters } from "./dead-letters";
 import { dispatch, dispatchTable } from "./dispatch";
+import { settleDeadLetterNotes } from "./retry";
 import { afterProductRefresh, recommendationEventHandler } from "../recommendations/events";
 import { webhookDeliveryHandler } from "../webhooks/deliver";
 import { dispatchWebhooks } from "../webhooks/dispatch";
@@ -23,7 +24,11 @@ export async function handleQueue(batch: MessageBatch<unknown>, env: Env, ctx: E
   if (batch.queue === EVENTS_QUEUE) {
     // Webhook events carried by messages another handler owns (reservation.committed), recorded before it acks them.
     await recordMessageEvents(batch.messages, env);
-    await dispatch(batch, env, EVENT_HANDLERS);
+    try {
+      await dispatch(batch, env, EVENT_HANDLERS);
+    } finally {
+      await settleDeadLetterNotes();
+    }
     // Stock crossings, price changes, imports and oversells recorded webhook events in the writes this batch followed.
     await dispatchWebhooks(env).catch((err) => console.warn(JSON.stringify({ level: "warn", message: "webhook dispatch failed; the cron retries", error: String(err) })));
     return;

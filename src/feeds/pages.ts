@@ -6,10 +6,13 @@
  * thus left out of the listing and shows up in the next delta instead: every change appears exactly once.
  *
  * Delta (`since`): every product with since < change_seq <= hwm, in change_seq order. Active products in
- * scope come back as items; the others as tombstones: archived or draft, or `out_of_scope` when a change
- * (new brand or category, narrower affiliate scope) took the product out of what this affiliate may show.
- * Nothing records what an affiliate was shown before, so out-of-scope tombstones also name products it never
- * had: deleting an unknown id is a no-op, and it costs no more than an unscoped affiliate's delta does.
+ * scope come back as items; archived products in scope as `archived` tombstones (naming only the SKUs the
+ * affiliate's allow-list admits), and active products a change took out of scope (new brand or category,
+ * narrower affiliate scope) as `out_of_scope` ones. Drafts are never named, and neither are archived products
+ * outside the scope: an affiliate must not learn of products it may not show, unreleased ones least of all.
+ * (A live product moved back to draft therefore stays in an affiliate's copy until its next full sync;
+ * archiving is the way to withdraw one.) Nothing records what an affiliate was shown before, so out-of-scope
+ * tombstones also name products it never had: deleting an unknown id is a no-op.
  * change_seq is global and bumped by every product write (one D1 transaction each), so a product changed
  * twice between syncs appears once, in its latest state, and paging by change_seq can neither skip nor
  * repeat an entry.
@@ -19,7 +22,7 @@ import { loadProductDocuments, type LoadedDocument } from "../catalog/document";
 import { scopeConditions } from "./scope";
 import { decodeCursor, decodeSince, encodeCursor, encodeSince } from "./token";
 
-/** `status`: archived | draft | out_of_scope. */
+/** `status`: archived | out_of_scope. */
 export type Tombstone = { id: string; status: string; change_seq: number; removed_at: number; skus: string[] };
 
 export type FeedPage = {
@@ -69,12 +72,19 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
     const hasMore = rows.length > req.limit;
     const page = rows.slice(0, req.limit);
     const liveIds = page.filter((r) => r.status === "active").map((r) => r.id);
-    const gone = page.filter((r) => r.status !== "active");
+    const gone = page.filter((r) => r.status === "out_of_scope" || (r.status === "archived" && r.in_scope === 1));
     const [live, skus] = await Promise.all([loadProductDocuments(db, liveIds, { only: req, badJson: "fallback" }), skusOf(db, gone.map((r) => r.id))]);
+    const allowed = req.scope.skus?.length ? new Set(req.scope.skus) : undefined;
     return {
       mode: "delta",
       live,
-      removed: gone.map((r) => ({ id: r.id, status: r.status, change_seq: r.change_seq, removed_at: r.updated_at, skus: skus.get(r.id) ?? [] })),
+      removed: gone.map((r) => ({
+        id: r.id,
+        status: r.status,
+        change_seq: r.change_seq,
+        removed_at: r.updated_at,
+        skus: (skus.get(r.id) ?? []).filter((sku) => !allowed || allowed.has(sku)),
+      })),
       next_cursor: null,
       next_since: encodeSince(hasMore ? page[page.length - 1]!.change_seq : Math.max(hwm, since)),
       has_more: hasMore,
