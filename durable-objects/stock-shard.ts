@@ -10,6 +10,7 @@ import { splitItems } from "../src/stock/split";
 import { coordinatorOfReservation, groupByShard, hotSubShardName, shardNameForSku } from "../src/stock/routing";
 import type { Meta, PendingSend } from "../src/stock/shard-store";
 import { BoundedMap } from "../src/lib/isolate-memory";
+import { applyRetention, retentionPolicy } from "../src/stock/retention";
 import type {
   AdjustmentLine,
   AdjustmentOutcome,
@@ -671,6 +672,7 @@ export class StockShard extends DurableObject<Env> {
         // expireDue works in slices; loop until nothing is due.
       }
     });
+    this.retain(Date.now());
     await this.askVerdicts();
     await this.reconcileCommits();
     const due = this.escrow.pending({ before: clockNow() - SEND_SWEEP_MS });
@@ -720,6 +722,18 @@ export class StockShard extends DurableObject<Env> {
       if (h?.status === "committing") await this.driveCommit(h);
       else this.atomically(() => this.headers.finishCommit(id, clockNow()));
     }
+  }
+
+  /** History retention (src/stock/retention.ts), at most once per policy period; a slice per run. */
+  private retain(now: number): void {
+    const policy = retentionPolicy(this.env.STOCK_RETENTION);
+    const sql = this.ctx.storage.sql;
+    const last = sql.exec<{ value: number }>("SELECT value FROM counters WHERE name = 'retention_at'").toArray()[0]?.value ?? 0;
+    if (now - last < policy.everyMs) return;
+    this.ctx.storage.transactionSync(() => {
+      applyRetention(sql, now, policy);
+      sql.exec("INSERT INTO counters (name, value) VALUES ('retention_at', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", now);
+    });
   }
 
   /** Sends one batch; true when it sent a full batch and more may be waiting. Failures back off, never drop. */

@@ -183,7 +183,7 @@ describe("priority between overlapping promotions", () => {
     expect(after).toMatchObject({ amount: tenOff, promotion: { id: low.id } });
     // The reservation price lookup is the same function.
     const units = await resolveUnitPrices(env, [sku], "USD", at(45_000));
-    expect(units.get(sku)).toEqual({ sku, currency: "USD", unit_price: 100, regular_price: regular, promotion_id: high.id, sellable: true });
+    expect(units.get(sku)).toEqual({ sku, currency: "USD", unit_price: 100, regular_price: regular, promotion_id: high.id });
   });
 
   it("ties break by the later start, then by id; a promotion that would not lower the price is ignored", () => {

@@ -1,6 +1,7 @@
 import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeAll, describe, expect, it } from "vitest";
 import { coordinatorOfReservation } from "../src/stock/routing";
+import { applyRetention, DEFAULT_RETENTION } from "../src/stock/retention";
 import { AFFILIATE_TEST_KEY, addStorefrontKey, seedApiKeys } from "./helpers/api-keys";
 import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
 import { ledgerOf, makeSkus, reconcile, shardStub } from "./helpers/stock-fixtures";
@@ -357,4 +358,116 @@ describe("availability", () => {
     await expectProblem(await call("/v1/availability"), 400);
     await expectProblem(await call(`/v1/availability?skus=${Array.from({ length: 101 }, (_, i) => `S${i}`).join(",")}`), 400);
   });
+});
+
+describe("retention", () => {
+  it("folds old ledger rows into snapshot rows and prunes finished reservations: the ledger still replays to the counts, live holds stay", async () => {
+    const [sku] = await makeSkus([{ "loc-us-east": 40, "loc-eu-central": 10 }]);
+    const ids: { id: string; action: "commit" | "release" | "keep" }[] = [];
+    for (let i = 0; i < 9; i++) {
+      const res = await reserve([{ sku: sku!, quantity: 1 + (i % 3), location: i % 2 ? "loc-eu-central" : "loc-us-east" }]);
+      expect(res.status).toBe(201);
+      ids.push({ id: (await res.json<Reservation>()).id, action: i < 4 ? "commit" : i < 8 ? "release" : "keep" });
+    }
+    for (const r of ids) {
+      if (r.action === "commit") expect((await post(`/v1/reservations/${r.id}/commit`)).status).toBe(200);
+      if (r.action === "release") expect((await call(`/v1/reservations/${r.id}`, { method: "DELETE", headers: storefront() })).status).toBe(200);
+    }
+    const before = await ledgerOf(sku!);
+    const counts = await reconcile(sku!);
+    expect(counts.mismatches).toEqual([]);
+    // Forty days later, with the default windows (ledger 30 days, idempotency 1 day).
+    const later = Date.now() + 40 * 86_400_000;
+    const result = await runInDurableObject(shardStub(sku!), (_, state) => state.storage.transactionSync(() => applyRetention(state.storage.sql, later, DEFAULT_RETENTION)));
+    expect(result.ledgerRowsFolded).toBeGreaterThan(0);
+    const after = await ledgerOf(sku!);
+    expect(after.length).toBeLessThan(before.length);
+    // At most one row per (location, kind, reason) is left, and the replay still gives the live counts.
+    const groups = new Set(after.map((l) => `${l.location}|${l.kind}|${l.reason}`));
+    expect(after.length).toBe(groups.size);
+    expect(await reconcile(sku!)).toEqual(counts);
+    // Finished reservations are gone with their holds; the live one keeps both.
+    const rows = await runInDurableObject(shardStub(sku!), (_, state) => ({
+      reservations: state.storage.sql.exec<{ id: string; status: string }>("SELECT id, status FROM reservations").toArray(),
+      holds: state.storage.sql.exec<{ reservation_id: string; state: string }>("SELECT reservation_id, state FROM holds WHERE sku = ?", sku!).toArray(),
+    }));
+    const live = ids.find((r) => r.action === "keep")!.id;
+    expect(rows.reservations.filter((r) => ids.some((x) => x.id === r.id)).map((r) => r.id)).toEqual(
+      rows.reservations.some((r) => r.id === live) ? [live] : [],
+    );
+    expect(rows.holds).toEqual([{ reservation_id: live, state: "held" }]);
+    // The live reservation can still be committed after the sweep, and the ledger keeps replaying.
+    expect((await post(`/v1/reservations/${live}/commit`)).status).toBe(200);
+    expect((await reconcile(sku!)).mismatches).toEqual([]);
+    // Within the windows nothing is touched.
+    const again = await runInDurableObject(shardStub(sku!), (_, state) => state.storage.transactionSync(() => applyRetention(state.storage.sql, Date.now(), DEFAULT_RETENTION)));
+    expect(again).toEqual({ ledgerRowsFolded: 0, reservations: 0, holds: 0, adjustments: 0 });
+  });
+});
+
+describe("retention storage", () => {
+  it("finished reservations stop costing storage: bytes per reservation before and after retention (printed for bench/results/retention.md)", async () => {
+    const [sku] = await makeSkus([{ "loc-us-east": 100_000 }]);
+    // One real checkout (reserve, commit) gives the row shapes; it is then cloned N times on its shard.
+    const res = await reserve([{ sku: sku!, quantity: 1 }]);
+    const { id } = await res.json<Reservation>();
+    expect((await post(`/v1/reservations/${id}/commit`)).status).toBe(200);
+    const N = 5_000;
+    const figures = await runInDurableObject(shardStub(sku!), (_, state) => {
+      const sql = state.storage.sql;
+      const size = () => sql.databaseSize;
+      const free = () => {
+        try {
+          return (sql.exec<{ freelist_count: number }>("PRAGMA freelist_count").one().freelist_count ?? 0) * (sql.exec<{ page_size: number }>("PRAGMA page_size").one().page_size ?? 4096);
+        } catch {
+          return 0;
+        }
+      };
+      const live = () => size() - free();
+      const start = live();
+      state.storage.transactionSync(() => {
+        for (let i = 0; i < N; i++) {
+          const rid = `${id.slice(0, -8)}${String(i).padStart(8, "0")}`;
+          sql.exec(
+            `INSERT INTO holds (reservation_id, sku, location, quantity, expires_at, state, created_at)
+             SELECT ?, sku, location, quantity, expires_at, state, created_at FROM holds WHERE reservation_id = ?`,
+            rid,
+            id,
+          );
+          sql.exec(
+            `INSERT INTO ledger (sku, location, seq, kind, delta_on_hand, delta_reserved, on_hand_after, reserved_after, reason, reservation_id, actor, event_id, at)
+             SELECT sku, location, seq, kind, 0, 0, on_hand_after, reserved_after, reason, ?, actor, event_id, at FROM ledger WHERE reservation_id = ?`,
+            rid,
+            id,
+          );
+          sql.exec(
+            `INSERT OR IGNORE INTO reservations (id, scope_key, owner, body_hash, status, items, currency, expires_at, lease_until, outcome, created_at, updated_at, committed_at, released_at)
+             SELECT ?, scope_key || ?, owner, body_hash, status, items, currency, expires_at, lease_until, outcome, created_at, updated_at, committed_at, released_at FROM reservations WHERE id = ?`,
+            rid,
+            rid,
+            id,
+          );
+        }
+      });
+      const filled = live();
+      const later = Date.now() + 40 * 86_400_000;
+      let pass = 0;
+      while (pass++ < 100) {
+        const r = state.storage.transactionSync(() => applyRetention(sql, later, { ...DEFAULT_RETENTION, batch: 5_000 }));
+        if (!r.ledgerRowsFolded && !r.reservations && !r.holds && !r.adjustments) break;
+      }
+      const rows = (t: string) => sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM ${t}`).one().n;
+      return { start, filled, after: live(), freeAfter: free(), ledger: rows("ledger"), holds: rows("holds"), reservations: rows("reservations") };
+    });
+    const perReservation = (figures.filled - figures.start) / N;
+    const perMillionBefore = (perReservation * 1e6) / 2 ** 20;
+    const perMillionAfter = (Math.max(0, figures.after - figures.start) / N) * 1e6 / 2 ** 20;
+    console.log(
+      "retention storage",
+      JSON.stringify({ N, bytes_per_reservation_before: Math.round(perReservation), mib_per_million_before: Math.round(perMillionBefore), mib_per_million_after: Math.round(perMillionAfter), ...figures }),
+    );
+    expect(perReservation).toBeGreaterThan(100);
+    expect(figures.ledger).toBeLessThan(10);
+    expect(figures.holds).toBe(0);
+  }, 120_000);
 });
