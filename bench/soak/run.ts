@@ -23,6 +23,7 @@ const CONCURRENCY = Number(arg("concurrency", "16"));
 const PRODUCTS = Number(arg("products", "2000"));
 const PORT = Number(arg("port", "8821"));
 const WARMUP_SHARE = 0.1;
+const SHOPPERS = 50;
 const ADMIN = { authorization: "Bearer dev-admin-token" };
 const STOREFRONT = { authorization: "Bearer dev-storefront-key" };
 const AFFILIATE = { authorization: "Bearer demo-affiliate-key" };
@@ -117,7 +118,13 @@ function next(i: number, origin: string): Req {
     return {
       kind: "reserve",
       url: "/v1/reservations",
-      init: { method: "POST", headers: { ...STOREFRONT, "content-type": "application/json", "idempotency-key": `soak-${i}-${junk(6)}`, "cf-connecting-ip": ip() }, body: JSON.stringify({ items: [{ sku: sku(rand(PRODUCTS)), quantity: 1 }], ttl_seconds: 60 }) },
+      // A pool of shoppers: each one has its own hoarding-cap object, and wrangler dev keeps every object it ever
+      // made in memory (production evicts idle ones), so a fresh shopper per request would measure that instead.
+      init: {
+        method: "POST",
+        headers: { ...STOREFRONT, "content-type": "application/json", "idempotency-key": `soak-${i}-${junk(6)}`, "x-shopper-id": `shopper-${i % SHOPPERS}`, "cf-connecting-ip": "198.51.100.120" },
+        body: JSON.stringify({ items: [{ sku: sku(rand(PRODUCTS)), quantity: 1 }], ttl_seconds: 60 }),
+      },
     };
   }
   if (r < 97) {
@@ -163,7 +170,7 @@ async function main() {
         if (status >= 500 && errors.length < 20) errors.push(`${req.init?.method ?? "GET"} ${req.url.slice(0, 100)} -> ${status} ${text.slice(0, 200)}`);
         if (req.kind === "reserve" && status === 201) {
           const id = (JSON.parse(text) as { id: string }).id;
-          await (await fetch(`${server.origin}/v1/reservations/${id}`, { method: "DELETE", headers: STOREFRONT })).text();
+          await (await fetch(`${server.origin}/v1/reservations/${id}`, { method: "DELETE", headers: { ...STOREFRONT, "x-shopper-id": `shopper-${i % SHOPPERS}` } })).text();
         }
       } catch (err) {
         if (errors.length < 20) errors.push(`${req.url.slice(0, 100)} -> ${String(err)}`);
@@ -212,6 +219,10 @@ the sum over the workerd processes under wrangler, sampled every second from /pr
 | RSS at end | ${endRss.toFixed(0)} MB |
 | growth after warm-up | ${growth.toFixed(1)} MB (target < 64 MB) |
 | server alive at the end | ${alive ? "yes" : "NO"} |
+
+Reservations come from a pool of ${SHOPPERS} shoppers (\`x-shopper-id\`): every shopper has its own hoarding-cap
+object, and \`wrangler dev\` keeps every Durable Object it ever instantiated in memory (production evicts idle
+ones), so a new shopper per request would measure that local artefact rather than the Worker.
 
 Mix per 100 requests: 40 hostile (random bearers on feed, reserve, click, product and availability routes; 1.5 KB junk
 query strings; control characters and NUL; invalid brand lists; overlong ids and URLs; bookmark reads), 44 valid
