@@ -672,7 +672,6 @@ export class StockShard extends DurableObject<Env> {
         // expireDue works in slices; loop until nothing is due.
       }
     });
-    this.retain(Date.now());
     await this.askVerdicts();
     await this.reconcileCommits();
     const due = this.escrow.pending({ before: clockNow() - SEND_SWEEP_MS });
@@ -681,6 +680,12 @@ export class StockShard extends DurableObject<Env> {
     for (let i = 0; i < 20; i++) {
       const more = await this.flushOutbox();
       if (!more) break;
+    }
+    // Housekeeping last: it must never hold up or break expiry and the outbox.
+    try {
+      this.retain(Date.now());
+    } catch (err) {
+      console.warn(JSON.stringify({ level: "warn", message: "stock retention failed; the next alarm retries", error: String(err) }));
     }
     this.scheduleAlarm();
   }
