@@ -4,7 +4,6 @@ import worker from "../src/index";
 import { handleQueue } from "../src/events/queue";
 import { handleScheduled } from "../src/cron";
 import { fillProductDoc, putProductDocIfNewer, readProductDoc } from "../src/catalog/projection-store";
-import { getDb } from "../src/db/client";
 import { loadProductDocument, productKey, type ProductDocument } from "../src/catalog/document";
 import { productCacheUrls } from "../src/catalog/cache-keys";
 import { retryDelaySeconds, settleDeadLetterNotes } from "../src/events/retry";
@@ -448,7 +447,7 @@ describe("KV never goes back in time", () => {
 
   async function olderAndNewer() {
     const p = await insertProduct(env.DB, { base: 70 });
-    const db = getDb(env.DB);
+    const db = env.DB;
     const older = (await loadProductDocument(db, p.id))!;
     await env.DB.prepare("UPDATE products SET version = version + 1, title = 'Newer title' WHERE id = ?").bind(p.id).run();
     const newer = (await loadProductDocument(db, p.id))!;

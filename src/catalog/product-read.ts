@@ -47,7 +47,7 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
     kv: {
       read: () => readProductDoc(env.CATALOG_KV, id),
       write: (doc, ttl) =>
-        fillProductDoc(env.CATALOG_KV, doc, { expirationTtl: ttl, latest: () => loadProductDocument(originSession(env.DB, { primary: true }).db, id) }),
+        fillProductDoc(env.CATALOG_KV, doc, { expirationTtl: ttl, latest: () => loadProductDocument(originSession(env.DB, { primary: true }).db.$client, id) }),
     },
     origin: async ({ primary }) => {
       const session = originSession(env.DB, { bookmark: input.bookmark, primary });

@@ -163,7 +163,7 @@ async function refreshProduct(env: Env, purger: Purger, id: string, catalogChang
     await purger.purgeProduct({ id }, [id]);
     return;
   }
-  await putProductDocIfNewer(env.CATALOG_KV, doc, { latest: () => loadProductDocument(db, id) });
+  await putProductDocIfNewer(env.CATALOG_KV, doc, { latest: () => loadProductDocument(env.DB, id) });
   // Only catalog changes can add variants; stock events (the bulk of a sale) leave the SKU index alone.
   if (catalogChange) await indexSkus(env.CATALOG_KV, doc.id, doc.variants.map((v) => v.sku));
   // Purge even when KV already held this version: a previous attempt may have written KV and then failed
