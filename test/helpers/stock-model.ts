@@ -20,12 +20,16 @@ export type ModelReservation = {
   key: string;
   lines: Line[];
   region?: Region;
+  /** `x-shopper-id`: a hot SKU's lines go to the sub-shard of the reservation's shopper. */
+  shopper?: string;
   ttl: number;
   /** What the create answered: 201, 409/422 (replayed as such), or 503 (the key may be retried). */
   outcome: "held" | "failed" | "abandoned";
   id?: string;
   /** Header status as stored; `effective()` turns a lapsed `held` into `expired` like the API does. */
-  status?: "held" | "committed" | "released" | "expired";
+  status?: "held" | "committing" | "committed" | "released" | "expired";
+  /** When a commit was accepted but some shard did not answer: the coordinator's reconciler finishes it. */
+  committingSince?: number;
   expiresAt: number;
   items: ModelItem[];
 };
@@ -43,6 +47,8 @@ export class StockModel {
   readonly adjustments = new Map<string, { status: "applied" | "rejected"; sku: string; location: string; delta: number; reason: string }>();
   /** SKUs whose sold-out marker may be live in this colo (a short-lived edge cache entry). */
   readonly soldOutMarked = new Set<string>();
+  /** A transfer between objects failed since the sweeper last ran: units may be in transit until it does. */
+  transitUnsettled = false;
   /** Units reported "oversold by N" per (sku, location): holds granted beyond a later recount. */
   readonly oversold = new Map<string, number>();
 
