@@ -901,6 +901,21 @@ const REGRESSIONS: { name: string; stock: Record<string, number>[]; specs: Spec[
     ],
   },
   {
+    name: "on a hot SKU damage may take the count to zero but not below, and units freed after an oversold recount are not sold twice",
+    stock: [{ [L.east]: 0 }, { [L.east]: 4 }, ...NO_STOCK.slice(2)],
+    specs: [
+      { t: "hot", sku: 1, k: 2 },
+      { t: "adjust", sku: 1, location: L.east, delta: -5 },
+      reserve([{ sku: 1, quantity: 2, location: L.east }], { shopper: 0, want: 201 }),
+      { t: "adjust", sku: 1, location: L.east, delta: -3 },
+      { t: "release", pick: 0 },
+      reserve([{ sku: 1, quantity: 2, location: L.east }], { shopper: 1, want: 409 }),
+      reserve([{ sku: 1, quantity: 2, location: L.east }], { shopper: 0, want: 409 }),
+      { t: "adjust", sku: 1, location: L.east, delta: -1 },
+      { t: "adjust", sku: 1, location: L.east, delta: -1 },
+    ],
+  },
+  {
     name: "found by the model: marking a SKU with one unit hot (K=1) and un-marking it at once keeps the unit",
     stock: [{ [L.east]: 0 }, { [L.east]: 1 }, ...NO_STOCK.slice(2)],
     specs: [{ t: "hot", sku: 1, k: 1 }, { t: "unhot", sku: 1 }, reserve([{ sku: 1, quantity: 1 }], { want: 201 })],
