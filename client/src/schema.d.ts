@@ -521,7 +521,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Move the deadline of a live hold to now + ttl_seconds */
+        /**
+         * Move the deadline of a live hold to now + ttl_seconds
+         * @description Every stock shard moves its holds first; the reservation's deadline moves only once all of them confirmed. If one does not answer, the answer is 503 and the old deadline stays in force.
+         */
         post: operations["postV1ReservationsByIdExtend"];
         delete?: never;
         options?: never;
@@ -538,7 +541,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Make the hold permanent (decrements on_hand); idempotent */
+        /**
+         * Make the hold permanent (decrements on_hand); idempotent
+         * @description The coordinator commits every stock shard holding the reservation's lines. If a shard does not answer, the commit is still accepted (202, `status: committing`): it cannot be undone, the shard keeps the units held, and the coordinator completes it in the background (or on a repeat of this call). `reservation.committed` is emitted exactly once, when every shard has applied it.
+         */
         post: operations["postV1ReservationsByIdCommit"];
         delete?: never;
         options?: never;
@@ -614,8 +620,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The movement ledger of a SKU, oldest first, with a cursor
-         * @description Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts.
+         * The movement ledger of a SKU across its home shard and every escrow sub-shard, oldest first, with a cursor
+         * @description Rows of every object that ever held the SKU (home shard, hot sub-shards), merged in time order; `shard` names the object of each row. Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts (once no transfer is in transit).
          */
         get: operations["getAdminStockBySkuLedger"];
         put?: never;
@@ -3779,7 +3785,15 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
-            503: components["responses"]["Unavailable"];
+            /** @description A stock shard did not answer; the old deadline stays in force. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     postV1ReservationsByIdCommit: {
@@ -3795,6 +3809,15 @@ export interface operations {
         responses: {
             /** @description Committed (also on repeats). */
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Reservation"];
+                };
+            };
+            /** @description Accepted and `committing`: a shard did not answer yet; completed in the background. */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4033,7 +4056,7 @@ export interface operations {
     getAdminStockBySkuLedger: {
         parameters: {
             query?: {
-                /** @description `next_cursor` of the previous page. */
+                /** @description `next_cursor` of the previous page (one position per object of the SKU). */
                 cursor?: string;
                 limit?: number;
             };
@@ -4054,7 +4077,10 @@ export interface operations {
                     "application/json": {
                         sku: string;
                         items: {
+                            /** @description Row id within its object (`shard`). */
                             id: number;
+                            /** @description The object that wrote the row: `stock:{n}` (home) or `stock:hot:{sku}:{i}`. */
+                            shard: string;
                             sku: string;
                             location: string;
                             seq: number;
