@@ -25,6 +25,7 @@ import type {
   HoldRequest,
   HoldResult,
   LedgerEntry,
+  LiveHold,
   ReservationHeader,
   StockRow,
   ReservedItem,
@@ -162,6 +163,25 @@ export class StockShard extends DurableObject<Env> {
   async ledgerShards(sku: string): Promise<string[]> {
     const h = this.stock.hotState(sku);
     return [shardNameForSku(this.env, sku), ...Array.from({ length: h?.max_sub_shards ?? 0 }, (_, i) => hotSubShardName(sku, i))];
+  }
+
+  /** Live holds on `sku` in this object, soonest deadline first, with the storefront key that holds them. */
+  async liveHolds(sku: string, limit: number): Promise<LiveHold[]> {
+    this.atomically(() => this.stock.expireDue(Date.now()));
+    return this.ctx.storage.sql
+      .exec<LiveHold>(
+        `SELECT h.reservation_id, h.sku, h.location, h.quantity, h.expires_at, h.created_at, o.holder FROM holds h
+         LEFT JOIN hold_owners o ON o.reservation_id = h.reservation_id
+         WHERE h.sku = ? AND h.state = 'held' ORDER BY h.expires_at LIMIT ?`,
+        sku,
+        limit,
+      )
+      .toArray();
+  }
+
+  /** The newest movements of `sku` in this object (the paged ledger above reads oldest first). */
+  async ledgerTail(sku: string, limit: number): Promise<LedgerEntry[]> {
+    return this.ctx.storage.sql.exec<LedgerEntry>("SELECT * FROM ledger WHERE sku = ? ORDER BY id DESC LIMIT ?", sku, limit).toArray();
   }
 
   // --- hot-SKU escrow (src/stock/escrow-store.ts, src/stock/hot.ts) --------------------------------------------
@@ -618,6 +638,11 @@ export class StockShard extends DurableObject<Env> {
       }
       return done?.header;
     });
+  }
+
+  /** The storefront key that owns a reservation coordinated here, for an admin's force-release. */
+  async reservationOwner(id: string): Promise<string | null> {
+    return this.headers.get(id)?.owner ?? null;
   }
 
   async releaseReservation(id: string, owner: string): Promise<HeaderChange> {

@@ -32,6 +32,8 @@ import { recommendationsApp } from "./routes/recommendations";
 import { adminRecommendationsApp } from "./routes/admin-recommendations";
 import { recordRequests } from "./metrics/request-metrics";
 import { consoleApp } from "./console/app";
+import { adminHoldsApp } from "./routes/admin-holds";
+import { adminMetricSeriesApp } from "./routes/admin-metric-series";
 import { useAdminApi } from "./console/kit";
 import { adminWebhooksApp } from "./routes/admin-webhooks";
 
@@ -73,6 +75,8 @@ export function buildApp() {
   app.route("/", adminBenchApp);
   app.route("/", recommendationsApp);
   app.route("/", adminRecommendationsApp);
+  app.route("/", adminHoldsApp);
+  app.route("/", adminMetricSeriesApp);
   app.route("/", consoleApp);
   app.route("/", adminWebhooksApp);
 

@@ -1,9 +1,12 @@
 import { env } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { parseSloConfig, sloReport } from "../src/metrics/slo";
 import { addPoint, bucketOf, flushPoints, histogram, histogramPercentile, LATENCY_BOUNDS, minuteOf, prunePoints, readPoints, RETENTION_MINUTES, total } from "../src/metrics/timeseries";
 import { admin, call, expectProblem, json } from "./helpers/http";
 import { makeSkus } from "./helpers/stock-fixtures";
+import { seedApiKeys } from "./helpers/api-keys";
+
+beforeAll(() => seedApiKeys(env.DB));
 
 const VIEWER_TOKEN = "test-viewer-token";
 const ADMIN_TOKEN = "test-admin-token";
@@ -277,5 +280,51 @@ describe("SLOs", () => {
     expect(report.burning.map((o) => o.id)).toContain("availability.feed");
     // Latency: every feed request was fast, so its latency budget is untouched.
     expect(report.objectives.find((o) => o.id === "latency_p99.feed")!.budget_left).toBe(1);
+  });
+});
+
+describe("admin holds, force-release and metric history APIs", () => {
+  it("lists a SKU's live holds with their storefront key, and force-releases a reservation whoever holds it", async () => {
+    const [sku] = await makeSkus([10]);
+    const res = await json("POST", "/v1/reservations", { items: [{ sku, quantity: 3 }] }, { authorization: "Bearer dev-storefront-key", "idempotency-key": `k-${crypto.randomUUID()}` });
+    expect(res.status).toBe(201);
+    const { id } = (await res.json()) as { id: string };
+    const holds = (await (await call(`/admin/stock/${sku}/holds`, { headers: admin() })).json()) as { items: { reservation_id: string; quantity: number; holder: string | null; shard: string }[] };
+    expect(holds.items).toHaveLength(1);
+    expect(holds.items[0]).toMatchObject({ reservation_id: id, quantity: 3 });
+    expect(holds.items[0]!.holder).toBeTruthy();
+    const released = await call(`/admin/reservations/${id}/release`, { method: "POST", headers: admin() });
+    expect(released.status).toBe(200);
+    expect(((await released.json()) as { status: string }).status).toBe("released");
+    expect(((await (await call(`/admin/stock/${sku}/holds`, { headers: admin() })).json()) as { items: unknown[] }).items).toHaveLength(0);
+    const avail = (await (await call(`/v1/availability?skus=${sku}`)).json()) as { items: { reserved: number; available: number }[] };
+    expect(avail.items[0]).toMatchObject({ reserved: 0, available: 10 });
+    // The storefront sees it released; a second force-release is a no-op answer, not an error.
+    const seen = await call(`/v1/reservations/${id}`, { headers: { authorization: "Bearer dev-storefront-key" } });
+    expect(((await seen.json()) as { status: string }).status).toBe("released");
+    expect((await call(`/admin/reservations/${id}/release`, { method: "POST", headers: admin() })).status).toBe(200);
+  });
+
+  it("refuses to force-release a committed reservation (409), an unknown one (404), and without the admin token (401)", async () => {
+    const [sku] = await makeSkus([5]);
+    const res = await json("POST", "/v1/reservations", { items: [{ sku, quantity: 1 }] }, { authorization: "Bearer dev-storefront-key", "idempotency-key": `k-${crypto.randomUUID()}` });
+    const { id } = (await res.json()) as { id: string };
+    expect((await call(`/v1/reservations/${id}/commit`, { method: "POST", headers: { authorization: "Bearer dev-storefront-key" } })).status).toBe(200);
+    await expectProblem(await call(`/admin/reservations/${id}/release`, { method: "POST", headers: admin() }), 409);
+    await expectProblem(await call(`/admin/reservations/rsv_1_${"0".repeat(32)}/release`, { method: "POST", headers: admin() }), 404);
+    await expectProblem(await call(`/admin/reservations/${id}/release`, { method: "POST" }), 401);
+    const avail = (await (await call(`/v1/availability?skus=${sku}`)).json()) as { items: { on_hand: number }[] };
+    expect(avail.items[0]!.on_hand).toBe(4);
+  });
+
+  it("serves the per-minute series and the SLO report", async () => {
+    await call("/v1/categories");
+    const series = (await (await call("/admin/metrics/series?prefix=req.browse.&minutes=5", { headers: admin() })).json()) as { series: Record<string, number[]>; latency_bounds_ms: (number | null)[] };
+    expect(series.series["req.browse.n"]).toHaveLength(5);
+    expect(series.series["req.browse.n"]!.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+    expect(series.latency_bounds_ms.at(-1)).toBeNull();
+    await expectProblem(await call("/admin/metrics/series?prefix=DROP%20TABLE", { headers: admin() }), 400);
+    const slo = (await (await call("/admin/slo", { headers: admin() })).json()) as { objectives: { id: string }[] };
+    expect(slo.objectives.map((o) => o.id)).toContain("availability.browse");
   });
 });

@@ -132,6 +132,6 @@ eventPages.get("/console/events", async (c) => {
 eventPages.post("/console/events/replay", async (c) => {
   const f = await formInput(c, z.object({ id: z.string().min(1).max(200).optional() }));
   const res = await adminCall(c, "POST", "/admin/events/dead-letters/replay", f.id ? { ids: [f.id] } : {});
-  if (res.status !== 200) return done(c, "/console/events", `Replay failed: ${problemText(res)}`);
+  if (res.status !== 200) return done(c, "/console/events", `Replay failed: ${problemText(res)}`, "error");
   return done(c, "/console/events", `Replayed ${String(res.body?.replayed ?? 0)} dead letter(s).`);
 });

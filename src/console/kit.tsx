@@ -34,27 +34,29 @@ export async function formInput<T extends z.ZodType>(c: ConsoleContext, schema: 
 }
 
 /** Post/redirect/get: the message rides in a short-lived cookie, never in the URL. */
-export function done(c: ConsoleContext, to: string, message: string) {
-  setCookie(c, FLASH_COOKIE, encodeURIComponent(message.slice(0, 300)), { ...cookieBase, maxAge: 60 });
+export function done(c: ConsoleContext, to: string, message: string, kind: "ok" | "error" = "ok") {
+  setCookie(c, FLASH_COOKIE, encodeURIComponent(`${kind === "error" ? "!" : " "}${message.slice(0, 300)}`), { ...cookieBase, maxAge: 60 });
   return c.redirect(to, 303);
 }
 
-function takeFlash(c: ConsoleContext): string | undefined {
+function takeFlash(c: ConsoleContext): { ok?: string; error?: string } {
   const v = getCookie(c, FLASH_COOKIE);
-  if (!v) return undefined;
+  if (!v) return {};
   deleteCookie(c, FLASH_COOKIE, cookieBase);
   try {
-    return decodeURIComponent(v);
+    const text = decodeURIComponent(v);
+    return text.startsWith("!") ? { error: text.slice(1) } : { ok: text.slice(1) };
   } catch {
-    return undefined;
+    return {};
   }
 }
 
 /** Renders a full console page for the signed-in operator. */
 export function page(c: ConsoleContext, title: string, body: unknown, status: 200 | 400 | 403 | 404 | 409 | 412 | 422 = 200, error?: string) {
   const op = c.get("console");
+  const flash = takeFlash(c);
   return c.html(
-    <Layout title={title} path={new URL(c.req.url).pathname} role={op?.session.role} csrf={op?.csrf} flash={takeFlash(c)} error={error}>
+    <Layout title={title} path={new URL(c.req.url).pathname} role={op?.session.role} csrf={op?.csrf} flash={flash.ok} error={error ?? flash.error}>
       {body as never}
     </Layout>,
     status,

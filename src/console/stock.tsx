@@ -9,9 +9,10 @@ import { activeLocations, unknownLocations } from "../stock/locations";
 import { readStockRows } from "../stock/availability";
 import { hotStatus, markHot, MAX_SUB_SHARDS, unmarkHot } from "../stock/hot";
 import { shardNameForSku, stockStub } from "../stock/routing";
+import { holdsOfSku, recentMovements, type ShardHold, type ShardMovement } from "../stock/holds";
 import type { StockRow } from "../stock/types";
-import { done, formInput, operator, page, type ConsoleContext } from "./kit";
-import { fmt, WriteForm } from "./ui";
+import { adminCall, done, formInput, operator, page, problemText, type ConsoleContext } from "./kit";
+import { fmt, when, WriteForm } from "./ui";
 
 export const stockPages = createApp();
 
@@ -102,10 +103,104 @@ function SkuSearch(props: { sku?: string }) {
   );
 }
 
-/** Counts per location; for a hot SKU the home object's rows plus every sub-shard's, summed per location. */
+/** Counts per location (for a hot SKU summed over home and sub-shards by the strong read), holds, movements. */
 async function rowsFor(env: Env, sku: string) {
-  const [rows, hot] = await Promise.all([readStockRows(env, [sku]), hotStatus(env, sku)]);
-  return { rows, hot };
+  const [rows, hot, holds, movements] = await Promise.all([readStockRows(env, [sku]), hotStatus(env, sku), holdsOfSku(env, sku, 100), recentMovements(env, sku, 50)]);
+  return { rows, hot, holds, movements };
+}
+
+function countdown(ms: number): string {
+  const left = Math.max(0, Math.round(ms / 1000));
+  return left === 0 ? "expired" : `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+}
+
+function Holds(props: { sku: string; holds: ShardHold[]; csrf: string; role: "admin" | "viewer"; now: number }) {
+  if (!props.holds.length) return <p id="no-holds">No live holds.</p>;
+  return (
+    <table id="holds">
+      <caption class="sr-only">Live holds of {props.sku}</caption>
+      <thead>
+        <tr>
+          <th scope="col">reservation</th>
+          <th scope="col" class="num">qty</th>
+          <th scope="col">location</th>
+          <th scope="col">expires in</th>
+          <th scope="col">storefront key</th>
+          <th scope="col">object</th>
+          <th scope="col">action</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.holds.map((h) => (
+          <tr data-reservation={h.reservation_id}>
+            <td>
+              <code>{h.reservation_id}</code>
+            </td>
+            <td class="num">{fmt(h.quantity)}</td>
+            <td>{h.location}</td>
+            <td>
+              <time data-countdown={String(h.expires_at)} datetime={new Date(h.expires_at).toISOString()}>
+                {countdown(h.expires_at - props.now)}
+              </time>
+            </td>
+            <td>{h.holder ?? "–"}</td>
+            <td>{h.shard}</td>
+            <td>
+              <WriteForm
+                action={`/console/stock/${encodeURIComponent(props.sku)}/release`}
+                csrf={props.csrf}
+                role={props.role}
+                confirm={`Force-release reservation ${h.reservation_id}? Every hold of it goes back to stock and the checkout loses it.`}
+                label={`Force-release ${h.reservation_id}`}
+              >
+                <input type="hidden" name="reservation_id" value={h.reservation_id} />
+                <button type="submit" class="danger">
+                  Force-release
+                </button>
+              </WriteForm>
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+function Movements(props: { items: ShardMovement[] }) {
+  if (!props.items.length) return <p>No movements yet.</p>;
+  return (
+    <table id="ledger">
+      <caption class="sr-only">Newest stock movements</caption>
+      <thead>
+        <tr>
+          <th scope="col">at</th>
+          <th scope="col">kind</th>
+          <th scope="col">location</th>
+          <th scope="col" class="num">Δ on hand</th>
+          <th scope="col" class="num">Δ reserved</th>
+          <th scope="col" class="num">on hand after</th>
+          <th scope="col">reason / reservation</th>
+          <th scope="col">actor</th>
+          <th scope="col">object</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.items.map((m) => (
+          <tr>
+            <td>{when(m.at)}</td>
+            <td>{m.kind}</td>
+            <td>{m.location}</td>
+            <td class="num">{m.delta_on_hand}</td>
+            <td class="num">{m.delta_reserved}</td>
+            <td class="num">{m.on_hand_after}</td>
+            <td>{m.reason ?? m.reservation_id ?? ""}</td>
+            <td>{m.actor ?? ""}</td>
+            <td>{m.shard}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
 }
 
 function StockTable(props: { sku: string; rows: StockRow[] }) {
@@ -151,7 +246,7 @@ function StockTable(props: { sku: string; rows: StockRow[] }) {
 
 async function skuPage(c: ConsoleContext, sku: string, status: 200 | 412 = 200, stale?: { location: string; seen: Record<string, number> }) {
   const op = operator(c);
-  const [{ rows, hot }, locations] = await Promise.all([rowsFor(c.env, sku), activeLocations(c.env)]);
+  const [{ rows, hot, holds, movements }, locations] = await Promise.all([rowsFor(c.env, sku), activeLocations(c.env)]);
   const seq = rows[0]?.seq ?? 0;
   const eventId = `console-${crypto.randomUUID()}`;
   const now = stale ? rows.find((r) => r.location === stale.location) : undefined;
@@ -197,6 +292,10 @@ async function skuPage(c: ConsoleContext, sku: string, status: 200 | 412 = 200, 
             {fmt(hot.totals.available)}, free quotas {fmt(hot.totals.quotas)}, in transit {fmt(hot.in_transit)}.
           </p>
         ) : null}
+      </section>
+      <section class="panel" aria-labelledby="holds-h">
+        <h2 id="holds-h">Live holds ({fmt(holds.reduce((n, h) => n + h.quantity, 0))} units)</h2>
+        <Holds sku={sku} holds={holds} csrf={op.csrf} role={op.session.role} now={Date.now()} />
       </section>
       <div class="cols">
         <section class="panel" aria-labelledby="set-h">
@@ -262,6 +361,10 @@ async function skuPage(c: ConsoleContext, sku: string, status: 200 | 412 = 200, 
           )}
         </section>
       </div>
+      <section class="panel" aria-labelledby="ledger-h">
+        <h2 id="ledger-h">Ledger (newest {movements.length} movements, every object of the SKU)</h2>
+        <Movements items={movements} />
+      </section>
     </>,
     status,
   );
@@ -334,7 +437,7 @@ stockPages.post("/console/stock/:sku/adjust", async (c) => {
       : r.status === "duplicate"
         ? "Already applied (this form was submitted before); nothing changed."
         : `Refused: ${r.detail ?? "rejected"}.`;
-  return done(c, `/console/stock?sku=${encodeURIComponent(sku)}`, msg);
+  return done(c, `/console/stock?sku=${encodeURIComponent(sku)}`, msg, r.status === "rejected" ? "error" : "ok");
 });
 
 stockPages.post("/console/stock/:sku/hot", async (c) => {
@@ -348,4 +451,13 @@ stockPages.post("/console/stock/:sku/unhot", async (c) => {
   const sku = Sku.parse(c.req.param("sku"));
   await unmarkHot(c.env, sku, "console");
   return done(c, `/console/stock?sku=${encodeURIComponent(sku)}`, `${sku} is no longer hot; free quotas folded back.`);
+});
+
+stockPages.post("/console/stock/:sku/release", async (c) => {
+  const sku = Sku.parse(c.req.param("sku"));
+  const f = await formInput(c, z.object({ reservation_id: z.string().regex(/^rsv_\d{1,4}_[0-9a-f]{32}$/, "not a reservation id") }));
+  const res = await adminCall(c, "POST", `/admin/reservations/${f.reservation_id}/release`);
+  const back = `/console/stock?sku=${encodeURIComponent(sku)}`;
+  if (res.status !== 200) return done(c, back, `Not released: ${problemText(res)}`, "error");
+  return done(c, back, `Reservation ${f.reservation_id} force-released (${String(res.body?.status)}).`);
 });

@@ -39,7 +39,7 @@ const CreateBody = z
   })
   .openapi("ReservationRequest");
 
-const ReservationSchema = z
+export const ReservationSchema = z
   .object({
     id: z.string().openapi({ example: "rsv_3_0f6c…" }),
     status: z.enum(["pending", "held", "committing", "committed", "released", "expired", "failed"]),

@@ -50,7 +50,7 @@ function problemFromOutcome(o: Extract<StoredOutcome, { problem: unknown }>): Ap
   return new ApiError(o.status, o.problem.slug, o.problem.title, o.problem.detail, o.problem.extensions);
 }
 
-function coordinatorStub(env: Env, id: string) {
+export function coordinatorStub(env: Env, id: string) {
   const name = coordinatorOfReservation(env, id);
   if (!name) throw ApiError.notFound(`Reservation ${id} does not exist.`);
   return stockStub(env, name);
@@ -208,8 +208,8 @@ export async function commitReservation(env: Env, id: string, owner: string): Pr
   return { status: 200, view: toView(out.header) };
 }
 
-export async function releaseReservation(env: Env, id: string, owner: string): Promise<ReservationView> {
-  const actor = `storefront:${owner}`;
+/** `actor` defaults to the storefront key; an admin's force-release passes its own, so the ledger says who. */
+export async function releaseReservation(env: Env, id: string, owner: string, actor = `storefront:${owner}`): Promise<ReservationView> {
   const coord = coordinatorStub(env, id);
   const change = await coord.releaseReservation(id, owner);
   if (change.kind === "not_found" || (change.kind === "ok" && change.header.status === "failed")) {

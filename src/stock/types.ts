@@ -166,3 +166,14 @@ export type ReservationView = {
   committed_at: string | null;
   released_at: string | null;
 };
+
+/** A live hold as the admin holds listing shows it; `holder` is the storefront key id (null for old holds). */
+export type LiveHold = {
+  reservation_id: string;
+  sku: string;
+  location: string;
+  quantity: number;
+  expires_at: number;
+  created_at: number;
+  holder: string | null;
+};

@@ -233,7 +233,24 @@ try {
   await goto(page, `/console/stock?sku=${encodeURIComponent(sku)}`);
   const reserved = (await page.locator('#stock-rows tr[data-location="loc-us-east"] [data-field="reserved"]').textContent()).trim();
   check(reserved === "2", `reserved at loc-us-east shows ${reserved}`);
+  const holdRow = page.locator(`#holds tr[data-reservation="${rsv.body.id}"]`);
+  check((await holdRow.count()) === 1, "the API's hold is not listed on the SKU page");
+  check(/^\d+:\d{2}$/.test((await holdRow.locator("time").textContent()).trim()), "the hold has no TTL countdown");
   await audit(page, "stock-sku", scripts);
+  // Force-release asks for confirmation first; dismissing it changes nothing.
+  page.once("dialog", (d) => d.dismiss());
+  await holdRow.locator("button").click();
+  check((await page.locator(`#holds tr[data-reservation="${rsv.body.id}"]`).count()) === 1, "dismissing the confirmation still released");
+  page.once("dialog", (d) => d.accept());
+  await holdRow.locator("button").click();
+  await page.waitForSelector(".flash.ok");
+  check((await page.locator(`#holds tr[data-reservation="${rsv.body.id}"]`).count()) === 0, "the force-released hold is still listed");
+  check((await page.locator('#stock-rows tr[data-location="loc-us-east"] [data-field="reserved"]').textContent()).trim() === "0", "reserved did not go back to 0");
+  const released = await api("GET", `/v1/reservations/${rsv.body.id}`, undefined, { authorization: `Bearer ${STOREFRONT}` });
+  check(released.body.status === "released", `the storefront sees its reservation as ${released.body.status}`);
+  check((await page.locator("#ledger tbody tr", { hasText: "release" }).count()) >= 1, "the release is not in the ledger");
+  await page.screenshot({ path: path.join(SHOTS, "stock-force-released.png"), fullPage: true });
+  log("hold found on the SKU page (with TTL countdown) and force-released after confirming; storefront sees 'released'");
   // Someone else changes the SKU after the page was loaded…
   const other = await api("PUT", `/admin/stock/${encodeURIComponent(sku)}`, { location: "loc-us-east", on_hand: 77 });
   check(other.status === 200, `admin PUT answered ${other.status}`);
