@@ -33,6 +33,7 @@ import { adminRecommendationsApp } from "./routes/admin-recommendations";
 import { recordRequests } from "./metrics/request-metrics";
 import { consoleApp } from "./console/app";
 import { adminHoldsApp } from "./routes/admin-holds";
+import { adminProductListApp } from "./routes/admin-product-list";
 import { adminMetricSeriesApp } from "./routes/admin-metric-series";
 import { useAdminApi } from "./console/kit";
 import { adminWebhooksApp } from "./routes/admin-webhooks";
@@ -76,6 +77,7 @@ export function buildApp() {
   app.route("/", recommendationsApp);
   app.route("/", adminRecommendationsApp);
   app.route("/", adminHoldsApp);
+  app.route("/", adminProductListApp);
   app.route("/", adminMetricSeriesApp);
   app.route("/", consoleApp);
   app.route("/", adminWebhooksApp);

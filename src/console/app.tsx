@@ -29,6 +29,7 @@ import { Layout } from "./ui";
 import { stockPages } from "./stock";
 import { promotionPages } from "./promotions";
 import { eventPages } from "./events";
+import { productPages } from "./products";
 import { cookieBase, formInput, isConsolePath, operator, page, PUBLIC, type ConsoleContext } from "./kit";
 
 function clientOf(c: ConsoleContext): string {
@@ -219,3 +220,4 @@ consoleApp.get("/console/slo", async (c) => {
 consoleApp.route("/", stockPages);
 consoleApp.route("/", promotionPages);
 consoleApp.route("/", eventPages);
+consoleApp.route("/", productPages);

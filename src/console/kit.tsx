@@ -80,10 +80,12 @@ export type AdminAnswer = { status: number; headers: Headers; body: Record<strin
  */
 export async function adminCall(c: ConsoleContext, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<AdminAnswer> {
   if (!adminApi) throw new Error("console: admin API not bound");
+  // A stream (an uploaded import) is passed through as it arrives, never buffered here.
+  const raw = body instanceof ReadableStream;
   const req = new Request(new URL(path, c.req.url), {
     method,
-    headers: { authorization: `Bearer ${c.env.ADMIN_TOKEN}`, ...(body === undefined ? {} : { "content-type": "application/json" }), ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
+    headers: { authorization: `Bearer ${c.env.ADMIN_TOKEN}`, ...(body === undefined || raw ? {} : { "content-type": "application/json" }), ...headers },
+    body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
   });
   const res = await adminApi.fetch(req, c.env, c.executionCtx as unknown as ExecutionContext);
   const text = await res.text();

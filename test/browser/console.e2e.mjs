@@ -295,6 +295,63 @@ try {
   await audit(page, "promotions", scripts);
   log(`promotion '${promoName}' previewed (${matched} SKUs) and shown on the timeline as scheduled`);
 
+  // --- products: drafts are listed; a stale If-Match shows what changed; archive ------------------------------------
+  const draft = await api("PUT", "/admin/products/p-990777", {
+    slug: "e2e-draft-lamp", title: "E2E draft lamp", brand: "Kestrel", category_id: "cat-headphones", status: "draft",
+    variants: [{ sku: "E2E-LAMP-1", prices: { USD: 4999, EUR: 4599, GBP: 3999 } }],
+  });
+  check(draft.status === 201, `creating a draft answered ${draft.status}: ${JSON.stringify(draft.body)}`);
+  await goto(page, "/console/products?q=p-990777");
+  check((await page.locator('#products tr[data-product="p-990777"] .badge').textContent()).trim() === "draft", "the draft is not listed as draft");
+  await goto(page, "/console/products");
+  await audit(page, "products", scripts);
+  await goto(page, "/console/products/p-000004");
+  const v4 = (await api("GET", "/v1/products/p-000004")).body;
+  const renamed = await api("PATCH", "/admin/products/p-000004", { title: "Renamed by someone else" }, { "if-match": `"${v4.version}"` });
+  check(renamed.status === 200, `the concurrent rename answered ${renamed.status}`);
+  const priceInput = page.locator(`input[name="price.${v4.variants[0].sku}.USD"]`);
+  await priceInput.fill("12.34");
+  await page.click('form[aria-label="Edit product"] button[type="submit"]');
+  await page.waitForSelector("#stale");
+  check((await page.locator("#stale").textContent()).includes("Renamed by someone else"), "the product 412 does not show the other write");
+  await audit(page, "product-412", scripts);
+  await page.locator(`input[name="price.${v4.variants[0].sku}.USD"]`).fill("12.34");
+  await page.click('form[aria-label="Edit product"] button[type="submit"]');
+  await page.waitForSelector(".flash.ok");
+  const priced = (await api("GET", "/v1/products/p-000004?currency=USD")).body;
+  check(priced.variants[0].price.amount === 1234 || priced.variants[0].price.compare_at === 1234, `price after save: ${JSON.stringify(priced.variants[0].price)}`);
+  log("products: draft listed; stale edit refused with what changed; fresh edit saved");
+
+  // --- imports: upload with a progress bar, then the rejected lines -------------------------------------------------
+  await goto(page, "/console/imports");
+  await audit(page, "imports", scripts);
+  const lines = [];
+  for (let i = 0; i < 400; i++) {
+    lines.push(JSON.stringify({ id: `p-98${String(i).padStart(4, "0")}`, slug: `e2e-import-${i}`, title: `E2E import ${i}`, brand: "Kestrel", category_id: "cat-headphones",
+      description: "x".repeat(400), variants: [{ sku: `E2E-IMP-${i}`, prices: { USD: 1000 + i } }] }));
+  }
+  lines.splice(7, 0, "{not json");
+  await page.evaluate(() => {
+    sessionStorage.setItem("statuses", "[]");
+    const el = document.getElementById("up-status");
+    new MutationObserver(() => {
+      const seen = JSON.parse(sessionStorage.getItem("statuses"));
+      seen.push([el.textContent, document.getElementById("up-bar").value, document.getElementById("up-bar").max]);
+      sessionStorage.setItem("statuses", JSON.stringify(seen));
+    }).observe(el, { childList: true, characterData: true, subtree: true });
+  });
+  await page.setInputFiles("#up-file", { name: "e2e.ndjson", mimeType: "application/x-ndjson", buffer: Buffer.from(lines.join("\n") + "\n") });
+  await page.click('form[aria-label="Upload an import"] button[type="submit"]');
+  await page.waitForURL(/\/console\/imports\/[0-9a-f-]{36}$/, { timeout: 60_000 });
+  const statuses = JSON.parse(await page.evaluate(() => sessionStorage.getItem("statuses")));
+  check(statuses.some(([t]) => t.startsWith("Uploading")), `no upload progress was shown: ${JSON.stringify(statuses)}`);
+  const lastStatus = statuses.at(-1);
+  check(lastStatus[0].startsWith("Done: 400 accepted, 1 rejected") && lastStatus[1] === lastStatus[2], `the progress did not end full: ${JSON.stringify(lastStatus)}`);
+  check((await page.locator("#import-status").textContent()).includes("400 accepted, 1 rejected"), "import page counts");
+  check((await page.locator("#rejected tbody tr").first().textContent()).includes("8"), "the rejected line number is not shown");
+  await audit(page, "import-result", scripts);
+  log(`import: progress ${statuses.filter(([t]) => t.startsWith("Uploading")).length} upload steps, then 400 accepted and line 8 rejected`);
+
   // --- events: replay the dead letter ---------------------------------------------------------------------------
   await goto(page, "/console/events");
   check((await page.locator(`tr[data-dead-letter="${deadId}"]`).count()) === 1, "the dead letter is not listed");
