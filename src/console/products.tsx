@@ -5,7 +5,6 @@
 import { z } from "zod";
 import { listAdminProducts, listImports } from "../catalog/admin-list";
 import { loadProductDocument, type ProductDocument } from "../catalog/document";
-import { getDb } from "../db/client";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
 import { supportedCurrencies } from "../catalog/locale";
@@ -121,7 +120,7 @@ function changes(seen: Seen, now: ProductDocument): string[] {
 
 async function productPage(c: ConsoleContext, id: string, stale?: { seen: Seen; message: string }) {
   const op = operator(c);
-  const doc = await loadProductDocument(getDb(c.env.DB), id);
+  const doc = await loadProductDocument(c.env.DB, id);
   if (!doc) throw ApiError.notFound(`No product ${id}.`);
   const currencies = supportedCurrencies(c.env);
   const diff = stale ? changes(stale.seen, doc) : [];
