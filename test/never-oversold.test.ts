@@ -136,14 +136,54 @@ describe("a warehouse recount on a hot SKU", () => {
     // Ten shoppers give up: their units pay back the shortfall first, so only 2 can sell again.
     await Promise.all(held.slice(0, 10).map((r) => call(`/v1/reservations/${r.id}`, { method: "DELETE", headers: storefront() })));
     expect(await availability(sku!)).toMatchObject({ on_hand: 12, reserved: 10, available: 2 });
+    // Right away, while the freed units are still in the sub-shards, the frozen location sells at most what exists.
+    const early = (await storm(sku!, 6)).length;
+    expect(early).toBeLessThanOrEqual(2);
     // The freed units go home to pay back the shortfall; then the sub-shards sell again.
-    await vi.waitFor(async () => expect((await hot(sku!)).totals).toMatchObject({ on_hand: 12, reserved: 10, quotas: 2 }), { timeout: 10_000, interval: 200 });
-    expect((await storm(sku!, 6)).length).toBe(2);
+    await vi.waitFor(async () => expect((await hot(sku!)).totals).toMatchObject({ on_hand: 12, reserved: 10 + early, quotas: 2 - early }), { timeout: 10_000, interval: 200 });
+    expect((await storm(sku!, 6)).length).toBe(2 - early);
     await objectLedgersReplay(sku!, 4);
   });
 });
 
 describe("a warehouse adjustment on a hot SKU", () => {
+  it("one unit damaged while every unit sits in the sub-shards' quotas: exactly one fewer sells", async () => {
+    const [sku] = await makeSkus([10]);
+    await markHot(sku!, 2);
+    expect((await adjust([{ sku: sku!, location: EAST, delta: -1, event_id: uid("ev") }]))[0]).toMatchObject({ status: "applied", on_hand: 9 });
+    expect((await storm(sku!, 12)).length).toBe(9);
+  });
+
+  it("a recount one unit below what is free and held freezes the location: a unit freed meanwhile does not sell", async () => {
+    const [sku] = await makeSkus([30]);
+    await markHot(sku!, 4);
+    const held = await storm(sku!, 20, EAST);
+    expect(await (await json("PUT", `/admin/stock/${sku}`, { location: EAST, on_hand: 19 }, admin())).json()).toMatchObject({ on_hand: 19, reserved: 20, oversold: 1 });
+    const where = (held[0]!.items[0] as { shard?: string }).shard!;
+    await call(`/v1/reservations/${held[0]!.id}`, { method: "DELETE", headers: storefront() });
+    // The sub-shard that got the unit back refuses to sell it: home still owes one unit there.
+    const direct = await env.STOCK.getByName(where).hold({ reservationId: uid("direct"), expiresAt: Date.now() + 60_000, lines: [{ sku: sku!, quantity: 1, location: EAST }], preferredLocations: [], actor: "test" });
+    expect(direct.ok).toBe(false);
+    expect((await storm(sku!, 3)).length).toBe(0);
+    expect(await availability(sku!)).toMatchObject({ on_hand: 19, reserved: 19, available: 0 });
+  });
+
+  it("an adjustment to exactly zero applies; one unit more is rejected", async () => {
+    const [sku] = await makeSkus([10]);
+    await markHot(sku!, 2);
+    expect((await adjust([{ sku: sku!, location: EAST, delta: -11, event_id: uid("ev") }]))[0]).toMatchObject({ status: "rejected" });
+    expect((await adjust([{ sku: sku!, location: EAST, delta: -10, event_id: uid("ev") }]))[0]).toMatchObject({ status: "applied", on_hand: 0 });
+    await expectProblem(await reserve([{ sku: sku!, quantity: 1 }]), 409);
+  });
+
+  it("safety stock stays home when a SKU is split: only the free units sell", async () => {
+    const [sku] = await makeSkus([10], { safetyStock: 4 });
+    const s = await markHot(sku!, 2);
+    expect(s.totals.quotas).toBe(6);
+    expect(s.home.on_hand).toBe(4);
+    expect((await storm(sku!, 10)).length).toBe(6);
+  });
+
   it("a negative adjustment draws on the quotas: 30 units, 25 damaged, exactly 5 sell", async () => {
     const [sku] = await makeSkus([{ [EAST]: 30, "loc-eu-central": 0 }]);
     await markHot(sku!, 4);
