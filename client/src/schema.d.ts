@@ -1209,6 +1209,19 @@ export interface components {
                 units: number;
                 last_at: string | null;
             };
+            /** @description Estimated bytes held between requests by this isolate's bounded structures, with their budgets. */
+            memory: {
+                bytes: number;
+                budget: number;
+                parts: {
+                    [key: string]: {
+                        bytes: number;
+                        entries: number;
+                        budget: number;
+                        instances: number;
+                    };
+                };
+            };
         };
         ProductListing: {
             items: components["schemas"]["ListingItem"][];
