@@ -758,6 +758,120 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/stock/{sku}/holds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Live holds of a SKU (every reservation holding it), soonest deadline first
+         * @description Read from the SKU's home shard and any hot sub-shards; holds past their deadline are expired first, so none is listed after its TTL.
+         */
+        get: operations["getAdminStockBySkuHolds"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/reservations/{id}/release": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Force-release a reservation, whoever holds it
+         * @description The storefront's release, done by an admin (ledger actor `admin`): every hold of the reservation goes back to stock. Idempotent; 409 once committed.
+         */
+        post: operations["postAdminReservationsByIdRelease"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/products": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every product, drafts and archived included; by id with a cursor, or searched
+         * @description `q` is an exact product id or SKU, else a full-text search (every term prefix-matched) answering the best 100 matches without a cursor. Shoppers' reads never show drafts; this list does.
+         */
+        get: operations["getAdminProducts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/imports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The latest imports, newest first (each one's rejected lines: GET /admin/imports/{id}) */
+        get: operations["getAdminImports"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/metrics/series": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Per-minute metric history (the console's sparklines and SLO windows)
+         * @description Counters per minute: `req.<class>.n` (requests), `req.<class>.err` (5xx), `req.<class>.h<i>` (latency histogram, bucket upper bounds in `latency_bounds_ms`), `tier.<edge|kv|d1|stale>`, `rsv.<201|409|429|503|other>` (reservation creates), `lag.n` and `lag.h<i>` (write → consume lag, `lag_bounds_ms`). Gauges (minute maximum): `g.outbox`, `g.dlq`, `g.hot`. Classes: browse, search, reserve, feed, admin, console, other. Kept 24 hours.
+         */
+        get: operations["getAdminMetricsSeries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/slo": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Service level objectives (from SLO_TARGETS) and their error budgets over the rolling window */
+        get: operations["getAdminSlo"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/webhooks": {
         parameters: {
             query?: never;
@@ -1612,6 +1726,82 @@ export interface components {
             finished_at: number | null;
         } & {
             [key: string]: unknown;
+        };
+        Hold: {
+            reservation_id: string;
+            sku: string;
+            location: string;
+            quantity: number;
+            /** @description When the hold lapses unless committed or extended. */
+            expires_at: string;
+            created_at: string;
+            /** @description Id of the storefront key that placed it. */
+            holder: string | null;
+            /** @description The object holding it: the SKU's home shard or one of its hot sub-shards. */
+            shard: string;
+        };
+        AdminProduct: {
+            id: string;
+            slug: string;
+            title: string;
+            brand: string;
+            category_id: string;
+            /** @enum {string} */
+            status: "active" | "draft" | "archived";
+            in_stock: number;
+            version: number;
+            updated_at: number;
+            /** @description Lowest effective variant price per currency, minor units. */
+            min_prices: {
+                [key: string]: number;
+            };
+            variants: number;
+        };
+        MetricSeries: {
+            from: string;
+            to: string;
+            latency_bounds_ms: (number | null)[];
+            lag_bounds_ms: (number | null)[];
+            series: {
+                [key: string]: number[];
+            };
+        };
+        SloReport: {
+            config: {
+                [key: string]: number;
+            };
+            window: {
+                from: string;
+                to: string;
+            };
+            objectives: {
+                id: string;
+                name: string;
+                scope: string;
+                target: number;
+                actual: number | null;
+                events: number;
+                bad: number;
+                /** @description 1 = untouched, 0 = spent, below 0 = overspent. */
+                budget_left: number | null;
+                budget_events_left: number | null;
+                /** @enum {string} */
+                status: "met" | "at_risk" | "breached" | "no_data";
+            }[];
+            burning: {
+                id: string;
+                name: string;
+                scope: string;
+                target: number;
+                actual: number | null;
+                events: number;
+                bad: number;
+                /** @description 1 = untouched, 0 = spent, below 0 = overspent. */
+                budget_left: number | null;
+                budget_events_left: number | null;
+                /** @enum {string} */
+                status: "met" | "at_risk" | "breached" | "no_data";
+            }[];
         };
         WebhookEndpointCreated: components["schemas"]["WebhookEndpoint"] & {
             /** @description The signing secret (`whsec_…`). Shown once: store it with the receiver. */
@@ -4625,6 +4815,246 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getAdminStockBySkuHolds: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                sku: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Live holds. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        sku: string;
+                        items: components["schemas"]["Hold"][];
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description Missing or wrong admin token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    postAdminReservationsByIdRelease: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The reservation, now released (or expired, if its deadline had passed). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Reservation"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description Missing or wrong admin token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such reservation. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Already committed. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getAdminProducts: {
+        parameters: {
+            query?: {
+                q?: string;
+                status?: "active" | "draft" | "archived";
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of products. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: components["schemas"]["AdminProduct"][];
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description Missing or wrong admin token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getAdminImports: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Imports. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: {
+                            import_id: string;
+                            status: string;
+                            format: string;
+                            total_lines: number;
+                            accepted: number;
+                            rejected_count: number;
+                            created_at: number;
+                            finished_at: number | null;
+                        }[];
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description Missing or wrong admin token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getAdminMetricsSeries: {
+        parameters: {
+            query?: {
+                /** @description Comma-separated name prefixes. */
+                prefix?: string;
+                minutes?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One value per minute per series, oldest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MetricSeries"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getAdminSlo: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Compliance per objective and route class. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SloReport"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
             414: components["responses"]["UriTooLong"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
