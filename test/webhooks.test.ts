@@ -138,7 +138,11 @@ describe("stock events", () => {
     expect(all.every((r) => r.verified), JSON.stringify(all.map((r) => r.error))).toBe(true);
     expect(types(all)).toEqual(["stock.low", "stock.out", "stock.back_in"]);
     const low = got.find((r) => r.payload.type === "stock.low")!;
-    expect(low.payload.data).toMatchObject({ sku, location: "loc-us-east", status: "low_stock", previous_status: "in_stock", available: 5 });
+    expect(low.payload.data).toMatchObject({ sku, location: "loc-us-east", status: "low_stock", previous_status: "in_stock" });
+    // The projection may fold several sales into one write, so the crossing reports the first count it saw under the
+    // threshold: 5 after the second sale at the earliest, 3 after the fourth at the latest.
+    expect(low.payload.data.available).toBeGreaterThanOrEqual(3);
+    expect(low.payload.data.available).toBeLessThanOrEqual(5);
     expect(all.find((r) => r.payload.type === "stock.back_in")!.payload.data).toMatchObject({ status: "low_stock", previous_status: "out_of_stock", available: 3 });
     expect(new Set(all.map((r) => r.id)).size).toBe(3);
   });

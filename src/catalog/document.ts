@@ -240,3 +240,19 @@ export async function loadProductDocuments(db: Queryable, ids: readonly string[]
 export async function loadProductDocument(db: Queryable, id: string): Promise<ProductDocument | null> {
   return (await loadProductDocuments(db, [id]))[0]?.doc ?? null;
 }
+
+/**
+ * The (version, stock_seq) pair the database holds for a product, summed as the loader sums it, without loading the
+ * document: a check for a newer version costs the product's own rows, not a second full load.
+ */
+export async function loadDocumentVersion(db: Queryable, id: string): Promise<Pick<ProductDocument, "version" | "stock_seq"> | null> {
+  return db
+    .prepare(
+      `SELECT p.version AS version,
+              (SELECT coalesce(sum(a.seq), 0) FROM variants v JOIN availability a ON a.sku = v.sku
+               WHERE v.product_id = p.id AND v.status = 'active') AS stock_seq
+       FROM products p WHERE p.id = ?`,
+    )
+    .bind(id)
+    .first<Pick<ProductDocument, "version" | "stock_seq">>();
+}

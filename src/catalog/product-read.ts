@@ -6,7 +6,7 @@ import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { marketOf } from "../lib/markets";
 import { productCacheKey, productTags } from "./cache-keys";
-import { loadProductDocument, type ProductDocument } from "./document";
+import { isNewer, loadDocumentVersion, loadProductDocument, type ProductDocument } from "./document";
 import { originSession, BOOKMARK_HEADER } from "./origin";
 import { fillProductDoc, readProductDoc } from "./projection-store";
 import { tieredRead, type CachePolicy, type Timeouts } from "./read-path";
@@ -32,6 +32,13 @@ export function productEtag(doc: Pick<ProductDocument, "id" | "version" | "stock
   return `${doc.id}.v${doc.version}.s${doc.stock_seq}.${currency}.${locale}${market ? `.${market}` : ""}`;
 }
 
+/** The primary's document when it is newer than `doc`, else `doc`: the full load runs only when there is something newer. */
+async function newerThan(doc: ProductDocument, db: Parameters<typeof loadProductDocument>[0], id: string): Promise<ProductDocument | null> {
+  const version = await loadDocumentVersion(db, id);
+  if (!version) return null;
+  return isNewer(version, doc) ? loadProductDocument(db, id) : doc;
+}
+
 export async function readProduct(input: ProductReadInput): Promise<Response> {
   const { env, id, currency, locale, market } = input;
   const now = input.now ?? clockNow();
@@ -47,7 +54,7 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
     kv: {
       read: () => readProductDoc(env.CATALOG_KV, id),
       write: (doc, ttl) =>
-        fillProductDoc(env.CATALOG_KV, doc, { expirationTtl: ttl, latest: () => loadProductDocument(originSession(env.DB, { primary: true }).db.$client, id) }),
+        fillProductDoc(env.CATALOG_KV, doc, { expirationTtl: ttl, latest: () => newerThan(doc, originSession(env.DB, { primary: true }).db.$client, id) }),
     },
     origin: async ({ primary }) => {
       const session = originSession(env.DB, { bookmark: input.bookmark, primary });
