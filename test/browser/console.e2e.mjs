@@ -3,13 +3,11 @@
 //   node test/browser/console.e2e.mjs            (E2E_CONSOLE_PORT to move it off 8798)
 // Screenshots of every page go to test-results/console/ (the path is printed at the end).
 // Skips (exit 0, with a message) only when chromium is absent and cannot be installed.
-import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { CHROMIUM, ROOT, ensureChromium, env, fail, sh, waitFor } from "./harness.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const CHROMIUM = "/usr/bin/chromium";
 const PORT = Number(process.env.E2E_CONSOLE_PORT ?? 8798);
 const INSPECTOR = Number(process.env.E2E_CONSOLE_INSPECTOR_PORT ?? PORT + 500);
 const ORIGIN = `http://127.0.0.1:${PORT}`;
@@ -19,49 +17,15 @@ const ADMIN = "e2e-admin-token";
 const VIEWER = "e2e-viewer-token";
 const STOREFRONT = "dev-storefront-key";
 const AXE = path.join(ROOT, "node_modules", "axe-core", "axe.min.js");
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 
 const log = (msg) => console.log(`console-e2e: ${msg}`);
-const fail = (msg) => {
-  throw new Error(msg);
-};
 const check = (cond, msg) => {
   if (!cond) fail(msg);
 };
 
-if (!existsSync(CHROMIUM)) {
-  log("chromium missing; running scripts/install-chromium.sh");
-  try {
-    execFileSync("bash", [path.join(ROOT, "scripts/install-chromium.sh")], { stdio: "inherit" });
-  } catch {
-    /* reported below */
-  }
-  if (!existsSync(CHROMIUM)) {
-    console.log("SKIP console-e2e: chromium is not installed and could not be installed here (apt-get failed); the browser test did not run.");
-    process.exit(0);
-  }
-}
+ensureChromium("console-e2e", log);
 
 const { chromium } = await import("playwright-core");
-
-function sh(cmd, args) {
-  return execFileSync(cmd, args, { cwd: ROOT, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-}
-
-async function waitFor(what, fn, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  fail(`timed out waiting for ${what}${last ? ` (${last.message})` : ""}`);
-}
 
 async function api(method, p, body, headers = {}) {
   const res = await fetch(ORIGIN + p, {

@@ -2,14 +2,12 @@
 // playwright-core against `wrangler dev` on its own port and its own --persist-to directory.
 //   node test/browser/widget.e2e.mjs
 // Skips (exit 0, with a message) only when chromium is absent and cannot be installed.
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createServer } from "node:http";
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { CHROMIUM, ROOT, ensureChromium, env, fail, sh, waitFor } from "./harness.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const CHROMIUM = "/usr/bin/chromium";
 const PORT = Number(process.env.E2E_PORT ?? 8796);
 const ORIGIN = `http://127.0.0.1:${PORT}`;
 // Two publisher sites on other origins: one the affiliate allowed, one it did not.
@@ -19,46 +17,11 @@ const PERSIST = path.join(ROOT, ".wrangler", "e2e-widget");
 const RESULTS = path.join(ROOT, "test-results");
 const ADMIN = "e2e-admin-token";
 const PRODUCT = "p-000001";
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 
 const log = (msg) => console.log(`widget-e2e: ${msg}`);
-function fail(msg) {
-  throw new Error(msg);
-}
-
-if (!existsSync(CHROMIUM)) {
-  log("chromium missing; running scripts/install-chromium.sh");
-  try {
-    execFileSync("bash", [path.join(ROOT, "scripts/install-chromium.sh")], { stdio: "inherit" });
-  } catch {
-    /* reported below */
-  }
-  if (!existsSync(CHROMIUM)) {
-    console.log("SKIP widget-e2e: chromium is not installed and could not be installed here (apt-get failed); the browser test did not run.");
-    process.exit(0);
-  }
-}
+ensureChromium("widget-e2e", log);
 
 const { chromium } = await import("playwright-core");
-
-function sh(cmd, args) {
-  return execFileSync(cmd, args, { cwd: ROOT, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-}
-
-async function waitFor(what, fn, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  fail(`timed out waiting for ${what}${last ? ` (${last.message})` : ""}`);
-}
 
 async function api(method, p, body, headers = {}) {
   const res = await fetch(ORIGIN + p, {
