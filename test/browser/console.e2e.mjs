@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { CHROMIUM, ROOT, ensureChromium, env, fail, sh, waitFor } from "./harness.mjs";
+import { CHROMIUM, ROOT, adminApi, ensureChromium, env, fail, sh, waitFor } from "./harness.mjs";
 
 const PORT = Number(process.env.E2E_CONSOLE_PORT ?? 8798);
 const INSPECTOR = Number(process.env.E2E_CONSOLE_INSPECTOR_PORT ?? PORT + 500);
@@ -27,21 +27,7 @@ ensureChromium("console-e2e", log);
 
 const { chromium } = await import("playwright-core");
 
-async function api(method, p, body, headers = {}) {
-  const res = await fetch(ORIGIN + p, {
-    method,
-    headers: { authorization: `Bearer ${ADMIN}`, ...(body ? { "content-type": "application/json" } : {}), ...headers },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = text ? JSON.parse(text) : null;
-  } catch {
-    json = text;
-  }
-  return { status: res.status, headers: res.headers, body: json };
-}
+const api = adminApi(ORIGIN, ADMIN);
 
 let dev;
 let browser;

@@ -46,3 +46,22 @@ export async function waitFor(what, fn, timeoutMs) {
   }
   fail(`timed out waiting for ${what}${last ? ` (${last.message})` : ""}`);
 }
+
+/** `api(method, path, body?, headers?)` against `origin` with the admin bearer; the body is parsed JSON, or the raw text. */
+export function adminApi(origin, token) {
+  return async function api(method, p, body, headers = {}) {
+    const res = await fetch(origin + p, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}), ...headers },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.text();
+    let json = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch {
+      json = text;
+    }
+    return { status: res.status, headers: res.headers, body: json };
+  };
+}

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
-import { CHROMIUM, ROOT, ensureChromium, env, fail, sh, waitFor } from "./harness.mjs";
+import { CHROMIUM, ROOT, adminApi, ensureChromium, env, fail, sh, waitFor } from "./harness.mjs";
 
 const PORT = Number(process.env.E2E_PORT ?? 8796);
 const ORIGIN = `http://127.0.0.1:${PORT}`;
@@ -23,15 +23,7 @@ ensureChromium("widget-e2e", log);
 
 const { chromium } = await import("playwright-core");
 
-async function api(method, p, body, headers = {}) {
-  const res = await fetch(ORIGIN + p, {
-    method,
-    headers: { authorization: `Bearer ${ADMIN}`, ...(body ? { "content-type": "application/json" } : {}), ...headers },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const api = adminApi(ORIGIN, ADMIN);
 
 let dev;
 let browser;
