@@ -12,6 +12,7 @@
  * products keeps every transaction short. Rows are inserted with ON CONFLICT DO NOTHING, so re-running is
  * idempotent and never overwrites newer edits.
  */
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -32,6 +33,8 @@ const { values } = parseArgs({
     persist: { type: "string" },
     /** Products per D1 batch (one transaction). */
     chunk: { type: "string", default: "2000" },
+    /** Print how long each rebuilt index took. */
+    timings: { type: "boolean", default: false },
   },
 });
 const total = Number(values.products);
@@ -182,20 +185,38 @@ async function deferSchema(db: D1Database): Promise<number> {
 }
 
 /** Recreates what a seed deferred (this run's, or a crashed run's), rebuilds what its triggers maintain, and forgets it. */
-async function restoreSchema(db: D1Database): Promise<void> {
+async function restoreSchema(db: D1Database, progress?: (done: number, total: number, step: string) => void): Promise<void> {
   const row = await db.prepare("SELECT value FROM meta WHERE key = ?1").bind(DEFERRED_KEY).first<{ value: string }>();
   if (!row) return;
   const saved = JSON.parse(row.value) as { indexes: string[]; triggers: string[] };
-  for (const ddl of saved.indexes) await db.prepare(ddl.replace(/^CREATE (UNIQUE )?INDEX /i, (m) => `${m}IF NOT EXISTS `)).run();
+  const steps = saved.indexes.length + (saved.triggers.length > 0 ? REBUILD_SQL.length + 1 : 0);
+  let done = 0;
+  const step = async (name: string, run: () => Promise<unknown>) => {
+    const t = Date.now();
+    await run();
+    timings.push([name, Date.now() - t]);
+    progress?.(++done, steps, name);
+  };
+  for (const ddl of saved.indexes) {
+    await step(/INDEX\s+(?:IF NOT EXISTS\s+)?[`"]?(\w+)/i.exec(ddl)?.[1] ?? "index", () => db.prepare(ddl.replace(/^CREATE (UNIQUE )?INDEX /i, (m) => `${m}IF NOT EXISTS `)).run());
+  }
   if (saved.triggers.length > 0) {
-    await db.batch(REBUILD_SQL.map((q) => db.prepare(q)));
-    await db.batch(saved.triggers.map((ddl) => db.prepare(ddl.replace(/^CREATE TRIGGER /i, "CREATE TRIGGER IF NOT EXISTS "))));
+    for (const q of REBUILD_SQL) await step(/products_fts|facet_counts/.exec(q)?.[0] ?? "rebuild", () => db.prepare(q).run());
+    await step("triggers", () => db.batch(saved.triggers.map((ddl) => db.prepare(ddl.replace(/^CREATE TRIGGER /i, "CREATE TRIGGER IF NOT EXISTS ")))));
   }
   await db.prepare("DELETE FROM meta WHERE key = ?1").bind(DEFERRED_KEY).run();
 }
 
+/** Per-step durations of the rebuild, printed with --timings (where a large seed spends its time). */
+const timings: [string, number][] = [];
+
 async function main() {
   const persistRoot = values.persist ? path.resolve(values.persist) : path.resolve(".wrangler/state");
+  // The schema comes from the migrations (already applied ones are skipped), so a fresh directory can be seeded.
+  execFileSync("npx", ["--no-install", "wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", persistRoot, ...(values.env ? ["--env", values.env] : [])], {
+    env: QUIET_ENV,
+    stdio: ["ignore", "ignore", "inherit"],
+  });
   const proxy = await getPlatformProxy<{ DB: D1Database }>({
     configPath: "wrangler.toml",
     environment: values.env,
@@ -238,8 +259,19 @@ async function main() {
     bar.stop();
     if (deferred) {
       const t = Date.now();
-      await restoreSchema(db);
+      const rebuild = new cliProgress.SingleBar({
+        format: "index [{bar}] {value}/{total} | {step} | {duration_formatted}",
+        noTTYOutput: true,
+        notTTYSchedule: 10_000,
+      }, cliProgress.Presets.shades_classic);
+      rebuild.start(1, 0, { step: "" });
+      await restoreSchema(db, (done, steps, step) => {
+        rebuild.setTotal(steps);
+        rebuild.update(done, { step });
+      });
+      rebuild.stop();
       console.log(`seed: ${deferred} indexes and triggers rebuilt in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+      if (values.timings) for (const [name, ms] of timings.sort((a, b) => b[1] - a[1])) console.log(`  ${(ms / 1000).toFixed(1).padStart(7)} s  ${name}`);
     }
     const seconds = (Date.now() - started) / 1000;
     console.log(`seed: ${total} products in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} products/s)`);

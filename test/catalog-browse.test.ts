@@ -10,6 +10,7 @@ type Page = { items: Item[]; next_cursor: string | null };
 type FacetValue = { value: string; count: number };
 type Search = Page & {
   total: number;
+  total_exact: boolean;
   facets_exact: boolean;
   facets: {
     brand: FacetValue[];
@@ -363,4 +364,25 @@ describe("writes keep search and facets exact", () => {
     expect(body.total).toBe(2);
     expect(body.items[0]!.id).toBe(inTitle.id);
   });
+
+  it("a search total counts active matches only, with or without other filters, drafts and archived products left out", async () => {
+    const made = [];
+    for (let i = 0; i < 6; i++) made.push(await insertProduct(env.DB, { title: `Quokkafrond Lamp ${i}`, description: "A lamp." }));
+    await touchProduct(env.DB, made[0]!.id, { status: "archived" });
+    await touchProduct(env.DB, made[1]!.id, { status: "draft" });
+    const only = await (await call("/v1/search?q=quokkafrond")).json<Search>();
+    expect(only.total).toBe(4);
+    expect(only.total_exact).toBe(true);
+    expect(only.items.map((i) => i.id).sort()).toEqual(made.slice(2).map((p) => p.id).sort());
+    // The same query with a filter (counted through the join) and sorted by price (only products with a price): same answer.
+    const filtered = await (await call(`/v1/search?q=quokkafrond&brand=${encodeURIComponent(made[2]!.brand)}`)).json<Search>();
+    expect(filtered.total).toBe(4);
+    const byPrice = await (await call("/v1/search?q=quokkafrond&sort=price_asc")).json<Search>();
+    expect(byPrice.total).toBe(4);
+    // A product that stops matching is no longer counted, and an inactive one that matches is still left out
+    // (a new URL: the answers above may be cached).
+    await touchProduct(env.DB, made[0]!.id, { status: "active", title: "Plain Lamp" });
+    expect((await (await call("/v1/search?q=quokkafrond&limit=7")).json<Search>()).total).toBe(4);
+  });
 });
+

@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it, vi } from "vitest";
 import { readProductDoc } from "../src/catalog/projection-store";
 import { admin, call, expectProblem, json, uid } from "./helpers/http";
 import { seedCategories } from "./helpers/catalog-fixtures";
+import { MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES } from "../src/imports/import-job";
 
 type ImportAnswer = {
   import_id: string;
@@ -155,7 +156,8 @@ describe("bulk import", () => {
 
   it("a reader during an import never sees half of it", async () => {
     const p = uid("snap");
-    const total = 3_000;
+    // Two chunks of the switch: the reader must still see none or all of them.
+    const total = PUBLISH_CHUNK_LINES + 1_000;
     const brand = `Snapshot ${p}`;
     const encoder = new TextEncoder();
     let sent = 0;
@@ -189,5 +191,41 @@ describe("bulk import", () => {
     seen.add(await count("SELECT count(*) AS n FROM products WHERE brand = ?", brand));
     expect(sawStagedButInvisible).toBe(true);
     expect([...seen].sort((a, b) => a - b)).toEqual([0, total]);
+  });
+
+  it("a failure in the last chunk of the switch leaves nothing of the import visible, and a retry of the same file publishes it whole", async () => {
+    const p = uid("fail");
+    const brand = `Failing ${p}`;
+    const total = PUBLISH_CHUNK_LINES + 500;
+    const body = ndjson(Array.from({ length: total }, (_, i) => line(`${p}-${i}`, { brand })));
+    // A statement of the second chunk fails: the variant of line total - 10 cannot be inserted.
+    const trigger = `fail_${p.replace(/\W/g, "_")}`;
+    await env.DB.prepare(`CREATE TRIGGER ${trigger} BEFORE INSERT ON variants WHEN new.sku = '${p}-${total - 10}-1' BEGIN SELECT RAISE(ABORT, 'planted failure'); END`).run();
+    const failed = await postImport(body);
+    expect(failed.status).toBeGreaterThanOrEqual(500);
+    expect(await count("SELECT count(*) AS n FROM products WHERE brand = ?", brand)).toBe(0);
+    expect(await count("SELECT count(*) AS n FROM variants WHERE sku LIKE ?", `${p}-%`)).toBe(0);
+    expect(await count("SELECT count(*) AS n FROM outbox WHERE entity_id LIKE ?", `${p}-%`)).toBe(0);
+    expect(await count("SELECT count(*) AS n FROM import_rows WHERE product_id LIKE ?", `${p}-%`)).toBe(0);
+    const failedImport = await env.DB.prepare("SELECT status, errors FROM imports WHERE status = 'failed' AND errors LIKE '%planted failure%'").first<{ status: string }>();
+    expect(failedImport?.status).toBe("failed");
+
+    await env.DB.prepare(`DROP TRIGGER ${trigger}`).run();
+    const retried = await postImport(body);
+    expect(retried.status).toBe(201);
+    const answer = await retried.json<ImportAnswer>();
+    expect(answer.accepted).toBe(total);
+    expect(answer.duplicate_of).toBeUndefined();
+    expect(await count("SELECT count(*) AS n FROM products WHERE brand = ?", brand)).toBe(total);
+    expect(await count("SELECT count(*) AS n FROM prices WHERE sku LIKE ?", `${p}-%`)).toBe(total * 2);
+  });
+
+  it("refuses a file longer than one switch can publish, before writing any of it to the catalog", async () => {
+    const p = uid("huge");
+    const head = ndjson([line(`${p}-0`)]);
+    const res = await postImport(head + "\n".repeat(MAX_IMPORT_LINES));
+    await expectProblem(res, 413);
+    expect(await count("SELECT count(*) AS n FROM products WHERE id = ?", `${p}-0`)).toBe(0);
+    expect(await count("SELECT count(*) AS n FROM import_rows WHERE product_id = ?", `${p}-0`)).toBe(0);
   });
 });

@@ -133,7 +133,7 @@ const RELEVANCE = sql.raw(`bm25(products_fts, 10.0, 5.0, 1.0, 2.0)`);
  * to protect and so may let SQLite pick the filter's own index. `sampleOrder` fixes which matches make up the
  * facet sample when that index would otherwise decide it.
  */
-type Plan = { from: SQL; where: SQL[]; matchWhere: SQL[]; sampleOrder: SQL; sortExpr: SQL; dir: "ASC" | "DESC"; withQuery: boolean };
+type Plan = { from: SQL; where: SQL[]; matchWhere: SQL[]; sampleOrder: SQL; sortExpr: SQL; dir: "ASC" | "DESC"; withQuery: boolean; queryOnly?: string };
 
 function plan(p: ListingParams, q: string | undefined): Plan {
   const price = priceExpr(p.currency);
@@ -169,7 +169,9 @@ function plan(p: ListingParams, q: string | undefined): Plan {
   if (p.min_price !== undefined) both(sql`${price} >= ${p.min_price}`);
   if (p.max_price !== undefined) both(sql`${price} <= ${p.max_price}`);
   const from = q ? sql`products_fts JOIN products p ON p.rowid = products_fts.rowid` : sql`products p`;
-  const common = { from, matchWhere, sampleOrder };
+  // A query and nothing else (a price sort adds "has a price"): the total can be counted on the FTS index alone.
+  const queryOnly = q && matchWhere.length === 2 && p.sort !== "price_asc" && p.sort !== "price_desc" ? q : undefined;
+  const common = { from, matchWhere, sampleOrder, queryOnly };
   switch (p.sort) {
     case "price_asc":
       return { ...common, where: [...where, sql`${price} IS NOT NULL`], matchWhere: [...matchWhere, sql`${price} IS NOT NULL`], sortExpr: price, dir: "ASC", withQuery: !!q };
@@ -257,6 +259,28 @@ function searchItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefin
     LIMIT ${p.limit + 1}`;
 }
 
+/** Products that are not active, probed one by one by the query-only total; past this many it joins every match instead. */
+const INACTIVE_PROBES = 2_000;
+
+/**
+ * Active matches, counted up to TOTAL_CAP + 1 (a larger answer means "more than TOTAL_CAP"). Joining each match to
+ * its product row to test `status` costs one random read per match, 10,000 of them at the cap: for a broad query
+ * at 1M products that was most of a search's time. With a query and no other filter, the FTS index counts the
+ * matches by itself (FTS reads no product row) and the inactive products that match are subtracted: there are
+ * few (read through products_status_idx), and each is one FTS lookup by rowid. Counting up to TOTAL_CAP + 1 +
+ * (inactive products) keeps the answer exact below the cap: reaching that limit means at least TOTAL_CAP + 1
+ * active matches. A catalog with more inactive products than INACTIVE_PROBES falls back to the join.
+ */
+function totalSql(pl: Plan, whereMatch: SQL): SQL {
+  const joined = sql`(SELECT count(*) FROM (SELECT 1 FROM ${pl.from} WHERE ${whereMatch} LIMIT ${TOTAL_CAP + 1}))`;
+  if (!pl.queryOnly) return joined;
+  const q = pl.queryOnly;
+  return sql`(WITH inactive AS MATERIALIZED (SELECT rowid AS rid FROM products WHERE status < 'active' OR status > 'active' LIMIT ${INACTIVE_PROBES + 1})
+    SELECT CASE WHEN (SELECT count(*) FROM inactive) > ${INACTIVE_PROBES} THEN ${joined}
+      ELSE (SELECT count(*) FROM (SELECT 1 FROM products_fts WHERE products_fts MATCH ${q} LIMIT ${TOTAL_CAP + 1} + (SELECT count(*) FROM inactive)))
+        - (SELECT count(*) FROM inactive x WHERE EXISTS (SELECT 1 FROM products_fts f WHERE f.rowid = x.rid AND f.products_fts MATCH ${q})) END)`;
+}
+
 /** The category's own id and every descendant's (empty for an unknown category). */
 async function subtreeIds(origin: OriginSession, category: string): Promise<string[]> {
   const [rows] = await origin.batch<[{ id: string }[]]>([
@@ -305,7 +329,7 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
     // CROSS JOIN: m (≤ 5,000 ids) drives; left alone SQLite scanned all of product_attributes and probed m for each row.
     const sample = pl.withQuery ? SEARCH_CANDIDATES : FACET_SAMPLE;
     facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, ${price} AS price FROM ${pl.from} WHERE ${whereMatch}${pl.sampleOrder} LIMIT ${sample})
-      SELECT 'total' AS facet, '' AS value, (SELECT count(*) FROM (SELECT 1 FROM ${pl.from} WHERE ${whereMatch} LIMIT ${TOTAL_CAP + 1})) AS count
+      SELECT 'total' AS facet, '' AS value, ${totalSql(pl, whereMatch)} AS count
       UNION ALL SELECT 'brand', brand, count(*) FROM m GROUP BY brand
       UNION ALL SELECT 'category', category_id, count(*) FROM m GROUP BY category_id
       UNION ALL SELECT 'attr:' || a.name, a.value, count(*) FROM m CROSS JOIN product_attributes a ON a.product_id = m.id GROUP BY a.name, a.value

@@ -15,6 +15,7 @@ import { supportedCurrencies } from "../catalog/locale";
 import { parseCsvLine, csvRecordToObject } from "./csv";
 import { readLines } from "./lines";
 import { rawEnv } from "../lib/guarded-env";
+import { ApiError } from "../lib/errors";
 import { now as clockNow } from "../lib/clock";
 
 export type ImportFormat = "ndjson" | "csv";
@@ -50,6 +51,8 @@ function describe(error: z.ZodError): string {
     .join("; ");
 }
 
+class ImportTooLarge extends Error {}
+
 type Staged = { line: number; id: string; doc: Record<string, unknown> };
 
 export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, body: ReadableStream<Uint8Array>, format: ImportFormat, now = Date.now()): Promise<ImportResult> {
@@ -67,6 +70,7 @@ export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, b
   const seenIds = new Map<string, number>();
   const seenSkus = new Map<string, number>();
   const seenSlugs = new Map<string, number>();
+  const touchedCategories = new Set<string>();
 
   const rejected: Rejection[] = [];
   let rejectedCount = 0;
@@ -96,6 +100,7 @@ export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, b
   try {
     for await (const { line, text } of readLines(forLines)) {
       totalLines = line;
+      if (line > MAX_IMPORT_LINES) throw new ImportTooLarge();
       if (text.trim() === "") continue;
       let raw: unknown;
       try {
@@ -147,6 +152,7 @@ export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, b
       seenIds.set(productId, line);
       seenSlugs.set(p.slug, line);
       for (const v of p.variants) seenSkus.set(v.sku, line);
+      touchedCategories.add(p.category_id);
 
       const doc = { ...p, min_prices: minPrices(p) };
       const size = JSON.stringify(doc).length + 64;
@@ -159,6 +165,11 @@ export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, b
     await hashed;
   } catch (err) {
     await failImport(db, importId, String((err as Error)?.message ?? err), { totalLines, accepted, rejectedCount, rejected });
+    if (err instanceof ImportTooLarge) {
+      throw new ApiError(413, "payload-too-large", "Payload Too Large", `An import holds at most ${MAX_IMPORT_LINES} lines, published all-or-nothing in one switch: split the file.`, {
+        limit_lines: MAX_IMPORT_LINES,
+      });
+    }
     throw err;
   }
   const contentHash = [...new Uint8Array(await digest.digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -175,25 +186,29 @@ export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, b
     .bind(contentHash, totalLines, accepted, rejectedCount, importId)
     .run();
 
-  // Clashes with the live catalog, checked after staging so each is one indexed join instead of a query per line.
-  const [skuClash, slugClash] = await db.batch([
-    db
-      .prepare(
-        `SELECT r.line, json_extract(v.value, '$.sku') AS sku, x.product_id FROM import_rows r, json_each(r.document, '$.variants') v
-         JOIN variants x ON x.sku = json_extract(v.value, '$.sku')
-         WHERE r.import_id = ? AND x.product_id <> r.product_id`,
-      )
-      .bind(importId),
-    db
-      .prepare(
-        `SELECT r.line, p.id AS product_id FROM import_rows r JOIN products p ON p.slug = json_extract(r.document, '$.slug')
-         WHERE r.import_id = ? AND p.id <> r.product_id`,
-      )
-      .bind(importId),
-  ]);
+  // Clashes with the live catalog, checked after staging so each is one indexed join instead of a query per line,
+  // one chunk of lines at a time so that no read runs long.
   const clashes = new Map<number, string>();
-  for (const r of skuClash.results as { line: number; sku: string; product_id: string }[]) clashes.set(r.line, `sku ${r.sku} belongs to product ${r.product_id}`);
-  for (const r of slugClash.results as { line: number; product_id: string }[]) if (!clashes.has(r.line)) clashes.set(r.line, `slug belongs to product ${r.product_id}`);
+  for (let lo = 1; lo <= totalLines; lo += PUBLISH_CHUNK_LINES) {
+    const hi = lo + PUBLISH_CHUNK_LINES - 1;
+    const [skuClash, slugClash] = await db.batch([
+      db
+        .prepare(
+          `SELECT r.line, json_extract(v.value, '$.sku') AS sku, x.product_id FROM import_rows r, json_each(r.document, '$.variants') v
+           JOIN variants x ON x.sku = json_extract(v.value, '$.sku')
+           WHERE r.import_id = ?1 AND r.line BETWEEN ?2 AND ?3 AND x.product_id <> r.product_id`,
+        )
+        .bind(importId, lo, hi),
+      db
+        .prepare(
+          `SELECT r.line, p.id AS product_id FROM import_rows r JOIN products p ON p.slug = json_extract(r.document, '$.slug')
+           WHERE r.import_id = ?1 AND r.line BETWEEN ?2 AND ?3 AND p.id <> r.product_id`,
+        )
+        .bind(importId, lo, hi),
+    ]);
+    for (const r of skuClash.results as { line: number; sku: string; product_id: string }[]) clashes.set(r.line, `sku ${r.sku} belongs to product ${r.product_id}`);
+    for (const r of slugClash.results as { line: number; product_id: string }[]) if (!clashes.has(r.line)) clashes.set(r.line, `slug belongs to product ${r.product_id}`);
+  }
   if (clashes.size > 0) {
     await db.prepare("DELETE FROM import_rows WHERE import_id = ? AND line IN (SELECT value FROM json_each(?))").bind(importId, JSON.stringify([...clashes.keys()])).run();
     for (const [line, error] of clashes) reject(line, error);
@@ -209,7 +224,7 @@ export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, b
     // The switch is one long transaction by design (100,000 rows take seconds): it bypasses the request-path
     // binding timeout, which could not cancel the transaction anyway and would only misreport it as failed.
     // The clock, not Date.now(): which promotions are live (retargeting) is decided at this instant.
-    outboxIds = await publish(rawEnv(env as Env).DB, importId, clockNow());
+    outboxIds = await publish(rawEnv(env as Env).DB, importId, clockNow(), totalLines, [...touchedCategories]);
   } catch (err) {
     await failImport(db, importId, `publish failed: ${String((err as Error)?.message ?? err)}`, { totalLines, accepted, rejectedCount, rejected });
     throw err;
@@ -229,21 +244,33 @@ async function failImport(db: D1Database, importId: string, error: string, s: { 
 }
 
 const doc = (path: string) => `json_extract(r.document, '$.${path}')`;
-const STAGED = "FROM import_rows r WHERE r.import_id = ?1";
-const STAGED_VARIANTS = "FROM import_rows r, json_each(r.document, '$.variants') v WHERE r.import_id = ?1";
+/** The chunk's staged rows: ?1 the import, ?3..?4 its line range (?2 is the time). */
+const STAGED = "FROM import_rows r WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4";
+const STAGED_VARIANTS = "FROM import_rows r, json_each(r.document, '$.variants') v WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4";
 
 /**
- * The switch: one batch, so the staged rows become visible all at once (D1 runs a batch as one transaction).
- * Statements bind the import id as ?1 and the time as ?2. Returns the ids of the outbox rows it wrote.
+ * Lines per publish chunk: every statement of the switch reads and writes the rows of one chunk only (about
+ * 2,000 products: 5,000 variants, 15,000 prices), so none runs long however big the import is.
  */
-async function publish(db: D1Database, importId: string, now: number): Promise<number[]> {
-  const s = (sql: string) => db.prepare(sql).bind(...(sql.includes("?2") ? [importId, now] : [importId]));
-  const results = await db.batch([
+export const PUBLISH_CHUNK_LINES = 2_000;
+/**
+ * Statements per chunk (the switch's writes) and the batch's ceiling: production counts every statement of a
+ * batch against the 1,000 queries a Worker invocation may make.
+ */
+const STATEMENTS_PER_CHUNK = 14;
+const MAX_BATCH_STATEMENTS = 990;
+/** The largest import one switch can publish: 70 chunks of 2,000 lines. */
+export const MAX_IMPORT_LINES = Math.floor((MAX_BATCH_STATEMENTS - 2) / STATEMENTS_PER_CHUNK) * PUBLISH_CHUNK_LINES;
+
+/** The statements that publish one chunk (lines lo..hi). Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
+function chunkStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
+  const s = (sql: string) => db.prepare(sql).bind(importId, now, lo, hi);
+  return [
     s(`INSERT INTO products (id, slug, title, description, brand, category_id, status, attributes, images, markets, condition, min_prices,
          change_seq, version, import_id, created_at, updated_at)
        SELECT r.product_id, ${doc("slug")}, ${doc("title")}, ${doc("description")}, ${doc("brand")}, ${doc("category_id")}, ${doc("status")},
          ${doc("attributes")}, ${doc("images")}, ${doc("markets")}, ${doc("condition")}, ${doc("min_prices")},
-         (SELECT coalesce(max(change_seq), 0) FROM products) + r.line, 1, ?1, ?2, ?2
+         (SELECT coalesce(max(change_seq), 0) FROM products) + r.line - ?3 + 1, 1, ?1, ?2, ?2
        ${STAGED}
        ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, title = excluded.title, description = excluded.description, brand = excluded.brand,
          category_id = excluded.category_id, status = excluded.status, attributes = excluded.attributes, images = excluded.images,
@@ -252,10 +279,10 @@ async function publish(db: D1Database, importId: string, now: number): Promise<n
     s(`DELETE FROM product_translations WHERE product_id IN (SELECT r.product_id ${STAGED})`),
     s(`INSERT INTO product_translations (product_id, locale, title, description)
        SELECT r.product_id, t.key, json_extract(t.value, '$.title'), coalesce(json_extract(t.value, '$.description'), '')
-       FROM import_rows r, json_each(r.document, '$.translations') t WHERE r.import_id = ?1`),
+       FROM import_rows r, json_each(r.document, '$.translations') t WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4`),
     s(`DELETE FROM product_attributes WHERE product_id IN (SELECT r.product_id ${STAGED})`),
     s(`INSERT INTO product_attributes (product_id, name, value)
-       SELECT r.product_id, a.key, a.value FROM import_rows r, json_each(r.document, '$.attributes') a WHERE r.import_id = ?1`),
+       SELECT r.product_id, a.key, a.value FROM import_rows r, json_each(r.document, '$.attributes') a WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4`),
     s(`UPDATE variants SET status = 'archived', version = version + 1, updated_at = ?2
        WHERE status <> 'archived' AND product_id IN (SELECT r.product_id ${STAGED})
          AND sku NOT IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS})`),
@@ -269,34 +296,54 @@ async function publish(db: D1Database, importId: string, now: number): Promise<n
     s(`DELETE FROM prices WHERE sku IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS})
          AND (sku || ' ' || currency) NOT IN (
            SELECT json_extract(v.value, '$.sku') || ' ' || p.key FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p
-           WHERE r.import_id = ?1)`),
+           WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4)`),
     s(`INSERT INTO prices (sku, currency, amount, updated_at)
        SELECT json_extract(v.value, '$.sku'), p.key, p.value, ?2
-       FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p WHERE r.import_id = ?1
+       FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4
        ON CONFLICT (sku, currency) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at, version = prices.version + 1
        WHERE prices.amount <> excluded.amount`),
     s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
          WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))
        WHERE id IN (SELECT r.product_id ${STAGED})`),
-    ...retargetStatements(db, { sql: "SELECT r.product_id FROM import_rows r WHERE r.import_id = ?2", params: [importId] }, now),
-    // Events: products that existed before (their KV documents and cached pages are now stale), new products
-    // a promotion covers (the consumer folds the promotion into min_prices), and every category that gained or
-    // changed products (listings). Other new products have nothing cached yet.
+    ...retargetStatements(db, { sql: "SELECT r.product_id FROM import_rows r WHERE r.import_id = ?2 AND r.line BETWEEN ?3 AND ?4", params: [importId, lo, hi] }, now),
+    // Events: products that existed before (their KV documents and cached pages are now stale), and new products
+    // a promotion covers (the consumer folds the promotion into min_prices). Other new products have nothing cached yet.
     s(
       productChangedOutboxSql(
         `p.id IN (SELECT r.product_id ${STAGED}) AND (p.version > 1 OR EXISTS (SELECT 1 FROM promotion_targets t WHERE t.product_id = p.id))`,
         "?2",
       ),
     ),
-    s(`INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
+    s("DELETE FROM import_rows WHERE import_id = ?1 AND line BETWEEN ?3 AND ?4"),
+  ];
+}
+
+/**
+ * The switch: ONE batch (D1 runs a batch as one transaction), so the staged rows become visible all at once and a
+ * failure anywhere leaves nothing of the import visible (a retry of the same file publishes it whole). The batch
+ * is cut into chunks of PUBLISH_CHUNK_LINES lines, each statement touching one chunk, so no statement runs long
+ * (D1 cancels a query after 30 s) whatever the size of the import. Categories that gained or changed products
+ * (listings) get one event each, from the set collected while receiving. Returns the ids of the outbox rows written.
+ */
+async function publish(db: D1Database, importId: string, now: number, lastLine: number, categoryIds: string[]): Promise<number[]> {
+  const statements: D1PreparedStatement[] = [];
+  const outboxAt: number[] = [];
+  for (let lo = 1; lo <= Math.max(lastLine, 1); lo += PUBLISH_CHUNK_LINES) {
+    const chunk = chunkStatements(db, importId, now, lo, lo + PUBLISH_CHUNK_LINES - 1);
+    outboxAt.push(statements.length + chunk.length - 2);
+    statements.push(...chunk);
+  }
+  outboxAt.push(statements.length);
+  statements.push(
+    db.prepare(`INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
        SELECT 'category.changed', c.id, c.version, ?2, json_object('type', 'category.changed', 'id', c.id, 'version', c.version, 'occurred_at', ?2)
-       FROM categories c WHERE c.id IN (SELECT DISTINCT ${doc("category_id")} ${STAGED})
-       RETURNING id`),
-    s("UPDATE imports SET status = 'completed', finished_at = ?2 WHERE id = ?1"),
-    s("DELETE FROM import_rows WHERE import_id = ?1"),
-  ]);
-  const outboxResults = results.slice(-4, -2);
-  return outboxResults.flatMap((r) => (r.results as { id: number }[]).map((row) => row.id));
+       FROM categories c WHERE c.id IN (SELECT value FROM json_each(?1))
+       RETURNING id`).bind(JSON.stringify(categoryIds), now),
+    db.prepare("UPDATE imports SET status = 'completed', finished_at = ?2 WHERE id = ?1").bind(importId, now),
+  );
+  if (statements.length > MAX_BATCH_STATEMENTS) throw new Error(`import too large for one switch: ${statements.length} statements`);
+  const results = await db.batch(statements);
+  return outboxAt.flatMap((i) => (results[i]!.results as { id: number }[]).map((row) => row.id));
 }
 
 type ImportRow = {
