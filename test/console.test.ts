@@ -5,6 +5,7 @@ import { addPoint, bucketOf, flushPoints, histogram, histogramPercentile, LATENC
 import { admin, call, expectProblem, json } from "./helpers/http";
 import { makeSkus } from "./helpers/stock-fixtures";
 import { seedApiKeys } from "./helpers/api-keys";
+import { insertProduct } from "./helpers/catalog-fixtures";
 
 beforeAll(() => seedApiKeys(env.DB));
 
@@ -326,5 +327,104 @@ describe("admin holds, force-release and metric history APIs", () => {
     await expectProblem(await call("/admin/metrics/series?prefix=DROP%20TABLE", { headers: admin() }), 400);
     const slo = (await (await call("/admin/slo", { headers: admin() })).json()) as { objectives: { id: string }[] };
     expect(slo.objectives.map((o) => o.id)).toContain("availability.browse");
+  });
+});
+
+describe("console affiliates", () => {
+  const feed = (key: string) => call("/v1/feeds/products?limit=1", { headers: { authorization: `Bearer ${key}` } });
+  const newKeyOf = (html: string) => /id="new-key" readonly="" value="([^"]+)"/.exec(html)?.[1];
+
+  it("creates an affiliate with its key shown once; rotating at once refuses the old key; revoking refuses the new one", async () => {
+    const { b } = await signIn(ADMIN_TOKEN);
+    const csrf = await csrfOf(b, "/console/affiliates");
+    const tracking = `cons${crypto.randomUUID().slice(0, 8)}`;
+    const created = await post(b, "/console/affiliates", { _csrf: csrf, name: "Console Reviews", tracking_id: tracking, campaign: "", allowed_origins: "https://reviews.example", categories: "", brands: "Acme, Zenith", skus: "" });
+    expect(created.status).toBe(200);
+    const html = await created.text();
+    const first = newKeyOf(html)!;
+    expect(first).toMatch(/^aff_/);
+    expect(created.headers.get("cache-control")).toBe("no-store");
+    expect((await feed(first)).status).toBe(200);
+    // The key is never shown again: not on the affiliate's page, not in the list.
+    const id = `aff-${tracking}`;
+    const detail = await (await get(b, `/console/affiliates/${id}`)).text();
+    expect(detail).not.toContain(first);
+    expect(detail).toContain(first.slice(0, 8));
+    expect(await (await get(b, "/console/affiliates")).text()).not.toContain(first);
+    const stored = await env.DB.prepare("SELECT count(*) AS n FROM api_keys WHERE affiliate_id = ? AND key_hash = ?").bind(id, first).first<{ n: number }>();
+    expect(stored!.n).toBe(0);
+
+    const rotated = await post(b, `/console/affiliates/${id}/rotate`, { _csrf: csrf, grace_seconds: "0", label: "" });
+    expect(rotated.status).toBe(200);
+    const second = newKeyOf(await rotated.text())!;
+    expect(second).toMatch(/^aff_/);
+    expect(second).not.toBe(first);
+    await expectProblem(await feed(first), 401);
+    expect((await feed(second)).status).toBe(200);
+
+    const keys = (await (await call(`/admin/affiliates/${id}`, { headers: admin() })).json()) as { keys: { id: string; prefix: string; state: string }[] };
+    const live = keys.keys.find((k) => second.startsWith(k.prefix) && k.state === "active")!;
+    expect((await post(b, `/console/affiliates/${id}/revoke`, { _csrf: csrf, key_id: live.id })).status).toBe(303);
+    await expectProblem(await feed(second), 401);
+    const after = await (await get(b, `/console/affiliates/${id}`)).text();
+    expect(after).toMatch(new RegExp(`data-key="${live.id}" data-state="revoked"`));
+  });
+
+  it("lists affiliates with scope, usable keys and real click counts from the click redirect (API and page)", async () => {
+    const p = await insertProduct(env.DB, { base: 71 });
+    const tracking = `clk${crypto.randomUUID().slice(0, 8)}`;
+    const res = await json("POST", "/admin/affiliates", { name: "Clicker", tracking_id: tracking, scope: { categories: [p.categoryId] } }, admin());
+    expect(res.status).toBe(201);
+    const { affiliate } = (await res.json()) as { affiliate: { id: string } };
+    for (let i = 0; i < 3; i++) expect((await call(`/r/${tracking}/${p.id}`, { redirect: "manual" })).status).toBe(302);
+    // A click older than a day counts in 7 and 30 days only.
+    await env.DB.prepare("INSERT INTO clicks (affiliate_id, product_id, at, country) VALUES (?, ?, ?, NULL)").bind(affiliate.id, p.id, Date.now() - 3 * 86_400_000).run();
+
+    type Page = { items: { affiliate: { id: string; scope: { categories?: string[] } }; keys: { state: string }[]; retired_keys: number; clicks: { last_24h: number; last_7d: number; last_30d: number } }[]; next_cursor: string | null };
+    const all: Page["items"] = [];
+    let cursor: string | null = null;
+    do {
+      const page = (await (await call(`/admin/affiliates?limit=2${cursor ? `&cursor=${cursor}` : ""}`, { headers: admin() })).json()) as Page;
+      expect(page.items.length).toBeLessThanOrEqual(2);
+      all.push(...page.items);
+      cursor = page.next_cursor;
+    } while (cursor);
+    expect(new Set(all.map((i) => i.affiliate.id)).size).toBe(all.length);
+    const mine = all.find((i) => i.affiliate.id === affiliate.id)!;
+    expect(mine.clicks).toMatchObject({ last_24h: 3, last_7d: 4, last_30d: 4 });
+    expect(mine.affiliate.scope.categories).toEqual([p.categoryId]);
+    expect(mine.keys.map((k) => k.state)).toEqual(["active"]);
+
+    const clicks = (await (await call(`/admin/affiliates/${affiliate.id}/clicks`, { headers: admin() })).json()) as { per_day: { clicks: number }[]; top_products: { product_id: string; clicks: number }[] };
+    expect(clicks.per_day).toHaveLength(14);
+    expect(clicks.per_day.at(-1)!.clicks).toBe(3);
+    expect(clicks.per_day.reduce((n, d) => n + d.clicks, 0)).toBe(4);
+    expect(clicks.top_products).toEqual([{ product_id: p.id, clicks: 4 }]);
+    await expectProblem(await call("/admin/affiliates/nobody-here/clicks", { headers: admin() }), 404);
+    await expectProblem(await call("/admin/affiliates?limit=0", { headers: admin() }), 400);
+    await expectProblem(await call("/admin/affiliates"), 401);
+
+    const { b } = await signIn(VIEWER_TOKEN);
+    const html = await (await get(b, "/console/affiliates?cursor=" + encodeURIComponent(affiliate.id.slice(0, -1)))).text();
+    expect(html).toMatch(new RegExp(`data-affiliate="${affiliate.id}"[\\s\\S]*?data-field="clicks_24h">3<`));
+    // A viewer cannot create, rotate or revoke.
+    const csrf = hidden(html, "_csrf")!;
+    expect((await post(b, `/console/affiliates/${affiliate.id}/rotate`, { _csrf: csrf, grace_seconds: "0" })).status).toBe(403);
+    expect((await post(b, "/console/affiliates", { _csrf: csrf, name: "x", tracking_id: "viewerattempt" })).status).toBe(403);
+  });
+
+  it("an edit with a stale If-Match is refused with 412 and shows what changed", async () => {
+    const tracking = `edt${crypto.randomUUID().slice(0, 8)}`;
+    const res = await json("POST", "/admin/affiliates", { name: "Before", tracking_id: tracking }, admin());
+    const { affiliate } = (await res.json()) as { affiliate: { id: string } };
+    const { b } = await signIn(ADMIN_TOKEN);
+    const html = await (await get(b, `/console/affiliates/${affiliate.id}`)).text();
+    const form = { _csrf: hidden(html, "_csrf")!, if_match: hidden(html, "if_match")!, seen: hidden(html, "seen")!.replace(/&quot;/g, '"'), name: "Mine", status: "active", campaign: "", allowed_origins: "", categories: "", brands: "", skus: "" };
+    expect((await json("PATCH", `/admin/affiliates/${affiliate.id}`, { status: "suspended" }, admin())).status).toBe(200);
+    const stale = await post(b, `/console/affiliates/${affiliate.id}/edit`, form);
+    expect(stale.status).toBe(412);
+    expect(await stale.text()).toMatch(/status: &quot;active&quot; → &quot;suspended&quot;/);
+    const now = (await (await call(`/admin/affiliates/${affiliate.id}`, { headers: admin() })).json()) as { affiliate: { name: string; status: string } };
+    expect(now.affiliate).toMatchObject({ name: "Before", status: "suspended" });
   });
 });

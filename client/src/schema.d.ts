@@ -116,10 +116,28 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** List affiliates with scope, usable keys (prefixes and states), retired key count and click counts */
+        get: operations["getAdminAffiliates"];
         put?: never;
         /** Create an affiliate and its first API key (returned once) */
         post: operations["postAdminAffiliates"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/affiliates/{id}/clicks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An affiliate's click counts, clicks per day (14 days) and most clicked products (7 days) */
+        get: operations["getAdminAffiliatesByIdClicks"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -973,12 +991,6 @@ export interface components {
             brands?: string[];
             skus?: string[];
         };
-        AffiliateNewKey: {
-            id: string;
-            /** @description Shown once; only its SHA-256 hash is stored. */
-            key: string;
-            prefix: string;
-        };
         AffiliateKeyInfo: {
             id: string;
             prefix: string;
@@ -988,6 +1000,35 @@ export interface components {
             revoked_at: number | null;
             /** @enum {string} */
             state: "active" | "expiring" | "expired" | "revoked";
+        };
+        AffiliateClickCounts: {
+            last_24h: number;
+            last_7d: number;
+            last_30d: number;
+            /** @description A window reached the count cap (100,000): the figures are lower bounds. */
+            capped: boolean;
+            /**
+             * @description The D1 `clicks` table: every click outside production; in production only clicks whose Analytics Engine write failed.
+             * @enum {string}
+             */
+            source: "d1";
+        };
+        AffiliateClicks: components["schemas"]["AffiliateClickCounts"] & {
+            per_day: {
+                /** @example 2026-12-05 */
+                day: string;
+                clicks: number;
+            }[];
+            top_products: {
+                product_id: string;
+                clicks: number;
+            }[];
+        };
+        AffiliateNewKey: {
+            id: string;
+            /** @description Shown once; only its SHA-256 hash is stored. */
+            key: string;
+            prefix: string;
         };
         /** @description The canonical product document (all currencies and locales), as projected to KV. */
         ProductDocument: {
@@ -2310,6 +2351,60 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    getAdminAffiliates: {
+        parameters: {
+            query?: {
+                /** @description `next_cursor` of the previous page (an affiliate id). */
+                cursor?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of affiliates in id order. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: {
+                            affiliate: components["schemas"]["Affiliate"];
+                            keys: components["schemas"]["AffiliateKeyInfo"][];
+                            retired_keys: number;
+                            clicks: components["schemas"]["AffiliateClickCounts"];
+                        }[];
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description Bad cursor or limit. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong admin token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     postAdminAffiliates: {
         parameters: {
             query?: never;
@@ -2380,6 +2475,51 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
             415: components["responses"]["UnsupportedMediaType"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getAdminAffiliatesByIdClicks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Click figures. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AffiliateClicks"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description Missing or wrong admin token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such affiliate. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];

@@ -61,6 +61,12 @@ export async function getAffiliate(db: D1Database, id: string): Promise<Affiliat
   return row ? fromRow(row) : null;
 }
 
+/** A page of affiliates in id order (keyset: ids after `after`). */
+export async function listAffiliateRows(db: D1Database, after: string, limit: number): Promise<Affiliate[]> {
+  const { results } = await db.prepare(`SELECT ${COLUMNS} FROM affiliates WHERE id > ? ORDER BY id LIMIT ?`).bind(after, limit).all<AffiliateRow>();
+  return results.map(fromRow);
+}
+
 export async function getAffiliateByTrackingId(db: D1Database, trackingId: string): Promise<Affiliate | null> {
   const row = await db.prepare(`SELECT ${COLUMNS} FROM affiliates WHERE tracking_id = ?`).bind(trackingId).first<AffiliateRow>();
   return row ? fromRow(row) : null;

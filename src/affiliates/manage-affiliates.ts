@@ -6,7 +6,8 @@
 import { isUniqueError } from "../db/guards";
 import { newApiKey, sha256Hex } from "../lib/crypto";
 import { ApiError } from "../lib/errors";
-import { getAffiliate, type Affiliate, type AffiliateScope } from "./account";
+import { getAffiliate, listAffiliateRows, type Affiliate, type AffiliateScope } from "./account";
+import { clickCounts, clickDetail, type ClickCounts, type ClickDetail } from "./click-counts";
 
 export type AffiliateFields = { name: string; tracking_id: string; allowed_origins: string[]; scope: AffiliateScope; campaign: string | null };
 export type AffiliateChanges = Partial<Pick<Affiliate, "name" | "allowed_origins" | "scope" | "campaign" | "status">>;
@@ -70,6 +71,39 @@ export async function affiliateWithKeys(db: D1Database, id: string): Promise<{ a
   ).results;
   const now = Date.now();
   return { affiliate, keys: rows.map((k) => ({ ...k, state: keyState(k, now) })) };
+}
+
+export type AffiliateSummary = { affiliate: Affiliate; keys: KeyInfo[]; retired_keys: number; clicks: ClickCounts };
+
+/**
+ * A page of affiliates (id order, keyset cursor) with their usable keys (active or expiring; prefixes only),
+ * how many keys are retired (expired or revoked), and click counts. Three bounded reads per page.
+ */
+export async function listAffiliates(db: D1Database, opts: { after?: string; limit: number }, now = Date.now()): Promise<{ items: AffiliateSummary[]; next_cursor: string | null }> {
+  const rows = await listAffiliateRows(db, opts.after ?? "", opts.limit + 1);
+  const page = rows.slice(0, opts.limit);
+  const ids = page.map((a) => a.id);
+  const [keys, clicks] = await Promise.all([
+    ids.length
+      ? db
+          .prepare("SELECT id, affiliate_id, prefix, label, created_at, expires_at, revoked_at FROM api_keys WHERE affiliate_id IN (SELECT value FROM json_each(?)) ORDER BY created_at, id")
+          .bind(JSON.stringify(ids))
+          .all<KeyRow & { affiliate_id: string }>()
+      : Promise.resolve({ results: [] as (KeyRow & { affiliate_id: string })[] }),
+    clickCounts(db, ids, now),
+  ]);
+  const items = page.map((affiliate) => {
+    const own = keys.results.filter((k) => k.affiliate_id === affiliate.id).map(({ affiliate_id: _, ...k }) => ({ ...k, state: keyState(k, now) }));
+    const live = own.filter((k) => k.state === "active" || k.state === "expiring");
+    return { affiliate, keys: live, retired_keys: own.length - live.length, clicks: clicks.get(affiliate.id)! };
+  });
+  return { items, next_cursor: rows.length > opts.limit ? page.at(-1)!.id : null };
+}
+
+/** Click counts, clicks per day and top products of one affiliate (404 when there is no such affiliate). */
+export async function affiliateClicks(db: D1Database, id: string, now = Date.now()): Promise<ClickDetail> {
+  await mustGetAffiliate(db, id);
+  return clickDetail(db, id, now);
 }
 
 /** Applies `changes` if the affiliate is still at `expectedVersion` (default: whatever it is now); else 412. */

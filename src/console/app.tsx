@@ -30,6 +30,7 @@ import { stockPages } from "./stock";
 import { promotionPages } from "./promotions";
 import { eventPages } from "./events";
 import { productPages } from "./products";
+import { affiliatePages } from "./affiliates";
 import { cookieBase, formInput, isConsolePath, operator, page, PUBLIC, type ConsoleContext } from "./kit";
 
 function clientOf(c: ConsoleContext): string {
@@ -221,3 +222,4 @@ consoleApp.route("/", stockPages);
 consoleApp.route("/", promotionPages);
 consoleApp.route("/", eventPages);
 consoleApp.route("/", productPages);
+consoleApp.route("/", affiliatePages);

@@ -9,6 +9,7 @@ export const NAV = [
   ["/console/products", "Products"],
   ["/console/promotions", "Promotions"],
   ["/console/events", "Events"],
+  ["/console/affiliates", "Affiliates"],
 ] as const;
 
 export function Layout(props: { title: string; path: string; role?: Role; csrf?: string; flash?: string; error?: string; children?: Child }) {

@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { affiliateWithKeys, createAffiliate, revokeKey, rotateKeys, updateAffiliate } from "../affiliates/manage-affiliates";
+import { affiliateClicks, affiliateWithKeys, createAffiliate, listAffiliates, revokeKey, rotateKeys, updateAffiliate } from "../affiliates/manage-affiliates";
 import { requireAdmin } from "../lib/auth";
 import { createApp } from "../lib/validation";
 import { etag, parseIfMatch, problem } from "./common";
@@ -83,6 +83,69 @@ const IdParams = z.object({ id: z.string().min(1).max(64).openapi({ param: { nam
 const KeyParams = IdParams.extend({ keyId: z.string().min(1).max(100).openapi({ param: { name: "keyId", in: "path" } }) });
 
 const DAY = 86_400;
+
+const ClickCounts = z
+  .object({
+    last_24h: z.number(),
+    last_7d: z.number(),
+    last_30d: z.number(),
+    capped: z.boolean().openapi({ description: "A window reached the count cap (100,000): the figures are lower bounds." }),
+    source: z.enum(["d1"]).openapi({ description: "The D1 `clicks` table: every click outside production; in production only clicks whose Analytics Engine write failed." }),
+  })
+  .openapi("AffiliateClickCounts");
+
+const listAffiliatesRoute = createRoute({
+  method: "get",
+  path: "/admin/affiliates",
+  tags: ["Admin: affiliates"],
+  summary: "List affiliates with scope, usable keys (prefixes and states), retired key count and click counts",
+  security: [{ adminToken: [] }],
+  request: {
+    query: z.object({
+      cursor: z.string().max(64).optional().openapi({ description: "`next_cursor` of the previous page (an affiliate id)." }),
+      limit: z.coerce.number().int().min(1).max(100).default(50),
+    }),
+  },
+  responses: {
+    200: {
+      description: "A page of affiliates in id order.",
+      content: {
+        "application/json": {
+          schema: z.object({
+            items: z.array(z.object({ affiliate: AffiliateSchema, keys: z.array(KeyInfo), retired_keys: z.number(), clicks: ClickCounts })),
+            next_cursor: z.string().nullable(),
+          }),
+        },
+      },
+    },
+    400: problem("Bad cursor or limit."),
+    401: problem("Missing or wrong admin token."),
+  },
+});
+
+const clicksRoute = createRoute({
+  method: "get",
+  path: "/admin/affiliates/{id}/clicks",
+  tags: ["Admin: affiliates"],
+  summary: "An affiliate's click counts, clicks per day (14 days) and most clicked products (7 days)",
+  security: [{ adminToken: [] }],
+  request: { params: IdParams },
+  responses: {
+    200: {
+      description: "Click figures.",
+      content: {
+        "application/json": {
+          schema: ClickCounts.extend({
+            per_day: z.array(z.object({ day: z.string().openapi({ example: "2026-12-05" }), clicks: z.number() })),
+            top_products: z.array(z.object({ product_id: z.string(), clicks: z.number() })),
+          }).openapi("AffiliateClicks"),
+        },
+      },
+    },
+    401: problem("Missing or wrong admin token."),
+    404: problem("No such affiliate."),
+  },
+});
 
 const createAffiliateRoute = createRoute({
   method: "post",
@@ -178,6 +241,17 @@ const revokeRoute = createRoute({
 export const adminAffiliatesApp = createApp();
 adminAffiliatesApp.use("/admin/affiliates", requireAdmin);
 adminAffiliatesApp.use("/admin/affiliates/*", requireAdmin);
+
+adminAffiliatesApp.openapi(listAffiliatesRoute, async (c) => {
+  const { cursor, limit } = c.req.valid("query");
+  c.header("cache-control", "no-store");
+  return c.json(await listAffiliates(c.env.DB, { after: cursor, limit }), 200);
+});
+
+adminAffiliatesApp.openapi(clicksRoute, async (c) => {
+  c.header("cache-control", "no-store");
+  return c.json(await affiliateClicks(c.env.DB, c.req.valid("param").id), 200);
+});
 
 adminAffiliatesApp.openapi(createAffiliateRoute, async (c) => {
   const { id, ...fields } = c.req.valid("json");

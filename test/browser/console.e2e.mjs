@@ -313,6 +313,43 @@ try {
   await page.screenshot({ path: path.join(SHOTS, "events-replayed.png"), fullPage: true });
   log("dead letter replayed from the events page");
 
+  // --- affiliates: create (key shown once), a real click counted, rotate at once (old key refused), keyboard only ---
+  const feedStatus = async (key) => (await fetch(`${ORIGIN}/v1/feeds/products?limit=1`, { headers: { authorization: `Bearer ${key}` } })).status;
+  await goto(page, "/console/affiliates");
+  await audit(page, "affiliates", scripts);
+  const tracking = `e2e${Date.now().toString(36)}`;
+  const createForm = page.locator('form[aria-label="Create an affiliate"]');
+  await createForm.locator('input[name="name"]').focus();
+  await page.keyboard.type("E2E Reviews");
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(tracking);
+  await createForm.locator('input[name="brands"]').fill("Kestrel");
+  await createForm.locator('input[name="brands"]').press("Enter");
+  await page.waitForSelector("#new-key");
+  const firstKey = await page.locator("#new-key").inputValue();
+  check(/^aff_/.test(firstKey), `no key shown after creating: ${firstKey}`);
+  check((await feedStatus(firstKey)) === 200, "the new key does not open the feed");
+  await audit(page, "affiliate-created", scripts);
+  const affId = `aff-${tracking}`;
+  // p-980000 came in with the import above (brand Kestrel, so inside the scope).
+  const click = await fetch(`${ORIGIN}/r/${tracking}/p-980000`, { redirect: "manual" });
+  check(click.status === 302, `click redirect answered ${click.status}`);
+  const counted = 1;
+  await goto(page, `/console/affiliates/${affId}`);
+  check(!(await page.content()).includes(firstKey), "the key is shown again after reloading");
+  check((await page.locator("#click-counts").textContent()).trim().startsWith(`${counted} in 24 h`), `click counts: ${await page.locator("#click-counts").textContent()}`);
+  await page.selectOption('select[name="grace_seconds"]', "0");
+  await page.locator('form[aria-label="Rotate keys"] button').press("Enter");
+  await page.waitForSelector("#new-key");
+  const secondKey = await page.locator("#new-key").inputValue();
+  check(secondKey !== firstKey && /^aff_/.test(secondKey), "rotating did not show a new key");
+  check((await feedStatus(firstKey)) === 401, "the rotated-out key still opens the feed");
+  check((await feedStatus(secondKey)) === 200, "the rotated-in key does not open the feed");
+  await audit(page, "affiliate-rotated", scripts);
+  await goto(page, "/console/affiliates");
+  check((await page.locator(`tr[data-affiliate="${affId}"] [data-field="clicks_24h"]`).textContent()).trim() === String(counted), "the list's click count is wrong");
+  log(`affiliates: created from the keyboard (key shown once), ${counted} click counted, rotated at once: old key 401, new key 200`);
+
   // --- CSRF: a write without (or with a wrong) token is refused --------------------------------------------------
   const csrfless = await page.evaluate(async () => {
     const r1 = await fetch("/console/events/replay", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "" });
