@@ -1,5 +1,5 @@
 import { env } from "cloudflare:test";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { parseSloConfig, sloReport } from "../src/metrics/slo";
 import { addPoint, bucketOf, flushPoints, histogram, histogramPercentile, LATENCY_BOUNDS, minuteOf, prunePoints, readPoints, RETENTION_MINUTES, total } from "../src/metrics/timeseries";
 import { admin, call, expectProblem, json } from "./helpers/http";
@@ -45,6 +45,9 @@ async function post(b: Browser, path: string, form: Record<string, string>, head
   keepCookies(b, res);
   return res;
 }
+
+/** The post/redirect/get message the last answer left (its cookie value is URI-encoded twice: by the console, then by the cookie writer). */
+const flashOf = (b: Browser) => decodeURIComponent(decodeURIComponent(b.cookies.get("es_console_flash") ?? ""));
 
 const hidden = (html: string, name: string) => new RegExp(`name="${name}" value="([^"]*)"`).exec(html)?.[1];
 
@@ -426,5 +429,68 @@ describe("console affiliates", () => {
     expect(await stale.text()).toMatch(/status: &quot;active&quot; → &quot;suspended&quot;/);
     const now = (await (await call(`/admin/affiliates/${affiliate.id}`, { headers: admin() })).json()) as { affiliate: { name: string; status: string } };
     expect(now.affiliate).toMatchObject({ name: "Before", status: "suspended" });
+  });
+});
+
+describe("console recommendations", () => {
+  it("edits pins with If-Match: the pinned product leads the stored list; a stale form is 412 with what changed", async () => {
+    const [a, b1, b2] = [await insertProduct(env.DB, { base: 81 }), await insertProduct(env.DB, { base: 82 }), await insertProduct(env.DB, { base: 83 })];
+    const { b } = await signIn(ADMIN_TOKEN);
+    const html = await (await get(b, `/console/recommendations?product=${a.id}`)).text();
+    expect(html).toContain("no pins yet");
+    const form = { _csrf: hidden(html, "_csrf")!, if_match: hidden(html, "if_match")!, seen: hidden(html, "seen")!.replace(/&quot;/g, '"'), complementary: `${b1.id}\n`, related: "", exclude: b2.id };
+    expect(form.if_match).toBe("");
+    expect((await post(b, `/console/recommendations/${a.id}/pins`, form)).status).toBe(303);
+    const view = (await (await call(`/admin/products/${a.id}/recommendations`, { headers: admin() })).json()) as { pins: { complementary: string[]; exclude: string[]; version: number }; lists: { complementary: { items: { id: string; reason: string }[] } } };
+    expect(view.pins).toMatchObject({ complementary: [b1.id], exclude: [b2.id], version: 1 });
+    expect(view.lists.complementary.items[0]).toMatchObject({ id: b1.id, reason: "pinned" });
+    expect(view.lists.complementary.items.map((i) => i.id)).not.toContain(b2.id);
+
+    // The page now carries version 1; another operator saves version 2 first.
+    const fresh = await (await get(b, `/console/recommendations?product=${a.id}`)).text();
+    expect(fresh).toMatch(new RegExp(`data-item="${b1.id}"`));
+    const form1 = { ...form, if_match: hidden(fresh, "if_match")!, seen: hidden(fresh, "seen")!.replace(/&quot;/g, '"'), complementary: b2.id, exclude: "" };
+    expect(form1.if_match).toBe("1");
+    expect((await json("PUT", `/admin/products/${a.id}/recommendations`, { complementary: [], related: [b1.id], exclude: [] }, admin({ "if-match": '"1"' }))).status).toBe(200);
+    const stale = await post(b, `/console/recommendations/${a.id}/pins`, form1);
+    expect(stale.status).toBe(412);
+    const text = await stale.text();
+    expect(text).toContain(`complementary: ${b1.id} → none`);
+    expect(text).toContain(`related: none → ${b1.id}`);
+    // The stale form wrote nothing; the old form without If-Match (made when no pins existed) is refused too.
+    expect((await post(b, `/console/recommendations/${a.id}/pins`, form)).status).toBe(412);
+    const now = (await (await call(`/admin/products/${a.id}/recommendations`, { headers: admin() })).json()) as { pins: { related: string[]; complementary: string[]; version: number } };
+    expect(now.pins).toMatchObject({ complementary: [], related: [b1.id], version: 2 });
+    // Unknown ids are refused with the API's message.
+    const bad = await post(b, `/console/recommendations/${a.id}/pins`, { ...form1, if_match: "2", complementary: "p-does-not-exist" });
+    expect(bad.status).toBe(303);
+    expect(flashOf(b)).toContain("Unknown product ids: p-does-not-exist");
+  });
+
+  it("starts a rebuild from the console and its progress panel reaches completion; a viewer cannot start one", async () => {
+    await insertProduct(env.DB, { base: 84 });
+    const { b } = await signIn(ADMIN_TOKEN);
+    const csrf = await csrfOf(b, "/console/recommendations");
+    const started = await post(b, "/console/recommendations/rebuild", { _csrf: csrf });
+    expect(started.status).toBe(303);
+    const jobId = /Rebuild (rebuild-[\w-]+) started/.exec(flashOf(b))?.[1];
+    expect(jobId).toBeTruthy();
+    await vi.waitFor(
+      async () => {
+        const panel = await (await get(b, "/console/recommendations/progress")).text();
+        expect(panel).toContain('data-state="idle"');
+        expect(panel).toContain(`Last rebuild ${jobId} finished`);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+    const status = (await (await call("/admin/recommendations/rebuild", { headers: admin() })).json()) as { rebuild_running: unknown; last_rebuild: { id: string; processed: number; total: number; status: string } };
+    expect(status.rebuild_running).toBeNull();
+    expect(status.last_rebuild).toMatchObject({ id: jobId, status: "completed" });
+    expect(status.last_rebuild.processed).toBe(status.last_rebuild.total);
+    expect(status.last_rebuild.total).toBeGreaterThan(0);
+
+    const { b: viewer } = await signIn(VIEWER_TOKEN);
+    const vcsrf = await csrfOf(viewer, "/console/recommendations");
+    expect((await post(viewer, "/console/recommendations/rebuild", { _csrf: vcsrf })).status).toBe(403);
   });
 });

@@ -763,7 +763,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** Progress of the running rebuild (processed of total products), the last finished one, and the incremental backlog */
+        get: operations["getAdminRecommendationsRebuild"];
         put?: never;
         /**
          * Recompute every product's related and complementary lists (background, chunked)
@@ -1756,6 +1757,33 @@ export interface components {
              * @default []
              */
             exclude?: string[];
+        };
+        RecommendationRebuildStatus: {
+            rebuild_running: {
+                id: string;
+                status: string;
+                processed: number;
+                total: number;
+                started_at: string;
+                finished_at: string | null;
+                duration_ms: number | null;
+            } | null;
+            last_rebuild: {
+                id: string;
+                status: string;
+                processed: number;
+                total: number;
+                started_at: string;
+                finished_at: string | null;
+                duration_ms: number | null;
+            } | null;
+            /** @description Products waiting for the incremental run. */
+            dirty_products: number;
+            last_incremental: {
+                at: string;
+                recomputed: number;
+                changed: number;
+            } | null;
         };
         RecommendationJob: {
             id: string;
@@ -4920,6 +4948,39 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getAdminRecommendationsRebuild: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Rebuild progress. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecommendationRebuildStatus"];
+                };
+            };
+            /** @description Missing or wrong admin token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];

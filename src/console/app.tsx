@@ -31,6 +31,7 @@ import { promotionPages } from "./promotions";
 import { eventPages } from "./events";
 import { productPages } from "./products";
 import { affiliatePages } from "./affiliates";
+import { recommendationPages } from "./recommendations";
 import { cookieBase, formInput, isConsolePath, operator, page, PUBLIC, type ConsoleContext } from "./kit";
 
 function clientOf(c: ConsoleContext): string {
@@ -223,3 +224,4 @@ consoleApp.route("/", promotionPages);
 consoleApp.route("/", eventPages);
 consoleApp.route("/", productPages);
 consoleApp.route("/", affiliatePages);
+consoleApp.route("/", recommendationPages);

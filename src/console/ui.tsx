@@ -10,6 +10,7 @@ export const NAV = [
   ["/console/promotions", "Promotions"],
   ["/console/events", "Events"],
   ["/console/affiliates", "Affiliates"],
+  ["/console/recommendations", "Recommendations"],
 ] as const;
 
 export function Layout(props: { title: string; path: string; role?: Role; csrf?: string; flash?: string; error?: string; children?: Child }) {

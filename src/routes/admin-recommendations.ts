@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { ProductIdParam } from "../catalog/product-input";
 import { requireAdmin } from "../lib/auth";
 import { createApp } from "../lib/validation";
-import { startRebuild } from "../recommendations/jobs";
+import { recommendationMetrics, startRebuild } from "../recommendations/jobs";
 import { pinsOf, savePins } from "../recommendations/manage-pins";
 import { etag, parseIfMatch, problem } from "./common";
 
@@ -80,6 +80,44 @@ const rebuildRoute = createRoute({
   },
 });
 
+const RunView = z
+  .object({
+    id: z.string(),
+    status: z.string(),
+    processed: z.number(),
+    total: z.number(),
+    started_at: z.string(),
+    finished_at: z.string().nullable(),
+    duration_ms: z.number().nullable(),
+  })
+  .nullable();
+
+const rebuildStatusRoute = createRoute({
+  method: "get",
+  path: "/admin/recommendations/rebuild",
+  tags: ["Admin: recommendations"],
+  summary: "Progress of the running rebuild (processed of total products), the last finished one, and the incremental backlog",
+  security: [{ adminToken: [] }],
+  responses: {
+    200: {
+      description: "Rebuild progress.",
+      content: {
+        "application/json": {
+          schema: z
+            .object({
+              rebuild_running: RunView,
+              last_rebuild: RunView,
+              dirty_products: z.number().openapi({ description: "Products waiting for the incremental run." }),
+              last_incremental: z.object({ at: z.string(), recomputed: z.number(), changed: z.number() }).nullable(),
+            })
+            .openapi("RecommendationRebuildStatus"),
+        },
+      },
+    },
+    401: problem("Missing or wrong admin token."),
+  },
+});
+
 export const adminRecommendationsApp = createApp();
 adminRecommendationsApp.use("/admin/products/:id/recommendations", requireAdmin);
 adminRecommendationsApp.use("/admin/recommendations/*", requireAdmin);
@@ -97,6 +135,10 @@ adminRecommendationsApp
     if (view.pins) c.header("etag", etag(view.pins.version));
     c.header("cache-control", "no-store");
     return c.json(view, 200);
+  })
+  .openapi(rebuildStatusRoute, async (c) => {
+    c.header("cache-control", "no-store");
+    return c.json(await recommendationMetrics(c.env.DB), 200);
   })
   .openapi(rebuildRoute, async (c) => {
     const { job, started } = await startRebuild(c.env);
