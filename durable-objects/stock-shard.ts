@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { loadCatalogSkus } from "../src/stock/baseline";
 import { ReservationStore } from "../src/stock/reservation-store";
+import { runSaga, type LocalHeaders, type SagaRequest, type SagaResult } from "../src/stock/saga";
 import { SHARD_DDL } from "../src/stock/shard-schema";
 import { StockStore } from "../src/stock/shard-store";
 import { guardEnv } from "../src/lib/guarded-env";
@@ -566,6 +567,16 @@ export class StockShard extends DurableObject<Env> {
   }
 
   // --- reservation headers (this shard as coordinator) -------------------------------------------------------
+
+  /** Creates a reservation: the whole saga in this coordinator, holds reached object-to-object (src/stock/saga.ts). */
+  async reserve(req: SagaRequest): Promise<SagaResult> {
+    const headers: LocalHeaders = {
+      begin: (r) => this.ctx.storage.transactionSync(() => this.headers.begin(r, clockNow())),
+      finish: (id, result, attempt) => this.ctx.storage.transactionSync(() => this.headers.finish(id, result, clockNow(), attempt)),
+      abandon: (id, attempt) => this.ctx.storage.transactionSync(() => this.headers.abandon(id, clockNow(), attempt)),
+    };
+    return runSaga(this.env, { headers, hold: (h) => this.hold(h) }, req);
+  }
 
   async beginReservation(req: { scopeKey: string; owner: string; bodyHash: string; candidateId: string; currency: string; ttlMs: number }): Promise<BeginReservation> {
     return this.ctx.storage.transactionSync(() => this.headers.begin(req, clockNow()));

@@ -9,6 +9,7 @@ import { coordinatorForScope, shardName, shardNameForSku } from "../src/stock/ro
 import { seedApiKeys } from "./helpers/api-keys";
 import { insertProduct, seedCategories } from "./helpers/catalog-fixtures";
 import { admin, BASE, call, expectProblem, json, storefront, uid } from "./helpers/http";
+import { injectShardFault } from "./helpers/shard-faults";
 import { makeSkus } from "./helpers/stock-fixtures";
 
 beforeAll(async () => {
@@ -141,34 +142,13 @@ describe("fault injection through the bindings", () => {
     let b = "";
     while (!a || shardNameForSku(env, a) === shardNameForSku(env, b)) [a, b] = (await makeSkus([5, 5])) as [string, string];
     const broken = shardNameForSku(env, b);
-    const real = env.STOCK;
-    const ns = {
-      getByName(name: string) {
-        const stub = real.getByName(name);
-        if (name !== broken) return stub;
-        return new Proxy(stub, {
-          get(target, prop) {
-            if (prop === "then") return undefined;
-            if (prop === "hold") return () => Promise.reject(new Error("shard crashed mid-saga (injected)"));
-            const v = Reflect.get(target, prop) as unknown;
-            // Reflect.apply, not v.apply: on an RPC stub method `.apply` is itself a remote property, and calling it
-            // would send the stub as an argument.
-            return typeof v === "function" ? (...args: unknown[]) => Reflect.apply(v as (...x: unknown[]) => unknown, target, args) : v;
-          },
-        });
-      },
-      idFromName: (n: string) => real.idFromName(n),
-      get: (id: DurableObjectId) => real.get(id),
-    } as unknown as Env["STOCK"];
+    // The hold reaches the shard from the coordinator, object to object: the fault sits in the shard itself.
+    const undo = injectShardFault({ method: "hold", when: "before", matches: (name) => name === broken });
     // The Idempotency-Key decides which shard keeps the reservation record: make it the failing one, or not.
     let key = uid("saga");
     while ((shardName(coordinatorForScope(env, `key-dev-storefront\u0000${key}`)) === broken) !== coordinatorBroken) key = uid("saga");
     const items = [{ sku: a, quantity: 2 }, { sku: b, quantity: 1 }];
-    const res = await callWith({ ...env, STOCK: ns } as Env, "/v1/reservations", {
-      method: "POST",
-      headers: storefront({ "content-type": "application/json", "idempotency-key": key }),
-      body: JSON.stringify({ items }),
-    });
+    const res = await json("POST", "/v1/reservations", { items }, storefront({ "idempotency-key": key })).finally(undo);
     await expectProblem(res, 503);
     for (const sku of [a, b]) {
       const held = await runInDurableObject(env.STOCK.getByName(shardNameForSku(env, sku)), (_, state) =>

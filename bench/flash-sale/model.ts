@@ -33,7 +33,7 @@ export type Projection = { text: string; rows: { k: number; rate: number }[]; sh
 
 export type ModelOptions = { shards: number; shoppers: number; stock: number; coordinatorCalls: number; queueLimit: number };
 
-const DEFAULTS: ModelOptions = { shards: 16, shoppers: 10_000, stock: 100_000, coordinatorCalls: 2, queueLimit: 5_000 };
+const DEFAULTS: ModelOptions = { shards: 16, shoppers: 10_000, stock: 100_000, coordinatorCalls: 1, queueLimit: 5_000 };
 
 export function project(perObjectRate: number, ks: number[], localK1: number, options: Partial<ModelOptions> = {}): Projection {
   const o = { ...DEFAULTS, ...options };

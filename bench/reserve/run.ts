@@ -237,12 +237,13 @@ Closed loop of ${CONNECTIONS} concurrent clients for ${SECONDS} s per case. Ever
 \`POST /v1/reservations\` from the one dev storefront key on behalf of one of ${SHOPPERS.toLocaleString("en")} shoppers
 (\`x-shopper-id\`, picked at random per request), one unit, fresh Idempotency-Key, TTL 3,600 s, with the production
 rate limit (RL_RESERVE binding, per shopper) and hoarding caps (per shopper) in force. The Worker verifies the key
-(cached), prices the line from the product document (isolate memo / KV, no D1), then calls the coordinator shard
-(begin), the shopper's hold tally (total cap), the SKU's shard (hold, with the per-SKU cap) and the coordinator
-(finish). "other" is mostly 503: the 5 s binding timeouts of the resilience layer answering for requests that
-queued too long. The baseline is \`POST /admin/bench/do-noop\`: admin auth and one RPC to a StockShard that
-increments a SQLite counter — the cheapest real Durable Object round trip on the same runtime. Ratios: throughput
-as case ÷ baseline (higher is better), latency as case ÷ baseline (lower is better). Targets: ≥ 0.6×, p99 ≤ 1.5×.
+(cached), prices the line from the product document (isolate memo / KV, no D1) and makes ONE call to the coordinator
+shard of the Idempotency-Key, which records the key, admits the shopper's total cap in the shopper's own object and
+places the hold on the SKU's shard object-to-object. "other" is mostly 503: the 5 s binding timeouts of the
+resilience layer answering for requests that queued too long. The baseline is \`POST /admin/bench/do-noop\`: admin
+auth and one RPC to a StockShard that increments a SQLite counter — the cheapest real Durable Object round trip on
+the same runtime. Ratios: throughput as case ÷ baseline (higher is better), latency as case ÷ baseline (lower is
+better). Targets: throughput ≥ 0.6×, p99 ≤ 1.5×.
 
 | case | req/s | p50 ms | p95 ms | p99 ms | × baseline req/s | × p50 | × p95 | × p99 | 2xx / 409 / other |
 |---|---|---|---|---|---|---|---|---|---|
@@ -268,8 +269,9 @@ ${row(baseline2, baseline)}
   case runs on 16 shards (and 16 coordinators) at once. On this machine every object runs in one workerd
   process on shared cores, so spreading cannot show the multi-machine scaling it gives on Cloudflare;
   hot-SKU sub-shards (src/stock/hot.ts) build on the routing module for the hot case.
-- A reservation costs four sequential object calls (three stock RPCs, one hold tally) against one for the
-  baseline; locally every object shares the same two cores, so the CPU each one spends shows up in the ratio.
+- A reservation costs one Worker→object call; behind it the coordinator makes two sequential object-to-object
+  calls (the shopper's hold tally, then the hold), so three objects work per reservation against one for the
+  baseline; locally all of them share the same two cores, so the CPU each one spends shows up in the ratio.
 - Locally the queue consumer runs in the same workerd process: every \`stock.changed\` event makes
   it rebuild the SKU's product document. The shard coalesces events per (sku, location) and flushes at
   most every 100 ms, which caps that work for one hot SKU, but 1,000 distinct SKUs produce 1,000

@@ -1,6 +1,7 @@
 /**
- * Flash-sale protections on the reservation path, called from the saga in src/stock/reservations.ts
- * once the idempotency record exists (so a replay of an earlier answer is never changed by them):
+ * Flash-sale protections on the reservation path. The Worker reads its colo's markers before calling the
+ * coordinator; the coordinator's saga (src/stock/saga.ts) applies the caps once the idempotency record exists
+ * (so a replay of an earlier answer is never changed by them):
  * - sold-out marker: a short-lived entry in this colo's Cache API per SKU found with nothing available. While it
  *   lives, a reservation for that SKU is answered 409 without a round trip to the SKU's (busy) shard.
  * - hoarding caps: a shopper of a storefront key (src/stock/shopper.ts) may hold at most `per_sku` units of one
@@ -11,7 +12,7 @@ import { ApiError } from "../lib/errors";
 import { withTimeout } from "../lib/resilience";
 import type { HoldCaps, HoldAdmission } from "../../durable-objects/client-guard";
 import { holderOfReservation } from "./routing";
-import type { HoldLimit, HoldLine, Shortfall, StoredOutcome } from "./types";
+import type { HoldLimit, HoldLine, Shortfall } from "./types";
 
 export const SOLD_OUT_TTL_SECONDS = 5;
 const MARKER_ORIGIN = "https://sold-out.edgeshelf.internal/";
@@ -110,47 +111,33 @@ export function skuHoldLimitError(refusal: HoldLimit, now: number): ApiError {
   return holdLimitError("sku", refusal.limit, refusal.held, refusal.requested, retryAfter, refusal.sku);
 }
 
-type Coordinator = {
-  finishReservation(id: string, result: { status: "failed"; items: []; outcome: StoredOutcome }): Promise<unknown>;
-  abandonReservation(id: string): Promise<void>;
-};
-
-/** Runs before any stock shard is asked. Throws the answer (409 sold out, 429 hoarding cap) when it refuses. */
-export async function flashSaleGate(
-  env: Env,
-  g: { coord: Coordinator; id: string; keyId: string; holder: string; lines: HoldLine[]; expiresAt: number },
-): Promise<void> {
-  const sold = await soldOutSkus(g.lines);
-  if (sold.length) {
-    const shortfalls: Shortfall[] = sold.map((sku) => ({
-      sku,
-      requested: g.lines.filter((l) => l.sku === sku).reduce((n, l) => n + l.quantity, 0),
-      available: 0,
-    }));
-    const outcome: StoredOutcome = {
-      status: 409,
-      problem: { slug: "insufficient-stock", title: "Conflict", detail: "Sold out; nothing was reserved.", extensions: { shortfalls } },
-    };
-    await g.coord.finishReservation(g.id, { status: "failed", items: [], outcome });
-    throw new ApiError(409, "insufficient-stock", "Conflict", "Sold out; nothing was reserved.", { shortfalls, sold_out: true }, { "x-sold-out": "edge" });
-  }
-  let admission: HoldAdmission;
+/**
+ * The shopper's total cap, counted in the shopper's own object (idempotent per reservation id). Undefined when
+ * that object did not answer: the cap is a safeguard, not a dependency, so checkouts go on without it.
+ */
+export async function admitTotal(env: Env, g: { keyId: string; holder: string; id: string; lines: HoldLine[]; expiresAt: number; total: number }): Promise<HoldAdmission | undefined> {
   try {
-    const pending = guard(env, g.keyId, g.holder).admitHold(g.id, g.lines, g.expiresAt, holdCaps(env, g.keyId).total) as unknown as Promise<HoldAdmission>;
-    admission = await withTimeout(pending, GUARD_TIMEOUT_MS, "hold cap");
+    const pending = guard(env, g.keyId, g.holder).admitHold(g.id, g.lines, g.expiresAt, g.total) as unknown as Promise<HoldAdmission>;
+    return await withTimeout(pending, GUARD_TIMEOUT_MS, "hold cap");
   } catch {
-    // The cap is a safeguard, not a dependency: a guard that does not answer does not block checkouts.
-    return;
-  }
-  if (!admission.ok) {
-    await g.coord.abandonReservation(g.id);
-    throw holdLimitError("total", admission.limit, admission.held, admission.requested, admission.retry_after);
+    return undefined;
   }
 }
 
-/** The saga failed: the client holds nothing for this reservation, and SKUs seen empty get a marker. */
-export async function afterFailedHolds(env: Env, keyId: string, id: string, shortfalls: Shortfall[]): Promise<void> {
-  await Promise.all([markSoldOut(soldOutFrom(shortfalls)), endHolds(env, keyId, id)]);
+/** The 429 for the total cap. */
+export function totalHoldLimitError(a: Extract<HoldAdmission, { ok: false }>): ApiError {
+  return holdLimitError("total", a.limit, a.held, a.requested, a.retry_after);
+}
+
+/** The 409 of a line the colo's sold-out marker answered for (first answer; replays carry the stored problem). */
+export function soldOutError(shortfalls: Shortfall[]): ApiError {
+  return new ApiError(409, "insufficient-stock", "Conflict", "Sold out; nothing was reserved.", { shortfalls, sold_out: true }, { "x-sold-out": "edge" });
+}
+
+/** Shortfalls of the lines whose SKU carries a sold-out marker in this colo (lines naming a location excluded). */
+export async function soldOutShortfalls(lines: HoldLine[]): Promise<Shortfall[]> {
+  const sold = await soldOutSkus(lines);
+  return sold.map((sku) => ({ sku, requested: lines.filter((l) => l.sku === sku).reduce((n, l) => n + l.quantity, 0), available: 0 }));
 }
 
 /** The reservation ended (commit, release). `actor` is `storefront:{key id}`; the holder is read off the id. */

@@ -2,7 +2,8 @@
  * Reservation headers and idempotency records, kept in the coordinator shard (see src/stock/routing.ts).
  * Synchronous, like StockStore: the Durable Object runs each method as one atomic step.
  */
-import type { BeginCommit, BeginReservation, HeaderChange, HeaderStatus, HoldVerdict, ReservationHeader, ReservedItem, StoredOutcome } from "./types";
+import { now as clockNow } from "../lib/clock";
+import type { BeginCommit, BeginReservation, HeaderChange, HeaderStatus, HoldVerdict, ReservationHeader, ReservationView, ReservedItem, StoredOutcome } from "./types";
 
 type RawHeader = {
   id: string;
@@ -51,6 +52,22 @@ function toHeader(r: RawHeader): ReservationHeader {
 export function effectiveStatus(h: Pick<ReservationHeader, "status" | "expires_at">, now: number): HeaderStatus {
   if ((h.status === "held" || h.status === "pending") && now >= h.expires_at) return "expired";
   return h.status;
+}
+
+const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
+
+/** The public JSON of a reservation header (a live one past its deadline shows as `expired`). */
+export function toView(h: ReservationHeader, now = clockNow()): ReservationView {
+  return {
+    id: h.id,
+    status: effectiveStatus(h, now),
+    expires_at: new Date(h.expires_at).toISOString(),
+    currency: h.currency,
+    items: h.items,
+    created_at: new Date(h.created_at).toISOString(),
+    committed_at: iso(h.committed_at),
+    released_at: iso(h.released_at),
+  };
 }
 
 export class ReservationStore {

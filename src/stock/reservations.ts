@@ -1,7 +1,7 @@
 /**
- * The reservation saga, run by the Worker. Lines are grouped per owning shard and held in parallel; if any
- * shard refuses, the holds already placed are released before answering. Each hold carries the reservation's
- * deadline inside its shard, so even a Worker that dies mid-saga leaves nothing held past the TTL.
+ * Reservations from the Worker's side. Creating one is a single call to the coordinator shard of its
+ * Idempotency-Key, which runs the saga object-to-object (src/stock/saga.ts); what the Worker can settle alone
+ * (validation, prices, locations, hot SKUs, its colo's sold-out markers) is settled first and sent along.
  */
 import { marketOf } from "../lib/markets";
 import { now as clockNow } from "../lib/clock";
@@ -9,11 +9,14 @@ import { ApiError } from "../lib/errors";
 import { sha256Hex } from "../lib/crypto";
 import { priceCart } from "../pricing/unit-prices";
 import { activeLocations, preferredLocations, unknownLocations, type Region } from "./locations";
-import { effectiveStatus } from "./reservation-store";
-import { afterFailedHolds, clearSoldOut, endHolds, flashSaleGate, holdCaps, skuHoldLimitError } from "./flash-gate";
-import { holdOnShard, hotShardFor, hotSkus } from "./hot";
-import { coordinatorForScope, coordinatorOfReservation, groupByShard, holderOfReservation, newReservationId, shardName, stockStub } from "./routing";
-import type { HeldItem, HoldLimit, HoldLine, ReservationHeader, ReservationView, ReservedItem, Shortfall, StoredOutcome } from "./types";
+import { effectiveStatus, toView } from "./reservation-store";
+import { clearSoldOut, endHolds, holdCaps, markSoldOut, skuHoldLimitError, soldOutError, soldOutShortfalls, totalHoldLimitError } from "./flash-gate";
+import { hotSkus } from "./hot";
+import { coordinatorForScope, coordinatorOfReservation, groupByShard, newReservationId, shardName, stockStub } from "./routing";
+import type { SagaRequest, SagaResult } from "./saga";
+import type { HeldItem, HoldLine, ReservationHeader, ReservationView, StoredOutcome } from "./types";
+
+export { toView };
 
 export type { ReservationView };
 
@@ -26,20 +29,6 @@ export const MAX_QUANTITY = 1000;
 const IN_PROGRESS_WAIT_MS = 5_000;
 
 
-const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
-
-export function toView(h: ReservationHeader, now = clockNow()): ReservationView {
-  return {
-    id: h.id,
-    status: effectiveStatus(h, now),
-    expires_at: new Date(h.expires_at).toISOString(),
-    currency: h.currency,
-    items: h.items,
-    created_at: new Date(h.created_at).toISOString(),
-    committed_at: iso(h.committed_at),
-    released_at: iso(h.released_at),
-  };
-}
 
 /** This saga ran past its lease and a retry of the same key took over: the retry's answer is the one that counts. */
 function superseded(): ApiError {
@@ -83,7 +72,12 @@ export type CreateInput = {
 export async function createReservation(env: Env, input: CreateInput): Promise<{ status: 201; body: ReservationView; replayed: boolean }> {
   const now = clockNow();
   const skus = [...new Set(input.lines.map((l) => l.sku))];
-  const [priced, locations] = await Promise.all([priceCart(env, skus, input.currency, now, marketOf(input.market), input.waitUntil), activeLocations(env)]);
+  const [priced, locations, hot, soldOut] = await Promise.all([
+    priceCart(env, skus, input.currency, now, marketOf(input.market), input.waitUntil),
+    activeLocations(env),
+    hotSkus(env),
+    soldOutShortfalls(input.lines),
+  ]);
   const { prices, unknown, inactive } = priced;
   if (unknown.length) throw ApiError.unprocessable(`Unknown SKUs: ${unknown.join(", ")}.`, { unknown_skus: unknown });
   if (inactive.length) throw ApiError.unprocessable(`Not for sale (draft or archived): ${inactive.join(", ")}.`, { inactive_skus: inactive });
@@ -96,86 +90,58 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
 
   const scopeKey = `${input.keyId}\u0000${input.idempotencyKey}`;
   const coordIndex = coordinatorForScope(env, scopeKey);
-  const coord = stockStub(env, shardName(coordIndex));
-  const beginReq = {
+  const coordinator = shardName(coordIndex);
+  const req: SagaRequest = {
+    coordinator,
     scopeKey,
     owner: input.keyId,
     bodyHash: await bodyHash(input.lines, input.ttlSeconds, input.currency, input.market),
     candidateId: newReservationId(coordIndex, input.holder),
     currency: input.currency,
     ttlMs: input.ttlSeconds * 1000,
+    lines: input.lines,
+    prices: Object.fromEntries(
+      [...prices].map(([sku, p]) => [sku, { unit_price: p.unit_price!, regular_price: p.regular_price ?? p.unit_price!, promotion_id: p.promotion_id }]),
+    ),
+    preferredLocations: preferredLocations(locations, input.region),
+    hot: [...hot].filter(([sku]) => skus.includes(sku)),
+    holder: input.holder,
+    caps: holdCaps(env, input.keyId),
+    soldOut,
+    now,
   };
-  let begin = await coord.beginReservation(beginReq);
-  for (let waited = 0, step = 10; begin.kind === "in_progress" && waited < IN_PROGRESS_WAIT_MS; waited += step, step = Math.min(step * 2, 200)) {
-    await sleep(step);
-    begin = await coord.beginReservation(beginReq);
+  const coord = stockStub(env, coordinator);
+  let result: SagaResult;
+  try {
+    result = await coord.reserve(req);
+    for (let waited = 0, step = 10; result.kind === "in_progress" && waited < IN_PROGRESS_WAIT_MS; waited += step, step = Math.min(step * 2, 200)) {
+      await sleep(step);
+      result = await coord.reserve(req);
+    }
+  } catch {
+    // The coordinator did not answer; its saga (if it ran) keeps its lease and answer for the retry.
+    throw ApiError.unavailable("The reservation could not be confirmed; retry with the same Idempotency-Key.");
   }
-  switch (begin.kind) {
+  switch (result.kind) {
+    case "held":
+      return { status: 201, body: result.body, replayed: result.replayed };
+    case "refused":
+      if (result.soldOutEdge) throw soldOutError(soldOut);
+      if (result.soldOut?.length) input.waitUntil?.(markSoldOut(result.soldOut));
+      throw problemFromOutcome(result.outcome);
     case "in_progress":
       throw new ApiError(409, "idempotency-in-progress", "Conflict", "A request with this Idempotency-Key is still being processed; retry shortly.", {}, { "Retry-After": "1" });
     case "mismatch":
       throw new ApiError(422, "idempotency-key-reused", "Unprocessable Content", "This Idempotency-Key was already used with a different request body.");
-    case "replay":
-      if (begin.outcome.status === 201) return { status: 201, body: begin.outcome.body, replayed: true };
-      throw problemFromOutcome(begin.outcome);
-  }
-
-  const id = begin.id;
-  // A retry resumes the first request's reservation: its holder is the one the id was issued for.
-  const holder = holderOfReservation(id) ?? input.holder;
-  const expiresAt = begin.expiresAt;
-  const attempt = begin.attempt;
-  const actor = `storefront:${input.keyId}`;
-  const preferred = preferredLocations(locations, input.region);
-  const perSkuCap = holdCaps(env, input.keyId).perSku;
-  // Sold-out marker and the shopper's total hoarding cap (src/stock/flash-gate.ts); hot SKUs go to escrow
-  // sub-shards, one per shopper, so the per-SKU cap that the shard checks covers all of a shopper's holds.
-  await flashSaleGate(env, { coord, id, keyId: input.keyId, holder, lines: input.lines, expiresAt });
-  const hot = await hotSkus(env);
-  const groups = [...groupByShard(env, input.lines, (l) => l.sku, (l) => hotShardFor(hot, l.sku, holder))];
-  const results = await Promise.all(
-    groups.map(async ([name, lines]) => {
-      try {
-        return { name, res: await holdOnShard(env, name, { reservationId: id, expiresAt, lines, preferredLocations: preferred, actor, holder, perSkuCap, attempt }) };
-      } catch (err) {
-        return { name, res: { ok: false as const, error: "unavailable" as const, detail: String(err) } };
-      }
-    }),
-  );
-
-  if (results.some((r) => !r.res.ok)) {
-    // Compensation: release every shard we touched, including ones whose answer we never got. Fenced by the
-    // attempt: if a retry has taken this saga over meanwhile, its holds are left alone.
-    await Promise.all(results.map((r) => (r.res.ok || r.res.error === "unavailable" ? stockStub(env, r.name).release(id, actor, attempt).catch(() => undefined) : undefined)));
-    const failures = results.map((r) => r.res).filter((r) => !r.ok);
-    await afterFailedHolds(env, input.keyId, id, failures.flatMap((f) => (f.error === "insufficient" ? f.shortfalls : [])));
-    if (failures.some((f) => f.error === "unavailable")) {
-      await coord.abandonReservation(id, attempt).catch(() => undefined);
+    case "superseded":
+      throw superseded();
+    case "unavailable":
       throw ApiError.unavailable("A stock shard did not answer; nothing is held. Retry with the same Idempotency-Key.");
-    }
-    const overCap = failures.find((f): f is HoldLimit => f.error === "hold_limit");
-    if (overCap) {
-      // Like the total cap: not stored as the key's answer, so a retry once holds have lapsed can succeed.
-      await coord.abandonReservation(id, attempt).catch(() => undefined);
-      throw skuHoldLimitError(overCap, Date.now());
-    }
-    const unknownSkus = failures.flatMap((f) => (f.error === "unknown_skus" ? f.skus : []));
-    const shortfalls: Shortfall[] = failures.flatMap((f) => (f.error === "insufficient" ? f.shortfalls : []));
-    const outcome: StoredOutcome = unknownSkus.length
-      ? { status: 422, problem: { slug: "unprocessable", title: "Unprocessable Content", detail: `Unknown SKUs: ${unknownSkus.join(", ")}.`, extensions: { unknown_skus: unknownSkus } } }
-      : { status: 409, problem: { slug: "insufficient-stock", title: "Conflict", detail: "Not enough stock for some lines; nothing was reserved.", extensions: { shortfalls } } };
-    if (!(await coord.finishReservation(id, { status: "failed", items: [], outcome }, attempt))) throw superseded();
-    throw problemFromOutcome(outcome);
+    case "hold_limit":
+      throw skuHoldLimitError(result.refusal, Date.now());
+    case "total_limit":
+      throw totalHoldLimitError(result.admission);
   }
-
-  const held: HeldItem[] = results.flatMap((r) => (r.res.ok ? r.res.items : []));
-  const items: ReservedItem[] = held.map((h) => {
-    const p = prices.get(h.sku)!;
-    return { ...h, unit_price: p.unit_price!, currency: input.currency, regular_price: p.regular_price ?? p.unit_price!, promotion_id: p.promotion_id };
-  });
-  const body = toView({ id, owner: input.keyId, status: "held", items, currency: input.currency, expires_at: expiresAt, created_at: now, updated_at: now, committed_at: null, released_at: null }, now);
-  if (!(await coord.finishReservation(id, { status: "held", items, outcome: { status: 201, body } }, attempt))) throw superseded();
-  return { status: 201, body, replayed: false };
 }
 
 export async function getReservation(env: Env, id: string, owner: string): Promise<ReservationView> {
