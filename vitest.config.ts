@@ -35,6 +35,8 @@ export default defineConfig({
             GOOGLE_SHIPPING: "US::Standard:4.99 USD; DE::Express:9.90 EUR",
             // Opt-in longer search of the stock model test: STOCK_MODEL_RUNS=200 npx vitest run test/stock-model.test.ts
             STOCK_MODEL_RUNS: process.env.STOCK_MODEL_RUNS ?? "",
+            // Re-runs the search a long run printed: STOCK_MODEL_SEED=<seed> with the same STOCK_MODEL_RUNS.
+            STOCK_MODEL_SEED: process.env.STOCK_MODEL_SEED ?? "",
           },
         },
       };

@@ -216,8 +216,12 @@ export class StockShard extends DurableObject<Env> {
   /**
    * Home shard: folds every sub-shard's free units back here. Each sub-shard first settles its own pending sends;
    * the SKU stops being split only once every sub-shard is empty and nothing is in transit anywhere.
+   *
+   * `foldId` names this fold round (the marking's split transfer id and the round number): its transfers are
+   * deduplicated by id in this object, which is home to many SKUs and sees the same SKU marked again later, so
+   * the id must never repeat across SKUs or markings (a repeated id was taken as already applied: units lost).
    */
-  async hotFold(sku: string, generation: number, actor: string): Promise<{ ok: true; done: boolean; in_transit: number }> {
+  async hotFold(sku: string, foldId: string, actor: string): Promise<{ ok: true; done: boolean; in_transit: number }> {
     const h = this.stock.hotState(sku);
     if (!h || h.state === "cold") return { ok: true, done: true, in_transit: 0 };
     return this.serial(sku, async () => {
@@ -227,7 +231,7 @@ export class StockShard extends DurableObject<Env> {
       const answers = await Promise.all(
         Array.from({ length: h.max_sub_shards }, (_, i) =>
           this.env.STOCK.getByName(hotSubShardName(sku, i))
-            .escrowSend({ sku, transferId: `fold:${generation}:${i}`, target: home, targetRole: "home", max: null, role: "sub", actor, settleFirst: true })
+            .escrowSend({ sku, transferId: `fold:${foldId}:${i}`, target: home, targetRole: "home", max: null, role: "sub", actor, settleFirst: true })
             .catch(() => undefined),
         ),
       );

@@ -165,7 +165,7 @@ export async function unmarkHot(env: Env, sku: string, actor: string): Promise<H
   if (row.state === "marking") throw ApiError.conflict(`SKU ${sku} is still being marked hot; retry the mark first.`);
   await env.DB.prepare("UPDATE hot_skus SET state = 'folding', updated_at = ?, version = version + 1 WHERE sku = ?").bind(Date.now(), sku).run();
   forgetCache();
-  const fold = await stockStub(env, shardNameForSku(env, sku)).hotFold(sku, row.generation, actor);
+  const fold = await stockStub(env, shardNameForSku(env, sku)).hotFold(sku, `${row.transfer_id}:${row.generation}`, actor);
   const status = await hotStatus(env, sku);
   if (fold.done) {
     await env.DB.prepare("DELETE FROM hot_skus WHERE sku = ? AND state = 'folding'").bind(sku).run();
