@@ -1,4 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
+import { now as clockNow } from "../src/lib/clock";
 
 export type TakeResult = {
   ok: boolean;
@@ -20,13 +21,26 @@ export type HoldAdmission = { ok: true } | { ok: false; scope: "total"; limit: n
  * - `holder:{storefront key id}:{holder key}`: one shopper's live holds across all SKUs, for the total hoarding
  *   cap (the per-SKU cap is checked by the stock shard inside the hold itself).
  * Every decision is one synchronous SQL step, so concurrent requests of one client cannot both take the last token.
+ *
+ * A holder object is named after a shopper id the storefront sends, so there is one per shopper ever seen: it
+ * must leave nothing behind. Its alarm is set to the latest deadline of its holds; once no hold is live (the
+ * last one ended or lapsed) it deletes all of its storage and its alarm, and makes its tables again only when
+ * that shopper holds something again (docs/storage.md, "Shopper hold tallies").
  */
 export class ClientGuard extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  /** Tables exist in this instance's storage (made on first use, dropped by `deleteAll`). */
+  private schemaReady = false;
+  /** The alarm this instance last set; undefined when unknown (a fresh instance reads it once). */
+  private alarmAt: number | null | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+  }
+
+  private schema(): void {
+    if (this.schemaReady) return;
     this.sql.exec(`CREATE TABLE IF NOT EXISTS buckets (
       name TEXT PRIMARY KEY,
       tokens REAL NOT NULL,
@@ -39,13 +53,15 @@ export class ClientGuard extends DurableObject<Env> {
       expires_at INTEGER NOT NULL,
       PRIMARY KEY (reservation_id, sku)
     )`);
+    this.schemaReady = true;
   }
 
   /**
    * Hoarding cap: admits a reservation's lines only if this shopper's live holds plus them stay within `total`
    * units. Idempotent per reservation id (a retried saga).
    */
-  admitHold(reservationId: string, lines: { sku: string; quantity: number }[], expiresAt: number, total: number, now = Date.now()): HoldAdmission {
+  async admitHold(reservationId: string, lines: { sku: string; quantity: number }[], expiresAt: number, total: number, now = clockNow()): Promise<HoldAdmission> {
+    this.schema();
     this.sql.exec("DELETE FROM holdings WHERE expires_at <= ?", now);
     if (this.sql.exec("SELECT 1 FROM holdings WHERE reservation_id = ? LIMIT 1", reservationId).toArray().length) return { ok: true };
     const want = new Map<string, number>();
@@ -54,21 +70,56 @@ export class ClientGuard extends DurableObject<Env> {
     const adding = [...want.values()].reduce((a, b) => a + b, 0);
     if (held + adding > total) {
       const soonest = this.sql.exec<{ t: number | null }>("SELECT MIN(expires_at) AS t FROM holdings").one().t ?? now + 1000;
+      await this.settle();
       return { ok: false, scope: "total", limit: total, held, requested: adding, retry_after: Math.max(1, Math.ceil((soonest - now) / 1000)) };
     }
     for (const [sku, q] of want) {
       this.sql.exec("INSERT INTO holdings (reservation_id, sku, quantity, expires_at) VALUES (?, ?, ?, ?)", reservationId, sku, q, expiresAt);
     }
+    await this.settle();
     return { ok: true };
   }
 
   /** The reservation ended (committed, released or failed): its units no longer count as held. */
-  endHold(reservationId: string): void {
+  async endHold(reservationId: string): Promise<void> {
+    this.schema();
     this.sql.exec("DELETE FROM holdings WHERE reservation_id = ?", reservationId);
+    await this.settle();
+  }
+
+  /** The latest hold lapsed (or the alarm fired early): drop what has lapsed, and everything once nothing is left. */
+  override async alarm(): Promise<void> {
+    this.alarmAt = undefined;
+    this.schema();
+    this.sql.exec("DELETE FROM holdings WHERE expires_at <= ?", clockNow());
+    await this.settle();
+  }
+
+  /**
+   * Holder objects only (a `client:` object keeps its buckets): with no live hold left, deletes every table and
+   * the alarm; otherwise keeps one alarm at the latest deadline, when every hold here will have lapsed.
+   */
+  private async settle(): Promise<void> {
+    const latest = this.sql.exec<{ t: number | null }>("SELECT MAX(expires_at) AS t FROM holdings").one().t;
+    if (latest === null) {
+      if (this.sql.exec("SELECT 1 FROM buckets LIMIT 1").toArray().length) return;
+      await this.ctx.storage.deleteAlarm();
+      await this.ctx.storage.deleteAll();
+      this.schemaReady = false;
+      this.alarmAt = null;
+      return;
+    }
+    if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
+    if (this.alarmAt !== null && this.alarmAt >= latest) return;
+    // Never sooner than a second from now: an alarm that finds nothing lapsed yet must not re-fire at once.
+    const at = Math.max(latest, Date.now() + 1_000);
+    await this.ctx.storage.setAlarm(at);
+    this.alarmAt = at;
   }
 
   /** Token bucket: capacity `limit`, refilled at `limit` per `periodSeconds`; takes `cost` tokens if it can. */
   take(bucket: string, limit: number, periodSeconds: number, cost = 1, now = Date.now()): TakeResult {
+    this.schema();
     const perMs = limit / (periodSeconds * 1000);
     const row = this.sql.exec<{ tokens: number; updated_at: number }>("SELECT tokens, updated_at FROM buckets WHERE name = ?", bucket).toArray()[0];
     const elapsed = row ? Math.max(0, now - row.updated_at) : 0;

@@ -2,14 +2,14 @@
  * What one reservation costs and whom it counts: round trips from the Worker (bindings wrapped and counted),
  * prices taken from the product document, hoarding caps and rate limits per shopper of a storefront key.
  */
-import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, env, runDurableObjectAlarm, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { buildApp } from "../src/app";
 import { loadProductDocument, type ProductDocument } from "../src/catalog/document";
 import { putProductDocIfNewer, readProductDoc } from "../src/catalog/projection-store";
 import { indexSkus, skuKey } from "../src/catalog/sku-index";
 import { setClock } from "../src/lib/clock";
-import { shardNameForSku } from "../src/stock/routing";
+import { holderOfReservation, shardNameForSku } from "../src/stock/routing";
 import { addStorefrontKey, seedApiKeys } from "./helpers/api-keys";
 import { countingEnv, sequentialDepth, type Counter } from "./helpers/binding-counter";
 import { BASE, call, expectProblem, json, storefront, uid } from "./helpers/http";
@@ -233,6 +233,40 @@ describe("hoarding caps per shopper", () => {
       await res.body?.cancel();
     }
     expect(statuses).toEqual([201, 201, 429, 429]);
+  });
+
+  it("a shopper's hold tally leaves no storage and no alarm behind once its last hold has ended, by release, commit or lapse", async () => {
+    const [sku] = await makeSkus([20]);
+    const tallyOf = (id: string) => env.CLIENT_GUARD.getByName(`holder:key-hoarder:${holderOfReservation(id)}`);
+    const stored = (id: string) =>
+      runInDurableObject(tallyOf(id), async (_o: unknown, state: DurableObjectState) => ({
+        tables: state.storage.sql
+          .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\'")
+          .toArray()
+          .map((r) => r.name),
+        alarm: await state.storage.getAlarm(),
+      }));
+    const shopper = { "x-shopper-id": uid("tally") };
+    const a = await (await reserve([{ sku: sku!, quantity: 1 }], shopper, HOARDER)).json<Reservation>();
+    const b = await (await reserve([{ sku: sku!, quantity: 1 }], shopper, HOARDER)).json<Reservation>();
+    expect(holderOfReservation(a.id)).toBe(holderOfReservation(b.id));
+    const live = await stored(a.id);
+    expect(live.tables).toContain("holdings");
+    expect(live.alarm).not.toBeNull();
+    // One hold still live: the tally stays.
+    expect((await call(`/v1/reservations/${a.id}`, { method: "DELETE", headers: HOARDER })).status).toBe(200);
+    expect((await stored(a.id)).tables).toContain("holdings");
+    // The last one ends: nothing is left, and the same shopper can hold again afterwards.
+    expect((await json("POST", `/v1/reservations/${b.id}/commit`, {}, HOARDER)).status).toBe(200);
+    expect(await stored(a.id)).toEqual({ tables: [], alarm: null });
+    // A hold that lapses is swept by the alarm at its deadline.
+    const t0 = Date.now();
+    setClock(t0);
+    const c = await (await json("POST", "/v1/reservations", { items: [{ sku: sku!, quantity: 1 }], ttl_seconds: 60 }, { ...HOARDER, ...shopper, "idempotency-key": uid("idem") })).json<Reservation>();
+    expect((await stored(c.id)).tables).toContain("holdings");
+    setClock(t0 + 60_000);
+    expect(await runDurableObjectAlarm(tallyOf(c.id))).toBe(true);
+    expect(await stored(c.id)).toEqual({ tables: [], alarm: null });
   });
 
   it("without x-shopper-id each client IP is its own shopper; a malformed x-shopper-id is a 400", async () => {
