@@ -1,6 +1,9 @@
 /**
  * Reservation throughput and latency against a real `wrangler dev` (own port, own --persist-to):
  *   npx tsx bench/reserve/run.ts --seconds 8 --connections 50 --port 8871 --inspector-port 9371
+ * On a shared machine, prepare (build, migrate, seed, create the bench SKUs) apart from the measurement:
+ *   npx tsx bench/reserve/run.ts --phase prepare   (then, with the machine to itself:)
+ *   npx tsx bench/reserve/run.ts --phase measure   (needs a fresh prepare each time: the sell-out SKU sells out)
  *
  * Cases, each measured for the same duration and concurrency, in one run:
  *   baseline  POST /admin/bench/do-noop: one RPC to a StockShard that increments a SQLite counter
@@ -15,7 +18,8 @@
  * categories and the dev storefront key. Every reservation comes from the one dev storefront key, on behalf of
  * one of 1,000 shoppers (`x-shopper-id`), with the production rate limits and hoarding caps in force.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import path from "node:path";
 import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
 import { fmt, percentile, statusJson } from "../lib/stats";
@@ -29,7 +33,14 @@ const args = benchArgs({
   shoppers: 1000,
   skus: 1000,
   sellout: 300,
+  /** all | prepare | measure */
+  phase: "all",
 });
+const PHASE = args.phase;
+if (!["all", "prepare", "measure"].includes(PHASE)) {
+  console.error(`--phase must be all, prepare or measure, got ${PHASE}`);
+  process.exit(2);
+}
 const SECONDS = args.seconds;
 const CONNECTIONS = args.connections;
 const SPREAD_SKUS = args.skus;
@@ -175,18 +186,30 @@ async function reconcile(skus: string[]) {
   return { mismatches, oversold, rows, reserveRows };
 }
 
+const load1 = () => loadavg().map((l) => l.toFixed(2)).join(" ");
+
 async function main() {
-  console.log("migrating and seeding locations/keys…");
-  freshDatabase(PERSIST, 3);
-  const { stop } = await startDevServer({
-    port: args.port,
-    persist: PERSIST,
-    inspectorPort: args["inspector-port"],
-    entry: buildOnce(BUILD),
-    vars: { ADMIN_TOKEN },
-  });
-  console.log("creating bench SKUs through the admin API…");
-  await seedBenchSkus();
+  const entry = path.join(BUILD, "index.js");
+  if (PHASE !== "measure") {
+    console.log("building, migrating and seeding locations/keys…");
+    freshDatabase(PERSIST, 3);
+    buildOnce(BUILD);
+  } else if (!existsSync(entry) || !existsSync(path.join(PERSIST, "bench-ready"))) {
+    console.error("run --phase prepare first");
+    process.exit(2);
+  }
+  const { stop } = await startDevServer({ port: args.port, persist: PERSIST, inspectorPort: args["inspector-port"], entry, vars: { ADMIN_TOKEN } });
+  if (PHASE !== "measure") {
+    console.log("creating bench SKUs through the admin API…");
+    await seedBenchSkus();
+    writeFileSync(path.join(PERSIST, "bench-ready"), new Date().toISOString());
+    if (PHASE === "prepare") {
+      stop();
+      console.log("prepared; now run --phase measure");
+      process.exit(0);
+    }
+  }
+  const loadBefore = load1();
 
   const spread = () => reserveReq(spreadSku(Math.floor(Math.random() * SPREAD_SKUS)))();
   const noop = () => ({ path: "/admin/bench/do-noop", init: { method: "POST", headers: ADMIN } });
@@ -196,7 +219,7 @@ async function main() {
 
   console.log(`measuring ${SECONDS}s × ${CONNECTIONS} clients each…`);
   const baseline = await load("baseline: DO RPC counter increment", noop);
-  const hot = await load("hot SKU (1 SKU, 100 clients)", reserveReq(HOT));
+  const hot = await load(`hot SKU (1 SKU, ${CONNECTIONS} clients)`, reserveReq(HOT));
   const spreadStats = await load(`${SPREAD_SKUS} SKUs across shards`, spread);
   const baseline2 = await load("baseline again (drift check)", noop);
 
@@ -220,6 +243,7 @@ async function main() {
 
   console.log("reconciling ledgers…");
   const skus = [HOT, SELLOUT, ...Array.from({ length: SPREAD_SKUS }, (_, i) => spreadSku(i))];
+  const loadAfterCases = load1();
   const rec = await reconcile(skus);
   const soldOut201 = sellStatuses.get(201) ?? 0;
   const selloutOversold = Math.max(0, soldOut201 - SELLOUT_UNITS);
@@ -229,9 +253,11 @@ async function main() {
     `| ${s.name} | ${fmt(s.rps, 0)} | ${fmt(s.p50)} | ${fmt(s.p95)} | ${fmt(s.p99)} | ${fmt(s.rps / base.rps, 2)} | ${fmt(s.p50 / base.p50, 2)} | ${fmt(s.p95 / base.p95, 2)} | ${fmt(s.p99 / base.p99, 2)} | ${s.ok} / ${s.conflict} / ${s.other} |`;
   const report = `# Reservation benchmark (bench/reserve)
 
-Command: \`npx tsx bench/reserve/run.ts --seconds ${SECONDS} --connections ${CONNECTIONS}\`
-(run on ${new Date().toISOString().slice(0, 10)}; \`wrangler dev\` on its own port and \`--persist-to\`, local workerd,
-a shared 2-core machine; every figure below comes from this one run).
+Command: \`npx tsx bench/reserve/run.ts --phase prepare\` (under \`/work/wt/heavy\`), then
+\`npx tsx bench/reserve/run.ts --phase measure --seconds ${SECONDS} --connections ${CONNECTIONS}\` (under \`/work/wt/quiet\`:
+no other test or bench on the machine). Run on ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; \`wrangler dev\`
+on its own port and \`--persist-to\`, local workerd, 2 cores; every figure below comes from this one run. Load
+average (1/5/15 min) when the measurement began: ${loadBefore}; after the measured cases: ${loadAfterCases}.
 
 Closed loop of ${CONNECTIONS} concurrent clients for ${SECONDS} s per case. Every reservation is a full
 \`POST /v1/reservations\` from the one dev storefront key on behalf of one of ${SHOPPERS.toLocaleString("en")} shoppers
@@ -277,9 +303,8 @@ ${row(baseline2, baseline)}
   most every 100 ms, which caps that work for one hot SKU, but 1,000 distinct SKUs produce 1,000
   rebuilds, and locally they compete with the measured requests for the same cores; in production the
   consumer runs in its own invocations.
-- The machine is shared by several engineers running tests and benches (load average ≈ 15 on 2 cores
-  during this run): absolute figures are far below what workerd does on an idle core; the ratios against
-  the baseline measured in the same run, and the oversold count, are the meaningful outputs.
+- Absolute figures depend on the machine (2 shared cores, load average above); the ratios against the baseline
+  measured in the same run, and the oversold count, are the meaningful outputs.
 `;
   mkdirSync("bench/results", { recursive: true });
   writeFileSync("bench/results/reserve.md", report);
