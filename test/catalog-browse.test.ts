@@ -2,6 +2,8 @@ import { env } from "cloudflare:test";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { priceBucketLabel } from "../src/catalog/facets";
 import { categories as seedCategories, type SeedProduct } from "../src/seed/generate";
+import { originSession, type OriginSession } from "../src/catalog/origin";
+import { correctTerms } from "../src/catalog/search-terms";
 import { insertProduct, seedProducts, touchProduct } from "./helpers/catalog-fixtures";
 import { call, expectProblem } from "./helpers/http";
 
@@ -383,6 +385,22 @@ describe("writes keep search and facets exact", () => {
     // (a new URL: the answers above may be cached).
     await touchProduct(env.DB, made[0]!.id, { status: "active", title: "Plain Lamp" });
     expect((await (await call("/v1/search?q=quokkafrond&limit=7")).json<Search>()).total).toBe(4);
+  });
+
+  it("a word's catalog terms are read once per 30 seconds: a term added meanwhile is found by prefix once the entry expires", async () => {
+    let reads = 0;
+    const origin = originSession(env.DB);
+    const counting: OriginSession = { ...origin, batch: ((queries: never) => ((reads += 1), origin.batch(queries))) as OriginSession["batch"] };
+    const word = `vocab${Date.now().toString(36)}`;
+    await insertProduct(env.DB, { title: `Lamp ${word}a`, description: "A lamp." });
+    const t0 = Date.now() + 3_600_000;
+    expect(await correctTerms(counting, word, t0)).toEqual([{ term: word, corrections: [`${word}a`] }]);
+    expect(reads).toBe(1);
+    await insertProduct(env.DB, { title: `Lamp ${word}b`, description: "A lamp." });
+    expect(await correctTerms(counting, word, t0 + 29_000)).toEqual([{ term: word, corrections: [`${word}a`] }]);
+    expect(reads).toBe(1);
+    expect(await correctTerms(counting, word, t0 + 31_000)).toEqual([{ term: word, corrections: [`${word}a`, `${word}b`] }]);
+    expect(reads).toBe(2);
   });
 });
 
