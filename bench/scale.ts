@@ -1,9 +1,11 @@
 /**
  * Catalog size bench: the same reads at 10k, 100k and 1M products, side by side in one run, each against its own
  * `wrangler dev` (own port, own --persist-to copy of a seeded database).
- *   npx tsx bench/scale.ts --from '/tmp/scale-{size}' --sizes 10000,100000,1000000 --port 8843
+ *   npx tsx bench/scale.ts --from '/tmp/scale-{size}' --sizes 10000,100000,1000000 --port 8861
  * `--from` names databases seeded once by `npm run seed -- --products N --persist DIR` (a 1M seed is long: seed
- * once, reuse); they are copied, never written. Without it each size is seeded into .wrangler/bench-scale-<size>.
+ * once, reuse); they are copied, never written, unless `--in-place` (the bench then serves them where they are:
+ * no 5 GB copy while the machine is reserved). Without `--from` each size is seeded into .wrangler/bench-scale-<size>.
+ * A size written `1000000x2` is served with CATALOG_PARTITIONS=2 (its directory seeded with two partitions).
  *
  * Cases (misses use every URL once, so every answer comes from the tier the case names; the answering tier is
  * counted from `x-cache-tier`): bare route (baseline), product edge hit / KV hit / D1 miss, a small category's
@@ -13,6 +15,7 @@
  * are p50/p95/p99 over every request; the report gives ratios to the bare route and to the smallest size.
  */
 import { cpSync, existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import path from "node:path";
 import { benchArgs } from "./lib/args";
 import { sh, startDevServer } from "./lib/dev-server";
@@ -21,14 +24,19 @@ import { fmt, percentile } from "./lib/stats";
 const values = benchArgs({
   sizes: "10000,100000,1000000",
   from: undefined as string | undefined,
-  port: 8843,
-  "inspector-port": 9343,
+  port: 8861,
+  "inspector-port": 9361,
+  "in-place": false,
   connections: 2,
   each: 60,
   rounds: 3,
   out: "bench/results/scale.md",
 });
-const SIZES = values.sizes.split(",").map(Number);
+const SIZES = values.sizes.split(",").map((label) => {
+  const [size, partitions] = label.split("x").map(Number);
+  if (!Number.isInteger(size) || (partitions !== undefined && !Number.isInteger(partitions))) throw new Error(`bad size ${label}`);
+  return { label, size: size!, partitions: partitions ?? 1 };
+});
 const CONNECTIONS = values.connections;
 const EACH = values.each;
 const ROUNDS = values.rounds;
@@ -39,8 +47,9 @@ const pid = (n: number) => `p-${String(n).padStart(6, "0")}`;
 
 type Case = { name: string; urls: string[]; headers?: Record<string, string> };
 type Sample = { times: number[]; tiers: Record<string, number>; non2xx: number };
-type Size = { size: number; origin: string; dbBytes: number; cases: Case[] };
+type Size = { label: string; size: number; origin: string; dbBytes: number; cases: Case[] };
 
+let loadAtStart: number[] = [];
 let token = 0;
 /** Each request carries its own bearer token, so the per-client rate limiter never rejects the bench itself. */
 const auth = () => `Bearer bench-${(token++ % 4096).toString(36)}`;
@@ -81,13 +90,15 @@ function dbBytes(persist: string): number {
 }
 
 /** Copies (or seeds) the database, starts wrangler dev on it, and prepares every case's URLs. */
-async function startSize(size: number, port: number): Promise<Size> {
-  const persist = path.resolve(`.wrangler/bench-scale-${size}`);
-  rmSync(persist, { recursive: true, force: true });
-  if (values.from) {
-    cpSync(values.from.replace("{size}", String(size)), persist, { recursive: true });
-    for (const tier of ["cache", "kv", "do"]) rmSync(path.join(persist, "v3", tier), { recursive: true, force: true });
+async function startSize({ label, size, partitions }: (typeof SIZES)[number], port: number): Promise<Size> {
+  let persist = path.resolve(`.wrangler/bench-scale-${label}`);
+  if (values.from && values["in-place"]) {
+    persist = path.resolve(values.from.replace("{size}", label));
+  } else {
+    rmSync(persist, { recursive: true, force: true });
+    if (values.from) cpSync(values.from.replace("{size}", label), persist, { recursive: true });
   }
+  if (values.from) for (const tier of ["cache", "kv", "do"]) rmSync(path.join(persist, "v3", tier), { recursive: true, force: true });
   sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", persist]);
   if (!values.from) sh(["tsx", "scripts/seed.ts", "--products", String(size), "--persist", persist]);
   // The small category: 60 products spread over the catalog, moved into a category of their own.
@@ -95,7 +106,9 @@ async function startSize(size: number, port: number): Promise<Size> {
   sh(["wrangler", "d1", "execute", "DB", "--local", "--persist-to", persist, "--command",
     `INSERT OR IGNORE INTO categories (id, slug, name, parent_id, path, depth, position) VALUES ('cat-bench-small', 'bench-small', 'Bench small', 'cat-home-kitchen', '/cat-home-kitchen/cat-bench-small/', 1, 99); UPDATE products SET category_id = 'cat-bench-small' WHERE id IN (${small})`]);
   const bytes = dbBytes(persist);
-  const { origin } = await startDevServer({ port, inspectorPort: values["inspector-port"] + (port - values.port), persist, vars: { ADMIN_TOKEN: ADMIN } });
+  const vars: Record<string, string> = { ADMIN_TOKEN: ADMIN };
+  if (partitions > 1) vars.CATALOG_PARTITIONS = String(partitions);
+  const { origin } = await startDevServer({ port, inspectorPort: values["inspector-port"] + (port - values.port), persist, vars });
   // Warm the process: the first queries on a freshly opened large database are slow.
   for (const n of [size, Math.ceil(size / 2), 2]) await fetch(`${origin}/v1/products/${pid(n)}?currency=GBP&locale=fr`).then((r) => r.arrayBuffer());
   await fetch(`${origin}/v1/search?q=prime&currency=GBP&locale=fr`).then((r) => r.arrayBuffer());
@@ -143,6 +156,7 @@ async function startSize(size: number, port: number): Promise<Size> {
   const feedUrls = Array.from({ length: EACH }, (_, i) => `/v1/feeds/products?limit=${20 + (i % 30)}&currency=${CURRENCIES[i % 3]}`);
 
   return {
+    label,
     size,
     origin,
     dbBytes: bytes,
@@ -165,9 +179,10 @@ async function main() {
   const sizes: Size[] = [];
   try {
     for (const [i, size] of SIZES.entries()) {
-      console.error(`bench: preparing ${size}…`);
+      console.error(`bench: preparing ${size.label}…`);
       sizes.push(await startSize(size, values.port + i));
     }
+    loadAtStart = loadavg();
     const samples = sizes.map((s) => s.cases.map((): Sample => ({ times: [], tiers: {}, non2xx: 0 })));
     for (let round = 0; round < ROUNDS; round++) {
       for (const [ci] of sizes[0]!.cases.entries()) {
@@ -207,20 +222,22 @@ function report(sizes: Size[], samples: Sample[][]): string {
   }));
   const lines: string[] = [];
   lines.push("# Scale bench: 10k, 100k and 1M products side by side", "");
-  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}' --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}\``, "");
-  lines.push(`Run ${new Date().toISOString()} on a 2-core machine SHARED with other sessions running tests and benches (load average above 10 during the run): absolute times are noisy; read the ratios, measured in the same run, each case in ${ROUNDS} alternating slices across sizes. ${CONNECTIONS} connections, ${EACH} requests per case and size.`, "");
-  lines.push("| case | size | n | p50 ms | p95 ms | p99 ms | p99 ÷ bare | p99 ÷ same case at " + sizes[0]!.size + " | tiers | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|");
+  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}'${values["in-place"] ? " --in-place" : ""} --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}\``, "");
+  const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(", ");
+  lines.push(`Run ${new Date().toISOString()} on a 2-core machine; load average (1, 5, 15 min) ${load(loadAtStart)} when measuring began, ${load(loadavg())} at the end. Ratios are measured in the same run, each case in ${ROUNDS} alternating slices across sizes. ${CONNECTIONS} connections, ${EACH} requests per case and size.`, "");
+  lines.push("| case | size | n | p50 ms | p95 ms | p99 ms | p99 ÷ bare | p99 ÷ same case at " + sizes[0]!.size + " | p50 ÷ same case at " + sizes[0]!.size + " | tiers | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|---|");
   for (const [ci, c] of sizes[0]!.cases.entries()) {
     for (const [si, s] of sizes.entries()) {
       const r = stats[si]![ci]!;
       const bare = stats[si]![0]!.p99;
       const base = stats[0]![ci]!.p99;
-      lines.push(`| ${c.name} | ${s.size} | ${r.n} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${fmt(r.p99 / bare, 2)} | ${fmt(r.p99 / base, 2)} | ${JSON.stringify(r.tiers).replace(/"/g, "")} | ${r.non2xx} |`);
+      const base50 = stats[0]![ci]!.p50;
+      lines.push(`| ${c.name} | ${s.label} | ${r.n} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${fmt(r.p99 / bare, 2)} | ${fmt(r.p99 / base, 2)} | ${fmt(r.p50 / base50, 2)} | ${JSON.stringify(r.tiers).replace(/"/g, "")} | ${r.non2xx} |`);
     }
   }
   lines.push("", "| size | database (SQLite file) | per 100k products |", "|---|---|---|");
-  for (const s of sizes) lines.push(`| ${s.size} | ${fmt(s.dbBytes / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB |`);
-  const big = sizes[sizes.length - 1]!;
+  for (const s of sizes) lines.push(`| ${s.label} | ${fmt(s.dbBytes / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB |`);
+  const big = sizes.filter((s) => !s.label.includes("x")).at(-1)!;
   lines.push("", `At ${fmt((big.dbBytes / big.size) * 1e5 / 1e6, 0)} MB per 100k products (the ${big.size} row), one D1 database (10 GB) holds about ${fmt(10e9 / (big.dbBytes / big.size) / 1e6, 2)} M products.`);
   return lines.join("\n") + "\n";
 }
