@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
-import { loadCatalogSkus } from "../src/stock/baseline";
+import { loadCatalogSkusAcross } from "../src/stock/baseline";
+import { allCatalogDbs } from "../src/db/partitions";
 import { ReservationStore } from "../src/stock/reservation-store";
 import { runSaga, type LocalHeaders, type SagaRequest, type SagaResult } from "../src/stock/saga";
 import { SHARD_DDL } from "../src/stock/shard-schema";
@@ -880,7 +881,7 @@ export class StockShard extends DurableObject<Env> {
     const unknown = missing.filter((s) => (this.unknownUntil.get(s) ?? 0) > now);
     const toLoad = missing.filter((s) => !unknown.includes(s));
     if (toLoad.length) {
-      const { found, baselines } = await loadCatalogSkus(this.env.DB, toLoad);
+      const { found, baselines } = await loadCatalogSkusAcross(allCatalogDbs(this.env), toLoad);
       const foundSet = new Set(found);
       this.atomically(() => this.stock.adopt(found, baselines, clockNow()));
       for (const s of toLoad) {

@@ -1,8 +1,10 @@
 /**
  * Category tree and single categories (with breadcrumbs), through the tiered read path (edge → D1).
- * Product counts per category come from facet_counts, rolled up the tree.
+ * Product counts per category come from facet_counts, rolled up the tree (summed over the catalog partitions; the
+ * tree itself is read from the directory, partition 0).
  */
 import { sql } from "drizzle-orm";
+import { allCatalogDbs } from "../db/partitions";
 import { ApiError } from "../lib/errors";
 import { TAG_CATEGORIES, categoryCacheKey, categoryTreeCacheKey } from "./cache-keys";
 import { categoriesQuery } from "./facets";
@@ -17,12 +19,17 @@ export type CategoryDetail = Omit<CategoryNode, "children"> & {
 
 type Row = { id: string; slug: string; name: string; parent_id: string | null; path: string; t_name: string | null };
 
-async function loadTree(origin: OriginSession, locale: string): Promise<{ roots: CategoryNode[]; byId: Map<string, CategoryNode & { path: string }> }> {
-  const [rows, counts] = await origin.batch<[Row[], { value: string; count: number }[]]>([
-    categoriesQuery(locale),
-    sql`SELECT value, count FROM facet_counts WHERE facet = 'category' AND count > 0`,
+const leafCounts = sql`SELECT value, count FROM facet_counts WHERE facet = 'category' AND count > 0`;
+
+async function loadTree(origins: OriginSession[], locale: string): Promise<{ roots: CategoryNode[]; byId: Map<string, CategoryNode & { path: string }> }> {
+  type Count = { value: string; count: number };
+  const [first, ...rest] = origins;
+  const [[rows, counts], ...others] = await Promise.all([
+    first!.batch<[Row[], Count[]]>([categoriesQuery(locale), leafCounts]),
+    ...rest.map((o) => o.batch<[Count[]]>([leafCounts]).then(([more]) => [[], more] as [Row[], Count[]])),
   ]);
-  const leaf = new Map(counts.map((c) => [c.value, Number(c.count)]));
+  const leaf = new Map<string, number>();
+  for (const c of [...counts, ...others.flatMap(([, more]) => more)]) leaf.set(c.value, (leaf.get(c.value) ?? 0) + Number(c.count));
   const byId = new Map<string, CategoryNode & { path: string }>();
   for (const r of rows as Row[]) {
     let count = 0;
@@ -53,7 +60,7 @@ export function readCategoryTree(input: Common): Promise<Response> {
     request: input.request,
     cacheKey: categoryTreeCacheKey(input.locale),
     waitUntil: input.waitUntil,
-    origin: async ({ primary }) => (await loadTree(originSession(input.env.DB, { primary }), input.locale)).roots.map(strip),
+    origin: async ({ primary }) => (await loadTree(allCatalogDbs(input.env).map((db) => originSession(db, { primary })), input.locale)).roots.map(strip),
     notFound: () => ApiError.notFound("No categories."),
     render: async (roots) => {
       const body = JSON.stringify({ items: roots });
@@ -69,7 +76,7 @@ export function readCategory(input: Common & { slug: string }): Promise<Response
     cacheKey: categoryCacheKey(input.slug, input.locale),
     waitUntil: input.waitUntil,
     origin: async ({ primary }) => {
-      const { byId } = await loadTree(originSession(input.env.DB, { primary }), input.locale);
+      const { byId } = await loadTree(allCatalogDbs(input.env).map((db) => originSession(db, { primary })), input.locale);
       const node = [...byId.values()].find((n) => n.slug === input.slug || n.id === input.slug);
       if (!node) return null;
       const breadcrumbs = node.path

@@ -2,6 +2,7 @@
  * Listings and search through the tiered read path (edge → D1; pages have no KV projection). The cache key
  * holds the validated, defaulted, resolved parameters only, so equivalent requests share one entry.
  */
+import { allCatalogDbs } from "../db/partitions";
 import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { listingPriceCap } from "../promotions/switcher";
@@ -87,7 +88,7 @@ export async function readListing(input: {
     request: input.request,
     cacheKey: key,
     waitUntil: input.waitUntil,
-    origin: ({ primary }) => runListing(originSession(env.DB, { primary }), params, { facets: input.facets, total: input.total, now }),
+    origin: ({ primary }) => runListing(allCatalogDbs(env).map((db) => originSession(db, { primary })), params, { facets: input.facets, total: input.total, now }),
     notFound: () => ApiError.notFound("No such listing."),
     render: async (page) => {
       const body = JSON.stringify(page);

@@ -299,11 +299,10 @@ export function hasFilters(p: ListingParams): boolean {
   return !!(p.q || p.category || p.brand?.length || p.in_stock || p.min_price !== undefined || p.max_price !== undefined);
 }
 
-/**
- * Runs one page (plus, when asked, total and facets) in a single D1 round trip (one batch).
- * `priceContext.now` is passed to renderPrice so effective prices can be time-dependent.
- */
-export async function runListing(origin: OriginSession, p: ListingParams, opts: { facets: boolean; total: boolean; now: number }): Promise<ListingPage> {
+type PartitionResult = { rows: ItemRow[]; facetRows?: FacetRow[]; categoryRows?: CategoryRow[]; dir: "ASC" | "DESC" };
+
+/** One partition's page (plus, when asked, total and facet rows) in a single D1 round trip (one batch). */
+async function queryPartition(origin: OriginSession, p: ListingParams, opts: { facets: boolean; total: boolean }, withCategories: boolean): Promise<PartitionResult> {
   const pl = plan(p, p.q ? ftsQuery(await correctTerms(origin, p.q)) : undefined);
   const after = decodeCursor(p);
   const keyset: SQL[] = after ? [keysetSql(pl, after)] : [];
@@ -337,9 +336,68 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
   } else if (wantFacets) {
     facetQuery = materialisedFacetsQuery(p.currency);
   }
-  const [rows, facetRows, categoryRows] = facetQuery
-    ? await origin.batch<[ItemRow[], FacetRow[], CategoryRow[]]>([itemsQuery, facetQuery, categoriesQuery(p.locale)])
-    : [(await origin.batch<[ItemRow[]]>([itemsQuery]))[0], undefined, undefined];
+  if (!facetQuery) return { rows: (await origin.batch<[ItemRow[]]>([itemsQuery]))[0], dir: pl.dir };
+  if (!withCategories) {
+    const [rows, facetRows] = await origin.batch<[ItemRow[], FacetRow[]]>([itemsQuery, facetQuery]);
+    return { rows, facetRows, dir: pl.dir };
+  }
+  const [rows, facetRows, categoryRows] = await origin.batch<[ItemRow[], FacetRow[], CategoryRow[]]>([itemsQuery, facetQuery, categoriesQuery(p.locale)]);
+  return { rows, facetRows, categoryRows, dir: pl.dir };
+}
+
+/** (sort key, id) order of a page: the total order every partition's range is read in, so merging keeps it. */
+function rowOrder(dir: "ASC" | "DESC"): (a: ItemRow, b: ItemRow) => number {
+  const sign = dir === "ASC" ? 1 : -1;
+  return (a, b) => sign * (Number(a.sort_key) - Number(b.sort_key) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/**
+ * k-way merge of partitions' pages, each already in `order` and cut at limit + 1: the first `take` rows overall.
+ * Each partition applied the same cursor to its range, so every product appears exactly once across pages.
+ */
+function mergePages(pages: ItemRow[][], order: (a: ItemRow, b: ItemRow) => number, take: number): ItemRow[] {
+  const heads = pages.map(() => 0);
+  const out: ItemRow[] = [];
+  while (out.length < take) {
+    let best = -1;
+    for (let i = 0; i < pages.length; i++) {
+      const row = pages[i]![heads[i]!];
+      if (row && (best < 0 || order(row, pages[best]![heads[best]!]!) < 0)) best = i;
+    }
+    if (best < 0) break;
+    out.push(pages[best]![heads[best]!++]!);
+  }
+  return out;
+}
+
+/** Facet rows of several partitions summed per (facet, value); `total` rows add up too (each capped at TOTAL_CAP + 1). */
+function sumFacetRows(parts: FacetRow[][]): FacetRow[] {
+  const sums = new Map<string, FacetRow>();
+  for (const rows of parts) {
+    for (const r of rows) {
+      const key = `${r.facet}\u0000${r.value}`;
+      const seen = sums.get(key);
+      if (seen) seen.count = Number(seen.count) + Number(r.count);
+      else sums.set(key, { facet: r.facet, value: r.value, count: Number(r.count) });
+    }
+  }
+  return [...sums.values()];
+}
+
+/**
+ * Runs one page (plus, when asked, total and facets). `origin` is one database, or every catalog partition
+ * (src/db/partitions.ts), the first being the directory: then each partition answers the same query (one batch
+ * each, in parallel), the pages are k-way merged by (sort key, id), facet counts and totals summed. With
+ * SEARCH_CANDIDATES and FACET_SAMPLE per partition, search ranks and facets sample up to N times as many matches.
+ * `priceContext.now` is passed to renderPrice so effective prices can be time-dependent.
+ */
+export async function runListing(origin: OriginSession | readonly OriginSession[], p: ListingParams, opts: { facets: boolean; total: boolean; now: number }): Promise<ListingPage> {
+  const origins = Array.isArray(origin) ? (origin as readonly OriginSession[]) : [origin as OriginSession];
+  const parts = await Promise.all(origins.map((o, i) => queryPartition(o, p, opts, i === 0)));
+  const rows = parts.length === 1 ? parts[0]!.rows : mergePages(parts.map((r) => r.rows), rowOrder(parts[0]!.dir), p.limit + 1);
+  const facetRows = parts[0]!.facetRows && (parts.length === 1 ? parts[0]!.facetRows : sumFacetRows(parts.map((r) => r.facetRows ?? [])));
+  const categoryRows = parts[0]!.categoryRows;
+  const filtered = hasFilters(p);
 
   const more = rows.length > p.limit;
   const page = more ? rows.slice(0, p.limit) : rows;
@@ -372,7 +430,9 @@ export async function runListing(origin: OriginSession, p: ListingParams, opts: 
     }
     if (opts.facets) {
       out.facets = facets;
-      out.facets_exact = !filtered || Number(facetRows.find((r) => r.facet === "total")?.count ?? 0) <= (p.q ? SEARCH_CANDIDATES : FACET_SAMPLE);
+      // Exact when no partition had more matches than it samples.
+      const sample = p.q ? SEARCH_CANDIDATES : FACET_SAMPLE;
+      out.facets_exact = !filtered || parts.every((part) => Number(part.facetRows?.find((r) => r.facet === "total")?.count ?? 0) <= sample);
     }
   }
   return out;

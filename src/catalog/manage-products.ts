@@ -5,6 +5,7 @@
  */
 import type { WriteContext } from "../env";
 import { isOccGuardError, isUniqueError } from "../db/guards";
+import { allCatalogDbs, catalogDb } from "../db/partitions";
 import { sendOutboxRows } from "../events/outbox";
 import { now } from "../lib/clock";
 import { ApiError } from "../lib/errors";
@@ -14,7 +15,7 @@ import { applyPatch, inputFromDocument, ProductInput, type ProductPatch } from "
 import { prepareArchive, prepareProductWrite, type PreparedWrite, type WriteMode } from "./product-writes";
 
 async function currentVersion(env: Env, id: string): Promise<number | undefined> {
-  const row = await env.DB.prepare("SELECT version FROM products WHERE id = ?").bind(id).first<{ version: number }>();
+  const row = await catalogDb(env, id).prepare("SELECT version FROM products WHERE id = ?").bind(id).first<{ version: number }>();
   return row?.version;
 }
 
@@ -32,13 +33,22 @@ async function checkReferences(env: Env, id: string, input: ProductInput, curren
   const unsupported = [...new Set(input.variants.flatMap((v) => Object.keys(v.prices)))].filter((c) => !supported.has(c));
   if (unsupported.length) throw ApiError.unprocessable(`Unsupported currencies: ${unsupported.join(", ")}. Supported: ${[...supported].join(", ")}.`);
   if (current && current.category_id === input.category_id && input.variants.every((v) => current.variants.some((cv) => cv.sku === v.sku))) return;
-  const [category, owners] = await env.DB.batch([
-    env.DB.prepare("SELECT id FROM categories WHERE id = ?").bind(input.category_id),
-    env.DB.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?)) AND product_id <> ?").bind(
-      JSON.stringify(input.variants.map((v) => v.sku)),
-      id,
+  // The category is in every partition; a SKU may be owned by a product of any partition (one query each).
+  const skus = JSON.stringify(input.variants.map((v) => v.sku));
+  const home = catalogDb(env, id);
+  const dbs = allCatalogDbs(env);
+  const answers = await Promise.all(
+    dbs.map((db) =>
+      db === home
+        ? db.batch([
+            db.prepare("SELECT id FROM categories WHERE id = ?").bind(input.category_id),
+            db.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?)) AND product_id <> ?").bind(skus, id),
+          ])
+        : db.batch([db.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?))").bind(skus)]),
     ),
-  ]);
+  );
+  const [category] = answers[dbs.indexOf(home)]!;
+  const owners = { results: answers.flatMap((a) => a[a.length - 1]!.results) };
   if (category.results.length === 0) throw ApiError.unprocessable(`Unknown category_id ${input.category_id}.`);
   const taken = owners.results as { sku: string; product_id: string }[];
   if (taken.length) throw ApiError.conflict(`SKUs already belong to other products: ${taken.map((t) => `${t.sku} (${t.product_id})`).join(", ")}.`, { skus: taken });
@@ -48,7 +58,7 @@ async function checkReferences(env: Env, id: string, input: ProductInput, curren
 async function commit({ env, waitUntil }: WriteContext, id: string, prepared: PreparedWrite, expected: number | undefined): Promise<ProductDocument> {
   let results: D1Result[];
   try {
-    results = await env.DB.batch(prepared.statements);
+    results = await catalogDb(env, id).batch(prepared.statements);
   } catch (err) {
     if (isOccGuardError(err)) {
       throw ApiError.preconditionFailed(`Version ${expected} is no longer current: the product was changed by another write.`, await currentVersion(env, id));
@@ -66,15 +76,15 @@ async function commit({ env, waitUntil }: WriteContext, id: string, prepared: Pr
   // outbox and the cron re-sends it.
   const { event } = prepared;
   const row = { id: outboxId, payload: JSON.stringify(event), type: event.type, entity_id: event.id, version: event.version, occurred_at: event.occurred_at };
-  waitUntil(sendOutboxRows(env, [row]).catch(() => {}));
-  const doc = await loadProductDocument(env.DB, id);
+  waitUntil(sendOutboxRows(env, [row], catalogDb(env, id)).catch(() => {}));
+  const doc = await loadProductDocument(catalogDb(env, id), id);
   if (!doc) throw new Error(`product ${id} vanished after its write`);
   return doc;
 }
 
 async function write(ctx: WriteContext, id: string, input: ProductInput, mode: WriteMode, current?: ProductDocument): Promise<ProductDocument> {
   await checkReferences(ctx.env, id, input, current);
-  return commit(ctx, id, prepareProductWrite(ctx.env.DB, id, input, mode, now()), mode.kind === "update" ? mode.expectedVersion : undefined);
+  return commit(ctx, id, prepareProductWrite(catalogDb(ctx.env, id), id, input, mode, now()), mode.kind === "update" ? mode.expectedVersion : undefined);
 }
 
 /** PUT: creates the product when it does not exist (no If-Match allowed); replacing needs the current version. */
@@ -91,7 +101,7 @@ export async function putProduct(ctx: WriteContext, id: string, input: ProductIn
 
 /** PATCH: merges the patch into the current product, checks the result as a whole, and writes it. */
 export async function patchProduct(ctx: WriteContext, id: string, patch: ProductPatch, ifMatch: number | undefined): Promise<ProductDocument> {
-  const currentDoc = await loadProductDocument(ctx.env.DB, id);
+  const currentDoc = await loadProductDocument(catalogDb(ctx.env, id), id);
   if (!currentDoc) throw ApiError.notFound(`No product ${id}.`);
   if (ifMatch === undefined) throw preconditionRequired(currentDoc.version);
   if (ifMatch !== currentDoc.version) throw stale(ifMatch, currentDoc.version);
@@ -110,5 +120,5 @@ export async function archiveProduct(ctx: WriteContext, id: string, ifMatch: num
   const current = await currentVersion(ctx.env, id);
   if (current === undefined) throw ApiError.notFound(`No product ${id}.`);
   if (ifMatch !== undefined && ifMatch !== current) throw stale(ifMatch, current);
-  return commit(ctx, id, prepareArchive(ctx.env.DB, id, ifMatch ?? current, now()), ifMatch ?? current);
+  return commit(ctx, id, prepareArchive(catalogDb(ctx.env, id), id, ifMatch ?? current, now()), ifMatch ?? current);
 }

@@ -2,6 +2,7 @@
  * Product-by-id through the tiered read path: the route only parses the request and calls this.
  * Also used by anything else that wants a product page response (e.g. warming after a purge).
  */
+import { catalogDb } from "../db/partitions";
 import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { marketOf } from "../lib/markets";
@@ -54,10 +55,10 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
     kv: {
       read: () => readProductDoc(env.CATALOG_KV, id),
       write: (doc, ttl) =>
-        fillProductDoc(env.CATALOG_KV, doc, { expirationTtl: ttl, latest: () => newerThan(doc, originSession(env.DB, { primary: true }).db.$client, id) }),
+        fillProductDoc(env.CATALOG_KV, doc, { expirationTtl: ttl, latest: () => newerThan(doc, originSession(catalogDb(env, id), { primary: true }).db.$client, id) }),
     },
     origin: async ({ primary }) => {
-      const session = originSession(env.DB, { bookmark: input.bookmark, primary });
+      const session = originSession(catalogDb(env, id), { bookmark: input.bookmark, primary });
       const doc = await loadProductDocument(session.db.$client, id);
       bookmark = session.bookmark();
       return doc;

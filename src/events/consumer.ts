@@ -10,6 +10,7 @@
 import { z } from "zod";
 import { inArray } from "drizzle-orm";
 import { getDb } from "../db/client";
+import { allCatalogDbs, catalogDb } from "../db/partitions";
 import { categories } from "../db/schema";
 import { loadProductDocument } from "../catalog/document";
 import { putProductDocIfNewer } from "../catalog/projection-store";
@@ -73,7 +74,7 @@ async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, 
   let productOfSku = new Map<string, string>();
   if (stock.length > 0) {
     try {
-      productOfSku = await applyStockEvents(env.DB, stock.map((w) => w.event), now());
+      productOfSku = await applyStockEvents(allCatalogDbs(env), stock.map((w) => w.event), now());
     } catch (err) {
       for (const w of stock) {
         retry(w.msg, err);
@@ -121,7 +122,7 @@ async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, 
       try {
         // Catalog writes (admin edits, imports) set min_prices from regular prices: fold promotions back in.
         const catalogChange = items.some((w) => w.event.type === "product.changed");
-        if (catalogChange) await reconcileProductPrices(env.DB, id, clockNow());
+        if (catalogChange) await reconcileProductPrices(catalogDb(env, id), id, clockNow());
         await refreshProduct(env, purger, id, catalogChange);
         const change = { catalogChange, now: now() };
         for (const listener of listeners) await listener(env, purger, id, change);
@@ -157,13 +158,14 @@ async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, 
 
 /** Rebuilds the product's document from D1, stores it in KV if newer, and purges its cached responses. */
 async function refreshProduct(env: Env, purger: Purger, id: string, catalogChange: boolean): Promise<void> {
-  const doc = await loadProductDocument(env.DB, id);
+  const db = catalogDb(env, id);
+  const doc = await loadProductDocument(db, id);
   if (!doc) {
     // Never written or rolled back: nothing to project; purge in case a response was cached.
     await purger.purgeProduct({ id }, [id]);
     return;
   }
-  await putProductDocIfNewer(env.CATALOG_KV, doc, { latest: () => loadProductDocument(env.DB, id) });
+  await putProductDocIfNewer(env.CATALOG_KV, doc, { latest: () => loadProductDocument(db, id) });
   // Only catalog changes can add variants; stock events (the bulk of a sale) leave the SKU index alone.
   if (catalogChange) await indexSkus(env.CATALOG_KV, doc.id, doc.variants.map((v) => v.sku));
   // Purge even when KV already held this version: a previous attempt may have written KV and then failed
@@ -176,24 +178,45 @@ async function refreshProduct(env: Env, purger: Purger, id: string, catalogChang
  * Upserts availability rows only when the event's seq is newer than the stored one (older and duplicate
  * events change nothing), then refreshes `products.in_stock` of the affected products, bumping change_seq
  * only when the flag flips so delta feeds see sell-outs and restocks. Returns sku → product id.
+ *
+ * `partitions` are the catalog databases (src/db/partitions.ts): each SKU's rows go to the partition of the product
+ * owning it (one look-up per partition), a SKU no product owns yet to the first, as with one database.
  */
-export async function applyStockEvents(d1: D1Database, events: StockChangedEvent[], now: number): Promise<Map<string, string>> {
+export async function applyStockEvents(partitions: D1Database | readonly D1Database[], events: StockChangedEvent[], now: number): Promise<Map<string, string>> {
+  const dbs: readonly D1Database[] = Array.isArray(partitions) ? partitions : [partitions as D1Database];
+  const skus = JSON.stringify([...new Set(events.map((e) => e.sku))]);
+  const owners = await Promise.all(
+    dbs.map((db) => db.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?))").bind(skus).all<{ sku: string; product_id: string }>()),
+  );
+  const productOfSku = new Map<string, string>();
+  const partitionOfSku = new Map<string, number>();
+  owners.forEach((res, i) => {
+    for (const r of res.results) {
+      productOfSku.set(r.sku, r.product_id);
+      partitionOfSku.set(r.sku, i);
+    }
+  });
+  await Promise.all(
+    dbs.map((db, i) => {
+      const mine = events.filter((e) => (partitionOfSku.get(e.sku) ?? 0) === i);
+      if (mine.length === 0) return undefined;
+      const productIds = [...new Set(owners[i]!.results.map((r) => r.product_id))];
+      return db.batch(stockEventStatements(db, mine, productIds, now));
+    }),
+  );
+  return productOfSku;
+}
+
+function stockEventStatements(d1: D1Database, events: StockChangedEvent[], productIds: string[], now: number): D1PreparedStatement[] {
   const upsert = d1.prepare(
     `INSERT INTO availability (sku, location_id, on_hand, reserved, available, status, seq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT (sku, location_id) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, available = excluded.available,
        status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at
      WHERE excluded.seq > availability.seq`,
   );
-  const skus = [...new Set(events.map((e) => e.sku))];
-  const owners = await d1
-    .prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?))")
-    .bind(JSON.stringify(skus))
-    .all<{ sku: string; product_id: string }>();
-  const productOfSku = new Map(owners.results.map((r) => [r.sku, r.product_id]));
-  const productIds = [...new Set(owners.results.map((r) => r.product_id))];
   const inStock = `(SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
                      WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))`;
-  await d1.batch([
+  return [
     // Each upsert is preceded by the feeds' flip check, so a variant selling out or coming back enters delta feeds.
     ...events.flatMap((e) => [availabilityFlipStatement(d1, e), upsert.bind(e.sku, e.location, e.on_hand, e.reserved, e.available, e.status, e.seq, now)]),
     // One statement per product so each flip gets its own change_seq.
@@ -205,6 +228,5 @@ export async function applyStockEvents(d1: D1Database, events: StockChangedEvent
         )
         .bind(id),
     ),
-  ]);
-  return productOfSku;
+  ];
 }

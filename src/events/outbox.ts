@@ -2,7 +2,12 @@
  * Outbox sender. Catalog writes insert their event in D1 in the same batch as the change; this forwards
  * unsent rows to the EVENTS queue and marks them sent. A send that fails leaves the rows unsent, and the cron
  * (`resendUnsent`) picks them up: the queue may see an event twice, never zero times.
+ *
+ * Each catalog partition has its own outbox, written in the same batch as its products' changes, so a product's
+ * events keep their order (they are all in one partition's sequence); the cron walks every partition.
  */
+import { allCatalogDbs } from "../db/partitions";
+
 export type OutboxRow = { id: number; payload: string | null; type: string; entity_id: string; version: number; occurred_at: number };
 
 /**
@@ -27,8 +32,11 @@ function body(row: OutboxRow): Record<string, unknown> {
   return { type: row.type, id: row.entity_id, version: row.version, occurred_at: row.occurred_at };
 }
 
-/** Sends the rows and marks them sent. Returns how many were sent; never throws (the cron will retry). */
-export async function sendOutboxRows(env: Pick<Env, "DB" | "EVENTS">, rows: OutboxRow[], now = Date.now()): Promise<number> {
+/**
+ * Sends the rows and marks them sent in `db`, the partition whose outbox holds them. Returns how many were sent; never
+ * throws (the cron will retry).
+ */
+export async function sendOutboxRows(env: Pick<Env, "DB" | "EVENTS">, rows: OutboxRow[], db: D1Database = env.DB, now = Date.now()): Promise<number> {
   let sent = 0;
   for (let i = 0; i < rows.length; i += SEND_BATCH) {
     const chunk = rows.slice(i, i + SEND_BATCH);
@@ -37,10 +45,10 @@ export async function sendOutboxRows(env: Pick<Env, "DB" | "EVENTS">, rows: Outb
       await env.EVENTS.sendBatch(chunk.map((r) => ({ body: body(r), contentType: "json" as const })));
     } catch (err) {
       console.warn(JSON.stringify({ level: "warn", message: "outbox send failed; the cron will re-send", rows: chunk.length, error: String(err) }));
-      await env.DB.prepare("UPDATE outbox SET attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))").bind(ids).run().catch(() => {});
+      await db.prepare("UPDATE outbox SET attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))").bind(ids).run().catch(() => {});
       continue;
     }
-    await env.DB.prepare("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))").bind(now, ids).run();
+    await db.prepare("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))").bind(now, ids).run();
     sent += chunk.length;
   }
   return sent;
@@ -54,21 +62,26 @@ export async function sendOutboxIds(env: Pick<Env, "DB" | "EVENTS">, ids: number
   )
     .bind(JSON.stringify(ids))
     .all<OutboxRow>();
-  return sendOutboxRows(env, results);
+  return sendOutboxRows(env, results, env.DB);
 }
 
-/** Cron: re-sends whatever is still unsent a few seconds after it was written. */
-export async function resendUnsent(env: Pick<Env, "DB" | "EVENTS">, now = Date.now(), limit = 5_000): Promise<{ sent: number; pending: number }> {
-  const { results } = await env.DB.prepare(
-    "SELECT id, payload, type, entity_id, version, occurred_at FROM outbox WHERE sent_at IS NULL AND occurred_at <= ? ORDER BY id LIMIT ?",
-  )
-    .bind(now - RESEND_AFTER_MS, limit)
-    .all<OutboxRow>();
-  const sent = await sendOutboxRows(env, results, now);
-  return { sent, pending: results.length - sent };
+/** Cron: re-sends whatever is still unsent a few seconds after it was written, partition by partition. */
+export async function resendUnsent(env: Pick<Env, "DB" | "EVENTS" | "CATALOG_PARTITIONS">, now = Date.now(), limit = 5_000): Promise<{ sent: number; pending: number }> {
+  let sent = 0;
+  let pending = 0;
+  for (const db of allCatalogDbs(env)) {
+    const { results } = await db
+      .prepare("SELECT id, payload, type, entity_id, version, occurred_at FROM outbox WHERE sent_at IS NULL AND occurred_at <= ? ORDER BY id LIMIT ?")
+      .bind(now - RESEND_AFTER_MS, limit)
+      .all<OutboxRow>();
+    const n = await sendOutboxRows(env, results, db, now);
+    sent += n;
+    pending += results.length - n;
+  }
+  return { sent, pending };
 }
 
 /** Sent rows are kept for a day for inspection, then pruned by the cron. */
-export async function pruneSent(env: Pick<Env, "DB">, now = Date.now()): Promise<void> {
-  await env.DB.prepare("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?").bind(now - 86_400_000).run();
+export async function pruneSent(env: Pick<Env, "DB" | "CATALOG_PARTITIONS">, now = Date.now()): Promise<void> {
+  await Promise.all(allCatalogDbs(env).map((db) => db.prepare("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?").bind(now - 86_400_000).run()));
 }

@@ -16,6 +16,12 @@
  * change_seq is global and bumped by every product write (one D1 transaction each), so a product changed
  * twice between syncs appears once, in its latest state, and paging by change_seq can neither skip nor
  * repeat an entry.
+ *
+ * With N catalog partitions (src/db/partitions.ts) change_seq is per partition: tokens hold one position per
+ * partition, each partition answers the same query from its own position (one batch each, in parallel), and the
+ * page merges them: a delta takes a prefix of each partition's changes (so no partition's position skips one) in
+ * order of time, a full sync merges by id. A product's changes are all in its partition's sequence, so they keep
+ * their order.
  */
 import type { AffiliateScope } from "../affiliates/account";
 import { loadProductDocuments, type LoadedDocument } from "../catalog/document";
@@ -47,33 +53,73 @@ export type PageRequest = {
 
 const HIGH_WATER_SQL = "SELECT coalesce(max(change_seq), 0) AS hwm FROM products";
 
-export async function selectPage(db: D1Database, req: PageRequest): Promise<FeedPage> {
+type ChangeRow = { id: string; status: string; change_seq: number; updated_at: number; in_scope: number };
+
+/** Documents and tombstone SKUs of a page, read from the partition holding each product, in page order. */
+async function loadPage(dbs: readonly D1Database[], rows: { id: string; part: number }[], live: (id: string) => boolean, req: PageRequest) {
+  const docs: LoadedDocument[] = [];
+  const skus = new Map<string, string[]>();
+  await Promise.all(
+    dbs.map(async (db, part) => {
+      const mine = rows.filter((r) => r.part === part);
+      if (mine.length === 0 && dbs.length > 1) return;
+      const [loaded, gone] = await Promise.all([
+        loadProductDocuments(db, mine.filter((r) => live(r.id)).map((r) => r.id), { only: req, badJson: "fallback" }),
+        skusOf(db, mine.filter((r) => !live(r.id)).map((r) => r.id)),
+      ]);
+      docs.push(...loaded);
+      for (const [id, list] of gone) skus.set(id, list);
+    }),
+  );
+  const order = new Map(rows.map((r, i) => [r.id, i]));
+  docs.sort((a, b) => order.get(a.doc.id)! - order.get(b.doc.id)!);
+  return { docs, skus };
+}
+
+/** `db` is one database, or every catalog partition in partition order. */
+export async function selectPage(db: D1Database | readonly D1Database[], req: PageRequest): Promise<FeedPage> {
+  const dbs: readonly D1Database[] = Array.isArray(db) ? db : [db as D1Database];
   const conditions = scopeConditions(req.scope, req.filters);
   const extraSql = conditions.map((c) => ` AND ${c.sql}`).join("");
   const extraBinds = conditions.flatMap((c) => c.binds);
 
   if (req.since !== undefined) {
-    const since = decodeSince(req.since);
-    // One batch = one transaction: the high-water mark and the rows below it come from the same snapshot.
-    const [hwmRes, rowsRes] = await db.batch([
-      db.prepare(HIGH_WATER_SQL),
-      db
-        .prepare(
-          `SELECT p.id, p.status, p.change_seq, p.updated_at, ${conditions.length ? `CASE WHEN ${conditions.map((c) => c.sql).join(" AND ")} THEN 1 ELSE 0 END` : "1"} AS in_scope
-           FROM products p WHERE p.change_seq > ? AND p.change_seq <= (${HIGH_WATER_SQL}) ORDER BY p.change_seq LIMIT ?`,
-        )
-        .bind(...extraBinds, since, req.limit + 1),
-    ]);
-    const hwm = (hwmRes!.results[0] as { hwm: number } | undefined)?.hwm ?? 0;
-    const rows = (rowsRes!.results as { id: string; status: string; change_seq: number; updated_at: number; in_scope: number }[]).map((r) => ({
-      ...r,
-      status: r.status === "active" && r.in_scope !== 1 ? "out_of_scope" : r.status,
-    }));
-    const hasMore = rows.length > req.limit;
-    const page = rows.slice(0, req.limit);
-    const liveIds = page.filter((r) => r.status === "active").map((r) => r.id);
-    const gone = page.filter((r) => r.status === "out_of_scope" || (r.status === "archived" && r.in_scope === 1));
-    const [live, skus] = await Promise.all([loadProductDocuments(db, liveIds, { only: req, badJson: "fallback" }), skusOf(db, gone.map((r) => r.id))]);
+    const since = decodeSince(req.since, dbs.length);
+    const parts = await Promise.all(
+      dbs.map(async (d, i) => {
+        // One batch = one transaction: the high-water mark and the rows below it come from the same snapshot.
+        const [hwmRes, rowsRes] = await d.batch([
+          d.prepare(HIGH_WATER_SQL),
+          d
+            .prepare(
+              `SELECT p.id, p.status, p.change_seq, p.updated_at, ${conditions.length ? `CASE WHEN ${conditions.map((c) => c.sql).join(" AND ")} THEN 1 ELSE 0 END` : "1"} AS in_scope
+               FROM products p WHERE p.change_seq > ? AND p.change_seq <= (${HIGH_WATER_SQL}) ORDER BY p.change_seq LIMIT ?`,
+            )
+            .bind(...extraBinds, since[i]!, req.limit + 1),
+        ]);
+        const hwm = (hwmRes!.results[0] as { hwm: number } | undefined)?.hwm ?? 0;
+        return { hwm, rows: rowsRes!.results as ChangeRow[] };
+      }),
+    );
+    // A prefix of each partition's changes, interleaved oldest write first (one partition: its own order).
+    const heads = parts.map(() => 0);
+    const page: (ChangeRow & { part: number })[] = [];
+    while (page.length < req.limit) {
+      let best = -1;
+      for (let i = 0; i < parts.length; i++) {
+        const row = parts[i]!.rows[heads[i]!];
+        if (row && (best < 0 || row.updated_at < parts[best]!.rows[heads[best]!]!.updated_at)) best = i;
+      }
+      if (best < 0) break;
+      page.push({ ...parts[best]!.rows[heads[best]!++]!, part: best });
+    }
+    const hasMore = parts.some((p, i) => p.rows.length > heads[i]!);
+    // Each partition resumes after the last change it gave this page; one that gave all it had, from its high-water mark.
+    const next = parts.map((p, i) => (p.rows.length > heads[i]! ? (heads[i]! > 0 ? p.rows[heads[i]! - 1]!.change_seq : since[i]!) : Math.max(p.hwm, since[i]!)));
+    const shaped = page.map((r) => ({ ...r, status: r.status === "active" && r.in_scope !== 1 ? "out_of_scope" : r.status }));
+    const gone = shaped.filter((r) => r.status === "out_of_scope" || (r.status === "archived" && r.in_scope === 1));
+    const liveIds = new Set(shaped.filter((r) => r.status === "active").map((r) => r.id));
+    const { docs: live, skus } = await loadPage(dbs, shaped.filter((r) => liveIds.has(r.id) || gone.includes(r)), (id) => liveIds.has(id), req);
     const allowed = req.scope.skus?.length ? new Set(req.scope.skus) : undefined;
     return {
       mode: "delta",
@@ -86,36 +132,44 @@ export async function selectPage(db: D1Database, req: PageRequest): Promise<Feed
         skus: (skus.get(r.id) ?? []).filter((sku) => !allowed || allowed.has(sku)),
       })),
       next_cursor: null,
-      next_since: encodeSince(hasMore ? page[page.length - 1]!.change_seq : Math.max(hwm, since)),
+      next_since: encodeSince(next),
       has_more: hasMore,
     };
   }
 
-  const cursor = req.cursor !== undefined ? decodeCursor(req.cursor) : undefined;
+  const cursor = req.cursor !== undefined ? decodeCursor(req.cursor, dbs.length) : undefined;
   // Unscoped, walking products_status_idx in id order is ideal (stops after `limit` rows); with a scope, `+` disables
   // it so the scope's own index (brand, category, or the SKUs' product ids) finds the rows: the walk read the whole
   // catalog to fill a page for a narrow scope.
   const status = conditions.length ? "+p.status" : "p.status";
-  // The first page captures the high-water mark in the same transaction as its rows; later pages reuse it.
-  const [hwmRes, rowsRes] = await db.batch([
-    db.prepare(cursor ? "SELECT ? AS hwm" : HIGH_WATER_SQL).bind(...(cursor ? [cursor.hwm] : [])),
-    db
-      .prepare(
-        `SELECT p.id FROM products p
-         WHERE ${status} = 'active' AND p.change_seq <= ${cursor ? "?" : `(${HIGH_WATER_SQL})`} AND p.id > ?${extraSql} ORDER BY p.id LIMIT ?`,
-      )
-      .bind(...(cursor ? [cursor.hwm] : []), cursor?.after ?? "", ...extraBinds, req.limit + 1),
-  ]);
-  const position = { after: cursor?.after ?? "", hwm: (hwmRes!.results[0] as { hwm: number } | undefined)?.hwm ?? 0 };
-  const rows = rowsRes!.results as { id: string }[];
+  const parts = await Promise.all(
+    dbs.map(async (d, i) => {
+      // The first page captures the high-water mark in the same transaction as its rows; later pages reuse it.
+      const [hwmRes, rowsRes] = await d.batch([
+        d.prepare(cursor ? "SELECT ? AS hwm" : HIGH_WATER_SQL).bind(...(cursor ? [cursor.hwm[i]!] : [])),
+        d
+          .prepare(
+            `SELECT p.id FROM products p
+             WHERE ${status} = 'active' AND p.change_seq <= ${cursor ? "?" : `(${HIGH_WATER_SQL})`} AND p.id > ?${extraSql} ORDER BY p.id LIMIT ?`,
+          )
+          .bind(...(cursor ? [cursor.hwm[i]!] : []), cursor?.after ?? "", ...extraBinds, req.limit + 1),
+      ]);
+      const hwm = (hwmRes!.results[0] as { hwm: number } | undefined)?.hwm ?? 0;
+      return { hwm, rows: (rowsRes!.results as { id: string }[]).map((r) => ({ id: r.id, part: i })) };
+    }),
+  );
+  const hwm = parts.map((p) => p.hwm);
+  // Every partition read the ids after the same cursor: merged by id, the first limit + 1 are the catalog's.
+  const rows = parts.length === 1 ? parts[0]!.rows : parts.flatMap((p) => p.rows).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).slice(0, req.limit + 1);
   const hasMore = rows.length > req.limit;
-  const ids = rows.slice(0, req.limit).map((r) => r.id);
+  const pageRows = rows.slice(0, req.limit);
+  const ids = pageRows.map((r) => r.id);
   return {
     mode: "full",
-    live: await loadProductDocuments(db, ids, { only: req, badJson: "fallback" }),
+    live: (await loadPage(dbs, pageRows, () => true, req)).docs,
     removed: [],
-    next_cursor: hasMore ? encodeCursor(ids[ids.length - 1]!, position.hwm) : null,
-    next_since: encodeSince(position.hwm),
+    next_cursor: hasMore ? encodeCursor(ids[ids.length - 1]!, hwm) : null,
+    next_since: encodeSince(hwm),
     has_more: hasMore,
   };
 }

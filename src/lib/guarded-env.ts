@@ -3,7 +3,7 @@ import { stockFault } from "./fault-injection";
 
 /**
  * Wraps the bindings of `env` so that every await on them is bounded by a timeout and goes through a
- * circuit breaker: D1 (one breaker per database), KV, the queues, and the STOCK namespace (one breaker
+ * circuit breaker: D1 (one breaker per database, catalog partitions included), KV, the queues, and the STOCK namespace (one breaker
  * per shard object, so one overloaded hot shard does not fail the others). Application code keeps using
  * `env.DB`, `env.STOCK.getByName(...)` unchanged; it only sees faster, clearer failures (503 problems).
  * D1 statements also get production's bound-parameter limit, which local SQLite does not enforce.
@@ -170,6 +170,13 @@ export function guardEnv(env: Env, use: BindingUse = "catalog"): Env {
   }
   Object.defineProperty(guarded, GUARDED, { value: true });
   if (env.DB) guarded.DB = guardD1(env.DB, breakerFor(env.DB, d1BreakerName(use), { isFailure: isD1Failure, timeoutMs: BINDING_TIMEOUTS.d1 }));
+  // Catalog partitions (src/db/partitions.ts): the same limits, one breaker per database.
+  for (const key of Object.keys(env)) {
+    if (!/^CATALOG_\d+$/.test(key)) continue;
+    const d1 = (env as unknown as Record<string, D1Database>)[key]!;
+    const wrapped = guardD1(d1, breakerFor(d1, d1BreakerName(use), { isFailure: isD1Failure, timeoutMs: BINDING_TIMEOUTS.d1 }));
+    Object.defineProperty(guarded, key, { value: wrapped, writable: true, enumerable: true, configurable: true });
+  }
   if (env.CATALOG_KV) {
     guarded.CATALOG_KV = guardMethods(env.CATALOG_KV, ["get", "getWithMetadata", "put", "delete", "list"], breakerFor(env.CATALOG_KV, "kv"), BINDING_TIMEOUTS.kv);
   }

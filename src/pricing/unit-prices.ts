@@ -8,6 +8,7 @@
  * keeps what it read for a second, so a flash sale on one SKU reads KV about once per second per isolate.
  * SKUs whose document or index entry is missing are priced from D1, and the index entry is written for them.
  */
+import { allCatalogDbs } from "../db/partitions";
 import { productIdsOf, indexSkus } from "../catalog/sku-index";
 import type { ProductDocument } from "../catalog/document";
 import { readProductDoc } from "../catalog/projection-store";
@@ -112,7 +113,9 @@ async function priceSlices(env: Env, skus: readonly string[], now: number, waitU
   if (!missing.length) return out;
   const fromKv = await slicesFromKv(env.CATALOG_KV, missing).catch(() => ({ slices: new Map<string, PriceSlice>(), unindexed: missing }));
   const rest = missing.filter((s) => !fromKv.slices.has(s));
-  const fromD1 = rest.length ? await slicesFromD1(env.DB, rest, now) : new Map<string, PriceSlice>();
+  // A SKU's partition is its product's, unknown until found: each catalog partition is asked (one, with N = 1).
+  const fromD1 = new Map<string, PriceSlice>();
+  if (rest.length) for (const part of await Promise.all(allCatalogDbs(env).map((db) => slicesFromD1(db, rest, now)))) for (const [k, v] of part) fromD1.set(k, v);
   const toIndex = new Map<string, string[]>();
   for (const sku of missing) {
     const slice = fromKv.slices.get(sku) ?? fromD1.get(sku) ?? null;

@@ -5,6 +5,7 @@ import type { AppEnv } from "../env";
 import { resolveCurrency, resolveLocale } from "../catalog/locale";
 import { loadProductDocuments } from "../catalog/document";
 import { selectPage } from "../feeds/pages";
+import { allCatalogDbs, catalogDb } from "../db/partitions";
 import { renderOne, renderPage, type FeedFormat, type RenderContext } from "../feeds/render";
 import { parseShipping, renderGoogleDocument, shippingFor, streamGoogleFeed, type StreamedFormat, type StreamOptions } from "../feeds/google-merchant";
 import { conditionalResponse, etagMatches } from "../feeds/conditional";
@@ -119,7 +120,7 @@ feedsApp.openapi(listRoute, async (c) => {
   const locale = resolveLocale(c.req.raw, c.env, q.locale);
   const affiliate = c.get("affiliate")!;
   if (STREAMED.has(q.format)) return streamedFeed(c, q.format as StreamedFormat, { ...q, currency, locale });
-  const page = await selectPage(c.env.DB, {
+  const page = await selectPage(allCatalogDbs(c.env), {
     scope: affiliate.scope,
     filters: { category: q.category, brand: q.brand },
     limit: q.limit ?? 100,
@@ -144,7 +145,7 @@ feedsApp.openapi(itemRoute, async (c) => {
   const currency = resolveCurrency(c.req.raw, c.env, q.currency);
   const locale = resolveLocale(c.req.raw, c.env, q.locale);
   const affiliate = c.get("affiliate")!;
-  const [loaded] = await loadProductDocuments(c.env.DB, [id], { only: { currency, locale }, badJson: "fallback" });
+  const [loaded] = await loadProductDocuments(catalogDb(c.env, id), [id], { only: { currency, locale }, badJson: "fallback" });
   if (!loaded || loaded.doc.status !== "active" || !inScope(loaded.doc, affiliate.scope)) {
     throw ApiError.notFound(`No product '${id}' in this affiliate's catalog.`);
   }
@@ -186,7 +187,7 @@ async function streamedFeed(c: Context<AppEnv>, format: StreamedFormat, q: Strea
   }
   const affiliate = c.get("affiliate")!;
   const request = { scope: affiliate.scope, filters: { category: q.category, brand: q.brand }, limit: q.limit ?? STREAM_PAGE, currency: q.currency, locale: q.locale };
-  const first = await selectPage(c.env.DB, request);
+  const first = await selectPage(allCatalogDbs(c.env), request);
   const ctx = renderContext(c, q.currency, q.locale);
   const opts = streamOptions(c, format, ctx);
   const etag = `W/"${(await sha256Hex(JSON.stringify([format, first.next_since, affiliate.updated_at, request.filters, q.currency, q.locale, request.limit, opts.shipping]))).slice(0, 32)}"`;
@@ -196,7 +197,7 @@ async function streamedFeed(c: Context<AppEnv>, format: StreamedFormat, q: Strea
   let cursor = first.next_cursor;
   const source = {
     async next() {
-      const page = await selectPage(c.env.DB, { ...request, cursor: cursor ?? undefined });
+      const page = await selectPage(allCatalogDbs(c.env), { ...request, cursor: cursor ?? undefined });
       cursor = page.next_cursor;
       return { docs: page.live.map((l) => filterVariants(l.doc, affiliate.scope)), hasMore: page.has_more };
     },

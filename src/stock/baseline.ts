@@ -22,3 +22,10 @@ export async function loadCatalogSkus(db: D1Database, skus: string[]): Promise<{
   }
   return { found, baselines };
 }
+
+/** The same over every catalog partition (a SKU lives in its product's partition): one look-up each. */
+export async function loadCatalogSkusAcross(dbs: readonly D1Database[], skus: string[]): Promise<{ found: string[]; baselines: Baseline[] }> {
+  if (dbs.length === 1) return loadCatalogSkus(dbs[0]!, skus);
+  const parts = await Promise.all(dbs.map((db) => loadCatalogSkus(db, skus)));
+  return { found: parts.flatMap((p) => p.found), baselines: parts.flatMap((p) => p.baselines) };
+}

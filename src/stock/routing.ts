@@ -2,19 +2,12 @@
  * The one place that decides which Durable Object owns what, hot-SKU sub-shards included:
  * everything else groups work by the shard *name* returned from these functions.
  */
+import { stableHash } from "../lib/stable-hash";
+
+export { stableHash };
 
 export const DEFAULT_STOCK_SHARDS = 16;
 const MAX_STOCK_SHARDS = 1024;
-
-/** FNV-1a over UTF-16 code units: stable across runtimes and releases, cheap, well spread for SKU-like strings. */
-export function stableHash(input: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < input.length; i++) {
-    h ^= input.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
 
 export function shardCount(env: Pick<Env, "STOCK_SHARDS">): number {
   const n = Number.parseInt(env.STOCK_SHARDS ?? "", 10);

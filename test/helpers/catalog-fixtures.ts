@@ -4,6 +4,7 @@
  */
 import { CURRENCIES, LOCATIONS, categories, product, stock, type SeedProduct } from "../../src/seed/generate";
 import { availabilityStatus } from "../../src/lib/stock-status";
+import { allCatalogDbs, catalogDb } from "../../src/db/partitions";
 
 type Row = Record<string, unknown>;
 
@@ -70,6 +71,25 @@ export async function seedProducts(db: D1Database, count: number, from = 1): Pro
     stmts.push(...productStatements(db, p, stock(p, n)));
   }
   await runChunked(db, stmts);
+  return products;
+}
+
+/**
+ * Seed products n = from … from+count-1 over the catalog partitions: each product with its rows in its own
+ * partition (src/db/partitions.ts), categories and stock locations in every one, as the seed does.
+ */
+export async function seedProductsPartitioned(env: Env, count: number, from = 1): Promise<SeedProduct[]> {
+  const dbs = allCatalogDbs(env);
+  for (const db of dbs) await seedCategories(db);
+  const products: SeedProduct[] = [];
+  const byDb = new Map<D1Database, D1PreparedStatement[]>(dbs.map((db) => [db, []]));
+  for (let n = from; n < from + count; n++) {
+    const p = product(n);
+    products.push(p);
+    const db = catalogDb(env, p.id);
+    byDb.get(db)!.push(...productStatements(db, p, stock(p, n)));
+  }
+  for (const [db, stmts] of byDb) await runChunked(db, stmts);
   return products;
 }
 

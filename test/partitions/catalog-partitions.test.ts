@@ -1,0 +1,293 @@
+/**
+ * The catalog over two D1 databases (CATALOG_PARTITIONS = 2: DB and CATALOG_1, vitest.partitions.config.ts): every
+ * product lives in the partition its id hashes to, and reads, listings, search, facets, feeds and writes see one
+ * catalog. Expectations are brute force over the generated seed, as in test/catalog-browse.test.ts.
+ */
+import { env } from "cloudflare:test";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import { allCatalogDbs, catalogDb, partitionCount, partitionOf } from "../../src/db/partitions";
+import { applyStockEvents } from "../../src/events/consumer";
+import { categories as seedCategories, stock, type SeedProduct } from "../../src/seed/generate";
+import { actualFacets, bruteFacets, matches, minPrice, type Page, type Search } from "../helpers/catalog-brute-force";
+import { seedProductsPartitioned } from "../helpers/catalog-fixtures";
+import { admin, call, expectProblem, json, uid } from "../helpers/http";
+
+const SEEDED = 240;
+let products: SeedProduct[] = [];
+const sellable = new Map<string, boolean>();
+
+type Walked = Page["items"];
+
+/** Every page of a listing: the items in page order, and the number of pages. */
+async function walk(path: string, limit: number): Promise<{ items: Walked; pages: number }> {
+  const items: Walked = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const res = await call(`${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    expect(res.status, await res.clone().text()).toBe(200);
+    const body = await res.json<Page>();
+    items.push(...body.items);
+    cursor = body.next_cursor;
+    pages += 1;
+  } while (cursor && pages < 200);
+  return { items, pages };
+}
+
+const subtreeOf = (slug: string) => {
+  const root = seedCategories().find((c) => c.slug === slug)!;
+  return new Set(seedCategories().filter((c) => c.path.startsWith(root.path)).map((c) => c.id));
+};
+
+/** (key, id) pairs in the order a sort promises, compared with the API's ids. */
+function expectedOrder(list: SeedProduct[], sort: string): string[] {
+  const key = (p: SeedProduct) => (sort === "price_asc" || sort === "price_desc" ? minPrice(p, "USD") : p.createdAt);
+  const dir = sort === "price_asc" ? 1 : -1;
+  return [...list].sort((a, b) => dir * (key(a) - key(b) || (a.id < b.id ? -1 : 1))).map((p) => p.id);
+}
+
+beforeAll(async () => {
+  products = await seedProductsPartitioned(env, SEEDED);
+  products.forEach((p, i) => sellable.set(p.id, stock(p, i + 1).some((s) => s.onHand - s.safetyStock > 0)));
+});
+
+describe("partition router", () => {
+  it("runs with two partitions, and every seeded product is stored in exactly the partition its id hashes to", async () => {
+    expect(partitionCount(env)).toBe(2);
+    const dbs = allCatalogDbs(env);
+    expect(dbs[0]).toBe(env.DB);
+    const held = await Promise.all(dbs.map(async (db) => (await db.prepare("SELECT id FROM products").all<{ id: string }>()).results.map((r) => r.id)));
+    for (const [i, ids] of held.entries()) {
+      // Both partitions hold a real share (the hash spreads 240 ids), and only their own products.
+      expect(ids.length).toBeGreaterThan(SEEDED / 4);
+      for (const id of ids) expect(partitionOf(env, id), id).toBe(i);
+    }
+    expect(held[0]!.length + held[1]!.length).toBe(SEEDED);
+  });
+
+  it("reads a product from whichever partition holds it; an unknown id is 404", async () => {
+    const inEach = [0, 1].map((i) => products.find((p) => partitionOf(env, p.id) === i)!);
+    for (const p of inEach) {
+      const res = await call(`/v1/products/${p.id}`);
+      expect(res.status).toBe(200);
+      const body = await res.json<{ id: string; title: string; variants: { sku: string }[] }>();
+      expect(body.id).toBe(p.id);
+      expect(body.title).toBe(p.title);
+      expect(body.variants.map((v) => v.sku)).toEqual(p.variants.map((v) => v.sku));
+    }
+    await expectProblem(await call("/v1/products/p-nope-nope"), 404);
+  });
+});
+
+describe("listings across partitions (k-way merge, keyset cursors)", () => {
+  const filters: { name: string; query: string; keep: (p: SeedProduct) => boolean }[] = [
+    { name: "whole catalog", query: "", keep: () => true },
+    { name: "category subtree", query: "category=electronics", keep: (p) => subtreeOf("electronics").has(p.categoryId) },
+    { name: "in stock, price range", query: "in_stock=true&min_price=5000&max_price=30000", keep: (p) => sellable.get(p.id)! && minPrice(p, "USD") >= 5000 && minPrice(p, "USD") <= 30000 },
+  ];
+  for (const f of filters) {
+    for (const sort of ["newest", "price_asc", "price_desc", "relevance"]) {
+      it(`${f.name}, sort=${sort}: every matching product exactly once, in sort order, over deep pages`, async () => {
+        const { items, pages } = await walk(`/v1/products?sort=${sort}${f.query ? `&${f.query}` : ""}`, 9);
+        const want = products.filter(f.keep);
+        expect(want.length).toBeGreaterThan(10);
+        expect(pages).toBeGreaterThan(1);
+        expect(items.map((i) => i.id)).toEqual(expectedOrder(want, sort === "relevance" ? "newest" : sort));
+        expect(new Set(items.map((i) => i.id)).size).toBe(items.length);
+        // Both partitions contribute to the merged pages.
+        expect(new Set(items.map((i) => partitionOf(env, i.id))).size).toBe(2);
+      });
+    }
+  }
+
+  it("a brand filter with in_stock merges the two partitions' index ranges", async () => {
+    const brand = products[7]!.brand;
+    const { items } = await walk(`/v1/products?brand=${encodeURIComponent(brand)}&in_stock=true&sort=price_asc`, 4);
+    expect(items.map((i) => i.id)).toEqual(expectedOrder(products.filter((p) => p.brand === brand && sellable.get(p.id)), "price_asc"));
+    expect(items.every((i) => i.in_stock)).toBe(true);
+  });
+
+  it("a cursor from a partitioned page is refused for another filter (400)", async () => {
+    const body = await (await call("/v1/products?sort=newest&limit=5")).json<Page>();
+    expect(body.next_cursor).toBeTruthy();
+    await expectProblem(await call(`/v1/products?sort=price_asc&limit=5&cursor=${encodeURIComponent(body.next_cursor!)}`), 400);
+  });
+});
+
+describe("search and facets across partitions", () => {
+  it("no-query facets and total are the sum of both partitions' facet_counts", async () => {
+    const body = await (await call("/v1/search?currency=USD")).json<Search>();
+    expect(body.total).toBe(SEEDED);
+    expect(actualFacets(body)).toEqual(bruteFacets(products, "USD"));
+  });
+
+  it("a query's total, facets and pages cover the matches of both partitions", async () => {
+    for (const q of ["black", products[33]!.brand.toLowerCase()]) {
+      const want = products.filter((p) => matches(p, q));
+      expect(want.length, q).toBeGreaterThan(3);
+      const first = await (await call(`/v1/search?q=${encodeURIComponent(q)}&limit=5`)).json<Search>();
+      expect(first.total, q).toBe(want.length);
+      expect(first.total_exact).toBe(true);
+      expect(actualFacets(first), q).toEqual(bruteFacets(want, "USD"));
+      expect(first.facets_exact).toBe(true);
+      // Relevance pages (bm25 per partition, merged by score): each match exactly once.
+      const byScore = await walk(`/v1/search?q=${encodeURIComponent(q)}`, 5);
+      expect(byScore.items.map((i) => i.id).sort(), q).toEqual(want.map((p) => p.id).sort());
+      const byPrice = await walk(`/v1/search?q=${encodeURIComponent(q)}&sort=price_desc`, 4);
+      expect(byPrice.items.map((i) => i.id), q).toEqual(expectedOrder(want, "price_desc"));
+    }
+  });
+
+  it("search with a category filter: totals and facets over the subtree in both partitions", async () => {
+    const electronics = subtreeOf("electronics");
+    const want = products.filter((p) => electronics.has(p.categoryId) && matches(p, "black"));
+    const body = await (await call("/v1/search?q=black&category=electronics")).json<Search>();
+    expect(body.total).toBe(want.length);
+    expect(actualFacets(body)).toEqual(bruteFacets(want, "USD"));
+  });
+
+  it("category product counts add up both partitions", async () => {
+    const { items: tree } = await (await call("/v1/categories")).json<{ items: { id: string; product_count: number }[] }>();
+    expect(tree.reduce((n, c) => n + c.product_count, 0)).toBe(SEEDED);
+    const electronics = tree.find((c) => c.id === "cat-electronics")!;
+    expect(electronics.product_count).toBe(products.filter((p) => subtreeOf("electronics").has(p.categoryId)).length);
+  });
+});
+
+/** Two ids, one hashing to each partition. */
+function idsInBothPartitions(prefix: string): [string, string] {
+  const found: string[] = [];
+  for (let i = 0; found.length < 2 && i < 1000; i++) {
+    const id = uid(prefix);
+    if (partitionOf(env, id) === found.length) found.push(id);
+  }
+  return found as [string, string];
+}
+
+const body = (id: string, title = `Partitioned ${id}`) => ({
+  slug: id.toLowerCase(),
+  title,
+  description: "Sharded.",
+  brand: "Kestrel",
+  category_id: "cat-running",
+  attributes: { color: "orange" },
+  variants: [{ sku: `${id}-S`, title: "S", options: { size: "S" }, prices: { USD: 12900, EUR: 11900 } }],
+});
+
+describe("writes and their events", () => {
+  it("an admin write lands in the product's partition with its outbox row, and its event refreshes KV from there", async () => {
+    for (const id of idsInBothPartitions("pw")) {
+      const res = await json("PUT", `/admin/products/${id}`, body(id), admin());
+      expect(res.status, await res.clone().text()).toBe(201);
+      const home = catalogDb(env, id);
+      const other = allCatalogDbs(env).find((db) => db !== home)!;
+      expect(await home.prepare("SELECT version FROM products WHERE id = ?").bind(id).first()).toEqual({ version: 1 });
+      expect(await other.prepare("SELECT id FROM products WHERE id = ?").bind(id).first()).toBeNull();
+      expect(await other.prepare("SELECT id FROM outbox WHERE entity_id = ?").bind(id).first()).toBeNull();
+      // The consumer rebuilds the document from the product's own partition: KV ends up with it, sent_at set.
+      await vi.waitFor(async () => {
+        const doc = await env.CATALOG_KV.get<{ version: number; title: string }>(`product:${id}`, "json");
+        expect(doc?.title).toBe(`Partitioned ${id}`);
+        const row = await home.prepare("SELECT sent_at FROM outbox WHERE entity_id = ?").bind(id).first<{ sent_at: number | null }>();
+        expect(row?.sent_at).not.toBeNull();
+      }, { timeout: 5_000, interval: 50 });
+      // If-Match is checked against the partition's row: stale → 412, current → 200, events in version order.
+      await expectProblem(await json("PATCH", `/admin/products/${id}`, { title: "Stale" }, admin({ "if-match": '"7"' })), 412);
+      const ok = await json("PATCH", `/admin/products/${id}`, { title: "Second" }, admin({ "if-match": '"1"' }));
+      expect(ok.status).toBe(200);
+      const events = await home.prepare("SELECT version FROM outbox WHERE entity_id = ? ORDER BY id").bind(id).all<{ version: number }>();
+      expect(events.results.map((e) => e.version)).toEqual([1, 2]);
+      await vi.waitFor(async () => {
+        expect((await env.CATALOG_KV.get<{ version: number }>(`product:${id}`, "json"))?.version).toBe(2);
+      }, { timeout: 5_000, interval: 50 });
+    }
+  });
+
+  it("a SKU owned by a product of the other partition is refused (409)", async () => {
+    const [a, b] = idsInBothPartitions("psku");
+    expect((await json("PUT", `/admin/products/${a}`, body(a), admin())).status).toBe(201);
+    const clash = { ...body(b), variants: [{ sku: `${a}-S`, title: "S", options: { size: "S" }, prices: { USD: 100 } }] };
+    await expectProblem(await json("PUT", `/admin/products/${b}`, clash, admin()), 409);
+  });
+
+  it("stock events update the availability of the SKU's own partition only", async () => {
+    const p = products.find((x) => partitionOf(env, x.id) === 1)!;
+    const sku = p.variants[0]!.sku;
+    const owners = await applyStockEvents(allCatalogDbs(env), [
+      { type: "stock.changed", sku, location: "loc-us-east", on_hand: 777, reserved: 0, available: 777, safety_stock: 0, low_stock: 5, status: "in_stock", seq: 1_000_000, occurred_at: Date.now() },
+    ], Date.now());
+    expect(owners.get(sku)).toBe(p.id);
+    expect(await env.CATALOG_1!.prepare("SELECT on_hand FROM availability WHERE sku = ? AND location_id = 'loc-us-east'").bind(sku).first()).toEqual({ on_hand: 777 });
+    expect(await env.DB.prepare("SELECT on_hand FROM availability WHERE sku = ?").bind(sku).first()).toBeNull();
+  });
+});
+
+describe("affiliate feeds across partitions", () => {
+  async function affiliateKey(): Promise<string> {
+    const tracking = uid("trk").toLowerCase().replace(/[^a-z0-9]/g, "");
+    const res = await json("POST", "/admin/affiliates", { name: "Partitioned publisher", tracking_id: tracking, allowed_origins: ["https://publisher.example"] }, admin());
+    expect(res.status, await res.clone().text()).toBe(201);
+    return (await res.json<{ key: { key: string } }>()).key.key;
+  }
+  type FeedBody = { items: { id: string }[]; removed: { id: string }[]; next_cursor: string | null; next_since: string; has_more: boolean };
+  const feed = async (key: string, query: string) => {
+    const res = await call(`/v1/feeds/products?format=json&${query}`, { headers: { authorization: `Bearer ${key}` } });
+    expect(res.status, await res.clone().text()).toBe(200);
+    return res.json<FeedBody>();
+  };
+  const decode = (token: string) => JSON.parse(atob(token.replace(/-/g, "+").replace(/_/g, "/"))) as { v: number; seq: number[] };
+
+  it("a full sync pages both partitions by id, each active product once; since then holds one position per partition", async () => {
+    const key = await affiliateKey();
+    const seen: string[] = [];
+    let page = await feed(key, "limit=37");
+    seen.push(...page.items.map((i) => i.id));
+    while (page.next_cursor) {
+      page = await feed(key, `limit=37&cursor=${encodeURIComponent(page.next_cursor)}`);
+      seen.push(...page.items.map((i) => i.id));
+    }
+    const active = (await Promise.all(allCatalogDbs(env).map((db) => db.prepare("SELECT id FROM products WHERE status = 'active'").all<{ id: string }>()))).flatMap((r) =>
+      r.results.map((x) => x.id),
+    );
+    expect(seen).toEqual([...active].sort());
+    const since = decode(page.next_since);
+    expect(since.v).toBe(2);
+    expect(since.seq).toHaveLength(2);
+
+    // Changes in both partitions after the sync: the delta lists each once, paging one change at a time.
+    const changed = idsInBothPartitions("pf");
+    for (const id of changed) expect((await json("PUT", `/admin/products/${id}`, body(id), admin())).status).toBe(201);
+    const archived = products.find((p) => partitionOf(env, p.id) === 0)!.id;
+    expect((await call(`/admin/products/${archived}`, { method: "DELETE", headers: admin() })).status).toBe(200);
+    const delta: string[] = [];
+    const removed: string[] = [];
+    let token = page.next_since;
+    for (let i = 0; i < 10; i++) {
+      const d = await feed(key, `limit=1&since=${encodeURIComponent(token)}`);
+      delta.push(...d.items.map((x) => x.id));
+      removed.push(...d.removed.map((x) => x.id));
+      token = d.next_since;
+      if (!d.has_more) break;
+    }
+    expect(delta.sort()).toEqual([...changed].sort());
+    expect(removed).toEqual([archived]);
+    // Nothing more after the last position of each partition.
+    const after = await feed(key, `since=${encodeURIComponent(token)}`);
+    expect(after.items).toEqual([]);
+    expect(after.removed).toEqual([]);
+    // A single-number token (one database) resumes every partition from that position: nothing is skipped.
+    const legacy = btoa(JSON.stringify({ v: 1, seq: Math.min(...since.seq) })).replace(/=+$/, "");
+    const all = await feed(key, `limit=1000&since=${legacy}`);
+    expect(all.items.map((x) => x.id)).toEqual(expect.arrayContaining(changed));
+    await expectProblem(await call(`/v1/feeds/products?since=${btoa(JSON.stringify({ v: 2, seq: [1, 2, 3] }))}`, { headers: { authorization: `Bearer ${key}` } }), 400);
+  });
+
+  it("one product from the other partition by id", async () => {
+    const key = await affiliateKey();
+    const p = products.find((x) => partitionOf(env, x.id) === 1)!;
+    const res = await call(`/v1/feeds/products/${p.id}?format=json`, { headers: { authorization: `Bearer ${key}` } });
+    expect(res.status).toBe(200);
+    expect((await res.json<{ item: { id: string } }>()).item.id).toBe(p.id);
+  });
+});
