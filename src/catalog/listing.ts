@@ -302,13 +302,20 @@ export function hasFilters(p: ListingParams): boolean {
 type PartitionResult = { rows: ItemRow[]; facetRows?: FacetRow[]; categoryRows?: CategoryRow[]; dir: "ASC" | "DESC" };
 
 /** One partition's page (plus, when asked, total and facet rows) in a single D1 round trip (one batch). */
-async function queryPartition(origin: OriginSession, p: ListingParams, opts: { facets: boolean; total: boolean }, withCategories: boolean): Promise<PartitionResult> {
+async function queryPartition(
+  origin: OriginSession,
+  p: ListingParams,
+  opts: { facets: boolean; total: boolean },
+  withCategories: boolean,
+  categoryIds: () => Promise<string[]>,
+): Promise<PartitionResult> {
+  // Each partition corrects typos against its own FTS vocabulary.
   const pl = plan(p, p.q ? ftsQuery(await correctTerms(origin, p.q)) : undefined);
   const after = decodeCursor(p);
   const keyset: SQL[] = after ? [keysetSql(pl, after)] : [];
   const dir = sql.raw(pl.dir);
   const whereAll = sql.join([...pl.where, ...keyset], sql` AND `);
-  const subtree = p.category && !pl.withQuery ? await subtreeIds(origin, p.category) : undefined;
+  const subtree = p.category && !pl.withQuery ? await categoryIds() : undefined;
   const itemsQuery = (pl.withQuery ? searchItemsQuery(p, pl, after) : browseItemsQuery(p, pl, after, subtree)) ?? sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
       p.min_prices, p.price_badges, p.created_at, ${pl.sortExpr} AS sort_key
     FROM ${pl.from} LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
@@ -393,7 +400,10 @@ function sumFacetRows(parts: FacetRow[][]): FacetRow[] {
  */
 export async function runListing(origin: OriginSession | readonly OriginSession[], p: ListingParams, opts: { facets: boolean; total: boolean; now: number }): Promise<ListingPage> {
   const origins = Array.isArray(origin) ? (origin as readonly OriginSession[]) : [origin as OriginSession];
-  const parts = await Promise.all(origins.map((o, i) => queryPartition(o, p, opts, i === 0)));
+  // The category subtree is read once (categories are the same in every partition), and only by a browse page.
+  let subtree: Promise<string[]> | undefined;
+  const categoryIds = () => (subtree ??= subtreeIds(origins[0]!, p.category!));
+  const parts = await Promise.all(origins.map((o, i) => queryPartition(o, p, opts, i === 0, categoryIds)));
   const rows = parts.length === 1 ? parts[0]!.rows : mergePages(parts.map((r) => r.rows), rowOrder(parts[0]!.dir), p.limit + 1);
   const facetRows = parts[0]!.facetRows && (parts.length === 1 ? parts[0]!.facetRows : sumFacetRows(parts.map((r) => r.facetRows ?? [])));
   const categoryRows = parts[0]!.categoryRows;
