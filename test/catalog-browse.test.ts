@@ -1,6 +1,5 @@
 import { env } from "cloudflare:test";
 import { beforeAll, describe, expect, it, vi } from "vitest";
-import { priceBucketLabel } from "../src/catalog/facets";
 import { categories as seedCategories, type SeedProduct } from "../src/seed/generate";
 import { originSession, type OriginSession } from "../src/catalog/origin";
 import { correctTerms } from "../src/catalog/search-terms";
