@@ -3,7 +3,7 @@ import type { AppEnv } from "./env";
 import { onError } from "./lib/errors";
 import { notFoundHandler } from "./lib/not-found";
 import { requestId } from "./lib/request-id";
-import { bodySizeLimit, contentTypeCheck, guardBindings, inputHygiene, requestShapeLimits } from "./lib/protection";
+import { bodySizeLimit, contentTypeCheck, drainUnreadBody, guardBindings, inputHygiene, requestShapeLimits } from "./lib/protection";
 import { rateLimit } from "./lib/rate-limit";
 import { shedLoad } from "./lib/load-shed";
 import { countTiers } from "./lib/tier-stats";
@@ -42,6 +42,8 @@ import { adminWebhooksApp } from "./routes/admin-webhooks";
 export function buildApp() {
   const app = createApp();
   app.use("*", requestId);
+  // Outermost after the id: whatever answered early, the unread request body is consumed before the answer leaves.
+  app.use("*", drainUnreadBody);
   // Per-minute request counts and latency per route class, for the console's history and SLOs.
   app.use("*", recordRequests);
   // Cheap rejections first (414/431/400 for control characters and bad encodings/415/413), then every binding call

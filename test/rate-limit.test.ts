@@ -112,6 +112,29 @@ describe("per-client rate limits", () => {
     await real.body?.cancel();
   });
 
+  it("an answer given before the body mattered (401 unknown key, 429, 404) still reads the request body, so the connection stays usable", async () => {
+    const app = buildApp();
+    // With its length declared, as a client sends it (the body limit then checks the header and leaves the body be).
+    const post = (path: string, headers: Record<string, string>) => {
+      const body = JSON.stringify({ items: [{ sku: uid("SKU"), quantity: 1 }] });
+      return new Request(`http://x${path}`, { method: "POST", headers: { "content-type": "application/json", "content-length": String(body.length), "cf-connecting-ip": "203.0.113.91", ...headers }, body });
+    };
+    const outcomes: { status: number; bodyUsed: boolean }[] = [];
+    for (const req of [
+      post("/v1/reservations", { authorization: `Bearer ${crypto.randomUUID()}` }),
+      post("/v1/no-such-route", {}),
+      ...Array.from({ length: UNVERIFIED_LIMIT.limit + 5 }, () => post("/v1/reservations", { authorization: `Bearer ${crypto.randomUUID()}` })),
+    ]) {
+      const res = await app.fetch(req, env, createExecutionContext());
+      await res.body?.cancel();
+      outcomes.push({ status: res.status, bodyUsed: req.bodyUsed });
+    }
+    expect(outcomes[0]!.status).toBe(401);
+    expect(outcomes[1]!.status).toBe(404);
+    expect(outcomes.some((o) => o.status === 429)).toBe(true);
+    expect(outcomes.filter((o) => !o.bodyUsed)).toEqual([]);
+  });
+
   it("strong reads (availability) have their own, tighter class, enforced by RL_STRONG", async () => {
     const refusing = { ...env, RL_STRONG: { limit: async () => ({ success: false }) } } as unknown as Env;
     const res = await viaApp(new Request("http://x/v1/availability?skus=SKU-RL", { headers: { "cf-connecting-ip": "203.0.113.62" } }), refusing);

@@ -4,7 +4,7 @@
  * server on its own port and `--persist-to`, awaited on /health and stopped by process group.
  */
 import { execFileSync, spawn } from "node:child_process";
-import { rmSync } from "node:fs";
+import { openSync, rmSync } from "node:fs";
 import path from "node:path";
 
 /** No metrics upload, no cf-object fetch: nothing leaves the machine and startup does not wait on the network. */
@@ -41,6 +41,10 @@ export type DevServerOptions = {
   vars?: Record<string, string>;
   /** /health polls, 250 ms apart, before giving up waiting (the bench then goes on and its requests fail). */
   healthTries?: number;
+  /** wrangler's own output goes to this file (default: discarded). */
+  logFile?: string;
+  /** `--log-level` (default: error). */
+  logLevel?: string;
   /** Also exit (and so stop the server) on Ctrl-C; the server runs in its own process group and would survive it. */
   exitOnSigint?: boolean;
 };
@@ -51,10 +55,11 @@ export async function startDevServer(opts: DevServerOptions): Promise<{ origin: 
   const origin = `http://127.0.0.1:${port}`;
   const args = ["--no-install", "wrangler", "dev"];
   if (opts.entry) args.push(opts.entry, "--no-bundle");
-  args.push("--port", port, "--ip", "127.0.0.1", "--persist-to", opts.persist, "--log-level", "error");
+  args.push("--port", port, "--ip", "127.0.0.1", "--persist-to", opts.persist, "--log-level", opts.logLevel ?? "error");
   if (opts.inspectorPort !== undefined) args.push("--inspector-port", String(opts.inspectorPort));
   for (const [name, value] of Object.entries(opts.vars ?? {})) args.push("--var", `${name}:${value}`);
-  const dev = spawn("npx", args, { env, detached: true, stdio: "ignore" });
+  const out = opts.logFile ? openSync(opts.logFile, "w") : "ignore";
+  const dev = spawn("npx", args, { env, detached: true, stdio: ["ignore", out, out] });
   const stop = () => {
     try {
       process.kill(-dev.pid!, "SIGTERM");

@@ -1,18 +1,26 @@
 /**
  * Soak: a long mixed run against a real `wrangler dev`, watching the runtime's memory.
  *
- *   npx tsx bench/soak/run.ts [--requests 50000] [--concurrency 16] [--products 2000] [--port 8821]
+ *   npx tsx bench/soak/prepare.ts [--products 2000]          # once, under /work/wt/heavy: seed + bundle
+ *   npx tsx bench/soak/run.ts [--requests 50000] [--concurrency 16] [--products 2000] [--port 8831]
+ *                             [--only bearer,hostile] [--report bench/results/soak.md]
  *
- * Sends hostile reads (random bearers on every route class, junk and control characters in queries, overlong
- * ids and URLs, made-up SKUs), valid reads (products, listings, search, categories, availability, feeds),
- * reservations (each released again), admin writes, small imports and recommendation rebuild requests. Samples
- * the resident memory of the workerd processes every second and writes bench/results/soak.md: requests/s,
- * status counts, 5xx, RSS at start/peak/end and its growth after warm-up (the first 10% of requests).
+ * Classes (bench/soak/mix.ts): hostile reads, random bearers on keyed routes, valid reads, availability,
+ * reservations (committed or released), admin writes, stock adjustments (queue-heavy), imports and recommendation
+ * rebuilds; `--only` drives a subset, to find which traffic makes the runtime grow.
+ *
+ * Every second it samples the resident memory of each workerd process under wrangler and the JS heap of the
+ * Worker's isolate (Chrome DevTools protocol on the inspector port, port + 500): RSS is what the local runtime
+ * holds in total (Durable Objects it keeps, SQLite caches, its KV/Cache/Queue simulation, the isolate), the heap
+ * after a forced GC is what our code keeps. Warm-up is the first 10 % of requests; growth is measured after it.
  */
-import { readFileSync, readdirSync, writeFileSync, mkdirSync } from "node:fs";
+import { copyFileSync, cpSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, existsSync } from "node:fs";
 import path from "node:path";
-import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
+import { startDevServer } from "../lib/dev-server";
+import { connectInspector, connectRuntimeIsolates, type Inspector } from "../lib/inspector";
 import { statusJson } from "../lib/stats";
+import { makeMix, STOREFRONT, type Req } from "./mix";
+import { SOAK_BUILD, SOAK_SEED, SOAK_STATE } from "./paths";
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -21,15 +29,22 @@ const arg = (name: string, dflt: string) => {
 const REQUESTS = Number(arg("requests", "50000"));
 const CONCURRENCY = Number(arg("concurrency", "16"));
 const PRODUCTS = Number(arg("products", "2000"));
-const PORT = Number(arg("port", "8821"));
-const WARMUP_SHARE = 0.1;
-const SHOPPERS = 50;
-const ADMIN = { authorization: "Bearer dev-admin-token" };
-const STOREFRONT = { authorization: "Bearer dev-storefront-key" };
-const AFFILIATE = { authorization: "Bearer demo-affiliate-key" };
-
-const persist = path.resolve(".wrangler/soak-state");
-const outdir = path.resolve(".wrangler/soak-build");
+const PORT = Number(arg("port", "8831"));
+const ONLY = arg("only", "");
+/** "read:3000,hostile:3000,…": drive one class after the other on ONE server and report each phase's growth. */
+const PHASES = arg("phases", "");
+const REPORT = arg("report", ONLY || PHASES ? "" : "bench/results/soak.md");
+const WARMUP_SHARE = Number(arg("warmup", "0.1"));
+/**
+ * wrangler dev's inspector proxy enables the Network domain on the runtime, which then reports every request and
+ * subrequest; the proxy keeps those messages until DevTools attaches (and forwards each to the Node side as a debug
+ * log). Both runtimes grow with every request because of it, which production has no equivalent of. By default
+ * the soak attaches as DevTools and turns the Network domain off; `--devtools-network` keeps it, to measure it.
+ */
+const KEEP_NETWORK = process.argv.includes("--devtools-network");
+/** Reads every product once before measuring (`--no-prime` to skip). */
+const PRIME = !process.argv.includes("--no-prime");
+const MB = 1024 * 1024;
 
 /** Every workerd process below `root` (wrangler → node → workerd). */
 function workerdPids(root: number): number[] {
@@ -59,187 +74,263 @@ function workerdPids(root: number): number[] {
   return out;
 }
 
-function rssMb(pids: number[]): number {
-  let kb = 0;
-  for (const pid of pids) {
-    try {
-      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-      kb += m ? Number(m[1]) : 0;
-    } catch {
-      /* gone */
-    }
+/** Resident MB of a process, or one of its parts: RssAnon (heap, allocator) or RssFile (mapped files: binary, SQLite). */
+function rssOf(pid: number, field: "VmRSS" | "RssAnon" | "RssFile" = "VmRSS"): number {
+  try {
+    const m = new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
   }
-  return kb / 1024;
 }
 
-const rand = (n: number) => Math.floor(Math.random() * n);
-const pid = (i: number) => `p-${String(1 + (i % PRODUCTS)).padStart(6, "0")}`;
-const sku = (i: number) => `SKU-${String(1 + (i % PRODUCTS)).padStart(6, "0")}-1`;
-const junk = (n: number) => Array.from({ length: n }, () => "abcdefghijklmnopqrstuvwxyz0123456789"[rand(36)]).join("");
-const ip = () => `10.${rand(256)}.${rand(256)}.${rand(256)}`;
-
-type Req = { kind: string; url: string; init?: RequestInit };
-
-/** One request of the mix (weights per 100: 40 hostile, 44 valid reads, 10 reserves, 3 admin writes, 2 imports, 1 rebuild). */
-function next(i: number, origin: string): Req {
-  const r = i % 100;
-  const bearer = { authorization: `Bearer ${crypto.randomUUID()}${junk(rand(200))}`, "cf-connecting-ip": "198.51.100.99" };
-  if (r < 40) {
-    const hostile: Req[] = [
-      { kind: "hostile", url: `/v1/feeds/products?since=${i}`, init: { headers: bearer } },
-      { kind: "hostile", url: `/v1/reservations`, init: { method: "POST", headers: { ...bearer, "content-type": "application/json", "idempotency-key": junk(12) }, body: `{"items":[{"sku":"${junk(20)}","quantity":1}]}` } },
-      { kind: "hostile", url: `/r/${junk(10)}/${junk(10)}`, init: { headers: bearer, redirect: "manual" } },
-      { kind: "hostile", url: `/v1/products/${pid(i)}?${junk(8)}=${junk(1500)}`, init: { headers: { "cf-connecting-ip": ip() } } },
-      { kind: "hostile", url: `/v1/products?category=a%0A${junk(6)}`, init: { headers: { "cf-connecting-ip": ip() } } },
-      { kind: "hostile", url: `/v1/search?brand=${junk(4)}%00${junk(4)}&q=${junk(5)}`, init: { headers: { "cf-connecting-ip": ip() } } },
-      { kind: "hostile", url: `/v1/search?q=${junk(8)}&brand=${Array.from({ length: 60 }, () => junk(6)).join(",")}`, init: { headers: { "cf-connecting-ip": ip() } } },
-      { kind: "hostile", url: `/v1/products/${junk(90)}`, init: { headers: bearer } },
-      { kind: "hostile", url: `/v1/availability?skus=${Array.from({ length: 20 }, () => junk(10)).join(",")}`, init: { headers: bearer } },
-      { kind: "hostile", url: `/v1/products/${pid(i)}?q=${"x".repeat(9000)}` },
-      { kind: "hostile", url: `/v1/products/${pid(i)}`, init: { headers: { "x-d1-bookmark": "first-primary", "cf-connecting-ip": ip() } } },
-      { kind: "hostile", url: `/v1/products/${pid(i)}/recommendations?intent=related&exclude=${junk(300)}`, init: { headers: bearer } },
-    ];
-    return hostile[i % hostile.length]!;
-  }
-  if (r < 84) {
-    const reads: Req[] = [
-      { kind: "read", url: `/v1/products/${pid(rand(PRODUCTS))}` },
-      { kind: "read", url: `/v1/products/${pid(rand(PRODUCTS))}?currency=EUR&locale=de` },
-      { kind: "read", url: `/v1/products?category=electronics&sort=price_asc&limit=20` },
-      { kind: "read", url: `/v1/search?q=${["wireless", "shoe", "lamp", "trail", "cotton"][rand(5)]}` },
-      { kind: "read", url: `/v1/categories` },
-      { kind: "read", url: `/v1/availability?skus=${sku(rand(PRODUCTS))},${sku(rand(PRODUCTS))}` },
-      { kind: "read", url: `/v1/feeds/products?limit=50`, init: { headers: AFFILIATE } },
-      { kind: "read", url: `/v1/products/${pid(rand(PRODUCTS))}/recommendations?intent=related` },
-    ];
-    return reads[i % reads.length]!;
-  }
-  if (r < 94) {
-    return {
-      kind: "reserve",
-      url: "/v1/reservations",
-      // A pool of shoppers: each one has its own hoarding-cap object, and wrangler dev keeps every object it ever
-      // made in memory (production evicts idle ones), so a fresh shopper per request would measure that instead.
-      init: {
-        method: "POST",
-        headers: { ...STOREFRONT, "content-type": "application/json", "idempotency-key": `soak-${i}-${junk(6)}`, "x-shopper-id": `shopper-${i % SHOPPERS}`, "cf-connecting-ip": "198.51.100.120" },
-        body: JSON.stringify({ items: [{ sku: sku(rand(PRODUCTS)), quantity: 1 }], ttl_seconds: 60 }),
-      },
-    };
-  }
-  if (r < 97) {
-    const id = `p-soak-${i}`;
-    const body = { slug: id, title: `Soak product ${i}`, brand: "Soak", category_id: "cat-electronics", variants: [{ sku: `SOAK-${i}`, title: "One", prices: { USD: 1000 + (i % 500) } }] };
-    return { kind: "admin", url: `/admin/products/${id}`, init: { method: "PUT", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify(body) } };
-  }
-  if (r < 99) {
-    const lines = Array.from({ length: 5 }, (_, k) => JSON.stringify({ id: `p-soakimp-${i}-${k}`, slug: `p-soakimp-${i}-${k}`, title: `Imported ${i}/${k}`, brand: "SoakImport", category_id: "cat-electronics", variants: [{ sku: `SOAKIMP-${i}-${k}`, title: "One", prices: { USD: 999 } }] }));
-    return { kind: "import", url: "/admin/import", init: { method: "POST", headers: { ...ADMIN, "content-type": "application/x-ndjson" }, body: lines.join("\n") } };
-  }
-  return { kind: "rebuild", url: "/admin/recommendations/rebuild", init: { method: "POST", headers: ADMIN } };
+/** Durable Objects the local runtime has created (one SQLite file each under the persist directory). */
+function objectCounts(): Record<string, number> {
+  const root = path.join(SOAK_STATE, "v3", "do");
+  if (!existsSync(root)) return {};
+  const out: Record<string, number> = {};
+  for (const ns of readdirSync(root)) out[ns.replace(/^edgeshelf-/, "")] = readdirSync(path.join(root, ns)).filter((f) => f.endsWith(".sqlite")).length;
+  return out;
 }
 
 async function main() {
-  console.log(`soak: fresh database with ${PRODUCTS} products, bundle, wrangler dev on ${PORT}…`);
-  freshDatabase(persist, PRODUCTS);
-  const entry = buildOnce(outdir);
-  const server = await startDevServer({ port: PORT, inspectorPort: PORT + 500, persist, entry, healthTries: 480 });
-  const pids = () => workerdPids(server.pid);
-  console.log(`soak: workerd pids ${pids().join(",")}`);
+  if (!existsSync(SOAK_SEED) || !existsSync(path.join(SOAK_BUILD, "index.js"))) throw new Error("run `npx tsx bench/soak/prepare.ts` first");
+  rmSync(SOAK_STATE, { recursive: true, force: true });
+  cpSync(SOAK_SEED, SOAK_STATE, { recursive: true });
+  const { classes, weights } = makeMix(PRODUCTS);
+  const chosen = ONLY ? ONLY.split(",").map((k) => [k, 1] as [string, number]) : weights;
+  for (const [k] of chosen) if (!classes[k]) throw new Error(`unknown class ${k}; known: ${Object.keys(classes).join(", ")}`);
+  // One slot per weight unit, spread evenly (a fixed interleave keeps runs comparable).
+  const slots: string[] = [];
+  const total = chosen.reduce((n, [, w]) => n + w, 0);
+  for (let s = 0; s < total; s++) {
+    let best = chosen[0]![0];
+    let bestScore = -Infinity;
+    for (const [k, w] of chosen) {
+      const score = w * (s + 1) / total - slots.filter((x) => x === k).length;
+      if (score > bestScore) (bestScore = score), (best = k);
+    }
+    slots.push(best);
+  }
+  const next = (i: number): Req => classes[slots[i % slots.length]!]!(Math.floor(i / slots.length) * 7919 + i);
 
-  const samples: { t: number; rss: number; done: number }[] = [];
+  // The admin and storefront credentials come from .dev.vars, as with `npm run dev`.
+  if (!existsSync(".dev.vars")) copyFileSync(".dev.vars.example", ".dev.vars");
+  const server = await startDevServer({ port: PORT, inspectorPort: PORT + 500, persist: SOAK_STATE, entry: path.join(SOAK_BUILD, "index.js"), healthTries: 480, logFile: ".wrangler/soak-wrangler.log", logLevel: arg("log-level", "error") });
+  // Two workerd processes: wrangler's proxy (the port we call, the DevTools proxy) and the runtime that serves the
+  // Worker, its Durable Objects and miniflare's simulations; the runtime is the one started with --inspector-addr.
+  const isRuntime = (p: number) => readFileSync(`/proc/${p}/cmdline`, "utf8").includes("--inspector-addr");
+  const pids = workerdPids(server.pid).sort((a, b) => Number(isRuntime(a)) - Number(isRuntime(b)));
+  const runtimePid = pids.find(isRuntime);
+  const rss = () => pids.reduce((n, p) => n + rssOf(p), 0);
+  let inspector: Inspector | undefined;
+  try {
+    inspector = await connectInspector(PORT + 500);
+  } catch (err) {
+    console.log(`soak: no JS heap figures (${String(err)})`);
+  }
+  if (inspector && !KEEP_NETWORK) await inspector.call("Network.disable").catch((err) => console.log(`soak: Network.disable failed: ${String(err)}`));
+  const heapMb = async () => (inspector ? ((await inspector.heap()).usedSize / MB) : NaN);
+  const simulations = runtimePid ? await connectRuntimeIsolates(runtimePid).catch(() => new Map<string, Inspector>()) : new Map<string, Inspector>();
+  /** JS heap of miniflare's own isolates in the runtime (Cache, KV, D1, Queues, assets, entry). */
+  const simulationHeapMb = async () => {
+    let used = 0;
+    for (const i of simulations.values()) used += (await i.heap()).usedSize;
+    return simulations.size ? used / MB : NaN;
+  };
+  if (PRIME) {
+    // Warm-up that production has too: the first read of every product fills Cache and KV (one time per product).
+    const t0 = Date.now();
+    let k = 0;
+    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+      while (k < PRODUCTS) {
+        const id = `p-${String(1 + k++).padStart(6, "0")}`;
+        await fetch(`${server.origin}/v1/products/${id}`).then((r) => r.text(), () => "");
+      }
+    }));
+    console.log(`soak: primed ${PRODUCTS} product reads in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+  console.log(`soak: workerd pids ${pids.join(",")} (rss ${pids.map((p) => rssOf(p).toFixed(0)).join(" + ")} MB), classes ${slots.length <= 12 ? slots.join(",") : ONLY || "full mix"}, load ${load()}`);
+
+  const errors: string[] = [];
+  type Sample = { t: number; rss: number; per: number[]; anon: number[]; heap: number; sim: number; done: number };
+  const samples: Sample[] = [];
   const started = Date.now();
   let done = 0;
-  const sampler = setInterval(() => samples.push({ t: (Date.now() - started) / 1000, rss: rssMb(pids()), done }), 1000);
-  samples.push({ t: 0, rss: rssMb(pids()), done: 0 });
+  const sample = async (): Promise<Sample> => {
+    const s = { t: (Date.now() - started) / 1000, rss: rss(), per: pids.map((p) => rssOf(p)), anon: pids.map((p) => rssOf(p, "RssAnon")), heap: await heapMb().catch(() => NaN), sim: await simulationHeapMb().catch(() => NaN), done };
+    samples.push(s);
+    return s;
+  };
+  const first = await sample();
+  const startLoad = load();
+  if (PHASES) {
+    const rows: string[] = [];
+    let before = first;
+    let objBefore = objectCounts();
+    for (const phase of PHASES.split(",")) {
+      const [kind, n] = phase.split(":") as [string, string];
+      const make = classes[kind];
+      if (!make) throw new Error(`unknown class ${kind}`);
+      const st = new Map<number, number>();
+      let k = 0;
+      const t0 = Date.now();
+      const drive = async () => {
+        while (k < Number(n)) {
+          const i = k++;
+          const req = make(i);
+          let status = 0;
+          try {
+            const res = await fetch(server.origin + req.url, { ...req.init, signal: AbortSignal.timeout(30_000) });
+            status = res.status;
+            const text = await res.text();
+            if (req.kind === "reserve" && status === 201) {
+              const id = (JSON.parse(text) as { id: string }).id;
+              const headers = { ...STOREFRONT, "x-shopper-id": req.shopper!, "cf-connecting-ip": "198.51.100.120" };
+              await (await fetch(server.origin + (i % 2 ? `/v1/reservations/${id}` : `/v1/reservations/${id}/commit`), { method: i % 2 ? "DELETE" : "POST", headers })).text();
+            }
+            if (status >= 500 && errors.length < 30) errors.push(`${kind} ${req.url.slice(0, 80)} -> ${status} ${text.slice(0, 200)}`);
+          } catch (err) {
+            if (errors.length < 30) errors.push(`${kind} ${req.url.slice(0, 80)} -> ${String(err)}`);
+          }
+          st.set(status, (st.get(status) ?? 0) + 1);
+        }
+      };
+      await Promise.all(Array.from({ length: CONCURRENCY }, drive));
+      const secs = (Date.now() - t0) / 1000;
+      await new Promise((r) => setTimeout(r, 3000)); // let queue consumers and alarms settle
+      const after = await sample();
+      const objAfter = objectCounts();
+      const objDelta = Object.fromEntries(Object.entries(objAfter).map(([ns, c]) => [ns, c - (objBefore[ns] ?? 0)]).filter(([, d]) => d));
+      const row = `| ${kind} | ${n} | ${(Number(n) / secs).toFixed(0)} | ${statusJson(st)} | ${(after.rss - before.rss).toFixed(1)} (${after.per.map((x, j) => (x - before.per[j]!).toFixed(1)).join(" / ")}; anon ${after.anon.map((x, j) => (x - before.anon[j]!).toFixed(1)).join(" / ")}) | ${after.rss.toFixed(0)} | ${(after.heap - before.heap).toFixed(1)} | ${after.heap.toFixed(1)} | ${after.sim.toFixed(1)} | ${JSON.stringify(objDelta)} |`;
+      console.log(row);
+      rows.push(row);
+      before = after;
+      objBefore = objAfter;
+    }
+    console.log(`| class | requests | req/s | statuses | RSS growth MB (proxy / runtime) | RSS after | Worker heap growth MB | Worker heap after | miniflare isolates' heap after | new objects |\n|---|---|---|---|---|---|---|---|---|---|\n${rows.join("\n")}`);
+    if (errors.length) console.log(errors.join("\n"));
+    inspector?.close();
+    server.stop();
+    process.exit(0);
+  }
+  const sampler = setInterval(() => void sample(), 1000);
 
   const statuses = new Map<number, number>();
   const byKind = new Map<string, Map<number, number>>();
-  const errors: string[] = [];
   let issued = 0;
-  let warmRss = NaN;
+  let warm: Sample | undefined;
+  let warmPending: Promise<Sample> | undefined;
+  const count = (kind: string, status: number) => {
+    statuses.set(status, (statuses.get(status) ?? 0) + 1);
+    const k = byKind.get(kind) ?? new Map<number, number>();
+    k.set(status, (k.get(status) ?? 0) + 1);
+    byKind.set(kind, k);
+  };
+  const send = async (kind: string, url: string, init?: RequestInit): Promise<{ status: number; text: string }> => {
+    let status = 0;
+    let text = "";
+    try {
+      const res = await fetch(server.origin + url, { ...init, signal: AbortSignal.timeout(30_000) });
+      status = res.status;
+      text = await res.text();
+    } catch (err) {
+      text = String(err);
+    }
+    if ((status >= 500 || status === 0) && errors.length < 30) errors.push(`${kind} ${init?.method ?? "GET"} ${url.slice(0, 100)} -> ${status} ${text.slice(0, 300)}`);
+    count(kind, status);
+    return { status, text };
+  };
   const worker = async () => {
     while (issued < REQUESTS) {
       const i = issued++;
-      const req = next(i, server.origin);
-      let status = 0;
-      try {
-        const res = await fetch(server.origin + req.url, { ...req.init, signal: AbortSignal.timeout(30_000) });
-        status = res.status;
-        const text = await res.text();
-        if (status >= 500 && errors.length < 20) errors.push(`${req.init?.method ?? "GET"} ${req.url.slice(0, 100)} -> ${status} ${text.slice(0, 200)}`);
-        if (req.kind === "reserve" && status === 201) {
-          const id = (JSON.parse(text) as { id: string }).id;
-          await (await fetch(`${server.origin}/v1/reservations/${id}`, { method: "DELETE", headers: { ...STOREFRONT, "x-shopper-id": `shopper-${i % SHOPPERS}` } })).text();
-        }
-      } catch (err) {
-        if (errors.length < 20) errors.push(`${req.url.slice(0, 100)} -> ${String(err)}`);
+      const req = next(i);
+      const { status, text } = await send(req.kind, req.url, req.init);
+      if (req.kind === "reserve" && status === 201) {
+        const id = (JSON.parse(text) as { id: string }).id;
+        const headers = { ...STOREFRONT, "x-shopper-id": req.shopper!, "cf-connecting-ip": "198.51.100.120" };
+        if (i % 2) await send("reserve-release", `/v1/reservations/${id}`, { method: "DELETE", headers });
+        else await send("reserve-commit", `/v1/reservations/${id}/commit`, { method: "POST", headers });
       }
-      statuses.set(status, (statuses.get(status) ?? 0) + 1);
-      const k = byKind.get(req.kind) ?? new Map<number, number>();
-      k.set(status, (k.get(status) ?? 0) + 1);
-      byKind.set(req.kind, k);
       done++;
-      if (done === Math.floor(REQUESTS * WARMUP_SHARE)) warmRss = rssMb(pids());
-      if (done % 5000 === 0) console.log(`soak: ${done}/${REQUESTS} ${statusJson(statuses)} rss ${rssMb(pids()).toFixed(0)} MB`);
+      if (done === Math.floor(REQUESTS * WARMUP_SHARE)) warmPending = sample().then((s) => (warm = s));
+      if (done % 5000 === 0) console.log(`soak: ${done}/${REQUESTS} ${statusJson(statuses)} rss ${rss().toFixed(0)} MB, load ${load()}`);
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const seconds = (Date.now() - started) / 1000;
   clearInterval(sampler);
-  const endRss = rssMb(pids());
-  samples.push({ t: seconds, rss: endRss, done });
+  await warmPending;
+  const endLoad = load();
+  const end = await sample();
   const alive = await fetch(`${server.origin}/health`).then((r) => r.ok, () => false);
+  const accounted = await fetch(`${server.origin}/admin/metrics`, { headers: { authorization: "Bearer dev-admin-token" } })
+    .then((r) => r.json() as Promise<{ memory?: { bytes: number; budget: number } }>)
+    .then((m) => m.memory, () => undefined);
+  const objects = objectCounts();
+  inspector?.close();
   server.stop();
 
-  const startRss = samples[0]!.rss;
   const peak = Math.max(...samples.map((s) => s.rss));
+  const peakHeap = Math.max(...samples.map((s) => s.heap).filter(Number.isFinite));
   const fiveXX = [...statuses].filter(([s]) => s >= 500 || s === 0).reduce((n, [, c]) => n + c, 0);
-  const growth = endRss - warmRss;
+  const w = warm ?? first;
+  const requests = [...statuses.values()].reduce((a, b) => a + b, 0);
+  const f = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : "–");
+  const summary = {
+    only: ONLY || "full",
+    requests: done,
+    http: requests,
+    seconds: +seconds.toFixed(1),
+    rps: +(requests / seconds).toFixed(0),
+    statuses: Object.fromEntries(statuses),
+    fiveXX,
+    rss: { start: +first.rss.toFixed(0), warm: +w.rss.toFixed(0), peak: +peak.toFixed(0), end: +end.rss.toFixed(0), growth: +(end.rss - w.rss).toFixed(1), perProcessEnd: end.per.map((x) => +x.toFixed(0)) },
+    heap: { start: +first.heap.toFixed(1), warm: +w.heap.toFixed(1), peak: +peakHeap.toFixed(1), end: +end.heap.toFixed(1), growth: +(end.heap - w.heap).toFixed(1) },
+    accounted,
+    objects,
+    alive,
+    load: { start: startLoad, end: endLoad },
+  };
+  console.log(`SOAK ${JSON.stringify(summary)}`);
+  if (errors.length) console.log(errors.join("\n"));
+  if (!REPORT) process.exit(0);
+
   const rows = [...byKind].map(([k, m]) => `| ${k} | ${[...m.values()].reduce((a, b) => a + b, 0)} | ${statusJson(m)} |`);
-  const curve = samples.filter((_, i) => i % Math.max(1, Math.floor(samples.length / 20)) === 0).map((s) => `| ${s.t.toFixed(0)} | ${s.done} | ${s.rss.toFixed(0)} |`);
-  const report = `# Soak: ${REQUESTS.toLocaleString("en")} mixed requests against wrangler dev
-
-Command: \`npx tsx bench/soak/run.ts --requests ${REQUESTS} --concurrency ${CONCURRENCY} --products ${PRODUCTS} --port ${PORT}\`
-(${new Date().toISOString()}; a 2-core machine shared with other sessions running tests and benches at the same time,
-so throughput is indicative only; memory is what this run is about).
-
-The server is \`wrangler dev\` serving a bundle built once, with a fresh local D1 of ${PRODUCTS} seeded products. RSS is
-the sum over the workerd processes under wrangler, sampled every second from /proc.
-
-| figure | value |
+  const curve = samples.filter((_, i) => i % Math.max(1, Math.floor(samples.length / 24)) === 0 || samples[i] === end)
+    .map((s) => `| ${s.t.toFixed(0)} | ${s.done} | ${s.rss.toFixed(0)} (${s.per.map((x) => x.toFixed(0)).join(" + ")}) | ${s.heap.toFixed(1)} |`);
+  const report = `| figure | value |
 |---|---|
-| requests | ${done} in ${seconds.toFixed(1)} s |
-| requests/s | ${(done / seconds).toFixed(0)} |
+| requests (mix draws; reservations add a commit or release each) | ${done} mix requests, ${requests} HTTP requests in ${seconds.toFixed(1)} s |
+| requests/s | ${summary.rps} |
 | status counts | ${statusJson(statuses)} |
 | 5xx (and failed connections, as 0) | ${fiveXX} |
-| RSS at start | ${startRss.toFixed(0)} MB |
-| RSS after warm-up (${WARMUP_SHARE * 100}% of requests) | ${warmRss.toFixed(0)} MB |
-| RSS peak | ${peak.toFixed(0)} MB |
-| RSS at end | ${endRss.toFixed(0)} MB |
-| growth after warm-up | ${growth.toFixed(1)} MB (target < 64 MB) |
+| workerd RSS at start (all processes) | ${f(first.rss)} MB |
+| RSS after warm-up (${WARMUP_SHARE * 100}% of requests) | ${f(w.rss)} MB |
+| RSS peak | ${f(peak)} MB |
+| RSS at end | ${f(end.rss)} MB |
+| **RSS growth after warm-up** | **${(end.rss - w.rss).toFixed(1)} MB** (target < 64 MB) |
+| isolate JS heap after GC: start / warm-up / end | ${first.heap.toFixed(1)} / ${w.heap.toFixed(1)} / ${end.heap.toFixed(1)} MB (peak before GC ${peakHeap.toFixed(1)} MB) |
+| **isolate heap growth after warm-up** | **${(end.heap - w.heap).toFixed(1)} MB** |
+| accounted per-isolate structures (isolateMemory) | ${accounted ? `${(accounted.bytes / MB).toFixed(2)} MB of ${(accounted.budget / MB).toFixed(0)} MB budget` : "–"} |
+| Durable Objects created (SQLite files) | ${JSON.stringify(objects)} |
 | server alive at the end | ${alive ? "yes" : "NO"} |
-
-Reservations come from a pool of ${SHOPPERS} shoppers (\`x-shopper-id\`): every shopper has its own hoarding-cap
-object, and \`wrangler dev\` keeps every Durable Object it ever instantiated in memory (production evicts idle
-ones), so a new shopper per request would measure that local artefact rather than the Worker.
-
-Mix per 100 requests: 40 hostile (random bearers on feed, reserve, click, product and availability routes; 1.5 KB junk
-query strings; control characters and NUL; invalid brand lists; overlong ids and URLs; bookmark reads), 44 valid
-reads, 10 reservations (each released), 3 admin product writes, 2 imports of 5 products, 1 recommendation rebuild.
+| load average (1/5/15 min) at start / end | ${startLoad} / ${endLoad} |
 
 | kind | requests | statuses |
 |---|---|---|
 ${rows.join("\n")}
 
-RSS over time:
+Memory over time (RSS: total and per workerd process):
 
-| s | requests done | RSS MB |
-|---|---|---|
+| s | requests done | RSS MB | isolate heap MB |
+|---|---|---|---|
 ${curve.join("\n")}
-${errors.length ? `\nFirst failures:\n\n${errors.map((e) => `- \`${e.replace(/`/g, "'")}\``).join("\n")}\n` : ""}`;
-  mkdirSync("bench/results", { recursive: true });
-  writeFileSync("bench/results/soak.md", report);
+${errors.length ? `\nFirst failures:\n\n${errors.map((e) => `- \`${e.replace(/`/g, "'").replace(/\n/g, " ")}\``).join("\n")}\n` : ""}`;
+  mkdirSync(path.dirname(REPORT), { recursive: true });
+  const file = REPORT.endsWith(".md") ? REPORT.replace(/\.md$/, ".run.md") : REPORT;
+  writeFileSync(file, `<!-- npx tsx bench/soak/run.ts ${process.argv.slice(2).join(" ")} -->\n${report}`);
   console.log(report);
   process.exit(0);
 }

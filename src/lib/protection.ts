@@ -181,3 +181,19 @@ export const bodySizeLimit = createMiddleware<AppEnv>(async (c, next) => {
   if (!BODY_METHODS.has(c.req.method)) return next();
   return IMPORT_PATHS.has(c.req.path) ? importBodyLimit(c, next) : jsonBodyLimit(c, next);
 });
+
+/**
+ * Reads what a handler left unread of a request body before the answer goes out (a 401, 429 or 4xx given before
+ * the body mattered). A connection whose request body is still unread cannot carry the next request, and the
+ * caller sees a dropped connection instead of our answer; under `wrangler dev` its proxy turned that into 503s for
+ * unauthenticated reservation posts. Only bodies the limits allow are read; a larger or undeclared one is
+ * cancelled (it was refused with 413, or never wanted).
+ */
+export const drainUnreadBody = createMiddleware<AppEnv>(async (c, next) => {
+  await next();
+  const req = c.req.raw;
+  if (!req.body || req.bodyUsed) return;
+  const declared = Number.parseInt(req.headers.get("content-length") ?? "", 10);
+  if (Number.isFinite(declared) && declared <= LIMITS.bodyBytes) await req.arrayBuffer().catch(() => undefined);
+  else await req.body.cancel().catch(() => undefined);
+});
