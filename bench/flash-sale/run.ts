@@ -15,7 +15,8 @@
  * shoppers (`x-shopper-id`), with the default rate limits and hoarding caps in force.
  * Writes bench/results/flash-sale.md.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import path from "node:path";
 import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
 import { fmt, percentile, statusJson } from "../lib/stats";
@@ -35,7 +36,13 @@ const args = benchArgs({
   only: undefined,
   "recount-seconds": 20,
   "recount-stock": 300,
+  /** all | prepare (build, migrate, seed: under the heavy lock) | measure (the rest: under the quiet lock) */
+  phase: "all",
 });
+if (!["all", "prepare", "measure"].includes(args.phase)) {
+  console.error(`--phase must be all, prepare or measure, got ${args.phase}`);
+  process.exit(2);
+}
 const SECONDS = args.seconds;
 const CONNECTIONS = args.connections;
 const BURST = args.burst;
@@ -50,6 +57,9 @@ const STOREFRONT = { authorization: "Bearer dev-storefront-key", "content-type":
 
 /** Where the recount phase starts in the report, so `--only recount` can replace just that section. */
 const RECOUNT_MARK = "<!-- recount-during-the-storm -->";
+
+/** Most requests an open loop keeps unanswered at once. */
+const MAX_OPEN = 256;
 
 type Result = { rps: number; okRps: number; p50: number; p99: number; statuses: Map<number, number>; latencies: number[] };
 
@@ -97,6 +107,7 @@ async function openLoop(make: () => { path: string; init: RequestInit }, rate: n
   const latencies: number[] = [];
   const statuses = new Map<number, number>();
   let ok = 0;
+  let open = 0;
   const inflight: Promise<void>[] = [];
   const start = performance.now();
   const total = Math.round(rate * seconds);
@@ -104,8 +115,16 @@ async function openLoop(make: () => { path: string; init: RequestInit }, rate: n
     const due = start + (i * 1000) / rate;
     const wait = due - performance.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    // Past MAX_OPEN unanswered requests the client drops the request (status -1): an open loop against a server
+    // slower than its rate would otherwise pile up thousands of requests that the server goes on serving long
+    // after the client gave up, and every later phase of the run would wait behind them.
+    if (open >= MAX_OPEN) {
+      statuses.set(-1, (statuses.get(-1) ?? 0) + 1);
+      continue;
+    }
     const { path: p, init } = make();
-    inflight.push(send(p, init, latencies, statuses).then((s) => void (s >= 200 && s < 300 && ok++)));
+    open++;
+    inflight.push(send(p, init, latencies, statuses).then((s) => void (open--, s >= 200 && s < 300 && ok++)));
   }
   await Promise.all(inflight);
   return summarise(latencies, statuses, seconds, ok);
@@ -121,7 +140,8 @@ const reserve = (sku: string) => () => ({
 });
 
 async function api(method: string, p: string, body?: unknown): Promise<Response> {
-  const res = await fetch(ORIGIN + p, { method, headers: ADMIN, body: body === undefined ? undefined : JSON.stringify(body) });
+  // A setup or check call that gets no answer fails the run rather than hanging it.
+  const res = await fetch(ORIGIN + p, { method, headers: ADMIN, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
   if (!res.ok) throw new Error(`${method} ${p} → ${res.status}: ${await res.text()}`);
   return res;
 }
@@ -129,10 +149,24 @@ async function api(method: string, p: string, body?: unknown): Promise<Response>
 type HotStatus = { totals: { on_hand: number; reserved: number; available: number; committed: number; quotas: number }; in_transit: number; sub_shard_totals: { available: number; on_hand: number; reserved: number }[] };
 
 async function main() {
-  console.log("migrating, seeding…");
-  freshDatabase(PERSIST, 50);
-  // Serve a bundle built once, so edits by others in the working tree do not restart the server mid-run.
-  const { stop } = await startDevServer({ port: args.port, inspectorPort: args["inspector-port"], persist: PERSIST, entry: buildOnce(BUILD), vars: { ADMIN_TOKEN } });
+  const entry = path.join(BUILD, "index.js");
+  if (args.phase !== "measure") {
+    console.log("migrating, seeding, building…");
+    freshDatabase(PERSIST, 50);
+    // Serve a bundle built once, so edits by others in the working tree do not restart the server mid-run.
+    buildOnce(BUILD);
+    if (args.phase === "prepare") {
+      writeFileSync(path.join(PERSIST, "bench-ready"), new Date().toISOString());
+      console.log("prepared; now run --phase measure");
+      return;
+    }
+  } else if (!existsSync(entry) || !existsSync(path.join(PERSIST, "bench-ready"))) {
+    console.error("run --phase prepare first (each measure needs a fresh one)");
+    process.exit(2);
+  }
+  rmSync(path.join(PERSIST, "bench-ready"), { force: true });
+  const loadBefore = loadavg().map((l) => l.toFixed(2)).join(" ");
+  const { stop } = await startDevServer({ port: args.port, inspectorPort: args["inspector-port"], persist: PERSIST, entry, vars: { ADMIN_TOKEN } });
 
   const recount = () =>
     recountStorm({ origin: ORIGIN, admin: ADMIN, storefront: STOREFRONT, shoppers: SHOPPERS, seconds: args["recount-seconds"], connections: CONNECTIONS, stock: args["recount-stock"] });
@@ -200,12 +234,14 @@ async function main() {
   const count = (r: Result, s: number) => r.statuses.get(s) ?? 0;
   const report = `# Flash-sale benchmark (bench/flash-sale)
 
-Command: \`npx tsx bench/flash-sale/run.ts --seconds ${SECONDS} --connections ${CONNECTIONS} --burst ${BURST} --browse-rate ${BROWSE_RATE} --shoppers ${SHOPPERS} --port ${args.port}\`
-(run on ${new Date().toISOString().slice(0, 10)}; \`wrangler dev\` on port ${args.port} with its own \`--persist-to\`, serving a bundle built
-once; local workerd on a shared 2-core machine that other engineers' tests and benchmarks were loading at the same time,
-so absolute figures are noisy; the ratios and the oversold count are the point). Default rate limits and hoarding caps
-are on. One storefront key (one shop) carries every reservation, for ${SHOPPERS.toLocaleString("en")} shoppers (\`x-shopper-id\`) chosen at random
-per request.
+Command: \`npx tsx bench/flash-sale/run.ts --phase prepare --port ${args.port}\` (under \`/work/wt/heavy\`), then
+\`npx tsx bench/flash-sale/run.ts --phase measure --seconds ${SECONDS} --connections ${CONNECTIONS} --burst ${BURST} --browse-rate ${BROWSE_RATE} --shoppers ${SHOPPERS} --port ${args.port} --inspector-port ${args["inspector-port"]}\`
+(under \`/work/wt/quiet\`: no other test or bench on the machine), run at ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC;
+\`wrangler dev\` with its own \`--persist-to\`, serving a bundle built once; local workerd on 2 cores. Load average
+(1/5/15 min) when the measurement began: ${loadBefore}; at the end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}. Default rate limits and hoarding
+caps are on. **One storefront key** (the dev key: one shop) carries every reservation, for ${SHOPPERS.toLocaleString("en")} shoppers
+(\`x-shopper-id\`) chosen at random per request. A reservation is one call from the Worker to its coordinator, which
+admits the shopper's total cap in the shopper's tally and holds on the SKU's sub-shard object-to-object.
 
 ## Hot-SKU reservations/s by number of escrow sub-shards
 
@@ -246,6 +282,7 @@ ${BROWSE_RATE * 10}/s for ${BURST} s while ${CONNECTIONS} clients reserve one ho
 - browse p99 during ÷ before: **${fmt(during.p99 / before.p99, 2)}×**
 - reservation throughput during the storm: **${fmt(created / BURST, 1)} holds/s** (${created} × 201 until sold out), ${fmt(storm.rps, 0)} answers/s in all
 - storm answers: ${statusJson(storm.statuses)} (409 = sold out, most of them from the edge marker)
+- browse requests the client dropped because ${MAX_OPEN} were already unanswered (status -1): before ${count(before, -1)}, during ${count(during, -1)}
 - 429s: browse ${count(during, 429)}, reserve ${count(storm, 429)}; 503s: browse ${count(during, 503)}, reserve ${count(storm, 503)}
 - escrow reconciliation after the storm: on_hand ${status.totals.on_hand}, reserved ${status.totals.reserved}, committed ${status.totals.committed}, free quotas ${status.totals.quotas}, in transit ${status.in_transit}
 - **oversold: ${oversold}**
