@@ -23,8 +23,8 @@ export type HoldAdmission = { ok: true } | { ok: false; scope: "total"; limit: n
  * Every decision is one synchronous SQL step, so concurrent requests of one client cannot both take the last token.
  *
  * A holder object is named after a shopper id the storefront sends, so there is one per shopper ever seen: it
- * must leave nothing behind. Its alarm is set to the latest deadline of its holds; once no hold is live (the
- * last one ended or lapsed) it deletes all of its storage and its alarm, and makes its tables again only when
+ * must leave nothing behind. It keeps one alarm (set at the latest deadline when none is set; when it fires it
+ * sweeps and re-arms); once no hold is live (the last one ended or lapsed) it deletes all of its storage and alarm, and makes its tables again only when
  * that shopper holds something again (docs/storage.md, "Shopper hold tallies").
  */
 export class ClientGuard extends DurableObject<Env> {
@@ -110,7 +110,9 @@ export class ClientGuard extends DurableObject<Env> {
       return;
     }
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
-    if (this.alarmAt !== null && this.alarmAt >= latest) return;
+    // Any alarm already set is enough: when it fires it sweeps what lapsed and re-arms for the latest deadline
+    // then. Moving it on every reservation would cost a storage write each time.
+    if (this.alarmAt !== null) return;
     // Never sooner than a second from now: an alarm that finds nothing lapsed yet must not re-fire at once.
     const at = Math.max(latest, Date.now() + 1_000);
     await this.ctx.storage.setAlarm(at);

@@ -858,6 +858,10 @@ export class StockShard extends DurableObject<Env> {
     const candidates = [hold, ob, sweep, frozen, reconcile].filter((t): t is number => t !== null);
     const next = candidates.length ? Math.min(...candidates) : null;
     if (next === this.alarmAt) return;
+    // An alarm already due no later than needed stays: it finds what is due then and schedules the next one. Only
+    // an earlier deadline moves it, so a stream of holds (each re-queuing the SKU's snapshot) does not rewrite
+    // the alarm on every request.
+    if (next !== null && this.alarmAt !== undefined && this.alarmAt !== null && this.alarmAt <= next) return;
     if (next === null) void this.ctx.storage.deleteAlarm();
     else void this.ctx.storage.setAlarm(Math.max(next, 1));
     this.alarmAt = next;

@@ -19,7 +19,8 @@ export async function profileIsolate(inspectorPort: number, run: () => Promise<u
   if (!url) throw new Error(`no inspector target on port ${inspectorPort}`);
   const WS = (globalThis as unknown as { WebSocket?: typeof WebSocket }).WebSocket;
   if (!WS) throw new Error("WebSocket is not available: run with NODE_OPTIONS=--experimental-websocket");
-  const ws = new WS(url);
+  // The inspector proxy of wrangler dev accepts local origins only; undici's WebSocket takes extra headers.
+  const ws = new (WS as unknown as new (u: string, init: unknown) => WebSocket)(url, { headers: { origin: "http://localhost" } });
   await new Promise<void>((resolve, reject) => {
     ws.onopen = () => resolve();
     ws.onerror = (e) => reject(new Error(`inspector: ${String((e as ErrorEvent).message ?? e)}`));
@@ -46,6 +47,14 @@ export async function profileIsolate(inspectorPort: number, run: () => Promise<u
   const self = new Map<number, number>();
   profile.samples.forEach((node, i) => self.set(node, (self.get(node) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000));
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  /** A native frame (SQL exec, RPC, crypto) is named after the JavaScript function that called it. */
+  const caller = (n: CdpNode): CdpNode => {
+    let p = parent.get(n.id);
+    while (p !== undefined && !byId.get(p)!.callFrame.url) p = parent.get(p);
+    return p === undefined ? n : byId.get(p)!;
+  };
   const totalMs = [...self.values()].reduce((a, b) => a + b, 0);
   const sum = (key: (n: CdpNode) => { fn: string; where: string }) => {
     const acc = new Map<string, ProfileRow>();
@@ -60,7 +69,11 @@ export async function profileIsolate(inspectorPort: number, run: () => Promise<u
   };
   const file = (u: string) => u.replace(/^.*\/(src|node_modules|durable-objects)\//, "$1/") || "(native)";
   return {
-    rows: sum((n) => ({ fn: n.callFrame.functionName || "(anonymous)", where: `${file(n.callFrame.url)}:${n.callFrame.lineNumber + 1}` })),
+    rows: sum((n) => {
+      if (n.callFrame.url || n.callFrame.functionName.startsWith("(")) return { fn: n.callFrame.functionName || "(anonymous)", where: `${file(n.callFrame.url)}:${n.callFrame.lineNumber + 1}` };
+      const c = caller(n);
+      return { fn: `${n.callFrame.functionName || "(native)"} ← ${c.callFrame.functionName || "(anonymous)"}`, where: `${file(c.callFrame.url)}:${c.callFrame.lineNumber + 1}` };
+    }),
     byFile: sum((n) => ({ fn: file(n.callFrame.url), where: "" })),
     totalMs,
   };

@@ -78,6 +78,7 @@ async function main() {
   const entry = path.join(BUILD, "index.js");
   const { stop } = await startDevServer({ port: args.port, persist: PERSIST, inspectorPort: args["inspector-port"], entry, vars: { ADMIN_TOKEN: "bench-admin-token" } });
   try {
+    if (process.env.PROFILE_DEBUG) console.log(await (await fetch(`http://127.0.0.1:${args["inspector-port"]}/json`)).text());
     await loop(3);
     let done = 0;
     const prof = await profileIsolate(args["inspector-port"], async () => (done = await loop(args.seconds)), 400);

@@ -539,7 +539,10 @@ export class StockStore {
     for (const [sku, requested] of perSku) {
       const mine = this.sql
         .exec<{ held: number | null; first: number | null }>(
-          `SELECT SUM(h.quantity) AS held, MIN(h.expires_at) AS first FROM hold_owners o JOIN holds h ON h.reservation_id = o.reservation_id
+          // CROSS JOIN fixes the order: the holder's few reservations first (hold_owners_holder_idx), then their
+          // holds by primary key. Left to choose, SQLite scanned every live hold of the shard (holds_live_idx),
+          // which made each hold on a busy SKU cost as much as all of its live holds together.
+          `SELECT SUM(h.quantity) AS held, MIN(h.expires_at) AS first FROM hold_owners o CROSS JOIN holds h ON h.reservation_id = o.reservation_id
            WHERE o.holder = ? AND h.sku = ? AND h.state = 'held'`,
           req.holder, sku,
         )
