@@ -7,20 +7,23 @@
  * ceiling is set by the objects a reservation must visit, each divided by how many calls it makes there. Every
  * thing one `POST /v1/reservations` touches, for one shop (one storefront key) and one single-line cart:
  *
- * | what                                   | calls | objects that share the load                        |
- * |----------------------------------------|-------|----------------------------------------------------|
- * | rate limit (RL_RESERVE binding)        | 0     | none: per colo, in the Worker                      |
- * | unit price (product document)          | 0     | none: isolate memo / KV, no D1                     |
- * | sold-out marker (Cache API)            | 0     | none                                               |
- * | shopper's hold tally `holder:{key}:{h}`| 1     | one object per shopper: B shoppers                 |
- * | coordinator (idempotency record, saga) | C     | STOCK_SHARDS stock shards, by Idempotency-Key hash |
- * | the SKU's stock object (hold)          | 1     | its home shard, or one of K escrow sub-shards      |
- * | borrowing when a sub-shard runs dry    | 2     | two sub-shards, for about K/stock of reservations  |
- * | `stock.changed` event to the queue     | ≤ 1   | coalesced per (SKU, location) per 100 ms flush     |
+ * | what                                        | calls | objects that share the load                        |
+ * |---------------------------------------------|-------|----------------------------------------------------|
+ * | rate limit (RL_RESERVE binding)             | 0     | none: per colo, in the Worker                      |
+ * | unit price (product document)               | 0     | none: isolate memo / KV, no D1                     |
+ * | sold-out marker (Cache API)                 | 0     | none                                               |
+ * | coordinator (idempotency record, the saga)  | C = 1 | STOCK_SHARDS stock shards, by Idempotency-Key hash |
+ * | shopper's hold tally `holder:{key}:{h}`     | 1     | one object per shopper (o-t-o from the coordinator;|
+ * |                                             |       | deletes its storage when the last hold ends)       |
+ * | the SKU's stock object (hold)               | 1     | its home shard, or one of K escrow sub-shards      |
+ * |                                             |       | (in-process when the coordinator is that shard)    |
+ * | borrowing when a sub-shard runs dry         | 2     | two sub-shards, for about K/stock of reservations  |
+ * | `stock.changed` event to the queue          | ≤ 1   | coalesced per (SKU, location) per 100 ms flush     |
  *
- * C is 1 when the coordinator drives the holds object-to-object (begin, hold calls, finish inside one call from
- * the Worker), 2 when the Worker drives them (begin, then finish).
+ * The Worker makes ONE sequential object call (to the coordinator); the coordinator makes two sequential
+ * object-to-object calls (tally, then the hold). Three objects are touched, one call each: C = 1.
  *
+ * One SKU, not split:         X    = μ / (1 + C/S)   (its home shard holds every line and coordinates 1/S of them)
  * One hot SKU, K sub-shards:   X(K) = min(K·μ, S·μ/C, B·μ) / (1 + 2K/stock)
  * A shop across many SKUs:     X    = min(S·μ / (1 + C), B·μ, Q)   (each reservation costs 1 + C calls on the S
  *                              stock shards, which also coordinate; Q = 5,000 queue messages/s bounds the events
@@ -29,7 +32,18 @@
  * with μ = min(measured, 1000) and S = STOCK_SHARDS. No term depends on the number of storefront keys: a shop with
  * one key scales with its shoppers.
  */
-export type Projection = { text: string; rows: { k: number; rate: number }[]; shop: number };
+export type Projection = {
+  text: string;
+  /** One hot SKU split over K sub-shards. */
+  rows: { k: number; rate: number }[];
+  /** One SKU that is not split: its home shard takes every hold. */
+  coldSku: number;
+  /** The whole shop across many SKUs. */
+  shop: number;
+  /** Objects one single-line reservation touches (each once), and sequential calls the Worker makes. */
+  objectsTouched: number;
+  workerCalls: number;
+};
 
 export type ModelOptions = { shards: number; shoppers: number; stock: number; coordinatorCalls: number; queueLimit: number };
 
@@ -42,6 +56,10 @@ export function project(perObjectRate: number, ks: number[], localK1: number, op
   const shopperCap = o.shoppers * mu;
   const rows = ks.map((k) => ({ k, rate: Math.min(k * mu, coordinatorCap, shopperCap) / (1 + (2 * k) / o.stock) }));
   const shop = Math.min((o.shards * mu) / (1 + o.coordinatorCalls), shopperCap, o.queueLimit);
+  // Its home shard is also one of the S coordinators: it coordinates 1/S of those reservations besides every hold.
+  const coldSku = Math.min(mu / (1 + o.coordinatorCalls / o.shards), shopperCap);
+  const objectsTouched = 3;
+  const workerCalls = o.coordinatorCalls;
   const n = (x: number) => x.toLocaleString("en", { maximumFractionDigits: 0 });
   const text = [
     `Per-object service rate μ: measured ${perObjectRate.toFixed(0)} ops/s locally (one StockShard RPC + SQLite write,`,
@@ -49,10 +67,12 @@ export function project(perObjectRate: number, ks: number[], localK1: number, op
     `Locally the whole reservation path (Worker + every object) shares one process, which is why the local K=1 rate`,
     `(${localK1.toFixed(0)}/s) is below μ and does not grow with K.`,
     ``,
-    `On Cloudflare a reservation of one shop (one storefront key) visits: the shopper's hold tally (1 call, one object per`,
-    `shopper, ${n(o.shoppers)} shoppers), a coordinator (${o.coordinatorCalls} call${o.coordinatorCalls === 1 ? "" : "s"} over STOCK_SHARDS = ${o.shards} objects,`,
-    `${o.coordinatorCalls === 1 ? "which reaches the stock object-to-object" : "begin and finish around the Worker's hold call"}), and the SKU's stock object (1 call: its home shard, or one of K escrow`,
-    `sub-shards); the rate limit, the price and the sold-out marker cost no object call. Hence, for one hot SKU,`,
+    `On Cloudflare a single-line reservation of one shop (one storefront key) touches **${objectsTouched} objects, one call each**, and the`,
+    `Worker waits for **${workerCalls} sequential object call${workerCalls === 1 ? "" : "s"}**: a coordinator (over STOCK_SHARDS = ${o.shards} objects, by Idempotency-Key), which`,
+    `reaches the shopper's hold tally (one object per shopper, ${n(o.shoppers)} shoppers; it deletes its storage when the`,
+    `shopper's last hold ends) and then the SKU's stock object (its home shard, or one of K escrow sub-shards; in-process`,
+    `when the coordinator is that shard) object-to-object; the rate limit, the price and the sold-out marker cost no`,
+    `object call. One SKU that is not split is bounded by its home shard: **${n(coldSku)} reservations/s per SKU**. For one hot SKU,`,
     `X(K) = min(K·μ, ${o.shards}·μ/${o.coordinatorCalls}, shoppers·μ) / (1 + 2K/stock) with ${n(o.stock)} units (borrowing costs 2 extra calls for`,
     `roughly K/stock of the reservations): the sub-shards stop being the bottleneck at K = ${o.shards / o.coordinatorCalls}; beyond that, raise`,
     `STOCK_SHARDS too. Across SKUs, each reservation costs 1 + ${o.coordinatorCalls} calls on the ${o.shards} stock shards:`,
@@ -60,7 +80,7 @@ export function project(perObjectRate: number, ks: number[], localK1: number, op
     `each hot SKU on its own sub-shards. None of it depends on the number of storefront keys. For comparison,`,
     `Shopify's flash-sale checkout throttle is about 4,000/minute ≈ 67/s.`,
   ].join("\n");
-  return { text, rows, shop };
+  return { text, rows, coldSku, shop, objectsTouched, workerCalls };
 }
 
 if (process.argv[1]?.endsWith("model.ts")) {
@@ -68,5 +88,7 @@ if (process.argv[1]?.endsWith("model.ts")) {
   const p = project(rate, [1, 2, 4, 8, 16], rate);
   console.log(p.text);
   for (const r of p.rows) console.log(`K=${r.k}: ${r.rate.toFixed(0)} reservations/s`);
+  console.log(`one SKU, not split: ${p.coldSku.toFixed(0)} reservations/s`);
   console.log(`one shop across SKUs: ${p.shop.toFixed(0)} reservations/s`);
+  console.log(`objects touched per reservation: ${p.objectsTouched}; sequential object calls from the Worker: ${p.workerCalls}`);
 }

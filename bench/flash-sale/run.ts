@@ -267,7 +267,14 @@ ${model.text}
 |---|---|
 ${model.rows.map((r) => `| ${r.k} | ${fmt(r.rate, 0)} |`).join("\n")}
 
-One shop (one storefront key) across many SKUs, every object counted: **${fmt(model.shop, 0)} reservations/s**.
+| scope | projected reservations/s on Cloudflare |
+|---|---|
+| one SKU, not split (its home shard) | ${fmt(model.coldSku, 0)} |
+| one hot SKU, K = 8 | ${fmt(model.rows.find((r) => r.k === 8)?.rate ?? 0, 0)} |
+| one shop (one storefront key) across many SKUs, every object counted | **${fmt(model.shop, 0)}** |
+
+Objects one single-line reservation touches: ${model.objectsTouched} (coordinator, shopper tally, stock object), one call each;
+sequential object calls from the Worker: ${model.workerCalls}.
 
 ## ${BURST} s burst: browse at 10× plus a hot-SKU storm
 
