@@ -480,6 +480,21 @@ describe("transfers between sub-shards", () => {
     expect(done.in_transit).toBe(0);
     expect(done.home).toMatchObject({ on_hand: 6 });
   });
+
+  it("two SKUs of one home shard, each marked hot and un-marked, both keep every unit; so does a SKU marked and folded twice", async () => {
+    // 17 SKUs over 16 home shards: two of them share a home, whose arrivals are deduplicated by transfer id.
+    const skus = await makeSkus(Array.from({ length: 17 }, () => 3));
+    const byHome = new Map<string, string[]>();
+    for (const s of skus) byHome.set(shardNameForSku(env, s), [...(byHome.get(shardNameForSku(env, s)) ?? []), s]);
+    const [a, b] = [...byHome.values()].find((list) => list.length >= 2)!;
+    for (const sku of [a!, b!, a!]) {
+      await markHot(sku, 1);
+      const res = await call(`/admin/stock/${sku}/hot`, { method: "DELETE", headers: admin() });
+      expect((await res.json<HotStatus>()).state).toBeNull();
+      expect(await availability(sku), `${sku} after un-marking`).toMatchObject({ on_hand: 3, reserved: 0, available: 3 });
+    }
+    for (const sku of [a!, b!]) expect((await storm(sku, 4)).length).toBe(3);
+  });
 });
 
 describe("the merged ledger of a hot SKU", () => {
