@@ -12,6 +12,7 @@
  * It edits the source files in place and restores each one before the next mutation (and on Ctrl-C), so
  * run it in a copy of the work tree if you want to keep working meanwhile:
  *   git archive HEAD | tar -x -C /tmp/mut && ln -s "$PWD/node_modules" /tmp/mut/ && cd /tmp/mut && node scripts/mutation/run.mjs
+ * On a shared machine, run it through the CPU lock: `/work/wt/heavy node scripts/mutation/run.mjs > /tmp/mut.log`.
  *
  * Stryker's vitest runner was tried first: it cannot drive @cloudflare/vitest-pool-workers (see
  * bench/results/mutation.md), hence this small runner.
@@ -19,19 +20,21 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { DEFAULT_TESTS, MUTATIONS } from "./mutations.mjs";
+import { DEFAULT_TESTS, MUTATIONS, TESTS_BY_AREA } from "./mutations.mjs";
 
 const { values } = parseArgs({
   options: {
     only: { type: "string" },
     tests: { type: "string" },
     out: { type: "string", default: "bench/results/mutation.md" },
-    "timeout-seconds": { type: "string", default: "900" },
+    "timeout-seconds": { type: "string", default: "300" },
     /** Skip the unmutated run (when it was just checked, e.g. when splitting the list over two copies). */
     "skip-baseline": { type: "boolean", default: false },
   },
 });
-const tests = values.tests ? values.tests.split(/\s+/).filter(Boolean) : DEFAULT_TESTS;
+const override = values.tests ? values.tests.split(/\s+/).filter(Boolean) : undefined;
+/** The files one mutation runs against: the command line's, else its own list, else its area's, else all. */
+const testsOf = (m) => override ?? m.tests ?? TESTS_BY_AREA[m.area] ?? DEFAULT_TESTS;
 const only = values.only ? new Set(values.only.split(",")) : undefined;
 const timeoutMs = Number(values["timeout-seconds"]) * 1000;
 const chosen = MUTATIONS.filter((m) => !only || only.has(m.id));
@@ -45,7 +48,7 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 }
 
 /** Runs the tests; returns whether they passed, the first failing test and the time taken. */
-function runTests() {
+function runTests(tests) {
   const started = Date.now();
   const res = spawnSync("npx", ["vitest", "run", "--bail=1", ...tests], { encoding: "utf8", timeout: timeoutMs, env: { ...process.env, FORCE_COLOR: "0" } });
   const out = `${res.stdout ?? ""}\n${res.stderr ?? ""}`.replace(/\x1b\[[0-9;]*m/g, "");
@@ -54,7 +57,7 @@ function runTests() {
 }
 
 if (!values["skip-baseline"]) {
-  const baseline = runTests();
+  const baseline = runTests(override ?? [...new Set(chosen.flatMap(testsOf))]);
   if (!baseline.passed) {
     console.error(baseline.out.slice(-4000));
     console.error("the unmutated tests fail; fix that first");
@@ -76,13 +79,13 @@ for (const m of chosen) {
   writeFileSync(m.file, original.replace(m.find, m.replace));
   let r;
   try {
-    r = runTests();
+    r = runTests(testsOf(m));
   } finally {
     restore();
     restore = () => {};
   }
   const result = r.passed ? "SURVIVED" : r.timedOut ? "killed (timeout)" : "killed";
-  results.push({ ...m, result, by: r.passed ? "" : (r.failed ?? "(run failed)"), seconds: r.seconds });
+  results.push({ ...m, result, by: r.passed ? "" : (r.failed ?? "(run failed)"), seconds: r.seconds, files: testsOf(m).length });
   console.log(`${m.id}: ${result}${r.failed ? ` by ${r.failed}` : ""} (${r.seconds} s)`);
 }
 
@@ -95,15 +98,16 @@ const lines = [
   "# Mutation run over the stock path",
   "",
   `Command: \`node scripts/mutation/run.mjs${values.only ? ` --only ${values.only}` : ""}${values.tests ? ` --tests "${values.tests}"` : ""}\``,
-  `(commit ${commit}, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; each mutation applied alone, then \`npx vitest run --bail=1 ${tests.join(" ")}\`;`,
+  `(commit ${commit}, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; each mutation applied alone, then \`npx vitest run --bail=1 <files>\`,`,
+  `the files of its area in scripts/mutation/mutations.mjs (\`TESTS_BY_AREA\`) unless \`--tests\` is given; a time-out counts as killed;`,
   "a shared 2-core machine, so durations are noisy).",
   "",
   `**Score: ${killed} of ${counted.length} mutations killed (${score} %).** Survivors: ${counted.length - killed}.` +
     (results.length > counted.length ? ` Not run (text no longer in the source): ${results.length - counted.length}.` : ""),
   "",
-  "| mutation | area | file | change | result | first failing test | s |",
-  "|---|---|---|---|---|---|---|",
-  ...results.map((r) => `| ${r.id} | ${r.area} | ${r.file} | \`${esc(r.find)}\` → \`${esc(r.replace)}\` | ${r.result} | ${esc(r.by).slice(0, 140)} | ${r.seconds} |`),
+  "| mutation | area | file | change | result | first failing test | files | s |",
+  "|---|---|---|---|---|---|---|---|",
+  ...results.map((r) => `| ${r.id} | ${r.area} | ${r.file} | \`${esc(r.find)}\` → \`${esc(r.replace)}\` | ${r.result} | ${esc(r.by).slice(0, 140)} | ${r.files ?? ""} | ${r.seconds} |`),
   "",
 ];
 // A report with hand-written notes keeps them: only the part between the markers is replaced.
