@@ -208,7 +208,7 @@ export class StockShard extends DurableObject<Env> {
       const free = this.escrow.free(sku);
       for (const f of free) this.stock.move(sku, f.location, -f.quantity, "escrow_out", `${transferId}:out:${f.location}`, actor, now);
       // Every sub-shard gets a send, even an empty one: it registers the sub-shard before any reservation reaches it.
-      return splitItems(free, k).map((items, i) => this.escrow.record(`${transferId}:${i}`, sku, hotSubShardName(sku, i), "sub", items, "escrow_in", now));
+      return splitItems(free, k).map((items, i) => this.escrow.record(`${transferId}:${i}`, sku, hotSubShardName(sku, i), "sub", items, "escrow_in", actor, now));
     });
     const delivered = await Promise.all(sends.map((s) => this.deliver(s, actor)));
     return { ok: true, pending: delivered.filter((d) => !d.delivered).length };
@@ -566,7 +566,7 @@ export class StockShard extends DurableObject<Env> {
       return splitItems(free, h.sub_shards)
         .map((items, i) => ({ items, i }))
         .filter((p) => p.items.length)
-        .map((p) => this.escrow.record(`${id}:${p.i}`, sku, hotSubShardName(sku, p.i), "sub", p.items, "escrow_in", now));
+        .map((p) => this.escrow.record(`${id}:${p.i}`, sku, hotSubShardName(sku, p.i), "sub", p.items, "escrow_in", actor, now));
     });
     await Promise.all(sends.map((s) => this.deliver(s, actor)));
   }

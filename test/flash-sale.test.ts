@@ -37,7 +37,8 @@ async function ledgersReconcile(sku: string, k: number) {
       const sql = state.storage.sql;
       const rows = sql.exec<{ location: string; on_hand: number; reserved: number }>("SELECT location, on_hand, reserved FROM stock WHERE sku = ?", sku).toArray();
       const ledger = sql.exec<{ location: string; delta_on_hand: number; delta_reserved: number; on_hand_after: number; reserved_after: number }>(
-        "SELECT * FROM ledger WHERE sku = ? ORDER BY id", sku).toArray();
+        // Its own rows only: `transit` rows count units on their way to or from another object of the SKU.
+        "SELECT * FROM ledger WHERE sku = ? AND kind <> 'transit' ORDER BY id", sku).toArray();
       const bad: string[] = [];
       for (const r of rows) {
         const mine = ledger.filter((l) => l.location === r.location);

@@ -25,8 +25,10 @@ const HotStatusSchema = z
     sub_shards: z.number(),
     home: Totals,
     sub_shard_totals: z.array(Totals),
-    totals: z.object({ on_hand: z.number(), reserved: z.number(), available: z.number(), committed: z.number(), quotas: z.number() }),
-    in_transit: z.number().openapi({ description: "Units taken by one object and not yet recorded by the other (0 unless a transfer crashed)." }),
+    totals: z
+      .object({ on_hand: z.number(), reserved: z.number(), available: z.number(), committed: z.number(), quotas: z.number() })
+      .openapi({ description: "Summed over the home shard and every sub-shard; `on_hand` and `available` include the units in transit, as every other reader counts them." }),
+    in_transit: z.number().openapi({ description: "Of `totals.on_hand`, the units taken by one object and not yet recorded by the other (0 unless a transfer failed mid-way; the giver's alarm re-delivers them)." }),
   })
   .openapi("HotSkuStatus");
 const ok = (description: string) => ({ description, content: { "application/json": { schema: HotStatusSchema } } });

@@ -118,7 +118,7 @@ const ledgerRoute = createRoute({
   tags: ["Admin: stock"],
   summary: "The movement ledger of a SKU across its home shard and every escrow sub-shard, oldest first, with a cursor",
   description:
-    "Rows of every object that ever held the SKU (home shard, hot sub-shards), merged in time order; `shard` names the object of each row. Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts (once no transfer is in transit).",
+    "Rows of every object that ever held the SKU (home shard, hot sub-shards), merged in time order; `shard` names the object of each row. Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts, also while a transfer between objects is in transit (its `transit` rows count the units until they arrive).",
   security,
   request: {
     params: SkuParams,
@@ -145,7 +145,10 @@ const ledgerRoute = createRoute({
                 sku: z.string(),
                 location: z.string(),
                 seq: z.number(),
-                kind: z.enum(["baseline", "set", "adjust", "reserve", "release", "expire", "commit", "oversold"]),
+                kind: z.enum(["baseline", "set", "adjust", "reserve", "release", "expire", "commit", "oversold", "transit"]).openapi({
+                  description:
+                    "`oversold` reports a shortfall (zero deltas). `transit` rows count units on their way between two objects: +N at the giver when sent (`reason: sent`), −N at the receiver on arrival (`received`); they change no count of their own object.",
+                }),
                 delta_on_hand: z.number(),
                 delta_reserved: z.number(),
                 on_hand_after: z.number(),

@@ -86,17 +86,21 @@ export class EscrowStore {
       items.push({ location: r.location, quantity: q });
       left -= q;
     }
-    return this.record(transferId, sku, target, targetRole, items, "escrow_in", now);
+    return this.record(transferId, sku, target, targetRole, items, "escrow_in", actor, now);
   }
 
-  /** Records a send of units already taken out here (or a debit: negative units, nothing taken here). */
-  record(transferId: string, sku: string, target: string, targetRole: "home" | "sub", items: EscrowItem[], reason: string, now: number): SendRow {
+  /**
+   * Records a send of units already taken out here (or a debit: negative units, nothing taken here), with the
+   * ledger's `transit` row for the units it carries (settled by the receiver's row on arrival).
+   */
+  record(transferId: string, sku: string, target: string, targetRole: "home" | "sub", items: EscrowItem[], reason: string, actor: string, now: number): SendRow {
     const done = this.send(transferId);
     if (done) return done;
     this.sql.exec(
       "INSERT INTO escrow_sends (transfer_id, sku, target, target_role, items, reason, state, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?)",
       transferId, sku, target, targetRole, JSON.stringify(items), reason, now,
     );
+    for (const it of items) if (it.quantity > 0) this.stock.noteTransit(sku, it.location, it.quantity, "sent", transferId, actor, now);
     return { transfer_id: transferId, sku, target, target_role: targetRole, items, reason, created_at: now, attempts: 0 };
   }
 
@@ -135,7 +139,9 @@ export class EscrowStore {
     }
     for (const it of items) {
       if (it.quantity === 0) continue;
-      this.stock.move(sku, it.location, it.quantity, reason, `${transferId}:in:${it.location}`, actor, now);
+      const applied = this.stock.move(sku, it.location, it.quantity, reason, `${transferId}:in:${it.location}`, actor, now);
+      // The giver's `transit` row is settled here, once, in the step that adds the units.
+      if (applied && it.quantity > 0) this.stock.noteTransit(sku, it.location, it.quantity, "received", transferId, actor, now);
     }
   }
 

@@ -94,8 +94,9 @@ export type HotStatus = {
   sub_shards: number;
   home: ShardTotals;
   sub_shard_totals: ShardTotals[];
+  /** Summed over every object, units in transit included (the one definition of stock every reader uses). */
   totals: { on_hand: number; reserved: number; available: number; committed: number; quotas: number };
-  /** Units taken from one object whose arrival at the other is not (yet) recorded: 0 unless a transfer crashed mid-way. */
+  /** Of those, units taken from one object whose arrival at the other is not (yet) recorded: 0 unless a transfer failed mid-way. */
   in_transit: number;
 };
 type ShardTotals = { shard: string; on_hand: number; reserved: number; available: number; committed: number; escrow_out: number; escrow_in: number; pending: number };
@@ -108,6 +109,7 @@ export async function hotStatus(env: Env, sku: string): Promise<HotStatus> {
   const totals = await Promise.all(names.map(async (n) => ({ shard: n, ...(await stockStub(env, n).escrowTotals(sku)) })));
   const [h, ...subs] = totals as [ShardTotals, ...ShardTotals[]];
   const sum = (f: (t: ShardTotals) => number) => totals.reduce((n, t) => n + f(t), 0);
+  const inTransit = sum((t) => t.escrow_out) - sum((t) => t.escrow_in);
   return {
     sku,
     hot: row?.state === "hot",
@@ -115,14 +117,15 @@ export async function hotStatus(env: Env, sku: string): Promise<HotStatus> {
     sub_shards: k,
     home: h,
     sub_shard_totals: subs,
+    // Units on their way between objects are still on the shelf: counted here as every other reader counts them.
     totals: {
-      on_hand: sum((t) => t.on_hand),
+      on_hand: sum((t) => t.on_hand) + inTransit,
       reserved: sum((t) => t.reserved),
-      available: sum((t) => t.available),
+      available: sum((t) => t.available) + inTransit,
       committed: sum((t) => t.committed),
       quotas: subs.reduce((n, t) => n + Math.max(0, t.available), 0),
     },
-    in_transit: sum((t) => t.escrow_out) - sum((t) => t.escrow_in),
+    in_transit: inTransit,
   };
 }
 

@@ -511,6 +511,23 @@ export class StockStore {
     return units;
   }
 
+  /**
+   * A ledger row for units on their way between two objects of a SKU; it changes no count here. The giver writes
+   * +q (`sent`) in the step that takes the units out, the receiver −q (`received`) in the step that adds them, so
+   * the SKU's merged ledger replays to the readers' totals at every instant, even while a send is pending. An
+   * object's own counts are the sum of its other rows.
+   */
+  noteTransit(sku: string, location: string, quantity: number, reason: "sent" | "received", transferId: string, actor: string, now: number): void {
+    this.ensureRow(sku, location, now);
+    const own = this.raw(sku, location)!;
+    const { seq } = this.sql.exec<{ seq: number }>("UPDATE skus SET seq = seq + 1 WHERE sku = ? RETURNING seq", sku).one();
+    this.sql.exec(
+      `INSERT INTO ledger (sku, location, seq, kind, delta_on_hand, delta_reserved, on_hand_after, reserved_after, reason, reservation_id, actor, event_id, at)
+       VALUES (?, ?, ?, 'transit', ?, 0, ?, ?, ?, NULL, ?, ?, ?)`,
+      sku, location, seq, reason === "sent" ? quantity : -quantity, own.on_hand, own.reserved, reason, actor, transferId, now,
+    );
+  }
+
   raw(sku: string, location: string): RawStock | undefined {
     return this.sql.exec<RawStock>("SELECT * FROM stock WHERE sku = ? AND location = ?", sku, location).toArray()[0];
   }

@@ -75,7 +75,8 @@ export type AdjustmentOutcome = {
   oversold?: number;
 };
 
-export type LedgerKind = "baseline" | "set" | "adjust" | "reserve" | "release" | "expire" | "commit" | "oversold";
+/** `oversold` and `transit` rows change no count of their own object (see StockStore.reportOversold, noteTransit). */
+export type LedgerKind = "baseline" | "set" | "adjust" | "reserve" | "release" | "expire" | "commit" | "oversold" | "transit";
 export type LedgerEntry = {
   id: number;
   sku: string;

@@ -45,7 +45,8 @@ export async function reconcile(sku: string): Promise<{ mismatches: string[]; ov
   let onHand = 0;
   let reserved = 0;
   for (const r of rows) {
-    const mine = ledger.filter((l) => l.location === r.location);
+    // `transit` rows count units travelling between objects of a hot SKU; they change no count of their own object.
+    const mine = ledger.filter((l) => l.location === r.location && l.kind !== "transit");
     const sumOn = mine.reduce((n, l) => n + l.delta_on_hand, 0);
     const sumRes = mine.reduce((n, l) => n + l.delta_reserved, 0);
     if (sumOn !== r.on_hand) mismatches.push(`${r.location}: ledger on_hand ${sumOn} != ${r.on_hand}`);
