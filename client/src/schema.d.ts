@@ -639,7 +639,7 @@ export interface paths {
         };
         /**
          * The movement ledger of a SKU across its home shard and every escrow sub-shard, oldest first, with a cursor
-         * @description Rows of every object that ever held the SKU (home shard, hot sub-shards), merged in time order; `shard` names the object of each row. Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts (once no transfer is in transit).
+         * @description Rows of every object that ever held the SKU (home shard, hot sub-shards), merged in time order; `shard` names the object of each row. Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts, also while a transfer between objects is in transit (its `transit` rows count the units until they arrive).
          */
         get: operations["getAdminStockBySkuLedger"];
         put?: never;
@@ -1662,6 +1662,7 @@ export interface components {
                 /** @description Units this object sent that their receiver has not acknowledged yet (its alarm re-delivers them). */
                 pending: number;
             }[];
+            /** @description Summed over the home shard and every sub-shard; `on_hand` and `available` include the units in transit, as every other reader counts them. */
             totals: {
                 on_hand: number;
                 reserved: number;
@@ -1669,7 +1670,7 @@ export interface components {
                 committed: number;
                 quotas: number;
             };
-            /** @description Units taken by one object and not yet recorded by the other (0 unless a transfer crashed). */
+            /** @description Of `totals.on_hand`, the units taken by one object and not yet recorded by the other (0 unless a transfer failed mid-way; the giver's alarm re-delivers them). */
             in_transit: number;
         };
         Recommendations: {
@@ -4455,8 +4456,11 @@ export interface operations {
                             sku: string;
                             location: string;
                             seq: number;
-                            /** @enum {string} */
-                            kind: "baseline" | "set" | "adjust" | "reserve" | "release" | "expire" | "commit" | "oversold";
+                            /**
+                             * @description `oversold` reports a shortfall (zero deltas). `transit` rows count units on their way between two objects: +N at the giver when sent (`reason: sent`), −N at the receiver on arrival (`received`); they change no count of their own object.
+                             * @enum {string}
+                             */
+                            kind: "baseline" | "set" | "adjust" | "reserve" | "release" | "expire" | "commit" | "oversold" | "transit";
                             delta_on_hand: number;
                             delta_reserved: number;
                             on_hand_after: number;
