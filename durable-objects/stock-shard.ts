@@ -12,7 +12,7 @@ import { splitItems } from "../src/stock/split";
 import { coordinatorOfReservation, groupByShard, hotSubShardName, shardNameForSku } from "../src/stock/routing";
 import type { Meta, PendingSend } from "../src/stock/shard-store";
 import { BoundedMap } from "../src/lib/isolate-memory";
-import { applyRetention, retentionPolicy } from "../src/stock/retention";
+import { applyRetention, retentionHoldCandidates, retentionPolicy } from "../src/stock/retention";
 import type {
   AdjustmentLine,
   AdjustmentOutcome,
@@ -724,7 +724,7 @@ export class StockShard extends DurableObject<Env> {
     }
     // Housekeeping last: it must never hold up or break expiry and the outbox.
     try {
-      this.retain(Date.now());
+      await this.retain(clockNow());
     } catch (err) {
       console.warn(JSON.stringify({ level: "warn", message: "stock retention failed; the next alarm retries", error: String(err) }));
     }
@@ -771,14 +771,40 @@ export class StockShard extends DurableObject<Env> {
   }
 
   /** History retention (src/stock/retention.ts), at most once per policy period; a slice per run. */
-  private retain(now: number): void {
+  private async retain(now: number): Promise<void> {
     const policy = retentionPolicy(this.env.STOCK_RETENTION);
     const sql = this.ctx.storage.sql;
     const last = sql.exec<{ value: number }>("SELECT value FROM counters WHERE name = 'retention_at'").toArray()[0]?.value ?? 0;
     if (now - last < policy.everyMs) return;
+    const candidates = retentionHoldCandidates(sql, now, policy);
+    // A coordinator that does not answer: all of its candidates stay until the next run.
+    const unfinished = candidates.length ? await this.unfinishedAmong(candidates) : [];
     this.ctx.storage.transactionSync(() => {
-      applyRetention(sql, now, policy);
+      applyRetention(sql, now, policy, unfinished);
       sql.exec("INSERT INTO counters (name, value) VALUES ('retention_at', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", now);
+    });
+  }
+
+  /** The reservations among `ids` that their coordinators have not finished (all of a coordinator's when it does not answer). */
+  private async unfinishedAmong(ids: string[]): Promise<string[]> {
+    const byCoordinator = new Map<string, string[]>();
+    for (const id of ids) {
+      const name = coordinatorOfReservation(this.env, id);
+      if (name) byCoordinator.set(name, [...(byCoordinator.get(name) ?? []), id]);
+    }
+    const answers = await Promise.all(
+      [...byCoordinator].map(([name, list]) =>
+        name === this.ctx.id.name ? this.unfinishedReservations(list) : this.env.STOCK.getByName(name).unfinishedReservations(list).catch(() => list),
+      ),
+    );
+    return answers.flat();
+  }
+
+  /** Coordinator: the reservations among `ids` that are not finished here (held, pending or committing). */
+  async unfinishedReservations(ids: string[]): Promise<string[]> {
+    return ids.filter((id) => {
+      const h = this.headers.get(id);
+      return h !== undefined && !["committed", "released", "expired", "failed"].includes(h.status);
     });
   }
 

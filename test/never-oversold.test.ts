@@ -361,6 +361,42 @@ describe("reservations that cannot get stuck", () => {
     }
   });
 
+  it("retention keeps the hold rows of a reservation still committing past the idempotency window: the roll-forward takes its units once", async () => {
+    const [a, b] = await twoShardSkus();
+    const r = await (await reserve([{ sku: a, quantity: 2 }, { sku: b, quantity: 1 }])).json<Reservation>();
+    const broken = shardNameForSku(env, b);
+    let failures = 0;
+    setStockFault(({ shard, method }) => (shard === broken && method === "commit" && failures++ < 1 ? "before" : undefined));
+    expect((await json("POST", `/v1/reservations/${r.id}/commit`, {}, storefront())).status).toBe(202);
+    setStockFault(null);
+    expect(await heldOn(a)).toEqual([{ state: "committed", quantity: 2 }]);
+
+    /** Runs a shard's alarm (expiry, reconciler, retention) at `at` on the injectable clock. */
+    const housekeeping = async (sku: string, at: number) => {
+      const stub = env.STOCK.getByName(shardNameForSku(env, sku));
+      await runInDurableObject(stub, (_, state) => state.storage.setAlarm(Date.now() + 600_000));
+      setClock(at);
+      try {
+        expect(await runDurableObjectAlarm(stub)).toBe(true);
+      } finally {
+        setClock(null);
+      }
+    };
+    // Two days later (the idempotency window is one day) A's housekeeping runs while the commit is unfinished.
+    const day = 86_400_000;
+    await housekeeping(a, Date.now() + 2 * day);
+    expect(await heldOn(a)).toEqual([{ state: "committed", quantity: 2 }]);
+    // The retried commit finds A's lines committed already, and takes B's.
+    expect((await json("POST", `/v1/reservations/${r.id}/commit`, {}, storefront())).status).toBe(200);
+    expect(await availability(a)).toMatchObject({ on_hand: 3, reserved: 0, available: 3 });
+    expect(await availability(b)).toMatchObject({ on_hand: 4, reserved: 0 });
+    const commits = (await (await call(`/admin/stock/${a}/ledger`, { headers: admin() })).json<{ items: LedgerRow[] }>()).items.filter((l) => l.kind === "commit" || l.kind === "oversold");
+    expect(commits.map((l) => [l.kind, l.delta_on_hand])).toEqual([["commit", -2]]);
+    // Once the reservation is finished, the next housekeeping prunes the old rows.
+    await housekeeping(a, Date.now() + 4 * day);
+    expect(await heldOn(a)).toEqual([]);
+  });
+
   it("a retry of a commit that did not reach every shard completes it (200)", async () => {
     const [a, b] = await twoShardSkus();
     const r = await (await reserve([{ sku: a, quantity: 1 }, { sku: b, quantity: 1 }])).json<Reservation>();

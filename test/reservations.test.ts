@@ -378,7 +378,7 @@ describe("retention", () => {
     expect(counts.mismatches).toEqual([]);
     // Forty days later, with the default windows (ledger 30 days, idempotency 1 day).
     const later = Date.now() + 40 * 86_400_000;
-    const result = await runInDurableObject(shardStub(sku!), (_, state) => state.storage.transactionSync(() => applyRetention(state.storage.sql, later, DEFAULT_RETENTION)));
+    const result = await runInDurableObject(shardStub(sku!), (_, state) => state.storage.transactionSync(() => applyRetention(state.storage.sql, later, DEFAULT_RETENTION, [])));
     expect(result.ledgerRowsFolded).toBeGreaterThan(0);
     const after = await ledgerOf(sku!);
     expect(after.length).toBeLessThan(before.length);
@@ -400,7 +400,7 @@ describe("retention", () => {
     expect((await post(`/v1/reservations/${live}/commit`)).status).toBe(200);
     expect((await reconcile(sku!)).mismatches).toEqual([]);
     // Within the windows nothing is touched.
-    const again = await runInDurableObject(shardStub(sku!), (_, state) => state.storage.transactionSync(() => applyRetention(state.storage.sql, Date.now(), DEFAULT_RETENTION)));
+    const again = await runInDurableObject(shardStub(sku!), (_, state) => state.storage.transactionSync(() => applyRetention(state.storage.sql, Date.now(), DEFAULT_RETENTION, [])));
     expect(again).toEqual({ ledgerRowsFolded: 0, reservations: 0, holds: 0, adjustments: 0 });
   });
 });
@@ -453,7 +453,7 @@ describe("retention storage", () => {
       const later = Date.now() + 40 * 86_400_000;
       let pass = 0;
       while (pass++ < 100) {
-        const r = state.storage.transactionSync(() => applyRetention(sql, later, { ...DEFAULT_RETENTION, batch: 5_000 }));
+        const r = state.storage.transactionSync(() => applyRetention(sql, later, { ...DEFAULT_RETENTION, batch: 5_000 }, []));
         if (!r.ledgerRowsFolded && !r.reservations && !r.holds && !r.adjustments) break;
       }
       // Other tests of this file share the shard: count this SKU's rows only.

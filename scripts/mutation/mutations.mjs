@@ -88,5 +88,7 @@ export const MUTATIONS = [
   { id: "borrow-skips-last-sibling", area: "transfer", file: HOT, find: "for (let step = 1; step < k && need > 0; step++) {", replace: "for (let step = 1; step < k - 1 && need > 0; step++) {" },
   { id: "borrow-miscounts", area: "transfer", file: HOT, find: "need -= got;", replace: "need -= got + 1;" },
   { id: "split-uneven", area: "transfer", file: SPLIT, find: "const q = base + ((i - offset + k) % k < extra ? 1 : 0);", replace: "const q = base + ((i - offset + k) % k <= extra ? 1 : 0);" },
+  // --- retention ------------------------------------------------------------------------------------------------
+  { id: "retention-prunes-unfinished", area: "retention", file: "src/stock/retention.ts", find: "AND reservation_id NOT IN (SELECT value FROM json_each(?)) LIMIT ?)`", replace: "AND (? IS NOT NULL) LIMIT ?)`" },
   { id: "fold-ignores-transit", area: "transfer", file: SHARD, find: "const done = parts === 0 && inTransit === 0;", replace: "const done = parts === 0;" },
 ];

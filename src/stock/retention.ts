@@ -9,6 +9,11 @@
  * - Reservations that finished (committed, released, expired, failed) more than the idempotency window ago are
  *   deleted, with their released, expired or committed hold rows, owner rows and saga rows: a retry of their
  *   Idempotency-Key after the window is a new checkout, which is what the window promises.
+ * - Hold rows here of reservations coordinated anywhere are deleted once they are older than the window and no
+ *   longer live, but never while their reservation is unfinished: a commit still `committing` is completed by
+ *   re-sending it to every shard, and a shard that committed already knows so only by its `committed` hold row
+ *   (without it, the re-sent commit would take the units a second time). The shard asks the coordinators first
+ *   (`retentionHoldCandidates`, then `applyRetention` with the unfinished ones kept).
  * - Adjustment records (event-id deduplication of stock adjustments) older than the window are deleted.
  *
  * Each run does a bounded slice of work, so one alarm never holds the object for long; the next alarm goes on.
@@ -45,8 +50,19 @@ export type RetentionResult = { ledgerRowsFolded: number; reservations: number; 
 
 const FINISHED = "('committed', 'released', 'expired', 'failed')";
 
-/** One slice of retention work; run inside the shard's transaction (it only reads and writes this object's SQLite). */
-export function applyRetention(sql: SqlStorage, now: number, policy: RetentionPolicy): RetentionResult {
+/** Reservations with hold rows here that retention would delete: ask their coordinators which are unfinished. */
+export function retentionHoldCandidates(sql: SqlStorage, now: number, policy: RetentionPolicy): string[] {
+  return sql
+    .exec<{ reservation_id: string }>("SELECT DISTINCT reservation_id FROM holds WHERE state <> 'held' AND created_at < ? LIMIT ?", now - policy.idempotencyWindowMs, policy.batch)
+    .toArray()
+    .map((r) => r.reservation_id);
+}
+
+/**
+ * One slice of retention work; run inside the shard's transaction (it only reads and writes this object's SQLite).
+ * `unfinished`: reservations (among the candidates) whose coordinator has not finished them; their holds stay.
+ */
+export function applyRetention(sql: SqlStorage, now: number, policy: RetentionPolicy, unfinished: readonly string[]): RetentionResult {
   const ledgerCutoff = now - policy.ledgerWindowMs;
   const idemCutoff = now - policy.idempotencyWindowMs;
   let ledgerRowsFolded = 0;
@@ -88,11 +104,13 @@ export function applyRetention(sql: SqlStorage, now: number, policy: RetentionPo
     sql.exec("DELETE FROM reservation_sagas WHERE id IN (SELECT value FROM json_each(?))", ids);
     sql.exec("DELETE FROM reservations WHERE id IN (SELECT value FROM json_each(?))", ids);
   }
-  // Hold rows of reservations coordinated by another shard: finished and older than the window.
+  // Hold rows of reservations coordinated anywhere: no longer live, older than the window, and finished.
   holds += sql.exec(
     `DELETE FROM holds WHERE (reservation_id, sku, location) IN
-       (SELECT reservation_id, sku, location FROM holds WHERE state <> 'held' AND created_at < ? LIMIT ?)`,
+       (SELECT reservation_id, sku, location FROM holds WHERE state <> 'held' AND created_at < ?
+          AND reservation_id NOT IN (SELECT value FROM json_each(?)) LIMIT ?)`,
     idemCutoff,
+    JSON.stringify(unfinished),
     policy.batch,
   ).rowsWritten;
   const adjustments = sql.exec(
