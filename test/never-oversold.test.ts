@@ -8,6 +8,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { setClock } from "../src/lib/clock";
 import { setStockFault } from "../src/lib/fault-injection";
 import type { HotStatus } from "../src/stock/hot";
+import { ReservationStore } from "../src/stock/reservation-store";
 import { coordinatorForScope, coordinatorOfReservation, hotSubShardName, newReservationId, shardName, shardNameForSku } from "../src/stock/routing";
 import { seedApiKeys } from "./helpers/api-keys";
 import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
@@ -395,6 +396,21 @@ describe("reservations that cannot get stuck", () => {
     // Once the reservation is finished, the next housekeeping prunes the old rows.
     await housekeeping(a, Date.now() + 4 * day);
     expect(await heldOn(a)).toEqual([]);
+  });
+
+  it("a commit finished by two drivers at once (a retry and the reconciler) counts as the first finish only once, so reservation.committed is queued once", async () => {
+    const [a, b] = await twoShardSkus();
+    const r = await (await reserve([{ sku: a, quantity: 1 }, { sku: b, quantity: 1 }])).json<Reservation>();
+    const broken = shardNameForSku(env, b);
+    let failures = 0;
+    setStockFault(({ shard, method }) => (shard === broken && method === "commit" && failures++ < 1 ? "before" : undefined));
+    expect((await json("POST", `/v1/reservations/${r.id}/commit`, {}, storefront())).status).toBe(202);
+    // Both drivers reach the finishing step after every shard committed; the outbox may have flushed in between.
+    const firsts = await runInDurableObject(env.STOCK.getByName(coordinatorOfReservation(env, r.id)!), (_, state) => {
+      const store = new ReservationStore(state.storage.sql);
+      return [store.finishCommit(r.id, Date.now())?.first, store.finishCommit(r.id, Date.now())?.first];
+    });
+    expect(firsts).toEqual([true, false]);
   });
 
   it("a retry of a commit that did not reach every shard completes it (200)", async () => {

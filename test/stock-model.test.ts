@@ -127,7 +127,7 @@ type Spec =
   | { t: "release"; pick: number; fault?: ItemFault }
   | { t: "extend"; pick: number; ttl: number; fault?: ItemFault }
   | { t: "advance"; ms: number }
-  | { t: "set"; sku: number; location: (typeof LOCATIONS)[number]; extra: number; safety?: number }
+  | { t: "set"; sku: number; location: (typeof LOCATIONS)[number]; extra: number; safety?: number; backorder?: number }
   | { t: "adjust"; sku: number; location: (typeof LOCATIONS)[number]; delta: number; retry?: number }
   | { t: "hot"; sku: number; k: number }
   | { t: "unhot"; sku: number }
@@ -420,15 +420,21 @@ async function runSpec(w: World, spec: Spec): Promise<ModelReservation | undefin
       const target = FIXED.recountBelowHeld ? spec.extra : held + spec.extra;
       // Safety stock is set on ordinary SKUs only: on a hot SKU it would sit with the home shard's remainder.
       const safety = spec.safety !== undefined && m.hotState(k) === "cold" ? spec.safety : undefined;
-      const res = await s.fetch(`/admin/stock/${encodeURIComponent(k)}`, { method: "PUT", role: "admin", body: JSON.stringify({ location: spec.location, on_hand: target, ...(safety !== undefined ? { safety_stock: safety } : {}) }) });
+      // So is a backorder limit (pre-orders): a hot SKU's sub-shards sell only units that exist.
+      const backorder = spec.backorder !== undefined && m.hotState(k) === "cold" ? spec.backorder : undefined;
+      const limits = { ...(safety !== undefined ? { safety_stock: safety } : {}), ...(backorder !== undefined ? { backorder_limit: backorder } : {}) };
+      const res = await s.fetch(`/admin/stock/${encodeURIComponent(k)}`, { method: "PUT", role: "admin", body: JSON.stringify({ location: spec.location, on_hand: target, ...limits }) });
       const what = `set ${k}@${spec.location} to ${target} with ${held} held (${m.hotState(k)}) → ${res.status} ${JSON.stringify(res.body)}`;
       expect(res.status, what).toBe(200);
       const cell = m.ensureCell(k, spec.location);
       cell.onHand = target;
       if (safety !== undefined) cell.safety = safety;
-      // The answer is the physical count, and a recount below what is held says by how much it is oversold.
-      expect({ on_hand: res.body.on_hand, reserved: res.body.reserved, oversold: res.body.oversold ?? 0 }, what).toEqual({ on_hand: target, reserved: held, oversold: Math.max(0, held - target) });
-      m.oversold.set(`${k}\u0000${spec.location}`, Math.max(0, held - target));
+      if (backorder !== undefined) cell.backorder = backorder;
+      // The answer is the physical count, and a recount below what is held (beyond the backorder limit) says by
+      // how much it is oversold.
+      const oversold = m.oversoldAt(k, spec.location);
+      expect({ on_hand: res.body.on_hand, reserved: res.body.reserved, oversold: res.body.oversold ?? 0 }, what).toEqual({ on_hand: target, reserved: held, oversold });
+      m.oversold.set(`${k}\u0000${spec.location}`, oversold);
       return;
     }
     case "adjust": {
@@ -501,7 +507,7 @@ async function runSpec(w: World, spec: Spec): Promise<ModelReservation | undefin
       const answers = await Promise.all(
         rs.map((r) => s.fetch("/v1/reservations", { method: "POST", body: JSON.stringify({ items: r.lines, ttl_seconds: r.ttl }), headers: shopperHeaders(r) })),
       );
-      const free = m.skus().includes(k) ? [...m.cells.get(k)!.keys()].reduce((n, loc) => n + Math.max(0, m.available(k, loc)), 0) : 0;
+      const free = m.skus().includes(k) ? [...m.cells.get(k)!.keys()].reduce((n, loc) => n + Math.max(0, m.room(k, loc)), 0) : 0;
       let granted = 0;
       let edge = 0;
       answers.forEach((res, i) => {
@@ -539,9 +545,10 @@ function applyAdjustment(m: StockModel, eventId: string, line: { sku: string; lo
   expect(out.status, what).toBe(expected);
   if (expected === "applied") {
     cell.onHand += line.delta;
-    // Taking the count below what is held is a physical fact: applied, and reported as oversold.
-    expect({ on_hand: out.on_hand, oversold: out.oversold ?? 0 }, what).toEqual({ on_hand: cell.onHand, oversold: Math.max(0, held - cell.onHand) });
-    m.oversold.set(`${line.sku}\u0000${line.location}`, Math.max(0, held - cell.onHand));
+    // Taking the count below what is held (beyond the backorder limit) is a physical fact: applied, and reported as oversold.
+    const oversold = m.oversoldAt(line.sku, line.location);
+    expect({ on_hand: out.on_hand, oversold: out.oversold ?? 0 }, what).toEqual({ on_hand: cell.onHand, oversold });
+    m.oversold.set(`${line.sku}\u0000${line.location}`, oversold);
   }
   m.adjustments.set(eventId, { ...line, status: expected });
 }
@@ -553,10 +560,11 @@ type LedgerRow = { location: string; delta_on_hand: number; delta_reserved: numb
 
 async function verify(w: World, touched: ModelReservation | undefined): Promise<void> {
   const { m, s } = w;
-  // The model itself: held units never exceed the physical count, beyond what was reported as oversold.
+  // The model itself: held units never exceed the physical count and the backorder limit, beyond what was
+  // reported as oversold.
   for (const sku of m.skus()) {
     for (const [loc, c] of m.cells.get(sku)!) {
-      expect(m.held(sku, loc), `${sku}@${loc}: held beyond on_hand`).toBeLessThanOrEqual(c.onHand + (m.oversold.get(`${sku}\u0000${loc}`) ?? 0));
+      expect(m.held(sku, loc), `${sku}@${loc}: held beyond on_hand`).toBeLessThanOrEqual(c.onHand + c.backorder + (m.oversold.get(`${sku}\u0000${loc}`) ?? 0));
     }
   }
   const avail = await s.fetch(`/v1/availability?skus=${m.skus().map(encodeURIComponent).join(",")}&by_location=true`);
@@ -658,7 +666,17 @@ const specArbs: fc.Arbitrary<Spec>[] = [
   fc.record({ t: fc.constant("release" as const), pick: fc.nat(), fault: itemFaultArb }, { requiredKeys: ["t", "pick"] }),
   fc.record({ t: fc.constant("extend" as const), pick: fc.nat(), ttl: ttlArb, fault: itemFaultArb }, { requiredKeys: ["t", "pick", "ttl"] }),
   fc.record({ t: fc.constant("advance" as const), ms: fc.constantFrom(1_000, 2_000, 11_000, 21_000, 60_000, 61_000, 120_000, 700_000) }),
-  fc.record({ t: fc.constant("set" as const), sku: skuIndex, location, extra: fc.nat({ max: 8 }), safety: fc.option(fc.nat({ max: 2 }), { nil: undefined, freq: 3 }) }, { requiredKeys: ["t", "sku", "location", "extra"] }),
+  fc.record(
+    {
+      t: fc.constant("set" as const),
+      sku: skuIndex,
+      location,
+      extra: fc.nat({ max: 8 }),
+      safety: fc.option(fc.nat({ max: 2 }), { nil: undefined, freq: 3 }),
+      backorder: fc.option(fc.nat({ max: 3 }), { nil: undefined, freq: 3 }),
+    },
+    { requiredKeys: ["t", "sku", "location", "extra"] },
+  ),
   fc.record({ t: fc.constant("adjust" as const), sku: skuIndex, location, delta: fc.integer({ min: -6, max: 6 }).filter((d) => d !== 0), retry: fc.option(fc.nat(), { nil: undefined, freq: 3 }) }, { requiredKeys: ["t", "sku", "location", "delta"] }),
   fc.record({ t: fc.constant("hot" as const), sku: skuIndex, k: fc.integer({ min: 1, max: 8 }) }),
   fc.record({ t: fc.constant("unhot" as const), sku: skuIndex }),
@@ -743,6 +761,34 @@ const REGRESSIONS: { name: string; stock: Record<string, number>[]; specs: Spec[
       reserve([{ sku: 0, quantity: 3 }], { want: 409 }),
       reserve([{ sku: 0, quantity: 2 }], { want: 201 }),
       reserve([{ sku: 0, quantity: 1, location: L.east }], { want: 409 }),
+    ],
+  },
+  {
+    name: "a named line and a line for any location of one SKU never take the same units twice",
+    stock: [{ [L.east]: 3 }, ...NO_STOCK.slice(1)],
+    specs: [
+      reserve([{ sku: 0, quantity: 2, location: L.east }, { sku: 0, quantity: 2 }], { want: 409 }),
+      reserve([{ sku: 0, quantity: 2 }, { sku: 0, quantity: 2, location: L.east }], { want: 409 }),
+      reserve([{ sku: 0, quantity: 2, location: L.east }, { sku: 0, quantity: 1 }], { want: 201 }),
+      reserve([{ sku: 0, quantity: 1 }], { want: 409 }),
+    ],
+  },
+  {
+    name: "a backorder limit sells exactly that many units beyond on_hand, wherever the location is chosen, and pre-orders are not oversold",
+    stock: [{ [L.east]: 1, [L.west]: 0 }, ...NO_STOCK.slice(1)],
+    specs: [
+      { t: "set", sku: 0, location: L.east, extra: 1, backorder: 2 },
+      reserve([{ sku: 0, quantity: 4, location: L.east }], { want: 409 }),
+      reserve([{ sku: 0, quantity: 3, location: L.east }], { want: 201 }),
+      reserve([{ sku: 0, quantity: 1, location: L.east }], { want: 409 }),
+      { t: "adjust", sku: 0, location: L.east, delta: 1 },
+      reserve([{ sku: 0, quantity: 1 }], { want: 201 }),
+      reserve([{ sku: 0, quantity: 1, location: L.west }], { want: 409 }),
+      { t: "set", sku: 0, location: L.west, extra: 0, backorder: 1 },
+      reserve([{ sku: 0, quantity: 1 }], { region: "NA", want: 201 }),
+      reserve([{ sku: 0, quantity: 1 }], { want: 409 }),
+      { t: "set", sku: 0, location: L.east, extra: 1, backorder: 0 },
+      { t: "commit", pick: 1 },
     ],
   },
   {

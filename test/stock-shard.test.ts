@@ -1,5 +1,6 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeAll, describe, expect, it, vi } from "vitest";
+import { setClock } from "../src/lib/clock";
 import { coordinatorForScope, newReservationId, shardName } from "../src/stock/routing";
 import { seedApiKeys } from "./helpers/api-keys";
 import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
@@ -214,5 +215,52 @@ describe("admin stock API", () => {
     const two = await (await call("/admin/bench/do-noop", { method: "POST", headers: admin() })).json<{ value: number }>();
     expect(two.value).toBe(one.value + 1);
     await expectProblem(await call("/admin/bench/do-noop", { method: "POST" }), 401);
+  });
+});
+
+describe("a shard's own checks on extend (what it must refuse whatever its caller lets through)", () => {
+  it("never revives a released or committed line, and re-holds a lapsed line only when its units are free", async () => {
+    const [sku] = await makeSkus([4]);
+    const stub = shardStub(sku!);
+    const line = (quantity: number) => [{ sku: sku!, quantity, location: "loc-us-east" }];
+    const counts = async () => {
+      const res = await stub.read([sku!]);
+      if (!res.ok) throw new Error("unknown SKU");
+      return { on_hand: res.rows[0]!.on_hand, reserved: res.rows[0]!.reserved };
+    };
+    // Ids of no coordinator: their holds lapse at the deadline without a verdict.
+    const hold = async (quantity: number, expiresAt: number) => {
+      const id = uid("direct");
+      const res = await stub.hold({ reservationId: id, expiresAt, lines: line(quantity), preferredLocations: [], actor: "test" });
+      expect(res.ok).toBe(true);
+      return id;
+    };
+    const t0 = Date.now();
+    setClock(t0);
+    try {
+      const released = await hold(2, t0 + 60_000);
+      await stub.release(released, "test");
+      expect(await stub.extend(released, line(2), t0 + 120_000, "test")).toEqual({ ok: false, error: "insufficient", shortfalls: [] });
+      const committed = await hold(1, t0 + 60_000);
+      await stub.commit(committed, line(1), "test");
+      expect(await stub.extend(committed, line(1), t0 + 120_000, "test")).toEqual({ ok: false, error: "insufficient", shortfalls: [] });
+      expect(await counts()).toEqual({ on_hand: 3, reserved: 0 });
+
+      // A line that lapsed here: 2 units wanted back while only 1 is free is refused…
+      const lapsed = await hold(2, t0 + 1_000);
+      setClock(t0 + 1_000);
+      const other = await hold(2, t0 + 60_000);
+      const refused = await stub.extend(lapsed, line(2), t0 + 120_000, "test");
+      expect(refused).toMatchObject({ ok: false, shortfalls: [{ sku, requested: 2, available: 1, location: "loc-us-east" }] });
+      expect(await counts()).toEqual({ on_hand: 3, reserved: 2 });
+      // …and with exactly 2 free it is held again.
+      await stub.release(other, "test");
+      await hold(1, t0 + 60_000);
+      expect(await stub.extend(lapsed, line(2), t0 + 120_000, "test")).toEqual({ ok: true });
+      expect(await counts()).toEqual({ on_hand: 3, reserved: 3 });
+    } finally {
+      setClock(null);
+    }
+    expect(await reconcile(sku!)).toMatchObject({ mismatches: [], oversold: 0 });
   });
 });

@@ -78,7 +78,8 @@ export const MUTATIONS = [
   { id: "adjust-floor-boundary", area: "adjust", file: STORE, find: "if (cur.on_hand + line.delta < 0) {", replace: "if (cur.on_hand + line.delta < -1) {" },
   { id: "adjust-floor-inverted", area: "adjust", file: STORE, find: "if (cur.on_hand + line.delta < 0) {", replace: "if (cur.on_hand + line.delta <= 0) {" },
   { id: "adjust-hot-floor-boundary", area: "adjust", file: SHARD, find: "if (before.on_hand + delta < 0) {", replace: "if (before.on_hand + delta < -1) {" },
-  { id: "oversold-underreported", area: "set", file: STORE, find: "const units = Math.max(0, row.reserved - row.on_hand);", replace: "const units = Math.max(0, row.reserved - row.on_hand - 1);" },
+  { id: "oversold-underreported", area: "set", file: STORE, find: "const units = Math.max(0, row.reserved - row.on_hand - (row.backorder_limit ?? 0));", replace: "const units = Math.max(0, row.reserved - row.on_hand - (row.backorder_limit ?? 0) - 1);" },
+  { id: "oversold-ignores-backorder", area: "set", file: STORE, find: "const units = Math.max(0, row.reserved - row.on_hand - (row.backorder_limit ?? 0));", replace: "const units = Math.max(0, row.reserved - row.on_hand);" },
   { id: "hot-decrease-no-freeze", area: "adjust", file: SHARD, find: "if (-delta > homeFree + subFree) await this.freeze(sku, location);", replace: "if (-delta > homeFree + subFree + 1) await this.freeze(sku, location);" },
   { id: "hot-decrease-recall-short", area: "adjust", file: SHARD, find: "if (-delta > homeFree) await this.recall(sku, location, -delta - homeFree,", replace: "if (-delta > homeFree + 1) await this.recall(sku, location, -delta - homeFree," },
   // --- transfers (hot-SKU escrow) -----------------------------------------------------------------------------

@@ -219,8 +219,8 @@ adminStockApp
       throw new ApiError(err.status, err.slug, err.title, err.detail, { ...err.extensions, rows: res.rows }, { etag: etag(res.seq) });
     }
     if (!res.ok) throw ApiError.unprocessable(`Unknown SKU: ${sku}.`, { unknown_skus: res.skus });
-    // A restock mid-sale must sell at once: drop this colo's sold-out marker.
-    if (res.row.available > 0) await clearSoldOut([sku]);
+    // A restock (or a new backorder limit) mid-sale must sell at once: drop this colo's sold-out marker.
+    if (res.row.available + (res.row.backorder_limit ?? 0) > 0) await clearSoldOut([sku]);
     c.header("cache-control", "no-store");
     c.header("etag", etag(res.row.seq));
     return c.json({ ...res.row, oversold: res.oversold }, 200);

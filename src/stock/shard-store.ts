@@ -487,14 +487,15 @@ export class StockStore {
   }
 
   /**
-   * Held units beyond the physical count of (SKU, location), summed over every object: when positive, it is
-   * written to the ledger (kind `oversold`, zero deltas) and queued as a `stock.oversold` event. Returns N.
+   * Held units beyond the physical count of (SKU, location) and its backorder limit (pre-orders are promises the
+   * shop chose to make), summed over every object: when positive, it is written to the ledger (kind `oversold`,
+   * zero deltas) and queued as a `stock.oversold` event. Returns N.
    */
   reportOversold(sku: string, location: string, cause: string, meta: Meta, now: number): number {
     // A sub-shard's slice says nothing about the SKU's physical count: its home reports shortfalls.
     if (this.isSub(sku)) return 0;
     const row = this.rowAt(sku, location);
-    const units = Math.max(0, row.reserved - row.on_hand);
+    const units = Math.max(0, row.reserved - row.on_hand - (row.backorder_limit ?? 0));
     if (units === 0) return 0;
     const { seq } = this.sql.exec<{ seq: number }>("UPDATE skus SET seq = seq + 1 WHERE sku = ? RETURNING seq", sku).one();
     const own = this.raw(sku, location)!;

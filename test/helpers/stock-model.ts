@@ -34,7 +34,8 @@ export type ModelReservation = {
   items: ModelItem[];
 };
 
-type Cell = { onHand: number; safety: number };
+/** `backorder`: units that may be promised beyond on_hand (pre-orders), set on ordinary SKUs by a recount. */
+type Cell = { onHand: number; safety: number; backorder: number };
 
 const key = (sku: string, location: string) => `${sku}\u0000${location}`;
 
@@ -58,7 +59,7 @@ export class StockModel {
 
   addSku(sku: string, stock: Record<string, number>): void {
     const m = new Map<string, Cell>();
-    for (const [loc, n] of Object.entries(stock)) m.set(loc, { onHand: n, safety: 0 });
+    for (const [loc, n] of Object.entries(stock)) m.set(loc, { onHand: n, safety: 0, backorder: 0 });
     this.cells.set(sku, m);
   }
 
@@ -73,7 +74,7 @@ export class StockModel {
   ensureCell(sku: string, location: string): Cell {
     const m = this.cells.get(sku)!;
     let c = m.get(location);
-    if (!c) m.set(location, (c = { onHand: 0, safety: 0 }));
+    if (!c) m.set(location, (c = { onHand: 0, safety: 0, backorder: 0 }));
     return c;
   }
 
@@ -90,6 +91,17 @@ export class StockModel {
     return c ? c.onHand - this.held(sku, location) - c.safety : 0;
   }
 
+  /** What an ordinary SKU's shard may still hold there: available plus the backorder limit. */
+  room(sku: string, location: string): number {
+    return this.available(sku, location) + (this.cell(sku, location)?.backorder ?? 0);
+  }
+
+  /** Units promised beyond the count and the backorder limit: what a recount must report as oversold. */
+  oversoldAt(sku: string, location: string): number {
+    const c = this.cell(sku, location);
+    return Math.max(0, this.held(sku, location) - (c?.onHand ?? 0) - (c?.backorder ?? 0));
+  }
+
   effective(r: ModelReservation): ModelReservation["status"] {
     return r.status === "held" && this.now >= r.expiresAt ? "expired" : r.status;
   }
@@ -101,7 +113,7 @@ export class StockModel {
 
   /**
    * What a shard holding these lines does: lines on one (SKU, location) are summed first; a named location
-   * must have the room; otherwise the shopper's region's locations in priority order, then the location with
+   * must have the room (available plus backorder limit); otherwise the shopper's region's locations in priority order, then the location with
    * the most room (ties by name). All lines or none.
    */
   predictHold(lines: Line[], region: Region | undefined): { ok: true; items: Item[] } | { ok: false; shortfalls: Shortfall[] } {
@@ -113,7 +125,9 @@ export class StockModel {
       else wanted.set(k, { ...l });
     }
     const taken = new Map<string, number>();
-    const room = (sku: string, loc: string) => this.available(sku, loc) - (taken.get(key(sku, loc)) ?? 0);
+    const room = (sku: string, loc: string) => this.room(sku, loc) - (taken.get(key(sku, loc)) ?? 0);
+    // A shortfall reports what is available, never the backorder room.
+    const free = (sku: string, loc: string) => this.available(sku, loc) - (taken.get(key(sku, loc)) ?? 0);
     const picks: Item[] = [];
     const shortfalls: Shortfall[] = [];
     for (const w of wanted.values()) {
@@ -135,7 +149,7 @@ export class StockModel {
       }
       if (chosen === undefined) {
         const candidates = w.location !== undefined ? locs.filter((l) => l === w.location) : locs;
-        const best = Math.max(0, ...candidates.map((l) => room(w.sku, l)));
+        const best = Math.max(0, ...candidates.map((l) => free(w.sku, l)));
         shortfalls.push({ sku: w.sku, requested: w.quantity, available: best, ...(w.location !== undefined ? { location: w.location } : {}) });
         continue;
       }
