@@ -36,7 +36,7 @@ const HEADERS = "src/stock/reservation-store.ts";
 const ESCROW = "src/stock/escrow-store.ts";
 const HOT = "src/stock/hot.ts";
 const SPLIT = "src/stock/split.ts";
-const SAGA = "src/stock/reservations.ts";
+const SAGA = "src/stock/saga.ts";
 const SHARD = "durable-objects/stock-shard.ts";
 
 export const MUTATIONS = [
