@@ -311,7 +311,7 @@ async function main() {
 | RSS peak | ${f(peak)} MB |
 | RSS at end | ${f(end.rss)} MB |
 | **RSS growth after warm-up** | **${(end.rss - w.rss).toFixed(1)} MB** (target < 64 MB) |
-| isolate JS heap after GC: start / warm-up / end | ${first.heap.toFixed(1)} / ${w.heap.toFixed(1)} / ${end.heap.toFixed(1)} MB (peak before GC ${peakHeap.toFixed(1)} MB) |
+| the Worker's isolate, JS heap used (V8; workerd cannot force a GC): start / warm-up / end | ${first.heap.toFixed(1)} / ${w.heap.toFixed(1)} / ${end.heap.toFixed(1)} MB (peak ${peakHeap.toFixed(1)} MB) |
 | **isolate heap growth after warm-up** | **${(end.heap - w.heap).toFixed(1)} MB** |
 | accounted per-isolate structures (isolateMemory) | ${accounted ? `${(accounted.bytes / MB).toFixed(2)} MB of ${(accounted.budget / MB).toFixed(0)} MB budget` : "–"} |
 | Durable Objects created (SQLite files) | ${JSON.stringify(objects)} |
@@ -330,7 +330,7 @@ ${curve.join("\n")}
 ${errors.length ? `\nFirst failures:\n\n${errors.map((e) => `- \`${e.replace(/`/g, "'").replace(/\n/g, " ")}\``).join("\n")}\n` : ""}`;
   mkdirSync(path.dirname(REPORT), { recursive: true });
   const file = REPORT.endsWith(".md") ? REPORT.replace(/\.md$/, ".run.md") : REPORT;
-  writeFileSync(file, `<!-- npx tsx bench/soak/run.ts ${process.argv.slice(2).join(" ")} -->\n${report}`);
+  writeFileSync(file, `<!-- npx tsx bench/soak/run.ts ${process.argv.slice(2).join(" ")} (${new Date().toISOString()}) -->\n${report}`);
   console.log(report);
   process.exit(0);
 }
