@@ -1,6 +1,8 @@
 /**
  * The admin's product list: every status (drafts and archived included), newest id order with a keyset cursor,
  * or a search (an exact product id or SKU, else full-text over title, brand, description and attributes).
+ * Over catalog partitions (src/db/partitions.ts) each partition answers and the pages are merged: by id for the
+ * list (the cursor is the last id, valid in every partition), partition by partition for a search.
  */
 export type AdminProductRow = {
   id: string;
@@ -35,9 +37,24 @@ function toRow(r: RawRow): AdminProductRow {
   return { ...r, min_prices: r.min_prices ? (JSON.parse(r.min_prices) as Record<string, number>) : {} };
 }
 
-export async function listAdminProducts(
+type ListOptions = { q?: string; status?: "active" | "draft" | "archived"; after?: string; limit: number };
+
+export async function listAdminProducts(dbs: D1Database | readonly D1Database[], opts: ListOptions): Promise<{ items: AdminProductRow[]; next_cursor: string | null }> {
+  const list: readonly D1Database[] = Array.isArray(dbs) ? dbs : [dbs as D1Database];
+  if (list.length === 1) return listIn(list[0]!, opts);
+  const pages = await Promise.all(list.map((db) => listIn(db, opts)));
+  const all = pages.flatMap((p) => p.items);
+  if (opts.q?.trim()) return { items: all.slice(0, opts.limit), next_cursor: null };
+  all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const items = all.slice(0, opts.limit);
+  // More exists when another page holds ids beyond this page, or any partition said it had more.
+  const more = all.length > opts.limit || pages.some((p) => p.next_cursor !== null);
+  return { items, next_cursor: more && items.length ? items.at(-1)!.id : null };
+}
+
+async function listIn(
   db: D1Database,
-  opts: { q?: string; status?: "active" | "draft" | "archived"; after?: string; limit: number },
+  opts: ListOptions,
 ): Promise<{ items: AdminProductRow[]; next_cursor: string | null }> {
   const q = opts.q?.trim();
   if (q) {

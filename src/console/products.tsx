@@ -2,6 +2,7 @@
  * Products: list and search (drafts included), edit title, status and prices with If-Match, archive; imports
  * with an upload progress bar and their rejected lines. Writes go through the admin product and import routes.
  */
+import { allCatalogDbs, catalogDb } from "../db/partitions";
 import { z } from "zod";
 import { listAdminProducts, listImports } from "../catalog/admin-list";
 import { loadProductDocument, type ProductDocument } from "../catalog/document";
@@ -23,7 +24,7 @@ productPages.get("/console/products", async (c) => {
     .safeParse(c.req.query());
   if (!q.success) throw ApiError.badRequest("Bad search.");
   const status = q.data.status || undefined;
-  const list = await listAdminProducts(c.env.DB, { q: q.data.q, status, after: q.data.cursor, limit: 50 });
+  const list = await listAdminProducts(allCatalogDbs(c.env), { q: q.data.q, status, after: q.data.cursor, limit: 50 });
   const cur = c.env.DEFAULT_CURRENCY;
   const next = list.next_cursor ? `/console/products?${new URLSearchParams({ ...(status ? { status } : {}), cursor: list.next_cursor })}` : null;
   return page(
@@ -120,7 +121,7 @@ function changes(seen: Seen, now: ProductDocument): string[] {
 
 async function productPage(c: ConsoleContext, id: string, stale?: { seen: Seen; message: string }) {
   const op = operator(c);
-  const doc = await loadProductDocument(c.env.DB, id);
+  const doc = await loadProductDocument(catalogDb(c.env, id), id);
   if (!doc) throw ApiError.notFound(`No product ${id}.`);
   const currencies = supportedCurrencies(c.env);
   const diff = stale ? changes(stale.seen, doc) : [];

@@ -1,3 +1,4 @@
+import { allCatalogDbs } from "../db/partitions";
 import { createRoute, z } from "@hono/zod-openapi";
 import { listAdminProducts, listImports } from "../catalog/admin-list";
 import { requireAdmin } from "../lib/auth";
@@ -84,7 +85,7 @@ adminProductListApp.use("/admin/imports", requireAdmin);
 adminProductListApp
   .openapi(listRoute, async (c) => {
     const { q, status, cursor, limit } = c.req.valid("query");
-    const page = await listAdminProducts(c.env.DB, { q, status, after: cursor, limit: q ? Math.min(100, limit) : limit });
+    const page = await listAdminProducts(allCatalogDbs(c.env), { q, status, after: cursor, limit: q ? Math.min(100, limit) : limit });
     c.header("cache-control", "no-store");
     return c.json(page as { items: z.infer<typeof AdminProduct>[]; next_cursor: string | null }, 200);
   })

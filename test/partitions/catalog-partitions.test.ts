@@ -5,7 +5,7 @@
  */
 import { env } from "cloudflare:test";
 import { beforeAll, describe, expect, it, vi } from "vitest";
-import { allCatalogDbs, catalogDb, partitionCount, partitionOf } from "../../src/db/partitions";
+import { allCatalogDbs, bucketOf, catalogDb, partitionCount, partitionOf } from "../../src/db/partitions";
 import { applyStockEvents } from "../../src/events/consumer";
 import { categories as seedCategories, stock, type SeedProduct } from "../../src/seed/generate";
 import { actualFacets, bruteFacets, matches, minPrice, type Page, type Search } from "../helpers/catalog-brute-force";
@@ -211,6 +211,23 @@ describe("writes and their events", () => {
     await expectProblem(await json("PUT", `/admin/products/${b}`, clash, admin()), 409);
   });
 
+  it("the admin product list pages both partitions in id order; a search finds a product of either partition", async () => {
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const res = await call(`/admin/products?limit=50${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, { headers: admin() });
+      expect(res.status, await res.clone().text()).toBe(200);
+      const page = await res.json<{ items: { id: string }[]; next_cursor: string | null }>();
+      seen.push(...page.items.map((i) => i.id));
+      cursor = page.next_cursor;
+    } while (cursor);
+    const all = (await Promise.all(allCatalogDbs(env).map((db) => db.prepare("SELECT id FROM products").all<{ id: string }>()))).flatMap((r) => r.results.map((x) => x.id));
+    expect(seen).toEqual([...all].sort());
+    const other = products.find((p) => partitionOf(env, p.id) === 1)!;
+    const bySku = await (await call(`/admin/products?q=${other.variants[0]!.sku}`, { headers: admin() })).json<{ items: { id: string }[] }>();
+    expect(bySku.items.map((i) => i.id)).toEqual([other.id]);
+  });
+
   it("stock events update the availability of the SKU's own partition only", async () => {
     const p = products.find((x) => partitionOf(env, x.id) === 1)!;
     const sku = p.variants[0]!.sku;
@@ -289,5 +306,32 @@ describe("affiliate feeds across partitions", () => {
     const res = await call(`/v1/feeds/products/${p.id}?format=json`, { headers: { authorization: `Bearer ${key}` } });
     expect(res.status).toBe(200);
     expect((await res.json<{ item: { id: string } }>()).item.id).toBe(p.id);
+  });
+});
+
+describe("partition configuration", () => {
+  it("N must be a power of two up to 16 with a CATALOG_<i> binding for every partition; 1 needs only DB", () => {
+    const db = env.DB;
+    expect(partitionCount({ DB: db } as Env)).toBe(1);
+    expect(partitionOf({ DB: db, CATALOG_PARTITIONS: "1" } as Env, "p-000001")).toBe(0);
+    expect(() => partitionCount({ DB: db, CATALOG_PARTITIONS: "3", CATALOG_1: db, CATALOG_2: db } as unknown as Env)).toThrow(/power of two/);
+    expect(() => partitionCount({ DB: db, CATALOG_PARTITIONS: "32" } as Env)).toThrow(/power of two/);
+    expect(() => partitionCount({ DB: db, CATALOG_PARTITIONS: "4", CATALOG_1: db } as unknown as Env)).toThrow(/CATALOG_2/);
+  });
+
+  it("growing N → 2N moves a product only from partition p to p + N (half of each partition's buckets)", () => {
+    const four = { DB: env.DB, CATALOG_PARTITIONS: "4", CATALOG_1: env.DB, CATALOG_2: env.DB, CATALOG_3: env.DB } as unknown as Env;
+    let moved = 0;
+    for (let n = 1; n <= 4000; n++) {
+      const id = `p-${String(n).padStart(6, "0")}`;
+      const before = partitionOf(env, id);
+      const after = partitionOf(four, id);
+      expect([before, before + 2]).toContain(after);
+      if (after !== before) moved += 1;
+      expect(bucketOf(id) % 2).toBe(before);
+    }
+    // About half move, and the hash spreads ids evenly.
+    expect(moved).toBeGreaterThan(1800);
+    expect(moved).toBeLessThan(2200);
   });
 });
