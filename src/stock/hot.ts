@@ -6,6 +6,7 @@
  * borrower): no global lock and no coordinator on the hot path. Un-marking folds the free quotas back home.
  * Registry: D1 `hot_skus`, read through a 1 s per-isolate cache.
  */
+import { allCatalogDbs } from "../db/partitions";
 import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { hotSubShardIndex, hotSubShardName, parseHotSubShard, shardNameForSku, stockStub } from "./routing";
@@ -138,7 +139,8 @@ export async function markHot(env: Env, sku: string, k: number, actor: string): 
     throw ApiError.conflict(`SKU ${sku} is already ${row.state} with ${row.sub_shards} sub-shards; un-mark it first.`, { state: row.state, sub_shards: row.sub_shards });
   }
   if (!row) {
-    const known = await env.DB.prepare("SELECT 1 AS one FROM variants WHERE sku = ?").bind(sku).first();
+    // The SKU's product may be in any catalog partition (one look-up each; one with a single database).
+    const known = (await Promise.all(allCatalogDbs(env).map((db) => db.prepare("SELECT 1 AS one FROM variants WHERE sku = ?").bind(sku).first()))).some(Boolean);
     if (!known) throw ApiError.notFound(`SKU ${sku} does not exist.`);
     const transferId = `split:${sku}:${crypto.randomUUID()}`;
     await env.DB.prepare("INSERT INTO hot_skus (sku, sub_shards, state, transfer_id) VALUES (?, ?, 'marking', ?) ON CONFLICT (sku) DO NOTHING")
