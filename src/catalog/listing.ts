@@ -306,9 +306,11 @@ async function queryPartition(
   origin: OriginSession,
   p: ListingParams,
   opts: { facets: boolean; total: boolean },
-  withCategories: boolean,
+  partition: number,
   categoryIds: () => Promise<string[]>,
 ): Promise<PartitionResult> {
+  // The category tree is read from the directory (partition 0) only.
+  const withCategories = partition === 0;
   // Each partition corrects typos against its own FTS vocabulary.
   const pl = plan(p, p.q ? ftsQuery(await correctTerms(origin, p.q)) : undefined);
   const after = decodeCursor(p);
@@ -403,7 +405,7 @@ export async function runListing(origin: OriginSession | readonly OriginSession[
   // The category subtree is read once (categories are the same in every partition), and only by a browse page.
   let subtree: Promise<string[]> | undefined;
   const categoryIds = () => (subtree ??= subtreeIds(origins[0]!, p.category!));
-  const parts = await Promise.all(origins.map((o, i) => queryPartition(o, p, opts, i === 0, categoryIds)));
+  const parts = await Promise.all(origins.map((o, i) => queryPartition(o, p, opts, i, categoryIds)));
   const rows = parts.length === 1 ? parts[0]!.rows : mergePages(parts.map((r) => r.rows), rowOrder(parts[0]!.dir), p.limit + 1);
   const facetRows = parts[0]!.facetRows && (parts.length === 1 ? parts[0]!.facetRows : sumFacetRows(parts.map((r) => r.facetRows ?? [])));
   const categoryRows = parts[0]!.categoryRows;
