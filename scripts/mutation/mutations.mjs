@@ -91,5 +91,7 @@ export const MUTATIONS = [
   { id: "split-uneven", area: "transfer", file: SPLIT, find: "const q = base + ((i - offset + k) % k < extra ? 1 : 0);", replace: "const q = base + ((i - offset + k) % k <= extra ? 1 : 0);" },
   // --- retention ------------------------------------------------------------------------------------------------
   { id: "retention-prunes-unfinished", area: "retention", file: "src/stock/retention.ts", find: "AND reservation_id NOT IN (SELECT value FROM json_each(?)) LIMIT ?)`", replace: "AND (? IS NOT NULL) LIMIT ?)`" },
+  { id: "transit-sent-unrecorded", area: "transfer", file: ESCROW, find: 'for (const it of items) if (it.quantity > 0) this.stock.noteTransit(sku, it.location, it.quantity, "sent", transferId, actor, now);', replace: "" },
+  { id: "hot-totals-without-transit", area: "transfer", file: HOT, find: "on_hand: sum((t) => t.on_hand) + inTransit,", replace: "on_hand: sum((t) => t.on_hand)," },
   { id: "fold-ignores-transit", area: "transfer", file: SHARD, find: "const done = parts === 0 && inTransit === 0;", replace: "const done = parts === 0;" },
 ];
