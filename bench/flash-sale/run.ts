@@ -176,7 +176,7 @@ async function main() {
     const file = "bench/results/flash-sale.md";
     const prev = existsSync(file) ? readFileSync(file, "utf8") : "";
     const at = prev.indexOf(RECOUNT_MARK);
-    const section = `${RECOUNT_MARK}\nCommand: \`npx tsx bench/flash-sale/run.ts --only recount --connections ${CONNECTIONS} --recount-seconds ${args["recount-seconds"]} --recount-stock ${args["recount-stock"]} --port ${args.port} --inspector-port ${args["inspector-port"]}\`\n(run on ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC on the shared 2-core machine; other sessions' tests were running).\n\n${r.markdown}`;
+    const section = `${RECOUNT_MARK}\nCommand: \`npx tsx bench/flash-sale/run.ts --only recount --connections ${CONNECTIONS} --recount-seconds ${args["recount-seconds"]} --recount-stock ${args["recount-stock"]} --port ${args.port} --inspector-port ${args["inspector-port"]}\`\n(run on ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC on the shared 2-core machine under the quiet lock; load average before ${loadBefore}, after ${loadavg().map((l) => l.toFixed(2)).join(" ")}).\n\n${r.markdown}`;
     writeFileSync(file, (at >= 0 ? prev.slice(0, at) : `${prev.trimEnd()}\n\n`) + section);
     console.log(r.markdown);
     stop();
