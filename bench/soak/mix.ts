@@ -52,6 +52,27 @@ export function makeMix(products: number) {
       ];
       return hostile[i % hostile.length]!;
     },
+    /**
+     * The same hostile requests from a fixed set of 50 (same junk, same IPs): against `hostile`, it tells growth per
+     * distinct key stored from growth per request.
+     */
+    "hostile-fixed": (i) => {
+      const k = i % 50;
+      const fixed = (n: number, salt: number) => Array.from({ length: n }, (_, j) => "abcdefghijklmnopqrstuvwxyz0123456789"[(k * 7 + j * 13 + salt) % 36]).join("");
+      const h = { headers: { "cf-connecting-ip": `10.9.${k}.1` } };
+      const reqs: Req[] = [
+        { kind: "hostile-fixed", url: `/v1/products/${pid(k)}?${fixed(8, 1)}=${fixed(1500, 2)}`, init: h },
+        { kind: "hostile-fixed", url: `/v1/products?category=a%0A${fixed(6, 3)}`, init: h },
+        { kind: "hostile-fixed", url: `/v1/search?brand=${fixed(4, 4)}%00${fixed(4, 5)}&q=${fixed(5, 6)}`, init: h },
+        { kind: "hostile-fixed", url: `/v1/search?q=${fixed(8, 7)}&brand=${Array.from({ length: 60 }, (_, b) => fixed(6, b)).join(",")}`, init: h },
+        { kind: "hostile-fixed", url: `/v1/search?q=${fixed(8, 8)}`, init: h },
+        { kind: "hostile-fixed", url: `/v1/products/${fixed(90, 9)}`, init: h },
+        { kind: "hostile-fixed", url: `/v1/products/${pid(k)}?q=${"x".repeat(9000)}`, init: h },
+        { kind: "hostile-fixed", url: `/v1/products/${pid(k)}`, init: { headers: { "x-d1-bookmark": "first-primary", "cf-connecting-ip": `10.9.${k}.2` } } },
+        { kind: "hostile-fixed", url: `/v1/availability?skus=${Array.from({ length: 20 }, (_, b) => fixed(10, b)).join(",")}`, init: h },
+      ];
+      return reqs[i % reqs.length]!;
+    },
     /** A new random bearer token per request on every keyed route class (feed, reserve, click, recommendations, product). */
     bearer: (i) => {
       const bearer = randomBearer();
