@@ -383,8 +383,20 @@ export class StockShard extends DurableObject<Env> {
    * count at their giver unless their receiver already applied them (an answer lost on the way back).
    */
   private async refreshParts(sku: string): Promise<void> {
+    // Units that land here while the sub-shards are being asked would count twice: in the answer a sub-shard gave
+    // before it sent them (a recall, a fold) and in this object's own rows. Ask again when the own count moved.
+    const ownOnHand = () => JSON.stringify(this.stock.localRows(sku).map((r) => r.on_hand));
+    for (let round = 1; ; round++) {
+      const before = ownOnHand();
+      const done = await this.refreshPartsOnce(sku, () => round >= 3 || ownOnHand() === before);
+      if (done) return;
+    }
+  }
+
+  /** One round of `refreshParts`; stores nothing and returns false when `consistent()` says to ask again. */
+  private async refreshPartsOnce(sku: string, consistent: () => boolean): Promise<boolean> {
     const h = this.stock.hotState(sku);
-    if (!h) return;
+    if (!h) return true;
     const home = shardNameForSku(this.env, sku);
     const names = Array.from({ length: h.max_sub_shards }, (_, i) => hotSubShardName(sku, i));
     const answers = await Promise.all(names.map((n) => this.env.STOCK.getByName(n).escrowCounts(sku).catch(() => undefined)));
@@ -401,6 +413,7 @@ export class StockShard extends DurableObject<Env> {
         for (const id of got) arrived.add(id);
       }),
     );
+    if (!consistent()) return false;
     this.atomically(() => {
       let changed = false;
       answers.forEach((a, i) => {
@@ -409,6 +422,7 @@ export class StockShard extends DurableObject<Env> {
       for (const [shard, sends] of transit) changed = this.stock.setTransit(sku, shard, sends.filter((t) => !arrived.has(t.id))) || changed;
       if (changed) this.stock.publishAll(sku, clockNow());
     });
+    return true;
   }
 
   /** Runs admin movements of one split SKU one at a time (they span several awaits). */
