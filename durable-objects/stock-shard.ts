@@ -33,6 +33,7 @@ import type {
   ReservedItem,
   SetStockRequest,
   SetStockResult,
+  StaleSeq,
   StockReadResult,
   StoredOutcome,
   UnknownSkus,
@@ -141,15 +142,28 @@ export class StockShard extends DurableObject<Env> {
     if (unknown) return unknown;
     const results: AdjustmentOutcome[] = [];
     // In request order: a feed's lines on one SKU may depend on each other.
-    for (const l of lines) {
-      if (!this.stock.isSplit(l.sku)) {
-        results.push(this.atomically(() => this.stock.adjust(l, actor, clockNow())));
-        continue;
-      }
-      const res = await this.splitMovement({ sku: l.sku, location: l.location, delta: l.delta, kind: "adjust", meta: { reason: l.reason, actor, event_id: l.event_id } });
-      results.push(res.outcome);
-    }
+    for (const l of lines) results.push(await this.applyAdjustment(l, actor));
     return { ok: true, results };
+  }
+
+  /**
+   * One movement applied only while the SKU is still at `expectedSeq` (If-Match, as for a set). A repeat of an
+   * applied event id is still answered `duplicate` (the first apply moved the seq, so that check comes first).
+   */
+  async adjustIfMatch(line: AdjustmentLine, actor: string, expectedSeq: number): Promise<{ ok: true; outcome: AdjustmentOutcome } | StaleSeq | UnknownSkus> {
+    const unknown = await this.adopt([line.sku]);
+    if (unknown) return unknown;
+    const seen = this.stock.seenAdjustment(line.event_id);
+    if (seen) return { ok: true, outcome: seen };
+    // Checked with no await before the movement starts, so nothing can change the SKU in between.
+    if (this.stock.seqOf(line.sku) !== expectedSeq) return { ok: false, error: "stale", seq: this.stock.seqOf(line.sku), rows: this.stock.rows([line.sku]) };
+    return { ok: true, outcome: await this.applyAdjustment(line, actor) };
+  }
+
+  private async applyAdjustment(l: AdjustmentLine, actor: string): Promise<AdjustmentOutcome> {
+    if (!this.stock.isSplit(l.sku)) return this.atomically(() => this.stock.adjust(l, actor, clockNow()));
+    const res = await this.splitMovement({ sku: l.sku, location: l.location, delta: l.delta, kind: "adjust", meta: { reason: l.reason, actor, event_id: l.event_id } });
+    return res.outcome;
   }
 
   /** With `adopt: false` (a sub-shard's part of a merged ledger) an unknown SKU is simply an empty ledger. */
@@ -181,9 +195,11 @@ export class StockShard extends DurableObject<Env> {
       .toArray();
   }
 
-  /** The newest movements of `sku` in this object (the paged ledger above reads oldest first). */
-  async ledgerTail(sku: string, limit: number): Promise<LedgerEntry[]> {
-    return this.ctx.storage.sql.exec<LedgerEntry>("SELECT * FROM ledger WHERE sku = ? ORDER BY id DESC LIMIT ?", sku, limit).toArray();
+  /** Movements of `sku` in this object, newest first, older than row `before` (0: from the newest). */
+  async ledgerTail(sku: string, limit: number, before = 0): Promise<LedgerEntry[]> {
+    return this.ctx.storage.sql
+      .exec<LedgerEntry>("SELECT * FROM ledger WHERE sku = ?1 AND (?2 = 0 OR id < ?2) ORDER BY id DESC LIMIT ?3", sku, before, limit)
+      .toArray();
   }
 
   // --- hot-SKU escrow (src/stock/escrow-store.ts, src/stock/hot.ts) --------------------------------------------

@@ -138,7 +138,8 @@ describe("console writes: CSRF, origin and roles", () => {
     const { b: other } = await signIn(ADMIN_TOKEN);
     const otherCsrf = await csrfOf(other);
     const csrf = await csrfOf(b);
-    const form = { location: "loc-us-east", delta: "5", reason: "recount", event_id: `console-${crypto.randomUUID()}` };
+    const page = await (await get(b, `/console/stock?sku=${sku}`)).text();
+    const form = { location: "loc-us-east", delta: "5", reason: "recount", event_id: hidden(page, "event_id")!, if_match: hidden(page, "if_match")!, seen: hidden(page, "seen")!.replace(/&quot;/g, '"') };
     expect((await post(b, `/console/stock/${sku}/adjust`, form)).status).toBe(403);
     expect((await post(b, `/console/stock/${sku}/adjust`, { ...form, _csrf: otherCsrf })).status).toBe(403);
     expect((await post(b, `/console/stock/${sku}/adjust`, { ...form, _csrf: csrf }, { origin: "https://evil.example" })).status).toBe(403);
@@ -188,6 +189,102 @@ describe("console writes: CSRF, origin and roles", () => {
     const fresh = hidden(await (await get(b, `/console/stock?sku=${sku}`)).text(), "if_match")!;
     expect((await post(b, `/console/stock/${sku}/set`, { ...form, if_match: fresh })).status).toBe(303);
     expect(await avail()).toBe(3);
+  });
+});
+
+describe("the merged, paged ledger", () => {
+  type Row = { id: number; shard: string; kind: string; at: number };
+  const key = (r: Row) => `${r.shard}#${r.id}`;
+
+  it("pages newest first over the home shard and hot sub-shards with no row skipped or repeated, in the API and on the SKU page", async () => {
+    const [sku] = await makeSkus([200]);
+    expect((await json("POST", `/admin/stock/${sku}/hot`, { sub_shards: 2 }, admin())).status).toBe(200);
+    const lines = Array.from({ length: 60 }, (_, i) => ({ sku, location: "loc-us-east", delta: i % 2 ? -1 : 2, reason: `count ${i}`, event_id: `led-${crypto.randomUUID()}` }));
+    expect((await json("POST", "/admin/stock/adjustments", lines, admin())).status).toBe(200);
+    for (let i = 0; i < 3; i++) {
+      const r = await json("POST", "/v1/reservations", { items: [{ sku, quantity: 1 }] }, { authorization: "Bearer dev-storefront-key", "idempotency-key": `k-${crypto.randomUUID()}`, "x-shopper-id": `led-${i}` });
+      expect(r.status).toBe(201);
+    }
+    const asc = ((await (await call(`/admin/stock/${sku}/ledger?limit=1000`, { headers: admin() })).json()) as { items: Row[] }).items;
+    expect(new Set(asc.map((r) => r.shard)).size).toBeGreaterThan(1);
+    expect(asc.length).toBeGreaterThan(60);
+
+    const desc: Row[] = [];
+    let cursor: string | null = null;
+    do {
+      const page = (await (await call(`/admin/stock/${sku}/ledger?order=desc&limit=7${cursor ? `&cursor=${cursor}` : ""}`, { headers: admin() })).json()) as { items: Row[]; next_cursor: string | null };
+      desc.push(...page.items);
+      cursor = page.next_cursor;
+    } while (cursor);
+    expect(desc.map(key)).toEqual([...asc].reverse().map(key));
+
+    // The console walks the same pages, 50 rows at a time, naming the shard of each row.
+    const { b } = await signIn(VIEWER_TOKEN);
+    const seen: string[] = [];
+    let url: string | undefined = `/console/stock?sku=${sku}`;
+    while (url) {
+      const html = await (await get(b, url)).text();
+      const ledger = html.slice(html.indexOf('<table id="ledger"'), html.indexOf("</table>", html.indexOf('<table id="ledger"')));
+      const rows = [...ledger.matchAll(/<tr data-row="([^"]+)">/g)].map((m) => m[1]!);
+      expect(rows.length).toBeLessThanOrEqual(50);
+      seen.push(...rows);
+      url = /href="([^"]*ledger=[\d.]+)#ledger-h" rel="next"/.exec(html)?.[1]?.replace(/&amp;/g, "&");
+    }
+    expect(seen).toEqual([...asc].reverse().map(key));
+    expect(seen.some((k) => k.startsWith("stock:hot:"))).toBe(true);
+  });
+});
+
+describe("adjustments with If-Match", () => {
+  it("the console's adjust form with a stale If-Match writes nothing and shows what changed (412); a fresh one applies once", async () => {
+    const [sku] = await makeSkus([10]);
+    const { b } = await signIn(ADMIN_TOKEN);
+    const html = await (await get(b, `/console/stock?sku=${sku}`)).text();
+    const form = { _csrf: hidden(html, "_csrf")!, location: "loc-us-east", delta: "-3", reason: "damaged", event_id: hidden(html, "event_id")!, if_match: hidden(html, "if_match")!, seen: hidden(html, "seen")!.replace(/&quot;/g, '"') };
+    // A warehouse feed moves the SKU after the page was read.
+    const feed = await json("POST", "/admin/stock/adjustments", [{ sku, location: "loc-us-east", delta: 20, reason: "delivery", event_id: `wh-${crypto.randomUUID()}` }], admin());
+    expect(feed.status).toBe(200);
+    const stale = await post(b, `/console/stock/${sku}/adjust`, form);
+    expect(stale.status).toBe(412);
+    expect(await stale.text()).toMatch(/<td class="num">10<\/td><td class="num">30<\/td>/);
+    const avail = async () => ((await (await call(`/v1/availability?skus=${sku}`)).json()) as { items: { on_hand: number }[] }).items[0]!.on_hand;
+    expect(await avail()).toBe(30);
+    const fresh = await (await get(b, `/console/stock?sku=${sku}`)).text();
+    const again = { ...form, event_id: hidden(fresh, "event_id")!, if_match: hidden(fresh, "if_match")!, seen: hidden(fresh, "seen")!.replace(/&quot;/g, '"') };
+    expect((await post(b, `/console/stock/${sku}/adjust`, again)).status).toBe(303);
+    expect(await avail()).toBe(27);
+    // Submitting the same form again (a double click) is the same event: applied once.
+    expect((await post(b, `/console/stock/${sku}/adjust`, again)).status).toBe(303);
+    expect(flashOf(b)).toContain("Already applied");
+    expect(await avail()).toBe(27);
+  });
+
+  it("POST /admin/stock/{sku}/adjustments applies with the current seq, refuses a stale one with 412 and the rows, and keeps event ids idempotent", async () => {
+    const [sku] = await makeSkus([10]);
+    const seqOf = async () => Number((await json("PUT", `/admin/stock/${sku}`, { location: "loc-us-east", on_hand: await onHand() }, admin())).headers.get("etag")!.replace(/"/g, ""));
+    const onHand = async () => ((await (await call(`/v1/availability?skus=${sku}`)).json()) as { items: { on_hand: number }[] }).items[0]!.on_hand;
+    const seq = await seqOf();
+    const line = { location: "loc-us-east", delta: 4, reason: "found", event_id: `op-${crypto.randomUUID()}` };
+    const ok = await json("POST", `/admin/stock/${sku}/adjustments`, line, admin({ "if-match": `"${seq}"` }));
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toMatchObject({ status: "applied", on_hand: 14 });
+    // The same event again, with the now-stale seq: a retry, so `duplicate`, not 412, and nothing moves.
+    const retry = await json("POST", `/admin/stock/${sku}/adjustments`, line, admin({ "if-match": `"${seq}"` }));
+    expect(retry.status).toBe(200);
+    expect(((await retry.json()) as { status: string }).status).toBe("duplicate");
+    const stale = await json("POST", `/admin/stock/${sku}/adjustments`, { ...line, event_id: `op-${crypto.randomUUID()}` }, admin({ "if-match": `"${seq}"` }));
+    const problem = await expectProblem(stale, 412);
+    expect(problem.current_version).toBeGreaterThan(seq);
+    expect((problem.rows as { on_hand: number }[])[0]!.on_hand).toBe(14);
+    expect(stale.headers.get("etag")).toBe(`"${problem.current_version}"`);
+    expect(await onHand()).toBe(14);
+    // Without If-Match it is the batch route's movement for one SKU; below zero is rejected.
+    const under = await json("POST", `/admin/stock/${sku}/adjustments`, { ...line, delta: -100, event_id: `op-${crypto.randomUUID()}` }, admin());
+    expect(((await under.json()) as { status: string }).status).toBe("rejected");
+    await expectProblem(await json("POST", `/admin/stock/NOPE-${crypto.randomUUID()}/adjustments`, line, admin()), 422);
+    await expectProblem(await json("POST", `/admin/stock/${sku}/adjustments`, { ...line, location: "loc-nowhere" }, admin()), 422);
+    await expectProblem(await json("POST", `/admin/stock/${sku}/adjustments`, { ...line, delta: 0 }, admin()), 400);
+    await expectProblem(await json("POST", `/admin/stock/${sku}/adjustments`, line), 401);
   });
 });
 

@@ -9,7 +9,8 @@ import { activeLocations, unknownLocations } from "../stock/locations";
 import { readStockRows } from "../stock/availability";
 import { hotStatus, markHot, MAX_SUB_SHARDS, unmarkHot } from "../stock/hot";
 import { shardNameForSku, stockStub } from "../stock/routing";
-import { holdsOfSku, recentMovements, type ShardHold, type ShardMovement } from "../stock/holds";
+import { holdsOfSku, type ShardHold } from "../stock/holds";
+import { mergedLedger, type MergedLedgerRow } from "../stock/ledger";
 import type { StockRow } from "../stock/types";
 import { adminCall, done, formInput, operator, page, problemText, type ConsoleContext } from "./kit";
 import { fmt, when, WriteForm } from "./ui";
@@ -103,10 +104,18 @@ function SkuSearch(props: { sku?: string }) {
   );
 }
 
-/** Counts per location (for a hot SKU summed over home and sub-shards by the strong read), holds, movements. */
-async function rowsFor(env: Env, sku: string) {
-  const [rows, hot, holds, movements] = await Promise.all([readStockRows(env, [sku]), hotStatus(env, sku), holdsOfSku(env, sku, 100), recentMovements(env, sku, 50)]);
-  return { rows, hot, holds, movements };
+const LEDGER_PAGE = 50;
+const LedgerCursor = z.string().regex(/^\d{1,15}(\.\d{1,15}){0,64}$/);
+
+/** Counts per location (for a hot SKU summed over home and sub-shards by the strong read), holds, a ledger page. */
+async function rowsFor(env: Env, sku: string, ledgerCursor: string | undefined) {
+  const [rows, hot, holds, ledger] = await Promise.all([
+    readStockRows(env, [sku]),
+    hotStatus(env, sku),
+    holdsOfSku(env, sku, 100),
+    mergedLedger(env, sku, ledgerCursor, LEDGER_PAGE, "desc"),
+  ]);
+  return { rows, hot, holds, ledger };
 }
 
 function countdown(ms: number): string {
@@ -166,11 +175,11 @@ function Holds(props: { sku: string; holds: ShardHold[]; csrf: string; role: "ad
   );
 }
 
-function Movements(props: { items: ShardMovement[] }) {
+function Movements(props: { items: MergedLedgerRow[] }) {
   if (!props.items.length) return <p>No movements yet.</p>;
   return (
     <table id="ledger">
-      <caption class="sr-only">Newest stock movements</caption>
+      <caption class="sr-only">Stock movements, newest first</caption>
       <thead>
         <tr>
           <th scope="col">at</th>
@@ -181,12 +190,12 @@ function Movements(props: { items: ShardMovement[] }) {
           <th scope="col" class="num">on hand after</th>
           <th scope="col">reason / reservation</th>
           <th scope="col">actor</th>
-          <th scope="col">object</th>
+          <th scope="col">shard</th>
         </tr>
       </thead>
       <tbody>
         {props.items.map((m) => (
-          <tr>
+          <tr data-row={`${m.shard}#${m.id}`}>
             <td>{when(m.at)}</td>
             <td>{m.kind}</td>
             <td>{m.location}</td>
@@ -244,9 +253,10 @@ function StockTable(props: { sku: string; rows: StockRow[] }) {
   );
 }
 
-async function skuPage(c: ConsoleContext, sku: string, status: 200 | 412 = 200, stale?: { location: string; seen: Record<string, number> }) {
+async function skuPage(c: ConsoleContext, sku: string, status: 200 | 412 = 200, stale?: { location: string; seen: Record<string, number> }, ledgerCursor?: string) {
   const op = operator(c);
-  const [{ rows, hot, holds, movements }, locations] = await Promise.all([rowsFor(c.env, sku), activeLocations(c.env)]);
+  const [{ rows, hot, holds, ledger }, locations] = await Promise.all([rowsFor(c.env, sku, ledgerCursor), activeLocations(c.env)]);
+  const skuUrl = `/console/stock?sku=${encodeURIComponent(sku)}`;
   const seq = rows[0]?.seq ?? 0;
   const eventId = `console-${crypto.randomUUID()}`;
   const now = stale ? rows.find((r) => r.location === stale.location) : undefined;
@@ -324,11 +334,15 @@ async function skuPage(c: ConsoleContext, sku: string, status: 200 | 412 = 200, 
           <h2 id="adj-h">Adjust (movement)</h2>
           <WriteForm action={`/console/stock/${encodeURIComponent(sku)}/adjust`} csrf={op.csrf} role={op.session.role} label="Adjust stock">
             <input type="hidden" name="event_id" value={eventId} />
+            <input type="hidden" name="if_match" value={String(seq)} />
+            <input type="hidden" name="seen" value={JSON.stringify(Object.fromEntries(rows.map((r) => [r.location, { on_hand: r.on_hand, reserved: r.reserved, safety_stock: r.safety_stock }])))} />
             <label>
               Location
               <select name="location">
                 {locations.map((l) => (
-                  <option value={l.id}>{l.id}</option>
+                  <option value={l.id} selected={stale?.location === l.id}>
+                    {l.id}
+                  </option>
                 ))}
               </select>
             </label>
@@ -342,7 +356,9 @@ async function skuPage(c: ConsoleContext, sku: string, status: 200 | 412 = 200, 
             </label>
             <button type="submit">Apply</button>
           </WriteForm>
-          <p class="muted">A movement applies at most once: submitting the same form twice is recognised by its event id.</p>
+          <p class="muted">
+            Applies only if the SKU has not changed since this page was loaded (If-Match, version {seq}); submitting the same form twice is recognised by its event id.
+          </p>
           <h2>Hot SKU</h2>
           {hot.hot ? (
             <WriteForm action={`/console/stock/${encodeURIComponent(sku)}/unhot`} csrf={op.csrf} role={op.session.role} confirm={`Un-mark ${sku}? Free quotas fold back to the home shard.`} label="Un-mark hot">
@@ -362,8 +378,24 @@ async function skuPage(c: ConsoleContext, sku: string, status: 200 | 412 = 200, 
         </section>
       </div>
       <section class="panel" aria-labelledby="ledger-h">
-        <h2 id="ledger-h">Ledger (newest {movements.length} movements, every object of the SKU)</h2>
-        <Movements items={movements} />
+        <h2 id="ledger-h">Ledger</h2>
+        <p class="muted">
+          Every movement of every object that ever held {sku} (home shard and hot sub-shards), merged in time order, newest first,{" "}
+          {LEDGER_PAGE} per page{ledgerCursor ? " (an older page)" : ""}; the shard column names the object that wrote each row.
+        </p>
+        <Movements items={ledger.items} />
+        <p>
+          {ledgerCursor ? (
+            <>
+              <a href={`${skuUrl}#ledger-h`}>Newest movements</a>{" "}
+            </>
+          ) : null}
+          {ledger.next_cursor ? (
+            <a href={`${skuUrl}&ledger=${ledger.next_cursor}#ledger-h`} rel="next" id="ledger-older">
+              Older movements
+            </a>
+          ) : null}
+        </p>
       </section>
     </>,
     status,
@@ -375,7 +407,9 @@ stockPages.get("/console/stock", async (c) => {
   if (raw !== undefined && raw.trim() !== "") {
     const sku = Sku.safeParse(raw);
     if (!sku.success) throw ApiError.badRequest("A SKU is 1–128 characters.");
-    return skuPage(c, sku.data);
+    const cursor = LedgerCursor.optional().safeParse(c.req.query("ledger") || undefined);
+    if (!cursor.success) throw ApiError.badRequest("Bad ledger position.");
+    return skuPage(c, sku.data, 200, undefined, cursor.data);
   }
   const l = await lists(c.env.DB);
   return page(
@@ -417,20 +451,34 @@ stockPages.post("/console/stock/:sku/set", async (c) => {
   return done(c, `/console/stock?sku=${encodeURIComponent(sku)}`, `Set ${sku} at ${f.location} to ${res.row.on_hand} on hand.`);
 });
 
+const Seen = z.record(z.string(), z.object({ on_hand: z.number(), reserved: z.number(), safety_stock: z.number() }));
+
 const AdjustForm = z.object({
   location: z.string().min(1).max(64),
   delta: z.coerce.number().int().min(-1_000_000).max(1_000_000).refine((d) => d !== 0, "must not be 0"),
   reason: z.string().trim().min(1).max(200),
   event_id: z.string().regex(/^console-[0-9a-f-]{36}$/),
+  if_match: z.coerce.number().int().min(0),
+  seen: z.string().max(20_000),
 });
 
+/** Through the admin route with If-Match, so the console and the API refuse a stale movement the same way. */
 stockPages.post("/console/stock/:sku/adjust", async (c) => {
   const sku = Sku.parse(c.req.param("sku"));
-  const f = await formInput(c, AdjustForm);
-  if ((await unknownLocations(c.env, [f.location])).length) throw ApiError.unprocessable(`Unknown location ${f.location}.`);
-  const res = await stockStub(c.env, shardNameForSku(c.env, sku)).adjust([{ sku, ...f }], "console");
-  if (!res.ok) throw ApiError.unprocessable(`Unknown SKU: ${sku}.`);
-  const r = res.results[0]!;
+  const { if_match, seen: seenText, ...f } = await formInput(c, AdjustForm);
+  let seen: z.infer<typeof Seen>;
+  try {
+    seen = Seen.parse(JSON.parse(seenText));
+  } catch {
+    throw ApiError.badRequest("The form is damaged; reload the SKU.");
+  }
+  const res = await adminCall(c, "POST", `/admin/stock/${encodeURIComponent(sku)}/adjustments`, f, { "if-match": `"${if_match}"` });
+  if (res.status === 412) {
+    const before = seen[f.location] ?? { on_hand: 0, reserved: 0, safety_stock: 0 };
+    return skuPage(c, sku, 412, { location: f.location, seen: before });
+  }
+  if (res.status !== 200) return done(c, `/console/stock?sku=${encodeURIComponent(sku)}`, `Not applied: ${problemText(res)}`, "error");
+  const r = res.body as { status: string; on_hand?: number; detail?: string };
   const msg =
     r.status === "applied"
       ? `Applied ${f.delta > 0 ? "+" : ""}${f.delta} at ${f.location}: ${r.on_hand} on hand.`

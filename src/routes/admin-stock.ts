@@ -5,7 +5,8 @@ import { createApp } from "../lib/validation";
 import { clearSoldOut } from "../stock/flash-gate";
 import { unknownLocations } from "../stock/locations";
 import { groupByShard, shardNameForSku, stockStub } from "../stock/routing";
-import type { AdjustmentOutcome, LedgerEntry } from "../stock/types";
+import { mergedLedger } from "../stock/ledger";
+import type { AdjustmentOutcome } from "../stock/types";
 import { etag, parseIfMatch, problem } from "./common";
 
 const security = [{ adminToken: [] }];
@@ -77,6 +78,16 @@ const AdjustmentSchema = z.object({
   event_id: z.string().min(1).max(200),
 });
 
+const AdjustmentResult = z.object({
+  event_id: z.string(),
+  sku: z.string(),
+  location: z.string(),
+  status: z.enum(["applied", "duplicate", "rejected"]),
+  detail: z.string().optional(),
+  on_hand: z.number().optional(),
+  oversold: z.number().optional().openapi({ description: "Units held beyond the new physical count (holds stay; also a `stock.oversold` event)." }),
+});
+
 const adjustRoute = createRoute({
   method: "post",
   path: "/admin/stock/adjustments",
@@ -92,17 +103,7 @@ const adjustRoute = createRoute({
       content: {
         "application/json": {
           schema: z.object({
-            results: z.array(
-              z.object({
-                event_id: z.string(),
-                sku: z.string(),
-                location: z.string(),
-                status: z.enum(["applied", "duplicate", "rejected"]),
-                detail: z.string().optional(),
-                on_hand: z.number().optional(),
-                oversold: z.number().optional().openapi({ description: "Units held beyond the new physical count (holds stay; also a `stock.oversold` event)." }),
-              }),
-            ),
+            results: z.array(AdjustmentResult),
           }),
         },
       },
@@ -112,11 +113,32 @@ const adjustRoute = createRoute({
   },
 });
 
+const adjustOneRoute = createRoute({
+  method: "post",
+  path: "/admin/stock/{sku}/adjustments",
+  tags: ["Admin: stock"],
+  summary: "Apply one movement to a SKU, with If-Match on its seq (an operator's correction)",
+  description:
+    "The same movement as a line of `POST /admin/stock/adjustments`, for one SKU, with optional `If-Match` holding the SKU's `seq` (the `ETag` of `PUT /admin/stock/{sku}`, or `seq` of any stock row): the movement applies only if nothing changed the SKU since, else 412 with the current rows and nothing written. `event_id` keeps retries idempotent: a repeat of an applied event is `duplicate`, whatever the seq is now. Warehouse feeds keep using the batch route, idempotent per event id.",
+  security,
+  request: {
+    params: SkuParams,
+    headers: z.object({ "if-match": z.string().max(40).optional().openapi({ description: 'The SKU\'s `seq`, e.g. "12".' }) }),
+    body: { required: true, content: { "application/json": { schema: AdjustmentSchema.omit({ sku: true }) } } },
+  },
+  responses: {
+    200: { description: "The outcome (`rejected` when on_hand would go below zero).", content: { "application/json": { schema: AdjustmentResult } } },
+    401: problem("Missing or wrong admin token."),
+    412: problem("If-Match did not match the SKU's seq: nothing written; `current_version` and `rows` say what it is now."),
+    422: problem("Unknown SKU or location."),
+  },
+});
+
 const ledgerRoute = createRoute({
   method: "get",
   path: "/admin/stock/{sku}/ledger",
   tags: ["Admin: stock"],
-  summary: "The movement ledger of a SKU across its home shard and every escrow sub-shard, oldest first, with a cursor",
+  summary: "The movement ledger of a SKU across its home shard and every escrow sub-shard, oldest (or newest) first, with a cursor",
   description:
     "Rows of every object that ever held the SKU (home shard, hot sub-shards), merged in time order; `shard` names the object of each row. Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts, also while a transfer between objects is in transit (its `transit` rows count the units until they arrive).",
   security,
@@ -129,6 +151,7 @@ const ledgerRoute = createRoute({
         .optional()
         .openapi({ description: "`next_cursor` of the previous page (one position per object of the SKU)." }),
       limit: z.coerce.number().int().min(1).max(1000).optional(),
+      order: z.enum(["asc", "desc"]).default("asc").openapi({ description: "`desc`: newest first (the cursor then pages towards older rows)." }),
     }),
   },
   responses: {
@@ -170,37 +193,14 @@ const ledgerRoute = createRoute({
   },
 });
 
-type MergedRow = LedgerEntry & { shard: string };
-
-/**
- * One page of the SKU's ledger merged over its objects. Each object's rows are already in time order; the page
- * takes the `limit` oldest rows over all of them (ties: home first, then sub-shard order, then row id), and the
- * cursor keeps one position per object, so paging never skips or repeats a row.
- */
-async function mergedLedger(env: Env, sku: string, cursor: string | undefined, limit: number): Promise<{ items: MergedRow[]; next_cursor: string | null }> {
-  const home = stockStub(env, shardNameForSku(env, sku));
-  const first = await home.ledger(sku, 0, 0);
-  if (!first.ok) throw ApiError.notFound(`Unknown SKU: ${sku}.`);
-  const shards = await home.ledgerShards(sku);
-  const after = (cursor ?? "0").split(".").map(Number);
-  const pages = await Promise.all(
-    shards.map(async (name, i) => {
-      const res = await stockStub(env, name).ledger(sku, after[i] ?? 0, limit, i === 0);
-      return res.ok ? res.items.map((r) => ({ ...r, shard: name, order: i })) : [];
-    }),
-  );
-  const merged = pages
-    .flat()
-    .sort((a, b) => a.at - b.at || a.order - b.order || a.id - b.id)
-    .slice(0, limit);
-  const next = shards.map((_, i) => merged.filter((r) => r.order === i).at(-1)?.id ?? after[i] ?? 0);
-  // More may follow when any object filled its page: those rows were fetched but not all were taken.
-  const more = pages.some((p) => p.length === limit) || merged.length === limit;
-  return { items: merged.map(({ order: _, ...r }) => r), next_cursor: more && merged.length ? next.join(".") : null };
-}
-
 export const adminStockApp = createApp();
 adminStockApp.use("/admin/stock/*", requireAdmin);
+
+/** 412 with the SKU's current rows and seq (also its ETag): what an If-Match write answers when it lost the race. */
+function staleStock(sku: string, expected: number | undefined, seq: number, rows: unknown[]): ApiError {
+  const err = ApiError.preconditionFailed(`${sku} changed since seq ${expected} (now ${seq}); nothing was written.`, seq);
+  return new ApiError(err.status, err.slug, err.title, err.detail, { ...err.extensions, rows }, { etag: etag(seq) });
+}
 
 async function assertLocations(env: Env, ids: string[]) {
   const unknown = await unknownLocations(env, ids);
@@ -214,10 +214,7 @@ adminStockApp
     await assertLocations(c.env, [body.location]);
     const expected = parseIfMatch(c.req.valid("header")["if-match"], "a stock seq");
     const res = await stockStub(c.env, shardNameForSku(c.env, sku)).setStock({ sku, ...body, actor: "admin", expected_seq: expected });
-    if (!res.ok && res.error === "stale") {
-      const err = ApiError.preconditionFailed(`${sku} changed since seq ${expected} (now ${res.seq}); nothing was written.`, res.seq);
-      throw new ApiError(err.status, err.slug, err.title, err.detail, { ...err.extensions, rows: res.rows }, { etag: etag(res.seq) });
-    }
+    if (!res.ok && res.error === "stale") throw staleStock(sku, expected, res.seq, res.rows);
     if (!res.ok) throw ApiError.unprocessable(`Unknown SKU: ${sku}.`, { unknown_skus: res.skus });
     // A restock (or a new backorder limit) mid-sale must sell at once: drop this colo's sold-out marker.
     if (res.row.available + (res.row.backorder_limit ?? 0) > 0) await clearSoldOut([sku]);
@@ -239,10 +236,24 @@ adminStockApp
     c.header("cache-control", "no-store");
     return c.json({ results: lines.map((l) => byEvent.get(l.event_id)!) }, 200);
   })
+  .openapi(adjustOneRoute, async (c) => {
+    const { sku } = c.req.valid("param");
+    const line = { sku, ...c.req.valid("json") };
+    await assertLocations(c.env, [line.location]);
+    const expected = parseIfMatch(c.req.valid("header")["if-match"], "a stock seq");
+    const shard = stockStub(c.env, shardNameForSku(c.env, sku));
+    const res = expected === undefined ? await shard.adjust([line], "admin") : await shard.adjustIfMatch(line, "admin", expected);
+    if (!res.ok && res.error === "stale") throw staleStock(sku, expected, res.seq, res.rows);
+    if (!res.ok) throw ApiError.unprocessable(`Unknown SKU: ${sku}.`, { unknown_skus: res.skus });
+    const outcome = "outcome" in res ? res.outcome : res.results[0]!;
+    if (line.delta > 0 && outcome.status === "applied") await clearSoldOut([sku]);
+    c.header("cache-control", "no-store");
+    return c.json(outcome, 200);
+  })
   .openapi(ledgerRoute, async (c) => {
     const { sku } = c.req.valid("param");
-    const { cursor, limit = 100 } = c.req.valid("query");
-    const page = await mergedLedger(c.env, sku, cursor, limit);
+    const { cursor, limit = 100, order } = c.req.valid("query");
+    const page = await mergedLedger(c.env, sku, cursor, limit, order);
     c.header("cache-control", "no-store");
     return c.json({ sku, ...page }, 200);
   });

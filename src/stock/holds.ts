@@ -6,7 +6,7 @@
 import { ApiError } from "../lib/errors";
 import { coordinatorStub, releaseReservation } from "./reservations";
 import { shardNameForSku, stockStub } from "./routing";
-import type { LedgerEntry, LiveHold, ReservationView } from "./types";
+import type { LiveHold, ReservationView } from "./types";
 
 /** The home shard knows every sub-shard the SKU ever used (the same list its merged ledger reads). */
 export async function objectsHoldingSku(env: Env, sku: string): Promise<string[]> {
@@ -20,18 +20,6 @@ export async function holdsOfSku(env: Env, sku: string, limit = 200): Promise<Sh
   const names = await objectsHoldingSku(env, sku);
   const lists = await Promise.all(names.map(async (shard) => (await stockStub(env, shard).liveHolds(sku, limit)).map((h) => ({ ...h, shard }))));
   return lists.flat().sort((a, b) => a.expires_at - b.expires_at).slice(0, limit);
-}
-
-export type ShardMovement = LedgerEntry & { shard: string };
-
-/** The newest movements of a SKU merged over its objects (newest first). */
-export async function recentMovements(env: Env, sku: string, limit = 50): Promise<ShardMovement[]> {
-  const names = await objectsHoldingSku(env, sku);
-  const lists = await Promise.all(names.map(async (shard) => (await stockStub(env, shard).ledgerTail(sku, limit)).map((m) => ({ ...m, shard }))));
-  return lists
-    .flat()
-    .sort((a, b) => b.at - a.at || b.id - a.id)
-    .slice(0, limit);
 }
 
 /**

@@ -61,7 +61,9 @@ export type SetStockRequest = {
  * `oversold`: units held beyond the new physical count (0 when none); holds are promises and stay.
  * `stale`: `expected_seq` no longer matched; nothing was written and `rows` are the counts now.
  */
-export type SetStockResult = { ok: true; row: StockRow; oversold: number } | UnknownSkus | { ok: false; error: "stale"; seq: number; rows: StockRow[] };
+/** If-Match failed: the SKU is at `seq` now, with these rows; nothing was written. */
+export type StaleSeq = { ok: false; error: "stale"; seq: number; rows: StockRow[] };
+export type SetStockResult = { ok: true; row: StockRow; oversold: number } | UnknownSkus | StaleSeq;
 
 export type AdjustmentLine = { sku: string; location: string; delta: number; reason: string; event_id: string };
 export type AdjustmentOutcome = {

@@ -166,11 +166,11 @@ try {
   await page.keyboard.press("Home");
   await page.evaluate(() => document.activeElement && document.activeElement.blur());
   const reached = new Set();
-  for (let i = 0; i < 12; i++) {
+  for (let i = 0; i < 14; i++) {
     await page.keyboard.press("Tab");
     reached.add(await page.evaluate(() => document.activeElement?.getAttribute("href") ?? document.activeElement?.textContent?.trim()));
   }
-  for (const want of ["#main", "/console/stock", "/console/promotions", "/console/events", "Sign out"]) check(reached.has(want), `Tab never reached ${want}: ${[...reached]}`);
+  for (const want of ["#main", "/console/stock", "/console/promotions", "/console/events", "/console/affiliates", "/console/recommendations", "Sign out"]) check(reached.has(want), `Tab never reached ${want}: ${[...reached]}`);
   await audit(page, "overview", scripts);
 
   await goto(page, "/console/slo");
@@ -220,6 +220,29 @@ try {
   await page.locator('form[aria-label="Set stock at loc-us-east"] button[type="submit"]').click();
   await page.waitForSelector(".flash.ok");
   check((await page.locator('#stock-rows tr[data-location="loc-us-east"] [data-field="on_hand"]').textContent()).trim() === "5", "set with a fresh If-Match did not apply");
+  // The adjust form uses If-Match too: a warehouse movement lands after the page was loaded…
+  const feedMove = await api("POST", "/admin/stock/adjustments", [{ sku, location: "loc-us-east", delta: 10, reason: "delivery", event_id: `e2e-wh-${Date.now()}` }]);
+  check(feedMove.status === 200 && feedMove.body.results[0].status === "applied", `warehouse adjustment answered ${feedMove.status}`);
+  const adjust = page.locator('form[aria-label="Adjust stock"]');
+  await adjust.locator('select[name="location"]').selectOption("loc-us-east");
+  await adjust.locator('input[name="delta"]').fill("-2");
+  await adjust.locator('input[name="reason"]').fill("damaged");
+  await adjust.locator('input[name="reason"]').press("Enter");
+  await page.waitForSelector("#stale");
+  const staleAdjust = (await page.locator("#stale tbody tr").first().textContent()).replace(/\s+/g, " ");
+  check(staleAdjust.includes("5") && staleAdjust.includes("15"), `adjust 412 panel does not show 5 → 15: ${staleAdjust}`);
+  await audit(page, "stock-adjust-412", scripts);
+  const afterAdjust = await api("GET", `/admin/stock/${encodeURIComponent(sku)}/ledger?order=desc&limit=5`);
+  check(afterAdjust.body.items[0].reason === "delivery", `the stale adjustment was written: ${JSON.stringify(afterAdjust.body.items[0])}`);
+  check(afterAdjust.body.items.every((r) => typeof r.shard === "string"), "ledger rows do not name their shard");
+  // The refreshed form applies; the ledger on the page shows it first, with its shard.
+  await page.locator('form[aria-label="Adjust stock"] input[name="delta"]').fill("-2");
+  await page.locator('form[aria-label="Adjust stock"] input[name="reason"]').fill("damaged");
+  await page.locator('form[aria-label="Adjust stock"] button[type="submit"]').click();
+  await page.waitForSelector(".flash.ok");
+  check((await page.locator('#stock-rows tr[data-location="loc-us-east"] [data-field="on_hand"]').textContent()).trim() === "13", "adjust with a fresh If-Match did not apply");
+  check((await page.locator("#ledger tbody tr").first().textContent()).includes("damaged"), "the newest ledger row is not the adjustment");
+  log("adjust: stale If-Match refused with what changed (5 → 15), nothing written; fresh adjust applied and leads the merged ledger");
   await goto(page, "/console/stock");
   await audit(page, "stock-lists", scripts);
 
@@ -350,6 +373,28 @@ try {
   check((await page.locator(`tr[data-affiliate="${affId}"] [data-field="clicks_24h"]`).textContent()).trim() === String(counted), "the list's click count is wrong");
   log(`affiliates: created from the keyboard (key shown once), ${counted} click counted, rotated at once: old key 401, new key 200`);
 
+  // --- recommendations: pin from the keyboard, then a rebuild whose live panel reaches completion --------------------
+  await goto(page, "/console/recommendations?product=p-000001");
+  await audit(page, "recommendations", scripts);
+  await page.locator('textarea[name="complementary"]').focus();
+  await page.keyboard.type("p-000005");
+  await page.locator('form[aria-label="Edit pins"] button').press("Enter");
+  await page.waitForSelector(".flash.ok");
+  check((await page.locator("#list-complementary li").first().getAttribute("data-item")) === "p-000005", "the pinned product does not lead the complementary list");
+  const pinsNow = await api("GET", "/admin/products/p-000001/recommendations");
+  check(JSON.stringify(pinsNow.body.pins.complementary) === '["p-000005"]', `pins after saving: ${JSON.stringify(pinsNow.body.pins)}`);
+  await page.locator('form[aria-label="Start a rebuild"] button').click();
+  await page.waitForSelector(".flash.ok");
+  const jobId = /Rebuild (rebuild-[\w-]+)/.exec(await page.locator(".flash.ok").textContent())?.[1];
+  check(jobId, "no rebuild id in the answer");
+  // The panel swaps itself in every 2 s: wait for the refreshed copy that reports this rebuild finished.
+  await page.waitForFunction((id) => {
+    const panel = document.getElementById("rebuild");
+    return panel && panel.hasAttribute("data-refreshed") && panel.textContent.includes(`Last rebuild ${id} finished`);
+  }, jobId, { timeout: 30_000 });
+  await audit(page, "recommendations-rebuilt", scripts);
+  log(`recommendations: pin saved from the keyboard (leads the list); rebuild ${jobId} ran to completion in the live panel`);
+
   // --- CSRF: a write without (or with a wrong) token is refused --------------------------------------------------
   const csrfless = await page.evaluate(async () => {
     const r1 = await fetch("/console/events/replay", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "" });
@@ -378,7 +423,7 @@ try {
   check(viewerPost === 403, `viewer's set (with a valid CSRF token) answered ${viewerPost}`);
   const still = await api("GET", `/v1/availability?skus=${encodeURIComponent(sku)}&by_location=true`);
   const eastNow = still.body.items?.[0]?.locations?.find((l) => l.location === "loc-us-east") ?? still.body[0]?.locations?.find((l) => l.location === "loc-us-east");
-  check(eastNow?.on_hand === 5, `viewer changed stock: on_hand ${eastNow?.on_hand}`);
+  check(eastNow?.on_hand === 13, `viewer changed stock: on_hand ${eastNow?.on_hand}`);
   await audit(vpage, "viewer-stock", vscripts);
   log("viewer: forms disabled, a forged post with the viewer's own CSRF token is refused (403), stock unchanged");
 
