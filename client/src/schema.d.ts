@@ -630,6 +630,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/stock/{sku}/adjustments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Apply one movement to a SKU, with If-Match on its seq (an operator's correction)
+         * @description The same movement as a line of `POST /admin/stock/adjustments`, for one SKU, with optional `If-Match` holding the SKU's `seq` (the `ETag` of `PUT /admin/stock/{sku}`, or `seq` of any stock row): the movement applies only if nothing changed the SKU since, else 412 with the current rows and nothing written. `event_id` keeps retries idempotent: a repeat of an applied event is `duplicate`, whatever the seq is now. Warehouse feeds keep using the batch route, idempotent per event id.
+         */
+        post: operations["postAdminStockBySkuAdjustments"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/stock/{sku}/ledger": {
         parameters: {
             query?: never;
@@ -638,7 +658,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The movement ledger of a SKU across its home shard and every escrow sub-shard, oldest first, with a cursor
+         * The movement ledger of a SKU across its home shard and every escrow sub-shard, oldest (or newest) first, with a cursor
          * @description Rows of every object that ever held the SKU (home shard, hot sub-shards), merged in time order; `shard` names the object of each row. Summing `delta_on_hand` / `delta_reserved` per location over the whole ledger gives the current counts, also while a transfer between objects is in transit (its `transit` rows count the units until they arrive).
          */
         get: operations["getAdminStockBySkuLedger"];
@@ -4425,12 +4445,92 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    postAdminStockBySkuAdjustments: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The SKU's `seq`, e.g. "12". */
+                "if-match"?: string;
+            };
+            path: {
+                sku: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    location: string;
+                    delta: number;
+                    reason: string;
+                    event_id: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The outcome (`rejected` when on_hand would go below zero). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        event_id: string;
+                        sku: string;
+                        location: string;
+                        /** @enum {string} */
+                        status: "applied" | "duplicate" | "rejected";
+                        detail?: string;
+                        on_hand?: number;
+                        /** @description Units held beyond the new physical count (holds stay; also a `stock.oversold` event). */
+                        oversold?: number;
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description Missing or wrong admin token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match did not match the SKU's seq: nothing written; `current_version` and `rows` say what it is now. */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            414: components["responses"]["UriTooLong"];
+            415: components["responses"]["UnsupportedMediaType"];
+            /** @description Unknown SKU or location. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     getAdminStockBySkuLedger: {
         parameters: {
             query?: {
                 /** @description `next_cursor` of the previous page (one position per object of the SKU). */
                 cursor?: string;
                 limit?: number;
+                /** @description `desc`: newest first (the cursor then pages towards older rows). */
+                order?: "asc" | "desc";
             };
             header?: never;
             path: {
