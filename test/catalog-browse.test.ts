@@ -322,13 +322,16 @@ describe("writes keep search and facets exact", () => {
     const word = `vocab${Date.now().toString(36)}`;
     await insertProduct(env.DB, { title: `Lamp ${word}a`, description: "A lamp." });
     const t0 = Date.now() + 3_600_000;
-    expect(await correctTerms(counting, word, t0)).toEqual([{ term: word, corrections: [`${word}a`] }]);
+    expect(await correctTerms(counting, word, { now: t0 })).toEqual([{ term: word, corrections: [`${word}a`] }]);
     expect(reads).toBe(1);
     await insertProduct(env.DB, { title: `Lamp ${word}b`, description: "A lamp." });
-    expect(await correctTerms(counting, word, t0 + 29_000)).toEqual([{ term: word, corrections: [`${word}a`] }]);
+    expect(await correctTerms(counting, word, { now: t0 + 29_000 })).toEqual([{ term: word, corrections: [`${word}a`] }]);
     expect(reads).toBe(1);
-    expect(await correctTerms(counting, word, t0 + 31_000)).toEqual([{ term: word, corrections: [`${word}a`, `${word}b`] }]);
+    // Another scope (another catalog partition's vocabulary) has its own entry.
+    expect(await correctTerms(counting, word, { scope: "1", now: t0 + 29_000 })).toEqual([{ term: word, corrections: [`${word}a`, `${word}b`] }]);
     expect(reads).toBe(2);
+    expect(await correctTerms(counting, word, { now: t0 + 31_000 })).toEqual([{ term: word, corrections: [`${word}a`, `${word}b`] }]);
+    expect(reads).toBe(3);
   });
 });
 
