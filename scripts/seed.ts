@@ -4,6 +4,7 @@
  *   npm run seed -- --products 1000000  # scale benchmarks (about 5 minutes here, see bench/results/scale.md)
  *   npm run seed -- --if-empty          # only when no product exists yet (used by `npm run dev`)
  *   npm run seed -- --persist DIR       # the same directory as `wrangler dev --persist-to DIR`
+ *   npm run seed -- --partitions 2      # the catalog over DB and CATALOG_1 (serve with --var CATALOG_PARTITIONS:2)
  *
  * The D1 binding comes from wrangler's getPlatformProxy, so rows reach the same local database `wrangler dev`
  * serves through the supported API (never miniflare's file layout). Each table's rows travel as ONE JSON
@@ -23,6 +24,7 @@ import {
   BASE_TIME, CURRENCIES, DEMO_AFFILIATE, DEV_STOREFRONT_KEY, LOCATIONS, categories, product, stock,
 } from "../src/seed/generate";
 import { availabilityStatus } from "../src/lib/stock-status";
+import { partitionIndex } from "../src/db/buckets";
 import { QUIET_ENV } from "./lib/wrangler";
 
 const { values } = parseArgs({
@@ -33,12 +35,19 @@ const { values } = parseArgs({
     persist: { type: "string" },
     /** Products per D1 batch (one transaction). */
     chunk: { type: "string", default: "2000" },
+    /** Catalog partitions (src/db/partitions.ts): each product goes to its partition, categories to every one. */
+    partitions: { type: "string", default: "1" },
     /** Print how long each rebuilt index took. */
     timings: { type: "boolean", default: false },
   },
 });
 const total = Number(values.products);
+const partitions = Number(values.partitions);
 const chunk = Number(values.chunk);
+if (!Number.isInteger(partitions) || partitions < 1 || partitions > 16 || (partitions & (partitions - 1)) !== 0) {
+  console.error(`--partitions must be a power of two from 1 to 16 (CATALOG_PARTITIONS), got ${values.partitions}`);
+  process.exit(2);
+}
 if (!Number.isInteger(total) || total < 1 || !Number.isInteger(chunk) || chunk < 1) {
   console.error(`--products and --chunk must be positive integers, got ${values.products} and ${values.chunk}`);
   process.exit(2);
@@ -102,24 +111,31 @@ class Rows {
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
-function referenceRows(): Rows {
-  const r = new Rows();
+/** What every partition holds besides its products: stock locations and the category tree (joined by product SQL). */
+function sharedRows(r = new Rows()): Rows {
   for (const loc of LOCATIONS) r.add("stock_locations", [loc.id, loc.name, loc.region, loc.country, loc.priority]);
   for (const c of categories()) {
     r.add("categories", [c.id, c.slug, c.name, c.parentId, c.path, c.depth, c.position]);
     for (const [locale, name] of Object.entries(c.translations)) r.add("category_translations", [c.id, locale, name]);
   }
+  return r;
+}
+
+/** Partition 0 is also the directory: affiliates and keys live there only. */
+function referenceRows(): Rows {
+  const r = sharedRows();
   r.add("affiliates", [DEMO_AFFILIATE.id, DEMO_AFFILIATE.name, DEMO_AFFILIATE.trackingId, DEMO_AFFILIATE.allowedOrigins, {}, DEMO_AFFILIATE.campaign]);
   r.add("api_keys", ["key-demo-affiliate", "affiliate", DEMO_AFFILIATE.id, sha256(DEMO_AFFILIATE.key), DEMO_AFFILIATE.key.slice(0, 8), "Demo affiliate key"]);
   r.add("api_keys", [DEV_STOREFRONT_KEY.id, "storefront", null, sha256(DEV_STOREFRONT_KEY.key), DEV_STOREFRONT_KEY.key.slice(0, 8), DEV_STOREFRONT_KEY.label]);
   return r;
 }
 
-/** Products first..last (1-based, inclusive) and everything they own. */
-function productRows(first: number, last: number): Rows {
-  const r = new Rows();
+/** Products first..last (1-based, inclusive) and everything they own, one Rows per partition. */
+function productRows(first: number, last: number, partitionOfId: (id: string) => number): Rows[] {
+  const byPartition = Array.from({ length: partitions }, () => new Rows());
   for (let n = first; n <= last; n++) {
     const p = product(n);
+    const r = byPartition[partitionOfId(p.id)]!;
     const stockRows = stock(p, n);
     const sellable = stockRows.some((s) => s.onHand - s.safetyStock > 0);
     const minPrices: Record<string, number> = {};
@@ -137,7 +153,7 @@ function productRows(first: number, last: number): Rows {
       r.add("availability", [s.sku, s.locationId, s.onHand, 0, available, availabilityStatus(available, s.lowStockThreshold), 0]);
     }
   }
-  return r;
+  return byPartition;
 }
 
 const DEFERRED_KEY = "seed:deferred_schema";
@@ -212,31 +228,42 @@ const timings: [string, number][] = [];
 
 async function main() {
   const persistRoot = values.persist ? path.resolve(values.persist) : path.resolve(".wrangler/state");
+  const bindings = Array.from({ length: partitions }, (_, i) => (i === 0 ? "DB" : `CATALOG_${i}`));
   // The schema comes from the migrations (already applied ones are skipped), so a fresh directory can be seeded.
-  execFileSync("npx", ["--no-install", "wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", persistRoot, ...(values.env ? ["--env", values.env] : [])], {
-    env: QUIET_ENV,
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  const proxy = await getPlatformProxy<{ DB: D1Database }>({
+  for (const binding of bindings) {
+    execFileSync("npx", ["--no-install", "wrangler", "d1", "migrations", "apply", binding, "--local", "--persist-to", persistRoot, ...(values.env ? ["--env", values.env] : [])], {
+      env: QUIET_ENV,
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+  }
+  const proxy = await getPlatformProxy<Record<string, D1Database>>({
     configPath: "wrangler.toml",
     environment: values.env,
     persist: { path: path.join(persistRoot, "v3") },
     remoteBindings: false,
   });
   try {
-    const db = proxy.env.DB;
+    const dbs = bindings.map((b) => {
+      const db = proxy.env[b];
+      if (!db) throw new Error(`--partitions ${partitions} needs the D1 binding ${b} in wrangler.toml`);
+      return db;
+    });
+    const partitionOfId = (id: string) => partitionIndex(id, partitions);
     if (values["if-empty"]) {
-      const any = await db.prepare("SELECT id FROM products LIMIT 1").first();
-      if (any) {
-        console.log("seed: products already present, skipping");
-        return;
+      for (const db of dbs) {
+        if (await db.prepare("SELECT id FROM products LIMIT 1").first()) {
+          console.log("seed: products already present, skipping");
+          return;
+        }
       }
     }
     const started = Date.now();
-    await restoreSchema(db);
-    const deferred = await deferSchema(db);
-    const prepared = new Map<TableName, D1PreparedStatement>();
-    await db.batch(referenceRows().statements(db, prepared));
+    for (const db of dbs) await restoreSchema(db);
+    let deferred = 0;
+    for (const db of dbs) deferred += await deferSchema(db);
+    const prepared = dbs.map(() => new Map<TableName, D1PreparedStatement>());
+    await dbs[0]!.batch(referenceRows().statements(dbs[0]!, prepared[0]!));
+    for (const [i, db] of dbs.entries()) if (i > 0) await db.batch(sharedRows().statements(db, prepared[i]!));
 
     const bar = new cliProgress.SingleBar({
       format: "seed [{bar}] {percentage}% | {value}/{total} products | {rate}/s | ETA {eta_formatted}",
@@ -245,13 +272,14 @@ async function main() {
       notTTYSchedule: 10_000,
     }, cliProgress.Presets.shades_classic);
     bar.start(total, 0, { rate: 0 });
-    // One batch in flight while the next chunk is generated: workerd's SQLite and Node's generator overlap.
+    // One batch per partition in flight while the next chunk is generated: workerd's SQLite and Node's generator overlap.
     let inFlight: Promise<unknown> = Promise.resolve();
     for (let first = 1; first <= total; first += chunk) {
       const last = Math.min(total, first + chunk - 1);
-      const statements = productRows(first, last).statements(db, prepared);
+      const rows = productRows(first, last, partitionOfId);
+      const batches = dbs.map((db, i) => rows[i]!.statements(db, prepared[i]!));
       await inFlight;
-      inFlight = db.batch(statements).then(() => {
+      inFlight = Promise.all(batches.map((statements, i) => (statements.length > 0 ? dbs[i]!.batch(statements) : undefined))).then(() => {
         bar.update(last, { rate: Math.round(last / ((Date.now() - started) / 1000)) });
       });
     }
@@ -265,16 +293,18 @@ async function main() {
         notTTYSchedule: 10_000,
       }, cliProgress.Presets.shades_classic);
       rebuild.start(1, 0, { step: "" });
-      await restoreSchema(db, (done, steps, step) => {
-        rebuild.setTotal(steps);
-        rebuild.update(done, { step });
-      });
+      const progress = dbs.map(() => ({ done: 0, steps: 0 }));
+      await Promise.all(dbs.map((db, i) => restoreSchema(db, (done, steps, step) => {
+        progress[i] = { done, steps };
+        rebuild.setTotal(progress.reduce((s, p) => s + p.steps, 0));
+        rebuild.update(progress.reduce((s, p) => s + p.done, 0), { step: partitions > 1 ? `${bindings[i]} ${step}` : step });
+      })));
       rebuild.stop();
       console.log(`seed: ${deferred} indexes and triggers rebuilt in ${((Date.now() - t) / 1000).toFixed(1)} s`);
       if (values.timings) for (const [name, ms] of timings.sort((a, b) => b[1] - a[1])) console.log(`  ${(ms / 1000).toFixed(1).padStart(7)} s  ${name}`);
     }
     const seconds = (Date.now() - started) / 1000;
-    console.log(`seed: ${total} products in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} products/s)`);
+    console.log(`seed: ${total} products in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} products/s)${partitions > 1 ? ` over ${partitions} partitions` : ""}`);
   } finally {
     await proxy.dispose();
   }

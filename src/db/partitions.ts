@@ -13,10 +13,9 @@
  * join them locally). Partition i > 0 is the D1 binding `CATALOG_<i>`. `CATALOG_PARTITIONS` (default 1) says how
  * many there are; with 1, every helper here returns `env.DB` and the catalog behaves and costs exactly as before.
  */
-import { stableHash } from "../lib/stable-hash";
+import { BUCKETS, bucketOf, partitionIndex } from "./buckets";
 
-/** Virtual buckets: the unit a growth moves. Fixed forever: changing it would re-hash every product. */
-export const BUCKETS = 256;
+export { BUCKETS, bucketOf };
 /** Most partitions a request fans out to: each scatter costs one D1 query per partition (1,000 per invocation). */
 export const MAX_PARTITIONS = 16;
 
@@ -44,15 +43,10 @@ function bindingOf(env: PartitionEnv, index: number): D1Database | undefined {
   return index === 0 ? env.DB : ((env as unknown as Record<string, D1Database | undefined>)[`CATALOG_${index}`] ?? undefined);
 }
 
-/** The product's virtual bucket (0 … BUCKETS − 1). */
-export function bucketOf(productId: string): number {
-  return stableHash(productId) % BUCKETS;
-}
-
 /** The partition index holding `productId`. */
 export function partitionOf(env: PartitionEnv, productId: string): number {
   const n = partitionCount(env);
-  return n === 1 ? 0 : bucketOf(productId) % n;
+  return partitionIndex(productId, n);
 }
 
 /** Partition `index`'s database. */
