@@ -16,6 +16,7 @@ import { parseCsvLine, csvRecordToObject } from "./csv";
 import { readLines } from "./lines";
 import { rawEnv } from "../lib/guarded-env";
 import { ApiError } from "../lib/errors";
+import { partitionCount } from "../db/partitions";
 import { now as clockNow } from "../lib/clock";
 
 export type ImportFormat = "ndjson" | "csv";
@@ -55,7 +56,12 @@ class ImportTooLarge extends Error {}
 
 type Staged = { line: number; id: string; doc: Record<string, unknown> };
 
-export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES">, body: ReadableStream<Uint8Array>, format: ImportFormat, now = Date.now()): Promise<ImportResult> {
+export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES" | "CATALOG_PARTITIONS">, body: ReadableStream<Uint8Array>, format: ImportFormat, now = Date.now()): Promise<ImportResult> {
+  // The switch is one batch on one database; over several partitions it could not be all-or-nothing (and would
+  // write products to DB whatever their partition), so it is refused there until the catalog-version switch exists.
+  if (partitionCount(env) > 1) {
+    throw new ApiError(503, "unavailable", "Service Unavailable", "Bulk imports are not available while the catalog is split over several D1 databases (CATALOG_PARTITIONS > 1); see docs/storage.md, \"Imports at scale\".");
+  }
   const db = env.DB;
   const importId = crypto.randomUUID();
   await db.prepare("INSERT INTO imports (id, content_hash, format, status, created_at) VALUES (?, '', ?, 'receiving', ?)").bind(importId, format, now).run();

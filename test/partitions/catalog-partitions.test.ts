@@ -335,3 +335,13 @@ describe("partition configuration", () => {
     expect(moved).toBeLessThan(2200);
   });
 });
+
+describe("bulk import over two partitions", () => {
+  it("is refused (one switch cannot span databases) and writes nothing to either partition", async () => {
+    const id = uid("imp2");
+    const line = JSON.stringify({ id, slug: id.toLowerCase(), title: `Imported ${id}`, brand: "Importco", category_id: "cat-camping", variants: [{ sku: `${id}-1`, prices: { USD: 1999 } }] });
+    await expectProblem(await call("/admin/import", { method: "POST", headers: admin({ "content-type": "application/x-ndjson" }), body: line + "\n" }), 503);
+    for (const db of allCatalogDbs(env)) expect(await db.prepare("SELECT id FROM products WHERE id = ?").bind(id).first()).toBeNull();
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM imports WHERE status = 'receiving'").first<{ n: number }>()).toEqual({ n: 0 });
+  });
+});
