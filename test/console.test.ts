@@ -232,6 +232,25 @@ describe("the merged, paged ledger", () => {
   });
 });
 
+describe("stock lists", () => {
+  it("lists a SKU sold out at every location as recently sold out, and not one with units left at another location", async () => {
+    const tag = `SO-${Date.now().toString(36)}`;
+    const gone = `${tag}-GONE`;
+    const partly = `${tag}-PART`;
+    const at = Date.now() + 60_000; // newer than anything else in this file's database
+    await env.DB.batch([
+      env.DB.prepare(`INSERT INTO availability (sku, location_id, on_hand, reserved, available, status, updated_at) VALUES (?1, 'loc-us-east', 0, 0, 0, 'out_of_stock', ?2), (?1, 'loc-eu-west', 0, 0, 0, 'out_of_stock', ?2)`).bind(gone, at),
+      env.DB.prepare(`INSERT INTO availability (sku, location_id, on_hand, reserved, available, status, updated_at) VALUES (?1, 'loc-us-east', 0, 0, 0, 'out_of_stock', ?2), (?1, 'loc-eu-west', 4, 0, 4, 'in_stock', ?2)`).bind(partly, at),
+    ]);
+    const { b } = await signIn(VIEWER_TOKEN);
+    const res = await get(b, "/console/stock");
+    expect(res.status).toBe(200);
+    const soldOut = /<ul id="sold-out">([\s\S]*?)<\/ul>/.exec(await res.text())?.[1] ?? "";
+    expect(soldOut).toContain(gone);
+    expect(soldOut).not.toContain(partly);
+  });
+});
+
 describe("adjustments with If-Match", () => {
   it("the console's adjust form with a stale If-Match writes nothing and shows what changed (412); a fresh one applies once", async () => {
     const [sku] = await makeSkus([10]);

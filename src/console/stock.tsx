@@ -20,18 +20,23 @@ export const stockPages = createApp();
 const Sku = z.string().trim().min(1).max(128);
 const Count = z.coerce.number().int().min(0).max(1_000_000_000);
 
+/** How many of the newest out-of-stock rows the sold-out list looks at. */
+const SOLD_OUT_CANDIDATES = 2000;
+
 async function lists(db: D1Database) {
   const [low, soldOut] = await db.batch([
     db.prepare(
       `SELECT sku, location_id, on_hand, reserved, available FROM availability
        WHERE status = 'low_stock' ORDER BY available, sku LIMIT 25`,
     ),
-    // A SKU is sold out when no location has anything sellable; the status index finds candidates.
+    // A SKU is sold out when no location has anything sellable. Candidates are the newest out-of-stock rows only,
+    // so the page costs the same at any catalog size: SKUs that sold out long ago drop off the list.
     db.prepare(
-      `SELECT a.sku, max(a.updated_at) AS at FROM availability a
-       WHERE a.status = 'out_of_stock'
-         AND NOT EXISTS (SELECT 1 FROM availability b WHERE b.sku = a.sku AND b.status != 'out_of_stock')
-       GROUP BY a.sku ORDER BY at DESC LIMIT 25`,
+      `SELECT c.sku, max(c.updated_at) AS at
+       FROM (SELECT sku, updated_at FROM availability WHERE status = 'out_of_stock'
+             ORDER BY updated_at DESC LIMIT ${SOLD_OUT_CANDIDATES}) c
+       WHERE NOT EXISTS (SELECT 1 FROM availability b WHERE b.sku = c.sku AND b.status != 'out_of_stock')
+       GROUP BY c.sku ORDER BY at DESC LIMIT 25`,
     ),
   ]);
   return {
@@ -75,7 +80,7 @@ function Lists(props: { low: Awaited<ReturnType<typeof lists>>["low"]; soldOut: 
         )}
       </section>
       <section class="panel" aria-labelledby="sold-h">
-        <h2 id="sold-h">Sold out</h2>
+        <h2 id="sold-h">Recently sold out</h2>
         {props.soldOut.length ? (
           <ul id="sold-out">
             {props.soldOut.map((r) => (

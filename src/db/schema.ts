@@ -194,7 +194,7 @@ export const availability = sqliteTable(
     seq: integer("seq").notNull().default(0),
     updatedAt: updatedAt(),
   },
-  (t) => [primaryKey({ columns: [t.sku, t.locationId] }), index("availability_status_idx").on(t.status, t.available)],
+  (t) => [primaryKey({ columns: [t.sku, t.locationId] }), index("availability_status_idx").on(t.status, t.available), index("availability_status_updated_idx").on(t.status, t.updatedAt)],
 );
 
 export const affiliates = sqliteTable(
