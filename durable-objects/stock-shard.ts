@@ -758,6 +758,9 @@ export class StockShard extends DurableObject<Env> {
     } catch (err) {
       console.warn(JSON.stringify({ level: "warn", message: "stock retention failed; the next alarm retries", error: String(err) }));
     }
+    // The handler always writes its successor itself: a time cached by a request that ran while it awaited may
+    // belong to an alarm the runtime has just consumed, and skipping on it left the shard with no alarm at all.
+    this.alarmAt = undefined;
     this.scheduleAlarm();
   }
 
@@ -917,7 +920,8 @@ export class StockShard extends DurableObject<Env> {
     // An alarm already due no later than needed stays: it finds what is due then and schedules the next one. Only
     // an earlier deadline moves it, so a stream of holds (each re-queuing the SKU's snapshot) does not rewrite
     // the alarm on every request.
-    if (next !== null && this.alarmAt !== undefined && this.alarmAt !== null && this.alarmAt <= next) return;
+    // A cached time already past is not trusted: that alarm has fired (or is firing), so it is written again.
+    if (next !== null && this.alarmAt !== undefined && this.alarmAt !== null && this.alarmAt <= next && this.alarmAt > clockNow()) return;
     if (next === null) void this.ctx.storage.deleteAlarm();
     else void this.ctx.storage.setAlarm(Math.max(next, 1));
     this.alarmAt = next;
