@@ -234,9 +234,9 @@ async function main() {
   const count = (r: Result, s: number) => r.statuses.get(s) ?? 0;
   const report = `# Flash-sale benchmark (bench/flash-sale)
 
-Command: \`npx tsx bench/flash-sale/run.ts --phase prepare --port ${args.port}\` (under \`/work/wt/heavy\`), then
+Command: \`npx tsx bench/flash-sale/run.ts --phase prepare --port ${args.port}\` (while other work may run), then
 \`npx tsx bench/flash-sale/run.ts --phase measure --seconds ${SECONDS} --connections ${CONNECTIONS} --burst ${BURST} --browse-rate ${BROWSE_RATE} --shoppers ${SHOPPERS} --port ${args.port} --inspector-port ${args["inspector-port"]}\`
-(under \`/work/wt/quiet\`: no other test or bench on the machine), run at ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC;
+(with no other test or bench on the machine), run at ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC;
 \`wrangler dev\` with its own \`--persist-to\`, serving a bundle built once; local workerd on 2 cores. Load average
 (1/5/15 min) when the measurement began: ${loadBefore}; at the end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}. Default rate limits and hoarding
 caps are on. **One storefront key** (the dev key: one shop) carries every reservation, for ${SHOPPERS.toLocaleString("en")} shoppers

@@ -253,8 +253,8 @@ async function main() {
     `| ${s.name} | ${fmt(s.rps, 0)} | ${fmt(s.p50)} | ${fmt(s.p95)} | ${fmt(s.p99)} | ${fmt(s.rps / base.rps, 2)} | ${fmt(s.p50 / base.p50, 2)} | ${fmt(s.p95 / base.p95, 2)} | ${fmt(s.p99 / base.p99, 2)} | ${s.ok} / ${s.conflict} / ${s.other} |`;
   const report = `# Reservation benchmark (bench/reserve)
 
-Command: \`npx tsx bench/reserve/run.ts --phase prepare\` (under \`/work/wt/heavy\`), then
-\`npx tsx bench/reserve/run.ts --phase measure --seconds ${SECONDS} --connections ${CONNECTIONS}\` (under \`/work/wt/quiet\`:
+Command: \`npx tsx bench/reserve/run.ts --phase prepare\` (while other work may run), then
+\`npx tsx bench/reserve/run.ts --phase measure --seconds ${SECONDS} --connections ${CONNECTIONS}\` (
 no other test or bench on the machine). Run on ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; \`wrangler dev\`
 on its own port and \`--persist-to\`, local workerd, 2 cores; every figure below comes from this one run. Load
 average (1/5/15 min) when the measurement began: ${loadBefore}; after the measured cases: ${loadAfterCases}.

@@ -1,5 +1,5 @@
 /**
- * Builds what the soak needs before the measured run (so the run under /work/wt/quiet only measures):
+ * Builds what the soak needs before the measured run (so the measured run, alone on the machine, only measures):
  *   npx tsx bench/soak/prepare.ts [--products 2000]
  * A seeded template database in .wrangler/soak-seed and the bundle in .wrangler/soak-build; bench/soak/run.ts
  * copies the template to a fresh state directory for every run.

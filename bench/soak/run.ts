@@ -1,7 +1,7 @@
 /**
  * Soak: a long mixed run against a real `wrangler dev`, watching the runtime's memory.
  *
- *   npx tsx bench/soak/prepare.ts [--products 2000]          # once, under /work/wt/heavy: seed + bundle
+ *   npx tsx bench/soak/prepare.ts [--products 2000]          # once, before the measured run: seed + bundle
  *   npx tsx bench/soak/run.ts [--requests 50000] [--concurrency 16] [--products 2000] [--port 8831]
  *                             [--only bearer,hostile] [--report bench/results/soak.md]
  *

@@ -12,7 +12,7 @@
  * It edits the source files in place and restores each one before the next mutation (and on Ctrl-C), so
  * run it in a copy of the work tree if you want to keep working meanwhile:
  *   git archive HEAD | tar -x -C /tmp/mut && ln -s "$PWD/node_modules" /tmp/mut/ && cd /tmp/mut && node scripts/mutation/run.mjs
- * On a shared machine, run it through the CPU lock: `/work/wt/heavy node scripts/mutation/run.mjs > /tmp/mut.log`.
+ * On a shared machine, run it while no other test run competes for the CPU: `node scripts/mutation/run.mjs > /tmp/mut.log`.
  *
  * Stryker's vitest runner was tried first: it cannot drive @cloudflare/vitest-pool-workers (see
  * bench/results/mutation.md), hence this small runner.
