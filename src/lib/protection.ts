@@ -196,15 +196,9 @@ export const drainUnreadBody = createMiddleware<AppEnv>(async (c, next) => {
   const declared = Number.parseInt(req.headers.get("content-length") ?? "", 10);
   // A body refused with 413 is read and dropped too, up to a bound: cancelling it mid-upload left the connection
   // hanging under `wrangler dev` (the client never saw the 413). Past the bound, or undeclared, it is cancelled.
-  if (Number.isFinite(declared) && declared <= DRAIN_MAX_BYTES) await discard(req.body).catch(() => undefined);
+  if (Number.isFinite(declared) && declared <= DRAIN_MAX_BYTES) await req.body.pipeTo(new WritableStream()).catch(() => undefined);
   else await req.body.cancel().catch(() => undefined);
 });
 
 /** How much of an unread request body is read to keep the connection usable (Workers accept up to 100 MB). */
 const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
-
-/** Reads a stream to its end without keeping it. */
-async function discard(body: ReadableStream<Uint8Array>): Promise<void> {
-  const reader = body.getReader();
-  for (;;) if ((await reader.read()).done) return;
-}
