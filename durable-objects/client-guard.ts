@@ -1,5 +1,4 @@
 import { DurableObject } from "cloudflare:workers";
-import { now as clockNow } from "../src/lib/clock";
 
 export type TakeResult = {
   ok: boolean;
@@ -11,28 +10,20 @@ export type TakeResult = {
   retry_after: number;
 };
 
-export type HoldCaps = { perSku: number; total: number };
-export type HoldAdmission = { ok: true } | { ok: false; scope: "total"; limit: number; held: number; requested: number; retry_after: number };
-
 /**
- * Two jobs, each keyed so that no object serves a whole shop:
- * - `client:{client key}` (affiliate key, or IP): exact token buckets for the route classes the Rate Limiting
- *   binding cannot serve (feeds, per-client overrides: configurable limits, global rather than per colo).
- * - `holder:{storefront key id}:{holder key}`: one shopper's live holds across all SKUs, for the total hoarding
- *   cap (the per-SKU cap is checked by the stock shard inside the hold itself).
- * Every decision is one synchronous SQL step, so concurrent requests of one client cannot both take the last token.
+ * Exact token buckets, one object per API client, `client:{client key}` (affiliate key, or IP), for the route
+ * classes the Rate Limiting binding cannot serve (feeds, per-client overrides: configurable limits, global rather
+ * than per colo). Every decision is one synchronous SQL step, so concurrent requests of one client cannot both
+ * take the last token.
  *
- * A holder object is named after a shopper id the storefront sends, so there is one per shopper ever seen: it
- * must leave nothing behind. It keeps one alarm (set at the latest deadline when none is set; when it fires it
- * sweeps and re-arms); once no hold is live (the last one ended or lapsed) it deletes all of its storage and alarm, and makes its tables again only when
- * that shopper holds something again (docs/storage.md, "Shopper hold tallies").
+ * Shoppers' hold tallies used to live here, one object per shopper (`holder:…`); they are a table of the stock
+ * shards now (src/stock/shopper-tally.ts). `alarm()` stays so that such an object, still carrying an alarm from
+ * before that change, deletes what it stored when the alarm fires.
  */
 export class ClientGuard extends DurableObject<Env> {
   private readonly sql: SqlStorage;
-  /** Tables exist in this instance's storage (made on first use, dropped by `deleteAll`). */
+  /** The table exists in this instance's storage (made on first use). */
   private schemaReady = false;
-  /** The alarm this instance last set; undefined when unknown (a fresh instance reads it once). */
-  private alarmAt: number | null | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -46,77 +37,15 @@ export class ClientGuard extends DurableObject<Env> {
       tokens REAL NOT NULL,
       updated_at INTEGER NOT NULL
     )`);
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS holdings (
-      reservation_id TEXT NOT NULL,
-      sku TEXT NOT NULL,
-      quantity INTEGER NOT NULL,
-      expires_at INTEGER NOT NULL,
-      PRIMARY KEY (reservation_id, sku)
-    )`);
     this.schemaReady = true;
   }
 
-  /**
-   * Hoarding cap: admits a reservation's lines only if this shopper's live holds plus them stay within `total`
-   * units. Idempotent per reservation id (a retried saga).
-   */
-  async admitHold(reservationId: string, lines: { sku: string; quantity: number }[], expiresAt: number, total: number, now = clockNow()): Promise<HoldAdmission> {
-    this.schema();
-    this.sql.exec("DELETE FROM holdings WHERE expires_at <= ?", now);
-    if (this.sql.exec("SELECT 1 FROM holdings WHERE reservation_id = ? LIMIT 1", reservationId).toArray().length) return { ok: true };
-    const want = new Map<string, number>();
-    for (const l of lines) want.set(l.sku, (want.get(l.sku) ?? 0) + l.quantity);
-    const held = this.sql.exec<{ n: number | null }>("SELECT SUM(quantity) AS n FROM holdings").one().n ?? 0;
-    const adding = [...want.values()].reduce((a, b) => a + b, 0);
-    if (held + adding > total) {
-      const soonest = this.sql.exec<{ t: number | null }>("SELECT MIN(expires_at) AS t FROM holdings").one().t ?? now + 1000;
-      await this.settle();
-      return { ok: false, scope: "total", limit: total, held, requested: adding, retry_after: Math.max(1, Math.ceil((soonest - now) / 1000)) };
-    }
-    for (const [sku, q] of want) {
-      this.sql.exec("INSERT INTO holdings (reservation_id, sku, quantity, expires_at) VALUES (?, ?, ?, ?)", reservationId, sku, q, expiresAt);
-    }
-    await this.settle();
-    return { ok: true };
-  }
-
-  /** The reservation ended (committed, released or failed): its units no longer count as held. */
-  async endHold(reservationId: string): Promise<void> {
-    this.schema();
-    this.sql.exec("DELETE FROM holdings WHERE reservation_id = ?", reservationId);
-    await this.settle();
-  }
-
-  /** The latest hold lapsed (or the alarm fired early): drop what has lapsed, and everything once nothing is left. */
+  /** Only objects of the retired per-shopper tallies have alarms: they leave nothing behind. */
   override async alarm(): Promise<void> {
-    this.alarmAt = undefined;
     this.schema();
-    this.sql.exec("DELETE FROM holdings WHERE expires_at <= ?", clockNow());
-    await this.settle();
-  }
-
-  /**
-   * Holder objects only (a `client:` object keeps its buckets): with no live hold left, deletes every table and
-   * the alarm; otherwise keeps one alarm at the latest deadline, when every hold here will have lapsed.
-   */
-  private async settle(): Promise<void> {
-    const latest = this.sql.exec<{ t: number | null }>("SELECT MAX(expires_at) AS t FROM holdings").one().t;
-    if (latest === null) {
-      if (this.sql.exec("SELECT 1 FROM buckets LIMIT 1").toArray().length) return;
-      await this.ctx.storage.deleteAlarm();
-      await this.ctx.storage.deleteAll();
-      this.schemaReady = false;
-      this.alarmAt = null;
-      return;
-    }
-    if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
-    // Any alarm already set is enough: when it fires it sweeps what lapsed and re-arms for the latest deadline
-    // then. Moving it on every reservation would cost a storage write each time.
-    if (this.alarmAt !== null) return;
-    // Never sooner than a second from now: an alarm that finds nothing lapsed yet must not re-fire at once.
-    const at = Math.max(latest, Date.now() + 1_000);
-    await this.ctx.storage.setAlarm(at);
-    this.alarmAt = at;
+    if (this.sql.exec("SELECT 1 FROM buckets LIMIT 1").toArray().length) return;
+    await this.ctx.storage.deleteAll();
+    this.schemaReady = false;
   }
 
   /** Token bucket: capacity `limit`, refilled at `limit` per `periodSeconds`; takes `cost` tokens if it can. */

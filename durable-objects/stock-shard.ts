@@ -3,13 +3,15 @@ import { loadCatalogSkusAcross } from "../src/stock/baseline";
 import { allCatalogDbs } from "../src/db/partitions";
 import { ReservationStore } from "../src/stock/reservation-store";
 import { runSaga, type LocalHeaders, type SagaRequest, type SagaResult } from "../src/stock/saga";
+import { ShopperTally, type HoldAdmission } from "../src/stock/shopper-tally";
+import { admitRemote, tallyShardName, tallyShardOf, updateRemote } from "../src/stock/tally-link";
 import { SHARD_DDL } from "../src/stock/shard-schema";
 import { StockStore } from "../src/stock/shard-store";
 import { guardEnv } from "../src/lib/guarded-env";
 import { now as clockNow } from "../src/lib/clock";
 import { EscrowStore, SEND_SWEEP_MS, type EscrowItem, type SendRow } from "../src/stock/escrow-store";
 import { splitItems } from "../src/stock/split";
-import { coordinatorOfReservation, groupByShard, hotSubShardName, shardNameForSku } from "../src/stock/routing";
+import { coordinatorOfReservation, groupByShard, holderOfReservation, hotSubShardName, shardNameForSku } from "../src/stock/routing";
 import type { Meta, PendingSend } from "../src/stock/shard-store";
 import { BoundedMap } from "../src/lib/isolate-memory";
 import { applyRetention, retentionHoldCandidates, retentionPolicy } from "../src/stock/retention";
@@ -70,6 +72,7 @@ export class StockShard extends DurableObject<Env> {
   private readonly stock: StockStore;
   private readonly headers: ReservationStore;
   private readonly escrow: EscrowStore;
+  private readonly tally: ShopperTally;
   // Bounded: hostile reservations name any number of made-up SKUs; an evicted entry is only looked up again.
   private readonly known = new BoundedMap<true>("stock-shard.known-skus", { maxBytes: 512 * 1024, sizeOf: () => 8 });
   private readonly unknownUntil = new BoundedMap<number>("stock-shard.unknown-skus", { maxBytes: 64 * 1024, sizeOf: () => 8 });
@@ -86,6 +89,7 @@ export class StockShard extends DurableObject<Env> {
     this.stock = new StockStore(ctx.storage.sql);
     this.headers = new ReservationStore(ctx.storage.sql);
     this.escrow = new EscrowStore(ctx.storage.sql, this.stock);
+    this.tally = new ShopperTally(ctx.storage.sql);
   }
 
   // --- stock -------------------------------------------------------------------------------------------------
@@ -606,11 +610,50 @@ export class StockShard extends DurableObject<Env> {
   /** Creates a reservation: the whole saga in this coordinator, holds reached object-to-object (src/stock/saga.ts). */
   async reserve(req: SagaRequest): Promise<SagaResult> {
     const headers: LocalHeaders = {
-      begin: (r) => this.ctx.storage.transactionSync(() => this.headers.begin(r, clockNow())),
-      finish: (id, result, attempt) => this.ctx.storage.transactionSync(() => this.headers.finish(id, result, clockNow(), attempt)),
-      abandon: (id, attempt) => this.ctx.storage.transactionSync(() => this.headers.abandon(id, clockNow(), attempt)),
+      // The idempotency record and, when this shard keeps the shopper's tally, the total cap: one transaction.
+      begin: (r) =>
+        this.ctx.storage.transactionSync(() => {
+          const now = clockNow();
+          const begin = this.headers.begin(r, now);
+          if (begin.kind !== "started") return { begin };
+          // A retry resumes the first request's reservation: its holder is the one the id was issued for.
+          const holder = holderOfReservation(begin.id) ?? r.holder;
+          if (tallyShardName(this.env, holder) !== this.ctx.id.name) return { begin, holder };
+          const admission = this.tally.admit(holder, begin.id, r.lines, begin.expiresAt, r.caps.total, now);
+          // Refused: not stored as the key's answer, so a retry once holds have lapsed can succeed.
+          if (!admission.ok) this.headers.abandon(begin.id, now, begin.attempt);
+          return { begin, holder, admission };
+        }),
+      finish: (id, result, attempt) =>
+        this.ctx.storage.transactionSync(() => {
+          const done = this.headers.finish(id, result, clockNow(), attempt);
+          if (done && result.status === "failed") this.tally.end(id);
+          return done;
+        }),
+      abandon: (id, attempt) =>
+        this.ctx.storage.transactionSync(() => {
+          if (this.headers.abandon(id, clockNow(), attempt)) this.tally.end(id);
+        }),
+      admitRemote: (holder, id, r, expiresAt) => admitRemote(this.env, holder, id, r.lines, expiresAt, r.caps.total),
+      endRemote: (holder, id) => updateRemote(this.env, tallyShardName(this.env, holder), id),
     };
     return runSaga(this.env, { headers, hold: (h) => this.hold(h) }, req);
+  }
+
+  /** Tally shard role, for a coordinator that does not keep the holder's tally itself (IP fallback). */
+  async tallyAdmit(holder: string, reservationId: string, lines: { sku: string; quantity: number }[], expiresAt: number, total: number): Promise<HoldAdmission> {
+    return this.ctx.storage.transactionSync(() => this.tally.admit(holder, reservationId, lines, expiresAt, total, clockNow()));
+  }
+
+  /** Tally shard role: the reservation ended (`expiresAt` null) or its deadline moved. */
+  async tallyUpdate(reservationId: string, expiresAt: number | null): Promise<void> {
+    this.ctx.storage.transactionSync(() => (expiresAt === null ? this.tally.end(reservationId) : this.tally.extend(reservationId, expiresAt)));
+  }
+
+  /** The reservation's tally row ended or moved: here in the caller's transaction, or in the tally shard. */
+  private async updateTally(id: string, expiresAt?: number): Promise<void> {
+    const name = tallyShardOf(this.env, id);
+    if (name && name !== this.ctx.id.name) await updateRemote(this.env, name, id, expiresAt);
   }
 
   async beginReservation(req: { scopeKey: string; owner: string; bodyHash: string; candidateId: string; currency: string; ttlMs: number }): Promise<BeginReservation> {
@@ -662,6 +705,7 @@ export class StockShard extends DurableObject<Env> {
       return { kind: "pending", header: h };
     }
     const done = this.finishCommitNow(header.id);
+    await this.updateTally(header.id);
     return done ? { kind: "already", header: done } : { kind: "not_found" };
   }
 
@@ -670,6 +714,8 @@ export class StockShard extends DurableObject<Env> {
     return this.atomically(() => {
       const now = clockNow();
       const done = this.headers.finishCommit(id, now);
+      // Committed units are sold, not held: they leave the shopper's total (a no-op when the tally is elsewhere).
+      this.tally.end(id);
       if (done?.first) {
         const body = {
           type: "reservation.committed",
@@ -692,7 +738,13 @@ export class StockShard extends DurableObject<Env> {
   }
 
   async releaseReservation(id: string, owner: string): Promise<HeaderChange> {
-    return this.ctx.storage.transactionSync(() => this.headers.release(id, owner, clockNow()));
+    const change = this.ctx.storage.transactionSync(() => {
+      const c = this.headers.release(id, owner, clockNow());
+      if (c.kind === "ok") this.tally.end(id);
+      return c;
+    });
+    if (change.kind === "ok") await this.updateTally(id);
+    return change;
   }
 
   /**
@@ -716,7 +768,14 @@ export class StockShard extends DurableObject<Env> {
       await Promise.all(groups.map(([name]) => this.env.STOCK.getByName(name).release(id, actor).catch(() => undefined)));
       return { kind: "lapsed", shortfalls, header: this.headers.get(id)! };
     }
-    return this.atomically(() => this.headers.setDeadline(id, expiresAt, clockNow()));
+    const moved = this.atomically(() => {
+      const c = this.headers.setDeadline(id, expiresAt, clockNow());
+      // The units keep counting toward the shopper's total until the new deadline.
+      if (c.kind === "ok") this.tally.extend(id, expiresAt);
+      return c;
+    });
+    if (moved.kind === "ok") await this.updateTally(id, expiresAt);
+    return moved;
   }
 
   /** Shards ask before letting go of a reservation's holds at their deadline. */

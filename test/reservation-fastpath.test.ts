@@ -2,14 +2,15 @@
  * What one reservation costs and whom it counts: round trips from the Worker (bindings wrapped and counted),
  * prices taken from the product document, hoarding caps and rate limits per shopper of a storefront key.
  */
-import { createExecutionContext, env, runDurableObjectAlarm, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, env, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { buildApp } from "../src/app";
 import { loadProductDocument, type ProductDocument } from "../src/catalog/document";
 import { putProductDocIfNewer, readProductDoc } from "../src/catalog/projection-store";
 import { indexSkus, skuKey } from "../src/catalog/sku-index";
 import { setClock } from "../src/lib/clock";
-import { holderOfReservation, shardNameForSku } from "../src/stock/routing";
+import { coordinatorForScope, coordinatorOfReservation, holderOfReservation, shardName, shardNameForSku, tallyShardIndex } from "../src/stock/routing";
+import { holderKey } from "../src/stock/shopper";
 import { addStorefrontKey, seedApiKeys } from "./helpers/api-keys";
 import { countingEnv, sequentialDepth, type Counter } from "./helpers/binding-counter";
 import { BASE, call, expectProblem, json, storefront, uid } from "./helpers/http";
@@ -134,13 +135,69 @@ describe("round trips per reservation", () => {
       }
       const notShard = (n: string) => !n.startsWith("stock:");
       for (let i = 0; i < names.length; i++) {
-        // The shopper's own hold tally is among the objects seen: the spy reaches calls between objects.
-        expect([...names[i]!].filter((n) => n.startsWith("holder:"))).toHaveLength(1);
+        // The spy reaches calls between objects too: the shopper's tally is no object of its own any more.
+        expect([...names[i]!].filter(notShard)).toEqual([]);
         for (let j = i + 1; j < names.length; j++) expect([...names[i]!].filter((n) => notShard(n) && names[j]!.has(n))).toEqual([]);
       }
     } finally {
       named.mockRestore();
     }
+  });
+});
+
+describe("objects per reservation", () => {
+  /** Every object name asked for (Worker and objects alike) while `fn` runs. */
+  async function objectsDuring(fn: () => Promise<void>): Promise<string[]> {
+    const named = vi.spyOn(Object.getPrototypeOf(env.CLIENT_GUARD) as DurableObjectNamespace, "getByName");
+    try {
+      await fn();
+      return [...new Set(named.mock.calls.map(([name]) => name))].sort();
+    } finally {
+      named.mockRestore();
+    }
+  }
+
+  /** A SKU whose stock lives on shard `name` (or on any other shard, with `other`). */
+  async function skuOnShard(name: string, other = false): Promise<string> {
+    for (;;) {
+      for (const s of await makeSkus(Array.from({ length: 16 }, () => 20))) if ((shardNameForSku(env, s) === name) !== other) return s;
+    }
+  }
+
+  it("a reservation that names its shopper touches two objects, the tally's coordinator and the SKU's shard, and one when they are the same", async () => {
+    const shopper = uid("two-objects");
+    const coordinator = shardName(tallyShardIndex(env, await holderKey("key-dev-storefront", `id:${shopper}`)));
+    const elsewhere = await skuOnShard(coordinator, true);
+    const here = await skuOnShard(coordinator);
+    for (const s of [elsewhere, here]) await project(s);
+    let id = "";
+    const remote = await objectsDuring(async () => {
+      const res = await reserve([{ sku: elsewhere, quantity: 1 }], { "x-shopper-id": shopper });
+      expect(res.status).toBe(201);
+      id = (await res.json<Reservation>()).id;
+    });
+    expect(remote).toEqual([coordinator, shardNameForSku(env, elsewhere)].sort());
+    expect(coordinatorOfReservation(env, id)).toBe(coordinator);
+    // The SKU's shard is the coordinator: the hold and the tally are in-process, one object in all.
+    const local = await objectsDuring(async () => expect((await reserve([{ sku: here, quantity: 1 }], { "x-shopper-id": shopper })).status).toBe(201));
+    expect(local).toEqual([coordinator]);
+  });
+
+  it("the Idempotency-Key is scoped to the shopper: a retry replays, another body is a 422, another shopper is another reservation", async () => {
+    const [sku] = await makeSkus([10]);
+    const key = uid("idem-scope");
+    const send = (shopper: string, quantity: number) =>
+      json("POST", "/v1/reservations", { items: [{ sku, quantity }] }, storefront({ "idempotency-key": key, "x-shopper-id": shopper }));
+    const first = await send("scope-a", 1);
+    expect(first.status).toBe(201);
+    const id = (await first.json<Reservation>()).id;
+    const again = await send("scope-a", 1);
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect((await again.json<Reservation>()).id).toBe(id);
+    await expectProblem(await send("scope-a", 2), 422);
+    const other = await send("scope-b", 1);
+    expect(other.status).toBe(201);
+    expect((await other.json<Reservation>()).id).not.toBe(id);
   });
 });
 
@@ -235,38 +292,65 @@ describe("hoarding caps per shopper", () => {
     expect(statuses).toEqual([201, 201, 429, 429]);
   });
 
-  it("a shopper's hold tally leaves no storage and no alarm behind once its last hold has ended, by release, commit or lapse", async () => {
-    const [sku] = await makeSkus([20]);
-    const tallyOf = (id: string) => env.CLIENT_GUARD.getByName(`holder:key-hoarder:${holderOfReservation(id)}`);
-    const stored = (id: string) =>
-      runInDurableObject(tallyOf(id), async (_o: unknown, state: DurableObjectState) => ({
-        tables: state.storage.sql
-          .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\'")
-          .toArray()
-          .map((r) => r.name),
-        alarm: await state.storage.getAlarm(),
-      }));
+  it("a shopper's tally rows live in the coordinator and go with the reservation: release, commit, extend and lapse", async () => {
+    const [sku, other] = await makeSkus([20, 20]);
     const shopper = { "x-shopper-id": uid("tally") };
-    const a = await (await reserve([{ sku: sku!, quantity: 1 }], shopper, HOARDER)).json<Reservation>();
-    const b = await (await reserve([{ sku: sku!, quantity: 1 }], shopper, HOARDER)).json<Reservation>();
-    expect(holderOfReservation(a.id)).toBe(holderOfReservation(b.id));
-    const live = await stored(a.id);
-    expect(live.tables).toContain("holdings");
-    expect(live.alarm).not.toBeNull();
-    // One hold still live: the tally stays.
-    expect((await call(`/v1/reservations/${a.id}`, { method: "DELETE", headers: HOARDER })).status).toBe(200);
-    expect((await stored(a.id)).tables).toContain("holdings");
-    // The last one ends: nothing is left, and the same shopper can hold again afterwards.
-    expect((await json("POST", `/v1/reservations/${b.id}/commit`, {}, HOARDER)).status).toBe(200);
-    expect(await stored(a.id)).toEqual({ tables: [], alarm: null });
-    // A hold that lapses is swept by the alarm at its deadline.
+    const rows = (id: string) =>
+      runInDurableObject(env.STOCK.getByName(coordinatorOfReservation(env, id)!), async (_o: unknown, state: DurableObjectState) =>
+        state.storage.sql
+          .exec<{ reservation_id: string; units: number; expires_at: number }>("SELECT reservation_id, units, expires_at FROM shopper_holds WHERE holder = ? ORDER BY expires_at", holderOfReservation(id)!)
+          .toArray(),
+      );
     const t0 = Date.now();
     setClock(t0);
-    const c = await (await json("POST", "/v1/reservations", { items: [{ sku: sku!, quantity: 1 }], ttl_seconds: 60 }, { ...HOARDER, ...shopper, "idempotency-key": uid("idem") })).json<Reservation>();
-    expect((await stored(c.id)).tables).toContain("holdings");
-    setClock(t0 + 60_000);
-    expect(await runDurableObjectAlarm(tallyOf(c.id))).toBe(true);
-    expect(await stored(c.id)).toEqual({ tables: [], alarm: null });
+    const hold = async (quantity: number, onSku = sku!) =>
+      json("POST", "/v1/reservations", { items: [{ sku: onSku, quantity }], ttl_seconds: 60 }, { ...HOARDER, ...shopper, "idempotency-key": uid("idem") });
+    const a = await (await hold(1)).json<Reservation>();
+    const b = await (await hold(1)).json<Reservation>();
+    expect(coordinatorOfReservation(env, a.id)).toBe(coordinatorOfReservation(env, b.id));
+    expect((await rows(a.id)).map((r) => [r.reservation_id, r.units]).sort()).toEqual([[a.id, 1], [b.id, 1]].sort());
+    // Release and commit take their rows in the coordinator's own transaction: room for two units again.
+    expect((await call(`/v1/reservations/${a.id}`, { method: "DELETE", headers: HOARDER })).status).toBe(200);
+    expect((await json("POST", `/v1/reservations/${b.id}/commit`, {}, HOARDER)).status).toBe(200);
+    expect(await rows(a.id)).toEqual([]);
+    // An extend keeps the units counted until the new deadline.
+    const c = await (await hold(2)).json<Reservation>();
+    expect((await json("POST", `/v1/reservations/${c.id}/extend`, { ttl_seconds: 600 }, HOARDER)).status).toBe(200);
+    setClock(t0 + 120_000);
+    expect(await expectProblem(await hold(2), 429)).toMatchObject({ scope: "total", limit: 3, held: 2, requested: 2 });
+    // Lapsed: no longer counted, and swept (here by the next admission) rather than kept. (Another SKU: the
+    // shard keeps a lapsed hold counted for its per-SKU cap until the coordinator's verdict.)
+    setClock(t0 + 700_000);
+    const d = await (await hold(2, other!)).json<Reservation>();
+    expect((await rows(d.id)).map((r) => r.reservation_id)).toEqual([d.id]);
+  });
+
+  it("without x-shopper-id the IP's tally is kept by another shard than the key's coordinator when they differ, and still caps", async () => {
+    const [a, b] = await makeSkus([10, 10]);
+    const ip = { "cf-connecting-ip": "198.51.100.77" };
+    const tally = shardName(tallyShardIndex(env, await holderKey("key-hoarder", "ip:198.51.100.77")));
+    // Idempotency-Keys whose coordinator (their own hash, with no shopper id) is not the IP's tally shard.
+    const remoteKey = () => {
+      for (;;) {
+        const key = uid("idem-ip");
+        if (shardName(coordinatorForScope(env, `key-hoarder\u0000${key}`)) !== tally) return key;
+      }
+    };
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const res = await json("POST", "/v1/reservations", { items: [{ sku: a, quantity: 1 }] }, { ...HOARDER, ...ip, "idempotency-key": remoteKey() });
+      expect(res.status).toBe(201);
+      ids.push((await res.json<Reservation>()).id);
+    }
+    const over = await json("POST", "/v1/reservations", { items: [{ sku: b, quantity: 2 }] }, { ...HOARDER, ...ip, "idempotency-key": remoteKey() });
+    expect(await expectProblem(over, 429)).toMatchObject({ scope: "total", limit: 3, held: 2, requested: 2 });
+    const held = await runInDurableObject(env.STOCK.getByName(tally), async (_o: unknown, state: DurableObjectState) =>
+      state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM shopper_holds WHERE reservation_id IN (SELECT value FROM json_each(?))", JSON.stringify(ids)).one().n,
+    );
+    expect(held).toBe(2);
+    // Releasing one frees room, whichever shard coordinates it.
+    expect((await call(`/v1/reservations/${ids[0]}`, { method: "DELETE", headers: HOARDER })).status).toBe(200);
+    expect((await json("POST", "/v1/reservations", { items: [{ sku: b, quantity: 2 }] }, { ...HOARDER, ...ip, "idempotency-key": uid("idem-ip") })).status).toBe(201);
   });
 
   it("without x-shopper-id each client IP is its own shopper; a malformed x-shopper-id is a 400", async () => {

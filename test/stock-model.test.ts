@@ -289,7 +289,8 @@ async function runSpec(w: World, spec: Spec): Promise<ModelReservation | undefin
       const r = m.reservations[spec.pick % m.reservations.length]!;
       if (!spec.same) {
         const lines = r.lines.map((l, i) => (i === 0 ? { ...l, quantity: l.quantity + 1 } : l));
-        const res = await s.fetch("/v1/reservations", { method: "POST", body: JSON.stringify({ items: lines, ttl_seconds: r.ttl }), headers: { "idempotency-key": r.key } });
+        // The same shopper (the key is scoped to the storefront key and its x-shopper-id), another body.
+        const res = await s.fetch("/v1/reservations", { method: "POST", body: JSON.stringify({ items: lines, ttl_seconds: r.ttl }), headers: shopperHeaders(r) });
         expect(res.status, `replay with another body: ${JSON.stringify(res.body)}`).toBe(422);
         return;
       }

@@ -503,7 +503,7 @@ export interface paths {
         put?: never;
         /**
          * Hold stock for a cart, all or nothing
-         * @description Holds every line or none (a saga across stock shards, compensated on failure). `Idempotency-Key` is required and scoped to the storefront key: the same key with the same body replays the original answer; with another body it is a 422. Lines without `location` go to the shopper's region (`x-shopper-region: NA|EU|APAC` or `request.cf`), else the location with the most stock. `x-shopper-id` names the shopper or cart behind the storefront key (else the client IP counts): hoarding caps and the reservation rate limit apply per shopper. Unit prices come from the product document the product page is rendered from.
+         * @description Holds every line or none (a saga across stock shards, compensated on failure). `Idempotency-Key` is required and scoped to the storefront key and, when the request carries `x-shopper-id`, to that shopper: the same key with the same body (and the same `x-shopper-id`) replays the original answer; with another body it is a 422. The same key sent for two different shoppers makes two reservations, so a retry must repeat the `x-shopper-id` of the first request; without `x-shopper-id` the key is scoped to the storefront key alone. Lines without `location` go to the shopper's region (`x-shopper-region: NA|EU|APAC` or `request.cf`), else the location with the most stock. `x-shopper-id` names the shopper or cart behind the storefront key (else the client IP counts): hoarding caps and the reservation rate limit apply per shopper. Unit prices come from the product document the product page is rendered from.
          */
         post: operations["postV1Reservations"];
         delete?: never;
@@ -3901,7 +3901,7 @@ export interface operations {
             header: {
                 /** @description Unique per checkout attempt. */
                 "idempotency-key": string;
-                /** @description The shopper or cart behind the storefront key (hoarding caps and rate limits count it; default: the client IP). Send the same value on retries, commit and release. */
+                /** @description The shopper or cart behind the storefront key (hoarding caps and rate limits count it; default: the client IP). Also scopes the Idempotency-Key: send the same value on every retry. */
                 "x-shopper-id"?: string;
             };
             path?: never;

@@ -73,7 +73,7 @@ const createRouteDef = createRoute({
   tags: ["Reservations"],
   summary: "Hold stock for a cart, all or nothing",
   description:
-    "Holds every line or none (a saga across stock shards, compensated on failure). `Idempotency-Key` is required and scoped to the storefront key: the same key with the same body replays the original answer; with another body it is a 422. Lines without `location` go to the shopper's region (`x-shopper-region: NA|EU|APAC` or `request.cf`), else the location with the most stock. `x-shopper-id` names the shopper or cart behind the storefront key (else the client IP counts): hoarding caps and the reservation rate limit apply per shopper. Unit prices come from the product document the product page is rendered from.",
+    "Holds every line or none (a saga across stock shards, compensated on failure). `Idempotency-Key` is required and scoped to the storefront key and, when the request carries `x-shopper-id`, to that shopper: the same key with the same body (and the same `x-shopper-id`) replays the original answer; with another body it is a 422. The same key sent for two different shoppers makes two reservations, so a retry must repeat the `x-shopper-id` of the first request; without `x-shopper-id` the key is scoped to the storefront key alone. Lines without `location` go to the shopper's region (`x-shopper-region: NA|EU|APAC` or `request.cf`), else the location with the most stock. `x-shopper-id` names the shopper or cart behind the storefront key (else the client IP counts): hoarding caps and the reservation rate limit apply per shopper. Unit prices come from the product document the product page is rendered from.",
   security,
   request: {
     headers: z.object({
@@ -82,7 +82,7 @@ const createRouteDef = createRoute({
         .string()
         .regex(SHOPPER_ID_PATTERN, "1-128 printable ASCII characters, no spaces")
         .optional()
-        .openapi({ description: "The shopper or cart behind the storefront key (hoarding caps and rate limits count it; default: the client IP). Send the same value on retries, commit and release.", example: "cart-8f14e45f" }),
+        .openapi({ description: "The shopper or cart behind the storefront key (hoarding caps and rate limits count it; default: the client IP). Also scopes the Idempotency-Key: send the same value on every retry.", example: "cart-8f14e45f" }),
     }),
     body: { required: true, content: { "application/json": { schema: CreateBody } } },
   },
@@ -180,6 +180,7 @@ reservationsApp
       market: body.market?.toUpperCase(),
       region: shopperRegion(c.req.raw),
       holder: await holderKey(owner, shopperIdentity(c.req.raw)),
+      shopperNamed: c.req.valid("header")[SHOPPER_HEADER] !== undefined,
       waitUntil: (p) => c.executionCtx.waitUntil(p),
     });
     c.header("cache-control", "no-store");

@@ -5,19 +5,20 @@
  * - sold-out marker: a short-lived entry in this colo's Cache API per SKU found with nothing available. While it
  *   lives, a reservation for that SKU is answered 409 without a round trip to the SKU's (busy) shard.
  * - hoarding caps: a shopper of a storefront key (src/stock/shopper.ts) may hold at most `per_sku` units of one
- *   SKU (checked by the SKU's shard inside the hold) and `total` units overall (counted by the shopper's own
- *   ClientGuard object), so a bot cannot lock up a sale and no object sees every checkout of a shop.
+ *   SKU (checked by the SKU's shard inside the hold) and `total` units overall (counted in a table of the stock
+ *   shard the shopper hashes to, src/stock/shopper-tally.ts), so a bot cannot lock up a sale and no object but
+ *   the stock shards sees the checkouts of more than one shopper.
  */
 import { ApiError } from "../lib/errors";
 import { withTimeout } from "../lib/resilience";
-import type { HoldCaps, HoldAdmission } from "../../durable-objects/client-guard";
-import { holderOfReservation } from "./routing";
+import type { HoldAdmission } from "./shopper-tally";
 import type { HoldLimit, HoldLine, Shortfall } from "./types";
+
+export type HoldCaps = { perSku: number; total: number };
 
 export const SOLD_OUT_TTL_SECONDS = 5;
 const MARKER_ORIGIN = "https://sold-out.edgeshelf.internal/";
 const MARKER_TIMEOUT_MS = 50;
-const GUARD_TIMEOUT_MS = 1_000;
 const DEFAULT_CAPS: HoldCaps = { perSku: 500, total: 5000 };
 
 const markerUrl = (sku: string) => MARKER_ORIGIN + encodeURIComponent(sku);
@@ -89,10 +90,6 @@ export function holdCaps(env: Env, keyId: string): HoldCaps {
   return base;
 }
 
-function guard(env: Env, keyId: string, holder: string) {
-  return env.CLIENT_GUARD.getByName(`holder:${keyId}:${holder}`);
-}
-
 function holdLimitError(scope: "sku" | "total", limit: number, held: number, requested: number, retryAfter: number, sku?: string): ApiError {
   const what = scope === "sku" ? `${limit} units of ${sku}` : `${limit} units in total`;
   return new ApiError(
@@ -111,19 +108,6 @@ export function skuHoldLimitError(refusal: HoldLimit, now: number): ApiError {
   return holdLimitError("sku", refusal.limit, refusal.held, refusal.requested, retryAfter, refusal.sku);
 }
 
-/**
- * The shopper's total cap, counted in the shopper's own object (idempotent per reservation id). Undefined when
- * that object did not answer: the cap is a safeguard, not a dependency, so checkouts go on without it.
- */
-export async function admitTotal(env: Env, g: { keyId: string; holder: string; id: string; lines: HoldLine[]; expiresAt: number; total: number }): Promise<HoldAdmission | undefined> {
-  try {
-    const pending = guard(env, g.keyId, g.holder).admitHold(g.id, g.lines, g.expiresAt, g.total) as unknown as Promise<HoldAdmission>;
-    return await withTimeout(pending, GUARD_TIMEOUT_MS, "hold cap");
-  } catch {
-    return undefined;
-  }
-}
-
 /** The 429 for the total cap. */
 export function totalHoldLimitError(a: Extract<HoldAdmission, { ok: false }>): ApiError {
   return holdLimitError("total", a.limit, a.held, a.requested, a.retry_after);
@@ -138,12 +122,4 @@ export function soldOutError(shortfalls: Shortfall[]): ApiError {
 export async function soldOutShortfalls(lines: HoldLine[]): Promise<Shortfall[]> {
   const sold = await soldOutSkus(lines);
   return sold.map((sku) => ({ sku, requested: lines.filter((l) => l.sku === sku).reduce((n, l) => n + l.quantity, 0), available: 0 }));
-}
-
-/** The reservation ended (commit, release). `actor` is `storefront:{key id}`; the holder is read off the id. */
-export async function endHolds(env: Env, actorOrKeyId: string, id: string): Promise<void> {
-  const keyId = actorOrKeyId.replace(/^storefront:/, "");
-  const holder = holderOfReservation(id);
-  if (!holder) return;
-  await withTimeout(guard(env, keyId, holder).endHold(id), GUARD_TIMEOUT_MS, "hold cap").catch(() => undefined);
 }

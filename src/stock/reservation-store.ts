@@ -129,9 +129,9 @@ export class ReservationStore {
   }
 
   /** A saga that hit an infrastructure error gives its key back at once, so the client's retry reruns it. */
-  abandon(id: string, now: number, attempt?: number): void {
-    if (attempt !== undefined && attempt !== this.attempt(id)) return;
-    this.sql.exec("UPDATE reservations SET lease_until = 0, updated_at = ? WHERE id = ? AND status = 'pending'", now, id);
+  abandon(id: string, now: number, attempt?: number): boolean {
+    if (attempt !== undefined && attempt !== this.attempt(id)) return false;
+    return this.sql.exec("UPDATE reservations SET lease_until = 0, updated_at = ? WHERE id = ? AND status = 'pending'", now, id).rowsWritten > 0;
   }
 
   /** Writing `committing` first means a commit accepted before the deadline survives a crash and can be resumed. */

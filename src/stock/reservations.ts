@@ -1,7 +1,13 @@
 /**
- * Reservations from the Worker's side. Creating one is a single call to the coordinator shard of its
- * Idempotency-Key, which runs the saga object-to-object (src/stock/saga.ts); what the Worker can settle alone
- * (validation, prices, locations, hot SKUs, its colo's sold-out markers) is settled first and sent along.
+ * Reservations from the Worker's side. Creating one is a single call to its coordinator shard, which runs the
+ * saga object-to-object (src/stock/saga.ts); what the Worker can settle alone (validation, prices, locations, hot
+ * SKUs, its colo's sold-out markers) is settled first and sent along.
+ *
+ * The coordinator is the shard that keeps the shopper's total-cap tally when the request names its shopper
+ * (`x-shopper-id`): the Idempotency-Key is then scoped to (storefront key, shopper), so every retry of that shopper
+ * meets the same header, and the cap is admitted in the header's own transaction. Without a shopper id the client
+ * IP stands in, which may change between retries, so the coordinator follows the Idempotency-Key alone (scope:
+ * the storefront key) and reaches the IP's tally object-to-object.
  */
 import { marketOf } from "../lib/markets";
 import { now as clockNow } from "../lib/clock";
@@ -10,9 +16,9 @@ import { sha256Hex } from "../lib/crypto";
 import { priceCart } from "../pricing/unit-prices";
 import { activeLocations, preferredLocations, unknownLocations, type Region } from "./locations";
 import { effectiveStatus, toView } from "./reservation-store";
-import { clearSoldOut, endHolds, holdCaps, markSoldOut, skuHoldLimitError, soldOutError, soldOutShortfalls, totalHoldLimitError } from "./flash-gate";
+import { clearSoldOut, holdCaps, markSoldOut, skuHoldLimitError, soldOutError, soldOutShortfalls, totalHoldLimitError } from "./flash-gate";
 import { hotSkus } from "./hot";
-import { coordinatorForScope, coordinatorOfReservation, groupByShard, newReservationId, shardName, stockStub } from "./routing";
+import { coordinatorForScope, coordinatorOfReservation, groupByShard, newReservationId, shardName, stockStub, tallyShardIndex } from "./routing";
 import type { SagaRequest, SagaResult } from "./saga";
 import type { HeldItem, HoldLine, ReservationHeader, ReservationView, StoredOutcome } from "./types";
 
@@ -65,6 +71,8 @@ export type CreateInput = {
   region: Region | undefined;
   /** The shopper's holder key (src/stock/shopper.ts): hoarding caps and hot-SKU sub-shard choice. */
   holder: string;
+  /** The request named its shopper (`x-shopper-id`), not only an IP: the key is scoped to that shopper. */
+  shopperNamed: boolean;
   /** Background work after the answer (writing SKU index entries found through the D1 fallback). */
   waitUntil?: (p: Promise<unknown>) => void;
 };
@@ -88,8 +96,8 @@ export async function createReservation(env: Env, input: CreateInput): Promise<{
   const badLocations = await unknownLocations(env, input.lines.flatMap((l) => (l.location !== undefined ? [l.location] : [])));
   if (badLocations.length) throw ApiError.unprocessable(`Unknown locations: ${badLocations.join(", ")}.`, { unknown_locations: badLocations });
 
-  const scopeKey = `${input.keyId}\u0000${input.idempotencyKey}`;
-  const coordIndex = coordinatorForScope(env, scopeKey);
+  const scopeKey = input.shopperNamed ? `${input.keyId}\u0000shopper:${input.holder}\u0000${input.idempotencyKey}` : `${input.keyId}\u0000${input.idempotencyKey}`;
+  const coordIndex = input.shopperNamed ? tallyShardIndex(env, input.holder) : coordinatorForScope(env, scopeKey);
   const coordinator = shardName(coordIndex);
   const req: SagaRequest = {
     coordinator,
@@ -165,12 +173,10 @@ function byShard(env: Env, items: HeldItem[]) {
  * alarm (or a retry of this call) completes it, and the shard keeps the hold meanwhile.
  */
 export async function commitReservation(env: Env, id: string, owner: string): Promise<{ status: 200 | 202; view: ReservationView }> {
-  const actor = `storefront:${owner}`;
   const out = await coordinatorStub(env, id).commitReservation(id, owner);
   if (out.kind === "not_found") throw ApiError.notFound(`Reservation ${id} does not exist.`);
   if (out.kind === "refused") throw refusal(out.header, "commit");
   if (out.kind === "pending") return { status: 202, view: toView(out.header) };
-  await endHolds(env, actor, id);
   return { status: 200, view: toView(out.header) };
 }
 
@@ -185,7 +191,7 @@ export async function releaseReservation(env: Env, id: string, owner: string, ac
   const items = change.header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, shard }));
   // Idempotent on every shard; if one is unreachable its holds still lapse at their deadline.
   await Promise.all(byShard(env, items).map(([name]) => stockStub(env, name).release(id, actor).catch(() => undefined)));
-  await Promise.all([endHolds(env, actor, id), clearSoldOut(items.map((i) => i.sku))]);
+  await clearSoldOut(items.map((i) => i.sku));
   return toView(change.header);
 }
 

@@ -15,9 +15,13 @@
  *   (without it, the re-sent commit would take the units a second time). The shard asks the coordinators first
  *   (`retentionHoldCandidates`, then `applyRetention` with the unfinished ones kept).
  * - Adjustment records (event-id deduplication of stock adjustments) older than the window are deleted.
+ * - Shopper tally rows (src/stock/shopper-tally.ts) past their deadline are deleted: admissions sweep a few per
+ *   call, this catches the rest on a shard that stopped admitting.
  *
  * Each run does a bounded slice of work, so one alarm never holds the object for long; the next alarm goes on.
  */
+
+import { ShopperTally } from "./shopper-tally";
 
 export type RetentionPolicy = {
   /** Ledger rows older than this are folded into snapshot rows. */
@@ -46,7 +50,7 @@ export function retentionPolicy(text: string | undefined): RetentionPolicy {
   return out;
 }
 
-export type RetentionResult = { ledgerRowsFolded: number; reservations: number; holds: number; adjustments: number };
+export type RetentionResult = { ledgerRowsFolded: number; reservations: number; holds: number; adjustments: number; tallyRows: number };
 
 const FINISHED = "('committed', 'released', 'expired', 'failed')";
 
@@ -118,5 +122,6 @@ export function applyRetention(sql: SqlStorage, now: number, policy: RetentionPo
     idemCutoff,
     policy.batch,
   ).rowsWritten;
-  return { ledgerRowsFolded, reservations: done.length, holds, adjustments };
+  const tallyRows = new ShopperTally(sql).sweep(now, policy.batch);
+  return { ledgerRowsFolded, reservations: done.length, holds, adjustments, tallyRows };
 }

@@ -71,12 +71,22 @@ export function hotSubShardIndex(holder: string, subShards: number): number {
 }
 
 /**
- * Reservation headers (status, items, idempotency record) live in a coordinator shard picked by hashing the
- * idempotency scope, so every retry of one key meets the same strongly consistent object. The shard number is
+ * Reservation headers (status, items, idempotency record) live in a coordinator shard: for a request that names
+ * its shopper, the shopper's tally shard (`tallyShardIndex`); otherwise the shard picked here by hashing the
+ * idempotency scope. Either way every retry of one key meets the same strongly consistent object. The shard number is
  * embedded in the reservation id, so later reads find the header without a lookup table.
  */
 export function coordinatorForScope(env: Env, scopeKey: string): number {
   return stableHash(`reservation:${scopeKey}`) % shardCount(env);
+}
+
+/**
+ * The stock shard that keeps a holder's total-cap tally (src/stock/shopper-tally.ts), and coordinates every
+ * reservation that names its shopper (`x-shopper-id`): a hash of the holder key, so one shopper's reservations
+ * meet in one object while a shop's shoppers spread over all shards. Never one object per shopper.
+ */
+export function tallyShardIndex(env: Pick<Env, "STOCK_SHARDS">, holder: string): number {
+  return stableHash(`tally:${holder}`) % shardCount(env);
 }
 
 /**

@@ -1,18 +1,19 @@
 /**
  * The reservation saga, run inside the coordinator shard (`StockShard.reserve`): the Worker makes one call, and the
- * coordinator records the idempotency key, admits the shopper's total hoarding cap, places the holds on the owning
- * shards object-to-object (in parallel, all or nothing: holds already placed are released when any shard refuses)
- * and stores the answer. Each hold carries the reservation's deadline inside its shard, so a saga that dies half-way
+ * coordinator records the idempotency key, admits the shopper's total hoarding cap (in the same transaction when
+ * it keeps the shopper's tally, which it does whenever the request named its shopper; else object-to-object),
+ * places the holds on the owning shards object-to-object (in parallel, all or nothing: holds already placed are
+ * released when any shard refuses) and stores the answer. Each hold carries the reservation's deadline inside its shard, so a saga that dies half-way
  * leaves nothing held past the TTL; its lease lets a retry of the same key take over.
  *
  * Everything the Worker can decide without the coordinator (prices, preferred locations, hot SKUs, sold-out
  * markers of its colo) arrives in the request, so the coordinator never reads D1 on this path.
  */
-import { admitTotal, endHolds, soldOutFrom } from "./flash-gate";
+import { soldOutFrom } from "./flash-gate";
 import { holdOnShard, hotShardFor } from "./hot";
-import { groupByShard, holderOfReservation, stockStub } from "./routing";
+import { groupByShard, stockStub } from "./routing";
 import { toView } from "./reservation-store";
-import type { HoldAdmission } from "../../durable-objects/client-guard";
+import type { HoldAdmission } from "./shopper-tally";
 import type { BeginReservation, HeldItem, HoldLimit, HoldLine, HoldRequest, HoldResult, ReservationView, ReservedItem, Shortfall, StoredOutcome } from "./types";
 
 export type SagaPrice = { unit_price: number; regular_price: number; promotion_id: string | null };
@@ -52,12 +53,26 @@ export type SagaResult =
   | { kind: "hold_limit"; refusal: HoldLimit }
   | { kind: "total_limit"; admission: Extract<HoldAdmission, { ok: false }> };
 
-/** The coordinator's own header operations, called in-process (no round trip). */
+/** What `begin` settled in its one transaction. */
+export type BeginStep = {
+  begin: BeginReservation;
+  /** The holder whose tally counts this reservation (a retry keeps the one its id was issued for). */
+  holder?: string;
+  /** Set when this coordinator keeps that holder's tally: admitted (or refused) in the same transaction. */
+  admission?: HoldAdmission;
+};
+
+/** The coordinator's own operations, called in-process (no round trip). */
 export type LocalHeaders = {
-  begin(req: Pick<SagaRequest, "scopeKey" | "owner" | "bodyHash" | "candidateId" | "currency" | "ttlMs">): BeginReservation;
-  /** False when a newer saga attempt owns the header. */
+  begin(req: SagaRequest): BeginStep;
+  /** False when a newer saga attempt owns the header. A failed finish also drops a local tally row. */
   finish(id: string, result: { status: "held" | "failed"; items: ReservedItem[]; outcome: StoredOutcome }, attempt: number): boolean;
+  /** Gives the key back for a retry; also drops a local tally row. */
   abandon(id: string, attempt: number): void;
+  /** The total cap in another shard's tally (IP fallback); undefined when it did not answer. */
+  admitRemote(holder: string, id: string, req: SagaRequest, expiresAt: number): Promise<HoldAdmission | undefined>;
+  /** Drops the reservation's row from a tally kept by another shard (none when it is kept here). */
+  endRemote(holder: string, id: string): Promise<void>;
 };
 
 /**
@@ -65,7 +80,8 @@ export type LocalHeaders = {
  * in-process; every other shard is reached object-to-object through `env.STOCK`.
  */
 export async function runSaga(env: Env, self: { headers: LocalHeaders; hold: (req: HoldRequest) => Promise<HoldResult> }, req: SagaRequest): Promise<SagaResult> {
-  const begin = self.headers.begin(req);
+  const step = self.headers.begin(req);
+  const begin = step.begin;
   if (begin.kind === "in_progress" || begin.kind === "mismatch") return begin;
   if (begin.kind === "replay") {
     return begin.outcome.status === 201 ? { kind: "held", body: begin.outcome.body, replayed: true } : { kind: "refused", outcome: begin.outcome, replayed: true };
@@ -75,8 +91,7 @@ export async function runSaga(env: Env, self: { headers: LocalHeaders; hold: (re
   // Fences this run of the saga: holds, compensating releases and the final answer all carry it, so an older
   // attempt can never release a newer one's holds or overwrite its answer.
   const attempt = begin.attempt;
-  // A retry resumes the first request's reservation: its holder is the one the id was issued for.
-  const holder = holderOfReservation(id) ?? req.holder;
+  const holder = step.holder ?? req.holder;
   const actor = `storefront:${req.owner}`;
 
   if (req.soldOut.length) {
@@ -88,9 +103,9 @@ export async function runSaga(env: Env, self: { headers: LocalHeaders; hold: (re
     return { kind: "refused", outcome, replayed: false, soldOutEdge: true };
   }
 
-  const admission = await admitTotal(env, { keyId: req.owner, holder, id, lines: req.lines, expiresAt, total: req.caps.total });
+  const admission = step.admission ?? (await self.headers.admitRemote(holder, id, req, expiresAt));
   if (admission && !admission.ok) {
-    self.headers.abandon(id, attempt);
+    if (!step.admission) self.headers.abandon(id, attempt);
     return { kind: "total_limit", admission };
   }
 
@@ -111,7 +126,7 @@ export async function runSaga(env: Env, self: { headers: LocalHeaders; hold: (re
     // Compensation: release every shard we touched, including ones whose answer we never got.
     await Promise.all(results.map((r) => (r.res.ok || r.res.error === "unavailable" ? stockStub(env, r.name).release(id, actor, attempt).catch(() => undefined) : undefined)));
     const failures = results.map((r) => r.res).filter((r) => !r.ok);
-    await endHolds(env, req.owner, id);
+    if (!step.admission) await self.headers.endRemote(holder, id);
     const shortfalls: Shortfall[] = failures.flatMap((f) => (f.error === "insufficient" ? f.shortfalls : []));
     if (failures.some((f) => f.error === "unavailable")) {
       self.headers.abandon(id, attempt);

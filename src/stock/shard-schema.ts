@@ -144,6 +144,14 @@ CREATE TABLE IF NOT EXISTS hold_attempts (
   reservation_id TEXT PRIMARY KEY,
   attempt INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shopper_holds (
+  reservation_id TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  units INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shopper_holds_holder_idx ON shopper_holds (holder, expires_at);
+CREATE INDEX IF NOT EXISTS shopper_holds_expiry_idx ON shopper_holds (expires_at);
 CREATE TABLE IF NOT EXISTS counters (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
