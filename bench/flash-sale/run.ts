@@ -240,8 +240,9 @@ Command: \`npx tsx bench/flash-sale/run.ts --phase prepare --port ${args.port}\`
 \`wrangler dev\` with its own \`--persist-to\`, serving a bundle built once; local workerd on 2 cores. Load average
 (1/5/15 min) when the measurement began: ${loadBefore}; at the end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}. Default rate limits and hoarding
 caps are on. **One storefront key** (the dev key: one shop) carries every reservation, for ${SHOPPERS.toLocaleString("en")} shoppers
-(\`x-shopper-id\`) chosen at random per request. A reservation is one call from the Worker to its coordinator, which
-admits the shopper's total cap in the shopper's tally and holds on the SKU's sub-shard object-to-object.
+(\`x-shopper-id\`) chosen at random per request. A reservation is one call from the Worker to its coordinator (the
+shopper's tally shard, one of the stock shards), which admits the shopper's total cap in the transaction that records
+the Idempotency-Key and holds on the SKU's sub-shard object-to-object.
 
 ## Hot-SKU reservations/s by number of escrow sub-shards
 
@@ -273,7 +274,7 @@ ${model.rows.map((r) => `| ${r.k} | ${fmt(r.rate, 0)} |`).join("\n")}
 | one hot SKU, K = 8 | ${fmt(model.rows.find((r) => r.k === 8)?.rate ?? 0, 0)} |
 | one shop (one storefront key) across many SKUs, every object counted | **${fmt(model.shop, 0)}** |
 
-Objects one single-line reservation touches: ${model.objectsTouched} (coordinator, shopper tally, stock object), one call each;
+Objects one single-line reservation touches: ${model.objectsTouched} (coordinator with the shopper's tally, stock object; one when they are the same shard), one call each;
 sequential object calls from the Worker: ${model.workerCalls}.
 
 ## ${BURST} s burst: browse at 10× plus a hot-SKU storm

@@ -5,10 +5,13 @@
  *   npx tsx bench/reserve/run.ts --phase prepare   (then, with the machine to itself:)
  *   npx tsx bench/reserve/run.ts --phase measure   (needs a fresh prepare each time: the sell-out SKU sells out)
  *
- * Cases, each measured for the same duration and concurrency, in one run:
+ * Cases, each measured for the same duration and concurrency, in one run, with a baseline before and after each
+ * reservation case (so each is compared with the baselines next to it), and each case started only once the
+ * event pipeline has drained what the previous one produced (`drain()`):
  *   baseline  POST /admin/bench/do-noop: one RPC to a StockShard that increments a SQLite counter
  *   hot       POST /v1/reservations, every client on one SKU
  *   spread    POST /v1/reservations, a random SKU out of 1,000 (spread over all shards)
+ *   spread-ip the same without x-shopper-id (1,000 client IPs): the IP fallback, coordinated by the key's hash
  * then a sell-out (1,000 single-unit reservations, 100 at a time, against 300 units) and a ledger
  * reconciliation over every bench SKU that counts oversold units. Writes bench/results/reserve.md.
  *
@@ -103,14 +106,44 @@ async function load(name: string, make: () => { path: string; init: RequestInit 
   };
 }
 
-const reserveReq = (sku: string) => () => ({
+const shopper = () => Math.floor(Math.random() * SHOPPERS);
+const reserveReq = (sku: string, byIp = false) => () => ({
   path: "/v1/reservations",
   init: {
     method: "POST",
-    headers: { ...STORE, "idempotency-key": crypto.randomUUID(), "x-shopper-id": `bench-shopper-${Math.floor(Math.random() * SHOPPERS)}` },
+    headers: {
+      ...STORE,
+      "idempotency-key": crypto.randomUUID(),
+      // wrangler dev passes a client-sent cf-connecting-ip through (in production Cloudflare sets it).
+      ...(byIp ? { "cf-connecting-ip": `198.18.${shopper() >> 8}.${shopper() & 255}` } : { "x-shopper-id": `bench-shopper-${shopper()}` }),
+    },
     body: JSON.stringify({ items: [{ sku, quantity: 1 }], ttl_seconds: 3600 }),
   },
 });
+
+/**
+ * Waits until the queue consumer has caught up: locally it runs in the measured process, so a case started while
+ * it still rebuilds the documents of the previous case's stock events pays for them (the baseline drifted 466 →
+ * 336 req/s that way). Drained = no new propagation-lag sample (one per consumed event) for 1.5 s.
+ */
+async function drain(label: string): Promise<number> {
+  const t0 = performance.now();
+  const samples = async () =>
+    ((await (await api("GET", "/admin/metrics", undefined)).json()) as { propagation_lag_ms: { samples: number } }).propagation_lag_ms.samples;
+  let last = await samples();
+  let stableSince = performance.now();
+  while (performance.now() - stableSince < 1500 && performance.now() - t0 < 60_000) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = await samples();
+    if (now !== last) {
+      last = now;
+      stableSince = performance.now();
+    }
+  }
+  const waited = (performance.now() - t0) / 1000;
+  console.log(`  drained before ${label} in ${waited.toFixed(1)} s`);
+  return waited;
+}
 
 /** Setup and reconciliation calls; a 503 (overload, or a dev-server restart) is retried a few times. */
 async function api(method: string, p: string, body: unknown, headers = ADMIN): Promise<Response> {
@@ -218,10 +251,18 @@ async function main() {
   const warm = await load("warm spread", spread, 3, 20);
 
   console.log(`measuring ${SECONDS}s × ${CONNECTIONS} clients each…`);
-  const baseline = await load("baseline: DO RPC counter increment", noop);
-  const hot = await load(`hot SKU (1 SKU, ${CONNECTIONS} clients)`, reserveReq(HOT));
-  const spreadStats = await load(`${SPREAD_SKUS} SKUs across shards`, spread);
-  const baseline2 = await load("baseline again (drift check)", noop);
+  const drains: number[] = [];
+  const measured = async (name: string, make: () => { path: string; init: RequestInit }) => {
+    drains.push(await drain(name));
+    return load(name, make);
+  };
+  const b1 = await measured("baseline 1: DO RPC counter increment", noop);
+  const hot = await measured(`hot SKU (1 SKU, ${CONNECTIONS} clients)`, reserveReq(HOT));
+  const b2 = await measured("baseline 2", noop);
+  const spreadStats = await measured(`${SPREAD_SKUS} SKUs across shards`, spread);
+  const b3 = await measured("baseline 3", noop);
+  const spreadIp = await measured(`${SPREAD_SKUS} SKUs, no x-shopper-id (IP fallback)`, () => reserveReq(spreadSku(Math.floor(Math.random() * SPREAD_SKUS)), true)());
+  const b4 = await measured("baseline 4", noop);
 
   console.log("sell-out race…");
   const attempts = SELLOUT_UNITS * 3 + 100;
@@ -249,8 +290,23 @@ async function main() {
   const selloutOversold = Math.max(0, soldOut201 - SELLOUT_UNITS);
   const spreadReserveRows = [...rec.reserveRows.entries()].filter(([s]) => /^BENCH-S\d/.test(s)).reduce((n, [, c]) => n + c, 0);
 
-  const row = (s: Stats, base: Stats) =>
-    `| ${s.name} | ${fmt(s.rps, 0)} | ${fmt(s.p50)} | ${fmt(s.p95)} | ${fmt(s.p99)} | ${fmt(s.rps / base.rps, 2)} | ${fmt(s.p50 / base.p50, 2)} | ${fmt(s.p95 / base.p95, 2)} | ${fmt(s.p99 / base.p99, 2)} | ${s.ok} / ${s.conflict} / ${s.other} |`;
+  /** The baselines measured right before and after a case, averaged (each figure separately). */
+  const around = (a: Stats, b: Stats): Stats => ({
+    name: `${a.name} / ${b.name}`,
+    requests: a.requests + b.requests,
+    ok: 0, conflict: 0, other: 0,
+    rps: (a.rps + b.rps) / 2, p50: (a.p50 + b.p50) / 2, p95: (a.p95 + b.p95) / 2, p99: (a.p99 + b.p99) / 2,
+  });
+  const row = (s: Stats, base: Stats, against: string) =>
+    `| ${s.name} | ${fmt(s.rps, 0)} | ${fmt(s.p50)} | ${fmt(s.p95)} | ${fmt(s.p99)} | ${against} | ${fmt(s.rps / base.rps, 2)} | ${fmt(s.p50 / base.p50, 2)} | ${fmt(s.p95 / base.p95, 2)} | ${fmt(s.p99 / base.p99, 2)} | ${s.ok} / ${s.conflict} / ${s.other} |`;
+  const hotBase = around(b1, b2);
+  const spreadBase = around(b2, b3);
+  const ipBase = around(b3, b4);
+  const ratio = (s: Stats, lo: Stats, hi: Stats) => {
+    const rps = [s.rps / lo.rps, s.rps / hi.rps].sort((x, y) => x - y);
+    const p99 = [s.p99 / lo.p99, s.p99 / hi.p99].sort((x, y) => x - y);
+    return `${fmt(rps[0]!, 2)}–${fmt(rps[1]!, 2)}× req/s, ${fmt(p99[0]!, 2)}–${fmt(p99[1]!, 2)}× p99`;
+  };
   const report = `# Reservation benchmark (bench/reserve)
 
 Command: \`npx tsx bench/reserve/run.ts --phase prepare\` (while other work may run), then
@@ -263,20 +319,32 @@ Closed loop of ${CONNECTIONS} concurrent clients for ${SECONDS} s per case. Ever
 \`POST /v1/reservations\` from the one dev storefront key on behalf of one of ${SHOPPERS.toLocaleString("en")} shoppers
 (\`x-shopper-id\`, picked at random per request), one unit, fresh Idempotency-Key, TTL 3,600 s, with the production
 rate limit (RL_RESERVE binding, per shopper) and hoarding caps (per shopper) in force. The Worker verifies the key
-(cached), prices the line from the product document (isolate memo / KV, no D1) and makes ONE call to the coordinator
-shard of the Idempotency-Key, which records the key, admits the shopper's total cap in the shopper's own object and
-places the hold on the SKU's shard object-to-object. "other" is mostly 503: the 5 s binding timeouts of the
+(cached), prices the line from the product document (isolate memo / KV, no D1) and makes ONE call to the coordinator:
+the shopper's tally shard, which records the key and admits the shopper's total cap in one transaction, then places
+the hold on the SKU's shard object-to-object (in-process when it is the same shard). The IP-fallback case sends no
+\`x-shopper-id\`: its coordinator is the shard of the key's hash, which asks the IP's tally shard object-to-object
+first (three objects, as every reservation did before). "other" is mostly 503: the 5 s binding timeouts of the
 resilience layer answering for requests that queued too long. The baseline is \`POST /admin/bench/do-noop\`: admin
 auth and one RPC to a StockShard that increments a SQLite counter — the cheapest real Durable Object round trip on
 the same runtime. Ratios: throughput as case ÷ baseline (higher is better), latency as case ÷ baseline (lower is
 better). Targets: throughput ≥ 0.6×, p99 ≤ 1.5×.
 
-| case | req/s | p50 ms | p95 ms | p99 ms | × baseline req/s | × p50 | × p95 | × p99 | 2xx / 409 / other |
-|---|---|---|---|---|---|---|---|---|---|
-${row(baseline, baseline)}
-${row(hot, baseline)}
-${row(spreadStats, baseline)}
-${row(baseline2, baseline)}
+Cases ran in this order, each after the event pipeline had drained (no new propagation-lag sample for 1.5 s; waits
+${drains.map((d) => `${d.toFixed(1)}`).join(", ")} s), with a baseline before and after each reservation case. Each case's
+ratios are against the mean of its two neighbouring baselines; the range against either one alone is listed below.
+
+| case | req/s | p50 ms | p95 ms | p99 ms | against | × req/s | × p50 | × p95 | × p99 | 2xx / 409 / other |
+|---|---|---|---|---|---|---|---|---|---|---|
+${row(b1, b1, "itself")}
+${row(hot, hotBase, "mean of 1, 2")}
+${row(b2, b1, "baseline 1")}
+${row(spreadStats, spreadBase, "mean of 2, 3")}
+${row(b3, b1, "baseline 1")}
+${row(spreadIp, ipBase, "mean of 3, 4")}
+${row(b4, b1, "baseline 1")}
+
+Against either neighbouring baseline alone: hot SKU ${ratio(hot, b1, b2)}; ${SPREAD_SKUS} SKUs ${ratio(spreadStats, b2, b3)};
+IP fallback ${ratio(spreadIp, b3, b4)}.
 
 ## Never oversold
 
@@ -287,7 +355,7 @@ ${row(baseline2, baseline)}
   \`GET /admin/stock/:sku/ledger\` and compared with \`GET /v1/availability?by_location=true\`):
   ${rec.mismatches} count mismatches; oversold units (reserved beyond on_hand at any ledger row): **${rec.oversold}**.
 - Ledger \`reserve\` rows vs 201s seen by the clients: hot SKU ${rec.reserveRows.get(HOT)} vs ${hot.ok},
-  spread ${spreadReserveRows} vs ${spreadStats.ok + warm.ok} (incl. ${warm.ok} in the warm-up), sell-out ${rec.reserveRows.get(SELLOUT)} vs ${soldOut201}.
+  spread ${spreadReserveRows} vs ${spreadStats.ok + spreadIp.ok + warm.ok} (incl. ${warm.ok} in the warm-up and ${spreadIp.ok} by IP), sell-out ${rec.reserveRows.get(SELLOUT)} vs ${soldOut201}.
 
 ## Reading the numbers
 
@@ -295,9 +363,11 @@ ${row(baseline2, baseline)}
   case runs on 16 shards (and 16 coordinators) at once. On this machine every object runs in one workerd
   process on shared cores, so spreading cannot show the multi-machine scaling it gives on Cloudflare;
   hot-SKU sub-shards (src/stock/hot.ts) build on the routing module for the hot case.
-- A reservation costs one Worker→object call; behind it the coordinator makes two sequential object-to-object
-  calls (the shopper's hold tally, then the hold), so three objects work per reservation against one for the
-  baseline; locally all of them share the same two cores, so the CPU each one spends shows up in the ratio.
+- A reservation with \`x-shopper-id\` costs one Worker→object call; behind it the coordinator makes one
+  object-to-object call (the hold), none when the SKU lives on the coordinator (1 in 16): two objects work per
+  reservation against one for the baseline, and locally they share the same two cores, so the CPU each one spends
+  shows up in the ratio. Without \`x-shopper-id\`, one more sequential call (the IP's tally shard) when that shard
+  is not the coordinator.
 - Locally the queue consumer runs in the same workerd process: every \`stock.changed\` event makes
   it rebuild the SKU's product document. The shard coalesces events per (sku, location) and flushes at
   most every 100 ms, which caps that work for one hot SKU, but 1,000 distinct SKUs produce 1,000
