@@ -6,6 +6,9 @@ import { promotionsTick } from "./promotions/switcher";
 import { recordGauges } from "./metrics/gauges";
 import { prunePoints } from "./metrics/timeseries";
 import { dispatchWebhooks, pruneWebhooks } from "./webhooks/dispatch";
+import { importsTick } from "./imports/import-job";
+import { sendOutboxIds } from "./events/outbox";
+import { partitionDb } from "./db/partitions";
 
 /** Entry point of the `scheduled` handler; each periodic job registers here. */
 export async function handleScheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
@@ -14,6 +17,10 @@ export async function handleScheduled(controller: ScheduledController, env: Env,
   // Outbox safety net: anything a request failed to send is re-sent here, so a failing queue loses nothing.
   // Caught so that a failing step never stops the other jobs of this tick.
   await resendUnsent(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "outbox-resend", error: String(err) })));
+  // Imports: finish what a request left (a published import's roll-forward and finalization, an aborted one's prune).
+  await importsTick(env, now)
+    .then((outbox) => Promise.all(outbox.map(({ partition, ids }) => sendOutboxIds(env, ids, partitionDb(env, partition)))))
+    .catch((err) => console.error(JSON.stringify({ level: "error", job: "imports", error: String(err) })));
   // Promotions: boundaries a missed alarm left unswitched, and re-arm the alarm (src/promotions/switcher.ts).
   await promotionsTick(env, clockNow()).catch((err) => console.error(JSON.stringify({ level: "error", job: "promotions", error: String(err) })));
   // Recommendations: recompute products edited or ordered since the last tick; continue a stalled rebuild.

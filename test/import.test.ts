@@ -3,7 +3,8 @@ import { beforeAll, describe, expect, it, vi } from "vitest";
 import { readProductDoc } from "../src/catalog/projection-store";
 import { admin, call, expectProblem, json, uid } from "./helpers/http";
 import { seedCategories } from "./helpers/catalog-fixtures";
-import { MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES } from "../src/imports/import-job";
+import { MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES, commitImport, getImport, importsTick } from "../src/imports/import-job";
+import { visibleProductSql } from "../src/imports/visibility";
 
 type ImportAnswer = {
   import_id: string;
@@ -14,6 +15,8 @@ type ImportAnswer = {
   rejected: { line: number; error: string }[];
   duplicate_of?: string;
   staged?: number;
+  parts?: number;
+  published_at?: number;
 };
 
 function line(id: string, overrides: Record<string, unknown> = {}) {
@@ -178,7 +181,7 @@ describe("bulk import", () => {
     void importing.then(() => (done = true));
     while (!done) {
       const [visible, staged] = await env.DB.batch([
-        env.DB.prepare("SELECT count(*) AS n FROM products WHERE brand = ?").bind(brand),
+        env.DB.prepare(`SELECT count(*) AS n FROM products p WHERE brand = ? AND ${visibleProductSql("p")}`).bind(brand),
         env.DB.prepare("SELECT count(*) AS n FROM import_rows WHERE product_id LIKE ?").bind(`${p}-%`),
       ]);
       const v = (visible.results[0] as { n: number }).n;
@@ -227,5 +230,149 @@ describe("bulk import", () => {
     await expectProblem(res, 413);
     expect(await count("SELECT count(*) AS n FROM products WHERE id = ?", `${p}-0`)).toBe(0);
     expect(await count("SELECT count(*) AS n FROM import_rows WHERE product_id = ?", `${p}-0`)).toBe(0);
+  });
+});
+
+async function visibleCount(brand: string): Promise<number> {
+  return count(`SELECT count(*) AS n FROM products p WHERE brand = ? AND ${visibleProductSql("p")}`, brand);
+}
+
+function putPart(id: string, part: number, body: BodyInit, contentType = "application/x-ndjson"): Promise<Response> {
+  return call(`/admin/imports/${id}/parts/${part}`, { method: "PUT", headers: admin({ "content-type": contentType }), body });
+}
+
+async function openImport(): Promise<string> {
+  const res = await json("POST", "/admin/imports", { format: "ndjson" }, admin());
+  expect(res.status).toBe(201);
+  return (await res.json<ImportAnswer>()).import_id;
+}
+
+const commit = (id: string) => call(`/admin/imports/${id}/commit`, { method: "POST", headers: admin() });
+
+describe("multi-part imports", () => {
+  it("publishes every part in one switch: nothing is visible before the commit, an existing product keeps its old row until then", async () => {
+    const p = uid("parts");
+    const brand = `Parts ${p}`;
+    const existing = `${p}-old`;
+    expect((await json("PUT", `/admin/products/${existing}`, { ...line(existing), id: undefined, title: "Before the import" }, admin())).status).toBe(201);
+    const id = await openImport();
+    const per = PUBLISH_CHUNK_LINES + 300;
+    const seen = new Set<number>();
+    for (let part = 1; part <= 3; part++) {
+      const rows = Array.from({ length: per }, (_, i) => line(`${p}-${part}-${i}`, { brand }));
+      if (part === 2) rows.push(line(existing, { title: "Changed by the import", brand }));
+      const res = await putPart(id, part, ndjson(rows));
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ part, accepted: rows.length, rejected_count: 0 });
+      seen.add(await visibleCount(brand));
+      const old = await env.DB.prepare(`SELECT title, brand FROM products p WHERE id = ? AND ${visibleProductSql("p")}`).bind(existing).first<{ title: string }>();
+      expect(old?.title).toBe("Before the import");
+    }
+    // Staged and pending, but no reader sees any of it, and no facet count includes it.
+    expect(seen).toEqual(new Set([0]));
+    expect(await count("SELECT count(*) AS n FROM products WHERE brand = ? AND pending_import = ?", brand, id)).toBe(3 * per);
+    expect(await count("SELECT coalesce(sum(count), 0) AS n FROM facet_counts WHERE facet = 'brand' AND value = ?", brand)).toBe(0);
+    expect((await call(`/v1/products/${p}-1-0`)).status).toBe(404);
+
+    const res = await commit(id);
+    expect(res.status).toBe(201);
+    expect(await res.json<ImportAnswer>()).toMatchObject({ status: "completed", accepted: 3 * per + 1, parts: 3, staged: 0 });
+    expect(await visibleCount(brand)).toBe(3 * per + 1);
+    expect(await count("SELECT count(*) AS n FROM products WHERE pending_import IS NOT NULL AND import_id = ?", id)).toBe(0);
+    expect(await count("SELECT coalesce(sum(count), 0) AS n FROM facet_counts WHERE facet = 'brand' AND value = ?", brand)).toBe(3 * per + 1);
+    expect(await count("SELECT count(*) AS n FROM import_visibility WHERE import_id = ?", id)).toBe(0);
+    const changed = await env.DB.prepare("SELECT title, version FROM products WHERE id = ?").bind(existing).first<{ title: string; version: number }>();
+    expect(changed).toEqual({ title: "Changed by the import", version: 2 });
+    expect((await call(`/v1/products/${p}-3-7`)).status).toBe(200);
+    // Every new product got its own feed position, above what the catalog had.
+    expect(await count("SELECT count(DISTINCT change_seq) AS n FROM products WHERE brand = ? AND change_seq > 0", brand)).toBe(3 * per + 1);
+
+    // Idempotent commit; a closed import takes no parts.
+    expect((await commit(id)).status).toBe(201);
+    await expectProblem(await putPart(id, 4, ndjson([line(`${p}-late`)])), 409);
+  });
+
+  it("rejects a product id staged by an earlier part, and a part number sent twice", async () => {
+    const p = uid("dup");
+    const id = await openImport();
+    expect((await putPart(id, 1, ndjson([line(`${p}-a`), line(`${p}-b`)]))).status).toBe(200);
+    await expectProblem(await putPart(id, 1, ndjson([line(`${p}-c`)])), 409);
+    const second = await (await putPart(id, 2, ndjson([line(`${p}-b`, { slug: `${p}-b-other`, variants: [{ sku: `${p}-b-9`, prices: { USD: 5 } }] }), line(`${p}-d`, { slug: `${p}-a` })]))).json<{ rejected: { line: number; error: string }[] }>();
+    expect(second.rejected).toEqual([
+      { line: 1_000_001, error: expect.stringMatching(/duplicate product id .* earlier part/) },
+      { line: 1_000_002, error: expect.stringMatching(/slug belongs to product/) },
+    ]);
+    const done = await (await commit(id)).json<ImportAnswer>();
+    expect(done).toMatchObject({ status: "completed", accepted: 2, rejected_count: 2 });
+  });
+
+  it("a part that fails discards the whole import: earlier parts were never visible and are pruned", async () => {
+    const p = uid("pfail");
+    const brand = `Part failure ${p}`;
+    const id = await openImport();
+    expect((await putPart(id, 1, ndjson(Array.from({ length: 50 }, (_, i) => line(`${p}-1-${i}`, { brand }))))).status).toBe(200);
+    const trigger = `fail_${p.replace(/\W/g, "_")}`;
+    await env.DB.prepare(`CREATE TRIGGER ${trigger} BEFORE INSERT ON variants WHEN new.sku = '${p}-2-3-1' BEGIN SELECT RAISE(ABORT, 'planted failure'); END`).run();
+    try {
+      const failed = await putPart(id, 2, ndjson(Array.from({ length: 50 }, (_, i) => line(`${p}-2-${i}`, { brand }))));
+      expect(failed.status).toBeGreaterThanOrEqual(500);
+    } finally {
+      await env.DB.prepare(`DROP TRIGGER ${trigger}`).run();
+    }
+    expect(await count("SELECT count(*) AS n FROM products WHERE brand = ?", brand)).toBe(0);
+    expect(await count("SELECT count(*) AS n FROM variants WHERE sku LIKE ?", `${p}-%`)).toBe(0);
+    expect(await count("SELECT count(*) AS n FROM import_rows WHERE import_id = ?", id)).toBe(0);
+    expect((await (await call(`/admin/imports/${id}`, { headers: admin() })).json<ImportAnswer>()).status).toBe("failed");
+    await expectProblem(await commit(id), 409);
+  });
+
+  it("publishes in bounded steps: a commit out of budget leaves the import published, and later calls finish it", async () => {
+    const p = uid("steps");
+    const brand = `Steps ${p}`;
+    const id = await openImport();
+    const total = 3 * PUBLISH_CHUNK_LINES + 10;
+    expect((await putPart(id, 1, ndjson(Array.from({ length: total }, (_, i) => line(`${p}-${i}`, { brand }))))).status).toBe(200);
+    // Room for the switch and one finalize chunk only.
+    let answer = await commitImport(env, id, { left: 20 });
+    expect(answer.status).toBe("finalizing");
+    expect(answer.staged).toBeGreaterThan(0);
+    // Published: readers see all of it while the finalization catches up.
+    expect(await visibleCount(brand)).toBe(total);
+    let calls = 1;
+    while (answer.status !== "completed" && calls < 10) {
+      answer = await commitImport(env, id, { left: 20 });
+      calls += 1;
+      expect(await visibleCount(brand)).toBe(total);
+    }
+    expect(answer).toMatchObject({ status: "completed", staged: 0 });
+    expect(calls).toBeGreaterThanOrEqual(3);
+    expect(await count("SELECT coalesce(sum(count), 0) AS n FROM facet_counts WHERE facet = 'brand' AND value = ?", brand)).toBe(total);
+  });
+
+  it("a crash between the switch and the finalization converges: readers see all of it, and the cron completes it", async () => {
+    const p = uid("crash");
+    const brand = `Crash ${p}`;
+    const total = PUBLISH_CHUNK_LINES + 100;
+    const trigger = `crash_${p.replace(/\W/g, "_")}`;
+    await env.DB.prepare(`CREATE TRIGGER ${trigger} BEFORE UPDATE OF pending_import ON products WHEN old.brand = '${brand}' BEGIN SELECT RAISE(ABORT, 'planted crash'); END`).run();
+    let importId: string;
+    try {
+      const res = await postImport(ndjson(Array.from({ length: total }, (_, i) => line(`${p}-${i}`, { brand }))));
+      expect(res.status).toBe(202);
+      const answer = await res.json<ImportAnswer>();
+      importId = answer.import_id;
+      expect(answer.status).toBe("finalizing");
+      expect(await visibleCount(brand)).toBe(total);
+    } finally {
+      await env.DB.prepare(`DROP TRIGGER ${trigger}`).run();
+    }
+    // The cron leaves an import to its request for a while, then finishes it.
+    expect(await importsTick(env, Date.now())).toEqual([]);
+    expect((await getImport(env, importId))!.status).toBe("finalizing");
+    await importsTick(env, Date.now() + 60_000, { left: 900 });
+    expect(await getImport(env, importId)).toMatchObject({ status: "completed", staged: 0, accepted: total });
+    expect(await visibleCount(brand)).toBe(total);
+    expect(await count("SELECT coalesce(sum(count), 0) AS n FROM facet_counts WHERE facet = 'brand' AND value = ?", brand)).toBe(total);
+    expect(await count("SELECT count(*) AS n FROM outbox WHERE type = 'category.changed' AND occurred_at >= ?", (await getImport(env, importId))!.published_at!)).toBeGreaterThan(0);
   });
 });

@@ -281,9 +281,70 @@ export interface paths {
         put?: never;
         /**
          * Bulk import products (NDJSON or CSV, one product per line, streamed)
-         * @description Each line is validated like a PUT /admin/products/:id body plus `id`. Good lines are staged and published in one switch (readers see all of them or none); bad lines are reported by line number. Re-sending the same file is a no-op that returns the first result.
+         * @description Each line is validated like a PUT /admin/products/:id body plus `id`. Good lines are staged and published in one switch (readers see all of them or none); bad lines are reported by line number. Re-sending the same file is a no-op that returns the first result. One upload holds a bounded number of lines (413 beyond): a larger import is sent as parts (POST /admin/imports).
          */
         post: operations["postAdminImport"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/imports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The latest imports, newest first (each one's rejected lines: GET /admin/imports/{id}) */
+        get: operations["getAdminImports"];
+        put?: never;
+        /**
+         * Open a multi-part import
+         * @description An import larger than one upload: open it, upload its parts (PUT /admin/imports/{id}/parts/{n}, in any order), then commit. All parts are published together in one switch, or none of them.
+         */
+        post: operations["postAdminImports"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/imports/{id}/parts/{part}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Upload one part of an open import (NDJSON or CSV with its header, streamed)
+         * @description Staged, not visible. A part number is taken once (409 again). A part that fails discards the whole import.
+         */
+        put: operations["putAdminImportsByIdPartsByPart"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/imports/{id}/commit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Publish every part of an import in one switch
+         * @description Idempotent: calling it again continues a published import's finalization (the cron does too). 409 while a part is still uploading, or when the import failed.
+         */
+        post: operations["postAdminImportsByIdCommit"];
         delete?: never;
         options?: never;
         head?: never;
@@ -857,23 +918,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/admin/imports": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** The latest imports, newest first (each one's rejected lines: GET /admin/imports/{id}) */
-        get: operations["getAdminImports"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/admin/metrics/series": {
         parameters: {
             query?: never;
@@ -1286,8 +1330,11 @@ export interface components {
         };
         Import: {
             import_id: string;
-            /** @enum {string} */
-            status: "receiving" | "validating" | "publishing" | "completed" | "failed";
+            /**
+             * @description `open`: taking parts; `publishing`: committed, not visible yet; `finalizing`: published (readers see all of it) while counts and feeds catch up; `completed`; `aborting`/`failed`: discarded, nothing of it was ever visible.
+             * @enum {string}
+             */
+            status: "open" | "receiving" | "publishing" | "finalizing" | "completed" | "aborting" | "failed";
             /** @enum {string} */
             format: "ndjson" | "csv";
             total_lines: number;
@@ -1300,9 +1347,33 @@ export interface components {
             }[];
             /** @description Present when the same file was imported before; nothing was written. */
             duplicate_of?: string;
+            /** @description Staging rows not yet finalized, over every catalog partition. */
             staged?: number;
+            /** @description Parts received (a single upload is one part). */
+            parts: number;
             created_at: number;
+            /** @description When the switch made the import visible. */
+            published_at: number | null;
             finished_at: number | null;
+        };
+        ImportCreate: {
+            /**
+             * @default ndjson
+             * @enum {string}
+             */
+            format?: "ndjson" | "csv";
+        };
+        ImportPart: {
+            import_id: string;
+            part: number;
+            total_lines: number;
+            accepted: number;
+            rejected_count: number;
+            /** @description Rejected lines (numbered (part − 1) × 1,000,000 + line within the part). */
+            rejected: {
+                line: number;
+                error: string;
+            }[];
         };
         DeadLetter: {
             id: string;
@@ -3363,11 +3434,208 @@ export interface operations {
                     "application/json": components["schemas"]["Import"];
                 };
             };
+            /** @description Published or being published (status `publishing` or `finalizing`); the cron finishes it. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Import"];
+                };
+            };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
             415: components["responses"]["UnsupportedMediaType"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getAdminImports: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Imports. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: {
+                            import_id: string;
+                            status: string;
+                            format: string;
+                            total_lines: number;
+                            accepted: number;
+                            rejected_count: number;
+                            created_at: number;
+                            finished_at: number | null;
+                        }[];
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            /** @description Missing or wrong admin token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    postAdminImports: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ImportCreate"];
+            };
+        };
+        responses: {
+            /** @description Open (status `open`). */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Import"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            413: components["responses"]["PayloadTooLarge"];
+            414: components["responses"]["UriTooLong"];
+            415: components["responses"]["UnsupportedMediaType"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    putAdminImportsByIdPartsByPart: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                part: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/x-ndjson": string;
+                "text/csv": string;
+            };
+        };
+        responses: {
+            /** @description Received and staged. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportPart"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description No such import. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The part was uploaded already, or the import is no longer open. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            414: components["responses"]["UriTooLong"];
+            415: components["responses"]["UnsupportedMediaType"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    postAdminImportsByIdCommit: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Completed. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Import"];
+                };
+            };
+            /** @description Published (`finalizing`) or about to be; the cron finishes it. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Import"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description No such import. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A part is still uploading, or the import failed. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
             431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
@@ -5245,53 +5513,6 @@ export interface operations {
                     "application/json": {
                         items: components["schemas"]["AdminProduct"][];
                         next_cursor: string | null;
-                    };
-                };
-            };
-            400: components["responses"]["BadRequest"];
-            /** @description Missing or wrong admin token. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            414: components["responses"]["UriTooLong"];
-            431: components["responses"]["HeadersTooLarge"];
-            500: components["responses"]["InternalError"];
-            503: components["responses"]["Unavailable"];
-        };
-    };
-    getAdminImports: {
-        parameters: {
-            query?: {
-                limit?: number;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Imports. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        items: {
-                            import_id: string;
-                            status: string;
-                            format: string;
-                            total_lines: number;
-                            accepted: number;
-                            rejected_count: number;
-                            created_at: number;
-                            finished_at: number | null;
-                        }[];
                     };
                 };
             };

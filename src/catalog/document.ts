@@ -5,6 +5,7 @@
  */
 import { availabilityStatus, type StockStatus } from "../lib/stock-status";
 import { now } from "../lib/clock";
+import { visibleProductSql } from "../imports/visibility";
 import type { DocPromotion } from "../promotions/effective-price";
 import { schedulesFrom, schedulesStatement } from "../promotions/schedule";
 
@@ -142,7 +143,7 @@ export async function loadProductDocuments(db: Queryable, ids: readonly string[]
   const [productRes, translationRes, variantRes, priceRes, stockRes, categoryRes, scheduleRes] = await db.batch([
     db.prepare(
       `SELECT id, slug, version, status, title, description, brand, category_id, attributes, images, markets, condition,
-              created_at, updated_at, change_seq FROM products WHERE id IN ${inIds}`,
+              created_at, updated_at, change_seq FROM products WHERE id IN ${inIds} AND ${visibleProductSql("products")}`,
     ).bind(idsJson),
     narrowed(`SELECT product_id, locale, title, description FROM product_translations WHERE product_id IN ${inIds}`, "locale", only.locale),
     db.prepare(
@@ -251,7 +252,7 @@ export async function loadDocumentVersion(db: Queryable, id: string): Promise<Pi
       `SELECT p.version AS version,
               (SELECT coalesce(sum(a.seq), 0) FROM variants v JOIN availability a ON a.sku = v.sku
                WHERE v.product_id = p.id AND v.status = 'active') AS stock_seq
-       FROM products p WHERE p.id = ?`,
+       FROM products p WHERE p.id = ? AND ${visibleProductSql("p")}`,
     )
     .bind(id)
     .first<Pick<ProductDocument, "version" | "stock_seq">>();

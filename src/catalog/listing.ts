@@ -14,6 +14,7 @@ import { ApiError } from "../lib/errors";
 import { categoriesQuery, materialisedFacetsQuery, priceBucketSql, shapeFacets, type CategoryRow, type FacetRow, type Facets } from "./facets";
 import { renderPrice, type RenderContext } from "./render";
 import { correctTerms, ftsQuery } from "./search-terms";
+import { visibleProductSql } from "../imports/visibility";
 
 export const SORTS = ["relevance", "price_asc", "price_desc", "newest"] as const;
 export type Sort = (typeof SORTS)[number];
@@ -127,6 +128,8 @@ function priceExpr(currency: string): SQL {
 }
 
 const RELEVANCE = sql.raw(`bm25(products_fts, 10.0, 5.0, 1.0, 2.0)`);
+/** Products of an unfinished import stay out of every page, total and count until its switch (imports/visibility.ts). */
+const VISIBLE = sql.raw(visibleProductSql("p"));
 
 /**
  * `where` filters the page query; `matchWhere` is the same filter for the facets and total, which have no sort
@@ -137,8 +140,8 @@ type Plan = { from: SQL; where: SQL[]; matchWhere: SQL[]; sampleOrder: SQL; sort
 
 function plan(p: ListingParams, q: string | undefined): Plan {
   const price = priceExpr(p.currency);
-  const where: SQL[] = [sql`+p.status = 'active'`];
-  const matchWhere: SQL[] = [sql`+p.status = 'active'`];
+  const where: SQL[] = [sql`+p.status = 'active'`, VISIBLE];
+  const matchWhere: SQL[] = [sql`+p.status = 'active'`, VISIBLE];
   const both = (cond: SQL) => {
     where.push(cond);
     matchWhere.push(cond);
@@ -170,7 +173,7 @@ function plan(p: ListingParams, q: string | undefined): Plan {
   if (p.max_price !== undefined) both(sql`${price} <= ${p.max_price}`);
   const from = q ? sql`products_fts JOIN products p ON p.rowid = products_fts.rowid` : sql`products p`;
   // A query and nothing else (a price sort adds "has a price"): the total can be counted on the FTS index alone.
-  const queryOnly = q && matchWhere.length === 2 && p.sort !== "price_asc" && p.sort !== "price_desc" ? q : undefined;
+  const queryOnly = q && matchWhere.length === 3 && p.sort !== "price_asc" && p.sort !== "price_desc" ? q : undefined;
   const common = { from, matchWhere, sampleOrder, queryOnly };
   switch (p.sort) {
     case "price_asc":
@@ -216,7 +219,7 @@ function browseItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefin
   const stock = p.in_stock ? [1] : [1, 0];
   if (drivers.length * stock.length > MAX_BRANCHES) return undefined;
   const price = priceExpr(p.currency);
-  const residual: SQL[] = [];
+  const residual: SQL[] = [VISIBLE];
   if (subtree && p.brand?.length) residual.push(sql`p.brand IN (${sql.join(p.brand.map((b) => sql`${b}`), sql`, `)})`);
   if (p.min_price !== undefined) residual.push(sql`${price} >= ${p.min_price}`);
   if (p.max_price !== undefined) residual.push(sql`${price} <= ${p.max_price}`);
@@ -275,7 +278,8 @@ function totalSql(pl: Plan, whereMatch: SQL): SQL {
   const joined = sql`(SELECT count(*) FROM (SELECT 1 FROM ${pl.from} WHERE ${whereMatch} LIMIT ${TOTAL_CAP + 1}))`;
   if (!pl.queryOnly) return joined;
   const q = pl.queryOnly;
-  return sql`(WITH inactive AS MATERIALIZED (SELECT rowid AS rid FROM products WHERE status < 'active' OR status > 'active' LIMIT ${INACTIVE_PROBES + 1})
+  return sql`(WITH inactive AS MATERIALIZED (SELECT rid FROM (SELECT rowid AS rid FROM products WHERE status < 'active' OR status > 'active'
+        UNION ALL SELECT rowid FROM products WHERE pending_import IS NOT NULL AND status = 'active' AND NOT ${sql.raw(visibleProductSql("products"))}) LIMIT ${INACTIVE_PROBES + 1})
     SELECT CASE WHEN (SELECT count(*) FROM inactive) > ${INACTIVE_PROBES} THEN ${joined}
       ELSE (SELECT count(*) FROM (SELECT 1 FROM products_fts WHERE products_fts MATCH ${q} LIMIT ${TOTAL_CAP + 1} + (SELECT count(*) FROM inactive)))
         - (SELECT count(*) FROM inactive x WHERE EXISTS (SELECT 1 FROM products_fts f WHERE f.rowid = x.rid AND f.products_fts MATCH ${q})) END)`;

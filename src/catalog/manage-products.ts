@@ -8,6 +8,7 @@ import { isOccGuardError, isUniqueError } from "../db/guards";
 import { allCatalogDbs, catalogDb } from "../db/partitions";
 import { sendOutboxRows } from "../events/outbox";
 import { now } from "../lib/clock";
+import { visibleProductSql } from "../imports/visibility";
 import { ApiError } from "../lib/errors";
 import { loadProductDocument, type ProductDocument } from "./document";
 import { supportedCurrencies } from "./locale";
@@ -15,7 +16,12 @@ import { applyPatch, inputFromDocument, ProductInput, type ProductPatch } from "
 import { prepareArchive, prepareProductWrite, type PreparedWrite, type WriteMode } from "./product-writes";
 
 async function currentVersion(env: Env, id: string): Promise<number | undefined> {
-  const row = await catalogDb(env, id).prepare("SELECT version FROM products WHERE id = ?").bind(id).first<{ version: number }>();
+  const row = await catalogDb(env, id)
+    .prepare(`SELECT version, pending_import, NOT ${visibleProductSql("products")} AS hidden FROM products WHERE id = ?`)
+    .bind(id)
+    .first<{ version: number; pending_import: string | null; hidden: number }>();
+  // A product an unpublished import is creating: writing it now would either show it early or be lost if the import fails.
+  if (row?.hidden) throw ApiError.conflict(`Product ${id} is being created by import ${row.pending_import}; write it once that import is published or discarded.`, { import_id: row.pending_import });
   return row?.version;
 }
 

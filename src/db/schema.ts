@@ -78,8 +78,13 @@ export const products = sqliteTable(
       .default({}),
     /** Global, monotonic change sequence: the cursor behind delta feeds (`since` tokens). */
     changeSeq: integer("change_seq").notNull().default(0),
-    /** Import that last wrote this row; rows of an unfinished import stay invisible (snapshot semantics). */
+    /** Import that last wrote this row. */
     importId: text("import_id"),
+    /**
+     * Set while the product exists only as part of an unfinished import (written ahead of its switch): readers show
+     * the row only once that import is in `import_visibility` (src/imports/visibility.ts); NULL for every other row.
+     */
+    pendingImport: text("pending_import"),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
     version: version(),
@@ -91,8 +96,15 @@ export const products = sqliteTable(
     index("products_status_idx").on(t.status, t.id),
     index("products_created_idx").on(t.createdAt, t.id),
     index("products_change_seq_idx").on(t.changeSeq),
+    index("products_pending_idx").on(t.pendingImport).where(sql`pending_import IS NOT NULL`),
   ],
 );
+
+/** Imports published in this database: the switch writes the directory's row, the roll-forward every partition's. */
+export const importVisibility = sqliteTable("import_visibility", {
+  importId: text("import_id").primaryKey(),
+  publishedAt: integer("published_at").notNull(),
+});
 
 export const productTranslations = sqliteTable(
   "product_translations",
@@ -278,7 +290,7 @@ export const imports = sqliteTable("imports", {
   /** Hash of the uploaded file, so that re-running the same file is idempotent. */
   contentHash: text("content_hash").notNull(),
   format: text("format").notNull(),
-  /** receiving | validating | publishing | completed | failed */
+  /** open (a multi-part import taking parts) | receiving | validating | publishing | finalizing (published) | completed | failed */
   status: text("status").notNull(),
   totalLines: integer("total_lines").notNull().default(0),
   accepted: integer("accepted").notNull().default(0),
@@ -286,9 +298,32 @@ export const imports = sqliteTable("imports", {
   errors: text("errors", { mode: "json" }).$type<{ line: number; error: string }[]>().notNull().default([]),
   createdAt: createdAt(),
   finishedAt: integer("finished_at"),
+  /** Parts received (a single upload is one part). */
+  parts: integer("parts").notNull().default(0),
+  /** Ids of the categories the import's products are in: one category.changed event each when it completes. */
+  categories: text("categories", { mode: "json" }).$type<string[]>().notNull().default([]),
+  /** When the switch made the import visible. */
+  publishedAt: integer("published_at"),
+  updatedAt: integer("updated_at").notNull().default(0),
 });
 
-/** Staging rows of an import; published to the live tables in one switch once the file is complete. */
+/** Parts of a multi-part import (directory only): a part number is received once. */
+export const importParts = sqliteTable(
+  "import_parts",
+  {
+    importId: text("import_id").notNull(),
+    part: integer("part").notNull(),
+    /** receiving | received */
+    status: text("status").notNull(),
+    totalLines: integer("total_lines").notNull().default(0),
+    accepted: integer("accepted").notNull().default(0),
+    rejected: integer("rejected").notNull().default(0),
+    receivedAt: integer("received_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.importId, t.part] })],
+);
+
+/** Staging rows of an import, in the partition of their product, until the import is finalized (or pruned). */
 export const importRows = sqliteTable(
   "import_rows",
   {
@@ -296,8 +331,11 @@ export const importRows = sqliteTable(
     line: integer("line").notNull(),
     productId: text("product_id").notNull(),
     document: text("document", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+    /** 1: a new product, already written to the live tables as pending; 0: an existing product the switch changes. */
+    isNew: integer("is_new").notNull().default(0),
+    part: integer("part").notNull().default(1),
   },
-  (t) => [primaryKey({ columns: [t.importId, t.line] })],
+  (t) => [primaryKey({ columns: [t.importId, t.line] }), uniqueIndex("import_rows_product_uq").on(t.importId, t.productId)],
 );
 
 /** Materialised facet counts over active products, kept current on write. */

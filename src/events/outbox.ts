@@ -55,14 +55,14 @@ export async function sendOutboxRows(env: Pick<Env, "DB" | "EVENTS">, rows: Outb
 }
 
 /** Sends outbox rows by id (right after the write that created them committed). */
-export async function sendOutboxIds(env: Pick<Env, "DB" | "EVENTS">, ids: number[]): Promise<number> {
+export async function sendOutboxIds(env: Pick<Env, "DB" | "EVENTS">, ids: number[], db: D1Database = env.DB): Promise<number> {
   if (ids.length === 0) return 0;
-  const { results } = await env.DB.prepare(
+  const { results } = await db.prepare(
     "SELECT id, payload, type, entity_id, version, occurred_at FROM outbox WHERE sent_at IS NULL AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
   )
     .bind(JSON.stringify(ids))
     .all<OutboxRow>();
-  return sendOutboxRows(env, results, env.DB);
+  return sendOutboxRows(env, results, db);
 }
 
 /** Cron: re-sends whatever is still unsent a few seconds after it was written, partition by partition. */

@@ -26,6 +26,7 @@
 import type { AffiliateScope } from "../affiliates/account";
 import { loadProductDocuments, type LoadedDocument } from "../catalog/document";
 import { scopeConditions } from "./scope";
+import { visibleProductSql } from "../imports/visibility";
 import { decodeCursor, decodeSince, encodeCursor, encodeSince } from "./token";
 
 /** `status`: archived | out_of_scope. */
@@ -150,7 +151,7 @@ export async function selectPage(db: D1Database | readonly D1Database[], req: Pa
         d
           .prepare(
             `SELECT p.id FROM products p
-             WHERE ${status} = 'active' AND p.change_seq <= ${cursor ? "?" : `(${HIGH_WATER_SQL})`} AND p.id > ?${extraSql} ORDER BY p.id LIMIT ?`,
+             WHERE ${status} = 'active' AND ${visibleProductSql("p")} AND p.change_seq <= ${cursor ? "?" : `(${HIGH_WATER_SQL})`} AND p.id > ?${extraSql} ORDER BY p.id LIMIT ?`,
           )
           .bind(...(cursor ? [cursor.hwm[i]!] : []), cursor?.after ?? "", ...extraBinds, req.limit + 1),
       ]);

@@ -1,26 +1,29 @@
 /**
- * Bulk product import (NDJSON or CSV, one product per line), in three stages:
- *   1. receive: the body is streamed line by line; each line is validated (same zod schema as the admin PUT)
- *      and accepted rows are staged in `import_rows`, several hundred per statement (bound as one JSON array);
- *   2. check: rows that clash with the live catalog (a SKU or slug owned by another product) are rejected;
- *   3. publish: ONE D1 batch (one transaction) copies the staged rows into the live tables, writes the outbox
- *      events and marks the import completed. Readers see the catalog before or after the import, never half.
- * The SHA-256 of the body makes re-running the same file a no-op that answers the first run's result.
+ * Bulk product import (NDJSON or CSV, one product per line), all-or-nothing at any size and over every catalog
+ * partition (docs/storage.md, "Imports at scale").
+ *
+ * An import is one upload (`runImport`) or a session of parts: `createImport`, `uploadPart` × k, `commitImport`.
+ *   1. each part is received line by line and validated (receive.ts), and staged chunk by chunk in the partitions of
+ *      its products; new products are written ahead as pending rows that no reader shows (stage.ts, visibility.ts);
+ *   2. the commit switches the import on the directory in one batch, then rolls the other partitions forward and
+ *      finalizes in bounded steps, in this invocation while its query budget lasts, else in the next commit call or
+ *      the cron (publish.ts).
+ * A failure before the switch aborts the import: it is pruned and nothing of it was ever visible. After the
+ * switch, every step rolls forward. The SHA-256 of a single upload makes re-sending the same file a no-op.
  */
-import { z } from "zod";
-import { productChangedOutboxSql } from "../events/outbox";
-import { retargetStatements } from "../promotions/targets";
-import { ProductIdParam, ProductInput, minPrices } from "../catalog/product-input";
-import { supportedCurrencies } from "../catalog/locale";
-import { parseCsvLine, csvRecordToObject } from "./csv";
-import { readLines } from "./lines";
-import { rawEnv } from "../lib/guarded-env";
 import { ApiError } from "../lib/errors";
-import { partitionCount } from "../db/partitions";
+import { supportedCurrencies } from "../catalog/locale";
+import { partitionCount, allCatalogDbs } from "../db/partitions";
+import { isUniqueError } from "../db/guards";
 import { now as clockNow } from "../lib/clock";
+import { CHUNK_LINES, PartTooLarge, receivePart, type AcceptedLine, type ImportFormat, type Rejection } from "./receive";
+import { stageChunk } from "./stage";
+import { checkSwitchSize, finalizeImport, ImportTooManyUpdates, MAX_UPDATE_CHUNKS, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
 
-export type ImportFormat = "ndjson" | "csv";
-export type Rejection = { line: number; error: string };
+export type { ImportFormat, Rejection };
+export { CHUNK_LINES as PUBLISH_CHUNK_LINES };
+
+type ImportEnv = Pick<Env, "DB" | "SUPPORTED_CURRENCIES" | "CATALOG_PARTITIONS">;
 
 export type ImportResult = {
   import_id: string;
@@ -33,344 +36,244 @@ export type ImportResult = {
   rejected: Rejection[];
   /** Set when this file was imported before: nothing was written again. */
   duplicate_of?: string;
+  parts: number;
   created_at: number;
+  published_at: number | null;
   finished_at: number | null;
-  outbox_ids?: number[];
+  /** Staging rows not yet finalized, over every partition. */
+  staged?: number;
 };
 
+export type PartResult = { import_id: string; part: number; total_lines: number; accepted: number; rejected_count: number; rejected: Rejection[] };
+
 const MAX_REPORTED_ERRORS = 1_000;
-/** Staging flush thresholds: the JSON array bound to one statement stays well under D1's 2 MB value limit. */
-const STAGE_ROWS = 500;
-const STAGE_BYTES = 900_000;
+/**
+ * D1 statements one invocation spends on an import (production: 1,000 queries per invocation, each statement of a
+ * batch counted), leaving room for the request's other reads.
+ */
+export const QUERY_BUDGET = 950;
+/** Per chunk of a part: 3 clash checks in each partition, then a staging batch of about 7 statements per partition. */
+const STAGE_STATEMENTS_PER_PARTITION = 10;
+/** The staging share of an upload's budget; the rest is for a single upload's switch and finalization. */
+const STAGE_BUDGET = 600;
 
-const LineId = z.object({ id: ProductIdParam });
+/** Most lines of one part (one upload): its staging must fit one invocation. 108,000 with one partition, 56,000 with two. */
+export function maxPartLines(env: Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string }): number {
+  return CHUNK_LINES * Math.floor(STAGE_BUDGET / (STAGE_STATEMENTS_PER_PARTITION * partitionCount(env) + 1));
+}
+/** The largest single upload with one partition. */
+export const MAX_IMPORT_LINES = CHUNK_LINES * Math.floor(STAGE_BUDGET / (STAGE_STATEMENTS_PER_PARTITION + 1));
+/** Changes to existing products one partition's switch can publish. */
+export const MAX_UPDATES_PER_PARTITION = MAX_UPDATE_CHUNKS * CHUNK_LINES;
 
-function describe(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 5)
-    .map((i) => `${i.path.map(String).join(".") || "(line)"}: ${i.message}`)
-    .join("; ");
+/** Opens an import that takes parts until it is committed. */
+export async function createImport(env: ImportEnv, format: ImportFormat, now = Date.now()): Promise<ImportResult> {
+  const id = crypto.randomUUID();
+  await env.DB.prepare("INSERT INTO imports (id, content_hash, format, status, created_at, updated_at) VALUES (?, '', ?, 'open', ?, ?)").bind(id, format, now, now).run();
+  return (await getImport(env, id))!;
 }
 
-class ImportTooLarge extends Error {}
+type ImportRow = {
+  id: string; format: ImportFormat; status: string; total_lines: number; accepted: number; rejected: number; errors: string; parts: number;
+  created_at: number; published_at: number | null; finished_at: number | null;
+};
 
-type Staged = { line: number; id: string; doc: Record<string, unknown> };
+async function importRow(env: Pick<Env, "DB">, id: string): Promise<ImportRow | null> {
+  return env.DB.prepare(
+    "SELECT id, format, status, total_lines, accepted, rejected, errors, parts, created_at, published_at, finished_at FROM imports WHERE id = ?",
+  )
+    .bind(id)
+    .first<ImportRow>();
+}
 
-export async function runImport(env: Pick<Env, "DB" | "SUPPORTED_CURRENCIES" | "CATALOG_PARTITIONS">, body: ReadableStream<Uint8Array>, format: ImportFormat, now = Date.now()): Promise<ImportResult> {
-  // The switch is one batch on one database; over several partitions it could not be all-or-nothing (and would
-  // write products to DB whatever their partition), so it is refused there until the catalog-version switch exists.
-  if (partitionCount(env) > 1) {
-    throw new ApiError(503, "unavailable", "Service Unavailable", "Bulk imports are not available while the catalog is split over several D1 databases (CATALOG_PARTITIONS > 1); see docs/storage.md, \"Imports at scale\".");
-  }
+/** Receives part `part` of an open import. Any failure aborts the whole import: a part is never half in it. */
+export async function uploadPart(env: ImportEnv, importId: string, part: number, body: ReadableStream<Uint8Array>, format?: ImportFormat, now = Date.now()): Promise<PartResult> {
   const db = env.DB;
-  const importId = crypto.randomUUID();
-  await db.prepare("INSERT INTO imports (id, content_hash, format, status, created_at) VALUES (?, '', ?, 'receiving', ?)").bind(importId, format, now).run();
-
-  const digest = new crypto.DigestStream("SHA-256");
-  const [forLines, forHash] = body.tee();
-  const hashed = forHash.pipeTo(digest);
+  const row = await importRow(env, importId);
+  if (!row) throw ApiError.notFound("No such import.");
+  if (row.status !== "open" && row.status !== "receiving") {
+    throw new ApiError(409, "conflict", "Conflict", `The import is ${row.status}: it takes no more parts.`, { status: row.status });
+  }
+  try {
+    await db
+      .prepare("INSERT INTO import_parts (import_id, part, status, received_at) SELECT ?1, ?2, 'receiving', ?3 WHERE EXISTS (SELECT 1 FROM imports WHERE id = ?1 AND status IN ('open', 'receiving'))")
+      .bind(importId, part, now)
+      .run();
+  } catch (err) {
+    if (isUniqueError(err, "import_parts")) throw new ApiError(409, "conflict", "Conflict", `Part ${part} of this import was uploaded already.`, { part });
+    throw err;
+  }
 
   const categoryRows = await db.prepare("SELECT id FROM categories").all<{ id: string }>();
   const categoryIds = new Set(categoryRows.results.map((r) => r.id));
-  const currencies = new Set(supportedCurrencies(env));
-  const seenIds = new Map<string, number>();
-  const seenSkus = new Map<string, number>();
-  const seenSlugs = new Map<string, number>();
-  const touchedCategories = new Set<string>();
-
   const rejected: Rejection[] = [];
   let rejectedCount = 0;
   let accepted = 0;
-  let totalLines = 0;
+  const touched = new Set<string>();
   const reject = (line: number, error: string) => {
     rejectedCount += 1;
     if (rejected.length < MAX_REPORTED_ERRORS) rejected.push({ line, error });
   };
-
-  let buffer: Staged[] = [];
-  let bufferBytes = 0;
-  const stageStmt = db.prepare(
-    `INSERT INTO import_rows (import_id, line, product_id, document)
-     SELECT ?, json_extract(value, '$.line'), json_extract(value, '$.id'), json_extract(value, '$.doc') FROM json_each(?)`,
-  );
-  const progressStmt = db.prepare("UPDATE imports SET total_lines = ?, accepted = ?, rejected = ? WHERE id = ?");
-  const flush = async () => {
-    if (buffer.length === 0) return;
-    const rows = buffer;
-    buffer = [];
-    bufferBytes = 0;
-    await db.batch([stageStmt.bind(importId, JSON.stringify(rows)), progressStmt.bind(totalLines, accepted, rejectedCount, importId)]);
-  };
-
-  let header: string[] | undefined;
+  let totalLines = 0;
   try {
-    for await (const { line, text } of readLines(forLines)) {
-      totalLines = line;
-      if (line > MAX_IMPORT_LINES) throw new ImportTooLarge();
-      if (text.trim() === "") continue;
-      let raw: unknown;
-      try {
-        if (format === "csv") {
-          if (!header) {
-            header = parseCsvLine(text).map((h) => h.trim());
-            continue;
-          }
-          raw = csvRecordToObject(header, parseCsvLine(text));
-        } else {
-          raw = JSON.parse(text) as unknown;
-        }
-      } catch (err) {
-        reject(line, `unparseable ${format === "csv" ? "CSV" : "JSON"}: ${(err as Error).message}`);
-        continue;
-      }
-      const id = LineId.safeParse(raw);
-      const product = ProductInput.safeParse(raw);
-      if (!id.success || !product.success) {
-        reject(line, [id.success ? "" : describe(id.error), product.success ? "" : describe(product.error)].filter(Boolean).join("; "));
-        continue;
-      }
-      const p = product.data;
-      const productId = id.data.id;
-      if (!categoryIds.has(p.category_id)) {
-        reject(line, `unknown category_id ${p.category_id}`);
-        continue;
-      }
-      const badCurrency = p.variants.flatMap((v) => Object.keys(v.prices)).find((c) => !currencies.has(c));
-      if (badCurrency) {
-        reject(line, `unsupported currency ${badCurrency}`);
-        continue;
-      }
-      const dupId = seenIds.get(productId);
-      if (dupId !== undefined) {
-        reject(line, `duplicate product id ${productId} (first on line ${dupId})`);
-        continue;
-      }
-      const dupSlug = seenSlugs.get(p.slug);
-      if (dupSlug !== undefined) {
-        reject(line, `duplicate slug ${p.slug} (first on line ${dupSlug})`);
-        continue;
-      }
-      const dupSku = p.variants.map((v) => [v.sku, seenSkus.get(v.sku)] as const).find(([, l]) => l !== undefined);
-      if (dupSku) {
-        reject(line, `sku ${dupSku[0]} already used on line ${dupSku[1]}`);
-        continue;
-      }
-      seenIds.set(productId, line);
-      seenSlugs.set(p.slug, line);
-      for (const v of p.variants) seenSkus.set(v.sku, line);
-      touchedCategories.add(p.category_id);
-
-      const doc = { ...p, min_prices: minPrices(p) };
-      const size = JSON.stringify(doc).length + 64;
-      buffer.push({ line, id: productId, doc });
-      bufferBytes += size;
-      accepted += 1;
-      if (buffer.length >= STAGE_ROWS || bufferBytes >= STAGE_BYTES) await flush();
-    }
-    await flush();
-    await hashed;
+    totalLines = await receivePart(body, {
+      part,
+      format: format ?? row.format,
+      maxLines: maxPartLines(env),
+      categoryIds,
+      currencies: new Set(supportedCurrencies(env)),
+      reject,
+      onChunk: async (rows: AcceptedLine[]) => {
+        const outcome = await stageChunk(env, importId, part, rows, now);
+        for (const r of outcome.rejections) reject(r.line, r.error);
+        const bad = new Set(outcome.rejections.map((r) => r.line));
+        for (const r of rows) if (!bad.has(r.line)) touched.add(r.categoryId);
+        accepted += outcome.staged;
+      },
+    });
   } catch (err) {
-    await failImport(db, importId, String((err as Error)?.message ?? err), { totalLines, accepted, rejectedCount, rejected });
-    if (err instanceof ImportTooLarge) {
-      throw new ApiError(413, "payload-too-large", "Payload Too Large", `An import holds at most ${MAX_IMPORT_LINES} lines, published all-or-nothing in one switch: split the file.`, {
-        limit_lines: MAX_IMPORT_LINES,
+    await abortImport(env, importId, `part ${part}: ${String((err as Error)?.message ?? err)}`, { left: QUERY_BUDGET / 2 });
+    if (err instanceof PartTooLarge) {
+      throw new ApiError(413, "payload-too-large", "Payload Too Large", `One upload holds at most ${err.limit} lines: send a larger import as several parts (POST /admin/imports, then PUT /admin/imports/{id}/parts/{n}).`, {
+        limit_lines: err.limit,
       });
     }
     throw err;
   }
-  const contentHash = [...new Uint8Array(await digest.digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  rejected.sort((a, b) => a.line - b.line);
+  await db.batch([
+    db.prepare("UPDATE import_parts SET status = 'received', total_lines = ?3, accepted = ?4, rejected = ?5 WHERE import_id = ?1 AND part = ?2").bind(importId, part, totalLines, accepted, rejectedCount),
+    db
+      .prepare(
+        `UPDATE imports SET parts = parts + 1, total_lines = total_lines + ?2, accepted = accepted + ?3, rejected = rejected + ?4, updated_at = ?7,
+           errors = (SELECT json_group_array(json(value)) FROM (SELECT value FROM (SELECT value FROM json_each(imports.errors) UNION ALL SELECT value FROM json_each(?5))
+                     ORDER BY json_extract(value, '$.line') LIMIT ${MAX_REPORTED_ERRORS})),
+           categories = (SELECT json_group_array(value) FROM (SELECT value FROM json_each(imports.categories) UNION SELECT value FROM json_each(?6)))
+         WHERE id = ?1`,
+      )
+      .bind(importId, totalLines, accepted, rejectedCount, JSON.stringify(rejected), JSON.stringify([...touched]), Date.now()),
+  ]);
+  return { import_id: importId, part, total_lines: totalLines, accepted, rejected_count: rejectedCount, rejected };
+}
 
-  // Idempotent re-run: the same bytes were imported before, so the catalog already holds them.
+/** Marks the import aborted and prunes what it wrote while the budget lasts (the cron prunes the rest). */
+async function abortImport(env: ImportEnv, importId: string, error: string, budget: Budget): Promise<void> {
+  const db = env.DB;
+  const at = Date.now();
+  await db
+    .prepare(
+      `UPDATE imports SET status = 'aborting', updated_at = ?3,
+         errors = (SELECT json_group_array(json(value)) FROM (SELECT value FROM json_each(imports.errors) UNION ALL SELECT json_object('line', 0, 'error', ?2)) LIMIT ${MAX_REPORTED_ERRORS})
+       WHERE id = ?1 AND status IN ('open', 'receiving', 'publishing')`,
+    )
+    .bind(importId, error, at)
+    .run()
+    .catch(() => {});
+  await continueAbort(env, importId, budget).catch(() => {});
+}
+
+async function continueAbort(env: ImportEnv, importId: string, budget: Budget): Promise<void> {
+  if (await pruneImport(env, importId, budget)) {
+    await env.DB.prepare("UPDATE imports SET status = 'failed', finished_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'aborting'").bind(importId, Date.now()).run();
+  }
+}
+
+/**
+ * Commits an import: the switch, then as much of the finalization as the budget allows. Idempotent: calling it
+ * again on a published import continues its finalization. Returns the import and the events to send.
+ */
+export async function commitImport(env: ImportEnv, importId: string, budget: Budget = { left: QUERY_BUDGET }): Promise<ImportResult & { outbox: Outbox }> {
+  const db = env.DB;
+  const outbox: Outbox = [];
+  const row = await importRow(env, importId);
+  if (!row) throw ApiError.notFound("No such import.");
+  if (row.status === "failed" || row.status === "aborting") {
+    throw new ApiError(409, "conflict", "Conflict", "The import failed and was discarded: start a new one.", { status: row.status, rejected: JSON.parse(row.errors) as Rejection[] });
+  }
+  if (row.status === "open" || row.status === "receiving") {
+    const claimed = await db
+      .prepare(
+        `UPDATE imports SET status = 'publishing', updated_at = ?2 WHERE id = ?1 AND status IN ('open', 'receiving')
+           AND NOT EXISTS (SELECT 1 FROM import_parts WHERE import_id = ?1 AND status = 'receiving')`,
+      )
+      .bind(importId, Date.now())
+      .run();
+    if (claimed.meta.changes === 0) {
+      const again = await importRow(env, importId);
+      if (again?.status === "open" || again?.status === "receiving") throw new ApiError(409, "conflict", "Conflict", "A part of this import is still being uploaded.");
+    }
+    try {
+      await checkSwitchSize(env, importId);
+    } catch (err) {
+      await abortImport(env, importId, String((err as Error).message), budget);
+      if (err instanceof ImportTooManyUpdates) {
+        throw new ApiError(413, "payload-too-large", "Payload Too Large", `An import changes at most ${MAX_UPDATES_PER_PARTITION} existing products per catalog partition (new products are not limited): split the changes over several imports.`, {
+          limit_updates: MAX_UPDATES_PER_PARTITION,
+        });
+      }
+      throw err;
+    }
+  }
+  await continueImport(env, importId, budget, outbox);
+  return { ...(await getImport(env, importId))!, outbox };
+}
+
+/** One step of whatever the import needs next; shared by commits and the cron. */
+async function continueImport(env: ImportEnv, importId: string, budget: Budget, outbox: Outbox): Promise<void> {
+  const row = await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
+  if (row?.status === "publishing") {
+    try {
+      // The clock, not Date.now(): which promotions are live (retargeting) is decided at this instant.
+      await switchImport(env, importId, clockNow(), budget, outbox);
+    } catch (err) {
+      // The switch is one transaction: it failed whole, so the import was never visible. Abort it.
+      await abortImport(env, importId, `publish failed: ${String((err as Error)?.message ?? err)}`, budget);
+      throw err;
+    }
+  } else if (row?.status === "aborting") {
+    await continueAbort(env, importId, budget);
+    return;
+  } else if (row?.status !== "finalizing") {
+    return;
+  }
+  try {
+    await finalizeImport(env, importId, clockNow(), budget, outbox);
+  } catch (err) {
+    // Published already: the import is visible and complete for readers; what is left is rolled forward later.
+    console.warn(JSON.stringify({ level: "warn", message: "import finalization step failed; the cron continues it", import_id: importId, error: String(err) }));
+  }
+}
+
+/**
+ * A single upload: an import of one part, committed at once. Re-sending a file imported before (same SHA-256)
+ * writes nothing and answers the first import's result.
+ */
+export async function runImport(env: ImportEnv, body: ReadableStream<Uint8Array>, format: ImportFormat, now = Date.now()): Promise<ImportResult & { outbox: Outbox }> {
+  const db = env.DB;
+  const importId = crypto.randomUUID();
+  await db.prepare("INSERT INTO imports (id, content_hash, format, status, created_at, updated_at) VALUES (?, '', ?, 'receiving', ?, ?)").bind(importId, format, now, now).run();
+  const digest = new crypto.DigestStream("SHA-256");
+  const [forLines, forHash] = body.tee();
+  const hashed = forHash.pipeTo(digest);
+  await uploadPart(env, importId, 1, forLines, format, now);
+  await hashed;
+  const contentHash = [...new Uint8Array(await digest.digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
   const previous = await db.prepare("SELECT id FROM imports WHERE content_hash = ? AND status = 'completed' ORDER BY created_at LIMIT 1").bind(contentHash).first<{ id: string }>();
   if (previous) {
-    await db.batch([db.prepare("DELETE FROM import_rows WHERE import_id = ?").bind(importId), db.prepare("DELETE FROM imports WHERE id = ?").bind(importId)]);
-    const original = await getImport(env, previous.id);
-    return { ...original!, duplicate_of: previous.id };
+    // The same bytes were imported before, so the catalog already holds them: drop this one without a trace.
+    const budget = { left: QUERY_BUDGET / 2 };
+    await db.prepare("UPDATE imports SET status = 'aborting' WHERE id = ?").bind(importId).run();
+    if (await pruneImport(env, importId, budget)) await db.batch([db.prepare("DELETE FROM import_parts WHERE import_id = ?").bind(importId), db.prepare("DELETE FROM imports WHERE id = ?").bind(importId)]);
+    return { ...(await getImport(env, previous.id))!, duplicate_of: previous.id, outbox: [] };
   }
-
-  await db.prepare("UPDATE imports SET status = 'validating', content_hash = ?, total_lines = ?, accepted = ?, rejected = ? WHERE id = ?")
-    .bind(contentHash, totalLines, accepted, rejectedCount, importId)
-    .run();
-
-  // Clashes with the live catalog, checked after staging so each is one indexed join instead of a query per line,
-  // one chunk of lines at a time so that no read runs long.
-  const clashes = new Map<number, string>();
-  for (let lo = 1; lo <= totalLines; lo += PUBLISH_CHUNK_LINES) {
-    const hi = lo + PUBLISH_CHUNK_LINES - 1;
-    const [skuClash, slugClash] = await db.batch([
-      db
-        .prepare(
-          `SELECT r.line, json_extract(v.value, '$.sku') AS sku, x.product_id FROM import_rows r, json_each(r.document, '$.variants') v
-           JOIN variants x ON x.sku = json_extract(v.value, '$.sku')
-           WHERE r.import_id = ?1 AND r.line BETWEEN ?2 AND ?3 AND x.product_id <> r.product_id`,
-        )
-        .bind(importId, lo, hi),
-      db
-        .prepare(
-          `SELECT r.line, p.id AS product_id FROM import_rows r JOIN products p ON p.slug = json_extract(r.document, '$.slug')
-           WHERE r.import_id = ?1 AND r.line BETWEEN ?2 AND ?3 AND p.id <> r.product_id`,
-        )
-        .bind(importId, lo, hi),
-    ]);
-    for (const r of skuClash.results as { line: number; sku: string; product_id: string }[]) clashes.set(r.line, `sku ${r.sku} belongs to product ${r.product_id}`);
-    for (const r of slugClash.results as { line: number; product_id: string }[]) if (!clashes.has(r.line)) clashes.set(r.line, `slug belongs to product ${r.product_id}`);
-  }
-  if (clashes.size > 0) {
-    await db.prepare("DELETE FROM import_rows WHERE import_id = ? AND line IN (SELECT value FROM json_each(?))").bind(importId, JSON.stringify([...clashes.keys()])).run();
-    for (const [line, error] of clashes) reject(line, error);
-    accepted -= clashes.size;
-    rejected.sort((a, b) => a.line - b.line);
-  }
-
-  await db.prepare("UPDATE imports SET status = 'publishing', accepted = ?, rejected = ?, errors = ? WHERE id = ?")
-    .bind(accepted, rejectedCount, JSON.stringify(rejected), importId)
-    .run();
-  let outboxIds: number[];
-  try {
-    // The switch is one long transaction by design (100,000 rows take seconds): it bypasses the request-path
-    // binding timeout, which could not cancel the transaction anyway and would only misreport it as failed.
-    // The clock, not Date.now(): which promotions are live (retargeting) is decided at this instant.
-    outboxIds = await publish(rawEnv(env as Env).DB, importId, clockNow(), totalLines, [...touchedCategories]);
-  } catch (err) {
-    await failImport(db, importId, `publish failed: ${String((err as Error)?.message ?? err)}`, { totalLines, accepted, rejectedCount, rejected });
-    throw err;
-  }
-  const result = await getImport(env, importId);
-  return { ...result!, outbox_ids: outboxIds };
+  await db.prepare("UPDATE imports SET content_hash = ? WHERE id = ?").bind(contentHash, importId).run();
+  return commitImport(env, importId, { left: QUERY_BUDGET - STAGE_BUDGET / 2 });
 }
 
-async function failImport(db: D1Database, importId: string, error: string, s: { totalLines: number; accepted: number; rejectedCount: number; rejected: Rejection[] }) {
-  await db
-    .batch([
-      db.prepare("UPDATE imports SET status = 'failed', total_lines = ?, accepted = ?, rejected = ?, errors = ?, finished_at = ? WHERE id = ?")
-        .bind(s.totalLines, s.accepted, s.rejectedCount, JSON.stringify([...s.rejected, { line: 0, error }].slice(-MAX_REPORTED_ERRORS)), Date.now(), importId),
-      db.prepare("DELETE FROM import_rows WHERE import_id = ?").bind(importId),
-    ])
-    .catch(() => {});
-}
-
-const doc = (path: string) => `json_extract(r.document, '$.${path}')`;
-/** The chunk's staged rows: ?1 the import, ?3..?4 its line range (?2 is the time). */
-const STAGED = "FROM import_rows r WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4";
-const STAGED_VARIANTS = "FROM import_rows r, json_each(r.document, '$.variants') v WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4";
-
-/**
- * Lines per publish chunk: every statement of the switch reads and writes the rows of one chunk only (about
- * 2,000 products: 5,000 variants, 15,000 prices), so none runs long however big the import is.
- */
-export const PUBLISH_CHUNK_LINES = 2_000;
-/**
- * Statements per chunk (the switch's writes) and the batch's ceiling: production counts every statement of a
- * batch against the 1,000 queries a Worker invocation may make.
- */
-const STATEMENTS_PER_CHUNK = 14;
-const MAX_BATCH_STATEMENTS = 990;
-/** The largest import one switch can publish: 70 chunks of 2,000 lines. */
-export const MAX_IMPORT_LINES = Math.floor((MAX_BATCH_STATEMENTS - 2) / STATEMENTS_PER_CHUNK) * PUBLISH_CHUNK_LINES;
-
-/** The statements that publish one chunk (lines lo..hi). Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
-function chunkStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
-  const s = (sql: string) => db.prepare(sql).bind(importId, now, lo, hi);
-  return [
-    s(`INSERT INTO products (id, slug, title, description, brand, category_id, status, attributes, images, markets, condition, min_prices,
-         change_seq, version, import_id, created_at, updated_at)
-       SELECT r.product_id, ${doc("slug")}, ${doc("title")}, ${doc("description")}, ${doc("brand")}, ${doc("category_id")}, ${doc("status")},
-         ${doc("attributes")}, ${doc("images")}, ${doc("markets")}, ${doc("condition")}, ${doc("min_prices")},
-         (SELECT coalesce(max(change_seq), 0) FROM products) + r.line - ?3 + 1, 1, ?1, ?2, ?2
-       ${STAGED}
-       ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, title = excluded.title, description = excluded.description, brand = excluded.brand,
-         category_id = excluded.category_id, status = excluded.status, attributes = excluded.attributes, images = excluded.images,
-         markets = excluded.markets, condition = excluded.condition, min_prices = excluded.min_prices, change_seq = excluded.change_seq,
-         version = products.version + 1, import_id = excluded.import_id, updated_at = excluded.updated_at`),
-    s(`DELETE FROM product_translations WHERE product_id IN (SELECT r.product_id ${STAGED})`),
-    s(`INSERT INTO product_translations (product_id, locale, title, description)
-       SELECT r.product_id, t.key, json_extract(t.value, '$.title'), coalesce(json_extract(t.value, '$.description'), '')
-       FROM import_rows r, json_each(r.document, '$.translations') t WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4`),
-    s(`DELETE FROM product_attributes WHERE product_id IN (SELECT r.product_id ${STAGED})`),
-    s(`INSERT INTO product_attributes (product_id, name, value)
-       SELECT r.product_id, a.key, a.value FROM import_rows r, json_each(r.document, '$.attributes') a WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4`),
-    s(`UPDATE variants SET status = 'archived', version = version + 1, updated_at = ?2
-       WHERE status <> 'archived' AND product_id IN (SELECT r.product_id ${STAGED})
-         AND sku NOT IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS})`),
-    s(`INSERT INTO variants (sku, product_id, title, options, gtin, mpn, position, status, updated_at)
-       SELECT json_extract(v.value, '$.sku'), r.product_id, json_extract(v.value, '$.title'), json_extract(v.value, '$.options'),
-         json_extract(v.value, '$.gtin'), json_extract(v.value, '$.mpn'), v.key, 'active', ?2
-       ${STAGED_VARIANTS}
-       ON CONFLICT (sku) DO UPDATE SET title = excluded.title, options = excluded.options, gtin = excluded.gtin, mpn = excluded.mpn,
-         position = excluded.position, status = 'active', updated_at = excluded.updated_at, version = variants.version + 1
-       WHERE variants.product_id = excluded.product_id`),
-    s(`DELETE FROM prices WHERE sku IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS})
-         AND (sku || ' ' || currency) NOT IN (
-           SELECT json_extract(v.value, '$.sku') || ' ' || p.key FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p
-           WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4)`),
-    s(`INSERT INTO prices (sku, currency, amount, updated_at)
-       SELECT json_extract(v.value, '$.sku'), p.key, p.value, ?2
-       FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4
-       ON CONFLICT (sku, currency) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at, version = prices.version + 1
-       WHERE prices.amount <> excluded.amount`),
-    s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
-         WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))
-       WHERE id IN (SELECT r.product_id ${STAGED})`),
-    ...retargetStatements(db, { sql: "SELECT r.product_id FROM import_rows r WHERE r.import_id = ?2 AND r.line BETWEEN ?3 AND ?4", params: [importId, lo, hi] }, now),
-    // Events: products that existed before (their KV documents and cached pages are now stale), and new products
-    // a promotion covers (the consumer folds the promotion into min_prices). Other new products have nothing cached yet.
-    s(
-      productChangedOutboxSql(
-        `p.id IN (SELECT r.product_id ${STAGED}) AND (p.version > 1 OR EXISTS (SELECT 1 FROM promotion_targets t WHERE t.product_id = p.id))`,
-        "?2",
-      ),
-    ),
-    s("DELETE FROM import_rows WHERE import_id = ?1 AND line BETWEEN ?3 AND ?4"),
-  ];
-}
-
-/**
- * The switch: ONE batch (D1 runs a batch as one transaction), so the staged rows become visible all at once and a
- * failure anywhere leaves nothing of the import visible (a retry of the same file publishes it whole). The batch
- * is cut into chunks of PUBLISH_CHUNK_LINES lines, each statement touching one chunk, so no statement runs long
- * (D1 cancels a query after 30 s) whatever the size of the import. Categories that gained or changed products
- * (listings) get one event each, from the set collected while receiving. Returns the ids of the outbox rows written.
- */
-async function publish(db: D1Database, importId: string, now: number, lastLine: number, categoryIds: string[]): Promise<number[]> {
-  const statements: D1PreparedStatement[] = [];
-  const outboxAt: number[] = [];
-  for (let lo = 1; lo <= Math.max(lastLine, 1); lo += PUBLISH_CHUNK_LINES) {
-    const chunk = chunkStatements(db, importId, now, lo, lo + PUBLISH_CHUNK_LINES - 1);
-    outboxAt.push(statements.length + chunk.length - 2);
-    statements.push(...chunk);
-  }
-  outboxAt.push(statements.length);
-  statements.push(
-    db.prepare(`INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
-       SELECT 'category.changed', c.id, c.version, ?2, json_object('type', 'category.changed', 'id', c.id, 'version', c.version, 'occurred_at', ?2)
-       FROM categories c WHERE c.id IN (SELECT value FROM json_each(?1))
-       RETURNING id`).bind(JSON.stringify(categoryIds), now),
-    db.prepare("UPDATE imports SET status = 'completed', finished_at = ?2 WHERE id = ?1").bind(importId, now),
-  );
-  if (statements.length > MAX_BATCH_STATEMENTS) throw new Error(`import too large for one switch: ${statements.length} statements`);
-  const results = await db.batch(statements);
-  return outboxAt.flatMap((i) => (results[i]!.results as { id: number }[]).map((row) => row.id));
-}
-
-type ImportRow = {
-  id: string;
-  format: ImportFormat;
-  status: string;
-  total_lines: number;
-  accepted: number;
-  rejected: number;
-  errors: string;
-  created_at: number;
-  finished_at: number | null;
-};
-
-export async function getImport(env: Pick<Env, "DB">, id: string): Promise<(ImportResult & { staged: number }) | null> {
-  const [rows, staged] = await env.DB.batch([
-    env.DB.prepare("SELECT id, format, status, total_lines, accepted, rejected, errors, created_at, finished_at FROM imports WHERE id = ?").bind(id),
-    env.DB.prepare("SELECT count(*) AS n FROM import_rows WHERE import_id = ?").bind(id),
-  ]);
-  const row = rows.results[0] as ImportRow | undefined;
+export async function getImport(env: Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string }, id: string): Promise<ImportResult | null> {
+  const row = await importRow(env, id);
   if (!row) return null;
+  const staged = await Promise.all(allCatalogDbs(env).map((db) => db.prepare("SELECT count(*) AS n FROM import_rows WHERE import_id = ?").bind(id).first<{ n: number }>()));
   return {
     import_id: row.id,
     status: row.status,
@@ -379,8 +282,38 @@ export async function getImport(env: Pick<Env, "DB">, id: string): Promise<(Impo
     accepted: row.accepted,
     rejected_count: row.rejected,
     rejected: JSON.parse(row.errors) as Rejection[],
+    parts: row.parts,
     created_at: row.created_at,
+    published_at: row.published_at,
     finished_at: row.finished_at,
-    staged: (staged.results[0] as { n: number }).n,
+    staged: staged.reduce((n, r) => n + (r?.n ?? 0), 0),
   };
 }
+
+/** Imports left unfinished by their requests (a crash, a spent budget): how long the cron leaves them to their request. */
+const IDLE_MS = 20_000;
+/** An upload that has not finished after this long has died with its request: its import is aborted. */
+const STALE_PART_MS = 15 * 60_000;
+/** An open import nobody committed after this long is aborted. */
+const STALE_OPEN_MS = 24 * 3_600_000;
+
+/** Cron: continues published imports, prunes aborted ones and aborts abandoned ones. Returns the events to send. */
+export async function importsTick(env: ImportEnv, now = Date.now(), budget: Budget = { left: 400 }): Promise<Outbox> {
+  const outbox: Outbox = [];
+  const { results } = await env.DB.prepare(
+    `SELECT id, status FROM imports WHERE status IN ('publishing', 'finalizing', 'aborting') AND updated_at < ?1
+     UNION ALL SELECT id, 'stale' FROM imports WHERE status IN ('open', 'receiving') AND (updated_at < ?2
+       OR EXISTS (SELECT 1 FROM import_parts p WHERE p.import_id = imports.id AND p.status = 'receiving' AND p.received_at < ?3))
+     LIMIT 5`,
+  )
+    .bind(now - IDLE_MS, now - STALE_OPEN_MS, now - STALE_PART_MS)
+    .all<{ id: string; status: string }>();
+  for (const r of results) {
+    if (budget.left < 50) break;
+    if (r.status === "stale") await abortImport(env, r.id, "abandoned: not committed, or an upload never finished", budget);
+    else await continueImport(env, r.id, budget, outbox).catch((err) => console.error(JSON.stringify({ level: "error", job: "imports", import_id: r.id, error: String(err) })));
+  }
+  return outbox;
+}
+
+

@@ -21,6 +21,9 @@ export const LIMITS = {
 
 /** The admin import, and the console's upload of the same file (which calls the same import code). */
 const IMPORT_PATHS = new Set(["/admin/import", "/console/imports"]);
+/** A part of a multi-part import takes the same body as a whole import. */
+const IMPORT_PART_PATH = /^\/admin\/imports\/[^/]+\/parts\/[^/]+$/;
+const isImportPath = (path: string) => IMPORT_PATHS.has(path) || IMPORT_PART_PATH.test(path);
 /** The operator console posts HTML forms. */
 const CONSOLE_FORM_TYPES = ["application/x-www-form-urlencoded", "multipart/form-data"];
 const isConsolePath = (path: string) => path === "/console" || path.startsWith("/console/");
@@ -126,7 +129,7 @@ export const inputHygiene = createMiddleware<AppEnv>(async (c, next) => {
 export const contentTypeCheck = createMiddleware<AppEnv>(async (c, next) => {
   if (BODY_METHODS.has(c.req.method) && hasBody(c.req.raw)) {
     const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
-    const isImport = IMPORT_PATHS.has(c.req.path);
+    const isImport = isImportPath(c.req.path);
     const ok = isImport
       ? IMPORT_TYPES.includes(type)
       : type === "application/json" || /^application\/[a-z0-9.+-]+\+json$/.test(type) || (isConsolePath(c.req.path) && CONSOLE_FORM_TYPES.includes(type));
@@ -179,7 +182,7 @@ const importBodyLimit = createMiddleware<AppEnv>(async (c, next) => {
 /** 413 past the body limit; the bulk import gets its own, larger, streaming limit. */
 export const bodySizeLimit = createMiddleware<AppEnv>(async (c, next) => {
   if (!BODY_METHODS.has(c.req.method)) return next();
-  return IMPORT_PATHS.has(c.req.path) ? importBodyLimit(c, next) : jsonBodyLimit(c, next);
+  return isImportPath(c.req.path) ? importBodyLimit(c, next) : jsonBodyLimit(c, next);
 });
 
 /**

@@ -9,6 +9,7 @@
  * SKUs whose document or index entry is missing are priced from D1, and the index entry is written for them.
  */
 import { allCatalogDbs } from "../db/partitions";
+import { visibleProductSql } from "../imports/visibility";
 import { productIdsOf, indexSkus } from "../catalog/sku-index";
 import type { ProductDocument } from "../catalog/document";
 import { readProductDoc } from "../catalog/projection-store";
@@ -83,7 +84,7 @@ type CatalogRow = { sku: string; product_id: string; sellable: number; currency:
 async function slicesFromD1(db: D1Database, skus: readonly string[], now: number): Promise<Map<string, PriceSlice>> {
   const { results } = await db
     .prepare(
-      `SELECT v.sku, v.product_id, (p.status = 'active' AND v.status = 'active') AS sellable, pr.currency, pr.amount
+      `SELECT v.sku, v.product_id, (p.status = 'active' AND v.status = 'active' AND ${visibleProductSql("p")}) AS sellable, pr.currency, pr.amount
        FROM variants v JOIN products p ON p.id = v.product_id LEFT JOIN prices pr ON pr.sku = v.sku
        WHERE v.sku IN (SELECT value FROM json_each(?))`,
     )

@@ -1,0 +1,283 @@
+/**
+ * Publishing a staged import: one switch on the directory, then bounded steps that may span invocations.
+ *
+ *   switch       ONE batch on the directory (partition 0): `imports.status` publishing → finalizing (compare-and-set),
+ *                the partition's changes to existing products (chunks of CHUNK_LINES lines), and the import's row in
+ *                `import_visibility`. From its commit on, the import is published: nothing can take it back, and
+ *                every later step only rolls forward. Before it, a failure aborts the import and prunes it.
+ *   roll-forward each other partition, one batch: its `import_visibility` row first (a primary key, so two
+ *                invocations cannot both apply it) and its changes to existing products.
+ *   finalize     per partition, per chunk of new products: `pending_import` cleared (facet counts follow by trigger),
+ *                feeds' change_seq, in_stock, promotion targets, events; then the staging rows are deleted.
+ *   complete     once no partition holds a staging row: category events, status completed, visibility rows deleted.
+ *   prune        an aborted import: its pending products (and their rows) and staging rows, chunk by chunk.
+ *
+ * Every step is idempotent and checks where the import is before it acts, so the commit request, a retried
+ * commit and the cron can all drive the same import; a crash between any two steps leaves a state that the next
+ * one continues from. Each invocation spends at most a budget of D1 statements (production allows 1,000 queries
+ * per invocation, every statement of a batch counted).
+ */
+import { productChangedOutboxSql } from "../events/outbox";
+import { retargetStatements } from "../promotions/targets";
+import { allCatalogDbs } from "../db/partitions";
+import { isOccGuardError, isUniqueError, occGuard } from "../db/guards";
+import { CHUNK_LINES } from "./receive";
+
+type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string };
+
+/** D1 statements one invocation may still spend. */
+export type Budget = { left: number };
+
+/** Statements of one chunk of changes to existing products (the switch's and the roll-forward's unit). */
+const UPDATE_STATEMENTS = 14;
+/** Largest switch or roll-forward batch: under the 1,000 queries an invocation may make. */
+const MAX_SWITCH_STATEMENTS = 900;
+/** Chunks of changes to existing products one partition's switch can carry: 64 × 2,000 = 128,000 products. */
+export const MAX_UPDATE_CHUNKS = Math.floor((MAX_SWITCH_STATEMENTS - 4) / UPDATE_STATEMENTS);
+/** Statements of one finalize or prune chunk (and the read that bounds it). */
+const FINALIZE_STATEMENTS = 7;
+
+export type Outbox = { partition: number; ids: number[] }[];
+
+export class ImportTooManyUpdates extends Error {
+  constructor(readonly partition: number, readonly chunks: number) {
+    super(`partition ${partition} holds ${chunks} chunks of changes to existing products; one switch carries at most ${MAX_UPDATE_CHUNKS}`);
+  }
+}
+
+const doc = (path: string) => `json_extract(r.document, '$.${path}')`;
+/** The chunk's staged changes to existing products: ?1 the import, ?3..?4 its line range (?2 is the time). */
+const STAGED = "FROM import_rows r WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0";
+const STAGED_VARIANTS = "FROM import_rows r, json_each(r.document, '$.variants') v WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0";
+
+/** Changes to existing products, lines lo..hi. Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
+function updateStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
+  const s = (sql: string) => db.prepare(sql).bind(importId, now, lo, hi);
+  return [
+    s(`INSERT INTO products (id, slug, title, description, brand, category_id, status, attributes, images, markets, condition, min_prices,
+         change_seq, version, import_id, created_at, updated_at)
+       SELECT r.product_id, ${doc("slug")}, ${doc("title")}, ${doc("description")}, ${doc("brand")}, ${doc("category_id")}, ${doc("status")},
+         ${doc("attributes")}, ${doc("images")}, ${doc("markets")}, ${doc("condition")}, ${doc("min_prices")},
+         (SELECT coalesce(max(change_seq), 0) FROM products) + r.line - ?3 + 1, 1, ?1, ?2, ?2
+       ${STAGED}
+       ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, title = excluded.title, description = excluded.description, brand = excluded.brand,
+         category_id = excluded.category_id, status = excluded.status, attributes = excluded.attributes, images = excluded.images,
+         markets = excluded.markets, condition = excluded.condition, min_prices = excluded.min_prices, change_seq = excluded.change_seq,
+         version = products.version + 1, import_id = excluded.import_id, updated_at = excluded.updated_at`),
+    s(`DELETE FROM product_translations WHERE product_id IN (SELECT r.product_id ${STAGED})`),
+    s(`INSERT INTO product_translations (product_id, locale, title, description)
+       SELECT r.product_id, t.key, json_extract(t.value, '$.title'), coalesce(json_extract(t.value, '$.description'), '')
+       FROM import_rows r, json_each(r.document, '$.translations') t WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0`),
+    s(`DELETE FROM product_attributes WHERE product_id IN (SELECT r.product_id ${STAGED})`),
+    s(`INSERT INTO product_attributes (product_id, name, value)
+       SELECT r.product_id, a.key, a.value FROM import_rows r, json_each(r.document, '$.attributes') a
+       WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0`),
+    s(`UPDATE variants SET status = 'archived', version = version + 1, updated_at = ?2
+       WHERE status <> 'archived' AND product_id IN (SELECT r.product_id ${STAGED})
+         AND sku NOT IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS})`),
+    s(`INSERT INTO variants (sku, product_id, title, options, gtin, mpn, position, status, updated_at)
+       SELECT json_extract(v.value, '$.sku'), r.product_id, json_extract(v.value, '$.title'), json_extract(v.value, '$.options'),
+         json_extract(v.value, '$.gtin'), json_extract(v.value, '$.mpn'), v.key, 'active', ?2
+       ${STAGED_VARIANTS}
+       ON CONFLICT (sku) DO UPDATE SET title = excluded.title, options = excluded.options, gtin = excluded.gtin, mpn = excluded.mpn,
+         position = excluded.position, status = 'active', updated_at = excluded.updated_at, version = variants.version + 1
+       WHERE variants.product_id = excluded.product_id`),
+    s(`DELETE FROM prices WHERE sku IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS})
+         AND (sku || ' ' || currency) NOT IN (
+           SELECT json_extract(v.value, '$.sku') || ' ' || p.key FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p
+           WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0)`),
+    s(`INSERT INTO prices (sku, currency, amount, updated_at)
+       SELECT json_extract(v.value, '$.sku'), p.key, p.value, ?2
+       FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p
+       WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0
+       ON CONFLICT (sku, currency) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at, version = prices.version + 1
+       WHERE prices.amount <> excluded.amount`),
+    s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
+         WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))
+       WHERE id IN (SELECT r.product_id ${STAGED})`),
+    ...retargetStatements(db, { sql: "SELECT r.product_id FROM import_rows r WHERE r.import_id = ?2 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0", params: [importId, lo, hi] }, now),
+    // Products that existed before: their KV documents and cached pages are now stale.
+    s(productChangedOutboxSql(`p.id IN (SELECT r.product_id ${STAGED})`, "?2")),
+    s("DELETE FROM import_rows WHERE import_id = ?1 AND line BETWEEN ?3 AND ?4 AND is_new = 0"),
+  ];
+}
+
+/** Finalizing new products, lines lo..hi (after the switch). Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
+function finalizeStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
+  const s = (sql: string) => db.prepare(sql).bind(importId, now, lo, hi);
+  const ids = "SELECT r.product_id FROM import_rows r WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4";
+  return [
+    // The feeds' sequence now, in line order, above everything the partition had: a delta feed sees each product once it is visible.
+    s(`UPDATE products SET pending_import = NULL, updated_at = ?2,
+         change_seq = (SELECT coalesce(max(change_seq), 0) FROM products) + (SELECT r.line FROM import_rows r WHERE r.import_id = ?1 AND r.product_id = products.id) - ?3 + 1
+       WHERE pending_import = ?1 AND id IN (${ids})`),
+    s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
+         WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))
+       WHERE id IN (${ids})`),
+    ...retargetStatements(db, { sql: "SELECT r.product_id FROM import_rows r WHERE r.import_id = ?2 AND r.line BETWEEN ?3 AND ?4", params: [importId, lo, hi] }, now),
+    // New products have nothing cached yet; only those a promotion covers need the consumer (it folds the promotion into min_prices).
+    s(productChangedOutboxSql(`p.id IN (${ids}) AND EXISTS (SELECT 1 FROM promotion_targets t WHERE t.product_id = p.id)`, "?2")),
+    s("DELETE FROM import_rows WHERE import_id = ?1 AND line BETWEEN ?3 AND ?4"),
+  ];
+}
+
+/** Deleting what an aborted import wrote, lines lo..hi: children first (they are reached through the pending product). */
+function pruneStatements(db: D1Database, importId: string, lo: number, hi: number): D1PreparedStatement[] {
+  const s = (sql: string) => db.prepare(sql).bind(importId, lo, hi);
+  const pending = "SELECT p.id FROM products p WHERE p.pending_import = ?1 AND p.id IN (SELECT r.product_id FROM import_rows r WHERE r.import_id = ?1 AND r.line BETWEEN ?2 AND ?3)";
+  return [
+    s(`DELETE FROM prices WHERE sku IN (SELECT v.sku FROM variants v WHERE v.product_id IN (${pending}))`),
+    s(`DELETE FROM variants WHERE product_id IN (${pending})`),
+    s(`DELETE FROM product_translations WHERE product_id IN (${pending})`),
+    s(`DELETE FROM product_attributes WHERE product_id IN (${pending})`),
+    s(`DELETE FROM products WHERE pending_import = ?1 AND id IN (SELECT r.product_id FROM import_rows r WHERE r.import_id = ?1 AND r.line BETWEEN ?2 AND ?3)`),
+    s("DELETE FROM import_rows WHERE import_id = ?1 AND line BETWEEN ?2 AND ?3"),
+  ];
+}
+
+/** Line ranges of CHUNK_LINES staged changes to existing products, in line order. */
+async function updateChunks(db: D1Database, importId: string): Promise<{ lo: number; hi: number }[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT min(line) AS lo, max(line) AS hi FROM (
+         SELECT line, (row_number() OVER (ORDER BY line) - 1) / ${CHUNK_LINES} AS k FROM import_rows WHERE import_id = ? AND is_new = 0)
+       GROUP BY k ORDER BY k`,
+    )
+    .bind(importId)
+    .all<{ lo: number; hi: number }>();
+  return results;
+}
+
+/** The next chunk of whatever the partition still stages for the import, or null when nothing is left. */
+async function nextChunk(db: D1Database, importId: string): Promise<{ lo: number; hi: number } | null> {
+  const row = await db
+    .prepare(`SELECT min(line) AS lo, max(line) AS hi FROM (SELECT line FROM import_rows WHERE import_id = ? ORDER BY line LIMIT ${CHUNK_LINES})`)
+    .bind(importId)
+    .first<{ lo: number | null; hi: number | null }>();
+  return row?.lo == null || row.hi == null ? null : { lo: row.lo, hi: row.hi };
+}
+
+function outboxIdsOf(results: D1Result[], statements: D1PreparedStatement[], marks: Set<D1PreparedStatement>): number[] {
+  return statements.flatMap((st, i) => (marks.has(st) ? (results[i]!.results as { id: number }[]).map((r) => r.id) : []));
+}
+
+/** Refuses, before the switch, an import whose switch or roll-forward would not fit one batch. */
+export async function checkSwitchSize(env: PartitionEnv, importId: string): Promise<void> {
+  const dbs = allCatalogDbs(env);
+  const counts = await Promise.all(dbs.map((db) => updateChunks(db, importId)));
+  counts.forEach((chunks, p) => {
+    if (chunks.length > MAX_UPDATE_CHUNKS) throw new ImportTooManyUpdates(p, chunks.length);
+  });
+}
+
+/**
+ * The switch. Returns false when another invocation switched first (the compare-and-set lost); throws when the
+ * batch failed, which leaves the import unpublished (the caller aborts it).
+ */
+export async function switchImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<"switched" | "lost" | "deferred"> {
+  const db = env.DB;
+  const chunks = await updateChunks(db, importId);
+  const statements: D1PreparedStatement[] = [
+    db.prepare("UPDATE imports SET status = 'finalizing', published_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'publishing'").bind(importId, now),
+    occGuard(db),
+  ];
+  const marks = new Set<D1PreparedStatement>();
+  for (const { lo, hi } of chunks) {
+    const chunk = updateStatements(db, importId, now, lo, hi);
+    marks.add(chunk[chunk.length - 2]!);
+    statements.push(...chunk);
+  }
+  statements.push(db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now));
+  budget.left -= 1;
+  // Left for the next invocation (a commit call or the cron), which starts with a full budget.
+  if (budget.left < statements.length) return "deferred";
+  budget.left -= statements.length;
+  try {
+    const results = await db.batch(statements);
+    outbox.push({ partition: 0, ids: outboxIdsOf(results, statements, marks) });
+    return "switched";
+  } catch (err) {
+    if (isOccGuardError(err)) return "lost";
+    throw err;
+  }
+}
+
+/** Rolls partition `p` (> 0) forward: its visibility row and its changes to existing products, one batch. False: out of budget. */
+async function rollForward(db: D1Database, p: number, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
+  const chunks = await updateChunks(db, importId);
+  const statements: D1PreparedStatement[] = [db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now)];
+  const marks = new Set<D1PreparedStatement>();
+  for (const { lo, hi } of chunks) {
+    const chunk = updateStatements(db, importId, now, lo, hi);
+    marks.add(chunk[chunk.length - 2]!);
+    statements.push(...chunk);
+  }
+  budget.left -= 1;
+  if (budget.left < statements.length) return false;
+  budget.left -= statements.length;
+  try {
+    const results = await db.batch(statements);
+    outbox.push({ partition: p, ids: outboxIdsOf(results, statements, marks) });
+  } catch (err) {
+    // Another invocation rolled this partition forward first.
+    if (!isUniqueError(err, "import_visibility.import_id")) throw err;
+  }
+  return true;
+}
+
+/**
+ * After the switch: rolls every partition forward, finalizes chunk by chunk while the budget lasts, and completes
+ * the import when nothing is left. Returns true once the import is completed.
+ */
+export async function finalizeImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
+  const dbs = allCatalogDbs(env);
+  const visible = await Promise.all(dbs.map((db) => db.prepare("SELECT 1 AS ok FROM import_visibility WHERE import_id = ?").bind(importId).first()));
+  budget.left -= dbs.length;
+  for (let p = 1; p < dbs.length; p++) {
+    if (visible[p]) continue;
+    if (!(await rollForward(dbs[p]!, p, importId, now, budget, outbox))) return false;
+  }
+  for (let p = 0; p < dbs.length; p++) {
+    const db = dbs[p]!;
+    for (;;) {
+      if (budget.left < FINALIZE_STATEMENTS + 1) return false;
+      const chunk = await nextChunk(db, importId);
+      budget.left -= 1;
+      if (!chunk) break;
+      const statements = finalizeStatements(db, importId, now, chunk.lo, chunk.hi);
+      budget.left -= statements.length;
+      const results = await db.batch(statements);
+      outbox.push({ partition: p, ids: outboxIdsOf(results, statements, new Set([statements[statements.length - 2]!])) });
+    }
+  }
+  if (budget.left < dbs.length + 3) return false;
+  const [completed, category] = await env.DB.batch([
+    env.DB.prepare("UPDATE imports SET status = 'completed', finished_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'finalizing'").bind(importId, now),
+    env.DB.prepare(`INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
+       SELECT 'category.changed', c.id, c.version, ?2, json_object('type', 'category.changed', 'id', c.id, 'version', c.version, 'occurred_at', ?2)
+       FROM categories c WHERE changes() > 0 AND c.id IN (SELECT value FROM json_each((SELECT categories FROM imports WHERE id = ?1)))
+       RETURNING id`).bind(importId, now),
+  ]);
+  void completed;
+  outbox.push({ partition: 0, ids: (category!.results as { id: number }[]).map((r) => r.id) });
+  // No pending row of the import is left anywhere (each was cleared with its staging row): the visibility rows are spent.
+  await Promise.all(dbs.map((db) => db.prepare("DELETE FROM import_visibility WHERE import_id = ?").bind(importId).run()));
+  budget.left -= dbs.length + 2;
+  return true;
+}
+
+/** Deletes an aborted import's rows while the budget lasts; true once nothing is left in any partition. */
+export async function pruneImport(env: PartitionEnv, importId: string, budget: Budget): Promise<boolean> {
+  for (const db of allCatalogDbs(env)) {
+    for (;;) {
+      if (budget.left < FINALIZE_STATEMENTS + 1) return false;
+      const chunk = await nextChunk(db, importId);
+      budget.left -= 1;
+      if (!chunk) break;
+      const statements = pruneStatements(db, importId, chunk.lo, chunk.hi);
+      budget.left -= statements.length;
+      await db.batch(statements);
+    }
+  }
+  return true;
+}

@@ -1,0 +1,138 @@
+/**
+ * Staging one chunk of an import (CHUNK_LINES accepted lines) in the partitions of its products:
+ *   1. clash checks in every partition: a SKU or slug owned by another product, a product another import is
+ *      creating (3 statements per partition, each keyed by the chunk's own values bound as one JSON parameter);
+ *   2. per partition, one batch: the staging rows (`import_rows`, with `is_new` = the product does not exist yet)
+ *      and the products that are new, written to the live tables as pending (`products.pending_import`), so the
+ *      switch does not have to write them (imports/visibility.ts hides them until then).
+ * Every statement reads and writes one chunk only: none grows with the import.
+ */
+import { allCatalogDbs, partitionOf } from "../db/partitions";
+import type { AcceptedLine } from "./receive";
+
+/** The JSON bound to one staging statement stays under D1's 2 MB per value. */
+const STAGE_BYTES = 1_500_000;
+
+type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string };
+
+export type StageOutcome = { staged: number; rejections: { line: number; error: string }[]; statements: number };
+
+const doc = (path: string) => `json_extract(r.document, '$.${path}')`;
+/** The chunk's new products: ?1 the import, ?3..?4 its line range (?2 is the time). */
+const NEW_ROWS = "FROM import_rows r WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1";
+const NEW_VARIANTS = "FROM import_rows r, json_each(r.document, '$.variants') v WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1";
+
+/** The statements writing a chunk's new products as pending rows. Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
+function pendingInsertStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
+  const s = (sql: string) => db.prepare(sql).bind(importId, now, lo, hi);
+  return [
+    // change_seq 0: the feeds' sequence is given when the import is finalized, once readers can see the product.
+    s(`INSERT INTO products (id, slug, title, description, brand, category_id, status, attributes, images, markets, condition, min_prices,
+         change_seq, version, import_id, pending_import, created_at, updated_at)
+       SELECT r.product_id, ${doc("slug")}, ${doc("title")}, ${doc("description")}, ${doc("brand")}, ${doc("category_id")}, ${doc("status")},
+         ${doc("attributes")}, ${doc("images")}, ${doc("markets")}, ${doc("condition")}, ${doc("min_prices")}, 0, 1, ?1, ?1, ?2, ?2
+       ${NEW_ROWS}`),
+    s(`INSERT INTO product_translations (product_id, locale, title, description)
+       SELECT r.product_id, t.key, json_extract(t.value, '$.title'), coalesce(json_extract(t.value, '$.description'), '')
+       FROM import_rows r, json_each(r.document, '$.translations') t WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1`),
+    s(`INSERT INTO product_attributes (product_id, name, value)
+       SELECT r.product_id, a.key, a.value FROM import_rows r, json_each(r.document, '$.attributes') a
+       WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1`),
+    s(`INSERT INTO variants (sku, product_id, title, options, gtin, mpn, position, status, updated_at)
+       SELECT json_extract(v.value, '$.sku'), r.product_id, json_extract(v.value, '$.title'), json_extract(v.value, '$.options'),
+         json_extract(v.value, '$.gtin'), json_extract(v.value, '$.mpn'), v.key, 'active', ?2
+       ${NEW_VARIANTS}`),
+    s(`INSERT INTO prices (sku, currency, amount, updated_at)
+       SELECT json_extract(v.value, '$.sku'), p.key, p.value, ?2
+       FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p
+       WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1`),
+  ];
+}
+
+/** Clashes of the chunk with what the partition `db` holds (live products, and the pending ones of every import). */
+async function clashesIn(db: D1Database, importId: string, rows: AcceptedLine[]): Promise<Map<number, string>> {
+  const skus = JSON.stringify(rows.flatMap((r) => r.skus.map((sku) => [r.line, sku, r.id])));
+  const slugs = JSON.stringify(rows.map((r) => [r.line, r.slug, r.id]));
+  const [skuRes, slugRes, pendingRes] = await db.batch([
+    db
+      .prepare(
+        `SELECT json_extract(x.value, '$[0]') AS line, v.sku, v.product_id FROM json_each(?1) x
+         JOIN variants v ON v.sku = json_extract(x.value, '$[1]') WHERE v.product_id <> json_extract(x.value, '$[2]')`,
+      )
+      .bind(skus),
+    db
+      .prepare(
+        `SELECT json_extract(x.value, '$[0]') AS line, p.id AS product_id FROM json_each(?1) x
+         JOIN products p ON p.slug = json_extract(x.value, '$[1]') WHERE p.id <> json_extract(x.value, '$[2]')`,
+      )
+      .bind(slugs),
+    db
+      .prepare(
+        `SELECT json_extract(x.value, '$[0]') AS line, p.pending_import FROM json_each(?1) x
+         JOIN products p ON p.id = json_extract(x.value, '$[2]') WHERE p.pending_import IS NOT NULL AND p.pending_import <> ?2`,
+      )
+      .bind(slugs, importId),
+  ]);
+  const out = new Map<number, string>();
+  for (const r of skuRes!.results as { line: number; sku: string; product_id: string }[]) if (!out.has(r.line)) out.set(r.line, `sku ${r.sku} belongs to product ${r.product_id}`);
+  for (const r of slugRes!.results as { line: number; product_id: string }[]) if (!out.has(r.line)) out.set(r.line, `slug belongs to product ${r.product_id}`);
+  for (const r of pendingRes!.results as { line: number; pending_import: string }[]) if (!out.has(r.line)) out.set(r.line, `the product is being created by import ${r.pending_import}`);
+  return out;
+}
+
+/** Stages one chunk (all lines of one part, ascending): see the module comment. */
+export async function stageChunk(env: PartitionEnv, importId: string, part: number, rows: AcceptedLine[], now: number): Promise<StageOutcome> {
+  const dbs = allCatalogDbs(env);
+  const clashes = new Map<number, string>();
+  for (const found of await Promise.all(dbs.map((db) => clashesIn(db, importId, rows)))) {
+    for (const [line, error] of found) if (!clashes.has(line)) clashes.set(line, error);
+  }
+  let statements = 3 * dbs.length;
+  const byPartition = new Map<number, AcceptedLine[]>();
+  for (const row of rows) {
+    if (clashes.has(row.line)) continue;
+    const p = partitionOf(env, row.id);
+    const list = byPartition.get(p);
+    if (list) list.push(row);
+    else byPartition.set(p, [row]);
+  }
+  const duplicates: number[] = [];
+  await Promise.all(
+    [...byPartition].map(async ([p, list]) => {
+      const db = dbs[p]!;
+      const stage = db.prepare(
+        `INSERT INTO import_rows (import_id, line, part, product_id, document, is_new)
+         SELECT ?1, json_extract(value, '$.line'), ?2, json_extract(value, '$.id'), json_extract(value, '$.doc'),
+           NOT EXISTS (SELECT 1 FROM products p WHERE p.id = json_extract(value, '$.id'))
+         FROM json_each(?3) WHERE 1 ON CONFLICT DO NOTHING RETURNING line`,
+      );
+      const pieces: D1PreparedStatement[] = [];
+      let piece: unknown[] = [];
+      let bytes = 0;
+      for (const r of list) {
+        const json = { line: r.line, id: r.id, doc: r.doc };
+        const size = JSON.stringify(json).length;
+        if (piece.length > 0 && bytes + size > STAGE_BYTES) {
+          pieces.push(stage.bind(importId, part, JSON.stringify(piece)));
+          piece = [];
+          bytes = 0;
+        }
+        piece.push(json);
+        bytes += size;
+      }
+      pieces.push(stage.bind(importId, part, JSON.stringify(piece)));
+      const lo = list[0]!.line;
+      const hi = list[list.length - 1]!.line;
+      // One transaction per partition: the staging rows and the pending products they describe exist together or not at all.
+      const results = await db.batch([...pieces, ...pendingInsertStatements(db, importId, now, lo, hi)]);
+      statements += pieces.length + 5;
+      const staged = new Set(results.slice(0, pieces.length).flatMap((r) => (r.results as { line: number }[]).map((x) => x.line)));
+      for (const r of list) if (!staged.has(r.line)) duplicates.push(r.line);
+    }),
+  );
+  const rejections = [
+    ...[...clashes].map(([line, error]) => ({ line, error })),
+    ...duplicates.map((line) => ({ line, error: `duplicate product id ${rows.find((r) => r.line === line)!.id} (staged by an earlier part of this import)` })),
+  ].sort((a, b) => a.line - b.line);
+  return { staged: rows.length - rejections.length, rejections, statements };
+}
