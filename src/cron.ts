@@ -9,6 +9,7 @@ import { dispatchWebhooks, pruneWebhooks } from "./webhooks/dispatch";
 import { importsTick } from "./imports/import-job";
 import { sendOutboxIds } from "./events/outbox";
 import { partitionDb } from "./db/partitions";
+import { mirrorEndpoints } from "./webhooks/partition-events";
 
 /** Entry point of the `scheduled` handler; each periodic job registers here. */
 export async function handleScheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
@@ -27,7 +28,9 @@ export async function handleScheduled(controller: ScheduledController, env: Env,
   await recommendationsTick(env).catch((err) => console.error(JSON.stringify({ level: "error", job: "recommendations", error: String(err) })));
   // Backlog and dead-letter gauges for the console's history, and the isolate's buffered request counts.
   await recordGauges(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "metric-gauges", error: String(err) })));
-  // Webhooks: events recorded by a change no queue batch followed, and deliveries whose send was lost.
+  // Webhooks: endpoint subscriptions mirrored into the catalog partitions (an endpoint the delivery path disabled), events
+  // recorded by a change no queue batch followed, and deliveries whose send was lost.
+  await mirrorEndpoints(env).catch((err) => console.error(JSON.stringify({ level: "error", job: "webhook-mirrors", error: String(err) })));
   await dispatchWebhooks(env, now, { recoverLost: true }).catch((err) => console.error(JSON.stringify({ level: "error", job: "webhooks", error: String(err) })));
   await Promise.all([pruneSent(env, now), pruneLagSamples(env.DB, now), prunePoints(env.DB, now), pruneWebhooks(env, now)]).catch((err) =>
     console.error(JSON.stringify({ level: "error", job: "outbox-prune", error: String(err) })),

@@ -3,6 +3,7 @@
  * matches and their prices before and after), edit and end early. Writes go through the admin promotion routes.
  */
 import { z } from "zod";
+import { allCatalogDbs } from "../db/partitions";
 import { ApiError } from "../lib/errors";
 import { now as clockNow } from "../lib/clock";
 import { createApp } from "../lib/validation";
@@ -20,8 +21,8 @@ const AHEAD = 21 * DAY;
 
 type PromotionView = ReturnType<typeof view>;
 
-async function allPromotions(db: D1Database, now: number): Promise<PromotionView[]> {
-  const lists = await Promise.all((["active", "scheduled", "ended"] as const).map((status) => listPromotions(db, { status, limit: 100, now })));
+async function allPromotions(dbs: readonly D1Database[], now: number): Promise<PromotionView[]> {
+  const lists = await Promise.all((["active", "scheduled", "ended"] as const).map((status) => listPromotions(dbs, { status, limit: 100, now })));
   return lists
     .flat()
     .map((r: PromotionRow) => view(r, now))
@@ -120,13 +121,23 @@ function toApiBody(f: PromotionFormInput) {
 type Preview = { matched: number; products: number; rows: { sku: string; currency: string; before: number; after: number | null }[] };
 
 async function preview(env: Env, body: ReturnType<typeof toApiBody>): Promise<Preview> {
-  const targets = await resolveTargets(env.DB, body.target);
-  const sample = targets.slice(0, 12).map((t) => t.sku);
-  const { results } = sample.length
-    ? await env.DB.prepare("SELECT sku, currency, amount FROM prices WHERE sku IN (SELECT value FROM json_each(?)) ORDER BY sku, currency")
-        .bind(JSON.stringify(sample))
-        .all<{ sku: string; currency: string; amount: number }>()
-    : { results: [] };
+  // Each catalog partition resolves the target over its own products and holds their prices.
+  const dbs = allCatalogDbs(env);
+  const targets = (await Promise.all(dbs.map((db) => resolveTargets(db, body.target)))).flat().sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
+  const sample = JSON.stringify(targets.slice(0, 12).map((t) => t.sku));
+  const results = targets.length
+    ? (
+        await Promise.all(
+          dbs.map((db) =>
+            db.prepare("SELECT sku, currency, amount FROM prices WHERE sku IN (SELECT value FROM json_each(?)) ORDER BY sku, currency")
+              .bind(sample)
+              .all<{ sku: string; currency: string; amount: number }>(),
+          ),
+        )
+      )
+        .flatMap((r) => r.results)
+        .sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : a.currency < b.currency ? -1 : 1))
+    : [];
   return {
     matched: targets.length,
     products: new Set(targets.map((t) => t.product_id)).size,
@@ -236,7 +247,7 @@ function CreateForm(props: { c: ConsoleContext; f?: Partial<PromotionFormInput> 
 
 promotionPages.get("/console/promotions", async (c) => {
   const now = clockNow();
-  const items = await allPromotions(c.env.DB, now);
+  const items = await allPromotions(allCatalogDbs(c.env), now);
   return page(
     c,
     "Promotions",

@@ -3,6 +3,7 @@
  * hot marking, and the low-stock and sold-out lists (from the availability projection).
  */
 import { z } from "zod";
+import { allCatalogDbs } from "../db/partitions";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
 import { activeLocations, unknownLocations } from "../stock/locations";
@@ -23,7 +24,24 @@ const Count = z.coerce.number().int().min(0).max(1_000_000_000);
 /** How many of the newest out-of-stock rows the sold-out list looks at. */
 const SOLD_OUT_CANDIDATES = 2000;
 
-async function lists(db: D1Database) {
+type LowRow = { sku: string; location_id: string; on_hand: number; reserved: number; available: number };
+type SoldOutRow = { sku: string; at: number };
+
+/**
+ * Both lists over every catalog partition (a SKU's availability lives with its product): each partition answers
+ * its own first 25, and the merge keeps the first 25 of all in the same order.
+ */
+async function lists(dbs: readonly D1Database[]): Promise<{ low: LowRow[]; soldOut: SoldOutRow[] }> {
+  const parts = await Promise.all(dbs.map(listsIn));
+  if (parts.length === 1) return parts[0]!;
+  const bySku = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  return {
+    low: parts.flatMap((p) => p.low).sort((a, b) => a.available - b.available || bySku(a.sku, b.sku)).slice(0, 25),
+    soldOut: parts.flatMap((p) => p.soldOut).sort((a, b) => b.at - a.at).slice(0, 25),
+  };
+}
+
+async function listsIn(db: D1Database): Promise<{ low: LowRow[]; soldOut: SoldOutRow[] }> {
   const [low, soldOut] = await db.batch([
     db.prepare(
       `SELECT sku, location_id, on_hand, reserved, available FROM availability
@@ -39,13 +57,10 @@ async function lists(db: D1Database) {
        GROUP BY c.sku ORDER BY at DESC LIMIT 25`,
     ),
   ]);
-  return {
-    low: low!.results as { sku: string; location_id: string; on_hand: number; reserved: number; available: number }[],
-    soldOut: soldOut!.results as { sku: string; at: number }[],
-  };
+  return { low: low!.results as LowRow[], soldOut: soldOut!.results as SoldOutRow[] };
 }
 
-function Lists(props: { low: Awaited<ReturnType<typeof lists>>["low"]; soldOut: Awaited<ReturnType<typeof lists>>["soldOut"] }) {
+function Lists(props: { low: LowRow[]; soldOut: SoldOutRow[] }) {
   const link = (sku: string) => <a href={`/console/stock?sku=${encodeURIComponent(sku)}`}>{sku}</a>;
   return (
     <div class="cols">
@@ -416,7 +431,7 @@ stockPages.get("/console/stock", async (c) => {
     if (!cursor.success) throw ApiError.badRequest("Bad ledger position.");
     return skuPage(c, sku.data, 200, undefined, cursor.data);
   }
-  const l = await lists(c.env.DB);
+  const l = await lists(allCatalogDbs(c.env));
   return page(
     c,
     "Stock",

@@ -54,7 +54,7 @@ export async function sendOutboxRows(env: Pick<Env, "DB" | "EVENTS">, rows: Outb
   return sent;
 }
 
-/** Sends outbox rows by id (right after the write that created them committed). */
+/** Sends outbox rows by id (right after the write that created them committed) from `db`, the partition holding them. */
 export async function sendOutboxIds(env: Pick<Env, "DB" | "EVENTS">, ids: number[], db: D1Database = env.DB): Promise<number> {
   if (ids.length === 0) return 0;
   const { results } = await db.prepare(

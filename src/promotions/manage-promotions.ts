@@ -5,10 +5,12 @@
 import type { WriteContext } from "../env";
 import { supportedCurrencies } from "../catalog/locale";
 import { isOccGuardError, isUniqueError } from "../db/guards";
+import { allCatalogDbs } from "../db/partitions";
 import { sendOutboxIds } from "../events/outbox";
 import { ApiError } from "../lib/errors";
 import { nextBoundary } from "./effective-price";
-import { checkRules, getPromotion, inputFromRow, writePromotion, type PromotionInput, type PromotionRow, type WriteKind } from "./store";
+import { checkRules, getPromotion, inputFromRow, type PromotionInput, type PromotionRow } from "./store";
+import { writePromotion, type WriteKind } from "./write";
 import { armClock, forgetNextBoundary } from "./switcher";
 
 /** A promotion as the API takes it: instants as RFC 3339 strings. */
@@ -17,8 +19,9 @@ export type PromotionChanges = Partial<Omit<PromotionFields, "ends_at">> & { end
 
 const ms = (iso: string) => Date.parse(iso);
 
-export async function mustGetPromotion(db: D1Database, id: string): Promise<PromotionRow> {
-  const row = await getPromotion(db, id);
+/** `dbs`: the directory, or every catalog partition (directory first) to count the targets of all of them. */
+export async function mustGetPromotion(dbs: D1Database | readonly D1Database[], id: string): Promise<PromotionRow> {
+  const row = await getPromotion(dbs, id);
   if (!row) throw ApiError.notFound(`No promotion ${id}.`);
   return row;
 }
@@ -34,7 +37,7 @@ function checkIfMatch(ifMatch: number | undefined, current: PromotionRow): numbe
 async function commit({ env, waitUntil }: WriteContext, write: WriteKind, input: PromotionInput | null, now: number): Promise<void> {
   let result;
   try {
-    result = await writePromotion(env.DB, write, input, now);
+    result = await writePromotion(allCatalogDbs(env), write, input, now);
   } catch (err) {
     if (isOccGuardError(err)) throw ApiError.preconditionFailed("The promotion was changed by another write meanwhile.", (await getPromotion(env.DB, write.id))?.version);
     if (isUniqueError(err, "promotions.id")) throw ApiError.conflict(`A promotion with id ${write.id} already exists.`);
@@ -45,7 +48,7 @@ async function commit({ env, waitUntil }: WriteContext, write: WriteKind, input:
   const next = nextBoundary(boundaries, now);
   waitUntil(
     Promise.all([
-      sendOutboxIds(env, result.outboxIds),
+      ...result.outboxIds.map(({ db, ids }) => sendOutboxIds(env, ids, db)),
       armClock(env, next).catch((err) => console.warn(JSON.stringify({ level: "warn", message: "promotion clock not armed; the cron will", error: String(err) }))),
     ]).catch(() => {}),
   );
@@ -64,7 +67,7 @@ export async function createPromotion(ctx: WriteContext, id: string, fields: Pro
   };
   checkRules(input, now, supportedCurrencies(ctx.env), true);
   await commit(ctx, { kind: "create", id }, input, now);
-  return mustGetPromotion(ctx.env.DB, id);
+  return mustGetPromotion(allCatalogDbs(ctx.env), id);
 }
 
 /** Fields given replace the current ones; the target is re-resolved. */
@@ -85,7 +88,7 @@ export async function updatePromotion(ctx: WriteContext, id: string, patch: Prom
   };
   checkRules(input, now, supportedCurrencies(ctx.env), input.starts_at !== current.starts_at);
   await commit(ctx, { kind: "update", id, expectedVersion, before }, input, now);
-  return mustGetPromotion(ctx.env.DB, id);
+  return mustGetPromotion(allCatalogDbs(ctx.env), id);
 }
 
 /** Prices return to regular at once: the affected products are re-priced in the same batch. */

@@ -98,15 +98,18 @@ export function outboxIds(results: readonly D1Result[], indexes: readonly number
   return indexes.flatMap((i) => (results[i]?.results ?? []).map((r) => (r as { id: number }).id));
 }
 
-/** Recomputes and commits the prices of `productIds` at `now` (a boundary passed), then sends the events. */
-export async function refreshProductPrices(env: Pick<Env, "DB" | "EVENTS">, productIds: readonly string[], now: number): Promise<number> {
+/**
+ * Recomputes and commits the prices of `productIds` at `now` (a boundary passed) in `db`, the catalog partition
+ * holding them, then sends the events from that partition's outbox.
+ */
+export async function refreshProductPrices(env: Pick<Env, "DB" | "EVENTS">, productIds: readonly string[], now: number, db: D1Database = env.DB): Promise<number> {
   let done = 0;
   for (let i = 0; i < productIds.length; i += CHUNK) {
-    const rows = await computePriceRows(env.DB, productIds.slice(i, i + CHUNK), now);
+    const rows = await computePriceRows(db, productIds.slice(i, i + CHUNK), now);
     if (rows.length === 0) continue;
-    const { statements, outboxIndexes } = priceRefreshStatements(env.DB, rows, now, { bumpVersion: false });
-    const results = await env.DB.batch(statements);
-    await sendOutboxIds(env, outboxIds(results, outboxIndexes));
+    const { statements, outboxIndexes } = priceRefreshStatements(db, rows, now, { bumpVersion: false });
+    const results = await db.batch(statements);
+    await sendOutboxIds(env, outboxIds(results, outboxIndexes), db);
     done += rows.length;
   }
   return done;

@@ -1,14 +1,10 @@
 /**
- * Promotion writes. A write resolves its target to SKUs (`promotion_targets`, so reads are keyed lookups),
- * checks the business rules, and commits in ONE D1 batch: the promotion row (version-guarded on update),
- * its targets, the affected products' effective prices, new versions and change_seq, and their outbox rows.
- * A rejected or failed write leaves nothing behind.
+ * Promotions as stored: rows, their views, target resolution and the business rules a write checks (the write
+ * itself is write.ts). The directory `DB` holds the promotions; `promotion_targets` live with the products, in every
+ * catalog partition, so match counts add up the partitions.
  */
-import { occGuard } from "../db/guards";
-import { productChangedOutboxSql } from "../events/outbox";
 import { ApiError } from "../lib/errors";
-import type { DocPromotion, PromotionValue, ValueType } from "./effective-price";
-import { computePriceRows, priceRefreshStatements } from "./price-refresh";
+import type { PromotionValue, ValueType } from "./effective-price";
 import { targetCondition, type TargetType } from "./targets";
 
 export type PromotionInput = {
@@ -86,28 +82,61 @@ export function view(row: PromotionRow, now: number) {
 const SELECT_ROW = `SELECT p.*, (SELECT count(*) FROM promotion_targets t WHERE t.promotion_id = p.id) AS matched_skus,
   (SELECT count(DISTINCT t.product_id) FROM promotion_targets t WHERE t.promotion_id = p.id) AS matched_products FROM promotions p`;
 
-export async function getPromotion(db: D1Database, id: string): Promise<PromotionRow | null> {
-  return db.prepare(`${SELECT_ROW} WHERE p.id = ? AND p.deleted_at IS NULL`).bind(id).first<PromotionRow>();
+/**
+ * Adds the targets held by the catalog partitions after the first (`others`) to rows counted in the directory: a
+ * product and its targets live in one partition, so the sums are exact. Nothing to do with one partition.
+ */
+async function addPartitionCounts(others: readonly D1Database[], rows: PromotionRow[]): Promise<PromotionRow[]> {
+  if (others.length === 0 || rows.length === 0) return rows;
+  const ids = JSON.stringify(rows.map((r) => r.id));
+  const counts = await Promise.all(
+    others.map((db) =>
+      db
+        .prepare(
+          `SELECT promotion_id, count(*) AS skus, count(DISTINCT product_id) AS products FROM promotion_targets
+           WHERE promotion_id IN (SELECT value FROM json_each(?)) GROUP BY promotion_id`,
+        )
+        .bind(ids)
+        .all<{ promotion_id: string; skus: number; products: number }>(),
+    ),
+  );
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  for (const c of counts.flatMap((r) => r.results)) {
+    const row = byId.get(c.promotion_id)!;
+    row.matched_skus = (row.matched_skus ?? 0) + c.skus;
+    row.matched_products = (row.matched_products ?? 0) + c.products;
+  }
+  return rows;
+}
+
+const asList = (dbs: D1Database | readonly D1Database[]): readonly D1Database[] => (Array.isArray(dbs) ? dbs : [dbs as D1Database]);
+
+/** `dbs`: the directory alone, or every catalog partition (directory first) for match counts over all of them. */
+export async function getPromotion(dbs: D1Database | readonly D1Database[], id: string): Promise<PromotionRow | null> {
+  const [db, ...others] = asList(dbs);
+  const row = await db!.prepare(`${SELECT_ROW} WHERE p.id = ? AND p.deleted_at IS NULL`).bind(id).first<PromotionRow>();
+  return row ? (await addPartitionCounts(others, [row]))[0]! : null;
 }
 
 export async function listPromotions(
-  db: D1Database,
+  dbs: D1Database | readonly D1Database[],
   opts: { status?: PromotionStatus; after?: string; limit: number; now: number },
 ): Promise<PromotionRow[]> {
+  const [db, ...others] = asList(dbs);
   const where = ["p.deleted_at IS NULL", "p.id > ?1"];
   if (opts.status === "active") where.push("p.starts_at <= ?2 AND (p.ends_at IS NULL OR p.ends_at > ?2)");
   if (opts.status === "scheduled") where.push("p.starts_at > ?2");
   if (opts.status === "ended") where.push("p.ends_at <= ?2");
-  const { results } = await db
+  const { results } = await db!
     .prepare(`${SELECT_ROW} WHERE ${where.join(" AND ")} ORDER BY p.id LIMIT ?3`)
     .bind(opts.after ?? "", opts.now, opts.limit)
     .all<PromotionRow>();
-  return results;
+  return addPartitionCounts(others, results);
 }
 
 // ---- business rules -------------------------------------------------------------------------------------
 
-type Target = { sku: string; product_id: string };
+export type Target = { sku: string; product_id: string };
 
 /** SKUs (of non-archived products, active variants) that a target covers today. */
 export async function resolveTargets(db: D1Database, target: PromotionInput["target"]): Promise<Target[]> {
@@ -121,7 +150,7 @@ export async function resolveTargets(db: D1Database, target: PromotionInput["tar
   return results;
 }
 
-const unprocessable = (detail: string, rule: string) => ApiError.unprocessable(detail, { rule });
+export const unprocessable = (detail: string, rule: string) => ApiError.unprocessable(detail, { rule });
 
 /** Rules that need no database. `startsAtChanged`: the past-start rule only applies to a start being set. */
 export function checkRules(input: PromotionInput, now: number, supported: readonly string[], startsAtChanged: boolean): void {
@@ -149,7 +178,7 @@ export function checkRules(input: PromotionInput, now: number, supported: readon
 }
 
 /** An amount off at or above a targeted SKU's regular price would take that price to or below zero. */
-async function checkAmountOff(db: D1Database, input: PromotionInput, targets: Target[]): Promise<void> {
+export async function checkAmountOff(db: D1Database, input: PromotionInput, targets: Target[]): Promise<void> {
   if (input.value.type !== "amount_off") return;
   const { results } = await db
     // `+q.amount`: look the targeted SKUs up by key instead of walking the currency's whole price index.
@@ -168,124 +197,7 @@ async function checkAmountOff(db: D1Database, input: PromotionInput, targets: Ta
   }
 }
 
-// ---- the write -------------------------------------------------------------------------------------------
-
-export type WriteKind = { kind: "create"; id: string } | { kind: "update"; id: string; expectedVersion: number; before: PromotionRow } | { kind: "delete"; id: string; expectedVersion: number; before: PromotionRow };
-
-export type WriteResult = { outboxIds: number[]; productIds: string[] };
-
-function docPromotion(id: string, input: PromotionInput, skus: string[]): DocPromotion {
-  const { type, ...value } = input.value;
-  return {
-    id,
-    name: input.name,
-    starts_at: input.starts_at,
-    ends_at: input.ends_at,
-    priority: input.priority,
-    value_type: type,
-    value,
-    currencies: input.currencies,
-    markets: input.markets,
-    skus,
-  };
-}
-
-/** Validates against the database and commits; throws ApiError (422/409/412) with nothing written. */
-export async function writePromotion(db: D1Database, write: WriteKind, input: PromotionInput | null, now: number): Promise<WriteResult> {
-  const targets = input ? await resolveTargets(db, input.target) : [];
-  if (input && targets.length === 0) throw unprocessable(`The ${input.target.type} target ${JSON.stringify(input.target.values)} matches no sellable SKU.`, "empty_target");
-  if (input) await checkAmountOff(db, input, targets);
-
-  const previous =
-    write.kind === "create"
-      ? []
-      : (await db.prepare("SELECT DISTINCT product_id FROM promotion_targets WHERE promotion_id = ?").bind(write.id).all<{ product_id: string }>()).results.map(
-          (r) => r.product_id,
-        );
-  const skusByProduct = new Map<string, string[]>();
-  for (const t of targets) skusByProduct.set(t.product_id, [...(skusByProduct.get(t.product_id) ?? []), t.sku]);
-  const affected = [...new Set([...previous, ...skusByProduct.keys()])];
-
-  // Prices as they will be once this write commits: the stored schedule minus this promotion's old version
-  // plus its new one.
-  const rows = await computePriceRows(db, affected, now, (productId, schedule) => {
-    const others = schedule.filter((p) => p.id !== write.id);
-    const skus = skusByProduct.get(productId);
-    return input && skus ? [...others, docPromotion(write.id, input, skus)] : others;
-  });
-
-  const statements: D1PreparedStatement[] = [];
-  if (write.kind === "create") {
-    statements.push(
-      db
-        .prepare(
-          `INSERT INTO promotions (id, name, starts_at, ends_at, target_type, target_values, value_type, value, priority, currencies, markets,
-             created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
-        )
-        .bind(...promotionColumns(write.id, input!), now, now),
-    );
-  } else if (write.kind === "update") {
-    statements.push(
-      db
-        .prepare(
-          `UPDATE promotions SET name = ?2, starts_at = ?3, ends_at = ?4, target_type = ?5, target_values = ?6, value_type = ?7, value = ?8,
-             priority = ?9, currencies = ?10, markets = ?11, updated_at = ?12, version = version + 1
-           WHERE id = ?1 AND version = ?13 AND deleted_at IS NULL`,
-        )
-        .bind(...promotionColumns(write.id, input!), now, write.expectedVersion),
-      occGuard(db),
-    );
-  } else {
-    statements.push(
-      db
-        .prepare("UPDATE promotions SET deleted_at = ?2, updated_at = ?2, version = version + 1 WHERE id = ?1 AND version = ?3 AND deleted_at IS NULL")
-        .bind(write.id, now, write.expectedVersion),
-      occGuard(db),
-    );
-  }
-  if (write.kind !== "create") statements.push(db.prepare("DELETE FROM promotion_targets WHERE promotion_id = ?").bind(write.id));
-  let lateIndex = -1;
-  if (input) {
-    // Resolved again inside the batch, not copied from the check above: a product written in between (whose
-    // own write re-resolved targets before this promotion existed) must not be left out.
-    statements.push(
-      db
-        .prepare(
-          `INSERT INTO promotion_targets (promotion_id, sku, product_id)
-           SELECT ?1, v.sku, v.product_id FROM variants v JOIN products p ON p.id = v.product_id
-           WHERE ${targetCondition(input.target.type, "?2")} AND v.status = 'active' AND p.status <> 'archived'`,
-        )
-        .bind(write.id, JSON.stringify([...new Set(input.target.values)])),
-    );
-    // Such late joiners are not among the products priced below: give them a new version and an event, so the
-    // consumer rebuilds their documents and folds the promotion into their listing price.
-    const late = `SELECT DISTINCT product_id FROM promotion_targets WHERE promotion_id = ?1 AND product_id NOT IN (SELECT value FROM json_each(?2))`;
-    statements.push(
-      db
-        .prepare(
-          `UPDATE products SET version = version + 1, change_seq = b.m + r.n, updated_at = ?3
-           FROM (SELECT coalesce(max(change_seq), 0) AS m FROM products) AS b,
-                (SELECT product_id, row_number() OVER (ORDER BY product_id) AS n FROM (${late})) AS r
-           WHERE products.id = r.product_id`,
-        )
-        .bind(write.id, JSON.stringify(affected), now),
-    );
-    lateIndex = statements.length;
-    statements.push(db.prepare(productChangedOutboxSql(`p.id IN (${late})`, "?3")).bind(write.id, JSON.stringify(affected), now));
-  }
-  // The products' documents embed the schedule, so their version moves: KV and caches take the new one.
-  const refresh = priceRefreshStatements(db, rows, now, { bumpVersion: true });
-  const offset = statements.length;
-  statements.push(...refresh.statements);
-
-  const results = await db.batch(statements);
-  const outboxIds = [...refresh.outboxIndexes.map((i) => offset + i), ...(lateIndex >= 0 ? [lateIndex] : [])].flatMap((i) =>
-    (results[i]?.results ?? []).map((r) => (r as { id: number }).id),
-  );
-  return { outboxIds, productIds: affected };
-}
-
-function promotionColumns(id: string, input: PromotionInput): (string | number | null)[] {
+export function promotionColumns(id: string, input: PromotionInput): (string | number | null)[] {
   const { type, ...value } = input.value;
   return [
     id,

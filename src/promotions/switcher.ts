@@ -9,6 +9,8 @@
  * lag), and the every-minute cron as a safety net. Both may run for the same boundary; a run is
  * idempotent apart from duplicate events, which the pipeline tolerates.
  */
+import { allCatalogDbs } from "../db/partitions";
+import { repairPromotionMirrors } from "./mirror-repair";
 import { refreshProductPrices } from "./price-refresh";
 import { promotionBoundaryStatements } from "../webhooks/record";
 import { registerAccounted } from "../lib/isolate-memory";
@@ -18,17 +20,24 @@ const WATERMARK = "promotions:switched_through";
 /** How far back a first run (no watermark yet) looks for boundaries. */
 const FIRST_RUN_LOOKBACK_MS = 10 * 60_000;
 
-export async function switchDue(env: Pick<Env, "DB" | "EVENTS">, now: number): Promise<{ from: number; products: number }> {
+export async function switchDue(env: Pick<Env, "DB" | "EVENTS" | "CATALOG_PARTITIONS">, now: number): Promise<{ from: number; products: number }> {
   const row = await env.DB.prepare("SELECT value FROM meta WHERE key = ?").bind(WATERMARK).first<{ value: string }>();
   const from = row ? Number(row.value) : now - FIRST_RUN_LOOKBACK_MS;
   if (!(from < now)) return { from, products: 0 };
-  const { results } = await env.DB.prepare(
-    `SELECT DISTINCT t.product_id FROM promotions p JOIN promotion_targets t ON t.promotion_id = p.id
-     WHERE p.deleted_at IS NULL AND ((p.starts_at > ?1 AND p.starts_at <= ?2) OR (p.ends_at > ?1 AND p.ends_at <= ?2))`,
-  )
-    .bind(from, now)
-    .all<{ product_id: string }>();
-  const products = await refreshProductPrices(env, results.map((r) => r.product_id), now);
+  // Each catalog partition switches its own products: it mirrors the promotions and holds their targets.
+  const counts = await Promise.all(
+    allCatalogDbs(env).map(async (db) => {
+      const { results } = await db
+        .prepare(
+          `SELECT DISTINCT t.product_id FROM promotions p JOIN promotion_targets t ON t.promotion_id = p.id
+           WHERE p.deleted_at IS NULL AND ((p.starts_at > ?1 AND p.starts_at <= ?2) OR (p.ends_at > ?1 AND p.ends_at <= ?2))`,
+        )
+        .bind(from, now)
+        .all<{ product_id: string }>();
+      return refreshProductPrices(env, results.map((r) => r.product_id), now, db);
+    }),
+  );
+  const products = counts.reduce((a, b) => a + b, 0);
   // Before the watermark moves: a run that dies here is redone by the next, and the events' ids make that harmless.
   await env.DB.batch(promotionBoundaryStatements(env.DB, from, now));
   // Only forwards: a slow run must not move the watermark back over boundaries a later run already handled.
@@ -101,7 +110,9 @@ export async function armClock(env: Pick<Env, "PROMO_CLOCK">, at: number | null)
 }
 
 /** Cron tick: switch whatever is due (a missed or failed alarm) and make sure the alarm is armed. */
-export async function promotionsTick(env: Pick<Env, "DB" | "EVENTS" | "PROMO_CLOCK">, now: number): Promise<void> {
+export async function promotionsTick(env: Pick<Env, "DB" | "EVENTS" | "PROMO_CLOCK" | "CATALOG_PARTITIONS">, now: number): Promise<void> {
+  // Mirrors first: a partition that missed a promotion write must have it before its boundary is switched.
+  await repairPromotionMirrors(env, now);
   await switchDue(env, now);
   await armClock(env, await nextScheduledBoundary(env.DB, now));
 }

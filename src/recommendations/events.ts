@@ -7,6 +7,7 @@ import { z } from "zod";
 import type { ConsumerDeps, EventHandler, HandlerBatch } from "../events/dispatch";
 import type { Purger } from "../events/purger";
 import { retryLater } from "../events/retry";
+import { allCatalogDbs } from "../db/partitions";
 import { handleRebuildMessage, REBUILD_MESSAGE } from "./jobs";
 import { countCommittedOrder, markDirty, ReservationCommittedEvent } from "./orders";
 import { ownersShowing, purgeOwners } from "./refs";
@@ -23,7 +24,7 @@ export async function handleRecommendationMessage(env: Env, body: unknown, deps:
     return;
   }
   const now = (deps.now ?? Date.now)();
-  if (parsed.data.type === "reservation.committed") await countCommittedOrder(env.DB, parsed.data, now);
+  if (parsed.data.type === "reservation.committed") await countCommittedOrder(env.DB, parsed.data, now, allCatalogDbs(env));
   else await handleRebuildMessage(env, parsed.data, deps);
 }
 

@@ -11,6 +11,7 @@
  * their lists and purges the cached answers whose lists changed.
  */
 import type { Purger } from "../events/purger";
+import { everyPartitionById, rebuildScope } from "./catalog-reads";
 import { computeLists, type BlockCache } from "./compute";
 import { storeLists } from "./lists";
 import { ownersWithAnswers, purgeOwners } from "./refs";
@@ -40,14 +41,10 @@ type Deps = { purger?: Purger; now?: () => number };
 export async function startRebuild(env: Env, now = Date.now()): Promise<{ job: JobRow; started: boolean }> {
   const running = await env.DB.prepare("SELECT * FROM jobs WHERE kind = ? AND status IN ('pending', 'running') ORDER BY started_at DESC LIMIT 1").bind(REBUILD_KIND).first<JobRow>();
   if (running) return { job: running, started: false };
-  const [cats, total] = await env.DB.batch([
-    // Per category an indexed probe for one active product, instead of a DISTINCT over every product.
-    env.DB.prepare("SELECT c.id AS category_id FROM categories c WHERE EXISTS (SELECT 1 FROM products p WHERE p.category_id = c.id AND +p.status = 'active') ORDER BY c.id"),
-    env.DB.prepare("SELECT count(*) AS n FROM products WHERE status = 'active'"),
-  ]);
-  const cursor: Cursor = { cats: (cats!.results as { category_id: string }[]).map((r) => r.category_id), ci: 0, after: "", moved_at: now };
+  const scope = await rebuildScope(env);
+  const cursor: Cursor = { cats: scope.categories, ci: 0, after: "", moved_at: now };
   const id = `rebuild-${now.toString(36)}-${crypto.randomUUID().slice(0, 8)}`;
-  const n = (total!.results[0] as { n: number }).n;
+  const n = scope.total;
   await env.DB.prepare("INSERT INTO jobs (id, kind, status, cursor, processed, total, started_at) VALUES (?, ?, 'running', ?, 0, ?, ?)")
     .bind(id, REBUILD_KIND, JSON.stringify(cursor), n, now)
     .run();
@@ -74,10 +71,14 @@ export async function advanceRebuild(env: Env, id: string, limits: { budgetMs: n
       return "done";
     }
     const category = cursor.cats[cursor.ci]!;
-    // `+status`: walk products_category_idx from the cursor, not every active product.
-    const { results } = await env.DB.prepare("SELECT id FROM products WHERE category_id = ? AND +status = 'active' AND id > ? ORDER BY id LIMIT ?")
-      .bind(category, cursor.after, CHUNK)
-      .all<{ id: string }>();
+    // `+status`: walk products_category_idx from the cursor, not every active product. The cursor is an id, so it
+    // is a position in every partition: each returns its next CHUNK, and the merge keeps the first CHUNK of all.
+    const results = await everyPartitionById<{ id: string }>(
+      env,
+      "SELECT id FROM products WHERE category_id = ? AND +status = 'active' AND id > ? ORDER BY id LIMIT ?",
+      [category, cursor.after, CHUNK],
+      CHUNK,
+    );
     const ids = results.map((r) => r.id);
     if (ids.length) await recompute(env, ids, blocks, deps.purger, clock());
     const next: Cursor = ids.length < CHUNK ? { ...cursor, ci: cursor.ci + 1, after: "", moved_at: clock() } : { ...cursor, after: ids.at(-1)!, moved_at: clock() };
@@ -92,7 +93,7 @@ export async function advanceRebuild(env: Env, id: string, limits: { budgetMs: n
 
 /** Recomputes and stores the lists of `ids`; purges the cached answers of those whose lists changed. */
 export async function recompute(env: Env, ids: string[], blocks: BlockCache, purger: Purger | undefined, now: number): Promise<string[]> {
-  const computed = await computeLists(env.DB, ids, blocks);
+  const computed = await computeLists(env, ids, blocks);
   const changed = await storeLists(env, computed, now);
   await purgeOwners(env, purger, await ownersWithAnswers(env.DB, changed));
   return changed;

@@ -2,7 +2,9 @@
  * Merchandiser pins as the admin API changes them: every id must be a product, a product cannot be pinned to
  * itself, and the pins are versioned for If-Match. A saved change is recomputed at once, not at the next cron tick.
  */
+import { catalogDb } from "../db/partitions";
 import { ApiError } from "../lib/errors";
+import { productRows } from "./catalog-reads";
 import { recompute } from "./jobs";
 import { readStoredLists, type ProductLists } from "./lists";
 import { readPins, writePins, type PinWrite, type RecommendationPins } from "./pins";
@@ -21,7 +23,7 @@ async function view(env: Env, id: string): Promise<PinsView> {
 
 /** The product's pins and stored lists; 404 when there is no such product. */
 export async function pinsOf(env: Env, id: string): Promise<PinsView> {
-  const exists = await env.DB.prepare("SELECT 1 AS x FROM products WHERE id = ?").bind(id).first();
+  const exists = await catalogDb(env, id).prepare("SELECT 1 AS x FROM products WHERE id = ?").bind(id).first();
   if (!exists) throw ApiError.notFound(`No product ${id}.`);
   return view(env, id);
 }
@@ -32,7 +34,7 @@ export async function pinsOf(env: Env, id: string): Promise<PinsView> {
  */
 export async function savePins(env: Env, id: string, pins: PinWrite, ifMatch: number | undefined): Promise<{ version: number; view: PinsView }> {
   const mentioned = [...new Set([...pins.complementary, ...pins.related, ...pins.exclude, id])];
-  const { results } = await env.DB.prepare("SELECT id FROM products WHERE id IN (SELECT value FROM json_each(?))").bind(JSON.stringify(mentioned)).all<{ id: string }>();
+  const results = await productRows<{ id: string }>(env, "id", mentioned);
   const known = new Set(results.map((r) => r.id));
   if (!known.has(id)) throw ApiError.notFound(`No product ${id}.`);
   const unknown = mentioned.filter((m) => !known.has(m));

@@ -21,12 +21,24 @@ export type ReservationCommittedEvent = z.infer<typeof ReservationCommittedEvent
 const MAX_PAIR_PRODUCTS = 30;
 export const DAY_MS = 86_400_000;
 
-export async function countCommittedOrder(d1: D1Database, event: ReservationCommittedEvent, now: number): Promise<{ counted: boolean; products: string[] }> {
-  const skus = [...new Set(event.items.map((i) => i.sku))];
-  const { results } = await d1
-    .prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?))")
-    .bind(JSON.stringify(skus))
-    .all<{ sku: string; product_id: string }>();
+/**
+ * Counts a committed order into the directory `d1`. `catalog`: the catalog partitions, where the SKUs' products are
+ * looked up (a SKU's partition is not known from the SKU alone, so each is asked; just `d1` with one partition).
+ */
+export async function countCommittedOrder(
+  d1: D1Database,
+  event: ReservationCommittedEvent,
+  now: number,
+  catalog: readonly D1Database[] = [d1],
+): Promise<{ counted: boolean; products: string[] }> {
+  const skus = JSON.stringify([...new Set(event.items.map((i) => i.sku))]);
+  const results = (
+    await Promise.all(
+      catalog.map(async (db) =>
+        (await db.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?))").bind(skus).all<{ sku: string; product_id: string }>()).results,
+      ),
+    )
+  ).flat();
   const productOf = new Map(results.map((r) => [r.sku, r.product_id]));
   const units = new Map<string, { product: string; currency: string; units: number }>();
   for (const item of event.items) {

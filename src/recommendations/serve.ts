@@ -12,7 +12,8 @@ import { tieredRead, type CachePolicy } from "../catalog/read-path";
 import { ApiError } from "../lib/errors";
 import type { StockStatus } from "../lib/stock-status";
 import { sellableIn, type ShopperMarket } from "../lib/markets";
-import { cardsMaxAgeCap, loadDocs, toCardEntry, type Card, type LoadedDoc } from "./cards";
+import { cardsMaxAgeCap, toCardEntry, type Card, type LoadedDoc } from "./cards";
+import { activeAmong, loadCards, partitioned } from "./catalog-reads";
 import { DAY_MS } from "./orders";
 import { computeLists } from "./compute";
 import { substituteCandidates } from "./substitutes";
@@ -72,11 +73,11 @@ async function precomputedAnswer(env: Env, id: string, intent: PrecomputedIntent
   let lists = await readLists(env, id);
   // A product no run has reached yet (new, or a fresh database): compute its lists now, once.
   if (!lists.related && !lists.complementary) {
-    await storeLists(env, await computeLists(env.DB, [id]), ctx.now);
+    await storeLists(env, await computeLists(env, [id]), ctx.now);
     lists = await readLists(env, id);
   }
   const list = lists[intent];
-  const docs = await loadDocs(env.DB, [id, ...(list?.items ?? []).map((i) => i.id)], ctx);
+  const docs = await loadCards(env, [id, ...(list?.items ?? []).map((i) => i.id)], ctx);
   if (!sourceOrThrow(docs, id)) return null;
   const items = entries(docs, list?.items ?? [], ctx, env.DEFAULT_LOCALE);
   return { owner: id, intent, version: list?.version ?? null, computed_at: list?.computed_at ?? null, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items };
@@ -84,9 +85,9 @@ async function precomputedAnswer(env: Env, id: string, intent: PrecomputedIntent
 
 /** Live: ranked in substitutes.ts, then carded from D1 with availability as of now. */
 async function substitutesAnswer(env: Env, id: string, ctx: RenderCtx): Promise<CachedAnswer | null> {
-  const list = await substituteCandidates(env.DB, id, ctx.currency);
+  const list = await substituteCandidates(env, id, ctx.currency);
   if (!list) return null;
-  const docs = await loadDocs(env.DB, [id, ...list.map((i) => i.id)], ctx);
+  const docs = await loadCards(env, [id, ...list.map((i) => i.id)], ctx);
   if (!sourceOrThrow(docs, id)) return null;
   // Never the product itself, never anything out of stock: filtered here and again after the cache.
   const items = entries(docs, list, ctx, env.DEFAULT_LOCALE).filter((i) => i.id !== id && i.card.availability.in_stock);
@@ -95,17 +96,42 @@ async function substitutesAnswer(env: Env, id: string, ctx: RenderCtx): Promise<
 
 async function bestSellersAnswer(env: Env, ctx: RenderCtx): Promise<CachedAnswer> {
   const since = Math.floor(ctx.now / DAY_MS) - BEST_SELLER_DAYS + 1;
-  const { results } = await env.DB.prepare(
-    // Aggregate the window first, then look each product up: joining first made SQLite walk every active product.
-    `SELECT s.id, s.units FROM (SELECT product_id AS id, sum(units) AS units FROM sales_daily WHERE currency = ? AND day >= ? GROUP BY product_id) s
-     CROSS JOIN products p ON p.id = s.id AND +p.status = 'active' ORDER BY s.units DESC, s.id LIMIT ?`,
-  )
-    .bind(ctx.currency, since, LIST_SIZE)
-    .all<{ id: string; units: number }>();
+  const results = partitioned(env)
+    ? await activeBestSellers(env, ctx.currency, since)
+    : (
+        await env.DB.prepare(
+          // Aggregate the window first, then look each product up: joining first made SQLite walk every active product.
+          `SELECT s.id, s.units FROM (SELECT product_id AS id, sum(units) AS units FROM sales_daily WHERE currency = ? AND day >= ? GROUP BY product_id) s
+           CROSS JOIN products p ON p.id = s.id AND +p.status = 'active' ORDER BY s.units DESC, s.id LIMIT ?`,
+        )
+          .bind(ctx.currency, since, LIST_SIZE)
+          .all<{ id: string; units: number }>()
+      ).results;
   const top = results[0]?.units ?? 1;
   const list: ListItem[] = results.map((r) => ({ id: r.id, score: round(r.units / top), reason: "best_seller" }));
-  const docs = await loadDocs(env.DB, list.map((i) => i.id), ctx);
+  const docs = await loadCards(env, list.map((i) => i.id), ctx);
   return { owner: BEST_SELLERS, intent: BEST_SELLERS, version: null, computed_at: ctx.now, max_age_cap: cardsMaxAgeCap([...docs.values()], ctx.now), items: entries(docs, list, ctx, env.DEFAULT_LOCALE) };
+}
+
+/**
+ * Best sellers over catalog partitions: the window's ranking comes from the directory, the products' status from
+ * their partitions, so pages of the ranking are read until LIST_SIZE active products are found (or it ends).
+ */
+async function activeBestSellers(env: Env, currency: string, since: number): Promise<{ id: string; units: number }[]> {
+  const out: { id: string; units: number }[] = [];
+  const page = LIST_SIZE * 2;
+  for (let offset = 0; out.length < LIST_SIZE; offset += page) {
+    const { results } = await env.DB.prepare(
+      `SELECT product_id AS id, sum(units) AS units FROM sales_daily WHERE currency = ? AND day >= ? GROUP BY product_id
+       ORDER BY units DESC, id LIMIT ? OFFSET ?`,
+    )
+      .bind(currency, since, page, offset)
+      .all<{ id: string; units: number }>();
+    const active = await activeAmong(env, results.map((r) => r.id));
+    out.push(...results.filter((r) => active.has(r.id)));
+    if (results.length < page) break;
+  }
+  return out.slice(0, LIST_SIZE);
 }
 
 /** `unit`: identifies the cached unit's content (cache key + its ETag) when it came from a cache; null otherwise. */
@@ -207,6 +233,6 @@ export async function blendContext(env: Env, context: string[], exclude: Set<str
     .map(([id, s]) => ({ id, score: round(s.score), reason: s.reason }))
     .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1))
     .slice(0, LIST_SIZE * 2);
-  const docs = await loadDocs(env.DB, list.map((i) => i.id), ctx);
+  const docs = await loadCards(env, list.map((i) => i.id), ctx);
   return entries(docs, list, ctx, env.DEFAULT_LOCALE);
 }

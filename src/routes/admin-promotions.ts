@@ -7,6 +7,7 @@ import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
 import { createPromotion, deletePromotion, mustGetPromotion, updatePromotion } from "../promotions/manage-promotions";
 import { listPromotions, view } from "../promotions/store";
+import { allCatalogDbs } from "../db/partitions";
 import { TARGET_TYPES } from "../promotions/targets";
 import { etag, parseIfMatch, problem } from "./common";
 
@@ -185,7 +186,7 @@ adminPromotionsApp
         throw ApiError.badRequest("Invalid cursor.", { errors: [{ location: "query", path: "cursor", message: "not a cursor returned by this API" }] });
       }
     }
-    const rows = await listPromotions(c.env.DB, { status: q.status, after, limit: q.limit + 1, now });
+    const rows = await listPromotions(allCatalogDbs(c.env), { status: q.status, after, limit: q.limit + 1, now });
     const page = rows.slice(0, q.limit);
     const last = page[page.length - 1];
     const next = rows.length > q.limit && last ? btoa(last.id).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "") : null;
@@ -193,7 +194,7 @@ adminPromotionsApp
     return c.json({ items: page.map((r) => view(r, now)), next_cursor: next }, 200);
   })
   .openapi(getRouteDef, async (c) => {
-    const row = await mustGetPromotion(c.env.DB, c.req.valid("param").id);
+    const row = await mustGetPromotion(allCatalogDbs(c.env), c.req.valid("param").id);
     c.header("ETag", etag(row.version));
     c.header("cache-control", "no-store");
     return c.json(view(row, clockNow()), 200);

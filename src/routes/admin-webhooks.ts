@@ -6,6 +6,7 @@ import { WEBHOOK_EVENT_TYPES } from "../webhooks/event-types";
 import { generateSecret, validSecret } from "../webhooks/signing";
 import { localTargetsAllowed, refuseTarget } from "../webhooks/target-policy";
 import { ATTEMPTS_KEPT } from "../webhooks/deliver";
+import { mirrorEndpoints } from "../webhooks/partition-events";
 import { problem } from "./common";
 
 /** Registered endpoints per installation: each event fans out to all of them. */
@@ -213,6 +214,7 @@ adminWebhooksApp
     )
       .bind(id, body.url, JSON.stringify(body.events), secret, body.description, now, now)
       .run();
+    await mirrorEndpoints(c.env);
     const row = await load(c.env.DB, id);
     c.header("cache-control", "no-store");
     return c.json({ ...view(row), secret }, 201);
@@ -249,6 +251,7 @@ adminWebhooksApp
       statements.push(c.env.DB.prepare("UPDATE webhook_deliveries SET status = 'cancelled' WHERE endpoint_id = ? AND status = 'pending'").bind(id));
     }
     await c.env.DB.batch(statements);
+    await mirrorEndpoints(c.env);
     c.header("cache-control", "no-store");
     return c.json(view(await load(c.env.DB, id)), 200);
   })
@@ -260,6 +263,7 @@ adminWebhooksApp
       c.env.DB.prepare("UPDATE webhook_endpoints SET deleted_at = ?2, status = 'disabled', updated_at = ?2 WHERE id = ?1").bind(id, now),
       c.env.DB.prepare("UPDATE webhook_deliveries SET status = 'cancelled' WHERE endpoint_id = ? AND status = 'pending'").bind(id),
     ]);
+    await mirrorEndpoints(c.env);
     return c.body(null, 204);
   })
   .openapi(attemptsRouteDef, async (c) => {

@@ -7,6 +7,8 @@
  * also re-sends deliveries whose send was lost. Deliveries are claimed (enqueued_at) before they are sent and
  * released if the send fails, so two dispatchers running at once do not both send the same delivery.
  */
+import { collectPartitionEvents } from "./partition-events";
+
 export const DELIVER_MESSAGE = "webhook.deliver";
 export type DeliverMessage = { type: typeof DELIVER_MESSAGE; event_id: string; endpoint_id: string };
 
@@ -19,7 +21,8 @@ const SEND_BATCH = 100;
 const LOST_CLAIM_MS = 10 * 60_000;
 
 /** `recoverLost` (the cron): first release claims whose message never arrived. */
-export async function dispatchWebhooks(env: Pick<Env, "DB" | "EVENTS">, now = Date.now(), opts: { recoverLost?: boolean } = {}): Promise<{ events: number; sent: number }> {
+export async function dispatchWebhooks(env: Pick<Env, "DB" | "EVENTS" | "CATALOG_PARTITIONS">, now = Date.now(), opts: { recoverLost?: boolean } = {}): Promise<{ events: number; sent: number }> {
+  await collectPartitionEvents(env);
   const pending = (
     await env.DB.prepare("SELECT id FROM webhook_events WHERE dispatched_at IS NULL ORDER BY created_at LIMIT ?").bind(PAGE).all<{ id: string }>()
   ).results.map((r) => r.id);
