@@ -31,6 +31,8 @@ const values = benchArgs({
   each: 60,
   rounds: 3,
   out: "bench/results/scale.md",
+  /** Seed times measured beforehand (the seed's own clock), e.g. `10000=3.0,1000000=281.3`: reported with ratios. */
+  "seed-times": "",
 });
 const SIZES = values.sizes.split(",").map((label) => {
   const [size, partitions] = label.split("x").map(Number);
@@ -47,7 +49,7 @@ const pid = (n: number) => `p-${String(n).padStart(6, "0")}`;
 
 type Case = { name: string; urls: string[]; headers?: Record<string, string> };
 type Sample = { times: number[]; tiers: Record<string, number>; non2xx: number };
-type Size = { label: string; size: number; origin: string; dbBytes: number; cases: Case[] };
+type Size = { label: string; size: number; partitions: number; origin: string; dbBytes: number; partitionBytes: number[]; cases: Case[] };
 
 let loadAtStart: number[] = [];
 let token = 0;
@@ -74,19 +76,20 @@ async function timed(origin: string, urls: string[], sample: Sample, headers: Re
 const json = async <T>(origin: string, url: string, headers: Record<string, string> = {}): Promise<T> =>
   (await (await fetch(origin + url, { headers: { authorization: auth(), ...headers } })).json()) as T;
 
-function dbBytes(persist: string): number {
+/** Sizes of the D1 SQLite files, largest first: one per catalog partition (the directory's tables are in partition 0). */
+function dbFiles(persist: string): number[] {
   const dir = path.join(persist, "v3", "d1");
-  let total = 0;
+  const sizes: number[] = [];
   const walk = (d: string) => {
     for (const f of readdirSync(d)) {
       const p = path.join(d, f);
       const st = statSync(p);
       if (st.isDirectory()) walk(p);
-      else if (f.endsWith(".sqlite") && f !== "metadata.sqlite") total += st.size;
+      else if (f.endsWith(".sqlite") && f !== "metadata.sqlite") sizes.push(st.size);
     }
   };
   if (existsSync(dir)) walk(dir);
-  return total;
+  return sizes.sort((a, b) => b - a);
 }
 
 /** Copies (or seeds) the database, starts wrangler dev on it, and prepares every case's URLs. */
@@ -99,13 +102,18 @@ async function startSize({ label, size, partitions }: (typeof SIZES)[number], po
     if (values.from) cpSync(values.from.replace("{size}", label), persist, { recursive: true });
   }
   if (values.from) for (const tier of ["cache", "kv", "do"]) rmSync(path.join(persist, "v3", tier), { recursive: true, force: true });
-  sh(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", persist]);
-  if (!values.from) sh(["tsx", "scripts/seed.ts", "--products", String(size), "--persist", persist]);
-  // The small category: 60 products spread over the catalog, moved into a category of their own.
+  const bindings = Array.from({ length: partitions }, (_, i) => (i === 0 ? "DB" : `CATALOG_${i}`));
+  for (const b of bindings) sh(["wrangler", "d1", "migrations", "apply", b, "--local", "--persist-to", persist]);
+  if (!values.from) sh(["tsx", "scripts/seed.ts", "--products", String(size), "--persist", persist, "--partitions", String(partitions)]);
+  // The small category: 60 products spread over the catalog, moved into a category of their own (the category in
+  // every partition, as the seed copies the tree; each UPDATE moves the ones that partition holds).
   const small = Array.from({ length: 60 }, (_, i) => `'${pid(1 + Math.floor(((i + 0.5) * size) / 60))}'`).join(",");
-  sh(["wrangler", "d1", "execute", "DB", "--local", "--persist-to", persist, "--command",
-    `INSERT OR IGNORE INTO categories (id, slug, name, parent_id, path, depth, position) VALUES ('cat-bench-small', 'bench-small', 'Bench small', 'cat-home-kitchen', '/cat-home-kitchen/cat-bench-small/', 1, 99); UPDATE products SET category_id = 'cat-bench-small' WHERE id IN (${small})`]);
-  const bytes = dbBytes(persist);
+  for (const b of bindings) {
+    sh(["wrangler", "d1", "execute", b, "--local", "--persist-to", persist, "--command",
+      `INSERT OR IGNORE INTO categories (id, slug, name, parent_id, path, depth, position) VALUES ('cat-bench-small', 'bench-small', 'Bench small', 'cat-home-kitchen', '/cat-home-kitchen/cat-bench-small/', 1, 99); UPDATE products SET category_id = 'cat-bench-small' WHERE id IN (${small})`]);
+  }
+  const partitionBytes = dbFiles(persist);
+  const bytes = partitionBytes.reduce((a, b) => a + b, 0);
   const vars: Record<string, string> = { ADMIN_TOKEN: ADMIN };
   if (partitions > 1) vars.CATALOG_PARTITIONS = String(partitions);
   const { origin } = await startDevServer({ port, inspectorPort: values["inspector-port"] + (port - values.port), persist, vars });
@@ -158,8 +166,10 @@ async function startSize({ label, size, partitions }: (typeof SIZES)[number], po
   return {
     label,
     size,
+    partitions,
     origin,
     dbBytes: bytes,
+    partitionBytes,
     cases: [
       { name: "bare route (baseline)", urls: Array.from({ length: EACH }, () => "/v1/bench/bare") },
       { name: "product, edge hit", urls: Array.from({ length: EACH }, () => hot) },
@@ -221,8 +231,8 @@ function report(sizes: Size[], samples: Sample[][]): string {
     return { p50: percentile(t, 50), p95: percentile(t, 95), p99: percentile(t, 99), n: t.length, tiers: s.tiers, non2xx: s.non2xx };
   }));
   const lines: string[] = [];
-  lines.push("# Scale bench: 10k, 100k and 1M products side by side", "");
-  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}'${values["in-place"] ? " --in-place" : ""} --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}\``, "");
+  lines.push(`# Scale bench: ${sizes.map((s) => s.label).join(", ")} side by side`, "");
+  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}'${values["in-place"] ? " --in-place" : ""} --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}${values["seed-times"] ? ` --seed-times ${values["seed-times"]}` : ""}\` (a size \`NxP\`: N products over P catalog partitions)`, "");
   const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(", ");
   lines.push(`Run ${new Date().toISOString()} on a 2-core machine; load average (1, 5, 15 min) ${load(loadAtStart)} when measuring began, ${load(loadavg())} at the end. Ratios are measured in the same run, each case in ${ROUNDS} alternating slices across sizes. ${CONNECTIONS} connections, ${EACH} requests per case and size.`, "");
   lines.push("| case | size | n | p50 ms | p95 ms | p99 ms | p99 ÷ bare | p99 ÷ same case at " + sizes[0]!.size + " | p50 ÷ same case at " + sizes[0]!.size + " | tiers | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|---|");
@@ -235,8 +245,15 @@ function report(sizes: Size[], samples: Sample[][]): string {
       lines.push(`| ${c.name} | ${s.label} | ${r.n} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${fmt(r.p99 / bare, 2)} | ${fmt(r.p99 / base, 2)} | ${fmt(r.p50 / base50, 2)} | ${JSON.stringify(r.tiers).replace(/"/g, "")} | ${r.non2xx} |`);
     }
   }
-  lines.push("", "| size | database (SQLite file) | per 100k products |", "|---|---|---|");
-  for (const s of sizes) lines.push(`| ${s.label} | ${fmt(s.dbBytes / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB |`);
+  const seeds = new Map(values["seed-times"].split(",").filter(Boolean).map((kv) => kv.split("=") as [string, string]));
+  const seed0 = Number(seeds.get(sizes[0]!.label));
+  lines.push("", "| size | partitions | database (SQLite files) | largest partition | per 100k products | seed time | seed ÷ same at " + sizes[0]!.size + " |", "|---|---|---|---|---|---|---|");
+  for (const s of sizes) {
+    const seed = Number(seeds.get(s.label));
+    lines.push(
+      `| ${s.label} | ${s.partitions} | ${fmt(s.dbBytes / 1e9, 2)} GB${s.partitionBytes.length > 1 ? ` (${s.partitionBytes.map((b) => fmt(b / 1e9, 2)).join(" + ")})` : ""} | ${fmt(s.partitionBytes[0]! / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB | ${Number.isFinite(seed) ? `${fmt(seed, 1)} s` : "—"} | ${Number.isFinite(seed) && Number.isFinite(seed0) ? fmt(seed / seed0, 1) : "—"} |`,
+    );
+  }
   const big = sizes.filter((s) => !s.label.includes("x")).at(-1)!;
   lines.push("", `At ${fmt((big.dbBytes / big.size) * 1e5 / 1e6, 0)} MB per 100k products (the ${big.size} row), one D1 database (10 GB) holds about ${fmt(10e9 / (big.dbBytes / big.size) / 1e6, 2)} M products.`);
   return lines.join("\n") + "\n";
