@@ -3,8 +3,8 @@
  * on a free port, handed to the tests as WEBHOOK_RECEIVER_URL). It verifies every delivery with the
  * `standardwebhooks` package, as an integrator's receiver would, and records what it saw.
  *
- *   POST /hook/<mode>/<name>   a delivery; mode ok (204) | fail (500) | fail-first (503 the first time a webhook-id
- *                              is seen, then 204) | slow (answers 204 after 5 s)
+ *   POST /hook/<mode>/<name>   a delivery; mode ok (204) | fail (500) | fail-first (503 the first time this endpoint
+ *                              sees a webhook-id, then 204) | slow (answers 204 after 5 s)
  *   PUT  /__secret/<name>      the signing secret of endpoint <name> (body: the secret)
  *   GET  /__received?endpoint=<name>   what <name> received, in arrival order
  */
@@ -61,8 +61,10 @@ export async function startWebhookReceiver(): Promise<string> {
         entry.error = String(err);
       }
       if (mode === "fail") entry.status = 500;
-      if (mode === "fail-first" && !seen.has(entry.id)) entry.status = 503;
-      seen.add(entry.id);
+      // Per endpoint: another endpoint receiving the same event first must not use up this one's first failure.
+      const key = `${name}\n${entry.id}`;
+      if (mode === "fail-first" && !seen.has(key)) entry.status = 503;
+      seen.add(key);
       received.push(entry);
       if (mode === "slow") await new Promise((r) => setTimeout(r, 5_000));
       res.writeHead(entry.status).end();
