@@ -6,6 +6,7 @@
 import { noStock, type ProductDocument } from "../catalog/document";
 import { localisedText, priceMaxAgeCap, renderPrice, type PriceView } from "../catalog/render";
 import { availabilityStatus, type StockStatus } from "../lib/stock-status";
+import { visibleProductSql } from "../imports/visibility";
 import { schedulesFrom, schedulesStatement } from "../promotions/schedule";
 
 const LOW_STOCK = 5;
@@ -36,7 +37,10 @@ export type CardScope = { currency: string; locale: string; now: number };
 
 type P = { id: string; slug: string; title: string; brand: string; category_id: string; status: string; images: string; markets: string; condition: string; created_at: number; updated_at: number; change_seq: number; version: number; path: string | null };
 
-/** Card documents (plus stock per region) for `ids`, in one D1 batch; missing ids are absent from the map. */
+/**
+ * Card documents (plus stock per region) for `ids`, in one D1 batch; missing ids are absent from the map, and so
+ * are products of an import not yet switched (every answer is carded here, so no list shows them early).
+ */
 export async function loadDocs(d1: D1Database, ids: string[], scope: CardScope): Promise<Map<string, LoadedDoc>> {
   const out = new Map<string, LoadedDoc>();
   if (!ids.length) return out;
@@ -48,7 +52,7 @@ export async function loadDocs(d1: D1Database, ids: string[], scope: CardScope):
       .prepare(
         `SELECT p.id, p.slug, p.title, p.brand, p.category_id, p.status, p.images, p.markets, p.condition, p.created_at, p.updated_at,
                 p.change_seq, p.version, c.path AS path
-         FROM products p LEFT JOIN categories c ON c.id = p.category_id WHERE p.id IN ${ofProducts}`,
+         FROM products p LEFT JOIN categories c ON c.id = p.category_id WHERE p.id IN ${ofProducts} AND ${visibleProductSql("p")}`,
       )
       .bind(arg),
     d1.prepare(`SELECT product_id, title FROM product_translations WHERE product_id IN ${ofProducts} AND locale = ?2`).bind(arg, scope.locale),
