@@ -23,6 +23,11 @@ export type HeapUsage = { usedSize: number; totalSize: number };
 export type Inspector = {
   call<T = unknown>(method: string, params?: Record<string, unknown>): Promise<T>;
   heap(): Promise<HeapUsage>;
+  /**
+   * A full garbage collection: workerd does not answer `HeapProfiler.collectGarbage`, but V8 collects all garbage
+   * before it takes a heap snapshot, so this takes one and drops its chunks (counted in `events`, not kept).
+   */
+  gc(): Promise<void>;
   /** Bytes of events the runtime sent, per method (what wrangler's inspector proxy buffers while no DevTools is attached). */
   events: Map<string, { count: number; bytes: number }>;
   close(): void;
@@ -32,10 +37,13 @@ type Target = { id: string; webSocketDebuggerUrl?: string };
 const listTargets = async (port: number | string) =>
   (await (await fetch(`http://127.0.0.1:${port}/json/list`, { signal: AbortSignal.timeout(5000) })).json()) as Target[];
 
-/** Connects to the first target listed by the inspector at `port` (wrangler's proxy: the Worker's isolate). */
-export async function connectInspector(port: number | string): Promise<Inspector> {
+/**
+ * Connects to the first target listed by the inspector at `port` (wrangler's proxy: the Worker's isolate), or to the
+ * one whose id is `id` (workerd's own inspector lists every isolate of the process).
+ */
+export async function connectInspector(port: number | string, id?: string): Promise<Inspector> {
   const targets = await listTargets(port);
-  const url = targets.find((t) => t.webSocketDebuggerUrl)?.webSocketDebuggerUrl;
+  const url = targets.find((t) => t.webSocketDebuggerUrl && (id === undefined || t.id === id))?.webSocketDebuggerUrl;
   if (!url) throw new Error(`no inspector target on port ${port}: ${JSON.stringify(targets)}`);
   return connectUrl(url);
 }
@@ -93,17 +101,21 @@ async function connectUrl(url: string): Promise<Inspector> {
     for (const w of waiting.values()) w.reject(new Error("inspector closed"));
     waiting.clear();
   });
-  const call = <T>(method: string, params: Record<string, unknown> = {}) =>
+  const call = <T>(method: string, params: Record<string, unknown> = {}, timeoutMs = 5_000) =>
     new Promise<T>((resolve, reject) => {
       const n = ++id;
       waiting.set(n, { resolve: resolve as (v: unknown) => void, reject });
-      setTimeout(() => waiting.delete(n) && reject(new Error(`${method}: no answer in 5 s`)), 5_000);
+      setTimeout(() => waiting.delete(n) && reject(new Error(`${method}: no answer in ${timeoutMs} ms`)), timeoutMs);
       ws.send(JSON.stringify({ id: n, method, params }));
     });
   const heap = () => call<HeapUsage>("Runtime.getHeapUsage");
+  const gc = async () => {
+    await call("HeapProfiler.takeHeapSnapshot", { reportProgress: false }, 120_000);
+  };
   return {
     call,
     heap,
+    gc,
     events,
     close: () => ws.close(),
   };

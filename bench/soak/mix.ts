@@ -73,6 +73,11 @@ export function makeMix(products: number) {
       ];
       return reqs[i % reqs.length]!;
     },
+    /**
+     * Only new search terms (each a new Cache API key, fresh and last-good copies), from a new IP each: isolates what
+     * storing new cache entries costs the local runtime, against `hostile-fixed`, which stores nothing new.
+     */
+    "search-new": () => ({ kind: "search-new", url: `/v1/search?q=${junk(8)}`, init: { headers: { "cf-connecting-ip": ip() } } }),
     /** A new random bearer token per request on every keyed route class (feed, reserve, click, recommendations, product). */
     bearer: (i) => {
       const bearer = randomBearer();
