@@ -40,7 +40,7 @@ export async function startMiniflare(opts: MiniflareServerOptions): Promise<{ or
     cachePersist: tmp.has("cache") ? false : undefined,
     durableObjectsPersist: tmp.has("do") ? false : undefined,
     unsafeEphemeralDurableObjects: opts.ephemeralObjects,
-    // wrangler dev lets the scheduled/queue trigger routes through; the soak does not need them.
+    // One log line per request would cost the Node side more than the runtime's answer.
     logRequests: false,
     workers: [{ ...workerOptions, name: "edgeshelf", modules: true, scriptPath: opts.entry, modulesRoot: path.dirname(opts.entry) }],
   } as ConstructorParameters<typeof Miniflare>[0]);
