@@ -124,7 +124,7 @@ const reserveReq = (sku: string, byIp = false) => () => ({
 /**
  * Waits until the queue consumer has caught up: locally it runs in the measured process, so a case started while
  * it still rebuilds the documents of the previous case's stock events pays for them (the baseline drifted 466 →
- * 336 req/s that way). Drained = no new propagation-lag sample (one per consumed event) for 1.5 s.
+ * 336 req/s that way). Drained = no new propagation-lag sample (one per consumed event) for 3 s.
  */
 async function drain(label: string): Promise<number> {
   const t0 = performance.now();
@@ -132,7 +132,7 @@ async function drain(label: string): Promise<number> {
     ((await (await api("GET", "/admin/metrics", undefined)).json()) as { propagation_lag_ms: { samples: number } }).propagation_lag_ms.samples;
   let last = await samples();
   let stableSince = performance.now();
-  while (performance.now() - stableSince < 1500 && performance.now() - t0 < 60_000) {
+  while (performance.now() - stableSince < 3000 && performance.now() - t0 < 60_000) {
     await new Promise((r) => setTimeout(r, 250));
     const now = await samples();
     if (now !== last) {
@@ -329,7 +329,7 @@ auth and one RPC to a StockShard that increments a SQLite counter — the cheape
 the same runtime. Ratios: throughput as case ÷ baseline (higher is better), latency as case ÷ baseline (lower is
 better). Targets: throughput ≥ 0.6×, p99 ≤ 1.5×.
 
-Cases ran in this order, each after the event pipeline had drained (no new propagation-lag sample for 1.5 s; waits
+Cases ran in this order, each after the event pipeline had drained (no new propagation-lag sample for 3 s; waits
 ${drains.map((d) => `${d.toFixed(1)}`).join(", ")} s), with a baseline before and after each reservation case. Each case's
 ratios are against the mean of its two neighbouring baselines; the range against either one alone is listed below.
 
