@@ -27,6 +27,7 @@ import path from "node:path";
 import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
 import { fmt, percentile, statusJson } from "../lib/stats";
 import { benchArgs } from "../lib/args";
+import { connectInspector } from "../lib/inspector";
 
 const args = benchArgs({
   seconds: 8,
@@ -242,6 +243,11 @@ async function main() {
       process.exit(0);
     }
   }
+  // wrangler's inspector proxy enables the runtime's Network domain and buffers every message until a DevTools
+  // client attaches (memory and CPU in the measured process, growing with every request): attach, turn it off.
+  const inspector = await connectInspector(args["inspector-port"]).catch(() => undefined);
+  const networkOff = inspector ? await inspector.call("Network.disable").then(() => true, () => false) : false;
+  console.log(`inspector Network domain disabled: ${networkOff}`);
   const loadBefore = load1();
 
   const spread = () => reserveReq(spreadSku(Math.floor(Math.random() * SPREAD_SKUS)))();
@@ -313,7 +319,9 @@ Command: \`npx tsx bench/reserve/run.ts --phase prepare\` (while other work may 
 \`npx tsx bench/reserve/run.ts --phase measure --seconds ${SECONDS} --connections ${CONNECTIONS}\` (
 no other test or bench on the machine). Run on ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; \`wrangler dev\`
 on its own port and \`--persist-to\`, local workerd, 2 cores; every figure below comes from this one run. Load
-average (1/5/15 min) when the measurement began: ${loadBefore}; after the measured cases: ${loadAfterCases}.
+average (1/5/15 min) when the measurement began: ${loadBefore}; after the measured cases: ${loadAfterCases}. The
+inspector's Network domain (which wrangler's proxy buffers until a DevTools client attaches) was ${networkOff ? "turned off" : "NOT turned off"}
+for the whole measurement.
 
 Closed loop of ${CONNECTIONS} concurrent clients for ${SECONDS} s per case. Every reservation is a full
 \`POST /v1/reservations\` from the one dev storefront key on behalf of one of ${SHOPPERS.toLocaleString("en")} shoppers
@@ -379,6 +387,7 @@ IP fallback ${ratio(spreadIp, b3, b4)}.
   mkdirSync("bench/results", { recursive: true });
   writeFileSync("bench/results/reserve.md", report);
   console.log(report);
+  inspector?.close();
   stop();
   process.exit(rec.oversold + selloutOversold + rec.mismatches > 0 ? 1 : 0);
 }
