@@ -7,8 +7,7 @@
  *
  * Storage: `persist` is the same root as `wrangler dev --persist-to` (its `v3/` layout), so the seeded template
  * works unchanged. Note that miniflare's "in-memory" storage (`kvPersist: false`…) is not RAM: it is SQLite and blob
- * files in a temporary directory, so disk and "memory" differ only in where the files are. `ephemeralObjects` puts
- * Durable Objects in workerd's own in-memory storage (`unsafeEphemeralDurableObjects`), the only truly in-RAM mode.
+ * files in a temporary directory, so disk and "memory" differ only in where the files are.
  */
 import path from "node:path";
 import { Miniflare } from "miniflare";
@@ -22,8 +21,6 @@ export type MiniflareServerOptions = {
   persist: string;
   /** Plugins whose storage goes to miniflare's temporary directory instead of `persist` ("kv", "cache", "do"). */
   tmpStorage?: string[];
-  /** Durable Objects in workerd's in-memory storage (nothing on disk; lost at exit). */
-  ephemeralObjects?: boolean;
   /** Starts workerd with its V8 inspector on this port, as wrangler dev does (default: no inspector). */
   inspectorPort?: number;
 };
@@ -39,7 +36,6 @@ export async function startMiniflare(opts: MiniflareServerOptions): Promise<{ or
     kvPersist: tmp.has("kv") ? false : undefined,
     cachePersist: tmp.has("cache") ? false : undefined,
     durableObjectsPersist: tmp.has("do") ? false : undefined,
-    unsafeEphemeralDurableObjects: opts.ephemeralObjects,
     // One log line per request would cost the Node side more than the runtime's answer.
     logRequests: false,
     workers: [{ ...workerOptions, name: "edgeshelf", modules: true, scriptPath: opts.entry, modulesRoot: path.dirname(opts.entry) }],

@@ -4,7 +4,7 @@
  *   npx tsx bench/soak/prepare.ts [--products 2000]          # once, before the measured run: seed + bundle
  *   npx tsx bench/soak/run.ts [--requests 50000] [--concurrency 16] [--products 2000] [--port 8831]
  *                             [--only bearer,hostile | --phases read:3000,hostile:2700] [--report bench/results/soak.md]
- *                             [--runtime wrangler|miniflare] [--inspect] [--gc] [--tmp-storage kv,cache,do] [--ephemeral-objects]
+ *                             [--runtime wrangler|miniflare] [--inspect] [--gc] [--tmp-storage kv,cache,do]
  *
  * Classes (bench/soak/mix.ts): hostile reads, random bearers on keyed routes, valid reads, availability,
  * reservations (committed or released), admin writes, stock adjustments (queue-heavy), imports and recommendation
@@ -53,12 +53,11 @@ const KEEP_NETWORK = process.argv.includes("--devtools-network");
 /**
  * `--runtime miniflare` serves the same bundle and bindings with the Miniflare API: one workerd process, no proxy,
  * no inspector (`--inspect` adds workerd's inspector back). `--tmp-storage kv,cache,do` moves those stores to
- * miniflare's temporary directory, `--ephemeral-objects` keeps Durable Objects in workerd's RAM.
+ * miniflare's temporary directory.
  */
 const RUNTIME = arg("runtime", "wrangler");
 const INSPECT = process.argv.includes("--inspect");
 const TMP_STORAGE = arg("tmp-storage", "").split(",").filter(Boolean);
-const EPHEMERAL_OBJECTS = process.argv.includes("--ephemeral-objects");
 /**
  * `--gc`: at the end of each phase, a full GC of every isolate the inspector reaches (a heap snapshot) before the
  * sample, so heap figures are live bytes, not live bytes plus whatever garbage V8 had not collected yet.
@@ -140,7 +139,7 @@ async function main() {
   if (!existsSync(".dev.vars")) copyFileSync(".dev.vars.example", ".dev.vars");
   const entry = path.join(SOAK_BUILD, "index.js");
   const server = RUNTIME === "miniflare"
-    ? await startMiniflare({ port: PORT, entry, persist: SOAK_STATE, tmpStorage: TMP_STORAGE, ephemeralObjects: EPHEMERAL_OBJECTS, inspectorPort: INSPECT ? PORT + 500 : undefined })
+    ? await startMiniflare({ port: PORT, entry, persist: SOAK_STATE, tmpStorage: TMP_STORAGE, inspectorPort: INSPECT ? PORT + 500 : undefined })
     : await startDevServer({ port: PORT, inspectorPort: PORT + 500, persist: SOAK_STATE, entry, healthTries: 480, logFile: ".wrangler/soak-wrangler.log", logLevel: arg("log-level", "error") });
   // Under wrangler, two workerd processes: wrangler's proxy (the port we call, the DevTools proxy) and the runtime
   // that serves the Worker, its Durable Objects and miniflare's simulations (the one started with --inspector-addr).
@@ -358,7 +357,7 @@ async function main() {
     fiveXX,
     rss: { start: +first.rss.toFixed(0), warm: +w.rss.toFixed(0), peak: +peak.toFixed(0), end: +end.rss.toFixed(0), growth: +(end.rss - w.rss).toFixed(1), perProcessEnd: end.per.map((x) => +x.toFixed(0)) },
     runtimeParts: { warm: formatParts(w.parts), end: formatParts(end.parts) },
-    runtime: `${RUNTIME === "miniflare" ? `miniflare${INSPECT ? " +inspector" : ""}${TMP_STORAGE.length ? ` tmp:${TMP_STORAGE.join("+")}` : ""}${EPHEMERAL_OBJECTS ? " ephemeral-objects" : ""}` : "wrangler dev"}${FORCE_GC ? "; warm-up and end measured after a full GC of every isolate (traffic paused)" : ""}`,
+    runtime: `${RUNTIME === "miniflare" ? `miniflare${INSPECT ? " +inspector" : ""}${TMP_STORAGE.length ? ` tmp:${TMP_STORAGE.join("+")}` : ""}` : "wrangler dev"}${FORCE_GC ? "; warm-up and end measured after a full GC of every isolate (traffic paused)" : ""}`,
     heap: { start: +first.heap.toFixed(1), warm: +w.heap.toFixed(1), peak: +peakHeap.toFixed(1), end: +end.heap.toFixed(1), growth: +(end.heap - w.heap).toFixed(1) },
     accounted,
     objects,
