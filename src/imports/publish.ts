@@ -22,8 +22,9 @@ import { retargetStatements } from "../promotions/targets";
 import { allCatalogDbs } from "../db/partitions";
 import { isOccGuardError, isUniqueError, occGuard } from "../db/guards";
 import { CHUNK_LINES } from "./receive";
+import { importBatch, insertAttributes, insertPrices, insertTranslations, insertVariants, PRODUCT_COLUMNS, PRODUCT_VALUES, stagedPriceKeys, stagedRows, stagedVariants } from "./row-sql";
 
-type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string };
+type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string; IMPORT_TRACE?: string };
 
 /** D1 statements one invocation may still spend. */
 export type Budget = { left: number };
@@ -45,51 +46,34 @@ export class ImportTooManyUpdates extends Error {
   }
 }
 
-const doc = (path: string) => `json_extract(r.document, '$.${path}')`;
-/** The chunk's staged changes to existing products: ?1 the import, ?3..?4 its line range (?2 is the time). */
-const STAGED = "FROM import_rows r WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0";
-const STAGED_VARIANTS = "FROM import_rows r, json_each(r.document, '$.variants') v WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0";
+const STAGED = stagedRows(0);
+const STAGED_VARIANTS = stagedVariants(0);
 
 /** Changes to existing products, lines lo..hi. Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
 function updateStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
   const s = (sql: string) => db.prepare(sql).bind(importId, now, lo, hi);
   return [
-    s(`INSERT INTO products (id, slug, title, description, brand, category_id, status, attributes, images, markets, condition, min_prices,
-         change_seq, version, import_id, created_at, updated_at)
-       SELECT r.product_id, ${doc("slug")}, ${doc("title")}, ${doc("description")}, ${doc("brand")}, ${doc("category_id")}, ${doc("status")},
-         ${doc("attributes")}, ${doc("images")}, ${doc("markets")}, ${doc("condition")}, ${doc("min_prices")},
-         (SELECT coalesce(max(change_seq), 0) FROM products) + r.line - ?3 + 1, 1, ?1, ?2, ?2
+    s(`INSERT INTO products (${PRODUCT_COLUMNS}, change_seq, version, import_id, created_at, updated_at)
+       SELECT ${PRODUCT_VALUES}, (SELECT coalesce(max(change_seq), 0) FROM products) + r.line - ?3 + 1, 1, ?1, ?2, ?2
        ${STAGED}
        ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, title = excluded.title, description = excluded.description, brand = excluded.brand,
          category_id = excluded.category_id, status = excluded.status, attributes = excluded.attributes, images = excluded.images,
          markets = excluded.markets, condition = excluded.condition, min_prices = excluded.min_prices, change_seq = excluded.change_seq,
          version = products.version + 1, import_id = excluded.import_id, updated_at = excluded.updated_at`),
     s(`DELETE FROM product_translations WHERE product_id IN (SELECT r.product_id ${STAGED})`),
-    s(`INSERT INTO product_translations (product_id, locale, title, description)
-       SELECT r.product_id, t.key, json_extract(t.value, '$.title'), coalesce(json_extract(t.value, '$.description'), '')
-       FROM import_rows r, json_each(r.document, '$.translations') t WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0`),
+    s(insertTranslations(0)),
     s(`DELETE FROM product_attributes WHERE product_id IN (SELECT r.product_id ${STAGED})`),
-    s(`INSERT INTO product_attributes (product_id, name, value)
-       SELECT r.product_id, a.key, a.value FROM import_rows r, json_each(r.document, '$.attributes') a
-       WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0`),
+    s(insertAttributes(0)),
     s(`UPDATE variants SET status = 'archived', version = version + 1, updated_at = ?2
        WHERE status <> 'archived' AND product_id IN (SELECT r.product_id ${STAGED})
          AND sku NOT IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS})`),
-    s(`INSERT INTO variants (sku, product_id, title, options, gtin, mpn, position, status, updated_at)
-       SELECT json_extract(v.value, '$.sku'), r.product_id, json_extract(v.value, '$.title'), json_extract(v.value, '$.options'),
-         json_extract(v.value, '$.gtin'), json_extract(v.value, '$.mpn'), v.key, 'active', ?2
-       ${STAGED_VARIANTS}
+    s(`${insertVariants(0)}
        ON CONFLICT (sku) DO UPDATE SET title = excluded.title, options = excluded.options, gtin = excluded.gtin, mpn = excluded.mpn,
          position = excluded.position, status = 'active', updated_at = excluded.updated_at, version = variants.version + 1
        WHERE variants.product_id = excluded.product_id`),
     s(`DELETE FROM prices WHERE sku IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS})
-         AND (sku || ' ' || currency) NOT IN (
-           SELECT json_extract(v.value, '$.sku') || ' ' || p.key FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p
-           WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0)`),
-    s(`INSERT INTO prices (sku, currency, amount, updated_at)
-       SELECT json_extract(v.value, '$.sku'), p.key, p.value, ?2
-       FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p
-       WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0
+         AND (sku || ' ' || currency) NOT IN (${stagedPriceKeys(0)})`),
+    s(`${insertPrices(0)}
        ON CONFLICT (sku, currency) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at, version = prices.version + 1
        WHERE prices.amount <> excluded.amount`),
     s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
@@ -193,7 +177,7 @@ export async function switchImport(env: PartitionEnv, importId: string, now: num
   if (budget.left < statements.length) return "deferred";
   budget.left -= statements.length;
   try {
-    const results = await db.batch(statements);
+    const results = await importBatch(env, "switch", db, statements);
     outbox.push({ partition: 0, ids: outboxIdsOf(results, statements, marks) });
     return "switched";
   } catch (err) {
@@ -203,7 +187,7 @@ export async function switchImport(env: PartitionEnv, importId: string, now: num
 }
 
 /** Rolls partition `p` (> 0) forward: its visibility row and its changes to existing products, one batch. False: out of budget. */
-async function rollForward(db: D1Database, p: number, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
+async function rollForward(env: PartitionEnv, db: D1Database, p: number, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
   const chunks = await updateChunks(db, importId);
   const statements: D1PreparedStatement[] = [db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now)];
   const marks = new Set<D1PreparedStatement>();
@@ -216,7 +200,7 @@ async function rollForward(db: D1Database, p: number, importId: string, now: num
   if (budget.left < statements.length) return false;
   budget.left -= statements.length;
   try {
-    const results = await db.batch(statements);
+    const results = await importBatch(env, "roll-forward", db, statements);
     outbox.push({ partition: p, ids: outboxIdsOf(results, statements, marks) });
   } catch (err) {
     // Another invocation rolled this partition forward first.
@@ -235,7 +219,7 @@ export async function finalizeImport(env: PartitionEnv, importId: string, now: n
   budget.left -= dbs.length;
   for (let p = 1; p < dbs.length; p++) {
     if (visible[p]) continue;
-    if (!(await rollForward(dbs[p]!, p, importId, now, budget, outbox))) return false;
+    if (!(await rollForward(env, dbs[p]!, p, importId, now, budget, outbox))) return false;
   }
   for (let p = 0; p < dbs.length; p++) {
     const db = dbs[p]!;
@@ -246,7 +230,7 @@ export async function finalizeImport(env: PartitionEnv, importId: string, now: n
       if (!chunk) break;
       const statements = finalizeStatements(db, importId, now, chunk.lo, chunk.hi);
       budget.left -= statements.length;
-      const results = await db.batch(statements);
+      const results = await importBatch(env, "finalize", db, statements);
       outbox.push({ partition: p, ids: outboxIdsOf(results, statements, new Set([statements[statements.length - 2]!])) });
     }
   }
@@ -276,7 +260,7 @@ export async function pruneImport(env: PartitionEnv, importId: string, budget: B
       if (!chunk) break;
       const statements = pruneStatements(db, importId, chunk.lo, chunk.hi);
       budget.left -= statements.length;
-      await db.batch(statements);
+      await importBatch(env, "prune", db, statements);
     }
   }
   return true;

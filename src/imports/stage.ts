@@ -9,51 +9,34 @@
  */
 import { allCatalogDbs, partitionOf } from "../db/partitions";
 import type { AcceptedLine } from "./receive";
+import { importBatch, insertAttributes, insertPrices, insertTranslations, insertVariants, PRODUCT_COLUMNS, PRODUCT_VALUES, stagedRows } from "./row-sql";
 
 /** The JSON bound to one staging statement stays under D1's 2 MB per value. */
 const STAGE_BYTES = 1_500_000;
 
-type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string };
+type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string; IMPORT_TRACE?: string };
 
 export type StageOutcome = { staged: number; rejections: { line: number; error: string }[]; statements: number };
-
-const doc = (path: string) => `json_extract(r.document, '$.${path}')`;
-/** The chunk's new products: ?1 the import, ?3..?4 its line range (?2 is the time). */
-const NEW_ROWS = "FROM import_rows r WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1";
-const NEW_VARIANTS = "FROM import_rows r, json_each(r.document, '$.variants') v WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1";
 
 /** The statements writing a chunk's new products as pending rows. Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
 function pendingInsertStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
   const s = (sql: string) => db.prepare(sql).bind(importId, now, lo, hi);
   return [
     // change_seq 0: the feeds' sequence is given when the import is finalized, once readers can see the product.
-    s(`INSERT INTO products (id, slug, title, description, brand, category_id, status, attributes, images, markets, condition, min_prices,
-         change_seq, version, import_id, pending_import, created_at, updated_at)
-       SELECT r.product_id, ${doc("slug")}, ${doc("title")}, ${doc("description")}, ${doc("brand")}, ${doc("category_id")}, ${doc("status")},
-         ${doc("attributes")}, ${doc("images")}, ${doc("markets")}, ${doc("condition")}, ${doc("min_prices")}, 0, 1, ?1, ?1, ?2, ?2
-       ${NEW_ROWS}`),
-    s(`INSERT INTO product_translations (product_id, locale, title, description)
-       SELECT r.product_id, t.key, json_extract(t.value, '$.title'), coalesce(json_extract(t.value, '$.description'), '')
-       FROM import_rows r, json_each(r.document, '$.translations') t WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1`),
-    s(`INSERT INTO product_attributes (product_id, name, value)
-       SELECT r.product_id, a.key, a.value FROM import_rows r, json_each(r.document, '$.attributes') a
-       WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1`),
-    s(`INSERT INTO variants (sku, product_id, title, options, gtin, mpn, position, status, updated_at)
-       SELECT json_extract(v.value, '$.sku'), r.product_id, json_extract(v.value, '$.title'), json_extract(v.value, '$.options'),
-         json_extract(v.value, '$.gtin'), json_extract(v.value, '$.mpn'), v.key, 'active', ?2
-       ${NEW_VARIANTS}`),
-    s(`INSERT INTO prices (sku, currency, amount, updated_at)
-       SELECT json_extract(v.value, '$.sku'), p.key, p.value, ?2
-       FROM import_rows r, json_each(r.document, '$.variants') v, json_each(v.value, '$.prices') p
-       WHERE r.import_id = ?1 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 1`),
+    s(`INSERT INTO products (${PRODUCT_COLUMNS}, change_seq, version, import_id, pending_import, created_at, updated_at)
+       SELECT ${PRODUCT_VALUES}, 0, 1, ?1, ?1, ?2, ?2 ${stagedRows(1)}`),
+    s(insertTranslations(1)),
+    s(insertAttributes(1)),
+    s(insertVariants(1)),
+    s(insertPrices(1)),
   ];
 }
 
 /** Clashes of the chunk with what the partition `db` holds (live products, and the pending ones of every import). */
-async function clashesIn(db: D1Database, importId: string, rows: AcceptedLine[]): Promise<Map<number, string>> {
+async function clashesIn(env: PartitionEnv, db: D1Database, importId: string, rows: AcceptedLine[]): Promise<Map<number, string>> {
   const skus = JSON.stringify(rows.flatMap((r) => r.skus.map((sku) => [r.line, sku, r.id])));
   const slugs = JSON.stringify(rows.map((r) => [r.line, r.slug, r.id]));
-  const [skuRes, slugRes, pendingRes] = await db.batch([
+  const [skuRes, slugRes, pendingRes] = await importBatch(env, "clash-check", db, [
     db
       .prepare(
         `SELECT json_extract(x.value, '$[0]') AS line, v.sku, v.product_id FROM json_each(?1) x
@@ -84,7 +67,7 @@ async function clashesIn(db: D1Database, importId: string, rows: AcceptedLine[])
 export async function stageChunk(env: PartitionEnv, importId: string, part: number, rows: AcceptedLine[], now: number): Promise<StageOutcome> {
   const dbs = allCatalogDbs(env);
   const clashes = new Map<number, string>();
-  for (const found of await Promise.all(dbs.map((db) => clashesIn(db, importId, rows)))) {
+  for (const found of await Promise.all(dbs.map((db) => clashesIn(env, db, importId, rows)))) {
     for (const [line, error] of found) if (!clashes.has(line)) clashes.set(line, error);
   }
   let statements = 3 * dbs.length;
@@ -124,7 +107,7 @@ export async function stageChunk(env: PartitionEnv, importId: string, part: numb
       const lo = list[0]!.line;
       const hi = list[list.length - 1]!.line;
       // One transaction per partition: the staging rows and the pending products they describe exist together or not at all.
-      const results = await db.batch([...pieces, ...pendingInsertStatements(db, importId, now, lo, hi)]);
+      const results = await importBatch(env, "stage", db, [...pieces, ...pendingInsertStatements(db, importId, now, lo, hi)]);
       statements += pieces.length + 5;
       const staged = new Set(results.slice(0, pieces.length).flatMap((r) => (r.results as { line: number }[]).map((x) => x.line)));
       for (const r of list) if (!staged.has(r.line)) duplicates.push(r.line);
