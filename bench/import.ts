@@ -15,6 +15,7 @@ import { loadavg } from "node:os";
 import path from "node:path";
 import { benchArgs } from "./lib/args";
 import { buildOnce, sh, startDevServer } from "./lib/dev-server";
+import { connectInspector, type Inspector } from "./lib/inspector";
 
 const values = benchArgs({ lines: "200000", partitions: "1,2", updates: 1000, port: 8861, "inspector-port": 9361, "part-lines": 0 });
 const H = { authorization: "Bearer dev-admin-token" };
@@ -73,6 +74,10 @@ async function runOne(lines: number, partitions: number, entry: string): Promise
   const vars: Record<string, string> = { IMPORT_TRACE: "1" };
   if (partitions > 1) vars.CATALOG_PARTITIONS = String(partitions);
   const server = await startDevServer({ port: values.port, inspectorPort: values["inspector-port"], persist, entry, vars, logFile, logLevel: "log" });
+  // wrangler's inspector proxy buffers every inspector message until a client attaches (hundreds of MB over a
+  // large import's logged batches): attach and turn the Network domain off, as bench/soak does.
+  const inspector: Inspector | undefined = await connectInspector(values["inspector-port"]).catch(() => undefined);
+  await inspector?.call("Network.disable").catch(() => {});
   try {
     const origin = server.origin;
     const tree = (await (await fetch(`${origin}/v1/categories`)).json()) as { items: { id: string; children?: unknown[] }[] };
@@ -105,7 +110,8 @@ async function runOne(lines: number, partitions: number, entry: string): Promise
       const res = await request(origin, "PUT", `/admin/imports/${id}/parts/${part}`, streamOf(rows), "application/x-ndjson");
       if (res.status !== 200) throw new Error(`part ${part}: ${res.status} ${JSON.stringify(res.json)}`);
       partMs.push(res.ms);
-      process.stdout.write(`\r${label}: part ${part} (${to} lines) in ${(res.ms / 1000).toFixed(1)} s`);
+      const heap = inspector ? ` (Worker heap ${((await inspector.heap()).usedSize / 2 ** 20).toFixed(0)} MB)` : "";
+      process.stdout.write(`\r${label}: part ${part} (${to} lines) in ${(res.ms / 1000).toFixed(1)} s${heap}`);
     }
     if (changes.length > 0) {
       part += 1;
@@ -141,6 +147,7 @@ async function runOne(lines: number, partitions: number, entry: string): Promise
       `| ${lines.toLocaleString("en")} + ${values.updates} changed | ${partitions} | ${part} | ${upload.toFixed(1)} | ${((publishedAt - uploaded) / 1000).toFixed(2)} | ${((done - publishedAt) / 1000).toFixed(1)} | ${total.toFixed(1)} | ${Math.round(Number(final.accepted) / total).toLocaleString("en")} | ${commits.length} | ${sw.ms} ms (${sw.statements} st.) | ${longest().ms} ms (${longest().import_batch}, ${longest().statements} st.) | ${maxStatement} ms | ${final.status} | ${load0.map((x) => x.toFixed(2)).join(", ")} → ${load1.map((x) => x.toFixed(2)).join(", ")} |`,
     ].join("\n");
   } finally {
+    inspector?.close();
     server.stop();
   }
 }
