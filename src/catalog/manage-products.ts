@@ -9,6 +9,7 @@ import { allCatalogDbs, catalogDb } from "../db/partitions";
 import { sendOutboxRows } from "../events/outbox";
 import { now } from "../lib/clock";
 import { visibleProductSql } from "../imports/visibility";
+import { claimSkus, releaseSkus } from "./sku-claims";
 import { ApiError } from "../lib/errors";
 import { loadProductDocument, type ProductDocument } from "./document";
 import { supportedCurrencies } from "./locale";
@@ -90,7 +91,16 @@ async function commit({ env, waitUntil }: WriteContext, id: string, prepared: Pr
 
 async function write(ctx: WriteContext, id: string, input: ProductInput, mode: WriteMode, current?: ProductDocument): Promise<ProductDocument> {
   await checkReferences(ctx.env, id, input, current);
-  return commit(ctx, id, prepareProductWrite(catalogDb(ctx.env, id), id, input, mode, now()), mode.kind === "update" ? mode.expectedVersion : undefined);
+  // Over several partitions the checks above race with a writer in another partition: the directory claim decides.
+  const skus = input.variants.map((v) => v.sku).filter((sku) => !current?.variants.some((cv) => cv.sku === sku));
+  const { claimed, taken } = await claimSkus(ctx.env, id, skus);
+  if (taken.length) throw ApiError.conflict(`SKUs already belong to other products: ${taken.map((t) => `${t.sku} (${t.product_id})`).join(", ")}.`, { skus: taken });
+  try {
+    return await commit(ctx, id, prepareProductWrite(catalogDb(ctx.env, id), id, input, mode, now()), mode.kind === "update" ? mode.expectedVersion : undefined);
+  } catch (err) {
+    await releaseSkus(ctx.env, id, claimed).catch(() => {});
+    throw err;
+  }
 }
 
 /** PUT: creates the product when it does not exist (no If-Match allowed); replacing needs the current version. */

@@ -307,6 +307,18 @@ export const imports = sqliteTable("imports", {
   updatedAt: integer("updated_at").notNull().default(0),
 });
 
+/**
+ * Which product owns a SKU, over every catalog partition (directory only; used when CATALOG_PARTITIONS > 1):
+ * claimed in one directory transaction before the product's partition is written (src/catalog/sku-claims.ts).
+ */
+export const skuOwners = sqliteTable("sku_owners", {
+  sku: text("sku").primaryKey(),
+  productId: text("product_id").notNull(),
+  claimedAt: integer("claimed_at").notNull(),
+  /** The import that made the claim (released if it is aborted); NULL for admin writes. */
+  importId: text("import_id"),
+}, (t) => [index("sku_owners_import_idx").on(t.importId).where(sql`import_id IS NOT NULL`)]);
+
 /** Parts of a multi-part import (directory only): a part number is received once. */
 export const importParts = sqliteTable(
   "import_parts",

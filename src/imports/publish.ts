@@ -22,6 +22,7 @@ import { retargetStatements } from "../promotions/targets";
 import { allCatalogDbs } from "../db/partitions";
 import { isOccGuardError, isUniqueError, occGuard } from "../db/guards";
 import { CHUNK_LINES } from "./receive";
+import { releaseImportClaims } from "../catalog/sku-claims";
 import { importBatch, insertAttributes, insertPrices, insertTranslations, insertVariants, PRODUCT_COLUMNS, PRODUCT_VALUES, stagedPriceKeys, stagedRows, stagedVariants } from "./row-sql";
 
 type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string; IMPORT_TRACE?: string };
@@ -263,5 +264,9 @@ export async function pruneImport(env: PartitionEnv, importId: string, budget: B
       await importBatch(env, "prune", db, statements);
     }
   }
-  return true;
+  for (;;) {
+    if (budget.left < 1) return false;
+    budget.left -= 1;
+    if (await releaseImportClaims(env, importId)) return true;
+  }
 }

@@ -9,6 +9,7 @@
  */
 import { allCatalogDbs, partitionOf } from "../db/partitions";
 import type { AcceptedLine } from "./receive";
+import { claimImportSkus } from "../catalog/sku-claims";
 import { importBatch, insertAttributes, insertPrices, insertTranslations, insertVariants, PRODUCT_COLUMNS, PRODUCT_VALUES, stagedRows } from "./row-sql";
 
 /** The JSON bound to one staging statement stays under D1's 2 MB per value. */
@@ -71,6 +72,10 @@ export async function stageChunk(env: PartitionEnv, importId: string, part: numb
     for (const [line, error] of found) if (!clashes.has(line)) clashes.set(line, error);
   }
   let statements = 3 * dbs.length;
+  // Over several partitions the checks above race with writers of other partitions: the directory claim decides.
+  const claims = await claimImportSkus(env, importId, rows.filter((r) => !clashes.has(r.line)), now);
+  for (const [line, error] of claims) clashes.set(line, error);
+  if (dbs.length > 1) statements += 3;
   const byPartition = new Map<number, AcceptedLine[]>();
   for (const row of rows) {
     if (clashes.has(row.line)) continue;

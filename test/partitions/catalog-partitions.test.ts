@@ -454,3 +454,56 @@ async function facetTotal(brand: string): Promise<number> {
   for (const db of allCatalogDbs(env)) n += (await db.prepare("SELECT coalesce(sum(count), 0) AS n FROM facet_counts WHERE facet = 'brand' AND value = ?").bind(brand).first<{ n: number }>())!.n;
   return n;
 }
+
+describe("SKU uniqueness across partitions", () => {
+  const idIn = (partition: number, prefix: string) => {
+    let id = uid(prefix);
+    while (partitionOf(env, id) !== partition) id = uid(prefix);
+    return id;
+  };
+  const body = (sku: string) => ({ slug: uid("slug").toLowerCase(), title: "Race", brand: "Racer", category_id: products[0]!.categoryId, variants: [{ sku, prices: { USD: 100 } }] });
+  const owners = async (sku: string) => {
+    const found: string[] = [];
+    for (const db of allCatalogDbs(env)) found.push(...(await db.prepare("SELECT product_id FROM variants WHERE sku = ?").bind(sku).all<{ product_id: string }>()).results.map((r) => r.product_id));
+    return found;
+  };
+
+  it("two concurrent creates of one SKU in different partitions: exactly one wins, every time", async () => {
+    for (let round = 0; round < 6; round++) {
+      const sku = uid("RACE-SKU");
+      const a = idIn(0, "race-a");
+      const b = idIn(1, "race-b");
+      const [ra, rb] = await Promise.all([json("PUT", `/admin/products/${a}`, body(sku), admin()), json("PUT", `/admin/products/${b}`, body(sku), admin())]);
+      expect([ra.status, rb.status].sort()).toEqual([201, 409]);
+      const winner = ra.status === 201 ? a : b;
+      expect(await owners(sku)).toEqual([winner]);
+      expect(await env.DB.prepare("SELECT product_id FROM sku_owners WHERE sku = ?").bind(sku).first()).toEqual({ product_id: winner });
+    }
+  });
+
+  it("an import and an admin write racing for one SKU in different partitions: exactly one gets it", async () => {
+    for (let round = 0; round < 4; round++) {
+      const sku = uid("RACE-IMP");
+      const imported = idIn(0, "race-imp");
+      const written = idIn(1, "race-put");
+      const line = JSON.stringify({ id: imported, ...body(sku) });
+      const [ri, rw] = await Promise.all([
+        call("/admin/import", { method: "POST", headers: admin({ "content-type": "application/x-ndjson" }), body: line + "\n" }),
+        json("PUT", `/admin/products/${written}`, body(sku), admin()),
+      ]);
+      const answer = await ri.json<{ accepted: number }>();
+      expect(answer.accepted + (rw.status === 201 ? 1 : 0)).toBe(1);
+      expect(await owners(sku)).toEqual([answer.accepted === 1 ? imported : written]);
+    }
+  });
+
+  it("a failed write gives its claim back: the SKU can be taken by another product afterwards", async () => {
+    const sku = uid("RACE-BACK");
+    const a = idIn(0, "back-a");
+    // Unknown currency: refused after the claim would be too late, so it is refused before any claim.
+    expect((await json("PUT", `/admin/products/${a}`, { ...body(sku), category_id: "cat-missing" }, admin())).status).toBe(422);
+    const b = idIn(1, "back-b");
+    expect((await json("PUT", `/admin/products/${b}`, body(sku), admin())).status).toBe(201);
+    expect(await owners(sku)).toEqual([b]);
+  });
+});
