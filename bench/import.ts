@@ -10,7 +10,7 @@
  * Each configuration gets a fresh database (migrations + a 1,000-product seed for categories and products to
  * change) under .wrangler/bench-import-<lines>x<partitions>.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { loadavg } from "node:os";
 import path from "node:path";
 import { benchArgs } from "./lib/args";
@@ -69,6 +69,8 @@ async function request(origin: string, method: string, url: string, body?: BodyI
 async function runOne(lines: number, partitions: number, entry: string): Promise<string> {
   const label = `${lines}x${partitions}`;
   const persist = path.resolve(`.wrangler/bench-import-${label}`);
+  // A fresh database: an earlier run's unfinished import would still hold its products as pending.
+  rmSync(persist, { recursive: true, force: true });
   sh(["tsx", "scripts/seed.ts", "--products", "1000", "--persist", persist, "--partitions", String(partitions)]);
   const logFile = path.resolve(`.wrangler/bench-import-${label}.log`);
   const vars: Record<string, string> = { IMPORT_TRACE: "1" };
@@ -123,16 +125,17 @@ async function runOne(lines: number, partitions: number, entry: string): Promise
     const commits: number[] = [];
     let status = "";
     let publishedAt = 0;
+    let final: Record<string, unknown> = {};
     for (let i = 0; i < 10_000 && status !== "completed"; i++) {
       const res = await request(origin, "POST", `/admin/imports/${id}/commit`);
       commits.push(res.ms);
       status = res.json.status as string;
+      final = res.json;
       if (!publishedAt && (status === "finalizing" || status === "completed")) publishedAt = performance.now();
       if (res.status >= 400) throw new Error(`commit: ${res.status} ${JSON.stringify(res.json)}`);
     }
     const done = performance.now();
     const load1 = loadavg();
-    const final = (await request(origin, "GET", `/admin/imports/${id}`)).json;
     const traces = readFileSync(logFile, "utf8")
       .split("\n")
       .filter((l) => l.includes('"import_batch"'))
