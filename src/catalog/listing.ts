@@ -278,8 +278,10 @@ function totalSql(pl: Plan, whereMatch: SQL): SQL {
   const joined = sql`(SELECT count(*) FROM (SELECT 1 FROM ${pl.from} WHERE ${whereMatch} LIMIT ${TOTAL_CAP + 1}))`;
   if (!pl.queryOnly) return joined;
   const q = pl.queryOnly;
+  // `+status`: the second probe must seek the partial index of pending rows; on `status = 'active'` SQLite walked
+  // every active product (0.34 s at 1M, every search by words alone).
   return sql`(WITH inactive AS MATERIALIZED (SELECT rid FROM (SELECT rowid AS rid FROM products WHERE status < 'active' OR status > 'active'
-        UNION ALL SELECT rowid FROM products WHERE pending_import IS NOT NULL AND status = 'active' AND NOT ${sql.raw(visibleProductSql("products"))}) LIMIT ${INACTIVE_PROBES + 1})
+        UNION ALL SELECT rowid FROM products WHERE pending_import IS NOT NULL AND +status = 'active' AND NOT ${sql.raw(visibleProductSql("products"))}) LIMIT ${INACTIVE_PROBES + 1})
     SELECT CASE WHEN (SELECT count(*) FROM inactive) > ${INACTIVE_PROBES} THEN ${joined}
       ELSE (SELECT count(*) FROM (SELECT 1 FROM products_fts WHERE products_fts MATCH ${q} LIMIT ${TOTAL_CAP + 1} + (SELECT count(*) FROM inactive)))
         - (SELECT count(*) FROM inactive x WHERE EXISTS (SELECT 1 FROM products_fts f WHERE f.rowid = x.rid AND f.products_fts MATCH ${q})) END)`;
