@@ -349,6 +349,29 @@ describe("multi-part imports", () => {
     expect(await count("SELECT coalesce(sum(count), 0) AS n FROM facet_counts WHERE facet = 'brand' AND value = ?", brand)).toBe(total);
   });
 
+  it("a commit without the budget for the switch publishes nothing and finalizes nothing; the next commit applies every change", async () => {
+    const p = uid("defer");
+    const before = `Before ${p}`;
+    const after = `After ${p}`;
+    const seeded = await postImport(ndjson(Array.from({ length: 5 }, (_, i) => line(`${p}-old-${i}`, { brand: before }))));
+    expect([200, 201, 202]).toContain(seeded.status);
+    await vi.waitFor(async () => expect(await visibleCount(before)).toBe(5));
+    const id = await openImport();
+    const rows = [...Array.from({ length: 5 }, (_, i) => line(`${p}-old-${i}`, { brand: after })), ...Array.from({ length: 5 }, (_, i) => line(`${p}-new-${i}`, { brand: after }))];
+    expect((await putPart(id, 1, ndjson(rows))).status).toBe(200);
+    // Too small for the switch batch (17 statements for one chunk of changes), large enough for a finalize chunk.
+    const deferred = await commitImport(env, id, { left: 17 });
+    expect(deferred.status).toBe("publishing");
+    expect(await visibleCount(after)).toBe(0);
+    expect(await visibleCount(before)).toBe(5);
+    expect(await count("SELECT count(*) AS n FROM import_rows WHERE import_id = ?", id)).toBe(10);
+    const res = await commit(id);
+    expect([200, 201, 202]).toContain(res.status);
+    await vi.waitFor(async () => expect((await getImport(env, id))!.status).toBe("completed"));
+    expect(await visibleCount(after)).toBe(10);
+    expect(await visibleCount(before)).toBe(0);
+  });
+
   it("a crash between the switch and the finalization converges: readers see all of it, and the cron completes it", async () => {
     const p = uid("crash");
     const brand = `Crash ${p}`;

@@ -95,10 +95,13 @@ export async function uploadPart(env: ImportEnv, importId: string, part: number,
     throw new ApiError(409, "conflict", "Conflict", `The import is ${row.status}: it takes no more parts.`, { status: row.status });
   }
   try {
-    await db
+    const claimed = await db
       .prepare("INSERT INTO import_parts (import_id, part, status, received_at) SELECT ?1, ?2, 'receiving', ?3 WHERE EXISTS (SELECT 1 FROM imports WHERE id = ?1 AND status IN ('open', 'receiving'))")
       .bind(importId, part, now)
       .run();
+    // A commit (or the cron's abort) that moved the status since the read above: staging now would write into an
+    // import that is being published or discarded.
+    if (claimed.meta.changes !== 1) throw new ApiError(409, "conflict", "Conflict", "The import was committed or aborted meanwhile: it takes no more parts.");
   } catch (err) {
     if (isUniqueError(err, "import_parts")) throw new ApiError(409, "conflict", "Conflict", `Part ${part} of this import was uploaded already.`, { part });
     throw err;
@@ -173,6 +176,10 @@ async function abortImport(env: ImportEnv, importId: string, error: string, budg
 }
 
 async function continueAbort(env: ImportEnv, importId: string, budget: Budget): Promise<void> {
+  // Only an import marked aborting is pruned: when the abort's UPDATE matched nothing (the switch had committed
+  // although its call reported an error, or another commit switched it), its products are published and stay.
+  const row = await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
+  if (row?.status !== "aborting") return;
   if (await pruneImport(env, importId, budget)) {
     await env.DB.prepare("UPDATE imports SET status = 'failed', finished_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'aborting'").bind(importId, Date.now()).run();
   }
@@ -224,7 +231,14 @@ async function continueImport(env: ImportEnv, importId: string, budget: Budget, 
   if (row?.status === "publishing") {
     try {
       // The clock, not Date.now(): which promotions are live (retargeting) is decided at this instant.
-      await switchImport(env, importId, clockNow(), budget, outbox);
+      const outcome = await switchImport(env, importId, clockNow(), budget, outbox);
+      // Deferred (out of budget): nothing is published yet, so nothing may be finalized; the next call switches.
+      if (outcome === "deferred") return;
+      // Lost: another invocation moved the status first, which may have been an abort: finalize only what was switched.
+      if (outcome === "lost") {
+        const now = await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
+        if (now?.status !== "finalizing") return;
+      }
     } catch (err) {
       // The switch is one transaction: it failed whole, so the import was never visible. Abort it.
       await abortImport(env, importId, `publish failed: ${String((err as Error)?.message ?? err)}`, budget);
