@@ -372,6 +372,24 @@ describe("multi-part imports", () => {
     expect(await visibleCount(before)).toBe(0);
   });
 
+  it("a SKU that another product took while the import was open keeps that product's prices at the switch", async () => {
+    const p = uid("skutaken");
+    const existing = `${p}-y`;
+    const taken = `${p}-S`;
+    expect((await json("PUT", `/admin/products/${existing}`, { ...line(existing), id: undefined }, admin())).status).toBe(201);
+    const id = await openImport();
+    // The import moves the existing product onto a SKU nobody has yet (the clash check passes)...
+    expect((await putPart(id, 1, ndjson([line(existing, { variants: [{ sku: taken, prices: { USD: 500 } }] })]))).status).toBe(200);
+    // ...and an operator gives that SKU to a new product before the commit.
+    const other = `${p}-z`;
+    expect((await json("PUT", `/admin/products/${other}`, { ...line(other), id: undefined, variants: [{ sku: taken, prices: { USD: 3000, EUR: 2800 } }] }, admin())).status).toBe(201);
+    expect([200, 201, 202]).toContain((await commit(id)).status);
+    await vi.waitFor(async () => expect((await getImport(env, id))!.status).toBe("completed"));
+    const prices = await env.DB.prepare("SELECT currency, amount FROM prices WHERE sku = ? ORDER BY currency").bind(taken).all<{ currency: string; amount: number }>();
+    expect(prices.results).toEqual([{ currency: "EUR", amount: 2800 }, { currency: "USD", amount: 3000 }]);
+    expect(await count("SELECT count(*) AS n FROM variants WHERE sku = ? AND product_id = ?", taken, other)).toBe(1);
+  });
+
   it("a crash between the switch and the finalization converges: readers see all of it, and the cron completes it", async () => {
     const p = uid("crash");
     const brand = `Crash ${p}`;

@@ -49,6 +49,8 @@ export class ImportTooManyUpdates extends Error {
 
 const STAGED = stagedRows(0);
 const STAGED_VARIANTS = stagedVariants(0);
+/** The staged variant's SKU belongs to the staged product: a SKU another product took meanwhile keeps its prices. */
+const OWNED_SKU = "EXISTS (SELECT 1 FROM variants o WHERE o.sku = json_extract(v.value, '$.sku') AND o.product_id = r.product_id)";
 
 /** Changes to existing products, lines lo..hi. Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
 function updateStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
@@ -72,9 +74,9 @@ function updateStatements(db: D1Database, importId: string, now: number, lo: num
        ON CONFLICT (sku) DO UPDATE SET title = excluded.title, options = excluded.options, gtin = excluded.gtin, mpn = excluded.mpn,
          position = excluded.position, status = 'active', updated_at = excluded.updated_at, version = variants.version + 1
        WHERE variants.product_id = excluded.product_id`),
-    s(`DELETE FROM prices WHERE sku IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS})
+    s(`DELETE FROM prices WHERE sku IN (SELECT json_extract(v.value, '$.sku') ${STAGED_VARIANTS} AND ${OWNED_SKU})
          AND (sku || ' ' || currency) NOT IN (${stagedPriceKeys(0)})`),
-    s(`${insertPrices(0)}
+    s(`${insertPrices(0)} AND ${OWNED_SKU}
        ON CONFLICT (sku, currency) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at, version = prices.version + 1
        WHERE prices.amount <> excluded.amount`),
     s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
