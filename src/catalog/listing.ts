@@ -318,7 +318,7 @@ async function queryPartition(
   // The category tree is read from the directory (partition 0) only.
   const withCategories = partition === 0;
   // Each partition corrects typos against its own FTS vocabulary.
-  const pl = plan(p, p.q ? ftsQuery(await correctTerms(origin, p.q)) : undefined);
+  const pl = plan(p, p.q ? ftsQuery(await correctTerms(origin, p.q, { scope: String(partition) })) : undefined);
   const after = decodeCursor(p);
   const keyset: SQL[] = after ? [keysetSql(pl, after)] : [];
   const dir = sql.raw(pl.dir);
