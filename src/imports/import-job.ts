@@ -172,14 +172,15 @@ async function abortImport(env: ImportEnv, importId: string, error: string, budg
     .bind(importId, error, at)
     .run()
     .catch(() => {});
+  // Only an import marked aborting is pruned: when the UPDATE above matched nothing (the switch had committed
+  // although its call reported an error, or another commit switched it), its products are published and stay.
+  const row = await db.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>().catch(() => null);
+  if (row?.status !== "aborting") return;
   await continueAbort(env, importId, budget).catch(() => {});
 }
 
+/** Prunes an import whose status is `aborting` (the caller has read it). */
 async function continueAbort(env: ImportEnv, importId: string, budget: Budget): Promise<void> {
-  // Only an import marked aborting is pruned: when the abort's UPDATE matched nothing (the switch had committed
-  // although its call reported an error, or another commit switched it), its products are published and stay.
-  const row = await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
-  if (row?.status !== "aborting") return;
   if (await pruneImport(env, importId, budget)) {
     await env.DB.prepare("UPDATE imports SET status = 'failed', finished_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'aborting'").bind(importId, Date.now()).run();
   }

@@ -157,31 +157,39 @@ export async function checkSwitchSize(env: PartitionEnv, importId: string): Prom
   });
 }
 
-/**
- * The switch. Returns false when another invocation switched first (the compare-and-set lost); throws when the
- * batch failed, which leaves the import unpublished (the caller aborts it).
- */
-export async function switchImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<"switched" | "lost" | "deferred"> {
-  const db = env.DB;
-  const chunks = await updateChunks(db, importId);
-  const statements: D1PreparedStatement[] = [
-    db.prepare("UPDATE imports SET status = 'finalizing', published_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'publishing'").bind(importId, now),
-    occGuard(db),
-  ];
+/** A partition's staged changes to existing products, chunk by chunk, and the statements whose RETURNING ids go to the outbox. */
+async function updateBatch(db: D1Database, importId: string, now: number): Promise<{ statements: D1PreparedStatement[]; marks: Set<D1PreparedStatement> }> {
+  const statements: D1PreparedStatement[] = [];
   const marks = new Set<D1PreparedStatement>();
-  for (const { lo, hi } of chunks) {
+  for (const { lo, hi } of await updateChunks(db, importId)) {
     const chunk = updateStatements(db, importId, now, lo, hi);
     marks.add(chunk[chunk.length - 2]!);
     statements.push(...chunk);
   }
-  statements.push(db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now));
+  return { statements, marks };
+}
+
+/**
+ * The switch. Returns "lost" when another invocation moved the status first (the compare-and-set lost) and
+ * "deferred" when the budget cannot hold the batch; throws when the batch failed, which leaves the import
+ * unpublished (the caller aborts it).
+ */
+export async function switchImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<"switched" | "lost" | "deferred"> {
+  const db = env.DB;
+  const updates = await updateBatch(db, importId, now);
+  const statements: D1PreparedStatement[] = [
+    db.prepare("UPDATE imports SET status = 'finalizing', published_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'publishing'").bind(importId, now),
+    occGuard(db),
+    ...updates.statements,
+    db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now),
+  ];
   budget.left -= 1;
   // Left for the next invocation (a commit call or the cron), which starts with a full budget.
   if (budget.left < statements.length) return "deferred";
   budget.left -= statements.length;
   try {
     const results = await importBatch(env, "switch", db, statements);
-    outbox.push({ partition: 0, ids: outboxIdsOf(results, statements, marks) });
+    outbox.push({ partition: 0, ids: outboxIdsOf(results, statements, updates.marks) });
     return "switched";
   } catch (err) {
     if (isOccGuardError(err)) return "lost";
@@ -191,20 +199,14 @@ export async function switchImport(env: PartitionEnv, importId: string, now: num
 
 /** Rolls partition `p` (> 0) forward: its visibility row and its changes to existing products, one batch. False: out of budget. */
 async function rollForward(env: PartitionEnv, db: D1Database, p: number, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
-  const chunks = await updateChunks(db, importId);
-  const statements: D1PreparedStatement[] = [db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now)];
-  const marks = new Set<D1PreparedStatement>();
-  for (const { lo, hi } of chunks) {
-    const chunk = updateStatements(db, importId, now, lo, hi);
-    marks.add(chunk[chunk.length - 2]!);
-    statements.push(...chunk);
-  }
+  const updates = await updateBatch(db, importId, now);
+  const statements = [db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now), ...updates.statements];
   budget.left -= 1;
   if (budget.left < statements.length) return false;
   budget.left -= statements.length;
   try {
     const results = await importBatch(env, "roll-forward", db, statements);
-    outbox.push({ partition: p, ids: outboxIdsOf(results, statements, marks) });
+    outbox.push({ partition: p, ids: outboxIdsOf(results, statements, updates.marks) });
   } catch (err) {
     // Another invocation rolled this partition forward first.
     if (!isUniqueError(err, "import_visibility.import_id")) throw err;
@@ -238,14 +240,13 @@ export async function finalizeImport(env: PartitionEnv, importId: string, now: n
     }
   }
   if (budget.left < dbs.length + 3) return false;
-  const [completed, category] = await env.DB.batch([
+  const [, category] = await env.DB.batch([
     env.DB.prepare("UPDATE imports SET status = 'completed', finished_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'finalizing'").bind(importId, now),
     env.DB.prepare(`INSERT INTO outbox (type, entity_id, version, occurred_at, payload)
        SELECT 'category.changed', c.id, c.version, ?2, json_object('type', 'category.changed', 'id', c.id, 'version', c.version, 'occurred_at', ?2)
        FROM categories c WHERE changes() > 0 AND c.id IN (SELECT value FROM json_each((SELECT categories FROM imports WHERE id = ?1)))
        RETURNING id`).bind(importId, now),
   ]);
-  void completed;
   outbox.push({ partition: 0, ids: (category!.results as { id: number }[]).map((r) => r.id) });
   // No pending row of the import is left anywhere (each was cleared with its staging row): the visibility rows are spent.
   await Promise.all(dbs.map((db) => db.prepare("DELETE FROM import_visibility WHERE import_id = ?").bind(importId).run()));

@@ -17,7 +17,7 @@ const STAGE_BYTES = 1_500_000;
 
 type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string; IMPORT_TRACE?: string };
 
-export type StageOutcome = { staged: number; rejections: { line: number; error: string }[]; statements: number };
+export type StageOutcome = { staged: number; rejections: { line: number; error: string }[] };
 
 /** The statements writing a chunk's new products as pending rows. Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
 function pendingInsertStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
@@ -71,11 +71,9 @@ export async function stageChunk(env: PartitionEnv, importId: string, part: numb
   for (const found of await Promise.all(dbs.map((db) => clashesIn(env, db, importId, rows)))) {
     for (const [line, error] of found) if (!clashes.has(line)) clashes.set(line, error);
   }
-  let statements = 3 * dbs.length;
   // Over several partitions the checks above race with writers of other partitions: the directory claim decides.
   const claims = await claimImportSkus(env, importId, rows.filter((r) => !clashes.has(r.line)), now);
   for (const [line, error] of claims) clashes.set(line, error);
-  if (dbs.length > 1) statements += 3;
   const byPartition = new Map<number, AcceptedLine[]>();
   for (const row of rows) {
     if (clashes.has(row.line)) continue;
@@ -113,7 +111,6 @@ export async function stageChunk(env: PartitionEnv, importId: string, part: numb
       const hi = list[list.length - 1]!.line;
       // One transaction per partition: the staging rows and the pending products they describe exist together or not at all.
       const results = await importBatch(env, "stage", db, [...pieces, ...pendingInsertStatements(db, importId, now, lo, hi)]);
-      statements += pieces.length + 5;
       const staged = new Set(results.slice(0, pieces.length).flatMap((r) => (r.results as { line: number }[]).map((x) => x.line)));
       for (const r of list) if (!staged.has(r.line)) duplicates.push(r.line);
     }),
@@ -122,5 +119,5 @@ export async function stageChunk(env: PartitionEnv, importId: string, part: numb
     ...[...clashes].map(([line, error]) => ({ line, error })),
     ...duplicates.map((line) => ({ line, error: `duplicate product id ${rows.find((r) => r.line === line)!.id} (staged by an earlier part of this import)` })),
   ].sort((a, b) => a.line - b.line);
-  return { staged: rows.length - rejections.length, rejections, statements };
+  return { staged: rows.length - rejections.length, rejections };
 }

@@ -39,7 +39,7 @@ export class ShopperTally {
     const units = lines.reduce((n, l) => n + l.quantity, 0);
     const mine = this.sql.exec<{ expires_at: number }>("SELECT expires_at FROM shopper_holds WHERE reservation_id = ?", reservationId).toArray()[0];
     if (mine) {
-      if (mine.expires_at !== expiresAt) this.sql.exec("UPDATE shopper_holds SET expires_at = ? WHERE reservation_id = ?", expiresAt, reservationId);
+      if (mine.expires_at !== expiresAt) this.extend(reservationId, expiresAt);
       return { ok: true };
     }
     const row = this.sql
