@@ -417,3 +417,81 @@ describe("multi-part imports", () => {
     expect(await count("SELECT count(*) AS n FROM outbox WHERE type = 'category.changed' AND occurred_at >= ?", (await getImport(env, importId))!.published_at!)).toBeGreaterThan(0);
   });
 });
+
+describe("parts and imports racing for the same new SKU or slug", () => {
+  type PartAnswer = { accepted: number; rejected_count: number; rejected: { line: number; error: string }[] };
+
+  /**
+   * Uploads parts at once, each body held open (every line sent, the stream not closed) until every upload has
+   * claimed its part, then all closed together: each part's only chunk is then checked and staged at the same
+   * moment, so both pass the checks before either writes (the race), rather than one finishing before the other starts.
+   */
+  async function racedParts(uploads: { id: string; part: number; body: string }[]): Promise<Response[]> {
+    const closers: (() => void)[] = [];
+    const responses = uploads.map(({ id, part, body }) => {
+      const stream = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode(body));
+          closers.push(() => controller.close());
+        },
+      });
+      return putPart(id, part, stream);
+    });
+    await vi.waitFor(async () => {
+      const claimed = await Promise.all(uploads.map(({ id, part }) => env.DB.prepare("SELECT 1 AS ok FROM import_parts WHERE import_id = ? AND part = ?").bind(id, part).first()));
+      expect(claimed.every(Boolean)).toBe(true);
+    });
+    for (const close of closers) close();
+    return Promise.all(responses);
+  }
+
+  it("two parts uploaded at once with the same new SKU and slug: the loser's lines are rejected by line, the rest of both parts is kept", async () => {
+    const p = uid("race");
+    const brand = `Race ${p}`;
+    const id = await openImport();
+    const filler = (part: number) => Array.from({ length: 30 }, (_, i) => line(`${p}-${part}-f${i}`, { brand }));
+    const sku = `${p}-shared-sku`;
+    const slug = `${p}-shared-slug`;
+    // Part 1 holds A (the SKU and the slug); part 2 holds B (the same SKU) and C (the same slug): either A loses, or B and C do.
+    const one = [line(`${p}-a`, { brand, slug, variants: [{ sku, prices: { USD: 100 } }] }), ...filler(1)];
+    const two = [line(`${p}-b`, { brand, variants: [{ sku, prices: { USD: 200 } }] }), line(`${p}-c`, { brand, slug }), ...filler(2)];
+    const [r1, r2] = await racedParts([{ id, part: 1, body: ndjson(one) }, { id, part: 2, body: ndjson(two) }]);
+    expect([r1.status, r2.status]).toEqual([200, 200]);
+    const [a1, a2] = [await r1.json<PartAnswer>(), await r2.json<PartAnswer>()];
+    const rejected = [...a1.rejected, ...a2.rejected].map((r) => r.line).sort((x, y) => x - y);
+    // The race really happened in one of two ways, and each lost line names what it clashed with.
+    expect([[1], [1_000_001, 1_000_002]]).toContainEqual(rejected);
+    for (const r of [...a1.rejected, ...a2.rejected]) expect(r.error).toMatch(/sku .* belongs to product|slug belongs to product/);
+    expect(a1.accepted + a2.accepted).toBe(one.length + two.length - rejected.length);
+
+    const done = await commit(id);
+    expect(done.status).toBe(201);
+    expect(await done.json<ImportAnswer>()).toMatchObject({ status: "completed", accepted: one.length + two.length - rejected.length, rejected_count: rejected.length });
+    expect(await visibleCount(brand)).toBe(one.length + two.length - rejected.length);
+    expect(await count(`SELECT count(*) AS n FROM variants v JOIN products p ON p.id = v.product_id WHERE v.sku = ? AND ${visibleProductSql("p")}`, sku)).toBe(1);
+    expect(await count(`SELECT count(*) AS n FROM products p WHERE slug = ? AND ${visibleProductSql("p")}`, slug)).toBe(1);
+    expect((await call(`/v1/products/${p}-2-f7`)).status).toBe(200);
+  });
+
+  it("two imports uploaded at once creating products with the same new SKU: one line is rejected, both imports complete", async () => {
+    const p = uid("race2");
+    const brand = `Race two ${p}`;
+    const sku = `${p}-contested`;
+    const [x, y] = await Promise.all([openImport(), openImport()]);
+    const body = (who: string) => ndjson([line(`${p}-${who}`, { brand, variants: [{ sku, prices: { USD: 300 } }] }), ...Array.from({ length: 20 }, (_, i) => line(`${p}-${who}-${i}`, { brand }))]);
+    const [rx, ry] = await racedParts([{ id: x, part: 1, body: body("x") }, { id: y, part: 1, body: body("y") }]);
+    expect([rx.status, ry.status]).toEqual([200, 200]);
+    const [ax, ay] = [await rx.json<PartAnswer>(), await ry.json<PartAnswer>()];
+    expect(ax.rejected_count + ay.rejected_count).toBe(1);
+    const loser = ax.rejected_count === 1 ? ax : ay;
+    const winner = loser === ax ? "y" : "x";
+    expect(loser.rejected).toEqual([{ line: 1, error: `sku ${sku} belongs to product ${p}-${winner}` }]);
+
+    const [cx, cy] = await Promise.all([commit(x), commit(y)]);
+    expect([cx.status, cy.status]).toEqual([201, 201]);
+    expect((await cx.json<ImportAnswer>()).status).toBe("completed");
+    expect((await cy.json<ImportAnswer>()).status).toBe("completed");
+    expect(await visibleCount(brand)).toBe(41);
+    expect(await env.DB.prepare("SELECT product_id FROM variants WHERE sku = ?").bind(sku).first<{ product_id: string }>()).toEqual({ product_id: `${p}-${winner}` });
+  });
+});

@@ -23,7 +23,7 @@ import { checkSwitchSize, finalizeImport, ImportTooManyUpdates, MAX_UPDATE_CHUNK
 export type { ImportFormat, Rejection };
 export { CHUNK_LINES as PUBLISH_CHUNK_LINES };
 
-type ImportEnv = Pick<Env, "DB" | "SUPPORTED_CURRENCIES" | "CATALOG_PARTITIONS">;
+type ImportEnv = Pick<Env, "DB" | "SUPPORTED_CURRENCIES" | "CATALOG_PARTITIONS" | "IMPORT_TRACE">;
 
 export type ImportResult = {
   import_id: string;

@@ -25,7 +25,7 @@ import { CHUNK_LINES } from "./receive";
 import { releaseImportClaims } from "../catalog/sku-claims";
 import { importBatch, insertAttributes, insertPrices, insertTranslations, insertVariants, PRODUCT_COLUMNS, PRODUCT_VALUES, stagedPriceKeys, stagedRows, stagedVariants } from "./row-sql";
 
-type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string; IMPORT_TRACE?: string };
+type PartitionEnv = Pick<Env, "DB" | "IMPORT_TRACE"> & { CATALOG_PARTITIONS?: string };
 
 /** D1 statements one invocation may still spend. */
 export type Budget = { left: number };

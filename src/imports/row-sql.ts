@@ -41,7 +41,7 @@ export const stagedPriceKeys = (isNew: 0 | 1) => `SELECT json_extract(v.value, '
  * A batch of an import's, logged with its wall time and its slowest statement (`meta.duration`) when the
  * IMPORT_TRACE variable is set (bench/import.ts reads these lines).
  */
-export async function importBatch(env: { IMPORT_TRACE?: string }, kind: string, db: D1Database, statements: D1PreparedStatement[]): Promise<D1Result[]> {
+export async function importBatch(env: Pick<Env, "IMPORT_TRACE">, kind: string, db: D1Database, statements: D1PreparedStatement[]): Promise<D1Result[]> {
   if (!env.IMPORT_TRACE) return db.batch(statements);
   const t0 = Date.now();
   const results = await db.batch(statements);

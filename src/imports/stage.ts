@@ -15,7 +15,7 @@ import { importBatch, insertAttributes, insertPrices, insertTranslations, insert
 /** The JSON bound to one staging statement stays under D1's 2 MB per value. */
 const STAGE_BYTES = 1_500_000;
 
-type PartitionEnv = Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string; IMPORT_TRACE?: string };
+type PartitionEnv = Pick<Env, "DB" | "IMPORT_TRACE"> & { CATALOG_PARTITIONS?: string };
 
 export type StageOutcome = { staged: number; rejections: { line: number; error: string }[] };
 
@@ -32,6 +32,24 @@ function pendingInsertStatements(db: D1Database, importId: string, now: number, 
     s(insertPrices(1)),
   ];
 }
+
+/**
+ * Stages a piece of a chunk (?1 import, ?2 part, ?3 JSON of {line, id, doc}); returns the lines staged. The checks
+ * before it race with parts and imports staging at the same time, so the same transaction skips a line:
+ *   - whose product id this import staged already (the unique index on import id and product id);
+ *   - whose product exists as another import's pending product;
+ *   - whose product is new and whose slug or a SKU another product holds now.
+ * A skipped line is rejected, never a unique-constraint failure that would abort the whole import.
+ */
+const STAGE_SQL = `INSERT INTO import_rows (import_id, line, part, product_id, document, is_new)
+  SELECT ?1, json_extract(x.value, '$.line'), ?2, json_extract(x.value, '$.id'), json_extract(x.value, '$.doc'),
+    NOT EXISTS (SELECT 1 FROM products p WHERE p.id = json_extract(x.value, '$.id'))
+  FROM json_each(?3) x
+  WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = json_extract(x.value, '$.id') AND p.pending_import IS NOT NULL AND p.pending_import <> ?1)
+    AND (EXISTS (SELECT 1 FROM products p WHERE p.id = json_extract(x.value, '$.id'))
+      OR NOT (EXISTS (SELECT 1 FROM products p WHERE p.slug = json_extract(x.value, '$.doc.slug'))
+        OR EXISTS (SELECT 1 FROM json_each(x.value, '$.doc.variants') v JOIN variants o ON o.sku = json_extract(v.value, '$.sku'))))
+  ON CONFLICT DO NOTHING RETURNING line`;
 
 /** Clashes of the chunk with what the partition `db` holds (live products, and the pending ones of every import). */
 async function clashesIn(env: PartitionEnv, db: D1Database, importId: string, rows: AcceptedLine[]): Promise<Map<number, string>> {
@@ -82,16 +100,11 @@ export async function stageChunk(env: PartitionEnv, importId: string, part: numb
     if (list) list.push(row);
     else byPartition.set(p, [row]);
   }
-  const duplicates: number[] = [];
+  const late = new Map<number, string>();
   await Promise.all(
     [...byPartition].map(async ([p, list]) => {
       const db = dbs[p]!;
-      const stage = db.prepare(
-        `INSERT INTO import_rows (import_id, line, part, product_id, document, is_new)
-         SELECT ?1, json_extract(value, '$.line'), ?2, json_extract(value, '$.id'), json_extract(value, '$.doc'),
-           NOT EXISTS (SELECT 1 FROM products p WHERE p.id = json_extract(value, '$.id'))
-         FROM json_each(?3) WHERE 1 ON CONFLICT DO NOTHING RETURNING line`,
-      );
+      const stage = db.prepare(STAGE_SQL);
       const pieces: D1PreparedStatement[] = [];
       let piece: unknown[] = [];
       let bytes = 0;
@@ -112,12 +125,21 @@ export async function stageChunk(env: PartitionEnv, importId: string, part: numb
       // One transaction per partition: the staging rows and the pending products they describe exist together or not at all.
       const results = await importBatch(env, "stage", db, [...pieces, ...pendingInsertStatements(db, importId, now, lo, hi)]);
       const staged = new Set(results.slice(0, pieces.length).flatMap((r) => (r.results as { line: number }[]).map((x) => x.line)));
-      for (const r of list) if (!staged.has(r.line)) duplicates.push(r.line);
+      const skipped = list.filter((r) => !staged.has(r.line));
+      if (skipped.length === 0) return;
+      // Rare: a line the staging skipped, either a product id an earlier part staged, or a slug, SKU or product a
+      // concurrent part or import wrote after the checks above. Those writers have committed now: asking again names them.
+      const [raced, ownIds] = await Promise.all([
+        clashesIn(env, db, importId, skipped),
+        db.prepare("SELECT product_id FROM import_rows WHERE import_id = ?1 AND product_id IN (SELECT value FROM json_each(?2))").bind(importId, JSON.stringify(skipped.map((r) => r.id))).all<{ product_id: string }>(),
+      ]);
+      const earlier = new Set(ownIds.results.map((r) => r.product_id));
+      for (const r of skipped) {
+        const error = earlier.has(r.id) ? `duplicate product id ${r.id} (staged by an earlier part of this import)` : (raced.get(r.line) ?? "its product id, slug or a SKU was taken by a concurrent writer");
+        late.set(r.line, error);
+      }
     }),
   );
-  const rejections = [
-    ...[...clashes].map(([line, error]) => ({ line, error })),
-    ...duplicates.map((line) => ({ line, error: `duplicate product id ${rows.find((r) => r.line === line)!.id} (staged by an earlier part of this import)` })),
-  ].sort((a, b) => a.line - b.line);
+  const rejections = [...[...clashes, ...late].map(([line, error]) => ({ line, error }))].sort((a, b) => a.line - b.line);
   return { staged: rows.length - rejections.length, rejections };
 }
