@@ -9,15 +9,25 @@
  * (`meta.duration`, logged by the Worker when IMPORT_TRACE is set), and how many lines a reader saw mid-import.
  * Each configuration gets a fresh database (migrations + a 1,000-product seed for categories and products to
  * change) under .wrangler/bench-import-<lines>x<partitions>.
+ *
+ * `--phase upload` stops after the uploads (the server is stopped, the database and the import's state kept);
+ * `--phase commit` then restarts a server on that database and times the commits alone. A 1M-line import takes
+ * longer than one reserved-machine slot: its upload runs under the shared CPU lock, its commits under the quiet one.
  */
-import { readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import path from "node:path";
 import { benchArgs } from "./lib/args";
 import { buildOnce, sh, startDevServer } from "./lib/dev-server";
 import { connectInspector, type Inspector } from "./lib/inspector";
 
-const values = benchArgs({ lines: "200000", partitions: "1,2", updates: 1000, port: 8861, "inspector-port": 9361, "part-lines": 0 });
+const values = benchArgs({ lines: "200000", partitions: "1,2", updates: 1000, port: 8861, "inspector-port": 9361, "part-lines": 0, phase: "all" });
+if (!["all", "upload", "commit"].includes(values.phase)) {
+  console.error("--phase must be all, upload or commit");
+  process.exit(2);
+}
+/** What the upload phase hands to the commit phase. */
+type UploadState = { id: string; upload_s: number; part_s: number[]; parts: number; load0: number[]; log: string };
 const H = { authorization: "Bearer dev-admin-token" };
 
 type Trace = { import_batch: string; ms: number; statements: number; max_statement_ms: number };
@@ -66,13 +76,61 @@ async function request(origin: string, method: string, url: string, body?: BodyI
   return { status: res.status, json, ms: performance.now() - t0 };
 }
 
+/** Opens the import and uploads its parts (the new products, then the changes to seeded ones). */
+async function uploadParts(origin: string, lines: number, partitions: number, label: string, inspector: Inspector | undefined): Promise<UploadState> {
+  const tree = (await (await fetch(`${origin}/v1/categories`)).json()) as { items: { id: string; children?: unknown[] }[] };
+  const leaves: string[] = [];
+  const walk = (nodes: { id: string; children?: unknown[] }[]) => {
+    for (const n of nodes) {
+      if (n.children?.length) walk(n.children as { id: string; children?: unknown[] }[]);
+      else leaves.push(n.id);
+    }
+  };
+  walk(tree.items);
+  const partLines = values["part-lines"] || (partitions === 1 ? 100_000 : 50_000);
+  // Changes to seeded products (ids p-000001…), read before the clock starts: they ride in the switch batch.
+  const changes: string[] = [];
+  for (let i = 1; i <= values.updates; i++) {
+    const pid = `p-${String(i).padStart(6, "0")}`;
+    const doc = (await (await fetch(`${origin}/v1/products/${pid}?currency=USD`)).json()) as { slug: string; brand: string; category: { id: string }; variants: { sku: string }[] };
+    changes.push(JSON.stringify({ id: pid, slug: doc.slug, title: `Changed by the bench ${i}`, brand: doc.brand, category_id: doc.category.id, variants: doc.variants.map((v) => ({ sku: v.sku, prices: { USD: 4242 } })) }));
+  }
+  const load0 = loadavg();
+  const t0 = performance.now();
+  const created = await request(origin, "POST", "/admin/imports", JSON.stringify({ format: "ndjson" }), "application/json");
+  const id = created.json.import_id as string;
+  const partSeconds: number[] = [];
+  let part = 0;
+  for (let from = 0; from < lines; from += partLines) {
+    part += 1;
+    const to = Math.min(lines, from + partLines);
+    const rows = productLines(`bi${label}`, from, to, leaves);
+    const res = await request(origin, "PUT", `/admin/imports/${id}/parts/${part}`, streamOf(rows), "application/x-ndjson");
+    if (res.status !== 200) throw new Error(`part ${part}: ${res.status} ${JSON.stringify(res.json)}`);
+    partSeconds.push(res.ms / 1000);
+    const heap = inspector ? ` (Worker heap ${((await inspector.heap()).usedSize / 2 ** 20).toFixed(0)} MB)` : "";
+    process.stdout.write(`\r${label}: part ${part} (${to} lines) in ${(res.ms / 1000).toFixed(1)} s${heap}`);
+  }
+  if (changes.length > 0) {
+    part += 1;
+    const res = await request(origin, "PUT", `/admin/imports/${id}/parts/${part}`, changes.join("\n") + "\n", "application/x-ndjson");
+    if (res.status !== 200) throw new Error(`update part: ${res.status} ${JSON.stringify(res.json)}`);
+
+  }
+  return { id, upload_s: (performance.now() - t0) / 1000, part_s: partSeconds, parts: part, load0, log: "" };
+}
+
 async function runOne(lines: number, partitions: number, entry: string): Promise<string> {
   const label = `${lines}x${partitions}`;
   const persist = path.resolve(`.wrangler/bench-import-${label}`);
-  // A fresh database: an earlier run's unfinished import would still hold its products as pending.
-  rmSync(persist, { recursive: true, force: true });
-  sh(["tsx", "scripts/seed.ts", "--products", "1000", "--persist", persist, "--partitions", String(partitions)]);
-  const logFile = path.resolve(`.wrangler/bench-import-${label}.log`);
+  const stateFile = `${persist}.state.json`;
+  if (values.phase !== "commit") {
+    // A fresh database: an earlier run's unfinished import would still hold its products as pending.
+    rmSync(persist, { recursive: true, force: true });
+    rmSync(stateFile, { force: true });
+    sh(["tsx", "scripts/seed.ts", "--products", "1000", "--persist", persist, "--partitions", String(partitions)]);
+  } else if (!existsSync(stateFile)) throw new Error(`${stateFile} is missing: run --phase upload first`);
+  const logFile = path.resolve(`.wrangler/bench-import-${label}${values.phase === "commit" ? ".commit" : ""}.log`);
   const vars: Record<string, string> = { IMPORT_TRACE: "1" };
   if (partitions > 1) vars.CATALOG_PARTITIONS = String(partitions);
   const server = await startDevServer({ port: values.port, inspectorPort: values["inspector-port"], persist, entry, vars, logFile, logLevel: "log" });
@@ -82,46 +140,20 @@ async function runOne(lines: number, partitions: number, entry: string): Promise
   await inspector?.call("Network.disable").catch(() => {});
   try {
     const origin = server.origin;
-    const tree = (await (await fetch(`${origin}/v1/categories`)).json()) as { items: { id: string; children?: unknown[] }[] };
-    const leaves: string[] = [];
-    const walk = (nodes: { id: string; children?: unknown[] }[]) => {
-      for (const n of nodes) {
-        if (n.children?.length) walk(n.children as { id: string; children?: unknown[] }[]);
-        else leaves.push(n.id);
+    let state: UploadState;
+    if (values.phase === "commit") state = JSON.parse(readFileSync(stateFile, "utf8")) as UploadState;
+    else {
+      state = await uploadParts(origin, lines, partitions, label, inspector);
+      state.log = logFile;
+      if (values.phase === "upload") {
+        writeFileSync(stateFile, JSON.stringify(state));
+        console.log(`\r${label}: uploaded ${state.parts} parts in ${state.upload_s.toFixed(1)} s; state in ${stateFile}`);
+        return `| ${lines.toLocaleString("en")} | ${partitions} | ${state.parts} | ${state.upload_s.toFixed(1)} | (upload phase only) |`;
       }
-    };
-    walk(tree.items);
-    const partLines = values["part-lines"] || (partitions === 1 ? 100_000 : 50_000);
-    // Changes to seeded products (ids p-000001…), read before the clock starts: they ride in the switch batch.
-    const changes: string[] = [];
-    for (let i = 1; i <= values.updates; i++) {
-      const pid = `p-${String(i).padStart(6, "0")}`;
-      const doc = (await (await fetch(`${origin}/v1/products/${pid}?currency=USD`)).json()) as { slug: string; brand: string; category: { id: string }; variants: { sku: string }[] };
-      changes.push(JSON.stringify({ id: pid, slug: doc.slug, title: `Changed by the bench ${i}`, brand: doc.brand, category_id: doc.category.id, variants: doc.variants.map((v) => ({ sku: v.sku, prices: { USD: 4242 } })) }));
     }
-    const load0 = loadavg();
-    const t0 = performance.now();
-    const created = await request(origin, "POST", "/admin/imports", JSON.stringify({ format: "ndjson" }), "application/json");
-    const id = created.json.import_id as string;
-    const partMs: number[] = [];
-    let part = 0;
-    for (let from = 0; from < lines; from += partLines) {
-      part += 1;
-      const to = Math.min(lines, from + partLines);
-      const rows = productLines(`bi${label}`, from, to, leaves);
-      const res = await request(origin, "PUT", `/admin/imports/${id}/parts/${part}`, streamOf(rows), "application/x-ndjson");
-      if (res.status !== 200) throw new Error(`part ${part}: ${res.status} ${JSON.stringify(res.json)}`);
-      partMs.push(res.ms);
-      const heap = inspector ? ` (Worker heap ${((await inspector.heap()).usedSize / 2 ** 20).toFixed(0)} MB)` : "";
-      process.stdout.write(`\r${label}: part ${part} (${to} lines) in ${(res.ms / 1000).toFixed(1)} s${heap}`);
-    }
-    if (changes.length > 0) {
-      part += 1;
-      const res = await request(origin, "PUT", `/admin/imports/${id}/parts/${part}`, changes.join("\n") + "\n", "application/x-ndjson");
-      if (res.status !== 200) throw new Error(`update part: ${res.status} ${JSON.stringify(res.json)}`);
-      partMs.push(res.ms);
-    }
+    const { id, parts: part, load0 } = state;
     const uploaded = performance.now();
+    const t0 = uploaded - state.upload_s * 1000;
     const commits: number[] = [];
     let status = "";
     let publishedAt = 0;
@@ -136,8 +168,8 @@ async function runOne(lines: number, partitions: number, entry: string): Promise
     }
     const done = performance.now();
     const load1 = loadavg();
-    const traces = readFileSync(logFile, "utf8")
-      .split("\n")
+    const traces = [...new Set([state.log, logFile])]
+      .flatMap((f) => readFileSync(f, "utf8").split("\n"))
       .filter((l) => l.includes('"import_batch"'))
       .map((l) => JSON.parse(l.slice(l.indexOf("{"))) as Trace);
     const longest = (kind?: string) => traces.filter((t) => !kind || t.import_batch === kind).reduce((m, t) => (t.ms > m.ms ? t : m), { ms: 0, statements: 0, max_statement_ms: 0 } as Trace);
@@ -146,6 +178,9 @@ async function runOne(lines: number, partitions: number, entry: string): Promise
     const upload = (uploaded - t0) / 1000;
     const sw = longest("switch");
     console.log(`\r${label}: ${final.accepted} accepted in ${total.toFixed(1)} s`);
+    // Per part (the time of each part's upload: its lines' validation and staging) and per commit call.
+    console.log(`${label}: parts (s): ${state.part_s.map((x) => x.toFixed(1)).join(", ")}`);
+    console.log(`${label}: commit calls (s): ${commits.map((x) => (x / 1000).toFixed(1)).join(", ")}`);
     return [
       `| ${lines.toLocaleString("en")} + ${values.updates} changed | ${partitions} | ${part} | ${upload.toFixed(1)} | ${((publishedAt - uploaded) / 1000).toFixed(2)} | ${((done - publishedAt) / 1000).toFixed(1)} | ${total.toFixed(1)} | ${Math.round(Number(final.accepted) / total).toLocaleString("en")} | ${commits.length} | ${sw.ms} ms (${sw.statements} st.) | ${longest().ms} ms (${longest().import_batch}, ${longest().statements} st.) | ${maxStatement} ms | ${final.status} | ${load0.map((x) => x.toFixed(2)).join(", ")} → ${load1.map((x) => x.toFixed(2)).join(", ")} |`,
     ].join("\n");
