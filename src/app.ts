@@ -3,6 +3,7 @@ import type { AppEnv } from "./env";
 import { onError } from "./lib/errors";
 import { notFoundHandler } from "./lib/not-found";
 import { requestId } from "./lib/request-id";
+import { publishedImports } from "./imports/published-view";
 import { bodySizeLimit, contentTypeCheck, drainUnreadBody, guardBindings, inputHygiene, requestShapeLimits } from "./lib/protection";
 import { rateLimit } from "./lib/rate-limit";
 import { shedLoad } from "./lib/load-shed";
@@ -53,6 +54,8 @@ export function buildApp() {
   app.use("*", rateLimit);
   // Saturated stock shards: browse/search answer from cache tiers only, so checkouts keep the capacity.
   app.use("*", shedLoad);
+  // Over several catalog partitions, one list of published imports per request, so every partition agrees on them.
+  app.use("*", publishedImports);
   app.use("/v1/*", cors({ origin: "*", allowMethods: ["GET", "HEAD", "OPTIONS"], exposeHeaders: ["ETag", "x-cache-tier", "x-request-id", "Server-Timing", "x-stale", "Warning", "x-d1-bookmark", "Content-Language"] }));
   // Per-tier hit counts for /admin/metrics, read off the x-cache-tier header of every public read.
   app.use("/v1/*", countTiers);

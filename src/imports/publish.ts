@@ -20,6 +20,7 @@
 import { productChangedOutboxSql } from "../events/outbox";
 import { retargetStatements } from "../promotions/targets";
 import { allCatalogDbs } from "../db/partitions";
+import { SETTLE_MS } from "./published-view";
 import { isOccGuardError, isUniqueError, occGuard } from "../db/guards";
 import { CHUNK_LINES } from "./receive";
 import { releaseImportClaims } from "../catalog/sku-claims";
@@ -225,6 +226,13 @@ export async function finalizeImport(env: PartitionEnv, importId: string, now: n
   for (let p = 1; p < dbs.length; p++) {
     if (visible[p]) continue;
     if (!(await rollForward(env, dbs[p]!, p, importId, now, budget, outbox))) return false;
+  }
+  if (dbs.length > 1) {
+    // A request that read the published list before the switch may still be reading: a cleared row would show it
+    // part of the import (published-view.ts). Its rows stay pending, visible through the list, until it is done.
+    const row = await env.DB.prepare("SELECT published_at FROM imports WHERE id = ?").bind(importId).first<{ published_at: number | null }>();
+    budget.left -= 1;
+    if (row?.published_at == null || now < row.published_at + SETTLE_MS) return false;
   }
   for (let p = 0; p < dbs.length; p++) {
     const db = dbs[p]!;
