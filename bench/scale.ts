@@ -14,11 +14,13 @@
  * Cases are measured in alternating slices across sizes, so background load hits every size alike. Latencies
  * are p50/p95/p99 over every request; the report gives ratios to the bare route and to the smallest size.
  */
-import { cpSync, existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { closeSync, cpSync, existsSync, openSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import path from "node:path";
 import { benchArgs } from "./lib/args";
 import { sh, startDevServer } from "./lib/dev-server";
+import { connectInspector } from "./lib/inspector";
 import { fmt, percentile } from "./lib/stats";
 
 const values = benchArgs({
@@ -33,6 +35,16 @@ const values = benchArgs({
   out: "bench/results/scale.md",
   /** Seed times measured beforehand (the seed's own clock), e.g. `10000=3.0,1000000=281.3`: reported with ratios. */
   "seed-times": "",
+  /** Only the cases whose name contains one of these comma-separated words (the bare route is always measured). */
+  cases: "",
+  /**
+   * Read every database file once before measuring, so that it sits in the OS page cache as a 10k database always
+   * does: otherwise a 5 GB file's residency depends on what the machine did before (a seed, another bench), and the
+   * 1M rows measure this VM's disk rather than the rows the code reads. Residency is reported either way.
+   */
+  "warm-files": false,
+  /** wrangler's output per size goes to `<log-dir>/wrangler-<size>.log` (diagnostics: the Worker's console). */
+  "log-dir": "",
 });
 const SIZES = values.sizes.split(",").map((label) => {
   const [size, partitions] = label.split("x").map(Number);
@@ -40,6 +52,7 @@ const SIZES = values.sizes.split(",").map((label) => {
   return { label, size: size!, partitions: partitions ?? 1 };
 });
 const CONNECTIONS = values.connections;
+const ONLY = values.cases.split(",").map((w) => w.trim()).filter(Boolean);
 const EACH = values.each;
 const ROUNDS = values.rounds;
 const ADMIN = "bench-admin-token";
@@ -48,10 +61,12 @@ const CURRENCIES = ["USD", "EUR", "GBP"];
 const pid = (n: number) => `p-${String(n).padStart(6, "0")}`;
 
 type Case = { name: string; urls: string[]; headers?: Record<string, string> };
-type Sample = { times: number[]; tiers: Record<string, number>; non2xx: number };
-type Size = { label: string; size: number; partitions: number; origin: string; dbBytes: number; partitionBytes: number[]; cases: Case[] };
+type Sample = { times: number[]; tiers: Record<string, number>; non2xx: number; urls?: string[] };
+type Size = { label: string; size: number; partitions: number; origin: string; persist: string; dbBytes: number; partitionBytes: number[]; cases: Case[] };
 
 let loadAtStart: number[] = [];
+/** Per size: share of its database files in the OS page cache when measuring began. */
+let resident: (number | undefined)[] = [];
 let token = 0;
 /** Each request carries its own bearer token, so the per-client rate limiter never rejects the bench itself. */
 const auth = () => `Bearer bench-${(token++ % 4096).toString(36)}`;
@@ -65,6 +80,7 @@ async function timed(origin: string, urls: string[], sample: Sample, headers: Re
       const res = await fetch(origin + url, { headers: { authorization: auth(), "accept-encoding": "gzip", ...headers } });
       await res.arrayBuffer();
       sample.times.push(performance.now() - t);
+      sample.urls?.push(url);
       if (res.status >= 300) sample.non2xx += 1;
       const tier = res.headers.get("x-cache-tier") ?? "-";
       sample.tiers[tier] = (sample.tiers[tier] ?? 0) + 1;
@@ -76,20 +92,49 @@ async function timed(origin: string, urls: string[], sample: Sample, headers: Re
 const json = async <T>(origin: string, url: string, headers: Record<string, string> = {}): Promise<T> =>
   (await (await fetch(origin + url, { headers: { authorization: auth(), ...headers } })).json()) as T;
 
-/** Sizes of the D1 SQLite files, largest first: one per catalog partition (the directory's tables are in partition 0). */
-function dbFiles(persist: string): number[] {
+/** The D1 SQLite files (one per catalog partition; the directory's tables are in partition 0), largest first. */
+function dbPaths(persist: string): { file: string; bytes: number }[] {
   const dir = path.join(persist, "v3", "d1");
-  const sizes: number[] = [];
+  const out: { file: string; bytes: number }[] = [];
   const walk = (d: string) => {
     for (const f of readdirSync(d)) {
       const p = path.join(d, f);
       const st = statSync(p);
       if (st.isDirectory()) walk(p);
-      else if (f.endsWith(".sqlite") && f !== "metadata.sqlite") sizes.push(st.size);
+      else if (f.endsWith(".sqlite") && f !== "metadata.sqlite") out.push({ file: p, bytes: st.size });
     }
   };
   if (existsSync(dir)) walk(dir);
-  return sizes.sort((a, b) => b - a);
+  return out.sort((a, b) => b.bytes - a.bytes);
+}
+
+const dbFiles = (persist: string) => dbPaths(persist).map((f) => f.bytes);
+
+/** Reads a file through once (into the OS page cache), 8 MB at a time. */
+function readThrough(file: string): void {
+  const fd = openSync(file, "r");
+  const buf = Buffer.allocUnsafe(8 << 20);
+  try {
+    while (readSync(fd, buf, 0, buf.length, null) > 0);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Share of the database files held in the OS page cache (util-linux `fincore`), or undefined without it. */
+function residency(persist: string): number | undefined {
+  try {
+    let resident = 0;
+    let total = 0;
+    for (const { file, bytes } of dbPaths(persist)) {
+      const out = execFileSync("fincore", ["--bytes", "--noheadings", "--output", "RES", file], { encoding: "utf8" });
+      resident += Number(out.trim());
+      total += bytes;
+    }
+    return total ? resident / total : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Copies (or seeds) the database, starts wrangler dev on it, and prepares every case's URLs. */
@@ -116,7 +161,13 @@ async function startSize({ label, size, partitions }: (typeof SIZES)[number], po
   const bytes = partitionBytes.reduce((a, b) => a + b, 0);
   const vars: Record<string, string> = { ADMIN_TOKEN: ADMIN };
   if (partitions > 1) vars.CATALOG_PARTITIONS = String(partitions);
-  const { origin } = await startDevServer({ port, inspectorPort: values["inspector-port"] + (port - values.port), persist, vars });
+  const inspectorPort = values["inspector-port"] + (port - values.port);
+  const logFile = values["log-dir"] ? path.join(values["log-dir"], `wrangler-${label}.log`) : undefined;
+  const { origin } = await startDevServer({ port, inspectorPort, persist, vars, logFile, logLevel: logFile ? "log" : undefined });
+  // wrangler's DevTools proxy buffers every inspector event (and logs each to Node) until a client attaches: ~130 MB
+  // per 1,000 reads and CPU in a second process, which lands on whichever request is running (bench/lib/inspector.ts).
+  const inspector = await connectInspector(inspectorPort).catch(() => undefined);
+  if (!inspector || !(await inspector.call("Network.disable").then(() => true, () => false))) console.error(`bench: ${label}: could not turn the inspector's Network domain off`);
   // Warm the process: the first queries on a freshly opened large database are slow.
   for (const n of [size, Math.ceil(size / 2), 2]) await fetch(`${origin}/v1/products/${pid(n)}?currency=GBP&locale=fr`).then((r) => r.arrayBuffer());
   await fetch(`${origin}/v1/search?q=prime&currency=GBP&locale=fr`).then((r) => r.arrayBuffer());
@@ -168,9 +219,10 @@ async function startSize({ label, size, partitions }: (typeof SIZES)[number], po
     size,
     partitions,
     origin,
+    persist,
     dbBytes: bytes,
     partitionBytes,
-    cases: [
+    cases: ([
       { name: "bare route (baseline)", urls: Array.from({ length: EACH }, () => "/v1/bench/bare") },
       { name: "product, edge hit", urls: Array.from({ length: EACH }, () => hot) },
       { name: "product, KV hit", urls: kvUrls },
@@ -181,7 +233,7 @@ async function startSize({ label, size, partitions }: (typeof SIZES)[number], po
       { name: "search, distinct queries", urls: searchUrls },
       { name: "search, one typo", urls: typoUrls },
       { name: "feed page (affiliate)", urls: feedUrls, headers: { authorization: `Bearer ${AFFILIATE_KEY}` } },
-    ],
+    ] as Case[]).filter((c, i) => i === 0 || !ONLY.length || ONLY.some((w) => c.name.includes(w))),
   };
 }
 
@@ -192,8 +244,14 @@ async function main() {
       console.error(`bench: preparing ${size.label}…`);
       sizes.push(await startSize(size, values.port + i));
     }
+    if (values["warm-files"]) {
+      const t = performance.now();
+      for (const s of sizes) for (const { file } of dbPaths(s.persist)) readThrough(file);
+      console.error(`bench: database files read into the page cache in ${fmt((performance.now() - t) / 1000, 1)} s`);
+    }
+    resident = sizes.map((s) => residency(s.persist));
     loadAtStart = loadavg();
-    const samples = sizes.map((s) => s.cases.map((): Sample => ({ times: [], tiers: {}, non2xx: 0 })));
+    const samples = sizes.map((s) => s.cases.map((): Sample => ({ times: [], tiers: {}, non2xx: 0, urls: [] })));
     for (let round = 0; round < ROUNDS; round++) {
       for (const [ci] of sizes[0]!.cases.entries()) {
         for (const [si, s] of sizes.entries()) {
@@ -218,6 +276,14 @@ async function main() {
       }
       console.error(`bench: round ${round + 1}/${ROUNDS} done`);
     }
+    // The slowest requests of each case: what a p99 of a few hundred samples is made of.
+    for (const [si, s] of sizes.entries()) {
+      for (const [ci, c] of s.cases.entries()) {
+        const smp = samples[si]![ci]!;
+        const slow = smp.times.map((ms, i) => [ms, smp.urls?.[i] ?? ""] as const).sort((a, b) => b[0] - a[0]).slice(0, 3);
+        console.error(`slowest ${s.label} ${c.name}: ${slow.map(([ms, u]) => `${fmt(ms)} ms ${u}`).join(" | ")}`);
+      }
+    }
     writeFileSync(values.out, report(sizes, samples));
     console.error(`bench: wrote ${values.out}`);
   } finally {
@@ -232,7 +298,7 @@ function report(sizes: Size[], samples: Sample[][]): string {
   }));
   const lines: string[] = [];
   lines.push(`# Scale bench: ${sizes.map((s) => s.label).join(", ")} side by side`, "");
-  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}'${values["in-place"] ? " --in-place" : ""} --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}${values["seed-times"] ? ` --seed-times ${values["seed-times"]}` : ""}\` (a size \`NxP\`: N products over P catalog partitions)`, "");
+  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}'${values["in-place"] ? " --in-place" : ""} --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}${values["seed-times"] ? ` --seed-times ${values["seed-times"]}` : ""}${values["warm-files"] ? " --warm-files" : ""}${ONLY.length ? ` --cases '${values.cases}'` : ""}\` (a size \`NxP\`: N products over P catalog partitions)`, "");
   const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(", ");
   lines.push(`Run ${new Date().toISOString()} on a 2-core machine; load average (1, 5, 15 min) ${load(loadAtStart)} when measuring began, ${load(loadavg())} at the end. Ratios are measured in the same run, each case in ${ROUNDS} alternating slices across sizes. ${CONNECTIONS} connections, ${EACH} requests per case and size.`, "");
   lines.push("| case | size | n | p50 ms | p95 ms | p99 ms | p99 ÷ bare | p99 ÷ same case at " + sizes[0]!.size + " | p50 ÷ same case at " + sizes[0]!.size + " | tiers | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|---|");
@@ -247,15 +313,21 @@ function report(sizes: Size[], samples: Sample[][]): string {
   }
   const seeds = new Map(values["seed-times"].split(",").filter(Boolean).map((kv) => kv.split("=") as [string, string]));
   const seed0 = Number(seeds.get(sizes[0]!.label));
-  lines.push("", "| size | partitions | database (SQLite files) | largest partition | per 100k products | seed time | seed ÷ same at " + sizes[0]!.size + " |", "|---|---|---|---|---|---|---|");
-  for (const s of sizes) {
+  lines.push("", "| size | partitions | database (SQLite files) | largest partition | per 100k products | in page cache when measuring began | seed time | seed ÷ same at " + sizes[0]!.size + " |", "|---|---|---|---|---|---|---|---|");
+  for (const [si, s] of sizes.entries()) {
+    const res = resident[si];
     const seed = Number(seeds.get(s.label));
     lines.push(
-      `| ${s.label} | ${s.partitions} | ${fmt(s.dbBytes / 1e9, 2)} GB${s.partitionBytes.length > 1 ? ` (${s.partitionBytes.map((b) => fmt(b / 1e9, 2)).join(" + ")})` : ""} | ${fmt(s.partitionBytes[0]! / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB | ${Number.isFinite(seed) ? `${fmt(seed, 1)} s` : "—"} | ${Number.isFinite(seed) && Number.isFinite(seed0) ? fmt(seed / seed0, 1) : "—"} |`,
+      `| ${s.label} | ${s.partitions} | ${fmt(s.dbBytes / 1e9, 2)} GB${s.partitionBytes.length > 1 ? ` (${s.partitionBytes.map((b) => fmt(b / 1e9, 2)).join(" + ")})` : ""} | ${fmt(s.partitionBytes[0]! / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB | ${res === undefined ? "—" : `${fmt(res * 100, 0)} %${values["warm-files"] ? " (read through first)" : ""}`} | ${Number.isFinite(seed) ? `${fmt(seed, 1)} s` : "—"} | ${Number.isFinite(seed) && Number.isFinite(seed0) ? fmt(seed / seed0, 1) : "—"} |`,
     );
   }
   const big = sizes.filter((s) => !s.label.includes("x")).at(-1)!;
   lines.push("", `At ${fmt((big.dbBytes / big.size) * 1e5 / 1e6, 0)} MB per 100k products (the ${big.size} row), one D1 database (10 GB) holds about ${fmt(10e9 / (big.dbBytes / big.size) / 1e6, 2)} M products.`);
+  // What each p99 is made of: with n requests per case, p99 is about the (n / 100)-th slowest.
+  lines.push("", "Slowest three requests per case (ms), to read a p99 by:", "");
+  for (const [ci, c] of sizes[0]!.cases.entries()) {
+    lines.push(`- ${c.name}: ${sizes.map((s, si) => `${s.label} ${[...samples[si]![ci]!.times].sort((a, b) => b - a).slice(0, 3).map((t) => fmt(t)).join(", ")}`).join("; ")}`);
+  }
   return lines.join("\n") + "\n";
 }
 

@@ -45,7 +45,7 @@ const SMALL_COUNT = 3;
 /** A brand of PAGE + 5 products, which the last growth step joins with 60 cheaper ones. */
 let brand = "";
 
-type Measured<T> = { rows: number; answer: T };
+type Measured<T> = { rows: number; answer: T; statements: { sql: string; rows: number }[] };
 
 /** Runs `read` against a row-counting D1 (waiting for its waitUntil work) and returns its rows read. */
 async function counted<T>(read: (env: Env, waitUntil: (p: Promise<unknown>) => void) => Promise<T>): Promise<Measured<T>> {
@@ -53,7 +53,7 @@ async function counted<T>(read: (env: Env, waitUntil: (p: Promise<unknown>) => v
   const pending: Promise<unknown>[] = [];
   const answer = await read({ ...env, DB: counting.db }, (p) => pending.push(p));
   await Promise.all(pending);
-  return { rows: counting.rows(), answer };
+  return { rows: counting.rows(), answer, statements: counting.statements() };
 }
 
 async function clearEdge(key: string): Promise<void> {
@@ -274,6 +274,22 @@ describe("catalog reads cost rows in proportion to their answer, not to the cata
     expect(elsewhere.wordSearch.answer.total).toBe(PAGE + 5);
     // The probe for hidden rows (inactive products, products of an unswitched import) must seek, not walk the active ones.
     expect(elsewhere.wordSearch.rows).toBeLessThanOrEqual(before.wordSearch.rows + SLACK);
+  });
+
+  it("a search ranks its candidates on the FTS index and product row alone, and joins only its page to the rest", () => {
+    // The word matches the brand's PAGE + 5 products, then 60 more (the last step): each added match is one more
+    // candidate. A candidate costs its FTS entry, its bm25 and its product row (status, sort key); only the page's
+    // limit + 1 rows are joined again to products and to their translation. Joining every candidate before the
+    // cut read two more rows per candidate: 2,000 rows for a broad word at the cap at 1M products.
+    const itemsRows = (m: Measured<ListingPage>) => m.statements.find((s) => /^\s*with cand\b/i.test(s.sql))?.rows ?? NaN;
+    expect(after.wordSearch.answer.total).toBe(PAGE + 5 + 60);
+    expect(after.wordSearch.answer.items).toHaveLength(PAGE);
+    const perCandidate = (itemsRows(after.wordSearch) - itemsRows(elsewhere.wordSearch)) / 60;
+    console.log(`search page rows per added candidate: ${perCandidate}`);
+    expect(perCandidate).toBeLessThanOrEqual(4);
+    // And the facets (with the total) do not read product_attributes per sampled match.
+    const facets = after.wordSearch.statements.find((s) => /^\s*with m\b/i.test(s.sql));
+    expect(facets?.sql).not.toMatch(/product_attributes/);
   });
 
   it("a small category's page (in stock only, by price or newest) reads the same rows however large the catalog", () => {

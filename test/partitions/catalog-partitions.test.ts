@@ -15,8 +15,13 @@ import { PUBLISH_CHUNK_LINES, getImport, importsTick } from "../../src/imports/i
 import { visibleProductSql } from "../../src/imports/visibility";
 import { SETTLE_MS, publishedView } from "../../src/imports/published-view";
 import { setClock } from "../../src/lib/clock";
+import { listingParams } from "../../src/catalog/listing-read";
+import { runListing } from "../../src/catalog/listing";
+import { originSession } from "../../src/catalog/origin";
 
 const SEEDED = 240;
+/** A candidate cap small enough for the seed's broad words to reach in both partitions. */
+const CANDIDATES = 10;
 let products: SeedProduct[] = [];
 const sellable = new Map<string, boolean>();
 
@@ -140,6 +145,25 @@ describe("search and facets across partitions", () => {
       expect(byScore.items.map((i) => i.id).sort(), q).toEqual(want.map((p) => p.id).sort());
       const byPrice = await walk(`/v1/search?q=${encodeURIComponent(q)}&sort=price_desc`, 4);
       expect(byPrice.items.map((i) => i.id), q).toEqual(expectedOrder(want, "price_desc"));
+    }
+  });
+
+  it("a broad search ranks and samples 1/N of the candidates in each partition: N = 2 reads what one database would", async () => {
+    const want = products.filter((p) => matches(p, "black"));
+    const dbs = allCatalogDbs(env);
+    // Both partitions hold more than their share of matches, so each one stops at its share.
+    for (const db of dbs) expect(want.filter((p) => catalogDb(env, p.id) === db).length).toBeGreaterThan(CANDIDATES / 2);
+    const params = listingParams({ q: "black", limit: 4 }, "USD", "en");
+    const page = await runListing(dbs.map((db) => originSession(db)), params, { facets: true, total: true, now: Date.now(), candidates: CANDIDATES });
+    // Totals are not divided: each partition counts its own matches in full.
+    expect(page.total).toBe(want.length);
+    // Facets describe CANDIDATES products in all (half from each partition), not CANDIDATES from each.
+    expect(page.facets!.brand.reduce((n, b) => n + b.count, 0)).toBe(CANDIDATES);
+    expect(page.facets_exact).toBe(false);
+    // The page is the best of both partitions' newest halves: each item is among its own partition's newest CANDIDATES / 2.
+    for (const item of page.items) {
+      const own = want.filter((p) => catalogDb(env, p.id) === catalogDb(env, item.id)).sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
+      expect(own.slice(0, CANDIDATES / 2).map((p) => p.id)).toContain(item.id);
     }
   });
 
