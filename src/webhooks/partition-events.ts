@@ -4,7 +4,9 @@
  * `CATALOG_<i>`; the triggers record an event only when some active endpoint wants its type, and endpoints live in
  * the directory `DB`. So:
  * - every other partition keeps a mirror of the active endpoints' subscriptions (id and events only: no url, no
- *   secret), rewritten after every endpoint write and by the cron; a mirror that still lists an endpoint disabled
+ *   secret), brought up to date after every endpoint write and by the cron (which writes only the rows that differ:
+ *   the cron runs every minute, and rewriting every endpoint there each time was a write per endpoint and
+ *   partition for nothing); a mirror that still lists an endpoint disabled
  *   meanwhile only records an event that the directory then delivers to nobody;
  * - the dispatcher first moves the events those partitions recorded into the directory's `webhook_events` (same
  *   id, payload and time; insert, then delete there), where they fan out to endpoints exactly like partition 0's.
@@ -33,7 +35,8 @@ export async function mirrorEndpoints(env: PartitionEnv): Promise<void> {
             `INSERT INTO webhook_endpoints (id, url, events, secret, status, created_at, updated_at)
              SELECT json_extract(value, '$.id'), '', json_extract(value, '$.events'), '', 'active', json_extract(value, '$.created_at'), json_extract(value, '$.updated_at')
              FROM json_each(?) WHERE true
-             ON CONFLICT (id) DO UPDATE SET events = excluded.events, updated_at = excluded.updated_at`,
+             ON CONFLICT (id) DO UPDATE SET events = excluded.events, updated_at = excluded.updated_at
+             WHERE events IS NOT excluded.events OR updated_at IS NOT excluded.updated_at`,
           )
           .bind(rows),
       ]),

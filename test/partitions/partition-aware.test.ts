@@ -11,6 +11,7 @@ import { applyStockEvents } from "../../src/events/consumer";
 import { repairPromotionMirrors } from "../../src/promotions/mirror-repair";
 import { switchDue } from "../../src/promotions/switcher";
 import { dispatchWebhooks } from "../../src/webhooks/dispatch";
+import { mirrorEndpoints } from "../../src/webhooks/partition-events";
 import { buildApp } from "../../src/app";
 import { countCommittedOrder } from "../../src/recommendations/orders";
 import { advanceRebuild, recompute, startRebuild } from "../../src/recommendations/jobs";
@@ -269,6 +270,38 @@ describe("webhooks from partition 1", () => {
     expect(await env.CATALOG_1!.prepare("SELECT id FROM webhook_endpoints WHERE id = ?").bind(id).first()).toEqual({ id });
     expect((await call(`/admin/webhooks/${id}`, { method: "DELETE", headers: admin() })).status).toBe(204);
     expect(await env.CATALOG_1!.prepare("SELECT id FROM webhook_endpoints WHERE id = ?").bind(id).first()).toBeNull();
+  });
+});
+
+describe("webhook endpoint mirror", () => {
+  /** `env` whose CATALOG_1 adds up the rows each batch changed there. */
+  function countingWrites(): { env: Env; changed: () => number } {
+    let changed = 0;
+    const db = env.CATALOG_1!;
+    const wrapped = {
+      prepare: (query: string) => db.prepare(query),
+      batch: async (stmts: D1PreparedStatement[]) => {
+        const out = await db.batch(stmts);
+        for (const r of out) changed += r.meta.changes ?? 0;
+        return out;
+      },
+    } as unknown as D1Database;
+    return { env: { ...env, CATALOG_1: wrapped }, changed: () => changed };
+  }
+
+  it("the cron's mirror run writes nothing to partition 1 when no endpoint changed, and only the endpoint that did", async () => {
+    const reg = await json("POST", "/admin/webhooks", { url: `${env.WEBHOOK_RECEIVER_URL}/hook/ok/${uid("mir")}`, events: ["price.changed"] }, admin());
+    const { id } = await reg.json<{ id: string }>();
+    await mirrorEndpoints(env);
+    const idle = countingWrites();
+    await mirrorEndpoints(idle.env);
+    expect(idle.changed()).toBe(0);
+    // A subscription changed in the directory (as an endpoint write does before its own mirror call).
+    await env.DB.prepare("UPDATE webhook_endpoints SET events = ?, updated_at = updated_at + 1 WHERE id = ?").bind(JSON.stringify(["stock.out"]), id).run();
+    const one = countingWrites();
+    await mirrorEndpoints(one.env);
+    expect(one.changed()).toBe(1);
+    expect(await env.CATALOG_1!.prepare("SELECT events FROM webhook_endpoints WHERE id = ?").bind(id).first()).toEqual({ events: JSON.stringify(["stock.out"]) });
   });
 });
 
