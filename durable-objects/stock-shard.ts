@@ -764,7 +764,11 @@ export class StockShard extends DurableObject<Env> {
     if (answers.some((a) => a === undefined)) return { kind: "unavailable", header: this.headers.get(id)! };
     const shortfalls = answers.flatMap((a) => (a && !a.ok ? a.shortfalls : []));
     if (answers.some((a) => a && !a.ok)) {
-      this.atomically(() => this.headers.markExpired(id, clockNow()));
+      // A shard answers "committed" when a commit racing this extend got there first: the header is `committing`
+      // then, and the lines the commit has not reached yet are its promise. Only an extend that itself ended the
+      // reservation may let its holds go.
+      const ended = this.atomically(() => this.headers.markExpired(id, clockNow()));
+      if (!ended) return { kind: "refused", header: this.headers.get(id)! };
       await Promise.all(groups.map(([name]) => this.env.STOCK.getByName(name).release(id, actor).catch(() => undefined)));
       return { kind: "lapsed", shortfalls, header: this.headers.get(id)! };
     }

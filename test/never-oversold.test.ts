@@ -12,6 +12,7 @@ import { ReservationStore } from "../src/stock/reservation-store";
 import { coordinatorForScope, coordinatorOfReservation, hotSubShardName, newReservationId, shardName, shardNameForSku } from "../src/stock/routing";
 import { seedApiKeys } from "./helpers/api-keys";
 import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
+import { gateShardMethod } from "./helpers/shard-faults";
 import { makeSkus } from "./helpers/stock-fixtures";
 
 beforeAll(async () => {
@@ -466,6 +467,36 @@ describe("reservations that cannot get stuck", () => {
     const ok = await json("POST", `/v1/reservations/${r2.id}/extend`, { ttl_seconds: 3600 }, storefront());
     expect(ok.status).toBe(200);
     expect(Date.parse((await ok.json<{ expires_at: string }>()).expires_at)).toBeGreaterThan(Date.parse(r2.expires_at));
+  });
+
+  it("an extend racing a commit never releases the lines the commit has not reached: the last unit is not sold twice", async () => {
+    let a = "";
+    let b = "";
+    while (!a || shardNameForSku(env, a) === shardNameForSku(env, b)) [a, b] = (await makeSkus([5, 1])) as [string, string];
+    const r = await (await reserve([{ sku: a, quantity: 1 }, { sku: b, quantity: 1 }])).json<Reservation>();
+    // The extend's call to A waits; meanwhile the commit lands on A and waits on its way to B.
+    const extendAtA = gateShardMethod("extend", shardNameForSku(env, a));
+    const commitAtB = gateShardMethod("commit", shardNameForSku(env, b));
+    try {
+      const extend = json("POST", `/v1/reservations/${r.id}/extend`, { ttl_seconds: 900 }, storefront());
+      await extendAtA.entered;
+      const commit = json("POST", `/v1/reservations/${r.id}/commit`, {}, storefront());
+      await commitAtB.entered;
+      extendAtA.open();
+      // A answers "already committed": the extend is refused, and it must not let B's hold go. (Its body was
+      // streamed while a shard method was paused in another object's context: the status is what it proves.)
+      expect((await extend).status).toBe(409);
+      expect((await reserve([{ sku: b, quantity: 1 }], { "x-shopper-id": uid("other") })).status).toBe(409);
+      commitAtB.open();
+      expect((await commit).status).toBe(200);
+    } finally {
+      extendAtA.undo();
+      commitAtB.undo();
+    }
+    expect(await availability(b)).toMatchObject({ on_hand: 0, reserved: 0 });
+    const ledger = (await (await call(`/admin/stock/${b}/ledger`, { headers: admin() })).json<{ items: LedgerRow[] }>()).items;
+    expect(ledger.map((l) => l.kind)).not.toContain("oversold");
+    expect(ledger.filter((l) => l.kind === "release")).toEqual([]);
   });
 
   it("a saga attempt that a retry took over cannot release the retry's holds", async () => {

@@ -221,8 +221,11 @@ export class ReservationStore {
     return { kind: "ok", header: this.get(id)! };
   }
 
-  /** Compensation when an extend could not be honoured on every shard: the reservation ends as expired. */
-  markExpired(id: string, now: number): void {
-    this.sql.exec("UPDATE reservations SET status = 'expired', expires_at = MIN(expires_at, ?), updated_at = ? WHERE id = ? AND status = 'held'", now, now, id);
+  /**
+   * Compensation when an extend could not be honoured on every shard: the reservation ends as expired. False when
+   * it was no longer `held` (a commit, release or expiry got there first): then its holds are not the extend's to free.
+   */
+  markExpired(id: string, now: number): boolean {
+    return this.sql.exec("UPDATE reservations SET status = 'expired', expires_at = MIN(expires_at, ?), updated_at = ? WHERE id = ? AND status = 'held'", now, now, id).rowsWritten > 0;
   }
 }

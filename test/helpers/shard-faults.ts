@@ -28,3 +28,35 @@ export function injectShardFault(fault: ShardFault): () => void {
     proto[fault.method] = original;
   };
 }
+
+export type ShardGate = { entered: Promise<void>; open: () => void; undo: () => void };
+
+/**
+ * Pauses the first call of `method` on the object named `shard` until `open()`: `entered` resolves once that call is
+ * waiting, so a test can run something else in the gap (a commit between an extend's shard calls, say).
+ */
+export function gateShardMethod(method: string, shard: string): ShardGate {
+  const proto = StockShard.prototype as unknown as Record<string, Method>;
+  const original = proto[method]!;
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  let entered!: () => void;
+  const enteredP = new Promise<void>((r) => (entered = r));
+  let fired = false;
+  proto[method] = async function (this: { ctx: DurableObjectState }, ...args: unknown[]) {
+    if (!fired && this.ctx.id.name === shard) {
+      fired = true;
+      entered();
+      await gate;
+    }
+    return original.apply(this, args);
+  };
+  return {
+    entered: enteredP,
+    open,
+    undo: () => {
+      open();
+      proto[method] = original;
+    },
+  };
+}
