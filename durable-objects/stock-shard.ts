@@ -761,14 +761,14 @@ export class StockShard extends DurableObject<Env> {
     const items = header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, ...(shard ? { shard } : {}) }));
     const groups = [...groupByShard(this.env, items, (i) => i.sku, (i) => i.shard)];
     const answers = await Promise.all(groups.map(([name, lines]) => this.env.STOCK.getByName(name).extend(id, lines, expiresAt, actor).catch(() => undefined)));
-    if (answers.some((a) => a === undefined)) return { kind: "unavailable", header: this.headers.get(id)! };
+    if (answers.some((a) => a === undefined)) return { kind: "unavailable", header: await this.keepDeadline(id, groups) };
     const shortfalls = answers.flatMap((a) => (a && !a.ok ? a.shortfalls : []));
     if (answers.some((a) => a && !a.ok)) {
       // A shard answers "committed" when a commit racing this extend got there first: the header is `committing`
       // then, and the lines the commit has not reached yet are its promise. Only an extend that itself ended the
       // reservation may let its holds go.
       const ended = this.atomically(() => this.headers.markExpired(id, clockNow()));
-      if (!ended) return { kind: "refused", header: this.headers.get(id)! };
+      if (!ended) return { kind: "refused", header: await this.keepDeadline(id, groups) };
       await Promise.all(groups.map(([name]) => this.env.STOCK.getByName(name).release(id, actor).catch(() => undefined)));
       return { kind: "lapsed", shortfalls, header: this.headers.get(id)! };
     }
@@ -779,7 +779,25 @@ export class StockShard extends DurableObject<Env> {
       return c;
     });
     if (moved.kind === "ok") await this.updateTally(id, expiresAt);
+    else if (moved.kind === "refused") await this.keepDeadline(id, groups);
     return moved;
+  }
+
+  /**
+   * The header's deadline did not move, but shards may already have moved their holds to the new one. A hold asks
+   * this coordinator only at its own deadline, so such holds would keep their units (up to a whole TTL) after the
+   * reservation ended: every shard puts them back to the header's deadline. Best effort: a shard that cannot be
+   * told still asks, only later. Returns the header as it is now.
+   */
+  private async keepDeadline(id: string, groups: [string, unknown][]): Promise<ReservationHeader> {
+    const h = this.headers.get(id)!;
+    await Promise.all(groups.map(([name]) => this.env.STOCK.getByName(name).capDeadline(id, h.expires_at).catch(() => undefined)));
+    return h;
+  }
+
+  /** Shard role: no hold of `reservationId` here outlives `until` (its coordinator's deadline); earlier ones stay. */
+  async capDeadline(reservationId: string, until: number): Promise<void> {
+    this.atomically(() => this.stock.capDeadline(reservationId, until));
   }
 
   /** Shards ask before letting go of a reservation's holds at their deadline. */

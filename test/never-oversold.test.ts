@@ -456,7 +456,6 @@ describe("reservations that cannot get stuck", () => {
     setClock(deadline + 1);
     try {
       expect((await (await call(`/v1/reservations/${r.id}`, { headers: storefront() })).json<{ status: string }>()).status).toBe("expired");
-      await runInDurableObject(env.STOCK.getByName(shardNameForSku(env, a)), (_, state) => state.storage.sql.exec("UPDATE holds SET expires_at = ? WHERE reservation_id = ?", deadline, r.id));
       for (const sku of [a, b]) await runDurableObjectAlarm(env.STOCK.getByName(shardNameForSku(env, sku)));
       for (const sku of [a, b]) expect((await heldOn(sku)).map((h) => h.state)).toEqual(["expired"]);
     } finally {
@@ -467,6 +466,33 @@ describe("reservations that cannot get stuck", () => {
     const ok = await json("POST", `/v1/reservations/${r2.id}/extend`, { ttl_seconds: 3600 }, storefront());
     expect(ok.status).toBe(200);
     expect(Date.parse((await ok.json<{ expires_at: string }>()).expires_at)).toBeGreaterThan(Date.parse(r2.expires_at));
+  });
+
+  it("an extend whose shard calls finish after the deadline is refused, and its holds end at the old deadline, not the new one", async () => {
+    const [a] = await makeSkus([1]);
+    const t0 = Date.now();
+    setClock(t0);
+    try {
+      const r = await (await json("POST", "/v1/reservations", { items: [{ sku: a, quantity: 1 }], ttl_seconds: 60 }, storefront({ "idempotency-key": uid("late") }))).json<Reservation & { expires_at: string }>();
+      const deadline = Date.parse(r.expires_at);
+      setClock(deadline - 5);
+      const gate = gateShardMethod("extend", shardNameForSku(env, a!));
+      try {
+        const extend = json("POST", `/v1/reservations/${r.id}/extend`, { ttl_seconds: 3600 }, storefront());
+        await gate.entered;
+        setClock(deadline + 10); // the shard moved the hold by an hour, but the header's deadline has passed
+        gate.open();
+        expect((await extend).status).toBe(409);
+      } finally {
+        gate.undo();
+      }
+      await runDurableObjectAlarm(env.STOCK.getByName(shardNameForSku(env, a!)));
+      expect((await heldOn(a!)).map((h) => h.state)).toEqual(["expired"]);
+      // The only unit sells again right away, not an hour later.
+      expect((await reserve([{ sku: a!, quantity: 1 }], { "x-shopper-id": uid("next") })).status).toBe(201);
+    } finally {
+      setClock(null);
+    }
   });
 
   it("an extend racing a commit never releases the lines the commit has not reached: the last unit is not sold twice", async () => {

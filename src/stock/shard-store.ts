@@ -405,6 +405,11 @@ export class StockStore {
     }
   }
 
+  /** Brings this reservation's live holds forward to `until` if later: at `until` they ask their coordinator again. */
+  capDeadline(reservationId: string, until: number): void {
+    this.sql.exec("UPDATE holds SET expires_at = ?1 WHERE reservation_id = ?2 AND state = 'held' AND expires_at > ?1", until, reservationId);
+  }
+
   /** Due holds whose verdict could not be had (coordinator unreachable) are asked again after this delay. */
   postponeDue(reservationIds: string[], until: number): void {
     for (const id of reservationIds) this.sql.exec("UPDATE holds SET expires_at = MAX(expires_at, ?) WHERE reservation_id = ? AND state = 'held'", until, id);
