@@ -479,7 +479,7 @@ describe("reservations that cannot get stuck", () => {
       const gate = gateShardMethod("extend", shardNameForSku(env, a!));
       try {
         const extend = json("POST", `/v1/reservations/${r.id}/extend`, { ttl_seconds: 3600 }, storefront());
-        await gate.entered;
+        await gate.entered();
         setClock(deadline + 10); // the shard moved the hold by an hour, but the header's deadline has passed
         gate.open();
         expect((await extend).status).toBe(409);
@@ -505,12 +505,11 @@ describe("reservations that cannot get stuck", () => {
     const commitAtB = gateShardMethod("commit", shardNameForSku(env, b));
     try {
       const extend = json("POST", `/v1/reservations/${r.id}/extend`, { ttl_seconds: 900 }, storefront());
-      await extendAtA.entered;
+      await extendAtA.entered();
       const commit = json("POST", `/v1/reservations/${r.id}/commit`, {}, storefront());
-      await commitAtB.entered;
+      await commitAtB.entered();
       extendAtA.open();
-      // A answers "already committed": the extend is refused, and it must not let B's hold go. (Its body was
-      // streamed while a shard method was paused in another object's context: the status is what it proves.)
+      // A answers "already committed": the extend is refused, and it must not let B's hold go.
       expect((await extend).status).toBe(409);
       expect((await reserve([{ sku: b, quantity: 1 }], { "x-shopper-id": uid("other") })).status).toBe(409);
       commitAtB.open();

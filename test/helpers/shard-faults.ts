@@ -29,33 +29,39 @@ export function injectShardFault(fault: ShardFault): () => void {
   };
 }
 
-export type ShardGate = { entered: Promise<void>; open: () => void; undo: () => void };
+export type ShardGate = { entered: () => Promise<void>; open: () => void; undo: () => void };
+
+const tick = () => new Promise<void>((r) => setTimeout(r, 2));
 
 /**
- * Pauses the first call of `method` on the object named `shard` until `open()`: `entered` resolves once that call is
- * waiting, so a test can run something else in the gap (a commit between an extend's shard calls, say).
+ * Pauses the first call of `method` on the object named `shard` until `open()`: `entered()` resolves once that call
+ * is waiting, so a test can run something else in the gap (a commit between an extend's shard calls, say). Both
+ * sides poll a flag, each in its own context: a promise resolved by the test would resume the object's code (or
+ * the object's, the test's) in the other's I/O context, which workerd refuses once that code makes a call.
  */
 export function gateShardMethod(method: string, shard: string): ShardGate {
   const proto = StockShard.prototype as unknown as Record<string, Method>;
   const original = proto[method]!;
-  let open!: () => void;
-  const gate = new Promise<void>((r) => (open = r));
-  let entered!: () => void;
-  const enteredP = new Promise<void>((r) => (entered = r));
-  let fired = false;
+  const state = { fired: false, opened: false };
   proto[method] = async function (this: { ctx: DurableObjectState }, ...args: unknown[]) {
-    if (!fired && this.ctx.id.name === shard) {
-      fired = true;
-      entered();
-      await gate;
+    if (!state.fired && this.ctx.id.name === shard) {
+      state.fired = true;
+      while (!state.opened) await tick();
     }
     return original.apply(this, args);
   };
   return {
-    entered: enteredP,
-    open,
+    entered: async () => {
+      for (let i = 0; !state.fired; i++) {
+        if (i > 5_000) throw new Error(`${method} on ${shard} was never called`);
+        await tick();
+      }
+    },
+    open: () => {
+      state.opened = true;
+    },
     undo: () => {
-      open();
+      state.opened = true;
       proto[method] = original;
     },
   };
