@@ -11,6 +11,8 @@ import { guardEnv } from "../src/lib/guarded-env";
 import { now as clockNow } from "../src/lib/clock";
 import { EscrowStore, SEND_SWEEP_MS, type EscrowItem, type SendRow } from "../src/stock/escrow-store";
 import { splitItems } from "../src/stock/split";
+import { isSizeRefusal, packOutboxBatches } from "../src/stock/outbox-batches";
+import { storeUnsendable } from "../src/events/dead-letters";
 import { coordinatorOfReservation, groupByShard, holderOfReservation, hotSubShardName, shardNameForSku } from "../src/stock/routing";
 import type { Meta, PendingSend } from "../src/stock/shard-store";
 import { BoundedMap } from "../src/lib/isolate-memory";
@@ -45,6 +47,8 @@ function holdResult(r: ReturnType<StockStore["hold"]>): HoldResult {
   if (r.ok || "error" in r) return r;
   return { ok: false, error: "insufficient", shortfalls: r.shortfalls };
 }
+
+type OutboxRow = { id: number; dedupe_key: string | null; body: string; attempts: number };
 
 /** A catalog miss is remembered briefly so a flood of bogus SKUs does not become a flood of D1 reads. */
 const UNKNOWN_SKU_TTL_MS = 2_000;
@@ -936,32 +940,71 @@ export class StockShard extends DurableObject<Env> {
   }
 
   private async flushOutboxOnce(): Promise<boolean> {
-    const all = this.ctx.storage.sql
-      .exec<{ id: number; dedupe_key: string | null; body: string; attempts: number }>("SELECT id, dedupe_key, body, attempts FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH)
-      .toArray();
+    const all = this.ctx.storage.sql.exec<OutboxRow>("SELECT id, dedupe_key, body, attempts FROM outbox ORDER BY id LIMIT ?", OUTBOX_BATCH).toArray();
     if (!all.length) return false;
     this.lastFlushAt = Date.now();
     // A sub-shard's count reports go to its home shard over RPC, not to the queue.
     const reports = all.filter((r) => r.dedupe_key?.startsWith("report:"));
     const rows = all.filter((r) => !r.dedupe_key?.startsWith("report:"));
     const failedReports = (await Promise.all(reports.map(async (r) => ((await this.sendReport(JSON.parse(r.body) as { sku: string })) ? undefined : r)))).filter(
-      (r): r is (typeof all)[number] => r !== undefined,
+      (r): r is OutboxRow => r !== undefined,
     );
     const sentReports = reports.filter((r) => !failedReports.includes(r)).map((r) => r.id);
     if (sentReports.length) this.ctx.storage.sql.exec(`DELETE FROM outbox WHERE id IN (${sentReports.map(() => "?").join(",")})`, ...sentReports);
     if (failedReports.length) this.backOff(failedReports);
     if (!rows.length) return all.length === OUTBOX_BATCH;
+    const { batches, oversized } = packOutboxBatches(rows);
+    let sentAll = await this.deadLetterRows(oversized, "larger than a queue message may be");
+    for (const batch of batches) sentAll = (await this.sendRows(batch)) && sentAll;
+    return sentAll && all.length === OUTBOX_BATCH;
+  }
+
+  /**
+   * Sends one batch and deletes its rows. A batch the queue refuses for its size is halved until each part goes
+   * through, and a single message it refuses for its size is dead-lettered, so it never holds up the rows behind
+   * it. Any other failure backs the rows off. False when some rows are still waiting.
+   */
+  private async sendRows(rows: OutboxRow[]): Promise<boolean> {
     try {
       await this.env.EVENTS.sendBatch(rows.map((r) => ({ body: JSON.parse(r.body) as unknown, contentType: "json" as const })));
     } catch (err) {
+      if (isSizeRefusal(err)) {
+        if (rows.length === 1) return this.deadLetterRows(rows, `refused by the queue: ${String(err)}`);
+        const half = Math.ceil(rows.length / 2);
+        const first = await this.sendRows(rows.slice(0, half));
+        return (await this.sendRows(rows.slice(half))) && first;
+      }
       this.backOff(rows);
       console.warn(JSON.stringify({ level: "warn", message: "stock outbox flush failed; will retry", rows: rows.length, error: String(err) }));
       return false;
     }
-    // Only the rows that were sent: a row replaced meanwhile has a new id and stays for the next flush.
+    this.deleteRows(rows);
+    return true;
+  }
+
+  /** Rows the queue can never take go to D1 `dead_letters` (listed and kept like any dead letter), then leave the outbox. */
+  private async deadLetterRows(rows: OutboxRow[], why: string): Promise<boolean> {
+    let stored = true;
+    for (const r of rows) {
+      try {
+        await storeUnsendable(this.env, `stock-outbox:${this.ctx.id.name ?? this.ctx.id.toString()}:${r.id}`, r.body, r.attempts, `stock outbox: ${why}`);
+        this.deleteRows([r]);
+        console.error(JSON.stringify({ level: "error", message: "stock outbox event dead-lettered", row: r.id, dedupe_key: r.dedupe_key, why }));
+      } catch (err) {
+        // Kept in the outbox: never dropped, only tried again later.
+        this.backOff([r]);
+        stored = false;
+        console.warn(JSON.stringify({ level: "warn", message: "stock outbox dead letter not stored; will retry", row: r.id, error: String(err) }));
+      }
+    }
+    return stored;
+  }
+
+  /** Only the rows that were sent: a row replaced meanwhile has a new id and stays for the next flush. */
+  private deleteRows(rows: OutboxRow[]): void {
+    if (!rows.length) return;
     const ids = rows.map((r) => r.id);
     this.ctx.storage.sql.exec(`DELETE FROM outbox WHERE id IN (${ids.map(() => "?").join(",")})`, ...ids);
-    return all.length === OUTBOX_BATCH;
   }
 
   private backOff(rows: { id: number; attempts: number }[]): void {

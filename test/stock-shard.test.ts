@@ -18,7 +18,8 @@ beforeAll(async () => {
  * and fails while `down` is set: the fault is injected through the binding, not through a test-only branch.
  */
 async function wrapEvents(stub: Stub) {
-  const state = { down: false, sent: [] as Event[], failures: 0 };
+  // `maxBatchBytes`: refuse larger batches the way the queue does, to stand for a limit stricter than the sender's.
+  const state = { down: false, sent: [] as Event[], failures: 0, maxBatchBytes: Infinity, refusedForSize: 0 };
   await runInDurableObject(stub, (instance) => {
     const holder = instance as unknown as { env: Env };
     const real = holder.env.EVENTS;
@@ -30,6 +31,8 @@ async function wrapEvents(stub: Stub) {
       },
       sendBatch: async (messages, opts) => {
         if (state.down) throw (state.failures++, new Error("queue unavailable (injected)"));
+        const bytes = [...messages].reduce((n, m) => n + JSON.stringify(m.body).length, 0);
+        if (bytes > state.maxBatchBytes) throw (state.refusedForSize++, new Error(`batch size of ${bytes} bytes exceeds limit of ${state.maxBatchBytes}`));
         for (const m of messages) state.sent.push(m.body as Event);
         return real.sendBatch(messages, opts);
       },
@@ -81,6 +84,31 @@ describe("outbox", () => {
       seq: ledger.at(-1)!.seq,
     });
     expect(typeof changed[0]!.occurred_at).toBe("number");
+  });
+
+  it("a backlog larger than one queue batch drains in several sends, and a message too large for the queue is dead-lettered instead of blocking the rest", async () => {
+    const stub = env.STOCK.getByName(shardName(7));
+    await drained(stub);
+    const events = await wrapEvents(stub);
+    events.maxBatchBytes = 60_000; // a size limit the sender's own cut (200 KB) does not know about: batches are halved
+    const pad = "x".repeat(5_000);
+    await runInDurableObject(stub, (_, state) => {
+      const add = (key: string, body: unknown) =>
+        state.storage.sql.exec("INSERT INTO outbox (dedupe_key, body, attempts, next_attempt_at, created_at) VALUES (?, ?, 0, 0, 0)", key, JSON.stringify(body));
+      // The oldest row is one no queue accepts (over 128 KB): it used to be retried first, forever, with everything behind it.
+      add("test:big", { type: "test.backlog", n: -1, pad: "y".repeat(130_000) });
+      // 300 KB in 60 rows: more than one sendBatch may carry.
+      for (let n = 0; n < 60; n++) add(`test:${n}`, { type: "test.backlog", n, pad });
+      return state.storage.setAlarm(Date.now());
+    });
+    await drained(stub);
+    const sent = events.sent.filter((e) => e.type === "test.backlog").map((e) => e.n as number);
+    expect(sent.sort((x, y) => x - y)).toEqual(Array.from({ length: 60 }, (_, n) => n));
+    expect(events.refusedForSize).toBeGreaterThan(0);
+    const letters = await env.DB.prepare("SELECT id, body, error FROM dead_letters WHERE id LIKE 'stock-outbox:%'").all<{ id: string; body: string; error: string }>();
+    expect(letters.results).toHaveLength(1);
+    expect(letters.results[0]!.error).toContain("larger than a queue message");
+    expect(JSON.parse(letters.results[0]!.body)).toMatchObject({ type: "test.backlog", n: -1 });
   });
 
   it("events carry a per-SKU seq that grows with every change, across locations", async () => {

@@ -30,7 +30,7 @@ function storableBody(body: unknown): { text: string; problem?: string } {
   return { text: JSON.stringify({ truncated: text.slice(0, MAX_BODY_CHARS) }), problem: `body truncated from ${text.length} characters` };
 }
 
-function bindLetter(db: D1Database, m: Message<unknown>, now: number, error: string | null): D1PreparedStatement {
+function bindLetter(db: D1Database, m: Pick<Message<unknown>, "id" | "body" | "attempts">, now: number, error: string | null): D1PreparedStatement {
   const { text, problem } = storableBody(m.body);
   const why = [error, problem].filter(Boolean).join("; ") || null;
   return db.prepare(INSERT).bind(m.id, text, m.attempts, now, why ? why.slice(0, MAX_ERROR_CHARS) : null);
@@ -39,6 +39,20 @@ function bindLetter(db: D1Database, m: Message<unknown>, now: number, error: str
 /** Stores one dead letter with its cause (keeping a cause recorded earlier). */
 export async function storeDeadLetter(env: Pick<Env, "DB">, m: Message<unknown>, error: string | null, now = Date.now()): Promise<void> {
   await bindLetter(env.DB, m, now, error).run();
+}
+
+/**
+ * A message that never reached the queue because the queue can never take it (over its size limit): stored as a
+ * dead letter under the sender's own id, with the reason, so it is listed with the others instead of being lost.
+ */
+export async function storeUnsendable(env: Pick<Env, "DB">, id: string, bodyText: string, attempts: number, error: string, now = Date.now()): Promise<void> {
+  let body: unknown;
+  try {
+    body = JSON.parse(bodyText) as unknown;
+  } catch {
+    body = { unparsable: bodyText.slice(0, 1_000) };
+  }
+  await bindLetter(env.DB, { id, body, attempts }, now, error).run();
 }
 
 export async function storeDeadLetters(batch: MessageBatch<unknown>, env: Pick<Env, "DB" | "CATALOG_KV">, now = Date.now()): Promise<void> {
