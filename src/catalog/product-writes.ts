@@ -11,6 +11,7 @@
 import { occGuard } from "../db/guards";
 import { retargetStatements } from "../promotions/targets";
 import { minPrices, type ProductInput } from "./product-input";
+import { NEXT_CHANGE_SEQ_SQL } from "../feeds/change-seq";
 
 export type WriteMode = { kind: "create" } | { kind: "update"; expectedVersion: number };
 
@@ -22,8 +23,6 @@ export type PreparedWrite = {
   outboxIndex: number;
   event: ProductChanged;
 };
-
-const NEXT_CHANGE_SEQ = "(SELECT coalesce(max(change_seq), 0) + 1 FROM products)";
 
 export function prepareProductWrite(db: D1Database, id: string, input: ProductInput, mode: WriteMode, now: number): PreparedWrite {
   const version = mode.kind === "create" ? 1 : mode.expectedVersion + 1;
@@ -49,7 +48,7 @@ export function prepareProductWrite(db: D1Database, id: string, input: ProductIn
         .prepare(
           `INSERT INTO products (slug, title, description, brand, category_id, status, attributes, images, markets, condition, min_prices,
              id, version, change_seq, created_at, updated_at)
-           SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ${NEXT_CHANGE_SEQ}, ?, ?`,
+           SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ${NEXT_CHANGE_SEQ_SQL}, ?, ?`,
         )
         .bind(...common, id, now, now),
     );
@@ -58,7 +57,7 @@ export function prepareProductWrite(db: D1Database, id: string, input: ProductIn
       db
         .prepare(
           `UPDATE products SET slug = ?, title = ?, description = ?, brand = ?, category_id = ?, status = ?, attributes = ?, images = ?,
-             markets = ?, condition = ?, min_prices = ?, version = version + 1, change_seq = ${NEXT_CHANGE_SEQ}, updated_at = ?, import_id = NULL
+             markets = ?, condition = ?, min_prices = ?, version = version + 1, change_seq = ${NEXT_CHANGE_SEQ_SQL}, updated_at = ?, import_id = NULL
            WHERE id = ? AND version = ?`,
         )
         .bind(...common, now, id, mode.expectedVersion),
@@ -149,7 +148,7 @@ export function prepareArchive(db: D1Database, id: string, currentVersion: numbe
   const statements = [
     db
       .prepare(
-        `UPDATE products SET status = 'archived', version = version + 1, change_seq = ${NEXT_CHANGE_SEQ}, updated_at = ?
+        `UPDATE products SET status = 'archived', version = version + 1, change_seq = ${NEXT_CHANGE_SEQ_SQL}, updated_at = ?
          WHERE id = ? AND version = ?`,
       )
       .bind(now, id, currentVersion),

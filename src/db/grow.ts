@@ -8,16 +8,29 @@
  *    products own, and one write batch (a transaction) into `to`, so a product is never half-copied there. Reads and
  *    writes go on in `from` meanwhile; `to` is written by this copy only until the flip.
  * 3. `replaySince(mark)`: products whose outbox rows are newer than the mark (any admin write, import or promotion
- *    re-price writes one in the same batch) are copied again, whole; repeat until the backlog is small.
+ *    re-price writes one in the same batch) are copied again, whole; repeat until the backlog is small. Each replay
+ *    also raises `to`'s change_seq floor to `from`'s last change_seq (see below).
  * 4. Flip (an operator step): pause admin writes and imports, replay once more, deploy with CATALOG_PARTITIONS = 2N.
  * 5. `refreshAvailability` (stock projections that moved meanwhile: they are written by stock events, not the outbox;
- *    the copy keeps the higher `seq`), then `deleteMoved` until it returns no cursor.
+ *    the copy keeps the higher `seq`, and re-derives the moved products' `in_stock` and feed position from them),
+ *    then `deleteMoved` until it returns no cursor.
+ *
+ * Feeds' `since` tokens hold a change_seq position per partition, and a token made before the flip gives `from`'s
+ * position to both `from` and `to` (src/feeds/token.ts). Moved products keep their change_seq, but the sequences
+ * themselves must not step back: `to` would otherwise number its first changes from its copied products' highest
+ * change_seq, and `from`, once its moved products are deleted, from its remaining ones' highest; both can be below a
+ * position a client already holds, and such changes would never be delivered. So the replay (last run in the flip's
+ * pause) records `from`'s last change_seq as `to`'s split mark and floor, and `deleteMoved` gives `from` a floor at
+ * its own before deleting (`CHANGE_SEQ_FLOOR_KEY`, honoured by every writer through `CHANGE_SEQ_BASE_SQL`). Stock
+ * flips go on numbering in `from` until no instance with N is left, so a token may hold more for `from` than the
+ * mark: readers clamp an inherited position to the mark (`CHANGE_SEQ_SPLIT_KEY`).
  *
  * Every step is idempotent: a chunk copied twice replaces the same rows, so a crashed run resumes from its cursor.
  * FTS rows and facet counts follow by the tables' own triggers, in `to` on insert and in `from` on delete.
  */
 import type { D1Database, D1PreparedStatement } from "@cloudflare/workers-types";
 import { partitionIndex } from "./buckets";
+import { CHANGE_SEQ_BASE_SQL, CHANGE_SEQ_FLOOR_KEY, CHANGE_SEQ_SPLIT_KEY, DERIVED_IN_STOCK_SQL, NEXT_CHANGE_SEQ_SQL } from "../feeds/change-seq";
 
 /** Products per chunk: their rows travel as one JSON parameter per table, so only the statement size limits this. */
 export const GROW_CHUNK = 200;
@@ -109,24 +122,76 @@ export async function copyChunk(
   return { copied: moving, next: ids.length < limit ? null : ids.at(-1)! };
 }
 
-/** Re-copies the moving products with outbox rows after `mark`; returns them and the new mark. */
-export async function replaySince(from: D1Database, to: D1Database, opts: { newCount: number; toIndex: number; mark: number }): Promise<{ replayed: string[]; mark: number }> {
-  const { results } = await from
-    .prepare("SELECT entity_id, max(id) AS id FROM outbox WHERE id > ? AND type = 'product.changed' GROUP BY entity_id")
-    .bind(opts.mark)
-    .all<{ entity_id: string; id: number }>();
-  const moving = results.map((r) => r.entity_id).filter((id) => partitionIndex(id, opts.newCount) === opts.toIndex);
-  for (let i = 0; i < moving.length; i += GROW_CHUNK) await copyProducts(from, to, moving.slice(i, i + GROW_CHUNK));
-  return { replayed: moving, mark: results.reduce((m, r) => Math.max(m, r.id), opts.mark) };
+/**
+ * Raises `db`'s change_seq floor or split mark (`key`) to `valueSql` (a bound number, or SQL evaluated in `db`);
+ * never lowers it, so a step run twice or resumed cannot undo it.
+ */
+function raiseMark(db: D1Database, key: string, valueSql: string, ...binds: number[]): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT INTO meta (key, value) SELECT '${key}', ${valueSql} WHERE true
+       ON CONFLICT (key) DO UPDATE SET value = max(CAST(meta.value AS INTEGER), CAST(excluded.value AS INTEGER)), updated_at = unixepoch() * 1000`,
+    )
+    .bind(...binds);
 }
 
-/** After the flip: stock projections of moved SKUs that `from` saw later than `to` (higher `seq`) are copied over. */
-export async function refreshAvailability(from: D1Database, to: D1Database, opts: { newCount: number; toIndex: number; after: string; limit?: number }): Promise<{ next: string | null }> {
+/**
+ * Re-copies the moving products with outbox rows after `mark`; returns them, the new mark and `to`'s split mark: the
+ * last change_seq `from` had given (read in the same snapshot as the outbox), which also becomes `to`'s floor. Run in
+ * the flip's pause, `to` then numbers its own changes above every copied one, and a `since` token made before the
+ * flip reads `to` from no further than the mark (src/feeds/token.ts).
+ */
+export async function replaySince(
+  from: D1Database,
+  to: D1Database,
+  opts: { newCount: number; toIndex: number; mark: number },
+): Promise<{ replayed: string[]; mark: number; split: number }> {
+  const [outbox, last] = await from.batch([
+    from.prepare("SELECT entity_id, max(id) AS id FROM outbox WHERE id > ? AND type = 'product.changed' GROUP BY entity_id").bind(opts.mark),
+    from.prepare(`SELECT ${CHANGE_SEQ_BASE_SQL} AS seq`),
+  ]);
+  const results = outbox!.results as { entity_id: string; id: number }[];
+  const moving = results.map((r) => r.entity_id).filter((id) => partitionIndex(id, opts.newCount) === opts.toIndex);
+  for (let i = 0; i < moving.length; i += GROW_CHUNK) await copyProducts(from, to, moving.slice(i, i + GROW_CHUNK));
+  const split = (last!.results[0] as { seq: number }).seq;
+  await to.batch([raiseMark(to, CHANGE_SEQ_SPLIT_KEY, "?", split), raiseMark(to, CHANGE_SEQ_FLOOR_KEY, "?", split)]);
+  return { replayed: moving, mark: results.reduce((m, r) => Math.max(m, r.id), opts.mark), split };
+}
+
+type AvailabilityRow = { sku: string; location_id: string; seq: number; product_id: string } & Row;
+
+/**
+ * After the flip: stock projections of moved SKUs that `from` saw later than `to` (higher `seq`) are copied over, and
+ * what stock derives on a product is re-derived in `to`. Stock events change `from`'s `in_stock` and bump its
+ * change_seq (a variant flipping between sellable and sold out) without an outbox row, so the replay never carried
+ * them: a moved product whose availability was newer in `from`, or whose change_seq is, gets `in_stock` recomputed
+ * from `to`'s rows and a new change_seq (above the floor, so every token sees it) when `in_stock` flips or `from`
+ * had numbered a change `to` never saw. Returns the products so changed.
+ */
+export async function refreshAvailability(
+  from: D1Database,
+  to: D1Database,
+  opts: { newCount: number; toIndex: number; after: string; limit?: number },
+): Promise<{ next: string | null; rederived: string[] }> {
   const limit = opts.limit ?? GROW_CHUNK;
   const { ids, moving } = await nextIds(from, opts.after, limit, opts.newCount, opts.toIndex);
+  const rederived: string[] = [];
   if (moving.length) {
-    const rows = (await from.prepare(`SELECT * FROM availability WHERE sku IN ${SKUS}`).bind(JSON.stringify(moving)).all<Row>()).results;
-    const insert = rows.length
+    const arg = JSON.stringify(moving);
+    const read = (db: D1Database) =>
+      db.batch([
+        db.prepare(`SELECT a.*, v.product_id FROM availability a JOIN variants v ON v.sku = a.sku WHERE v.product_id IN ${IDS}`).bind(arg),
+        db.prepare(`SELECT id, change_seq FROM products WHERE id IN ${IDS}`).bind(arg),
+      ]);
+    const [[fromRows, fromSeqs], [toRows, toSeqs]] = await Promise.all([read(from), read(to)]);
+    const key = (r: AvailabilityRow) => `${r.sku}\n${r.location_id}`;
+    const seen = new Map((toRows!.results as AvailabilityRow[]).map((r) => [key(r), r.seq]));
+    const newer = (fromRows!.results as AvailabilityRow[]).filter((r) => (seen.get(key(r)) ?? -1) < r.seq);
+    const toSeq = new Map((toSeqs!.results as { id: string; change_seq: number }[]).map((r) => [r.id, r.change_seq]));
+    const stale = (fromSeqs!.results as { id: string; change_seq: number }[]).filter(
+      (r) => toSeq.has(r.id) && (r.change_seq > toSeq.get(r.id)! || newer.some((a) => a.product_id === r.id)),
+    );
+    const upsert = newer.length
       ? to
           .prepare(
             `INSERT INTO availability (sku, location_id, on_hand, reserved, available, status, seq, updated_at)
@@ -136,11 +201,27 @@ export async function refreshAvailability(from: D1Database, to: D1Database, opts
              ON CONFLICT (sku, location_id) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, available = excluded.available,
                status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at WHERE excluded.seq > availability.seq`,
           )
-          .bind(JSON.stringify(rows))
+          .bind(JSON.stringify(newer))
       : null;
-    if (insert) await insert.run();
+    // One statement per product, so each gets its own change_seq (a delta page must never split equal positions).
+    const derive = stale.map((r) =>
+      to
+        .prepare(
+          `UPDATE products SET in_stock = ${DERIVED_IN_STOCK_SQL}, change_seq = ${NEXT_CHANGE_SEQ_SQL}
+           WHERE id = ?1 AND (in_stock <> ${DERIVED_IN_STOCK_SQL} OR change_seq < ?2)`,
+        )
+        .bind(r.id, r.change_seq),
+    );
+    const statements = [upsert, ...derive].filter(present);
+    if (statements.length) {
+      const results = await to.batch(statements);
+      const offset = upsert ? 1 : 0;
+      stale.forEach((r, i) => {
+        if (results[offset + i]!.meta.changes > 0) rederived.push(r.id);
+      });
+    }
   }
-  return { next: ids.length < limit ? null : ids.at(-1)! };
+  return { next: ids.length < limit ? null : ids.at(-1)!, rederived };
 }
 
 /** After the flip: deletes the next chunk of moved products (and every row they own) from `from`. */
@@ -149,8 +230,13 @@ export async function deleteMoved(from: D1Database, opts: { newCount: number; to
   const { ids, moving } = await nextIds(from, opts.after, limit, opts.newCount, opts.toIndex);
   if (moving.length) {
     const arg = JSON.stringify(moving);
-    // Rows found through `variants` first, `products` last.
-    await from.batch([...PRODUCT_ROWS].reverse().map(({ table, where }) => from.prepare(`DELETE FROM ${table} WHERE ${where}`).bind(arg)));
+    // The floor first, in the same transaction: the deleted products may hold `from`'s highest change_seq, which
+    // tokens already carry, and its next change must still number above it. Then rows found through `variants`
+    // first, `products` last.
+    await from.batch([
+      raiseMark(from, CHANGE_SEQ_FLOOR_KEY, CHANGE_SEQ_BASE_SQL),
+      ...[...PRODUCT_ROWS].reverse().map(({ table, where }) => from.prepare(`DELETE FROM ${table} WHERE ${where}`).bind(arg)),
+    ]);
   }
   return { deleted: moving, next: ids.length < limit ? null : ids.at(-1)! };
 }

@@ -21,7 +21,7 @@ import { purgerFor, type Purger } from "./purger";
 import { recordLagSamples } from "./metrics";
 import { now as clockNow } from "../lib/clock";
 import { reconcileProductPrices } from "../promotions/price-refresh";
-import { availabilityFlipStatement } from "../feeds/change-seq";
+import { availabilityFlipStatement, DERIVED_IN_STOCK_SQL, NEXT_CHANGE_SEQ_SQL } from "../feeds/change-seq";
 import type { ConsumerDeps, EventHandler, HandlerBatch } from "./dispatch";
 import { deadLetterNow, retryLater } from "./retry";
 
@@ -214,8 +214,7 @@ function stockEventStatements(d1: D1Database, events: StockChangedEvent[], produ
        status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at
      WHERE excluded.seq > availability.seq`,
   );
-  const inStock = `(SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
-                     WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))`;
+  const inStock = DERIVED_IN_STOCK_SQL;
   return [
     // Each upsert is preceded by the feeds' flip check, so a variant selling out or coming back enters delta feeds.
     ...events.flatMap((e) => [availabilityFlipStatement(d1, e), upsert.bind(e.sku, e.location, e.on_hand, e.reserved, e.available, e.status, e.seq, now)]),
@@ -223,7 +222,7 @@ function stockEventStatements(d1: D1Database, events: StockChangedEvent[], produ
     ...productIds.map((id) =>
       d1
         .prepare(
-          `UPDATE products SET in_stock = ${inStock}, change_seq = (SELECT coalesce(max(change_seq), 0) + 1 FROM products)
+          `UPDATE products SET in_stock = ${inStock}, change_seq = ${NEXT_CHANGE_SEQ_SQL}
            WHERE id = ? AND in_stock <> ${inStock}`,
         )
         .bind(id),

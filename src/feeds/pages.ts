@@ -27,7 +27,7 @@ import type { AffiliateScope } from "../affiliates/account";
 import { loadProductDocuments, type LoadedDocument } from "../catalog/document";
 import { scopeConditions } from "./scope";
 import { visibleProductSql } from "../imports/visibility";
-import { decodeCursor, decodeSince, encodeCursor, encodeSince } from "./token";
+import { decodeCursor, decodeSince, encodeCursor, encodeSince, resolvePositions } from "./token";
 
 /** `status`: archived | out_of_scope. */
 export type Tombstone = { id: string; status: string; change_seq: number; removed_at: number; skus: string[] };
@@ -85,7 +85,7 @@ export async function selectPage(db: D1Database | readonly D1Database[], req: Pa
   const extraBinds = conditions.flatMap((c) => c.binds);
 
   if (req.since !== undefined) {
-    const since = decodeSince(req.since, dbs.length);
+    const since = await resolvePositions(dbs, decodeSince(req.since, dbs.length));
     const parts = await Promise.all(
       dbs.map(async (d, i) => {
         // One batch = one transaction: the high-water mark and the rows below it come from the same snapshot.
@@ -138,7 +138,8 @@ export async function selectPage(db: D1Database | readonly D1Database[], req: Pa
     };
   }
 
-  const cursor = req.cursor !== undefined ? decodeCursor(req.cursor, dbs.length) : undefined;
+  const decoded = req.cursor !== undefined ? decodeCursor(req.cursor, dbs.length) : undefined;
+  const cursor = decoded && { after: decoded.after, hwm: await resolvePositions(dbs, decoded.hwm) };
   // Unscoped, walking products_status_idx in id order is ideal (stops after `limit` rows); with a scope, `+` disables
   // it so the scope's own index (brand, category, or the SKUs' product ids) finds the rows: the walk read the whole
   // catalog to fill a page for a narrow scope.

@@ -25,6 +25,7 @@ import { isOccGuardError, isUniqueError, occGuard } from "../db/guards";
 import { CHUNK_LINES } from "./receive";
 import { releaseImportClaims } from "../catalog/sku-claims";
 import { importBatch, insertAttributes, insertPrices, insertTranslations, insertVariants, PRODUCT_COLUMNS, PRODUCT_VALUES, stagedPriceKeys, stagedRows, stagedVariants } from "./row-sql";
+import { CHANGE_SEQ_BASE_SQL } from "../feeds/change-seq";
 
 type PartitionEnv = Pick<Env, "DB" | "IMPORT_TRACE"> & { CATALOG_PARTITIONS?: string };
 
@@ -58,7 +59,7 @@ function updateStatements(db: D1Database, importId: string, now: number, lo: num
   const s = (sql: string) => db.prepare(sql).bind(importId, now, lo, hi);
   return [
     s(`INSERT INTO products (${PRODUCT_COLUMNS}, change_seq, version, import_id, created_at, updated_at)
-       SELECT ${PRODUCT_VALUES}, (SELECT coalesce(max(change_seq), 0) FROM products) + r.line - ?3 + 1, 1, ?1, ?2, ?2
+       SELECT ${PRODUCT_VALUES}, ${CHANGE_SEQ_BASE_SQL} + r.line - ?3 + 1, 1, ?1, ?2, ?2
        ${STAGED}
        ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, title = excluded.title, description = excluded.description, brand = excluded.brand,
          category_id = excluded.category_id, status = excluded.status, attributes = excluded.attributes, images = excluded.images,
@@ -97,7 +98,7 @@ function finalizeStatements(db: D1Database, importId: string, now: number, lo: n
   return [
     // The feeds' sequence now, in line order, above everything the partition had: a delta feed sees each product once it is visible.
     s(`UPDATE products SET pending_import = NULL, updated_at = ?2,
-         change_seq = (SELECT coalesce(max(change_seq), 0) FROM products) + (SELECT r.line FROM import_rows r WHERE r.import_id = ?1 AND r.product_id = products.id) - ?3 + 1
+         change_seq = ${CHANGE_SEQ_BASE_SQL} + (SELECT r.line FROM import_rows r WHERE r.import_id = ?1 AND r.product_id = products.id) - ?3 + 1
        WHERE pending_import = ?1 AND id IN (${ids})`),
     s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
          WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))

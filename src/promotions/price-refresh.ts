@@ -11,6 +11,7 @@
 import { productChangedOutboxSql, sendOutboxIds } from "../events/outbox";
 import { minEffectivePrices, type DocPromotion } from "./effective-price";
 import { loadSchedules } from "./schedule";
+import { CHANGE_SEQ_BASE_SQL } from "../feeds/change-seq";
 
 export type PriceRow = { id: string; min: Record<string, number>; badges: Record<string, unknown> };
 
@@ -79,7 +80,7 @@ export function priceRefreshStatements(db: D1Database, rows: readonly PriceRow[]
         .prepare(
           `UPDATE products SET min_prices = json_extract(j.value, '$.min'), price_badges = json_extract(j.value, '$.badges'),
              version = version + ?1, change_seq = b.m + j.key + 1, updated_at = ?2
-           FROM (SELECT coalesce(max(change_seq), 0) AS m FROM products) AS b, json_each(?3) AS j
+           FROM (SELECT ${CHANGE_SEQ_BASE_SQL} AS m) AS b, json_each(?3) AS j
            WHERE products.id = json_extract(j.value, '$.id')`,
         )
         .bind(opts.bumpVersion ? 1 : 0, now, chunk),

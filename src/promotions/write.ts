@@ -16,6 +16,7 @@ import type { DocPromotion } from "./effective-price";
 import { computePriceRows, priceRefreshStatements } from "./price-refresh";
 import { checkAmountOff, inputFromRow, promotionColumns, resolveTargets, unprocessable, type PromotionInput, type PromotionRow, type Target } from "./store";
 import { targetCondition } from "./targets";
+import { CHANGE_SEQ_BASE_SQL } from "../feeds/change-seq";
 
 export type WriteKind = { kind: "create"; id: string } | { kind: "update"; id: string; expectedVersion: number; before: PromotionRow } | { kind: "delete"; id: string; expectedVersion: number; before: PromotionRow };
 
@@ -169,7 +170,7 @@ export async function partitionStatements(
       db
         .prepare(
           `UPDATE products SET version = version + 1, change_seq = b.m + r.n, updated_at = ?3
-           FROM (SELECT coalesce(max(change_seq), 0) AS m FROM products) AS b,
+           FROM (SELECT ${CHANGE_SEQ_BASE_SQL} AS m) AS b,
                 (SELECT product_id, row_number() OVER (ORDER BY product_id) AS n FROM (${late})) AS r
            WHERE products.id = r.product_id`,
         )

@@ -1,13 +1,23 @@
 /**
  * Growing N = 1 → 2 with the copy steps of src/db/grow.ts, at small scale: a catalog written with one partition (DB)
  * is copied half into CATALOG_1 in chunks while an admin write lands in the old partition, replayed, flipped to
- * CATALOG_PARTITIONS = 2 and cleaned up; then the API (N = 2) sees the same catalog, the write included.
+ * CATALOG_PARTITIONS = 2 and cleaned up; then the API (N = 2) sees the same catalog, the write included. Then what
+ * feeds' `since` tokens and stock flags see across a growth: every change after a token's position is delivered,
+ * in either partition, and stock that moved during the copy is what the new partition says.
+ *
+ * Storage is shared by the tests of this file: each grows its own products (ids from its own range) into partitions
+ * that earlier tests already grew.
  */
 import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app";
 import { copyChunk, copyShared, deleteMoved, outboxMark, refreshAvailability, replaySince } from "../../src/db/grow";
 import { allCatalogDbs, partitionOf } from "../../src/db/partitions";
+import { applyStockEvents } from "../../src/events/consumer";
+import type { StockChangedEvent } from "../../src/events/messages";
+import { selectPage } from "../../src/feeds/pages";
+import { splitMark } from "../../src/feeds/change-seq";
+import { decodeSince, encodeSince, resolvePositions } from "../../src/feeds/token";
 import { seedProducts } from "../helpers/catalog-fixtures";
 import { BASE, admin, call } from "../helpers/http";
 
@@ -30,6 +40,55 @@ async function facetMap(dbs: D1Database[]): Promise<Map<string, number>> {
     }
   }
   return out;
+}
+
+/** PATCHes a product's title, before the flip (N = 1) or after it (this file's env, N = 2). */
+async function retitle(when: "before" | "after", id: string, title: string): Promise<void> {
+  const db = when === "before" ? env.DB : allCatalogDbs(env)[partitionOf(env, id)]!;
+  const { version } = (await db.prepare("SELECT version FROM products WHERE id = ?").bind(id).first<{ version: number }>())!;
+  const init = { method: "PATCH", headers: admin({ "content-type": "application/json", "if-match": `"${version}"` }), body: JSON.stringify({ title }) };
+  const res = when === "before" ? await requestBefore(`/admin/products/${id}`, init) : await call(`/admin/products/${id}`, init);
+  expect(res.status, await res.clone().text()).toBe(200);
+}
+
+const seqOf = async (db: D1Database, id: string) => (await db.prepare("SELECT change_seq FROM products WHERE id = ?").bind(id).first<{ change_seq: number }>())!.change_seq;
+const highWater = async (db: D1Database) => (await db.prepare("SELECT coalesce(max(change_seq), 0) AS m FROM products").first<{ m: number }>())!.m;
+
+/** Every product a delta feed from `token` names (live or removed), reading page after page at N = 2. */
+async function delta(token: string): Promise<string[]> {
+  const named: string[] = [];
+  let since = token;
+  for (let page = 0; page < 50; page++) {
+    const got = await selectPage(allCatalogDbs(env), { scope: {}, filters: {}, limit: 7, since });
+    named.push(...got.live.map((d) => d.doc.id), ...got.removed.map((r) => r.id));
+    since = got.next_since;
+    if (!got.has_more) return named;
+  }
+  throw new Error("delta did not end");
+}
+
+/** Steps 1–3 of the growth, the last replay standing for the one in the flip's pause. */
+async function copyAndReplay(): Promise<void> {
+  const to = env.CATALOG_1!;
+  await copyShared(env.DB, to);
+  const mark = await outboxMark(env.DB);
+  let after: string | null = "";
+  while (after !== null) after = (await copyChunk(env.DB, to, { newCount: 2, toIndex: 1, after, limit: 9 })).next;
+  await replaySince(env.DB, to, { newCount: 2, toIndex: 1, mark });
+}
+
+/** Step 5, after the flip. Returns the products whose stock flags were re-derived. */
+async function finish(): Promise<string[]> {
+  const rederived: string[] = [];
+  let after: string | null = "";
+  while (after !== null) {
+    const step: { next: string | null; rederived: string[] } = await refreshAvailability(env.DB, env.CATALOG_1!, { newCount: 2, toIndex: 1, after, limit: 9 });
+    rederived.push(...step.rederived);
+    after = step.next;
+  }
+  after = "";
+  while (after !== null) after = (await deleteMoved(env.DB, { newCount: 2, toIndex: 1, after, limit: 9 })).next;
+  return rederived;
 }
 
 const ids = async (db: D1Database) => (await db.prepare("SELECT id FROM products ORDER BY id").all<{ id: string }>()).results.map((r) => r.id);
@@ -101,5 +160,126 @@ describe("growing from one partition to two", () => {
     expect(found.items.map((i) => i.id)).toEqual([moving[0]]);
     const listed = await (await call("/v1/products?limit=100&currency=USD")).json<{ items: { id: string }[] }>();
     expect(listed.items.map((i) => i.id).sort()).toEqual(all);
+  });
+
+  it("a since token taken before the split gets every later change of both partitions, also changes the new one numbers first", async () => {
+    const all = (await seedProducts(env.DB, 40, 101)).map((p) => p.id).sort();
+    const staying = all.filter((id) => partitionOf(env, id) === 0);
+    const moving = all.filter((id) => partitionOf(env, id) === 1);
+    const early = encodeSince([await highWater(env.DB)]);
+    // Changes before the split on both sides; the last lands on a product that stays, so the old partition's
+    // high-water mark is above every change_seq the new partition receives.
+    await retitle("before", moving[0]!, "Moved, changed before the split");
+    await retitle("before", staying[0]!, "Stayed, changed before the split");
+    const split = await highWater(env.DB);
+    const synced = encodeSince([split]);
+    await copyAndReplay();
+    expect(await highWater(env.CATALOG_1!)).toBeLessThan(split);
+
+    // After the flip (N = 2): the new partition's first change, and one in the old partition.
+    await retitle("after", moving[1]!, "Moved, changed after the split");
+    await retitle("after", staying[1]!, "Stayed, changed after the split");
+    expect(await seqOf(env.CATALOG_1!, moving[1]!)).toBeGreaterThan(split);
+
+    const fromEarly = await delta(early);
+    for (const id of [moving[0]!, staying[0]!, moving[1]!, staying[1]!]) expect(fromEarly).toContain(id);
+    const fromSynced = await delta(synced);
+    expect(fromSynced).toContain(moving[1]!);
+    expect(fromSynced).toContain(staying[1]!);
+    expect(fromSynced).not.toContain(staying[0]!);
+
+    // And once the moved rows have left the old partition: the same, plus a change made after that.
+    await finish();
+    await retitle("after", moving[2]!, "Moved, changed after the clean-up");
+    const fromEarlyLater = await delta(early);
+    for (const id of [moving[0]!, staying[0]!, moving[1]!, staying[1]!, moving[2]!]) expect(fromEarlyLater).toContain(id);
+    const page = await selectPage(allCatalogDbs(env), { scope: {}, filters: {}, limit: 100, since: synced });
+    expect(page.live.filter((d) => d.doc.id === moving[1]).map((d) => d.doc.title)).toEqual(["Moved, changed after the split"]);
+    expect(page.live.map((d) => d.doc.id)).toContain(moving[2]!);
+  });
+
+  it("deleting the moved rows never lowers the old partition's sequence under a position a token holds", async () => {
+    const all = (await seedProducts(env.DB, 40, 201)).map((p) => p.id).sort();
+    const staying = all.filter((id) => partitionOf(env, id) === 0);
+    const moving = all.filter((id) => partitionOf(env, id) === 1);
+    // The old partition's last change before the split is to a product that moves: its highest change_seq leaves.
+    await retitle("before", staying[0]!, "Stayed, changed before the split");
+    await retitle("before", moving[0]!, "Moved, changed last before the split");
+    await copyAndReplay();
+    // A feed read after the flip, before the clean-up: its position for partition 0 is that moved product's.
+    const read = await selectPage(allCatalogDbs(env), { scope: {}, filters: {}, limit: 100, since: encodeSince([0, 0]) });
+    expect(read.has_more).toBe(false);
+    const position = await highWater(env.DB);
+    expect(position).toBe(await seqOf(env.DB, moving[0]!));
+    await finish();
+    expect(await highWater(env.DB)).toBeLessThan(position);
+    // The old partition's next change numbers above the position the token holds, and reaches it.
+    await retitle("after", staying[1]!, "Stayed, changed after the clean-up");
+    expect(await seqOf(env.DB, staying[1]!)).toBeGreaterThan(position);
+    expect(await delta(read.next_since)).toContain(staying[1]!);
+  });
+
+  it("stock that changed during the copy sets the moved products' in_stock and reaches feeds after the growth", async () => {
+    const all = (await seedProducts(env.DB, 40, 301)).map((p) => p.id).sort();
+    const moving = all.filter((id) => partitionOf(env, id) === 1);
+    const variantRows = async (id: string) =>
+      (
+        await env.DB.prepare("SELECT a.sku, a.location_id, a.seq, v.position FROM availability a JOIN variants v ON v.sku = a.sku WHERE v.product_id = ? ORDER BY v.position, a.location_id")
+          .bind(id)
+          .all<{ sku: string; location_id: string; seq: number; position: number }>()
+      ).results;
+    const soldOut = moving[0]!; // every variant sells out
+    const partly = (await Promise.all(moving.slice(1).map(async (id) => ({ id, skus: new Set((await variantRows(id)).map((r) => r.sku)).size })))).find((p) => p.skus > 1)!.id; // one of several variants sells out
+    const before = encodeSince([await highWater(env.DB)]);
+    await copyAndReplay();
+    expect(await env.CATALOG_1!.prepare("SELECT in_stock FROM products WHERE id = ?").bind(soldOut).first()).toEqual({ in_stock: 1 });
+
+    // Stock events applied by the consumer of the N = 1 deployment after those products were copied.
+    const partlyRows = await variantRows(partly);
+    const sellOut = (rows: { sku: string; location_id: string; seq: number }[]): StockChangedEvent[] =>
+      rows.map((r) => ({ type: "stock.changed", sku: r.sku, location: r.location_id, on_hand: 0, reserved: 0, available: 0, status: "out_of_stock", seq: r.seq + 1, occurred_at: Date.now() }));
+    await applyStockEvents([env.DB], [...sellOut(await variantRows(soldOut)), ...sellOut(partlyRows.filter((r) => r.sku === partlyRows[0]!.sku))], Date.now());
+    expect(await env.DB.prepare("SELECT in_stock FROM products WHERE id = ?").bind(soldOut).first()).toEqual({ in_stock: 0 });
+    // Those flips numbered past the new partition's split mark (checkout goes on during the flip's pause), and a
+    // reader still at N = 1 hands out a token holding that.
+    const mark = (await splitMark(env.CATALOG_1!))!;
+    const late = encodeSince([await highWater(env.DB)]);
+    expect(await highWater(env.DB)).toBeGreaterThan(mark);
+
+    // The flip: the new partition numbers a change of its own first, then step 5.
+    const retitled = moving.find((id) => id !== soldOut && id !== partly)!;
+    await retitle("after", retitled, "Moved, changed after the sale");
+    expect(await seqOf(env.CATALOG_1!, retitled)).toBe(mark + 1);
+    expect((await finish()).sort()).toEqual([soldOut, partly].sort());
+    const moved = async (id: string) => env.CATALOG_1!.prepare("SELECT in_stock, change_seq FROM products WHERE id = ?").bind(id).first<{ in_stock: number; change_seq: number }>();
+    expect((await moved(soldOut))!.in_stock).toBe(0);
+    expect((await moved(partly))!.in_stock).toBe(1);
+    expect((await moved(soldOut))!.change_seq).toBeGreaterThan(mark + 1);
+    expect((await moved(partly))!.change_seq).toBeGreaterThan(mark + 1);
+    // Readers at N = 2: the sold-out product is listed as such, and a delta from before the sale names both.
+    const listed = await (await call("/v1/products?in_stock=true&limit=100&currency=USD&locale=en")).json<{ items: { id: string }[] }>();
+    expect(listed.items.map((i) => i.id)).not.toContain(soldOut);
+    expect(listed.items.map((i) => i.id)).toContain(partly);
+    const named = await delta(before);
+    for (const id of [soldOut, partly, retitled]) expect(named).toContain(id);
+    const namedLate = await delta(late);
+    for (const id of [soldOut, partly, retitled]) expect(namedLate).toContain(id);
+    // Running step 5 again changes nothing.
+    expect(await finish()).toEqual([]);
+  });
+
+  it("maps a token made before growths: new partitions inherit a position, clamped to their split mark; older ancestry reads from 0", async () => {
+    // [7, 9] for N = 2 read at N = 8: 2 and 3 split off 0 and 1 (one generation), 4…7 off 0…3 (two for 6 and 7).
+    expect(decodeSince(encodeSince([7, 9]), 8)).toEqual({
+      seq: [7, 9, 7, 9, 7, 9, 0, 0],
+      inherited: [false, false, true, true, true, true, false, false],
+    });
+    expect(decodeSince(encodeSince([7]), 2)).toEqual({ seq: [7, 7], inherited: [false, true] });
+    expect(decodeSince(encodeSince([7, 9]), 2)).toEqual({ seq: [7, 9], inherited: [false, false] });
+    // CATALOG_1 has a split mark from the growths above: an inherited position past it reads from the mark.
+    const mark = (await splitMark(env.CATALOG_1!))!;
+    expect(await resolvePositions(allCatalogDbs(env), decodeSince(encodeSince([mark + 5]), 2))).toEqual([mark + 5, mark]);
+    expect(await resolvePositions(allCatalogDbs(env), decodeSince(encodeSince([mark - 1]), 2))).toEqual([mark - 1, mark - 1]);
+    expect(await resolvePositions(allCatalogDbs(env), decodeSince(encodeSince([mark + 5, mark + 9]), 2))).toEqual([mark + 5, mark + 9]);
   });
 });
