@@ -257,3 +257,14 @@ export async function loadDocumentVersion(db: Queryable, id: string): Promise<Pi
     .bind(id)
     .first<Pick<ProductDocument, "version" | "stock_seq">>();
 }
+
+/**
+ * The database's document when it is newer than `doc`, else `doc` (null when the product is gone): the version
+ * probe reads the product's own rows, and the full load runs only when there is something newer. The check a KV
+ * writer makes after its write (src/catalog/projection-store.ts) almost always finds nothing newer.
+ */
+export async function newerThan(doc: ProductDocument, db: Queryable, id: string): Promise<ProductDocument | null> {
+  const version = await loadDocumentVersion(db, id);
+  if (!version) return null;
+  return isNewer(version, doc) ? loadProductDocument(db, id) : doc;
+}

@@ -7,7 +7,7 @@ import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
 import { marketOf } from "../lib/markets";
 import { productCacheKey, productTags } from "./cache-keys";
-import { isNewer, loadDocumentVersion, loadProductDocument, type ProductDocument } from "./document";
+import { loadProductDocument, newerThan, type ProductDocument } from "./document";
 import { originSession, BOOKMARK_HEADER } from "./origin";
 import { fillProductDoc, readProductDoc } from "./projection-store";
 import { tieredRead, type CachePolicy, type Timeouts } from "./read-path";
@@ -31,13 +31,6 @@ export type ProductReadInput = {
 /** The render variant is part of the validator: one document yields one ETag per currency × locale. */
 export function productEtag(doc: Pick<ProductDocument, "id" | "version" | "stock_seq">, currency: string, locale: string, market?: string): string {
   return `${doc.id}.v${doc.version}.s${doc.stock_seq}.${currency}.${locale}${market ? `.${market}` : ""}`;
-}
-
-/** The primary's document when it is newer than `doc`, else `doc`: the full load runs only when there is something newer. */
-async function newerThan(doc: ProductDocument, db: Parameters<typeof loadProductDocument>[0], id: string): Promise<ProductDocument | null> {
-  const version = await loadDocumentVersion(db, id);
-  if (!version) return null;
-  return isNewer(version, doc) ? loadProductDocument(db, id) : doc;
 }
 
 export async function readProduct(input: ProductReadInput): Promise<Response> {

@@ -12,7 +12,7 @@ import { inArray } from "drizzle-orm";
 import { getDb } from "../db/client";
 import { allCatalogDbs, catalogDb } from "../db/partitions";
 import { categories } from "../db/schema";
-import { loadProductDocument } from "../catalog/document";
+import { loadProductDocument, newerThan } from "../catalog/document";
 import { putProductDocIfNewer } from "../catalog/projection-store";
 import { indexSkus } from "../catalog/sku-index";
 import { productTags, TAG_CATEGORIES } from "../catalog/cache-keys";
@@ -165,7 +165,8 @@ async function refreshProduct(env: Env, purger: Purger, id: string, catalogChang
     await purger.purgeProduct({ id }, [id]);
     return;
   }
-  await putProductDocIfNewer(env.CATALOG_KV, doc, { latest: () => loadProductDocument(db, id) });
+  // The check after the write probes the version first: a full second load per event doubled the consumer's D1 work.
+  await putProductDocIfNewer(env.CATALOG_KV, doc, { latest: () => newerThan(doc, db, id) });
   // Only catalog changes can add variants; stock events (the bulk of a sale) leave the SKU index alone.
   if (catalogChange) await indexSkus(env.CATALOG_KV, doc.id, doc.variants.map((v) => v.sku));
   // Purge even when KV already held this version: a previous attempt may have written KV and then failed
