@@ -4,26 +4,25 @@
  * Object and miniflare's KV/Cache/D1/Queues simulators) and of this client, before and after N requests, then
  * again once the event pipeline has drained (the queue consumer's share). On a CPU-bound local runtime the
  * throughput ratio of two cases is roughly the inverse ratio of these figures.
- *
- * With `--profile`, it also samples every isolate of the runtime (ours through wrangler's inspector proxy,
- * miniflare's through workerd's own inspector) during each case and prints busy time per isolate.
- *   npx tsx bench/reserve/cpu.ts --requests 3000 --port 8821 --inspector-port 9321 [--profile 1] [--cases noop,hot,spread]
+ * Per-isolate CPU profiles cannot split it further: each isolate's V8 sampler counts wall time, so every isolate
+ * that ran once reports itself busy for the whole window. Compare patched bundles instead (`--entry`).
+ *   npx tsx bench/reserve/cpu.ts --requests 3000 --port 8821 --inspector-port 9321 [--cases noop,hot,spread] [--entry dir/index.js]
  * Needs `bench/reserve/run.ts --phase prepare` first; works on a copy of its state.
  */
-import { cpSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, rmSync } from "node:fs";
 import path from "node:path";
 import { benchArgs } from "../lib/args";
 import { startDevServer } from "../lib/dev-server";
-import { connectInspector, connectRuntimeIsolates, type Inspector } from "../lib/inspector";
+import { connectInspector } from "../lib/inspector";
+import { cpuMs, serverProcesses } from "../lib/proc-cpu";
 
-const args = benchArgs({ requests: 3000, connections: 50, port: 8821, "inspector-port": 9321, skus: 1000, shoppers: 1000, profile: 0, cases: "noop,hot,spread,noop", entry: "" });
+const args = benchArgs({ requests: 3000, connections: 50, port: 8821, "inspector-port": 9321, skus: 1000, shoppers: 1000, cases: "noop,hot,spread,noop", entry: "" });
 const ORIGIN = `http://127.0.0.1:${args.port}`;
 const PREPARED = path.resolve(".wrangler/bench-reserve");
 const PERSIST = path.resolve(".wrangler/bench-reserve-cpu");
 const ENTRY = path.resolve(args.entry || ".wrangler/bench-reserve-build/index.js");
 const ADMIN = { authorization: "Bearer bench-admin-token", "content-type": "application/json" };
 const STORE = { authorization: "Bearer dev-storefront-key", "content-type": "application/json" };
-const TICK_MS = 1000 / 100; // USER_HZ
 
 const sku = (kind: string) => (kind === "hot" ? "BENCH-HOT" : `BENCH-S${String(Math.floor(Math.random() * args.skus)).padStart(4, "0")}`);
 const request = (kind: string): [string, RequestInit] =>
@@ -37,40 +36,6 @@ const request = (kind: string): [string, RequestInit] =>
           body: JSON.stringify({ items: [{ sku: sku(kind), quantity: 1 }], ttl_seconds: 3600 }),
         },
       ];
-
-function descendants(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const stat = readFileSync(`/proc/${e}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(e)]);
-    } catch {
-      /* gone */
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const c of children.get(p) ?? []) {
-      out.push(c);
-      walk(c);
-    }
-  };
-  walk(root);
-  return out;
-}
-
-/** utime + stime of a process (all its threads), in ms. */
-function cpuMs(pid: number | "self"): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) * TICK_MS;
-  } catch {
-    return 0;
-  }
-}
 
 async function loop(kind: string, n: number): Promise<{ ok: number; other: Map<number, number>; seconds: number }> {
   let sent = 0;
@@ -112,35 +77,6 @@ async function drain(): Promise<void> {
   }
 }
 
-type Sampler = { name: string; insp: Inspector };
-async function startProfiles(samplers: Sampler[]) {
-  for (const s of samplers) {
-    await s.insp.call("Profiler.enable");
-    await s.insp.call("Profiler.setSamplingInterval", { interval: 500 });
-    await s.insp.call("Profiler.start");
-  }
-}
-type Node = { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] };
-async function stopProfiles(samplers: Sampler[], requests: number) {
-  for (const s of samplers) {
-    const { profile } = await s.insp.call<{ profile: { nodes: Node[]; samples: number[]; timeDeltas: number[] } }>("Profiler.stop", {}, 30_000);
-    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-    let busy = 0;
-    const fns = new Map<string, number>();
-    profile.samples.forEach((id, i) => {
-      const n = byId.get(id)!;
-      const ms = (profile.timeDeltas[i + 1] ?? 0) / 1000;
-      if (n.callFrame.functionName === "(idle)") return;
-      busy += ms;
-      const k = `${n.callFrame.functionName || "(anon)"} ${n.callFrame.url.replace(/^.*\//, "")}:${n.callFrame.lineNumber + 1}`;
-      fns.set(k, (fns.get(k) ?? 0) + ms);
-    });
-    const top = [...fns].sort((a, b) => b[1] - a[1]).slice(0, 12);
-    console.log(`    isolate ${s.name}: busy ${busy.toFixed(0)} ms = ${(busy / requests).toFixed(3)} ms/req`);
-    for (const [k, ms] of top) console.log(`      ${((100 * ms) / Math.max(busy, 1)).toFixed(1).padStart(5)} %  ${k}`);
-  }
-}
-
 async function main() {
   rmSync(PERSIST, { recursive: true, force: true });
   cpSync(PREPARED, PERSIST, { recursive: true });
@@ -148,19 +84,8 @@ async function main() {
   try {
     const ours = await connectInspector(args["inspector-port"]);
     await ours.call("Network.disable");
-    const procs = descendants(server.pid).map((pid) => {
-      const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-      const role = comm === "workerd" ? (cmd.includes("--inspector-addr") ? "runtime workerd" : "proxy workerd") : comm;
-      return { pid, role };
-    }).filter((p) => p.role !== "sh" && p.role !== "npm exec");
+    const procs = serverProcesses(server.pid).filter((p) => p.role !== "sh" && p.role !== "npm exec");
     console.log(`processes: ${procs.map((p) => `${p.role}(${p.pid})`).join(", ")}`);
-    const runtime = procs.find((p) => p.role === "runtime workerd");
-    const samplers: Sampler[] = [];
-    if (args.profile && runtime) {
-      samplers.push({ name: "edgeshelf (Worker + DOs)", insp: ours });
-      for (const [id, insp] of await connectRuntimeIsolates(runtime.pid)) samplers.push({ name: id, insp });
-    }
     // Warm every path once.
     await loop("noop", 300);
     if (args.cases.includes("spread")) await loop("spread", 600);
@@ -170,10 +95,8 @@ async function main() {
       const snap = () => ({ procs: procs.map((p) => cpuMs(p.pid)), self: cpuMs("self"), samples: 0 });
       const before = snap();
       const samplesBefore = await lagSamples();
-      if (samplers.length) await startProfiles(samplers);
       const r = await loop(kind, args.requests);
       const during = snap();
-      if (samplers.length) await stopProfiles(samplers, args.requests);
       const d0 = performance.now();
       await drain();
       const drainS = (performance.now() - d0) / 1000 - 3;

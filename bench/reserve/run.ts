@@ -28,6 +28,7 @@ import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
 import { fmt, percentile, statusJson } from "../lib/stats";
 import { benchArgs } from "../lib/args";
 import { connectInspector } from "../lib/inspector";
+import { cpuMs, serverProcesses } from "../lib/proc-cpu";
 
 const args = benchArgs({
   seconds: 8,
@@ -60,7 +61,15 @@ const HOT = "BENCH-HOT";
 const SELLOUT = "BENCH-SELLOUT";
 const spreadSku = (i: number) => `BENCH-S${String(i).padStart(4, "0")}`;
 
-type Stats = { name: string; requests: number; ok: number; conflict: number; other: number; rps: number; p50: number; p95: number; p99: number };
+type Stats = {
+  name: string; requests: number; ok: number; conflict: number; other: number; rps: number; p50: number; p95: number; p99: number;
+  /** CPU ms per request while the case ran: the runtime workerd (Worker, objects, miniflare's simulators) and all server processes. */
+  cpu?: { runtime: number; server: number };
+};
+
+/** The processes of the dev server (set once it runs): their CPU time frames each case. */
+let server: { pid: number; role: string }[] = [];
+const serverCpu = () => ({ runtime: server.filter((p) => p.role === "runtime workerd").reduce((n, p) => n + cpuMs(p.pid), 0), server: server.reduce((n, p) => n + cpuMs(p.pid), 0) });
 
 /** Closed loop: `connections` clients each send the next request as soon as the previous answers. */
 async function load(name: string, make: () => { path: string; init: RequestInit }, seconds = SECONDS, connections = CONNECTIONS): Promise<Stats & { latencies: number[] }> {
@@ -69,6 +78,7 @@ async function load(name: string, make: () => { path: string; init: RequestInit 
   let conflict = 0;
   let other = 0;
   const statuses = new Map<number, number>();
+  const cpu0 = serverCpu();
   const start = performance.now();
   const end = start + seconds * 1000;
   await Promise.all(
@@ -91,6 +101,7 @@ async function load(name: string, make: () => { path: string; init: RequestInit 
     }),
   );
   const elapsed = (performance.now() - start) / 1000;
+  const cpu1 = serverCpu();
   latencies.sort((a, b) => a - b);
   console.log(`  ${name}: statuses ${statusJson(statuses)}`);
   return {
@@ -103,6 +114,7 @@ async function load(name: string, make: () => { path: string; init: RequestInit 
     p50: percentile(latencies, 50),
     p95: percentile(latencies, 95),
     p99: percentile(latencies, 99),
+    cpu: latencies.length ? { runtime: (cpu1.runtime - cpu0.runtime) / latencies.length, server: (cpu1.server - cpu0.server) / latencies.length } : undefined,
     latencies,
   };
 }
@@ -232,7 +244,8 @@ async function main() {
     console.error("run --phase prepare first");
     process.exit(2);
   }
-  const { stop } = await startDevServer({ port: args.port, persist: PERSIST, inspectorPort: args["inspector-port"], entry, vars: { ADMIN_TOKEN } });
+  const { stop, pid } = await startDevServer({ port: args.port, persist: PERSIST, inspectorPort: args["inspector-port"], entry, vars: { ADMIN_TOKEN } });
+  server = serverProcesses(pid);
   if (PHASE !== "measure") {
     console.log("creating bench SKUs through the admin API…");
     await seedBenchSkus();
@@ -302,9 +315,10 @@ async function main() {
     requests: a.requests + b.requests,
     ok: 0, conflict: 0, other: 0,
     rps: (a.rps + b.rps) / 2, p50: (a.p50 + b.p50) / 2, p95: (a.p95 + b.p95) / 2, p99: (a.p99 + b.p99) / 2,
+    cpu: a.cpu && b.cpu ? { runtime: (a.cpu.runtime + b.cpu.runtime) / 2, server: (a.cpu.server + b.cpu.server) / 2 } : undefined,
   });
   const row = (s: Stats, base: Stats, against: string) =>
-    `| ${s.name} | ${fmt(s.rps, 0)} | ${fmt(s.p50)} | ${fmt(s.p95)} | ${fmt(s.p99)} | ${against} | ${fmt(s.rps / base.rps, 2)} | ${fmt(s.p50 / base.p50, 2)} | ${fmt(s.p95 / base.p95, 2)} | ${fmt(s.p99 / base.p99, 2)} | ${s.ok} / ${s.conflict} / ${s.other} |`;
+    `| ${s.name} | ${fmt(s.rps, 0)} | ${fmt(s.p50)} | ${fmt(s.p95)} | ${fmt(s.p99)} | ${against} | ${fmt(s.rps / base.rps, 2)} | ${fmt(s.p50 / base.p50, 2)} | ${fmt(s.p95 / base.p95, 2)} | ${fmt(s.p99 / base.p99, 2)} | ${s.ok} / ${s.conflict} / ${s.other} | ${s.cpu ? fmt(s.cpu.runtime, 2) : "—"} | ${s.cpu ? fmt(s.cpu.server, 2) : "—"} |`;
   const hotBase = around(b1, b2);
   const spreadBase = around(b2, b3);
   const ipBase = around(b3, b4);
@@ -341,8 +355,8 @@ Cases ran in this order, each after the event pipeline had drained (no new propa
 ${drains.map((d) => `${d.toFixed(1)}`).join(", ")} s), with a baseline before and after each reservation case. Each case's
 ratios are against the mean of its two neighbouring baselines; the range against either one alone is listed below.
 
-| case | req/s | p50 ms | p95 ms | p99 ms | against | × req/s | × p50 | × p95 | × p99 | 2xx / 409 / other |
-|---|---|---|---|---|---|---|---|---|---|---|
+| case | req/s | p50 ms | p95 ms | p99 ms | against | × req/s | × p50 | × p95 | × p99 | 2xx / 409 / other | runtime CPU ms/req | server CPU ms/req |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
 ${row(b1, b1, "itself")}
 ${row(hot, hotBase, "mean of 1, 2")}
 ${row(b2, b1, "baseline 1")}
@@ -350,6 +364,11 @@ ${row(spreadStats, spreadBase, "mean of 2, 3")}
 ${row(b3, b1, "baseline 1")}
 ${row(spreadIp, ipBase, "mean of 3, 4")}
 ${row(b4, b1, "baseline 1")}
+
+CPU per request is read from /proc while each case runs (user + system time, 10 ms ticks): "runtime" is the workerd
+process that runs the Worker, every Durable Object and miniflare's KV, Cache, D1, Queues and rate-limit simulators
+(and the queue consumer, whenever it runs during the case); "server" adds wrangler's proxy workerd and node. The
+client (this script) runs on the same 2 cores and is not counted.
 
 Against either neighbouring baseline alone: hot SKU ${ratio(hot, b1, b2)}; ${SPREAD_SKUS} SKUs ${ratio(spreadStats, b2, b3)};
 IP fallback ${ratio(spreadIp, b3, b4)}.
