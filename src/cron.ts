@@ -7,8 +7,7 @@ import { recordGauges } from "./metrics/gauges";
 import { prunePoints } from "./metrics/timeseries";
 import { dispatchWebhooks, pruneWebhooks } from "./webhooks/dispatch";
 import { importsTick } from "./imports/import-job";
-import { sendOutboxIds } from "./events/outbox";
-import { partitionDb } from "./db/partitions";
+import { sendOutboxBatches } from "./events/outbox";
 import { mirrorEndpoints } from "./webhooks/partition-events";
 
 /** Entry point of the `scheduled` handler; each periodic job registers here. */
@@ -20,7 +19,7 @@ export async function handleScheduled(controller: ScheduledController, env: Env,
   await resendUnsent(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "outbox-resend", error: String(err) })));
   // Imports: finish what a request left (a published import's roll-forward and finalization, an aborted one's prune).
   await importsTick(env, now)
-    .then((outbox) => Promise.all(outbox.map(({ partition, ids }) => sendOutboxIds(env, ids, partitionDb(env, partition)))))
+    .then((outbox) => sendOutboxBatches(env, outbox))
     .catch((err) => console.error(JSON.stringify({ level: "error", job: "imports", error: String(err) })));
   // Promotions: boundaries a missed alarm left unswitched, and re-arm the alarm (src/promotions/switcher.ts).
   await promotionsTick(env, clockNow()).catch((err) => console.error(JSON.stringify({ level: "error", job: "promotions", error: String(err) })));

@@ -4,6 +4,8 @@
  * Over catalog partitions (src/db/partitions.ts) each partition answers and the pages are merged: by id for the
  * list (the cursor is the last id, valid in every partition), partition by partition for a search.
  */
+import { asList } from "../db/partitions";
+
 export type AdminProductRow = {
   id: string;
   slug: string;
@@ -40,7 +42,7 @@ function toRow(r: RawRow): AdminProductRow {
 type ListOptions = { q?: string; status?: "active" | "draft" | "archived"; after?: string; limit: number };
 
 export async function listAdminProducts(dbs: D1Database | readonly D1Database[], opts: ListOptions): Promise<{ items: AdminProductRow[]; next_cursor: string | null }> {
-  const list: readonly D1Database[] = Array.isArray(dbs) ? dbs : [dbs as D1Database];
+  const list = asList(dbs);
   if (list.length === 1) return listIn(list[0]!, opts);
   const pages = await Promise.all(list.map((db) => listIn(db, opts)));
   const all = pages.flatMap((p) => p.items);

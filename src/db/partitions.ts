@@ -66,6 +66,27 @@ export function allCatalogDbs(env: PartitionEnv): D1Database[] {
   return Array.from({ length: partitionCount(env) }, (_, i) => bindingOf(env, i)!);
 }
 
+/** One database, or every partition in order, as a list: functions that serve both take either. */
+export function asList(dbs: D1Database | readonly D1Database[]): readonly D1Database[] {
+  return Array.isArray(dbs) ? dbs : [dbs as D1Database];
+}
+
+/**
+ * Which product owns each SKU, and in which partition (a SKU's partition is not known from the SKU alone, so each
+ * partition in `dbs` is asked once).
+ */
+export async function ownersOfSkus(dbs: readonly D1Database[], skus: readonly string[]): Promise<Map<string, { productId: string; partition: number }>> {
+  const list = JSON.stringify([...new Set(skus)]);
+  const found = await Promise.all(
+    dbs.map((db) => db.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?))").bind(list).all<{ sku: string; product_id: string }>()),
+  );
+  const owners = new Map<string, { productId: string; partition: number }>();
+  found.forEach((res, partition) => {
+    for (const r of res.results) owners.set(r.sku, { productId: r.product_id, partition });
+  });
+  return owners;
+}
+
 /** Groups ids by partition: `[partition index, ids]` for each partition holding at least one of them. */
 export function groupByPartition<T>(env: PartitionEnv, items: readonly T[], idOf: (item: T) => string): [number, T[]][] {
   const groups = new Map<number, T[]>();

@@ -10,7 +10,7 @@
 import { z } from "zod";
 import { inArray } from "drizzle-orm";
 import { getDb } from "../db/client";
-import { allCatalogDbs, catalogDb } from "../db/partitions";
+import { allCatalogDbs, asList, catalogDb, ownersOfSkus } from "../db/partitions";
 import { categories } from "../db/schema";
 import { loadProductDocument, newerThan } from "../catalog/document";
 import { putProductDocIfNewer } from "../catalog/projection-store";
@@ -184,28 +184,17 @@ async function refreshProduct(env: Env, purger: Purger, id: string, catalogChang
  * owning it (one look-up per partition), a SKU no product owns yet to the first, as with one database.
  */
 export async function applyStockEvents(partitions: D1Database | readonly D1Database[], events: StockChangedEvent[], now: number): Promise<Map<string, string>> {
-  const dbs: readonly D1Database[] = Array.isArray(partitions) ? partitions : [partitions as D1Database];
-  const skus = JSON.stringify([...new Set(events.map((e) => e.sku))]);
-  const owners = await Promise.all(
-    dbs.map((db) => db.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?))").bind(skus).all<{ sku: string; product_id: string }>()),
-  );
-  const productOfSku = new Map<string, string>();
-  const partitionOfSku = new Map<string, number>();
-  owners.forEach((res, i) => {
-    for (const r of res.results) {
-      productOfSku.set(r.sku, r.product_id);
-      partitionOfSku.set(r.sku, i);
-    }
-  });
+  const dbs = asList(partitions);
+  const owners = await ownersOfSkus(dbs, events.map((e) => e.sku));
   await Promise.all(
     dbs.map((db, i) => {
-      const mine = events.filter((e) => (partitionOfSku.get(e.sku) ?? 0) === i);
+      const mine = events.filter((e) => (owners.get(e.sku)?.partition ?? 0) === i);
       if (mine.length === 0) return undefined;
-      const productIds = [...new Set(owners[i]!.results.map((r) => r.product_id))];
+      const productIds = [...new Set([...owners.values()].filter((o) => o.partition === i).map((o) => o.productId))];
       return db.batch(stockEventStatements(db, mine, productIds, now));
     }),
   );
-  return productOfSku;
+  return new Map([...owners].map(([sku, o]) => [sku, o.productId]));
 }
 
 function stockEventStatements(d1: D1Database, events: StockChangedEvent[], productIds: string[], now: number): D1PreparedStatement[] {

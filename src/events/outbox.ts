@@ -65,6 +65,15 @@ export async function sendOutboxIds(env: Pick<Env, "DB" | "EVENTS">, ids: number
   return sendOutboxRows(env, results, db);
 }
 
+/** Outbox rows a write created, per database that holds them (each partition's outbox holds its own products' events). */
+export type OutboxIds = { db: D1Database; ids: number[] }[];
+
+/** Sends each database's new outbox rows (right after the writes that created them committed). */
+export async function sendOutboxBatches(env: Pick<Env, "DB" | "EVENTS">, batches: OutboxIds): Promise<number> {
+  const sent = await Promise.all(batches.map(({ db, ids }) => sendOutboxIds(env, ids, db)));
+  return sent.reduce((a, b) => a + b, 0);
+}
+
 /** Cron: re-sends whatever is still unsent a few seconds after it was written, partition by partition. */
 export async function resendUnsent(env: Pick<Env, "DB" | "EVENTS" | "CATALOG_PARTITIONS">, now = Date.now(), limit = 5_000): Promise<{ sent: number; pending: number }> {
   let sent = 0;

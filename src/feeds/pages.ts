@@ -26,6 +26,7 @@
 import type { AffiliateScope } from "../affiliates/account";
 import { loadProductDocuments, type LoadedDocument } from "../catalog/document";
 import { scopeConditions } from "./scope";
+import { asList } from "../db/partitions";
 import { visibleProductSql } from "../imports/visibility";
 import { decodeCursor, decodeSince, encodeCursor, encodeSince, resolvePositions } from "./token";
 
@@ -79,7 +80,7 @@ async function loadPage(dbs: readonly D1Database[], rows: { id: string; part: nu
 
 /** `db` is one database, or every catalog partition in partition order. */
 export async function selectPage(db: D1Database | readonly D1Database[], req: PageRequest): Promise<FeedPage> {
-  const dbs: readonly D1Database[] = Array.isArray(db) ? db : [db as D1Database];
+  const dbs = asList(db);
   const conditions = scopeConditions(req.scope, req.filters);
   const extraSql = conditions.map((c) => ` AND ${c.sql}`).join("");
   const extraBinds = conditions.flatMap((c) => c.binds);

@@ -17,7 +17,7 @@
  * one continues from. Each invocation spends at most a budget of D1 statements (production allows 1,000 queries
  * per invocation, every statement of a batch counted).
  */
-import { productChangedOutboxSql } from "../events/outbox";
+import { productChangedOutboxSql, type OutboxIds } from "../events/outbox";
 import { retargetStatements } from "../promotions/targets";
 import { allCatalogDbs } from "../db/partitions";
 import { SETTLE_MS } from "./published-view";
@@ -41,7 +41,7 @@ export const MAX_UPDATE_CHUNKS = Math.floor((MAX_SWITCH_STATEMENTS - 4) / UPDATE
 /** Statements of one finalize or prune chunk (and the read that bounds it). */
 const FINALIZE_STATEMENTS = 7;
 
-export type Outbox = { partition: number; ids: number[] }[];
+export type Outbox = OutboxIds;
 
 export class ImportTooManyUpdates extends Error {
   constructor(readonly partition: number, readonly chunks: number) {
@@ -191,7 +191,7 @@ export async function switchImport(env: PartitionEnv, importId: string, now: num
   budget.left -= statements.length;
   try {
     const results = await importBatch(env, "switch", db, statements);
-    outbox.push({ partition: 0, ids: outboxIdsOf(results, statements, updates.marks) });
+    outbox.push({ db, ids: outboxIdsOf(results, statements, updates.marks) });
     return "switched";
   } catch (err) {
     if (isOccGuardError(err)) return "lost";
@@ -200,7 +200,7 @@ export async function switchImport(env: PartitionEnv, importId: string, now: num
 }
 
 /** Rolls partition `p` (> 0) forward: its visibility row and its changes to existing products, one batch. False: out of budget. */
-async function rollForward(env: PartitionEnv, db: D1Database, p: number, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
+async function rollForward(env: PartitionEnv, db: D1Database, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
   const updates = await updateBatch(db, importId, now);
   const statements = [db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now), ...updates.statements];
   budget.left -= 1;
@@ -208,7 +208,7 @@ async function rollForward(env: PartitionEnv, db: D1Database, p: number, importI
   budget.left -= statements.length;
   try {
     const results = await importBatch(env, "roll-forward", db, statements);
-    outbox.push({ partition: p, ids: outboxIdsOf(results, statements, updates.marks) });
+    outbox.push({ db, ids: outboxIdsOf(results, statements, updates.marks) });
   } catch (err) {
     // Another invocation rolled this partition forward first.
     if (!isUniqueError(err, "import_visibility.import_id")) throw err;
@@ -226,7 +226,7 @@ export async function finalizeImport(env: PartitionEnv, importId: string, now: n
   budget.left -= dbs.length;
   for (let p = 1; p < dbs.length; p++) {
     if (visible[p]) continue;
-    if (!(await rollForward(env, dbs[p]!, p, importId, now, budget, outbox))) return false;
+    if (!(await rollForward(env, dbs[p]!, importId, now, budget, outbox))) return false;
   }
   if (dbs.length > 1) {
     // A request that read the published list before the switch may still be reading: a cleared row would show it
@@ -245,7 +245,7 @@ export async function finalizeImport(env: PartitionEnv, importId: string, now: n
       const statements = finalizeStatements(db, importId, now, chunk.lo, chunk.hi);
       budget.left -= statements.length;
       const results = await importBatch(env, "finalize", db, statements);
-      outbox.push({ partition: p, ids: outboxIdsOf(results, statements, new Set([statements[statements.length - 2]!])) });
+      outbox.push({ db, ids: outboxIdsOf(results, statements, new Set([statements[statements.length - 2]!])) });
     }
   }
   if (budget.left < dbs.length + 3) return false;
@@ -256,7 +256,7 @@ export async function finalizeImport(env: PartitionEnv, importId: string, now: n
        FROM categories c WHERE changes() > 0 AND c.id IN (SELECT value FROM json_each((SELECT categories FROM imports WHERE id = ?1)))
        RETURNING id`).bind(importId, now),
   ]);
-  outbox.push({ partition: 0, ids: (category!.results as { id: number }[]).map((r) => r.id) });
+  outbox.push({ db: env.DB, ids: (category!.results as { id: number }[]).map((r) => r.id) });
   // No pending row of the import is left anywhere (each was cleared with its staging row): the visibility rows are spent.
   await Promise.all(dbs.map((db) => db.prepare("DELETE FROM import_visibility WHERE import_id = ?").bind(importId).run()));
   budget.left -= dbs.length + 2;

@@ -6,7 +6,7 @@ import type { WriteContext } from "../env";
 import { supportedCurrencies } from "../catalog/locale";
 import { isOccGuardError, isUniqueError } from "../db/guards";
 import { allCatalogDbs } from "../db/partitions";
-import { sendOutboxIds } from "../events/outbox";
+import { sendOutboxBatches } from "../events/outbox";
 import { ApiError } from "../lib/errors";
 import { nextBoundary } from "./effective-price";
 import { checkRules, getPromotion, inputFromRow, type PromotionInput, type PromotionRow } from "./store";
@@ -48,7 +48,7 @@ async function commit({ env, waitUntil }: WriteContext, write: WriteKind, input:
   const next = nextBoundary(boundaries, now);
   waitUntil(
     Promise.all([
-      ...result.outboxIds.map(({ db, ids }) => sendOutboxIds(env, ids, db)),
+      sendOutboxBatches(env, result.outboxIds),
       armClock(env, next).catch((err) => console.warn(JSON.stringify({ level: "warn", message: "promotion clock not armed; the cron will", error: String(err) }))),
     ]).catch(() => {}),
   );

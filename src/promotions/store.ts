@@ -4,6 +4,7 @@
  * catalog partition, so match counts add up the partitions.
  */
 import { ApiError } from "../lib/errors";
+import { asList } from "../db/partitions";
 import type { PromotionValue, ValueType } from "./effective-price";
 import { targetCondition, type TargetType } from "./targets";
 
@@ -108,8 +109,6 @@ async function addPartitionCounts(others: readonly D1Database[], rows: Promotion
   }
   return rows;
 }
-
-const asList = (dbs: D1Database | readonly D1Database[]): readonly D1Database[] => (Array.isArray(dbs) ? dbs : [dbs as D1Database]);
 
 /** `dbs`: the directory alone, or every catalog partition (directory first) for match counts over all of them. */
 export async function getPromotion(dbs: D1Database | readonly D1Database[], id: string): Promise<PromotionRow | null> {

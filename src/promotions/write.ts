@@ -11,7 +11,8 @@
  * by the cron (mirror-repair.ts), and a stale one (a newer version is already there) is refused by its guard.
  */
 import { isOccGuardError, occGuard } from "../db/guards";
-import { productChangedOutboxSql } from "../events/outbox";
+import { asList } from "../db/partitions";
+import { productChangedOutboxSql, type OutboxIds } from "../events/outbox";
 import type { DocPromotion } from "./effective-price";
 import { computePriceRows, priceRefreshStatements } from "./price-refresh";
 import { checkAmountOff, inputFromRow, promotionColumns, resolveTargets, unprocessable, type PromotionInput, type PromotionRow, type Target } from "./store";
@@ -21,7 +22,7 @@ import { CHANGE_SEQ_BASE_SQL } from "../feeds/change-seq";
 export type WriteKind = { kind: "create"; id: string } | { kind: "update"; id: string; expectedVersion: number; before: PromotionRow } | { kind: "delete"; id: string; expectedVersion: number; before: PromotionRow };
 
 /** Outbox rows written, per partition (each partition's outbox holds its own products' events). */
-export type WriteResult = { outboxIds: { db: D1Database; ids: number[] }[]; productIds: string[] };
+export type WriteResult = { outboxIds: OutboxIds; productIds: string[] };
 
 function docPromotion(id: string, input: PromotionInput, skus: string[]): DocPromotion {
   const { type, ...value } = input.value;
@@ -49,7 +50,7 @@ function docPromotion(id: string, input: PromotionInput, skus: string[]): DocPro
  * whose batch fails is brought in line by the cron (`repairPromotionMirrors`).
  */
 export async function writePromotion(dbs: D1Database | readonly D1Database[], write: WriteKind, input: PromotionInput | null, now: number): Promise<WriteResult> {
-  const list: readonly D1Database[] = Array.isArray(dbs) ? dbs : [dbs as D1Database];
+  const list = asList(dbs);
   const targets = input ? await Promise.all(list.map((db) => resolveTargets(db, input.target))) : list.map(() => []);
   if (input && targets.every((t) => t.length === 0)) {
     throw unprocessable(`The ${input.target.type} target ${JSON.stringify(input.target.values)} matches no sellable SKU.`, "empty_target");

@@ -8,6 +8,7 @@
  * changes nothing.
  */
 import { z } from "zod";
+import { ownersOfSkus } from "../db/partitions";
 
 export const ReservationCommittedEvent = z.object({
   type: z.literal("reservation.committed"),
@@ -31,15 +32,8 @@ export async function countCommittedOrder(
   now: number,
   catalog: readonly D1Database[] = [d1],
 ): Promise<{ counted: boolean; products: string[] }> {
-  const skus = JSON.stringify([...new Set(event.items.map((i) => i.sku))]);
-  const results = (
-    await Promise.all(
-      catalog.map(async (db) =>
-        (await db.prepare("SELECT sku, product_id FROM variants WHERE sku IN (SELECT value FROM json_each(?))").bind(skus).all<{ sku: string; product_id: string }>()).results,
-      ),
-    )
-  ).flat();
-  const productOf = new Map(results.map((r) => [r.sku, r.product_id]));
+  const owners = await ownersOfSkus(catalog, event.items.map((i) => i.sku));
+  const productOf = new Map([...owners].map(([sku, o]) => [sku, o.productId]));
   const units = new Map<string, { product: string; currency: string; units: number }>();
   for (const item of event.items) {
     const product = productOf.get(item.sku);

@@ -1,8 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { commitImport, createImport, getImport, runImport, uploadPart, type ImportFormat } from "../imports/import-job";
 import type { Outbox } from "../imports/publish";
-import { sendOutboxIds } from "../events/outbox";
-import { partitionDb } from "../db/partitions";
+import { sendOutboxBatches } from "../events/outbox";
 import type { AppEnv } from "../env";
 import type { Context } from "hono";
 import { requireAdmin } from "../lib/auth";
@@ -131,9 +130,7 @@ const commitRoute = createRoute({
 
 /** Sends the events the import wrote, partition by partition, after the answer. */
 function sendOutbox(c: Context<AppEnv>, outbox: Outbox) {
-  for (const { partition, ids } of outbox) {
-    if (ids.length) c.executionCtx.waitUntil(sendOutboxIds(c.env, ids, partitionDb(c.env, partition)).catch(() => {}));
-  }
+  c.executionCtx.waitUntil(sendOutboxBatches(c.env, outbox).catch(() => {}));
 }
 
 const getRoute = createRoute({
