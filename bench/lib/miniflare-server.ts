@@ -9,7 +9,9 @@
  * works unchanged. Note that miniflare's "in-memory" storage (`kvPersist: false`…) is not RAM: it is SQLite and blob
  * files in a temporary directory, so disk and "memory" differ only in where the files are.
  */
+import { createWriteStream } from "node:fs";
 import path from "node:path";
+import type { Readable } from "node:stream";
 import { Miniflare } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 
@@ -23,11 +25,16 @@ export type MiniflareServerOptions = {
   tmpStorage?: string[];
   /** Starts workerd with its V8 inspector on this port, as wrangler dev does (default: no inspector). */
   inspectorPort?: number;
+  /** Variables set over wrangler.toml's, as `wrangler dev --var NAME:value`. */
+  vars?: Record<string, string>;
+  /** Where the Worker's console output goes (default: this process's stdout and stderr). */
+  logFile?: string;
 };
 
 export async function startMiniflare(opts: MiniflareServerOptions): Promise<{ origin: string; stop: () => Promise<void>; pid: number }> {
   const { workerOptions } = unstable_getMiniflareWorkerOptions(path.resolve("wrangler.toml"));
   const tmp = new Set(opts.tmpStorage ?? []);
+  const log = opts.logFile ? createWriteStream(opts.logFile) : undefined;
   const mf = new Miniflare({
     host: "127.0.0.1",
     port: opts.port,
@@ -38,7 +45,13 @@ export async function startMiniflare(opts: MiniflareServerOptions): Promise<{ or
     durableObjectsPersist: tmp.has("do") ? false : undefined,
     // One log line per request would cost the Node side more than the runtime's answer.
     logRequests: false,
-    workers: [{ ...workerOptions, name: "edgeshelf", modules: true, scriptPath: opts.entry, modulesRoot: path.dirname(opts.entry) }],
+    handleRuntimeStdio: log
+      ? (stdout: Readable, stderr: Readable) => {
+          stdout.pipe(log);
+          stderr.pipe(log);
+        }
+      : undefined,
+    workers: [{ ...workerOptions, bindings: { ...(workerOptions as { bindings?: Record<string, unknown> }).bindings, ...opts.vars }, name: "edgeshelf", modules: true, scriptPath: opts.entry, modulesRoot: path.dirname(opts.entry) }],
   } as ConstructorParameters<typeof Miniflare>[0]);
   const url = await mf.ready;
   return { origin: url.origin, stop: () => mf.dispose(), pid: process.pid };
