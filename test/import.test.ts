@@ -495,3 +495,34 @@ describe("parts and imports racing for the same new SKU or slug", () => {
     expect(await env.DB.prepare("SELECT product_id FROM variants WHERE sku = ?").bind(sku).first<{ product_id: string }>()).toEqual({ product_id: `${p}-${winner}` });
   });
 });
+
+describe("slugs that changes to existing products take in other parts", () => {
+  it("a change whose new slug a later part gives to a new product, or that another part's change also takes, is rejected at the commit; the rest publishes", async () => {
+    const p = uid("slugs");
+    const brand = `Slugs ${p}`;
+    const [e, f, g] = ["e", "f", "g"].map((k) => `${p}-${k}`);
+    for (const id of [e, f, g]) expect((await json("PUT", `/admin/products/${id}`, { ...line(id, { brand }), id: undefined }, admin())).status).toBe(201);
+    const id = await openImport();
+    const s = `${p}-s`;
+    const t = `${p}-t`;
+    // Staged changes are not applied before the switch, so the checks at staging cannot see their new slugs.
+    expect((await putPart(id, 1, ndjson([line(e, { brand, slug: s })]))).status).toBe(200);
+    expect((await putPart(id, 2, ndjson([line(`${p}-n`, { brand, slug: s }), line(`${p}-m`, { brand })]))).status).toBe(200);
+    expect((await putPart(id, 3, ndjson([line(f, { brand, slug: t, title: "F changed" })]))).status).toBe(200);
+    expect((await putPart(id, 4, ndjson([line(g, { brand, slug: t })]))).status).toBe(200);
+    const res = await commit(id);
+    expect(res.status).toBe(201);
+    const done = await res.json<ImportAnswer>();
+    expect(done).toMatchObject({ status: "completed", accepted: 3, rejected_count: 2 });
+    expect(done.rejected).toEqual([
+      { line: 1, error: `slug ${s} belongs to product ${p}-n` },
+      { line: 3_000_001, error: `slug ${t} is also given to product ${f} on line 2000001` },
+    ]);
+    const slugOf = async (pid: string) => (await env.DB.prepare("SELECT slug, title FROM products WHERE id = ?").bind(pid).first<{ slug: string; title: string }>())!;
+    expect((await slugOf(e)).slug).toBe(e.toLowerCase());
+    expect(await slugOf(`${p}-n`)).toMatchObject({ slug: s });
+    expect(await slugOf(f)).toEqual({ slug: t, title: "F changed" });
+    expect((await slugOf(g)).slug).toBe(g.toLowerCase());
+    expect(await visibleCount(brand)).toBe(5);
+  });
+});

@@ -347,7 +347,11 @@ export const importRows = sqliteTable(
     isNew: integer("is_new").notNull().default(0),
     part: integer("part").notNull().default(1),
   },
-  (t) => [primaryKey({ columns: [t.importId, t.line] }), uniqueIndex("import_rows_product_uq").on(t.importId, t.productId)],
+  (t) => [
+    primaryKey({ columns: [t.importId, t.line] }),
+    uniqueIndex("import_rows_product_uq").on(t.importId, t.productId),
+    index("import_rows_changes_idx").on(t.importId, t.line).where(sql`is_new = 0`),
+  ],
 );
 
 /** Materialised facet counts over active products, kept current on write. */

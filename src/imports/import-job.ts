@@ -18,7 +18,7 @@ import { isUniqueError } from "../db/guards";
 import { now as clockNow } from "../lib/clock";
 import { CHUNK_LINES, PartTooLarge, receivePart, type AcceptedLine, type ImportFormat, type Rejection } from "./receive";
 import { stageChunk } from "./stage";
-import { checkSwitchSize, finalizeImport, ImportTooManyUpdates, MAX_UPDATE_CHUNKS, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
+import { checkSwitchSize, slugClashes, finalizeImport, ImportTooManyUpdates, MAX_UPDATE_CHUNKS, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
 
 export type { ImportFormat, Rejection };
 export { CHUNK_LINES as PUBLISH_CHUNK_LINES };
@@ -47,6 +47,9 @@ export type ImportResult = {
 export type PartResult = { import_id: string; part: number; total_lines: number; accepted: number; rejected_count: number; rejected: Rejection[] };
 
 const MAX_REPORTED_ERRORS = 1_000;
+/** `imports.errors` with the rejections of JSON parameter `param` added, in line order, the first MAX_REPORTED_ERRORS kept. */
+const mergedErrorsSql = (param: string) => `(SELECT json_group_array(json(value)) FROM (SELECT value FROM (SELECT value FROM json_each(imports.errors) UNION ALL SELECT value FROM json_each(${param}))
+                     ORDER BY json_extract(value, '$.line') LIMIT ${MAX_REPORTED_ERRORS}))`;
 /**
  * D1 statements one invocation spends on an import (production: 1,000 queries per invocation, each statement of a
  * batch counted), leaving room for the request's other reads.
@@ -149,8 +152,7 @@ export async function uploadPart(env: ImportEnv, importId: string, part: number,
     db
       .prepare(
         `UPDATE imports SET parts = parts + 1, total_lines = total_lines + ?2, accepted = accepted + ?3, rejected = rejected + ?4, updated_at = ?7,
-           errors = (SELECT json_group_array(json(value)) FROM (SELECT value FROM (SELECT value FROM json_each(imports.errors) UNION ALL SELECT value FROM json_each(?5))
-                     ORDER BY json_extract(value, '$.line') LIMIT ${MAX_REPORTED_ERRORS})),
+           errors = ${mergedErrorsSql("?5")},
            categories = (SELECT json_group_array(value) FROM (SELECT value FROM json_each(imports.categories) UNION SELECT value FROM json_each(?6)))
          WHERE id = ?1`,
       )
@@ -226,11 +228,32 @@ export async function commitImport(env: ImportEnv, importId: string, budget: Bud
   return { ...(await getImport(env, importId))!, outbox };
 }
 
+/** Drops, before the switch, the staged changes whose new slug is taken (publish.ts, slugClashes), and reports their lines. */
+async function rejectSlugClashes(env: ImportEnv, importId: string, budget: Budget): Promise<void> {
+  const dbs = allCatalogDbs(env);
+  const clashes = await slugClashes(env, importId);
+  budget.left -= dbs.length;
+  if (clashes.length === 0) return;
+  budget.left -= dbs.length + 1;
+  await Promise.all(
+    dbs.map((db, p) => {
+      const lines = clashes.filter((c) => c.partition === p).map((c) => c.line);
+      return lines.length ? db.prepare("DELETE FROM import_rows WHERE import_id = ?1 AND line IN (SELECT value FROM json_each(?2))").bind(importId, JSON.stringify(lines)).run() : undefined;
+    }),
+  );
+  const rejected = clashes.map(({ line, error }) => ({ line, error }));
+  await env.DB.prepare(`UPDATE imports SET accepted = accepted - ?2, rejected = rejected + ?2, errors = ${mergedErrorsSql("?3")}, updated_at = ?4 WHERE id = ?1`)
+    .bind(importId, rejected.length, JSON.stringify(rejected), Date.now())
+    .run();
+}
+
 /** One step of whatever the import needs next; shared by commits and the cron. */
 async function continueImport(env: ImportEnv, importId: string, budget: Budget, outbox: Outbox): Promise<void> {
   const row = await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
   if (row?.status === "publishing") {
     try {
+      // Before every attempt at the switch (a commit that crashed after claiming the import, or the cron, retries it).
+      await rejectSlugClashes(env, importId, budget);
       // The clock, not Date.now(): which promotions are live (retargeting) is decided at this instant.
       const outcome = await switchImport(env, importId, clockNow(), budget, outbox);
       // Deferred (out of budget): nothing is published yet, so nothing may be finalized; the next call switches.

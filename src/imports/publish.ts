@@ -159,6 +159,34 @@ export async function checkSwitchSize(env: PartitionEnv, importId: string): Prom
   });
 }
 
+/**
+ * Changes to existing products are applied at the switch, so the checks at staging could not see the slugs they
+ * give: one that a later part gave to a new product (written ahead), or one that another change of the import
+ * gives too, would fail the switch on the unique slug and abort the whole import. Found before the switch, in each
+ * partition (one statement, a sort of the partition's staged changes): each such line, to be rejected; of several
+ * changes giving one slug, the first keeps it.
+ */
+export async function slugClashes(env: PartitionEnv, importId: string): Promise<{ partition: number; line: number; error: string }[]> {
+  const found = await Promise.all(
+    allCatalogDbs(env).map((db) =>
+      db
+        .prepare(
+          `WITH staged AS (SELECT line, product_id, json_extract(document, '$.slug') AS slug FROM import_rows WHERE import_id = ?1 AND is_new = 0),
+           ranked AS (SELECT line, product_id, slug, first_value(line) OVER w AS first_line, first_value(product_id) OVER w AS first_product
+                      FROM staged WINDOW w AS (PARTITION BY slug ORDER BY line))
+           SELECT r.line, 'slug ' || r.slug || ' belongs to product ' || p.id AS error FROM ranked r JOIN products p ON p.slug = r.slug AND p.id <> r.product_id
+           UNION ALL
+           SELECT line, 'slug ' || slug || ' is also given to product ' || first_product || ' on line ' || first_line FROM ranked WHERE line <> first_line
+           ORDER BY 1`,
+        )
+        .bind(importId)
+        .all<{ line: number; error: string }>(),
+    ),
+  );
+  const seen = new Set<number>();
+  return found.flatMap((res, partition) => res.results.filter((r) => !seen.has(r.line) && seen.add(r.line)).map((r) => ({ partition, ...r })));
+}
+
 /** A partition's staged changes to existing products, chunk by chunk, and the statements whose RETURNING ids go to the outbox. */
 async function updateBatch(db: D1Database, importId: string, now: number): Promise<{ statements: D1PreparedStatement[]; marks: Set<D1PreparedStatement> }> {
   const statements: D1PreparedStatement[] = [];
