@@ -29,6 +29,7 @@ import { scopeConditions } from "./scope";
 import { asList } from "../db/partitions";
 import { visibleProductSql } from "../imports/visibility";
 import { decodeCursor, decodeSince, encodeCursor, encodeSince, resolvePositions } from "./token";
+import { partitionIndex } from "../db/buckets";
 
 /** `status`: archived | out_of_scope. */
 export type Tombstone = { id: string; status: string; change_seq: number; removed_at: number; skus: string[] };
@@ -54,6 +55,13 @@ export type PageRequest = {
 };
 
 const HIGH_WATER_SQL = "SELECT coalesce(max(change_seq), 0) AS hwm FROM products";
+
+/**
+ * Whether partition `part` of `n` owns product `id`. Between a growth's flip and its clean-up (src/db/grow.ts) the old
+ * partition still holds the moved products' rows, older than the new partition's: both pages below skip them there,
+ * so no product comes twice or in a stale version, while positions and cursors still move past them.
+ */
+const owns = (n: number, part: number, id: string) => n === 1 || partitionIndex(id, n) === part;
 
 type ChangeRow = { id: string; status: string; change_seq: number; updated_at: number; in_scope: number };
 
@@ -113,11 +121,14 @@ export async function selectPage(db: D1Database | readonly D1Database[], req: Pa
         if (row && (best < 0 || row.updated_at < parts[best]!.rows[heads[best]!]!.updated_at)) best = i;
       }
       if (best < 0) break;
-      page.push({ ...parts[best]!.rows[heads[best]!++]!, part: best });
+      const row = parts[best]!.rows[heads[best]!++]!;
+      if (owns(dbs.length, best, row.id)) page.push({ ...row, part: best });
     }
-    const hasMore = parts.some((p, i) => p.rows.length > heads[i]!);
+    // A partition gave all it had when this page took every row it returned and it returned no more than a page.
+    const drained = parts.map((p, i) => heads[i] === p.rows.length && p.rows.length <= req.limit);
+    const hasMore = drained.includes(false);
     // Each partition resumes after the last change it gave this page; one that gave all it had, from its high-water mark.
-    const next = parts.map((p, i) => (p.rows.length > heads[i]! ? (heads[i]! > 0 ? p.rows[heads[i]! - 1]!.change_seq : since[i]!) : Math.max(p.hwm, since[i]!)));
+    const next = parts.map((p, i) => (drained[i] ? Math.max(p.hwm, since[i]!) : heads[i]! > 0 ? p.rows[heads[i]! - 1]!.change_seq : since[i]!));
     const shaped = page.map((r) => ({ ...r, status: r.status === "active" && r.in_scope !== 1 ? "out_of_scope" : r.status }));
     const gone = shaped.filter((r) => r.status === "out_of_scope" || (r.status === "archived" && r.in_scope === 1));
     const liveIds = new Set(shaped.filter((r) => r.status === "active").map((r) => r.id));
@@ -162,18 +173,26 @@ export async function selectPage(db: D1Database | readonly D1Database[], req: Pa
     }),
   );
   const hwm = parts.map((p) => p.hwm);
-  // Every partition read the ids after the same cursor: merged by id, the first limit + 1 are the catalog's.
-  const rows = parts.length === 1 ? parts[0]!.rows : parts.flatMap((p) => p.rows).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).slice(0, req.limit + 1);
-  const hasMore = rows.length > req.limit;
+  // Every partition read the ids after the same cursor. A partition that returned limit + 1 may have more after its
+  // last id, so only ids up to the smallest such last id are known; merged by id, the first limit of those are the
+  // catalog's. (With every partition's own rows only, see `owns`, the cursor can be that bound on a short page.)
+  const cut = parts.filter((p) => p.rows.length > req.limit).map((p) => p.rows.at(-1)!.id);
+  const bound = cut.length ? cut.reduce((a, b) => (a < b ? a : b)) : undefined;
+  const rows =
+    parts.length === 1
+      ? parts[0]!.rows
+      : parts
+          .flatMap((p) => p.rows.filter((r) => owns(dbs.length, r.part, r.id) && (bound === undefined || r.id <= bound)))
+          .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const pageRows = rows.slice(0, req.limit);
-  const ids = pageRows.map((r) => r.id);
+  const after = rows.length > req.limit ? pageRows.at(-1)!.id : bound;
   return {
     mode: "full",
     live: (await loadPage(dbs, pageRows, () => true, req)).docs,
     removed: [],
-    next_cursor: hasMore ? encodeCursor(ids[ids.length - 1]!, hwm) : null,
+    next_cursor: after !== undefined ? encodeCursor(after, hwm) : null,
     next_since: encodeSince(hwm),
-    has_more: hasMore,
+    has_more: after !== undefined,
   };
 }
 
