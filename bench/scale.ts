@@ -19,7 +19,7 @@ import { closeSync, cpSync, existsSync, openSync, readSync, readdirSync, rmSync,
 import { loadavg } from "node:os";
 import path from "node:path";
 import { benchArgs } from "./lib/args";
-import { sh, startDevServer } from "./lib/dev-server";
+import { buildOnce, sh, startDevServer } from "./lib/dev-server";
 import { connectInspector } from "./lib/inspector";
 import { fmt, percentile } from "./lib/stats";
 
@@ -163,7 +163,7 @@ async function startSize({ label, size, partitions }: (typeof SIZES)[number], po
   if (partitions > 1) vars.CATALOG_PARTITIONS = String(partitions);
   const inspectorPort = values["inspector-port"] + (port - values.port);
   const logFile = values["log-dir"] ? path.join(values["log-dir"], `wrangler-${label}.log`) : undefined;
-  const { origin } = await startDevServer({ port, inspectorPort, persist, vars, logFile, logLevel: logFile ? "log" : undefined });
+  const { origin } = await startDevServer({ port, inspectorPort, persist, vars, entry, logFile, logLevel: logFile ? "log" : undefined });
   // wrangler's DevTools proxy buffers every inspector event (and logs each to Node) until a client attaches: ~130 MB
   // per 1,000 reads and CPU in a second process, which lands on whichever request is running (bench/lib/inspector.ts).
   const inspector = await connectInspector(inspectorPort).catch(() => undefined);
@@ -237,9 +237,13 @@ async function startSize({ label, size, partitions }: (typeof SIZES)[number], po
   };
 }
 
+/** The Worker bundled once for every size: edits to src/ while the bench runs do not restart its servers. */
+let entry: string | undefined;
+
 async function main() {
   const sizes: Size[] = [];
   try {
+    entry = buildOnce(path.resolve(".wrangler/bench-scale-build"));
     for (const [i, size] of SIZES.entries()) {
       console.error(`bench: preparing ${size.label}…`);
       sizes.push(await startSize(size, values.port + i));

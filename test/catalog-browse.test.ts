@@ -146,6 +146,26 @@ describe("GET /v1/products filters and sorts", () => {
     expect(inStock.sort()).toEqual(rows.results.map((r) => r.id).sort());
   });
 
+  it("a category page with many brands, a price range and a cursor stays within D1's 100 bound parameters", async () => {
+    // electronics is 5 categories × in_stock 1/0 = 10 index ranges, each repeating the brand, price and cursor
+    // filters: with one parameter per brand this was 102 parameters (9 brands), refused by the production limit (503).
+    const subtree = seedCategories().filter((c) => c.path.startsWith("/cat-electronics/")).map((c) => c.id);
+    // Brute force over the database as it is (earlier tests of this file add products).
+    const { results: rows } = await env.DB.prepare("SELECT id, brand, category_id, min_prices FROM products WHERE status = 'active'").all<{ id: string; brand: string; category_id: string; min_prices: string }>();
+    const usd = (r: (typeof rows)[number]) => (JSON.parse(r.min_prices) as Record<string, number>).USD!;
+    const inTree = rows.filter((r) => subtree.includes(r.category_id));
+    const real = [...new Set(inTree.map((r) => r.brand))].slice(0, 4);
+    const brands = [...real, ...Array.from({ length: 9 }, (_, i) => `No Such Brand ${i}`)];
+    const [lo, hi] = [1, 100_000_000];
+    const want = inTree
+      .filter((r) => real.includes(r.brand) && usd(r) >= lo && usd(r) <= hi)
+      .sort((a, b) => usd(a) - usd(b) || (a.id < b.id ? -1 : 1))
+      .map((r) => r.id);
+    expect(want.length).toBeGreaterThan(4);
+    const got = await pageAll(`/v1/products?category=electronics&brand=${encodeURIComponent(brands.join(","))}&min_price=${lo}&max_price=${hi}&sort=price_asc`, 2);
+    expect(got).toEqual(want);
+  });
+
   it("sorts by price ascending/descending in the requested currency and by newest", async () => {
     const asc = await (await call("/v1/products?sort=price_asc&currency=GBP&limit=50")).json<Page>();
     const amounts = asc.items.map((i) => i.price!.amount);

@@ -194,10 +194,19 @@ function plan(p: ListingParams, q: string | undefined): Plan {
  * them (a deep page then read most of the catalog), and does not use row values over an expression index.
  */
 function keysetSql(pl: Pick<Plan, "sortExpr" | "dir">, after: CursorKey, idExpr: SQL = sql`p.id`): SQL {
-  const [k, id] = after;
+  const [key, id] = after;
+  // The key inline (a finite number, decodeCursor checks): a browse page repeats this in each of up to 16 ranges,
+  // and D1 refuses a statement with more than 100 bound parameters.
+  const k = numberLiteral(key);
   return pl.dir === "ASC"
     ? sql`${pl.sortExpr} >= ${k} AND (${pl.sortExpr} > ${k} OR ${idExpr} > ${id})`
     : sql`${pl.sortExpr} <= ${k} AND (${pl.sortExpr} < ${k} OR ${idExpr} < ${id})`;
+}
+
+/** A number as an SQL literal: for values validated as finite numbers, repeated in many branches of one statement. */
+function numberLiteral(n: number): SQL {
+  if (!Number.isFinite(n)) throw new Error(`not a finite number: ${n}`);
+  return sql.raw(String(n));
 }
 
 /**
@@ -219,10 +228,12 @@ function browseItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefin
   const stock = p.in_stock ? [1] : [1, 0];
   if (drivers.length * stock.length > MAX_BRANCHES) return undefined;
   const price = priceExpr(p.currency);
+  // Every range repeats these filters, so each may bind at most one parameter (D1 allows 100 per statement: 16
+  // ranges × (driver, brands, cursor id) = 48): brands as one JSON list, prices and the cursor's key inline.
   const residual: SQL[] = [VISIBLE];
-  if (subtree && p.brand?.length) residual.push(sql`p.brand IN (${sql.join(p.brand.map((b) => sql`${b}`), sql`, `)})`);
-  if (p.min_price !== undefined) residual.push(sql`${price} >= ${p.min_price}`);
-  if (p.max_price !== undefined) residual.push(sql`${price} <= ${p.max_price}`);
+  if (subtree && p.brand?.length) residual.push(sql`p.brand IN (SELECT value FROM json_each(${JSON.stringify(p.brand)}))`);
+  if (p.min_price !== undefined) residual.push(sql`${price} >= ${numberLiteral(p.min_price)}`);
+  if (p.max_price !== undefined) residual.push(sql`${price} <= ${numberLiteral(p.max_price)}`);
   if (p.sort === "price_asc" || p.sort === "price_desc") residual.push(sql`${price} IS NOT NULL`);
   if (after) residual.push(keysetSql(pl, after));
   const dir = sql.raw(pl.dir);
