@@ -43,6 +43,10 @@ const values = benchArgs({
    * 1M rows measure this VM's disk rather than the rows the code reads. Residency is reported either way.
    */
   "warm-files": false,
+  /** The opposite, to show what residency costs: drop the database files from the page cache (`dd iflag=nocache`). */
+  "cold-files": false,
+  /** Serve this prebuilt bundle instead of building src/ (e.g. an older commit's, for an A/B in one run). */
+  entry: undefined as string | undefined,
   /** wrangler's output per size goes to `<log-dir>/wrangler-<size>.log` (diagnostics: the Worker's console). */
   "log-dir": "",
 });
@@ -243,7 +247,7 @@ let entry: string | undefined;
 async function main() {
   const sizes: Size[] = [];
   try {
-    entry = buildOnce(path.resolve(".wrangler/bench-scale-build"));
+    entry = values.entry ? path.resolve(values.entry) : buildOnce(path.resolve(".wrangler/bench-scale-build"));
     for (const [i, size] of SIZES.entries()) {
       console.error(`bench: preparing ${size.label}…`);
       sizes.push(await startSize(size, values.port + i));
@@ -252,6 +256,9 @@ async function main() {
       const t = performance.now();
       for (const s of sizes) for (const { file } of dbPaths(s.persist)) readThrough(file);
       console.error(`bench: database files read into the page cache in ${fmt((performance.now() - t) / 1000, 1)} s`);
+    }
+    if (values["cold-files"]) {
+      for (const s of sizes) for (const { file } of dbPaths(s.persist)) execFileSync("dd", [`if=${file}`, "iflag=nocache", "count=0"], { stdio: "ignore" });
     }
     resident = sizes.map((s) => residency(s.persist));
     loadAtStart = loadavg();
@@ -302,7 +309,7 @@ function report(sizes: Size[], samples: Sample[][]): string {
   }));
   const lines: string[] = [];
   lines.push(`# Scale bench: ${sizes.map((s) => s.label).join(", ")} side by side`, "");
-  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}'${values["in-place"] ? " --in-place" : ""} --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}${values["seed-times"] ? ` --seed-times ${values["seed-times"]}` : ""}${values["warm-files"] ? " --warm-files" : ""}${ONLY.length ? ` --cases '${values.cases}'` : ""}\` (a size \`NxP\`: N products over P catalog partitions)`, "");
+  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}'${values["in-place"] ? " --in-place" : ""} --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}${values["seed-times"] ? ` --seed-times ${values["seed-times"]}` : ""}${values["warm-files"] ? " --warm-files" : ""}${values["cold-files"] ? " --cold-files" : ""}${values.entry ? ` --entry ${values.entry}` : ""}${ONLY.length ? ` --cases '${values.cases}'` : ""}\` (a size \`NxP\`: N products over P catalog partitions)`, "");
   const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(", ");
   lines.push(`Run ${new Date().toISOString()} on a 2-core machine; load average (1, 5, 15 min) ${load(loadAtStart)} when measuring began, ${load(loadavg())} at the end. Ratios are measured in the same run, each case in ${ROUNDS} alternating slices across sizes. ${CONNECTIONS} connections, ${EACH} requests per case and size.`, "");
   lines.push("| case | size | n | p50 ms | p95 ms | p99 ms | p99 ÷ bare | p99 ÷ same case at " + sizes[0]!.size + " | p50 ÷ same case at " + sizes[0]!.size + " | tiers | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|---|");
@@ -322,7 +329,7 @@ function report(sizes: Size[], samples: Sample[][]): string {
     const res = resident[si];
     const seed = Number(seeds.get(s.label));
     lines.push(
-      `| ${s.label} | ${s.partitions} | ${fmt(s.dbBytes / 1e9, 2)} GB${s.partitionBytes.length > 1 ? ` (${s.partitionBytes.map((b) => fmt(b / 1e9, 2)).join(" + ")})` : ""} | ${fmt(s.partitionBytes[0]! / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB | ${res === undefined ? "—" : `${fmt(res * 100, 0)} %${values["warm-files"] ? " (read through first)" : ""}`} | ${Number.isFinite(seed) ? `${fmt(seed, 1)} s` : "—"} | ${Number.isFinite(seed) && Number.isFinite(seed0) ? fmt(seed / seed0, 1) : "—"} |`,
+      `| ${s.label} | ${s.partitions} | ${fmt(s.dbBytes / 1e9, 2)} GB${s.partitionBytes.length > 1 ? ` (${s.partitionBytes.map((b) => fmt(b / 1e9, 2)).join(" + ")})` : ""} | ${fmt(s.partitionBytes[0]! / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB | ${res === undefined ? "—" : `${fmt(res * 100, 0)} %${values["warm-files"] ? " (read through first)" : values["cold-files"] ? " (dropped first)" : ""}`} | ${Number.isFinite(seed) ? `${fmt(seed, 1)} s` : "—"} | ${Number.isFinite(seed) && Number.isFinite(seed0) ? fmt(seed / seed0, 1) : "—"} |`,
     );
   }
   const big = sizes.filter((s) => !s.label.includes("x")).at(-1)!;
