@@ -1,6 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { getAffiliateByTrackingId, trackedLink, type Affiliate } from "../affiliates/account";
 import { loadProductDocuments } from "../catalog/document";
+import { catalogDb } from "../db/partitions";
 import { inScope } from "../feeds/scope";
 import { ApiError } from "../lib/errors";
 import { createApp } from "../lib/validation";
@@ -40,7 +41,7 @@ async function recordClick(env: Env, affiliate: Affiliate, productId: string, co
 
 export const clicksApp = createApp().openapi(route, async (c) => {
   const params = c.req.valid("param");
-  const [affiliate, loaded] = await Promise.all([getAffiliateByTrackingId(c.env.DB, params.affiliate), loadProductDocuments(c.env.DB, [params.product], { badJson: "fallback" })]);
+  const [affiliate, loaded] = await Promise.all([getAffiliateByTrackingId(c.env.DB, params.affiliate), loadProductDocuments(catalogDb(c.env, params.product), [params.product], { badJson: "fallback" })]);
   const doc = loaded[0]?.doc;
   if (!doc || doc.status !== "active") throw ApiError.notFound(`No product '${params.product}'.`);
   c.header("cache-control", "no-store");

@@ -440,3 +440,21 @@ describe("console lists over two partitions", () => {
     for (const id of ids) expect(await get(`/console/products?q=${id}`)).toContain(`Partitioned ${id}`);
   });
 });
+
+describe("affiliate clicks over two partitions", () => {
+  it("the Buy link of a product in either partition redirects to its page and credits the affiliate", async () => {
+    const ids = idsInBothPartitions("pa-click");
+    await putProducts(ids, "ClickBrand");
+    const tracking = uid("trk").toLowerCase().replace(/[^a-z0-9]/g, "");
+    const created = await json("POST", "/admin/affiliates", { name: "Click publisher", tracking_id: tracking, allowed_origins: [] }, admin());
+    expect(created.status, await created.clone().text()).toBe(201);
+    const affiliateId = (await created.json<{ affiliate: { id: string } }>()).affiliate.id;
+    for (const id of ids) {
+      const res = await call(`/r/${tracking}/${id}`, { redirect: "manual" });
+      expect(res.status, `${id} (partition ${partitionOf(env, id)}): ${await res.clone().text()}`).toBe(302);
+      expect(res.headers.get("location")).toContain(`/p/${id}`);
+    }
+    const { results } = await env.DB.prepare("SELECT product_id FROM clicks WHERE affiliate_id = ? ORDER BY product_id").bind(affiliateId).all<{ product_id: string }>();
+    expect(results.map((r) => r.product_id)).toEqual([...ids].sort());
+  });
+});
