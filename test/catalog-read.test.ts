@@ -3,6 +3,8 @@ import { describe, expect, it, vi } from "vitest";
 import { buildApp } from "../src/app";
 import { productCacheUrls } from "../src/catalog/cache-keys";
 import { loadProductDocument, productKey, type ProductDocument } from "../src/catalog/document";
+import { tieredRead } from "../src/catalog/read-path";
+import { ApiError } from "../src/lib/errors";
 import { insertProduct, touchProduct } from "./helpers/catalog-fixtures";
 import { BASE, call, expectProblem } from "./helpers/http";
 
@@ -198,6 +200,54 @@ describe("currency and locale selection", () => {
     const problem = await expectProblem(await call(`/v1/products/${p.id}?currency=JPY`), 400);
     expect(problem.detail).toContain("JPY");
     await expectProblem(await call(`/v1/products/${p.id}?currency=dollars`), 400);
+  });
+});
+
+describe("a read in flight while its product changes", () => {
+  it("does not put its older copy back into the edge cache after the consumer's KV write and purge", async () => {
+    type Doc = { v: number };
+    const cache = await caches.open(`race-${crypto.randomUUID()}`);
+    const key = "https://cache.edgeshelf.internal/v1/products/p-race?currency=USD&locale=en";
+    let kvNow: Doc = { v: 1 };
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const background: Promise<unknown>[] = [];
+    const read = (stallKv: boolean) =>
+      tieredRead<Doc>({
+        request: new Request("http://x/v1/products/p-race"),
+        cacheKey: key,
+        waitUntil: (p) => background.push(p),
+        // Another isolate for each read: no shared monotonic floor hides the stale copy.
+        versionKey: `race-${crypto.randomUUID()}`,
+        versionOf: (d) => ({ version: d.v, stock_seq: 0 }),
+        kv: {
+          read: async () => {
+            const d = kvNow;
+            if (stallKv) await gate;
+            return d;
+          },
+          write: async () => undefined,
+        },
+        origin: async () => kvNow,
+        render: (d) => ({ body: JSON.stringify(d), etag: `v${d.v}`, tags: [], version: { version: d.v, stock_seq: 0 } }),
+        notFound: () => ApiError.notFound("x"),
+        cache,
+      });
+    const inflight = read(true); // has read v1 from KV, then stalls
+    await new Promise((r) => setTimeout(r, 20));
+    kvNow = { v: 2 }; // the consumer: KV gets v2, then the product's URLs are purged
+    await cache.delete(key);
+    release();
+    expect(await (await inflight).json()).toEqual({ v: 1 });
+    await Promise.all(background);
+    const after = await read(false);
+    expect(await after.json()).toEqual({ v: 2 });
+    expect(after.headers.get("x-cache-tier")).toBe("kv");
+    // Still correct when nothing raced: the v2 copy stays and is served from the edge.
+    await Promise.all(background);
+    const hit = await read(false);
+    expect(hit.headers.get("x-cache-tier")).toBe("edge");
+    expect(await hit.json()).toEqual({ v: 2 });
   });
 });
 

@@ -279,7 +279,15 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
   if (tier === "d1" && opts.kv) {
     opts.waitUntil(withTimeout(opts.kv.write(doc, rendered.maxAgeCap), timeouts.kv * 2, "kv").catch(() => undefined));
   }
-  if (ttl > 0) opts.waitUntil(storeCopies(cache, opts.cacheKey, goodKey, rendered, headers, cacheControl, ttl, policy, timeouts, opts.now ?? Date.now()).catch(() => undefined));
+  // The change this copy may have raced: the consumer writes KV first and purges after, so a KV version newer than
+  // the copy, read after the copy is stored, means a purge may already have run and missed it.
+  const kvRead = opts.kv?.read;
+  const versionOf = opts.versionOf;
+  const newestKnown = kvRead && versionOf ? async () => {
+    const d = await withTimeout(kvRead(), timeouts.kv, "kv");
+    return d ? versionOf(d) : undefined;
+  } : undefined;
+  if (ttl > 0) opts.waitUntil(storeCopies(cache, opts.cacheKey, goodKey, rendered, headers, cacheControl, ttl, policy, timeouts, opts.now ?? Date.now(), newestKnown).catch(() => undefined));
 
   const out = new Headers(headers);
   out.set("cache-control", cacheControl);
@@ -296,6 +304,15 @@ export async function tieredRead<D>(opts: TieredRead<D>): Promise<Response> {
 /**
  * Writes the primary (fresh for `ttl`) and last-good copies, unless a newer version landed there meanwhile
  * (a concurrent read that saw a newer document must win; Cache API has no compare-and-set, so re-check).
+ *
+ * A read in flight while its product changes would otherwise put the old version back after the consumer's purge
+ * (nothing newer is cached then, so the check above lets it in) and every isolate of the colo would serve it until
+ * its TTL. So once the primary copy is stored, `newestKnown` (the KV document's version: the consumer writes KV
+ * before it purges) is read again; when it is newer, this copy raced a purge and is deleted. Either the re-read
+ * sees the new version, or it ran before the consumer's KV write and so before its purge, which then removes the
+ * copy. This costs one KV read in the background of a miss, none on a hit. Production purges by tag go to every
+ * colo, but each colo's KV may lag by its cache TTL: a copy read from a lagging KV is as fresh as that colo's KV
+ * and is no worse than the next miss would be.
  */
 async function storeCopies(
   cache: Cache,
@@ -308,6 +325,7 @@ async function storeCopies(
   policy: CachePolicy,
   timeouts: Timeouts,
   now: number,
+  newestKnown?: () => Promise<DocVersion | undefined>,
 ): Promise<void> {
   const put = async (k: string, maxAge: number) => {
     if (rendered.version) {
@@ -322,5 +340,11 @@ async function storeCopies(
     h.set("cache-control", `public, max-age=${maxAge}`);
     await withTimeout(cache.put(k, new Response(rendered.body, { status: 200, headers: h })), timeouts.edge * 4, "edge");
   };
-  await Promise.all([put(key, ttl), put(goodKey, policy.staleIfError)]);
+  const putPrimary = async () => {
+    await put(key, ttl);
+    if (!newestKnown || !rendered.version) return;
+    const newest = await newestKnown().catch(() => undefined);
+    if (newest && compareVersions(newest, rendered.version) > 0) await withTimeout(cache.delete(key), timeouts.edge * 4, "edge");
+  };
+  await Promise.all([putPrimary(), put(goodKey, policy.staleIfError)]);
 }
