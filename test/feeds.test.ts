@@ -47,8 +47,13 @@ async function write(id: string, fields: Record<string, unknown> = {}): Promise<
 
 async function setAvailable(sku: string, available: number, location = "loc-us-east"): Promise<void> {
   await env.DB.prepare("UPDATE availability SET available = ?, on_hand = ?, status = ?, updated_at = ? WHERE sku = ? AND location_id = ?")
-    .bind(available, available, available > 5 ? "in_stock" : available > 0 ? "low_stock" : "out_of_stock", Date.now() + 1000, sku, location)
+    .bind(available, available, available > 5 ? "in_stock" : available > 0 ? "low_stock" : "out_of_stock", Date.now(), sku, location)
     .run();
+}
+
+/** Waits for the start of the next wall-clock second. */
+async function nextSecond(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
 }
 
 /** Reads every page of a full listing or a delta, following next_cursor / next_since while has_more. */
@@ -301,11 +306,33 @@ describe("feed contents, scope and formats", () => {
     expect(changed.status).toBe(200);
     expect(changed.headers.get("etag")).not.toBe(etag);
 
+    // Last-Modified validates once its second is over (see the same-second test below).
+    await nextSecond();
     const one = await feed(`/v1/feeds/products/${headphones.id}`, key);
     const lastModified = one.headers.get("last-modified")!;
     expect((await feed(`/v1/feeds/products/${headphones.id}`, key, { "if-none-match": one.headers.get("etag")! })).status).toBe(304);
     expect((await feed(`/v1/feeds/products/${headphones.id}`, key, { "if-modified-since": lastModified })).status).toBe(304);
     expect((await feed(`/v1/feeds/products/${headphones.id}`, key, { "if-modified-since": new Date(Date.parse(lastModified) - 10_000).toUTCString() })).status).toBe(200);
+  });
+
+  it("a stock change in the same second as the Last-Modified a poller holds is not answered 304 on If-Modified-Since", async () => {
+    const sku = headphones.variants[0]!.sku;
+    // Both changes and the poll between them inside one wall-clock second (HTTP dates have no finer unit).
+    await nextSecond();
+    await setAvailable(sku, 4);
+    const polled = await feed(`/v1/feeds/products/${headphones.id}`, key);
+    await setAvailable(sku, 0);
+    const sameSecond = Math.floor(Date.now() / 1000);
+    const ims = polled.headers.get("last-modified")!;
+    const next = await feed(`/v1/feeds/products/${headphones.id}`, key, { "if-modified-since": ims });
+    expect(Math.floor(Date.now() / 1000), "the steps above ran past one second: no same-second case").toBe(sameSecond);
+    expect(next.status).toBe(200);
+    expect(await next.text()).not.toBe(await polled.text());
+    // Once that second is over, the date sent validates: the unchanged item is a 304.
+    await nextSecond();
+    const settled = await feed(`/v1/feeds/products/${headphones.id}`, key);
+    expect((await feed(`/v1/feeds/products/${headphones.id}`, key, { "if-modified-since": settled.headers.get("last-modified")! })).status).toBe(304);
+    await setAvailable(sku, 12);
   });
 });
 

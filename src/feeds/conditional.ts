@@ -17,6 +17,8 @@ export type ConditionalOptions = {
   cacheControl: string;
   /** Epoch ms; when set, Last-Modified is sent and If-Modified-Since is honoured (when no If-None-Match). */
   lastModified?: number;
+  /** Epoch ms at which the data behind `lastModified` was read (taken before the read); defaults to now. */
+  readAt?: number;
   honourIfModifiedSince?: boolean;
   vary?: string;
 };
@@ -28,11 +30,17 @@ export async function conditionalResponse(request: Request, bodyText: string, op
   let lastModifiedSec: number | undefined;
   if (opts.lastModified !== undefined && opts.lastModified > 0) {
     lastModifiedSec = Math.floor(opts.lastModified / 1000);
-    headers.set("last-modified", new Date(lastModifiedSec * 1000).toUTCString());
+    // HTTP dates count whole seconds. A change in the same second as the read (or stamped later, by a skewed
+    // clock) could be followed by another change in that second, and an If-Modified-Since echoing that second
+    // could not tell the two apart: such a date is weak (RFC 9110 8.8.2.2). Sending the second before makes the
+    // client's next If-Modified-Since miss it, so it gets a 200 once, then a date that validates.
+    const readSec = Math.floor((opts.readAt ?? Date.now()) / 1000);
+    headers.set("last-modified", new Date(Math.min(lastModifiedSec, readSec - 1) * 1000).toUTCString());
   }
   const inm = request.headers.get("if-none-match") ?? undefined;
   let notModified = etagMatches(inm, etag);
   if (!inm && opts.honourIfModifiedSince && lastModifiedSec !== undefined) {
+    // Every date this sends covers the whole of its second (above), so the comparison at seconds is exact.
     const ims = Date.parse(request.headers.get("if-modified-since") ?? "");
     if (Number.isFinite(ims) && lastModifiedSec * 1000 <= ims) notModified = true;
   }

@@ -120,6 +120,7 @@ feedsApp.openapi(listRoute, async (c) => {
   const locale = resolveLocale(c.req.raw, c.env, q.locale);
   const affiliate = c.get("affiliate")!;
   if (STREAMED.has(q.format)) return streamedFeed(c, q.format as StreamedFormat, { ...q, currency, locale });
+  const readAt = Date.now();
   const page = await selectPage(allCatalogDbs(c.env), {
     scope: affiliate.scope,
     filters: { category: q.category, brand: q.brand },
@@ -136,7 +137,7 @@ feedsApp.openapi(listRoute, async (c) => {
   // A promotion boundary changes prices without a write: it counts as a modification, and caps the lifetime.
   const lastModified = Math.max(affiliate.updated_at, lastPriceChange(docs, ctx.now), ...page.live.map((l) => l.lastModified), ...page.removed.map((r) => r.removed_at));
   // Last-Modified is informational on lists: a page's membership can change without any listed row changing.
-  return conditionalResponse(c.req.raw, JSON.stringify(body), { contentType, cacheControl: capCacheControl(LIST_CACHE, docs, ctx.now), lastModified, vary: VARY });
+  return conditionalResponse(c.req.raw, JSON.stringify(body), { contentType, cacheControl: capCacheControl(LIST_CACHE, docs, ctx.now), lastModified, readAt, vary: VARY });
 });
 
 feedsApp.openapi(itemRoute, async (c) => {
@@ -145,6 +146,7 @@ feedsApp.openapi(itemRoute, async (c) => {
   const currency = resolveCurrency(c.req.raw, c.env, q.currency);
   const locale = resolveLocale(c.req.raw, c.env, q.locale);
   const affiliate = c.get("affiliate")!;
+  const readAt = Date.now();
   const [loaded] = await loadProductDocuments(catalogDb(c.env, id), [id], { only: { currency, locale }, badJson: "fallback" });
   if (!loaded || loaded.doc.status !== "active" || !inScope(loaded.doc, affiliate.scope)) {
     throw ApiError.notFound(`No product '${id}' in this affiliate's catalog.`);
@@ -158,6 +160,7 @@ feedsApp.openapi(itemRoute, async (c) => {
     contentType: rendered.contentType,
     cacheControl: capCacheControl(ITEM_CACHE, [loaded.doc], ctx.now),
     lastModified: Math.max(loaded.lastModified, affiliate.updated_at, lastPriceChange([loaded.doc], ctx.now)),
+    readAt,
     honourIfModifiedSince: true,
     vary: VARY,
   });
