@@ -3,6 +3,7 @@ import { describe, expect, it, vi } from "vitest";
 import { buildApp } from "../src/app";
 import { productCacheUrls } from "../src/catalog/cache-keys";
 import { loadProductDocument, productKey, type ProductDocument } from "../src/catalog/document";
+import { signBookmark, verifyBookmark } from "../src/catalog/bookmark";
 import { tieredRead } from "../src/catalog/read-path";
 import { ApiError } from "../src/lib/errors";
 import { insertProduct, touchProduct } from "./helpers/catalog-fixtures";
@@ -125,16 +126,67 @@ describe("GET /v1/products/:id through the tiers", () => {
     expect((await res.json<ProductView>()).version).toBe(2);
   });
 
-  it("reads through to D1 when the client sends a D1 bookmark (read-your-writes)", async () => {
+  it("reads through to D1 when the client sends a D1 bookmark the API signed (read-your-writes)", async () => {
     const p = await insertProduct(env.DB);
     await call(`/v1/products/${p.id}`);
     const session = env.DB.withSession("first-primary");
     await session.prepare("UPDATE products SET title = 'Fresh', version = version + 1 WHERE id = ?").bind(p.id).run();
-    const bookmark = session.getBookmark()!;
+    const expires = Date.now() + 30_000;
+    const bookmark = await signBookmark(env, session.getBookmark()!, p.id, expires);
     const res = await call(`/v1/products/${p.id}`, { headers: { "x-d1-bookmark": bookmark } });
     expect(res.headers.get("x-cache-tier")).toBe("d1");
     expect((await res.json<ProductView>()).title).toBe("Fresh");
-    expect(res.headers.get("x-d1-bookmark")).toBeTruthy();
+    // The bookmark handed back keeps the expiry it was read with: chained reads cannot extend the bypass.
+    const back = res.headers.get("x-d1-bookmark")!;
+    expect(back.split("~")[2]).toBe(String(expires));
+    expect(await verifyBookmark(env, back, p.id, Date.now())).toBeTruthy();
+  });
+
+  it("ignores a bookmark the API did not sign, signed for another product, or expired: the cache tiers answer", async () => {
+    const p = await insertProduct(env.DB);
+    const other = await insertProduct(env.DB);
+    await call(`/v1/products/${p.id}`);
+    await vi.waitFor(async () => expect((await call(`/v1/products/${p.id}`)).headers.get("x-cache-tier")).toBe("edge"));
+    const raw = env.DB.withSession("first-primary").getBookmark() ?? "00000001-00000001-00000001-0123456789abcdef0123456789abcdef";
+    const signed = await signBookmark(env, raw, p.id, Date.now() + 30_000);
+    const [, , expires, mac] = signed.split("~");
+    const forged = [
+      raw, // a plain D1 bookmark, as any client could send
+      "x",
+      `${raw}~${p.id}~${expires}~${mac!.slice(0, -2)}AA`, // tampered signature
+      `${raw}~${p.id}~${Number(expires) + 1}~${mac}`, // expiry pushed out
+      await signBookmark(env, raw, other.id, Date.now() + 30_000), // another product's
+      await signBookmark(env, raw, p.id, Date.now() - 1), // expired
+      "~".repeat(600),
+    ];
+    for (const bookmark of forged) {
+      const res = await call(`/v1/products/${p.id}`, { headers: { "x-d1-bookmark": bookmark } });
+      expect(res.status, bookmark).toBe(200);
+      expect(res.headers.get("x-cache-tier"), bookmark).toBe("edge");
+    }
+  });
+
+  it("a signed bookmark D1 refuses is read from the primary, never a 503", async () => {
+    const p = await insertProduct(env.DB);
+    const bogus = await signBookmark(env, "not-a-real-d1-bookmark", p.id, Date.now() + 30_000);
+    // Local D1 takes any bookmark; production D1 refuses one it never issued, as this wrapper does.
+    const refusing = (statement: string) => () => {
+      throw new Error(`D1_ERROR: ${statement}: invalid bookmark`);
+    };
+    const strictD1 = new Proxy(env.DB, {
+      get(target, key) {
+        if (key === "withSession") {
+          return (constraint: string) =>
+            constraint.startsWith("first-") ? target.withSession(constraint) : ({ prepare: refusing("prepare"), batch: refusing("batch"), getBookmark: () => null } as unknown as D1DatabaseSession);
+        }
+        const value = Reflect.get(target, key) as unknown;
+        return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const res = await callWith({ DB: strictD1 }, `/v1/products/${p.id}`, { headers: { "x-d1-bookmark": bogus } });
+    expect(res.status, await res.clone().text()).toBe(200);
+    expect(res.headers.get("x-cache-tier")).toBe("d1");
+    expect((await res.json<ProductView>()).id).toBe(p.id);
   });
 
   it("unknown id is a 404 problem, an archived product is 410, a draft is 404", async () => {

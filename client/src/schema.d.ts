@@ -454,7 +454,7 @@ export interface paths {
         };
         /**
          * One product, priced in the shopper's currency and localised
-         * @description Served from the colo cache, else KV, else D1 (`x-cache-tier`). Send `If-None-Match` for 304s. When the origin fails the last cached copy is served with `x-stale: true`. Send `x-d1-bookmark` (from a write) to read your own writes.
+         * @description Served from the colo cache, else KV, else D1 (`x-cache-tier`). Send `If-None-Match` for 304s. When the origin fails the last cached copy is served with `x-stale: true`. Send back the `x-d1-bookmark` of an earlier answer for this product (signed by the API, good for 60 s) to read at least that state; any other value is ignored.
          */
         get: operations["getV1ProductsById"];
         put?: never;

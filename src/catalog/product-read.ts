@@ -8,6 +8,7 @@ import { ApiError } from "../lib/errors";
 import { marketOf } from "../lib/markets";
 import { productCacheKey, productTags } from "./cache-keys";
 import { loadProductDocument, newerThan, type ProductDocument } from "./document";
+import { BOOKMARK_TTL_MS, signBookmark, verifyBookmark } from "./bookmark";
 import { originSession, BOOKMARK_HEADER } from "./origin";
 import { fillProductDoc, readProductDoc } from "./projection-store";
 import { tieredRead, type CachePolicy, type Timeouts } from "./read-path";
@@ -22,6 +23,7 @@ export type ProductReadInput = {
   locale: string;
   /** Upper-case market code the request named (market-limited promotions); part of the cache key. */
   market?: string;
+  /** The client's `x-d1-bookmark` as sent; honoured only when this API signed it (bookmark.ts). */
   bookmark?: string;
   now?: number;
   policy?: Partial<CachePolicy>;
@@ -36,6 +38,7 @@ export function productEtag(doc: Pick<ProductDocument, "id" | "version" | "stock
 export async function readProduct(input: ProductReadInput): Promise<Response> {
   const { env, id, currency, locale, market } = input;
   const now = input.now ?? clockNow();
+  const given = input.bookmark ? await verifyBookmark(env, input.bookmark, id, Date.now()) : undefined;
   let bookmark: string | null = null;
   const headers: Record<string, string> = { vary: "Accept-Language, x-shopper-country" };
   const response = await tieredRead<ProductDocument>({
@@ -44,15 +47,25 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
     waitUntil: input.waitUntil,
     versionKey: `product:${id}`,
     versionOf: (d) => ({ version: d.version, stock_seq: d.stock_seq }),
-    bypassCache: !!input.bookmark,
+    bypassCache: !!given,
     kv: {
       read: () => readProductDoc(env.CATALOG_KV, id),
       write: (doc, ttl) =>
         fillProductDoc(env.CATALOG_KV, doc, { expirationTtl: ttl, latest: () => newerThan(doc, originSession(catalogDb(env, id), { primary: true }).db.$client, id) }),
     },
     origin: async ({ primary }) => {
-      const session = originSession(catalogDb(env, id), { bookmark: input.bookmark, primary });
-      const doc = await loadProductDocument(session.db.$client, id);
+      const db = catalogDb(env, id);
+      let session = originSession(db, { bookmark: given?.raw, primary });
+      let doc: ProductDocument | null;
+      try {
+        doc = await loadProductDocument(session.db.$client, id);
+      } catch (err) {
+        if (!given) throw err;
+        // A signed bookmark D1 still refuses (another database's, or from before a restore) is the client's
+        // state, not an origin failure: the primary is at least as new as any bookmark.
+        session = originSession(db, { primary: true });
+        doc = await loadProductDocument(session.db.$client, id);
+      }
       bookmark = session.bookmark();
       return doc;
     },
@@ -75,6 +88,7 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
     policy: input.policy,
     timeouts: input.timeouts,
   });
-  if (bookmark) response.headers.set(BOOKMARK_HEADER, bookmark);
+  // A read made with a bookmark passes its expiry on, so chained bookmarked reads cannot keep skipping the cache.
+  if (bookmark) response.headers.set(BOOKMARK_HEADER, await signBookmark(env, bookmark, id, given?.expires ?? Date.now() + BOOKMARK_TTL_MS));
   return response;
 }

@@ -102,7 +102,7 @@ const getProduct = createRoute({
   tags: ["Catalog"],
   summary: "One product, priced in the shopper's currency and localised",
   description:
-    "Served from the colo cache, else KV, else D1 (`x-cache-tier`). Send `If-None-Match` for 304s. When the origin fails the last cached copy is served with `x-stale: true`. Send `x-d1-bookmark` (from a write) to read your own writes.",
+    "Served from the colo cache, else KV, else D1 (`x-cache-tier`). Send `If-None-Match` for 304s. When the origin fails the last cached copy is served with `x-stale: true`. Send back the `x-d1-bookmark` of an earlier answer for this product (signed by the API, good for 60 s) to read at least that state; any other value is ignored.",
   request: {
     params: z.object({ id: z.string().min(1).max(100).openapi({ example: "p-000001" }) }),
     query: z.object({
