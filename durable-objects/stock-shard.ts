@@ -133,16 +133,19 @@ export class StockShard extends DurableObject<Env> {
   async setStock(req: SetStockRequest): Promise<SetStockResult> {
     const unknown = await this.adopt([req.sku]);
     if (unknown) return unknown;
-    // If-Match: checked with no await before the write starts, so nothing can change the SKU in between.
-    if (req.expected_seq !== undefined && this.stock.seqOf(req.sku) !== req.expected_seq) {
-      return { ok: false, error: "stale", seq: this.stock.seqOf(req.sku), rows: this.stock.rows([req.sku]) };
-    }
+    // If-Match: checked with no await before the write starts, so nothing can change the SKU in between (a split
+    // SKU's movement checks again where it starts, once the movements queued ahead of it are done).
+    if (req.expected_seq !== undefined && this.stock.seqOf(req.sku) !== req.expected_seq) return this.stale(req.sku);
     if (!this.stock.isSplit(req.sku)) {
       const { row, oversold } = this.atomically(() => this.stock.set(req, clockNow()));
       return { ok: true, row, oversold };
     }
-    const res = await this.splitMovement({ sku: req.sku, location: req.location, set: req.on_hand, limits: req, kind: "set", meta: { reason: "set", actor: req.actor } });
-    return { ok: true, row: res.row, oversold: res.oversold };
+    const res = await this.splitMovement({ sku: req.sku, location: req.location, set: req.on_hand, limits: req, kind: "set", meta: { reason: "set", actor: req.actor }, expectedSeq: req.expected_seq });
+    return "error" in res ? res : { ok: true, row: res.row, oversold: res.oversold };
+  }
+
+  private stale(sku: string): StaleSeq {
+    return { ok: false, error: "stale", seq: this.stock.seqOf(sku), rows: this.stock.rows([sku]) };
   }
 
   async adjust(lines: AdjustmentLine[], actor: string): Promise<{ ok: true; results: AdjustmentOutcome[] } | UnknownSkus> {
@@ -150,7 +153,10 @@ export class StockShard extends DurableObject<Env> {
     if (unknown) return unknown;
     const results: AdjustmentOutcome[] = [];
     // In request order: a feed's lines on one SKU may depend on each other.
-    for (const l of lines) results.push(await this.applyAdjustment(l, actor));
+    for (const l of lines) {
+      const outcome = await this.applyAdjustment(l, actor);
+      if (!("error" in outcome)) results.push(outcome); // never stale: no seq was expected
+    }
     return { ok: true, results };
   }
 
@@ -163,15 +169,17 @@ export class StockShard extends DurableObject<Env> {
     if (unknown) return unknown;
     const seen = this.stock.seenAdjustment(line.event_id);
     if (seen) return { ok: true, outcome: seen };
-    // Checked with no await before the movement starts, so nothing can change the SKU in between.
-    if (this.stock.seqOf(line.sku) !== expectedSeq) return { ok: false, error: "stale", seq: this.stock.seqOf(line.sku), rows: this.stock.rows([line.sku]) };
-    return { ok: true, outcome: await this.applyAdjustment(line, actor) };
+    // Checked with no await before the movement starts, so nothing can change the SKU in between (a split SKU's
+    // movement checks again where it starts, as for a set).
+    if (this.stock.seqOf(line.sku) !== expectedSeq) return this.stale(line.sku);
+    const outcome = await this.applyAdjustment(line, actor, expectedSeq);
+    return "error" in outcome ? outcome : { ok: true, outcome };
   }
 
-  private async applyAdjustment(l: AdjustmentLine, actor: string): Promise<AdjustmentOutcome> {
+  private async applyAdjustment(l: AdjustmentLine, actor: string, expectedSeq?: number): Promise<AdjustmentOutcome | StaleSeq> {
     if (!this.stock.isSplit(l.sku)) return this.atomically(() => this.stock.adjust(l, actor, clockNow()));
-    const res = await this.splitMovement({ sku: l.sku, location: l.location, delta: l.delta, kind: "adjust", meta: { reason: l.reason, actor, event_id: l.event_id } });
-    return res.outcome;
+    const res = await this.splitMovement({ sku: l.sku, location: l.location, delta: l.delta, kind: "adjust", meta: { reason: l.reason, actor, event_id: l.event_id }, expectedSeq });
+    return "error" in res ? res : res.outcome;
   }
 
   /** With `adopt: false` (a sub-shard's part of a merged ledger) an unknown SKU is simply an empty ledger. */
@@ -479,15 +487,20 @@ export class StockShard extends DurableObject<Env> {
     limits?: { safety_stock?: number; low_stock?: number; backorder_limit?: number | null };
     kind: "set" | "adjust";
     meta: Meta;
-  }): Promise<{ row: StockRow; oversold: number; outcome: AdjustmentOutcome }> {
+    /** If-Match: the movement applies only if the SKU is still at this seq when its turn comes. */
+    expectedSeq?: number;
+  }): Promise<{ row: StockRow; oversold: number; outcome: AdjustmentOutcome } | StaleSeq> {
     const { sku, location } = req;
     const eventId = req.meta.event_id ?? null;
-    return this.serial(sku, async () => {
+    return this.serial(sku, async (): Promise<{ row: StockRow; oversold: number; outcome: AdjustmentOutcome } | StaleSeq> => {
       const base = { event_id: eventId ?? "", sku, location };
       if (eventId) {
         const seen = this.stock.seenAdjustment(eventId);
         if (seen) return { row: this.stock.rowAt(sku, location), oversold: seen.oversold ?? 0, outcome: seen };
       }
+      // The caller's If-Match check ran before the movements queued ahead of this one: checked again here, before
+      // this movement's first await, where movements of this SKU run one at a time.
+      if (req.expectedSeq !== undefined && this.stock.seqOf(sku) !== req.expectedSeq) return this.stale(sku);
       await this.settleSends(sku);
       await this.refreshParts(sku);
       this.atomically(() => this.stock.setLimits({ sku, location, ...req.limits }, clockNow()));
