@@ -652,7 +652,7 @@ export class StockShard extends DurableObject<Env> {
           if (this.headers.abandon(id, clockNow(), attempt)) this.tally.end(id);
         }),
       admitRemote: (holder, id, r, expiresAt) => admitRemote(this.env, holder, id, r.lines, expiresAt, r.caps.total),
-      endRemote: (holder, id) => updateRemote(this.env, tallyShardName(this.env, holder), id),
+      endRemote: (holder, id, admittedUntil) => updateRemote(this.env, tallyShardName(this.env, holder), id, undefined, admittedUntil),
     };
     return runSaga(this.env, { headers, hold: (h) => this.hold(h) }, req);
   }
@@ -662,9 +662,9 @@ export class StockShard extends DurableObject<Env> {
     return this.ctx.storage.transactionSync(() => this.tally.admit(holder, reservationId, lines, expiresAt, total, clockNow()));
   }
 
-  /** Tally shard role: the reservation ended (`expiresAt` null) or its deadline moved. */
-  async tallyUpdate(reservationId: string, expiresAt: number | null): Promise<void> {
-    this.ctx.storage.transactionSync(() => (expiresAt === null ? this.tally.end(reservationId) : this.tally.extend(reservationId, expiresAt)));
+  /** Tally shard role: the reservation ended (`expiresAt` null; with `onlyUntil`, only a row at that deadline) or its deadline moved. */
+  async tallyUpdate(reservationId: string, expiresAt: number | null, onlyUntil?: number): Promise<void> {
+    this.ctx.storage.transactionSync(() => (expiresAt === null ? this.tally.end(reservationId, onlyUntil) : this.tally.extend(reservationId, expiresAt)));
   }
 
   /** The reservation's tally row ended or moved: here in the caller's transaction, or in the tally shard. */

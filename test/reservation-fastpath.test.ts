@@ -14,6 +14,7 @@ import { holderKey } from "../src/stock/shopper";
 import { addStorefrontKey, seedApiKeys } from "./helpers/api-keys";
 import { countingEnv, sequentialDepth, type Counter } from "./helpers/binding-counter";
 import { BASE, call, expectProblem, json, storefront, uid } from "./helpers/http";
+import { gateShardMethod } from "./helpers/shard-faults";
 import { makeSkus } from "./helpers/stock-fixtures";
 
 type Reservation = { id: string; items: { sku: string; quantity: number; unit_price: number; regular_price: number; promotion_id: string | null }[] };
@@ -352,6 +353,43 @@ describe("hoarding caps per shopper", () => {
     // Releasing one frees room, whichever shard coordinates it.
     expect((await call(`/v1/reservations/${ids[0]}`, { method: "DELETE", headers: HOARDER })).status).toBe(200);
     expect((await json("POST", "/v1/reservations", { items: [{ sku: b, quantity: 2 }] }, { ...HOARDER, ...ip, "idempotency-key": uid("idem-ip") })).status).toBe(201);
+  });
+
+  it("without x-shopper-id, a saga attempt that a retry took over cannot end the retry's row in the IP's tally: the total cap still counts it", async () => {
+    const ip = { "cf-connecting-ip": "198.51.100.199" };
+    const tally = shardName(tallyShardIndex(env, await holderKey("key-hoarder", `ip:${ip["cf-connecting-ip"]}`)));
+    let sku = "";
+    let other = "";
+    while (!sku || shardNameForSku(env, sku) === tally) [sku, other] = (await makeSkus([10, 10])) as [string, string];
+    const S = shardNameForSku(env, sku);
+    // A key whose coordinator is neither the tally shard nor the SKU's: the tally is reached object-to-object.
+    let key = "";
+    while (!key || [tally, S].includes(shardName(coordinatorForScope(env, `key-hoarder\u0000${key}`)))) key = uid("idem-ip");
+    // Attempt 1's hold on S stalls past its lease, then fails: its compensation runs after the retry has held.
+    const gate = gateShardMethod("hold", S, "fail");
+    const t0 = Date.now();
+    setClock(() => t0);
+    try {
+      const body = { items: [{ sku, quantity: 1 }], ttl_seconds: 600 };
+      const first = json("POST", "/v1/reservations", body, { ...HOARDER, ...ip, "idempotency-key": key });
+      await gate.entered();
+      setClock(() => t0 + 31_000);
+      const retry = await json("POST", "/v1/reservations", body, { ...HOARDER, ...ip, "idempotency-key": key });
+      expect(retry.status).toBe(201);
+      const id = (await retry.json<{ id: string }>()).id;
+      gate.open();
+      await first;
+      const rows = await runInDurableObject(env.STOCK.getByName(tally), (_, state) =>
+        state.storage.sql.exec<{ units: number }>("SELECT units FROM shopper_holds WHERE reservation_id = ?", id).toArray(),
+      );
+      expect(rows).toEqual([{ units: 1 }]);
+      // Total cap 3 with 1 unit held: 3 more units are refused.
+      const over = await json("POST", "/v1/reservations", { items: [{ sku: other, quantity: 2 }, { sku, quantity: 1 }] }, { ...HOARDER, ...ip, "idempotency-key": uid("idem-ip") });
+      expect(over.status).toBe(429);
+    } finally {
+      gate.undo();
+      setClock(null);
+    }
   });
 
   it("without x-shopper-id each client IP is its own shopper; a malformed x-shopper-id is a 400", async () => {

@@ -71,8 +71,11 @@ export type LocalHeaders = {
   abandon(id: string, attempt: number): void;
   /** The total cap in another shard's tally (IP fallback); undefined when it did not answer. */
   admitRemote(holder: string, id: string, req: SagaRequest, expiresAt: number): Promise<HoldAdmission | undefined>;
-  /** Drops the reservation's row from a tally kept by another shard (none when it is kept here). */
-  endRemote(holder: string, id: string): Promise<void>;
+  /**
+   * Drops the reservation's row from a tally kept by another shard (none when it is kept here), only if it is still
+   * the row this attempt admitted (its deadline `admittedUntil`): a retry that took over re-admitted its own.
+   */
+  endRemote(holder: string, id: string, admittedUntil: number): Promise<void>;
 };
 
 /**
@@ -126,7 +129,7 @@ export async function runSaga(env: Env, self: { headers: LocalHeaders; hold: (re
     // Compensation: release every shard we touched, including ones whose answer we never got.
     await Promise.all(results.map((r) => (r.res.ok || r.res.error === "unavailable" ? stockStub(env, r.name).release(id, actor, attempt).catch(() => undefined) : undefined)));
     const failures = results.map((r) => r.res).filter((r) => !r.ok);
-    if (!step.admission) await self.headers.endRemote(holder, id);
+    if (!step.admission) await self.headers.endRemote(holder, id, expiresAt);
     const shortfalls: Shortfall[] = failures.flatMap((f) => (f.error === "insufficient" ? f.shortfalls : []));
     if (failures.some((f) => f.error === "unavailable")) {
       self.headers.abandon(id, attempt);

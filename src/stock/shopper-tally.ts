@@ -54,9 +54,14 @@ export class ShopperTally {
     return { ok: true };
   }
 
-  /** The reservation ended (committed, released, refused): its units no longer count. */
-  end(reservationId: string): void {
-    this.sql.exec("DELETE FROM shopper_holds WHERE reservation_id = ?", reservationId);
+  /**
+   * The reservation ended (committed, released, refused): its units no longer count. With `onlyUntil`, only a row
+   * still at that deadline goes: each saga attempt admits with its own deadline, so a superseded attempt's
+   * compensation cannot end the row a newer attempt of the same reservation admitted (or an extend moved).
+   */
+  end(reservationId: string, onlyUntil?: number): void {
+    if (onlyUntil === undefined) this.sql.exec("DELETE FROM shopper_holds WHERE reservation_id = ?", reservationId);
+    else this.sql.exec("DELETE FROM shopper_holds WHERE reservation_id = ? AND expires_at = ?", reservationId, onlyUntil);
   }
 
   /** An extend moved the reservation's deadline: its units keep counting until the new one. */

@@ -27,7 +27,10 @@ export async function admitRemote(env: Env, holder: string, id: string, lines: H
   return withTimeout(pending, TALLY_TIMEOUT_MS, "hold tally").catch(() => undefined);
 }
 
-/** Best effort: `end` (expiresAt undefined) or `extend` the reservation's row in the tally shard `name`. */
-export async function updateRemote(env: Env, name: string, id: string, expiresAt?: number): Promise<void> {
-  await withTimeout(stockStub(env, name).tallyUpdate(id, expiresAt ?? null), TALLY_TIMEOUT_MS, "hold tally").catch(() => undefined);
+/**
+ * Best effort: `end` (expiresAt undefined) or `extend` the reservation's row in the tally shard `name`. An end with
+ * `onlyUntil` is a saga attempt's compensation: it ends only the row that attempt admitted (see ShopperTally.end).
+ */
+export async function updateRemote(env: Env, name: string, id: string, expiresAt?: number, onlyUntil?: number): Promise<void> {
+  await withTimeout(stockStub(env, name).tallyUpdate(id, expiresAt ?? null, onlyUntil), TALLY_TIMEOUT_MS, "hold tally").catch(() => undefined);
 }

@@ -34,12 +34,13 @@ export type ShardGate = { entered: () => Promise<void>; open: () => void; undo: 
 const tick = () => new Promise<void>((r) => setTimeout(r, 2));
 
 /**
- * Pauses the first call of `method` on the object named `shard` until `open()`: `entered()` resolves once that call
- * is waiting, so a test can run something else in the gap (a commit between an extend's shard calls, say). Both
- * sides poll a flag, each in its own context: a promise resolved by the test would resume the object's code (or
- * the object's, the test's) in the other's I/O context, which workerd refuses once that code makes a call.
+ * Pauses the first call of `method` on the object named `shard` until `open()`, then runs it (or, with "fail",
+ * throws without running it). `entered()` resolves once that call is waiting, so a test can run something else in
+ * the gap (a commit between an extend's shard calls, say). Both sides poll a flag, each in its own context: a
+ * promise resolved by the test would resume the object's code (or the object's, the test's) in the other's I/O
+ * context, which workerd refuses once that code makes a call.
  */
-export function gateShardMethod(method: string, shard: string): ShardGate {
+export function gateShardMethod(method: string, shard: string, then: "run" | "fail" = "run"): ShardGate {
   const proto = StockShard.prototype as unknown as Record<string, Method>;
   const original = proto[method]!;
   const state = { fired: false, opened: false };
@@ -47,6 +48,7 @@ export function gateShardMethod(method: string, shard: string): ShardGate {
     if (!state.fired && this.ctx.id.name === shard) {
       state.fired = true;
       while (!state.opened) await tick();
+      if (then === "fail") throw new Error(`injected: ${method} on ${shard} failed after a stall`);
     }
     return original.apply(this, args);
   };
