@@ -2,6 +2,7 @@ import { env } from "cloudflare:test";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { readProductDoc } from "../src/catalog/projection-store";
 import { admin, call, expectProblem, json, uid } from "./helpers/http";
+import { racedParts } from "./helpers/import-race";
 import { seedCategories } from "./helpers/catalog-fixtures";
 import { MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES, commitImport, getImport, importsTick } from "../src/imports/import-job";
 import { visibleProductSql } from "../src/imports/visibility";
@@ -421,29 +422,6 @@ describe("multi-part imports", () => {
 describe("parts and imports racing for the same new SKU or slug", () => {
   type PartAnswer = { accepted: number; rejected_count: number; rejected: { line: number; error: string }[] };
 
-  /**
-   * Uploads parts at once, each body held open (every line sent, the stream not closed) until every upload has
-   * claimed its part, then all closed together: each part's only chunk is then checked and staged at the same
-   * moment, so both pass the checks before either writes (the race), rather than one finishing before the other starts.
-   */
-  async function racedParts(uploads: { id: string; part: number; body: string }[]): Promise<Response[]> {
-    const closers: (() => void)[] = [];
-    const responses = uploads.map(({ id, part, body }) => {
-      const stream = new ReadableStream<Uint8Array>({
-        start(controller) {
-          controller.enqueue(new TextEncoder().encode(body));
-          closers.push(() => controller.close());
-        },
-      });
-      return putPart(id, part, stream);
-    });
-    await vi.waitFor(async () => {
-      const claimed = await Promise.all(uploads.map(({ id, part }) => env.DB.prepare("SELECT 1 AS ok FROM import_parts WHERE import_id = ? AND part = ?").bind(id, part).first()));
-      expect(claimed.every(Boolean)).toBe(true);
-    });
-    for (const close of closers) close();
-    return Promise.all(responses);
-  }
 
   it("two parts uploaded at once with the same new SKU and slug: the loser's lines are rejected by line, the rest of both parts is kept", async () => {
     const p = uid("race");

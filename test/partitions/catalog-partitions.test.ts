@@ -11,6 +11,7 @@ import { categories as seedCategories, stock, type SeedProduct } from "../../src
 import { actualFacets, bruteFacets, matches, minPrice, type Page, type Search } from "../helpers/catalog-brute-force";
 import { seedProductsPartitioned } from "../helpers/catalog-fixtures";
 import { admin, call, expectProblem, json, uid } from "../helpers/http";
+import { racedParts } from "../helpers/import-race";
 import { PUBLISH_CHUNK_LINES, getImport, importsTick } from "../../src/imports/import-job";
 import { visibleProductSql } from "../../src/imports/visibility";
 import { SETTLE_MS, publishedView } from "../../src/imports/published-view";
@@ -612,6 +613,28 @@ describe("SKU uniqueness across partitions", () => {
       const answer = await ri.json<{ accepted: number }>();
       expect(answer.accepted + (rw.status === 201 ? 1 : 0)).toBe(1);
       expect(await owners(sku)).toEqual([answer.accepted === 1 ? imported : written]);
+    }
+  });
+
+  it("two imports uploaded at once creating products in different partitions with one new SKU: one line is rejected, every time", async () => {
+    for (let round = 0; round < 3; round++) {
+      const sku = uid("RACE-IMPS");
+      const a = idIn(0, "imps-a");
+      const b = idIn(1, "imps-b");
+      const open = async () => (await (await json("POST", "/admin/imports", { format: "ndjson" }, admin())).json<{ import_id: string }>()).import_id;
+      const [x, y] = await Promise.all([open(), open()]);
+      // Each partition's own checks see nothing of the other's product: only the directory's claim decides.
+      const [rx, ry] = await racedParts([
+        { id: x, part: 1, body: JSON.stringify({ id: a, ...body(sku) }) + "\n" },
+        { id: y, part: 1, body: JSON.stringify({ id: b, ...body(sku) }) + "\n" },
+      ]);
+      expect([rx.status, ry.status]).toEqual([200, 200]);
+      const [ax, ay] = [await rx.json<{ accepted: number; rejected: { error: string }[] }>(), await ry.json<{ accepted: number; rejected: { error: string }[] }>()];
+      expect(ax.accepted + ay.accepted).toBe(1);
+      const winner = ax.accepted === 1 ? a : b;
+      expect([...ax.rejected, ...ay.rejected]).toEqual([{ line: 1, error: `sku ${sku} belongs to product ${winner}` }]);
+      expect((await Promise.all([x, y].map((id) => call(`/admin/imports/${id}/commit`, { method: "POST", headers: admin() })))).map((r) => r.status)).toEqual([202, 202]);
+      expect(await owners(sku)).toEqual([winner]);
     }
   });
 
