@@ -101,15 +101,26 @@ export async function copyProducts(from: D1Database, to: D1Database, ids: readon
 }
 
 /** Ids after `after` in `from`, in id order, `limit` at most, and which of them move to partition `toIndex` of `newCount`. */
-async function nextIds(from: D1Database, after: string, limit: number, newCount: number, toIndex: number): Promise<{ ids: string[]; moving: string[] }> {
-  const { results } = await from.prepare("SELECT id FROM products WHERE id > ? ORDER BY id LIMIT ?").bind(after, limit).all<{ id: string }>();
+async function nextIds(
+  from: D1Database,
+  after: string,
+  limit: number,
+  newCount: number,
+  toIndex: number,
+): Promise<{ ids: string[]; moving: string[]; pending: Set<string> }> {
+  const { results } = await from
+    .prepare("SELECT id, pending_import IS NOT NULL AS pending FROM products WHERE id > ? ORDER BY id LIMIT ?")
+    .bind(after, limit)
+    .all<{ id: string; pending: number }>();
   const ids = results.map((r) => r.id);
-  return { ids, moving: ids.filter((id) => partitionIndex(id, newCount) === toIndex) };
+  return { ids, moving: ids.filter((id) => partitionIndex(id, newCount) === toIndex), pending: new Set(results.filter((r) => r.pending).map((r) => r.id)) };
 }
 
 /**
  * Copies the moving products among the next `limit` ids after `after`. Returns the cursor for the next chunk (null
- * at the end) and the ids copied.
+ * at the end) and the ids copied. A product an unfinished import staged (`pending_import`) is left out: if the import
+ * finalizes, it writes the product's outbox row and the replay copies it; if it fails, its abort deletes the rows in
+ * `from` with no outbox row, and a copy would stay in `to` for good, holding the id and its SKUs.
  */
 export async function copyChunk(
   from: D1Database,
@@ -117,9 +128,10 @@ export async function copyChunk(
   opts: { newCount: number; toIndex: number; after: string; limit?: number },
 ): Promise<{ copied: string[]; next: string | null }> {
   const limit = opts.limit ?? GROW_CHUNK;
-  const { ids, moving } = await nextIds(from, opts.after, limit, opts.newCount, opts.toIndex);
-  await copyProducts(from, to, moving);
-  return { copied: moving, next: ids.length < limit ? null : ids.at(-1)! };
+  const { ids, moving, pending } = await nextIds(from, opts.after, limit, opts.newCount, opts.toIndex);
+  const copied = moving.filter((id) => !pending.has(id));
+  await copyProducts(from, to, copied);
+  return { copied, next: ids.length < limit ? null : ids.at(-1)! };
 }
 
 /**

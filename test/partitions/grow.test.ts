@@ -295,4 +295,32 @@ describe("growing from one partition to two", () => {
     expect(await resolvePositions(allCatalogDbs(env), decodeSince(encodeSince([mark - 1]), 2))).toEqual([mark - 1, mark - 1]);
     expect(await resolvePositions(allCatalogDbs(env), decodeSince(encodeSince([mark + 5, mark + 9]), 2))).toEqual([mark + 5, mark + 9]);
   });
+
+  it("leaves out products an unfinished import staged: an import aborted during the copy leaves nothing in the new partition", async () => {
+    await seedProducts(env.DB, 2, 401); // categories in DB for the import's lines
+    const ids = Array.from({ length: 30 }, (_, i) => `p-grow-imp-${i}`);
+    const moving = ids.filter((id) => partitionOf(env, id) === 1);
+    const line = (id: string) => JSON.stringify({ id, slug: id, title: `Imported ${id}`, brand: "Growco", category_id: "cat-camping", attributes: {}, variants: [{ sku: `${id}-1`, prices: { USD: 1999 } }] });
+    const json = { "content-type": "application/json" };
+    const opened = await requestBefore("/admin/imports", { method: "POST", headers: admin(json), body: JSON.stringify({ format: "ndjson" }) });
+    expect(opened.status, await opened.clone().text()).toBe(201);
+    const importId = (await opened.json<{ import_id: string }>()).import_id;
+    const put = (part: number, body: string) => requestBefore(`/admin/imports/${importId}/parts/${part}`, { method: "PUT", headers: admin({ "content-type": "application/x-ndjson" }), body });
+    expect((await put(1, ids.map(line).join("\n") + "\n")).status).toBe(200);
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM products WHERE pending_import = ?").bind(importId).first()).toEqual({ n: 30 });
+
+    await copyAndReplay();
+    // Part 2 fails (a planted error), which aborts the import and prunes what part 1 staged.
+    await env.DB.prepare("CREATE TRIGGER grow_fail BEFORE INSERT ON variants WHEN new.sku = 'p-grow-fail-1' BEGIN SELECT RAISE(ABORT, 'planted failure'); END").run();
+    try {
+      expect((await put(2, line("p-grow-fail") + "\n")).status).toBeGreaterThanOrEqual(500);
+    } finally {
+      await env.DB.prepare("DROP TRIGGER grow_fail").run();
+    }
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM products WHERE id LIKE 'p-grow-imp-%'").first()).toEqual({ n: 0 });
+    await finish();
+    const left = await env.CATALOG_1!.prepare("SELECT count(*) AS n FROM products WHERE id IN (SELECT value FROM json_each(?))").bind(JSON.stringify(moving)).first();
+    expect(left).toEqual({ n: 0 });
+    expect(await env.CATALOG_1!.prepare("SELECT count(*) AS n FROM variants WHERE sku LIKE 'p-grow-imp-%'").first()).toEqual({ n: 0 });
+  });
 });
