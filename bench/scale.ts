@@ -297,6 +297,10 @@ async function main() {
     }
     writeFileSync(values.out, report(sizes, samples));
     console.error(`bench: wrote ${values.out}`);
+  } catch (err) {
+    // The servers run detached: exit (which stops them) with the error shown, not a silent 0.
+    console.error(err);
+    process.exit(1);
   } finally {
     process.exit(0);
   }
