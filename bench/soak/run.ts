@@ -21,6 +21,7 @@
  * end, or each phase's end.
  */
 import { copyFileSync, cpSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, existsSync } from "node:fs";
+import { serverProcesses } from "../lib/proc-cpu";
 import path from "node:path";
 import { startDevServer } from "../lib/dev-server";
 import { startMiniflare } from "../lib/miniflare-server";
@@ -68,32 +69,7 @@ const PRIME = !process.argv.includes("--no-prime");
 const MB = 1024 * 1024;
 
 /** Every workerd process below `root` (wrangler → node → workerd). */
-function workerdPids(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      /* gone */
-    }
-  }
-  const out: number[] = [];
-  const walk = (pid: number) => {
-    for (const c of children.get(pid) ?? []) {
-      try {
-        if (readFileSync(`/proc/${c}/comm`, "utf8").trim() === "workerd") out.push(c);
-      } catch {
-        /* gone */
-      }
-      walk(c);
-    }
-  };
-  walk(root);
-  return out;
-}
+const workerdPids = (root: number): number[] => serverProcesses(root).filter((p) => p.role.endsWith("workerd")).map((p) => p.pid);
 
 /** Resident MB of a process, or one of its parts: RssAnon (heap, allocator) or RssFile (mapped files: binary, SQLite). */
 function rssOf(pid: number, field: "VmRSS" | "RssAnon" | "RssFile" = "VmRSS"): number {
