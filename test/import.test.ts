@@ -504,3 +504,25 @@ describe("slugs that changes to existing products take in other parts", () => {
     expect(await visibleCount(brand)).toBe(5);
   });
 });
+
+describe("a part still uploading when its import is aborted", () => {
+  it("stops at its next chunk with 409, and nothing it staged stays behind", async () => {
+    const p = uid("gone");
+    const id = await openImport();
+    const encoder = new TextEncoder();
+    let controller!: ReadableStreamDefaultController<Uint8Array>;
+    const stream = new ReadableStream<Uint8Array>({ start: (c) => void (controller = c) });
+    const uploading = putPart(id, 1, stream);
+    controller.enqueue(encoder.encode(ndjson(Array.from({ length: PUBLISH_CHUNK_LINES }, (_, i) => line(`${p}-${i}`)))));
+    await vi.waitFor(async () => expect(await count("SELECT count(*) AS n FROM import_rows WHERE import_id = ?", id)).toBe(PUBLISH_CHUNK_LINES), { timeout: 10_000 });
+    // The cron aborts the import (its upload looks dead) and prunes what is staged so far.
+    await importsTick(env, Date.now() + 16 * 60_000, { left: 900 });
+    expect((await getImport(env, id))!.status).toBe("failed");
+    controller.enqueue(encoder.encode(ndjson(Array.from({ length: 10 }, (_, i) => line(`${p}-late-${i}`)))));
+    controller.close();
+    await expectProblem(await uploading, 409);
+    expect(await count("SELECT count(*) AS n FROM products WHERE pending_import = ?", id)).toBe(0);
+    expect(await count("SELECT count(*) AS n FROM import_rows WHERE import_id = ?", id)).toBe(0);
+    expect((await json("PUT", `/admin/products/${p}-late-3`, { ...line(`${p}-late-3`), id: undefined }, admin())).status).toBe(201);
+  });
+});

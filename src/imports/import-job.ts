@@ -130,6 +130,10 @@ export async function uploadPart(env: ImportEnv, importId: string, part: number,
       currencies: new Set(supportedCurrencies(env)),
       reject,
       onChunk: async (rows: AcceptedLine[]) => {
+        // Another part's failure or the cron may have aborted the import while this part streamed: staging more
+        // would leave pending products in an import whose prune has run.
+        const live = await db.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
+        if (live?.status !== "open" && live?.status !== "receiving") throw new ImportGone(live?.status ?? "gone");
         const outcome = await stageChunk(env, importId, part, rows, now);
         for (const r of outcome.rejections) reject(r.line, r.error);
         const bad = new Set(outcome.rejections.map((r) => r.line));
@@ -139,6 +143,11 @@ export async function uploadPart(env: ImportEnv, importId: string, part: number,
     });
   } catch (err) {
     await abortImport(env, importId, `part ${part}: ${String((err as Error)?.message ?? err)}`, { left: QUERY_BUDGET / 2 });
+    if (err instanceof ImportGone) {
+      // Chunks this part staged after the abort's prune had passed them: pruned again (idempotent), then released.
+      if (err.status === "aborting" || err.status === "failed") await pruneImport(env, importId, { left: QUERY_BUDGET / 2 }).catch(() => {});
+      throw new ApiError(409, "conflict", "Conflict", `The import was ${err.status === "failed" || err.status === "aborting" ? "aborted" : err.status} while this part was uploading: nothing of this part is kept.`, { status: err.status });
+    }
     if (err instanceof PartTooLarge) {
       throw new ApiError(413, "payload-too-large", "Payload Too Large", `One upload holds at most ${err.limit} lines: send a larger import as several parts (POST /admin/imports, then PUT /admin/imports/{id}/parts/{n}).`, {
         limit_lines: err.limit,
@@ -159,6 +168,12 @@ export async function uploadPart(env: ImportEnv, importId: string, part: number,
       .bind(importId, totalLines, accepted, rejectedCount, JSON.stringify(rejected), JSON.stringify([...touched]), Date.now()),
   ]);
   return { import_id: importId, part, total_lines: totalLines, accepted, rejected_count: rejectedCount, rejected };
+}
+
+class ImportGone extends Error {
+  constructor(readonly status: string) {
+    super(`the import is ${status}`);
+  }
 }
 
 /** Marks the import aborted and prunes what it wrote while the budget lasts (the cron prunes the rest). */
