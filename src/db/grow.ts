@@ -68,7 +68,9 @@ const present = (s: D1PreparedStatement | null): s is D1PreparedStatement => s !
 
 export async function copyShared(from: D1Database, to: D1Database): Promise<void> {
   const read = await from.batch(SHARED.map((t) => from.prepare(`SELECT * FROM ${t}`)));
-  await to.batch(SHARED.map((t, i) => insertRows(to, t, read[i]!.results as Row[], "OR REPLACE")).filter(present));
+  const writes = SHARED.map((t, i) => insertRows(to, t, read[i]!.results as Row[], "OR REPLACE")).filter(present);
+  // D1 refuses an empty batch: a source with no categories yet (an empty catalog) has nothing to copy.
+  if (writes.length) await to.batch(writes);
 }
 
 /** The highest outbox id of `from` when the copy starts: `replaySince` re-copies whatever changed after it. */
