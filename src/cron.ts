@@ -9,6 +9,7 @@ import { dispatchWebhooks, pruneWebhooks } from "./webhooks/dispatch";
 import { importsTick } from "./imports/import-job";
 import { sendOutboxBatches } from "./events/outbox";
 import { mirrorEndpoints } from "./webhooks/partition-events";
+import { redriveCatalogLetters } from "./events/redrive";
 
 /** Entry point of the `scheduled` handler; each periodic job registers here. */
 export async function handleScheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
@@ -17,6 +18,9 @@ export async function handleScheduled(controller: ScheduledController, env: Env,
   // Outbox safety net: anything a request failed to send is re-sent here, so a failing queue loses nothing.
   // Caught so that a failing step never stops the other jobs of this tick.
   await resendUnsent(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "outbox-resend", error: String(err) })));
+  // Catalog events an outage longer than the queue's retries dead-lettered: re-driven, or KV would keep the old
+  // documents as fresh with no end (src/events/redrive.ts).
+  await redriveCatalogLetters(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "dead-letter-redrive", error: String(err) })));
   // Imports: finish what a request left (a published import's roll-forward and finalization, an aborted one's prune).
   await importsTick(env, now)
     .then((outbox) => sendOutboxBatches(env, outbox))

@@ -6,9 +6,11 @@ import { handleScheduled } from "../src/cron";
 import { fillProductDoc, putProductDocIfNewer, readProductDoc } from "../src/catalog/projection-store";
 import { loadProductDocument, productKey, type ProductDocument } from "../src/catalog/document";
 import { productCacheUrls } from "../src/catalog/cache-keys";
-import { retryDelaySeconds, settleDeadLetterNotes } from "../src/events/retry";
+import { EVENTS_MAX_RETRIES, retryDelaySeconds, settleDeadLetterNotes } from "../src/events/retry";
+import { REDRIVE_AFTER_MS } from "../src/events/redrive";
 import { dispatch, dispatchTable, type EventHandler } from "../src/events/dispatch";
-import { CloudflareTagPurger, LocalCachePurger, purgerFor } from "../src/events/purger";
+import { catalogEventHandler } from "../src/events/consumer";
+import { CloudflareTagPurger, LocalCachePurger, purgerFor, type Purger } from "../src/events/purger";
 import { admin, BASE, call, expectProblem, json, uid } from "./helpers/http";
 import { insertProduct, seedCategories } from "./helpers/catalog-fixtures";
 
@@ -217,6 +219,43 @@ describe("propagation through the EVENTS queue", () => {
     for (const url of urls) expect(await cache.match(url)).toBeUndefined();
   });
 
+  it("a category change purges the category page cached under its id as well as under its slug", async () => {
+    const urls = (segment: string) => ["en", "de"].map((locale) => `${BASE}/v1/categories/${segment}?locale=${locale}`);
+    // Both spellings of the page get cached by reading them twice.
+    for (const url of [...urls("cat-running"), ...urls("running")]) {
+      await call(url.slice(BASE.length));
+      await vi.waitFor(async () => expect((await call(url.slice(BASE.length))).headers.get("x-cache-tier")).toBe("edge"));
+    }
+    await env.DB.prepare("UPDATE categories SET name = 'Trail running' WHERE id = 'cat-running'").run();
+    const batch = createMessageBatch("edgeshelf-events", [{ id: uid("m"), timestamp: new Date(), attempts: 1, body: { type: "category.changed", id: "cat-running", version: 2, occurred_at: Date.now() } }]);
+    const ctx = createExecutionContext();
+    await handleQueue(batch, env, ctx);
+    expect((await getQueueResult(batch, ctx)).explicitAcks).toHaveLength(1);
+    for (const url of urls("cat-running")) {
+      const res = await call(`${url.slice(BASE.length)}`);
+      expect(res.headers.get("x-cache-tier"), url).not.toBe("edge");
+    }
+    const byId = await (await call("/v1/categories/cat-running?locale=en")).json<{ name: string }>();
+    expect(byId.name).toBe("Trail running");
+  });
+
+  it("a product moved to another category purges the old category's tags as well as the new one's", async () => {
+    const { id } = await createProduct();
+    await vi.waitFor(async () => expect((await readProductDoc(env.CATALOG_KV, id))?.version).toBe(1), { timeout: 2_000 });
+    const oldPath = (await readProductDoc(env.CATALOG_KV, id))!.category_path;
+    expect(oldPath).toContain("cat-running");
+    await env.DB.prepare("UPDATE products SET category_id = 'cat-outerwear', version = 2 WHERE id = ?").bind(id).run();
+    const purged: string[] = [];
+    const recording: Purger = {
+      purgeProduct: async (p, tags) => void purged.push(p.id, ...tags),
+      purgeTags: async (tags) => void purged.push(...tags),
+    };
+    const batch = createMessageBatch("edgeshelf-events", [{ id: uid("move"), timestamp: new Date(), attempts: 1, body: { type: "product.changed", id, version: 2, occurred_at: Date.now() } }]);
+    await dispatch(batch, env, dispatchTable([catalogEventHandler()]), { purger: recording });
+    expect((await readProductDoc(env.CATALOG_KV, id))?.category_path).toContain("cat-outerwear");
+    expect(purged).toEqual(expect.arrayContaining([id, "cat-outerwear", ...oldPath]));
+  });
+
   it("out-of-order and duplicate deliveries never regress KV", async () => {
     const { id } = await createProduct();
     for (let v = 1; v <= 3; v++) expect((await patchPrice(id, v, 5000 + v)).status).toBe(200);
@@ -381,6 +420,56 @@ describe("propagation through the EVENTS queue", () => {
     await vi.waitFor(async () => expect((await readProductDoc(env.CATALOG_KV, id))?.version).toBe(2), { timeout: 2_000 });
     const pending = await (await call("/admin/events/dead-letters", { headers: admin() })).json<{ items: { id: string }[] }>();
     expect(pending.items.map((i) => i.id)).not.toContain(letter!.id);
+  });
+
+  it("an outage longer than the retries dead-letters a product's events; the cron re-drives them, KV gets the newer version and an older letter never replaces it", async () => {
+    const { id } = await createProduct();
+    await vi.waitFor(async () => expect((await readProductDoc(env.CATALOG_KV, id))?.version).toBe(1), { timeout: 2_000 });
+    // The write commits in D1 (version 2) while KV is down: the event's last delivery fails and becomes a letter.
+    await env.DB.prepare("UPDATE products SET title = 'After the outage', version = 2 WHERE id = ?").bind(id).run();
+    const kvDown = { ...env.CATALOG_KV, get: env.CATALOG_KV.get.bind(env.CATALOG_KV), put: async () => { throw new Error("KV down (injected)"); } } as unknown as KVNamespace;
+    const body = (version: number) => ({ type: "product.changed", id, version, occurred_at: Date.now() });
+    const last = createMessageBatch("edgeshelf-events", [{ id: uid("outage"), timestamp: new Date(), attempts: EVENTS_MAX_RETRIES + 1, body: body(2) }]);
+    const ctx = createExecutionContext();
+    await handleQueue(last, { ...env, CATALOG_KV: kvDown }, ctx);
+    expect((await getQueueResult(last, ctx)).retryMessages).toHaveLength(1);
+    // A late duplicate of the create's event, and a body that can never be processed, are dead-lettered too.
+    const older = uid("older");
+    const malformed = uid("malformed");
+    await env.DB.batch([
+      env.DB.prepare("INSERT INTO dead_letters (id, body, attempts, received_at, error) VALUES (?, ?, 6, ?, 'KV down')").bind(older, JSON.stringify(body(1)), Date.now()),
+      env.DB.prepare("INSERT INTO dead_letters (id, body, attempts, received_at, error) VALUES (?, ?, 6, ?, NULL)").bind(malformed, JSON.stringify({ type: "product.changed", version: 3 }), Date.now()),
+    ]);
+    const letters = [last.messages[0]!.id, older, malformed];
+    // The outage is over, but nothing re-sends: KV keeps version 1, with no expiry.
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await readProductDoc(env.CATALOG_KV, id))?.version).toBe(1);
+
+    // A cron tick soon after leaves the letters alone (the outage may still be on); one a minute later re-drives them.
+    const tick = async (at: number) => {
+      const c = createExecutionContext();
+      await handleScheduled(createScheduledController({ scheduledTime: at, cron: "* * * * *" }), env, c);
+      await waitOnExecutionContext(c);
+    };
+    await tick(Date.now() + 10_000);
+    const pending = async () =>
+      (await env.DB.prepare("SELECT id FROM dead_letters WHERE replayed_at IS NULL AND id IN (SELECT value FROM json_each(?)) ORDER BY id").bind(JSON.stringify(letters)).all<{ id: string }>()).results.map((r) => r.id);
+    expect(await pending()).toEqual([...letters].sort());
+    await tick(Date.now() + REDRIVE_AFTER_MS + 10_000);
+    await vi.waitFor(async () => expect((await readProductDoc(env.CATALOG_KV, id))?.title).toBe("After the outage"), { timeout: 3_000 });
+    expect((await readProductDoc(env.CATALOG_KV, id))?.version).toBe(2);
+    // Both product letters are settled (folded into one message); the malformed one waits for an admin, marked.
+    expect(await pending()).toEqual([malformed]);
+    const kept = await env.DB.prepare("SELECT error FROM dead_letters WHERE id = ?").bind(malformed).first<{ error: string }>();
+    expect(kept!.error).toMatch(/^malformed event/);
+    // The older event delivered again changes nothing: KV stays at version 2.
+    const stale = createMessageBatch("edgeshelf-events", [{ id: uid("stale"), timestamp: new Date(), attempts: 1, body: body(1) }]);
+    const ctx2 = createExecutionContext();
+    await handleQueue(stale, env, ctx2);
+    await getQueueResult(stale, ctx2);
+    expect((await readProductDoc(env.CATALOG_KV, id))?.version).toBe(2);
+    const res = await call(`/v1/products/${id}`);
+    expect((await res.json<{ title: string; version: number }>()).version).toBe(2);
   });
 
   it("a failed queue send loses nothing: the write commits, the row stays unsent, the cron re-sends it", async () => {

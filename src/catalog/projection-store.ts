@@ -43,9 +43,11 @@ async function settle(kv: KVNamespace, doc: ProductDocument, latest: LatestDoc |
 export async function putProductDocIfNewer(
   kv: KVNamespace,
   doc: ProductDocument,
-  options: { expirationTtl?: number; latest?: LatestDoc } = {},
+  /** `seen` gets the document KV held before this write (what caches may still show), or null. */
+  options: { expirationTtl?: number; latest?: LatestDoc; seen?: (current: ProductDocument | null) => void } = {},
 ): Promise<PutResult> {
   const current = await readProductDoc(kv, doc.id);
+  options.seen?.(current);
   if (!isNewer(doc, current)) return "skipped-stale";
   await put(kv, doc, options.expirationTtl);
   return (await settle(kv, doc, options.latest)) ? "superseded" : "written";

@@ -12,7 +12,7 @@ import { inArray } from "drizzle-orm";
 import { getDb } from "../db/client";
 import { allCatalogDbs, asList, catalogDb, ownersOfSkus } from "../db/partitions";
 import { categories } from "../db/schema";
-import { loadProductDocument, newerThan } from "../catalog/document";
+import { loadProductDocument, type ProductDocument, newerThan } from "../catalog/document";
 import { putProductDocIfNewer } from "../catalog/projection-store";
 import { indexSkus } from "../catalog/sku-index";
 import { productTags, TAG_CATEGORIES } from "../catalog/cache-keys";
@@ -141,7 +141,8 @@ async function consumeEvents(batch: HandlerBatch, env: Env, deps: ConsumerDeps, 
     if (w.event.type !== "category.changed") continue;
     try {
       const rows = await db.select({ slug: categories.slug }).from(categories).where(inArray(categories.id, [w.event.id]));
-      await purger.purgeProduct({ id: w.event.id, category_slugs: rows.map((r) => r.slug) }, [w.event.id, TAG_CATEGORIES]);
+      // The page is served (and cached) under the slug and under the id: both keys go locally.
+      await purger.purgeProduct({ id: w.event.id, category_slugs: [...rows.map((r) => r.slug), w.event.id] }, [w.event.id, TAG_CATEGORIES]);
       w.msg.ack();
       acked.push(w);
     } catch (err) {
@@ -166,13 +167,16 @@ async function refreshProduct(env: Env, purger: Purger, id: string, catalogChang
     return;
   }
   // The check after the write probes the version first: a full second load per event doubled the consumer's D1 work.
-  await putProductDocIfNewer(env.CATALOG_KV, doc, { latest: () => newerThan(doc, db, id) });
+  let before: Pick<ProductDocument, "category_path"> | null = null;
+  await putProductDocIfNewer(env.CATALOG_KV, doc, { latest: () => newerThan(doc, db, id), seen: (current) => (before = current) });
   // Only catalog changes can add variants; stock events (the bulk of a sale) leave the SKU index alone.
   if (catalogChange) await indexSkus(env.CATALOG_KV, doc.id, doc.variants.map((v) => v.sku));
   // Purge even when KV already held this version: a previous attempt may have written KV and then failed
   // to purge. Purging is idempotent; a stale cached copy is not. Category pages hold no product data, so
   // only the product's own URLs are deleted locally; listings go by tag (product id, its categories).
-  await purger.purgeProduct({ id }, productTags(doc));
+  // A product moved to another category changes the old category's pages too (counts, listings): its tags go as well.
+  const left = ((before as Pick<ProductDocument, "category_path"> | null)?.category_path ?? []).filter((c) => !doc.category_path.includes(c));
+  await purger.purgeProduct({ id }, [...productTags(doc), ...left]);
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import { categoryCacheUrls, productCacheUrls, TAG_LISTINGS } from "../catalog/cache-keys";
 
+/** `category_slugs`: every path segment a category page is cached under (`/v1/categories/{slug or id}`). */
 export type PurgeTarget = { id: string; category_slugs?: string[] };
 
 export interface Purger {
