@@ -817,10 +817,26 @@ export class StockShard extends DurableObject<Env> {
     this.atomically(() => this.stock.capDeadline(reservationId, until));
   }
 
-  /** Shards ask before letting go of a reservation's holds at their deadline. */
+  /**
+   * Shards ask before letting go of a reservation's holds at their deadline. A commit names the header's lines with
+   * their shards: a shard sells only the holds the header lists on it.
+   */
   async holdVerdicts(ids: string[]): Promise<Record<string, HoldVerdict>> {
     const now = clockNow();
-    return Object.fromEntries(ids.map((id) => [id, this.headers.verdict(id, now)]));
+    return Object.fromEntries(
+      ids.map((id) => {
+        const v = this.headers.verdict(id, now);
+        if (v.kind !== "commit") return [id, v];
+        const groups = groupByShard(this.env, this.headers.get(id)!.items, (i) => i.sku, (i) => i.shard);
+        return [id, { kind: "commit", items: [...groups].flatMap(([shard, lines]) => lines.map((i) => ({ sku: i.sku, location: i.location, shard }))) }];
+      }),
+    );
+  }
+
+  /** This object's name as a reservation line of `sku` names it (a sub-shard's own; else the SKU's home). */
+  private selfFor(sku: string): string {
+    const sub = this.ctx.storage.sql.exec<{ shard: string }>("SELECT shard FROM escrow_sub WHERE sku = ?", sku).toArray()[0];
+    return sub?.shard ?? shardNameForSku(this.env, sku);
   }
 
   // --- benchmark baseline ------------------------------------------------------------------------------------
@@ -881,7 +897,7 @@ export class StockShard extends DurableObject<Env> {
         try {
           const verdicts = await this.env.STOCK.getByName(name).holdVerdicts(ids);
           this.atomically(() => {
-            for (const id of ids) this.stock.applyVerdict(id, verdicts[id] ?? { kind: "end" }, clockNow());
+            for (const id of ids) this.stock.applyVerdict(id, verdicts[id] ?? { kind: "end" }, clockNow(), (sku) => this.selfFor(sku));
           });
         } catch (err) {
           // Never let a hold go without its coordinator's word: ask again shortly.

@@ -558,6 +558,46 @@ describe("reservations that cannot get stuck", () => {
     expect(ledger.filter((l) => l.kind === "release")).toEqual([]);
   });
 
+  it("a retry routed to a sub-shard after the SKU was marked hot leaves the first attempt's home hold out of the sale: commit takes the units once", async () => {
+    let a = "";
+    let b = "";
+    while (!a || shardNameForSku(env, a) === shardNameForSku(env, b)) [a, b] = (await makeSkus([10, 10])) as [string, string];
+    const A = shardNameForSku(env, a);
+    const B = shardNameForSku(env, b);
+    let scope = "";
+    while (!scope || [A, B].includes(shardName(coordinatorForScope(env, scope)))) scope = `key-dev-storefront\u0000${uid("flip")}`;
+    const n = coordinatorForScope(env, scope);
+    const coord = env.STOCK.getByName(shardName(n));
+    const price = { unit_price: 100, regular_price: 100, promotion_id: null };
+    const saga = {
+      coordinator: shardName(n), scopeKey: scope, owner: "key-dev-storefront", bodyHash: "h", candidateId: newReservationId(n), currency: "USD", ttlMs: 60_000,
+      lines: [{ sku: a, quantity: 2 }, { sku: b, quantity: 1 }], prices: { [a]: price, [b]: price }, preferredLocations: [],
+      hot: [] as [string, number][], holder: "0123456789abcdef", caps: { perSku: 500, total: 5000 }, soldOut: [], now: Date.now(),
+    };
+    // Attempt 1: B does not answer and the compensating release to A is lost: A keeps a stray hold of 2.
+    setStockFault(({ shard, method }) => ((shard === B && method === "hold") || (shard === A && method === "release") ? "before" : undefined));
+    expect((await coord.reserve(saga)).kind).toBe("unavailable");
+    setStockFault(null);
+    // A is marked hot; the client's retry of the key now routes A's line to a sub-shard and holds 2 more there.
+    await markHot(a, 2);
+    const retry = await coord.reserve({ ...saga, hot: [[a, 2]], now: Date.now() });
+    if (retry.kind !== "held") throw new Error(`retry: ${retry.kind}`);
+    expect((await json("POST", `/v1/reservations/${retry.body.id}/commit`, {}, storefront())).status).toBe(200);
+    // At the stray hold's deadline the home shard asks the coordinator, which says "committed" (an alarm of the
+    // shard's own may be running at that moment: run it until the stray is settled).
+    setClock(Date.now() + 120_000);
+    try {
+      await vi.waitFor(async () => {
+        await runDurableObjectAlarm(env.STOCK.getByName(A));
+        const states = await runInDurableObject(env.STOCK.getByName(A), (_, st) => st.storage.sql.exec<{ state: string }>("SELECT state FROM holds WHERE reservation_id = ?", retry.body.id).toArray());
+        expect(states.map((h) => h.state)).toEqual(["expired"]);
+      }, { timeout: 5_000, interval: 50 });
+    } finally {
+      setClock(null);
+    }
+    expect(await availability(a)).toMatchObject({ on_hand: 8, reserved: 0, available: 8 });
+  });
+
   it("a saga attempt that a retry took over cannot release the retry's holds", async () => {
     const [sku] = await makeSkus([4]);
     const scope = `key-dev-storefront\u0000${uid("fence")}`;

@@ -392,12 +392,15 @@ export class StockStore {
       .filter((id) => COORDINATED_ID.test(id));
   }
 
-  /** Applies the coordinator's verdict on the due holds of one reservation. */
-  applyVerdict(reservationId: string, verdict: HoldVerdict, now: number): void {
+  /** Applies the coordinator's verdict on the due holds of one reservation; `selfFor(sku)` is this object's name for the SKU. */
+  applyVerdict(reservationId: string, verdict: HoldVerdict, now: number, selfFor?: (sku: string) => string): void {
     const live = this.sql.exec<RawHold>("SELECT * FROM holds WHERE reservation_id = ? AND state = 'held'", reservationId).toArray();
     if (!live.length) return;
     if (verdict.kind === "commit") {
-      this.commit(reservationId, live.map((h) => ({ sku: h.sku, quantity: h.quantity, location: h.location })), "system", now);
+      const listed = (h: RawHold) => !verdict.items || !selfFor || verdict.items.some((i) => i.sku === h.sku && i.location === h.location && i.shard === selfFor(h.sku));
+      this.commit(reservationId, live.filter(listed).map((h) => ({ sku: h.sku, quantity: h.quantity, location: h.location })), "system", now);
+      // Held under the id, but the header has the line on another shard: a stray of an earlier saga attempt.
+      for (const h of live) if (!listed(h)) this.expireHold(h, now);
     } else if (verdict.kind === "keep" && verdict.until > now) {
       this.sql.exec("UPDATE holds SET expires_at = ? WHERE reservation_id = ? AND state = 'held'", verdict.until, reservationId);
     } else {

@@ -140,7 +140,12 @@ export type BeginCommit =
   | { kind: "not_found" };
 
 /** The coordinator's answer to a shard whose hold of a reservation reached its deadline. */
-export type HoldVerdict = { kind: "commit" } | { kind: "keep"; until: number } | { kind: "end" };
+/**
+ * `commit` names the reservation's lines with the shard that holds each (`items`): a hold of the id on a shard the
+ * header does not list it on (a retry routed that line elsewhere) was never part of the sale and ends. Without
+ * `items`, every live hold is committed.
+ */
+export type HoldVerdict = { kind: "commit"; items?: { sku: string; location: string; shard: string }[] } | { kind: "keep"; until: number } | { kind: "end" };
 
 /** `already`: committed (now or before); `pending`: accepted, some shard did not answer yet (completed later). */
 export type CommitOutcome =
