@@ -6,7 +6,8 @@ import { promotionsTick } from "./promotions/switcher";
 import { recordGauges } from "./metrics/gauges";
 import { prunePoints } from "./metrics/timeseries";
 import { dispatchWebhooks, pruneWebhooks } from "./webhooks/dispatch";
-import { importsTick } from "./imports/import-job";
+import { CRON_IMPORT_RESERVE, CRON_IMPORT_SHARE, importsTick } from "./imports/import-job";
+import type { Budget } from "./imports/publish";
 import { sendOutboxBatches } from "./events/outbox";
 import { mirrorEndpoints } from "./webhooks/partition-events";
 import { redriveCatalogLetters } from "./events/redrive";
@@ -15,16 +16,23 @@ import { redriveCatalogLetters } from "./events/redrive";
 export async function handleScheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
   void ctx;
   const now = Math.max(Date.now(), controller.scheduledTime);
+  // Imports first: finish what a request left (a published import's switch, roll-forward and finalization, an aborted
+  // one's prune). Caught so that a failing step never stops the other jobs of this tick.
+  const importBudget: Budget = { left: CRON_IMPORT_SHARE, reserve: CRON_IMPORT_RESERVE };
+  await importsTick(env, now, importBudget)
+    .then((outbox) => sendOutboxBatches(env, outbox))
+    .catch((err) => console.error(JSON.stringify({ level: "error", job: "imports", error: String(err) })));
+  // A batch too large for the imports' share took this invocation's queries (production allows 1,000): everything
+  // else runs next minute, as it does after any tick it missed.
+  if (importBudget.drewReserve) {
+    console.log(JSON.stringify({ level: "info", job: "imports", message: "an import batch took the whole tick; the other jobs run next minute" }));
+    return;
+  }
   // Outbox safety net: anything a request failed to send is re-sent here, so a failing queue loses nothing.
-  // Caught so that a failing step never stops the other jobs of this tick.
   await resendUnsent(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "outbox-resend", error: String(err) })));
   // Catalog events an outage longer than the queue's retries dead-lettered: re-driven, or KV would keep the old
   // documents as fresh with no end (src/events/redrive.ts).
   await redriveCatalogLetters(env, now).catch((err) => console.error(JSON.stringify({ level: "error", job: "dead-letter-redrive", error: String(err) })));
-  // Imports: finish what a request left (a published import's roll-forward and finalization, an aborted one's prune).
-  await importsTick(env, now)
-    .then((outbox) => sendOutboxBatches(env, outbox))
-    .catch((err) => console.error(JSON.stringify({ level: "error", job: "imports", error: String(err) })));
   // Promotions: boundaries a missed alarm left unswitched, and re-arm the alarm (src/promotions/switcher.ts).
   await promotionsTick(env, clockNow()).catch((err) => console.error(JSON.stringify({ level: "error", job: "promotions", error: String(err) })));
   // Recommendations: recompute products edited or ordered since the last tick; continue a stalled rebuild.

@@ -1,10 +1,12 @@
-import { env } from "cloudflare:test";
+import { createExecutionContext, createScheduledController, env, waitOnExecutionContext } from "cloudflare:test";
+import { handleScheduled } from "../src/cron";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { readProductDoc } from "../src/catalog/projection-store";
 import { admin, call, expectProblem, json, uid } from "./helpers/http";
 import { racedParts } from "./helpers/import-race";
 import { seedCategories } from "./helpers/catalog-fixtures";
-import { MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES, commitImport, getImport, importsTick } from "../src/imports/import-job";
+import { CRON_IMPORT_RESERVE, CRON_IMPORT_SHARE, MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES, QUERY_BUDGET, commitImport, getImport, importsTick } from "../src/imports/import-job";
+import { MAX_SWITCH_STATEMENTS, MAX_UPDATE_CHUNKS } from "../src/imports/publish";
 import { visibleProductSql } from "../src/imports/visibility";
 
 type ImportAnswer = {
@@ -524,5 +526,40 @@ describe("a part still uploading when its import is aborted", () => {
     expect(await count("SELECT count(*) AS n FROM products WHERE pending_import = ?", id)).toBe(0);
     expect(await count("SELECT count(*) AS n FROM import_rows WHERE import_id = ?", id)).toBe(0);
     expect((await json("PUT", `/admin/products/${p}-late-3`, { ...line(`${p}-late-3`), id: undefined }, admin())).status).toBe(201);
+  });
+});
+
+describe("the cron never leaves an import waiting for a budget", () => {
+  it("a switch larger than the cron's usual share takes a whole scheduled tick and publishes the import", async () => {
+    const id = crypto.randomUUID();
+    const brand = `Bigswitch ${uid("b")}`;
+    // 29 chunks of changes: 3 + 29 × 14 = 409 statements in one switch batch, more than the cron's share of 400.
+    const changes = 29 * PUBLISH_CHUNK_LINES;
+    // The oldest import of all, so it is the tick's first (the cron takes imports by age).
+    await env.DB.prepare("INSERT INTO imports (id, content_hash, format, status, created_at, updated_at) VALUES (?, '', 'ndjson', 'publishing', 1, 1)").bind(id).run();
+    await env.DB.prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3)
+       INSERT INTO import_rows (import_id, line, part, product_id, document, is_new)
+       SELECT ?1, i, 1, ?1 || '-' || i, json_object('slug', ?1 || '-' || i, 'title', 'Big ' || i, 'description', '', 'brand', ?2, 'category_id', 'cat-camping',
+         'status', 'active', 'attributes', json('{}'), 'images', json('[]'), 'markets', json('[]'), 'condition', 'new', 'min_prices', json('{}')), 0 FROM n`,
+    )
+      .bind(id, brand, changes)
+      .run();
+    // The switch's 58,000 product.changed events would flood the local queue broker (its timers are capped): they
+    // are not what this test is about, so the queue accepts and drops them.
+    const quietQueue = { send: async () => {}, sendBatch: async () => {} } as unknown as Queue;
+    const ctx = createExecutionContext();
+    await handleScheduled(createScheduledController({ scheduledTime: Date.now(), cron: "* * * * *" }), { ...env, EVENTS: quietQueue }, ctx);
+    await waitOnExecutionContext(ctx);
+    expect(await getImport(env, id)).toMatchObject({ status: "completed", staged: 0 });
+    expect(await visibleCount(brand)).toBe(changes);
+  });
+
+  it("every caller's budget holds the largest indivisible batch", () => {
+    // The switch: status, guard, 14 statements per chunk, visibility; plus the slug checks and reads before it.
+    expect(3 + 14 * MAX_UPDATE_CHUNKS).toBeLessThanOrEqual(MAX_SWITCH_STATEMENTS);
+    expect(CRON_IMPORT_SHARE + CRON_IMPORT_RESERVE).toBeGreaterThanOrEqual(MAX_SWITCH_STATEMENTS + 10);
+    expect(QUERY_BUDGET).toBeGreaterThanOrEqual(MAX_SWITCH_STATEMENTS + 10);
+    expect(CRON_IMPORT_SHARE + CRON_IMPORT_RESERVE).toBeLessThan(1_000);
   });
 });

@@ -350,14 +350,28 @@ const STALE_PART_MS = 15 * 60_000;
 /** An open import nobody committed after this long is aborted. */
 const STALE_OPEN_MS = 24 * 3_600_000;
 
-/** Cron: continues published imports, prunes aborted ones and aborts abandoned ones. Returns the events to send. */
-export async function importsTick(env: ImportEnv, now = Date.now(), budget: Budget = { left: 400 }): Promise<Outbox> {
+/** The cron's usual share of its invocation for imports; the rest of its queries go to its other jobs. */
+export const CRON_IMPORT_SHARE = 400;
+/**
+ * What the cron adds when an import's next indivisible batch (a switch, a roll-forward: up to MAX_SWITCH_STATEMENTS)
+ * needs more than its share; its other jobs then wait for the next minute. Share + reserve = QUERY_BUDGET, which
+ * holds the largest batch and the statements before it (slug checks, reads), so no import waits for a budget that
+ * never comes.
+ */
+export const CRON_IMPORT_RESERVE = QUERY_BUDGET - CRON_IMPORT_SHARE;
+
+/**
+ * Cron: continues published imports, prunes aborted ones and aborts abandoned ones, oldest first (the first one
+ * of a tick can always draw the reserve, so each tick moves the oldest import forward). Returns the events to send;
+ * `budget.drewReserve` tells the caller to skip its other work this time.
+ */
+export async function importsTick(env: ImportEnv, now = Date.now(), budget: Budget = { left: CRON_IMPORT_SHARE, reserve: CRON_IMPORT_RESERVE }): Promise<Outbox> {
   const outbox: Outbox = [];
   const { results } = await env.DB.prepare(
-    `SELECT id, status FROM imports WHERE status IN ('publishing', 'finalizing', 'aborting') AND updated_at < ?1
-     UNION ALL SELECT id, 'stale' FROM imports WHERE status IN ('open', 'receiving') AND (updated_at < ?2
+    `SELECT id, status, created_at FROM imports WHERE status IN ('publishing', 'finalizing', 'aborting') AND updated_at < ?1
+     UNION ALL SELECT id, 'stale', created_at FROM imports WHERE status IN ('open', 'receiving') AND (updated_at < ?2
        OR EXISTS (SELECT 1 FROM import_parts p WHERE p.import_id = imports.id AND p.status = 'receiving' AND p.received_at < ?3))
-     LIMIT 5`,
+     ORDER BY created_at, id LIMIT 5`,
   )
     .bind(now - IDLE_MS, now - STALE_OPEN_MS, now - STALE_PART_MS)
     .all<{ id: string; status: string }>();

@@ -29,13 +29,28 @@ import { CHANGE_SEQ_BASE_SQL } from "../feeds/change-seq";
 
 type PartitionEnv = Pick<Env, "DB" | "IMPORT_TRACE"> & { CATALOG_PARTITIONS?: string };
 
-/** D1 statements one invocation may still spend. */
-export type Budget = { left: number };
+/**
+ * D1 statements one invocation may still spend. `reserve`: what a caller with other work (the cron) can add for
+ * one indivisible batch that needs more than `left`; `drewReserve` tells it the reserve was spent on that batch.
+ */
+export type Budget = { left: number; reserve?: number; drewReserve?: boolean };
+
+/** Takes `need` statements, drawing on the reserve when `left` alone cannot hold them; false when even that cannot. */
+function take(budget: Budget, need: number): boolean {
+  if (budget.left < need && budget.reserve && budget.left + budget.reserve >= need) {
+    budget.left += budget.reserve;
+    budget.reserve = 0;
+    budget.drewReserve = true;
+  }
+  if (budget.left < need) return false;
+  budget.left -= need;
+  return true;
+}
 
 /** Statements of one chunk of changes to existing products (the switch's and the roll-forward's unit). */
 const UPDATE_STATEMENTS = 14;
 /** Largest switch or roll-forward batch: under the 1,000 queries an invocation may make. */
-const MAX_SWITCH_STATEMENTS = 900;
+export const MAX_SWITCH_STATEMENTS = 900;
 /** Chunks of changes to existing products one partition's switch can carry: 64 × 2,000 = 128,000 products. */
 export const MAX_UPDATE_CHUNKS = Math.floor((MAX_SWITCH_STATEMENTS - 4) / UPDATE_STATEMENTS);
 /** Statements of one finalize or prune chunk (and the read that bounds it). */
@@ -196,6 +211,10 @@ async function updateBatch(db: D1Database, importId: string, now: number): Promi
     marks.add(chunk[chunk.length - 2]!);
     statements.push(...chunk);
   }
+  // Every caller's full budget (a commit's, the cron's with its reserve) is sized to hold the largest batch; one
+  // that grew past it would be deferred by every invocation and never run. checkSwitchSize refuses such an import
+  // before its switch, so this only fires when the statements per chunk grew without MAX_UPDATE_CHUNKS following.
+  if (statements.length + 3 > MAX_SWITCH_STATEMENTS) throw new Error(`import batch of ${statements.length + 3} statements exceeds ${MAX_SWITCH_STATEMENTS}`);
   return { statements, marks };
 }
 
@@ -215,8 +234,7 @@ export async function switchImport(env: PartitionEnv, importId: string, now: num
   ];
   budget.left -= 1;
   // Left for the next invocation (a commit call or the cron), which starts with a full budget.
-  if (budget.left < statements.length) return "deferred";
-  budget.left -= statements.length;
+  if (!take(budget, statements.length)) return "deferred";
   try {
     const results = await importBatch(env, "switch", db, statements);
     outbox.push({ db, ids: outboxIdsOf(results, statements, updates.marks) });
@@ -232,8 +250,7 @@ async function rollForward(env: PartitionEnv, db: D1Database, importId: string, 
   const updates = await updateBatch(db, importId, now);
   const statements = [db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now), ...updates.statements];
   budget.left -= 1;
-  if (budget.left < statements.length) return false;
-  budget.left -= statements.length;
+  if (!take(budget, statements.length)) return false;
   try {
     const results = await importBatch(env, "roll-forward", db, statements);
     outbox.push({ db, ids: outboxIdsOf(results, statements, updates.marks) });
