@@ -4,8 +4,9 @@ import { beforeAll, describe, expect, it, vi } from "vitest";
 import { readProductDoc } from "../src/catalog/projection-store";
 import { admin, call, expectProblem, json, uid } from "./helpers/http";
 import { racedParts } from "./helpers/import-race";
+import { countingEnv } from "./helpers/binding-counter";
 import { seedCategories } from "./helpers/catalog-fixtures";
-import { CRON_IMPORT_RESERVE, CRON_IMPORT_SHARE, MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES, QUERY_BUDGET, commitImport, getImport, importsTick } from "../src/imports/import-job";
+import { CRON_IMPORT_RESERVE, CRON_IMPORT_SHARE, MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES, QUERY_BUDGET, commitImport, getImport, importsTick, runImport } from "../src/imports/import-job";
 import { MAX_SWITCH_STATEMENTS, MAX_UPDATE_CHUNKS } from "../src/imports/publish";
 import { visibleProductSql } from "../src/imports/visibility";
 
@@ -562,4 +563,33 @@ describe("the cron never leaves an import waiting for a budget", () => {
     expect(QUERY_BUDGET).toBeGreaterThanOrEqual(MAX_SWITCH_STATEMENTS + 10);
     expect(CRON_IMPORT_SHARE + CRON_IMPORT_RESERVE).toBeLessThan(1_000);
   });
+});
+
+describe("a single upload stays within one invocation's queries", () => {
+  it("a full-size upload of changes and new products makes fewer than 1,000 D1 queries; what it leaves, the cron publishes", async () => {
+    const p = uid("full");
+    const brand = `Full ${p}`;
+    // 60,000 products that exist (the upload changes them: a 30-chunk switch) and 48,000 new ones.
+    const existing = 30 * PUBLISH_CHUNK_LINES;
+    await env.DB.prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?2 - 1)
+       INSERT INTO products (id, slug, title, brand, category_id) SELECT ?1 || '-' || i, ?1 || '-' || i, 'old', 'old', 'cat-camping' FROM n`,
+    )
+      .bind(p, existing)
+      .run();
+    const lines = Array.from({ length: MAX_IMPORT_LINES }, (_, i) => JSON.stringify({ id: `${p}-${i}`, slug: `${p}-${i}`, title: "F", brand, category_id: "cat-camping", variants: [{ sku: `${p}-${i}`, prices: { USD: 100 } }] }));
+    const counter = countingEnv(env);
+    const result = await runImport(counter.env, new Blob([lines.join("\n") + "\n"]).stream(), "ndjson");
+    // Production fails the 1,001st query of an invocation: the commit gets what staging left, not a fixed share.
+    expect(counter.d1.length).toBeLessThan(1_000);
+    expect(result.accepted).toBe(MAX_IMPORT_LINES);
+    const ctx = createExecutionContext();
+    const quietQueue = { send: async () => {}, sendBatch: async () => {} } as unknown as Queue;
+    for (let t = 1; t <= 3 && (await getImport(env, result.import_id))!.status !== "completed"; t++) {
+      await handleScheduled(createScheduledController({ scheduledTime: Date.now() + t * 60_000, cron: "* * * * *" }), { ...env, EVENTS: quietQueue }, ctx);
+    }
+    await waitOnExecutionContext(ctx);
+    expect(await getImport(env, result.import_id)).toMatchObject({ status: "completed", staged: 0 });
+    expect(await visibleCount(brand)).toBe(MAX_IMPORT_LINES);
+  }, 120_000);
 });

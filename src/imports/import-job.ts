@@ -12,6 +12,7 @@
  * switch, every step rolls forward. The SHA-256 of a single upload makes re-sending the same file a no-op.
  */
 import { ApiError } from "../lib/errors";
+import { meterQueries } from "../lib/query-meter";
 import { supportedCurrencies } from "../catalog/locale";
 import { partitionCount, allCatalogDbs } from "../db/partitions";
 import { isUniqueError } from "../db/guards";
@@ -239,8 +240,16 @@ export async function commitImport(env: ImportEnv, importId: string, budget: Bud
       throw err;
     }
   }
-  await continueImport(env, importId, budget, outbox);
-  return { ...(await getImport(env, importId))!, outbox };
+  const published = await continueImport(env, importId, budget, outbox);
+  try {
+    return { ...(await getImport(env, importId))!, outbox };
+  } catch (err) {
+    if (!published) throw err;
+    // The import is published and the cron finishes it: a failed read of its state (the invocation's queries spent,
+    // a blip) must not tell the client it failed, which would make it send the file again as a new import.
+    console.warn(JSON.stringify({ level: "warn", message: "import published but its state could not be read", import_id: importId, error: String(err) }));
+    return { ...resultOf(row), status: "finalizing", published_at: row.published_at ?? Date.now(), outbox };
+  }
 }
 
 /** Drops, before the switch, the staged changes whose new slug is taken (publish.ts, slugClashes), and reports their lines. */
@@ -262,9 +271,10 @@ async function rejectSlugClashes(env: ImportEnv, importId: string, budget: Budge
     .run();
 }
 
-/** One step of whatever the import needs next; shared by commits and the cron. */
-async function continueImport(env: ImportEnv, importId: string, budget: Budget, outbox: Outbox): Promise<void> {
+/** One step of whatever the import needs next; shared by commits and the cron. True when the import is published. */
+async function continueImport(env: ImportEnv, importId: string, budget: Budget, outbox: Outbox): Promise<boolean> {
   const row = await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
+  if (row?.status === "completed") return true;
   if (row?.status === "publishing") {
     try {
       // Before every attempt at the switch (a commit that crashed after claiming the import, or the cron, retries it).
@@ -272,11 +282,12 @@ async function continueImport(env: ImportEnv, importId: string, budget: Budget, 
       // The clock, not Date.now(): which promotions are live (retargeting) is decided at this instant.
       const outcome = await switchImport(env, importId, clockNow(), budget, outbox);
       // Deferred (out of budget): nothing is published yet, so nothing may be finalized; the next call switches.
-      if (outcome === "deferred") return;
+      if (outcome === "deferred") return false;
       // Lost: another invocation moved the status first, which may have been an abort: finalize only what was switched.
       if (outcome === "lost") {
         const now = await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
-        if (now?.status !== "finalizing") return;
+        if (now?.status === "completed") return true;
+        if (now?.status !== "finalizing") return false;
       }
     } catch (err) {
       // The switch is one transaction: it failed whole, so the import was never visible. Abort it.
@@ -285,9 +296,9 @@ async function continueImport(env: ImportEnv, importId: string, budget: Budget, 
     }
   } else if (row?.status === "aborting") {
     await continueAbort(env, importId, budget);
-    return;
+    return false;
   } else if (row?.status !== "finalizing") {
-    return;
+    return false;
   }
   try {
     await finalizeImport(env, importId, clockNow(), budget, outbox);
@@ -295,13 +306,18 @@ async function continueImport(env: ImportEnv, importId: string, budget: Budget, 
     // Published already: the import is visible and complete for readers; what is left is rolled forward later.
     console.warn(JSON.stringify({ level: "warn", message: "import finalization step failed; the cron continues it", import_id: importId, error: String(err) }));
   }
+  return true;
 }
 
 /**
  * A single upload: an import of one part, committed at once. Re-sending a file imported before (same SHA-256)
  * writes nothing and answers the first import's result.
  */
-export async function runImport(env: ImportEnv, body: ReadableStream<Uint8Array>, format: ImportFormat, now = Date.now()): Promise<ImportResult & { outbox: Outbox }> {
+export async function runImport(realEnv: ImportEnv, body: ReadableStream<Uint8Array>, format: ImportFormat, now = Date.now()): Promise<ImportResult & { outbox: Outbox }> {
+  // Staging's cost depends on the file (chunks, partitions, clash re-checks): counted, so that the commit in this
+  // same invocation gets what is really left of it.
+  const meter = meterQueries(realEnv);
+  const env = meter.env;
   const db = env.DB;
   const importId = crypto.randomUUID();
   await db.prepare("INSERT INTO imports (id, content_hash, format, status, created_at, updated_at) VALUES (?, '', ?, 'receiving', ?, ?)").bind(importId, format, now, now).run();
@@ -320,13 +336,17 @@ export async function runImport(env: ImportEnv, body: ReadableStream<Uint8Array>
     return { ...(await getImport(env, previous.id))!, duplicate_of: previous.id, outbox: [] };
   }
   await db.prepare("UPDATE imports SET content_hash = ? WHERE id = ?").bind(contentHash, importId).run();
-  return commitImport(env, importId, { left: QUERY_BUDGET - STAGE_BUDGET / 2 });
+  return commitImport(realEnv, importId, { left: QUERY_BUDGET - meter.spent() });
 }
 
 export async function getImport(env: Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string }, id: string): Promise<ImportResult | null> {
   const row = await importRow(env, id);
   if (!row) return null;
   const staged = await Promise.all(allCatalogDbs(env).map((db) => db.prepare("SELECT count(*) AS n FROM import_rows WHERE import_id = ?").bind(id).first<{ n: number }>()));
+  return { ...resultOf(row), staged: staged.reduce((n, r) => n + (r?.n ?? 0), 0) };
+}
+
+function resultOf(row: ImportRow): ImportResult {
   return {
     import_id: row.id,
     status: row.status,
@@ -339,7 +359,6 @@ export async function getImport(env: Pick<Env, "DB"> & { CATALOG_PARTITIONS?: st
     created_at: row.created_at,
     published_at: row.published_at,
     finished_at: row.finished_at,
-    staged: staged.reduce((n, r) => n + (r?.n ?? 0), 0),
   };
 }
 
