@@ -1,7 +1,7 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { setClock } from "../src/lib/clock";
-import { coordinatorForScope, newReservationId, shardName } from "../src/stock/routing";
+import { coordinatorForScope, newReservationId, shardName, shardNameForSku } from "../src/stock/routing";
 import { seedApiKeys } from "./helpers/api-keys";
 import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
 import { ledgerOf, makeSkus, reconcile, shardStub } from "./helpers/stock-fixtures";
@@ -215,6 +215,25 @@ describe("admin stock API", () => {
     expect((await ledgerOf(a!)).filter((l) => l.kind === "adjust")).toMatchObject([{ delta_on_hand: 5, reason: "receipt", event_id: lines[0]!.event_id }]);
     await expectProblem(await json("POST", "/admin/stock/adjustments", [{ ...lines[0], delta: 0, event_id: uid("ev") }], admin()), 400);
     await expectProblem(await json("POST", "/admin/stock/adjustments", [{ ...lines[0], sku: "NOPE-5", event_id: uid("ev") }], admin()), 422);
+  });
+
+  it("a batch reusing one event_id for different movements is refused with 422 naming the lines, and applies nothing on any shard", async () => {
+    let [a, b] = (await makeSkus([10, 10])) as [string, string];
+    // Two SKUs on different shards: each shard alone would see a fresh event_id and apply its line.
+    while (shardNameForSku(env, a) === shardNameForSku(env, b)) [a, b] = (await makeSkus([10, 10])) as [string, string];
+    const ev = uid("ev");
+    const other = { sku: a, location: "loc-us-east", delta: 1, reason: "receipt", event_id: uid("ev") };
+    const lines = [other, { sku: a, location: "loc-us-east", delta: 4, reason: "receipt", event_id: ev }, { sku: b, location: "loc-us-east", delta: -3, reason: "damage", event_id: ev }];
+    const res = await json("POST", "/admin/stock/adjustments", lines, admin());
+    const body = (await expectProblem(res, 422)) as unknown as { detail: string; reused_event_ids: { event_id: string; lines: number[] }[] };
+    expect(body.reused_event_ids).toEqual([{ event_id: ev, lines: [1, 2] }]);
+    expect(body.detail).toContain("lines 1, 2");
+    const av = await (await call(`/v1/availability?skus=${a},${b}`)).json<{ items: { on_hand: number }[] }>();
+    expect(av.items.map((i) => i.on_hand)).toEqual([10, 10]);
+    expect((await ledgerOf(a)).filter((l) => l.kind === "adjust")).toEqual([]);
+    // The same movement sent twice in one batch is a replay, not a reuse: applied once, the repeat is a duplicate.
+    const twice = await (await json("POST", "/admin/stock/adjustments", [lines[1], lines[1]], admin())).json<{ results: { status: string; on_hand?: number }[] }>();
+    expect(twice.results.map((r) => [r.status, r.on_hand])).toEqual([["applied", 14], ["duplicate", 14]]);
   });
 
   it("the ledger pages with a cursor and reconciles with the live counts", async () => {

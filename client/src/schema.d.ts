@@ -682,7 +682,7 @@ export interface paths {
         put?: never;
         /**
          * Apply warehouse movements; idempotent per event_id
-         * @description Each line is applied at most once per `event_id`: a retried feed gets `duplicate` with the original outcome. A line that would take on_hand below zero is `rejected` and not remembered, so a retry after the cause is gone applies it. A decrease below what is held is applied and reported as `oversold`. On a hot SKU a decrease draws on the sub-shards' quotas.
+         * @description Each line is applied at most once per `event_id`. An `event_id` names one movement: a batch that uses one `event_id` for lines that differ (SKU, location, delta or reason) is refused with 422 (`reused_event_ids` lists the ids and their 0-based line numbers) and nothing is applied; the very same line repeated is a replay and answers `applied` then `duplicate`. A retried feed gets `duplicate` with the original outcome. A line that would take on_hand below zero is `rejected` and not remembered, so a retry after the cause is gone applies it. A decrease below what is held is applied and reported as `oversold`. On a hot SKU a decrease draws on the sub-shards' quotas.
          */
         post: operations["postAdminStockAdjustments"];
         delete?: never;
@@ -4699,7 +4699,7 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
             415: components["responses"]["UnsupportedMediaType"];
-            /** @description Unknown SKUs or locations. */
+            /** @description Unknown SKUs or locations, or one `event_id` reused for different movements (`reused_event_ids`). */
             422: {
                 headers: {
                     [name: string]: unknown;

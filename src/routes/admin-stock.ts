@@ -94,7 +94,7 @@ const adjustRoute = createRoute({
   tags: ["Admin: stock"],
   summary: "Apply warehouse movements; idempotent per event_id",
   description:
-    "Each line is applied at most once per `event_id`: a retried feed gets `duplicate` with the original outcome. A line that would take on_hand below zero is `rejected` and not remembered, so a retry after the cause is gone applies it. A decrease below what is held is applied and reported as `oversold`. On a hot SKU a decrease draws on the sub-shards' quotas.",
+    "Each line is applied at most once per `event_id`. An `event_id` names one movement: a batch that uses one `event_id` for lines that differ (SKU, location, delta or reason) is refused with 422 (`reused_event_ids` lists the ids and their 0-based line numbers) and nothing is applied; the very same line repeated is a replay and answers `applied` then `duplicate`. A retried feed gets `duplicate` with the original outcome. A line that would take on_hand below zero is `rejected` and not remembered, so a retry after the cause is gone applies it. A decrease below what is held is applied and reported as `oversold`. On a hot SKU a decrease draws on the sub-shards' quotas.",
   security,
   request: { body: { required: true, content: { "application/json": { schema: z.array(AdjustmentSchema).min(1).max(500) } } } },
   responses: {
@@ -109,7 +109,7 @@ const adjustRoute = createRoute({
       },
     },
     401: problem("Missing or wrong admin token."),
-    422: problem("Unknown SKUs or locations."),
+    422: problem("Unknown SKUs or locations, or one `event_id` reused for different movements (`reused_event_ids`)."),
   },
 });
 
@@ -202,6 +202,27 @@ function staleStock(sku: string, expected: number | undefined, seq: number, rows
   return new ApiError(err.status, err.slug, err.title, err.detail, { ...err.extensions, rows }, { etag: etag(seq) });
 }
 
+/**
+ * An event_id names one movement. Dedupe is kept per shard, so one id on two SKUs of different shards would be
+ * applied twice, and on one shard the second movement would be silently dropped as a duplicate: refuse the batch
+ * before anything is applied. The same line repeated is a replay, not a reuse, and stays allowed.
+ */
+function assertEventIdsUnique(lines: z.infer<typeof AdjustmentSchema>[]) {
+  const first = new Map<string, number>();
+  const reused = new Map<string, Set<number>>();
+  lines.forEach((l, i) => {
+    const at = first.get(l.event_id);
+    if (at === undefined) return void first.set(l.event_id, i);
+    const o = lines[at]!;
+    if (o.sku === l.sku && o.location === l.location && o.delta === l.delta && o.reason === l.reason) return;
+    reused.set(l.event_id, (reused.get(l.event_id) ?? new Set([at])).add(i));
+  });
+  if (!reused.size) return;
+  const list = [...reused].map(([event_id, at]) => ({ event_id, lines: [...at].sort((x, y) => x - y) }));
+  const detail = list.map((r) => `event_id ${r.event_id} on lines ${r.lines.join(", ")}`).join("; ");
+  throw ApiError.unprocessable(`One event_id names one movement; reused for different movements: ${detail}. Nothing was applied.`, { reused_event_ids: list });
+}
+
 async function assertLocations(env: Env, ids: string[]) {
   const unknown = await unknownLocations(env, ids);
   if (unknown.length) throw ApiError.unprocessable(`Unknown locations: ${unknown.join(", ")}.`, { unknown_locations: unknown });
@@ -224,17 +245,23 @@ adminStockApp
   })
   .openapi(adjustRoute, async (c) => {
     const lines = c.req.valid("json");
+    assertEventIdsUnique(lines);
     await assertLocations(c.env, lines.map((l) => l.location));
     const groups = [...groupByShard(c.env, lines, (l) => l.sku)];
     const answers = await Promise.all(groups.map(([name, list]) => stockStub(c.env, name).adjust(list, "admin")));
     const unknown = answers.flatMap((a) => (a.ok ? [] : a.skus));
     // Shards that knew all their SKUs have applied their lines; that is safe because each line is idempotent.
     if (unknown.length) throw ApiError.unprocessable(`Unknown SKUs: ${unknown.join(", ")}; lines for other SKUs were applied.`, { unknown_skus: unknown });
-    const byEvent = new Map<string, AdjustmentOutcome>();
-    for (const a of answers) if (a.ok) for (const r of a.results) byEvent.set(r.event_id, r);
-    await clearSoldOut([...new Set(lines.filter((l) => l.delta > 0 && byEvent.get(l.event_id)?.status === "applied").map((l) => l.sku))]);
+    // A shard answers its lines in the order it got them: match outcomes to lines by position, not by event_id,
+    // so a line sent twice reads `applied` then `duplicate`, as it happened.
+    const byLine = new Map<(typeof lines)[number], AdjustmentOutcome>();
+    groups.forEach(([, list], g) => {
+      const a = answers[g]!;
+      if (a.ok) list.forEach((l, i) => byLine.set(l, a.results[i]!));
+    });
+    await clearSoldOut([...new Set(lines.filter((l) => l.delta > 0 && byLine.get(l)?.status === "applied").map((l) => l.sku))]);
     c.header("cache-control", "no-store");
-    return c.json({ results: lines.map((l) => byEvent.get(l.event_id)!) }, 200);
+    return c.json({ results: lines.map((l) => byLine.get(l)!) }, 200);
   })
   .openapi(adjustOneRoute, async (c) => {
     const { sku } = c.req.valid("param");
