@@ -14,6 +14,7 @@ import { splitItems } from "../src/stock/split";
 import { isSizeRefusal, packOutboxBatches } from "../src/stock/outbox-batches";
 import { storeUnsendable } from "../src/events/dead-letters";
 import { coordinatorOfReservation, groupByShard, holderOfReservation, hotSubShardName, shardNameForSku } from "../src/stock/routing";
+import { holdCaps } from "../src/stock/flash-gate";
 import type { Meta, PendingSend } from "../src/stock/shard-store";
 import { BoundedMap } from "../src/lib/isolate-memory";
 import { applyRetention, retentionHoldCandidates, retentionPolicy } from "../src/stock/retention";
@@ -116,9 +117,15 @@ export class StockShard extends DurableObject<Env> {
     return { ok: true, items };
   }
 
-  async extend(reservationId: string, items: HeldItem[], expiresAt: number, actor: string): Promise<ExtendResult> {
-    const res = this.atomically(() => this.stock.extend(reservationId, items, expiresAt, actor, clockNow()));
-    return res.ok ? res : { ok: false, error: "insufficient", shortfalls: res.shortfalls };
+  /**
+   * `guard`: the holder and its per-SKU cap, which a lapsed line re-held here must respect like a fresh hold. A
+   * re-hold over the cap is refused as a shortfall: `available` is what the holder may still take of that SKU.
+   */
+  async extend(reservationId: string, items: HeldItem[], expiresAt: number, actor: string, guard?: { holder?: string; perSkuCap?: number }): Promise<ExtendResult> {
+    const res = this.atomically(() => this.stock.extend(reservationId, items, expiresAt, actor, clockNow(), guard));
+    if (res.ok) return res;
+    if ("shortfalls" in res) return { ok: false, error: "insufficient", shortfalls: res.shortfalls };
+    return { ok: false, error: "insufficient", shortfalls: [{ sku: res.sku, requested: res.requested, available: Math.max(0, res.limit - res.held) }] };
   }
 
   async read(skus: string[]): Promise<StockReadResult> {
@@ -777,7 +784,9 @@ export class StockShard extends DurableObject<Env> {
     const expiresAt = clockNow() + ttlMs;
     const items = header.items.map(({ sku, quantity, location, shard }) => ({ sku, quantity, location, ...(shard ? { shard } : {}) }));
     const groups = [...groupByShard(this.env, items, (i) => i.sku, (i) => i.shard)];
-    const answers = await Promise.all(groups.map(([name, lines]) => this.env.STOCK.getByName(name).extend(id, lines, expiresAt, actor).catch(() => undefined)));
+    // A lapsed line is re-held as a fresh hold would be: within the holder's per-SKU cap for this key.
+    const guard = { holder: holderOfReservation(id), perSkuCap: holdCaps(this.env, owner).perSku };
+    const answers = await Promise.all(groups.map(([name, lines]) => this.env.STOCK.getByName(name).extend(id, lines, expiresAt, actor, guard).catch(() => undefined)));
     if (answers.some((a) => a === undefined)) return { kind: "unavailable", header: await this.keepDeadline(id, groups) };
     const shortfalls = answers.flatMap((a) => (a && !a.ok ? a.shortfalls : []));
     if (answers.some((a) => a && !a.ok)) {

@@ -310,4 +310,51 @@ describe("a shard's own checks on extend (what it must refuse whatever its calle
     }
     expect(await reconcile(sku!)).toMatchObject({ mismatches: [], oversold: 0 });
   });
+
+  it("re-holds a lapsed line only as a fresh hold would be placed: within the holder's per-SKU cap, counted against it after, never on a frozen location", async () => {
+    const [sku] = await makeSkus([10]);
+    const stub = shardStub(sku!);
+    const line = (quantity: number) => [{ sku: sku!, quantity, location: "loc-us-east" }];
+    const holder = "00000000000000a7";
+    const guard = { holder, perSkuCap: 3 };
+    const hold = async (quantity: number, expiresAt: number) => {
+      const id = uid("direct");
+      return { id, res: await stub.hold({ reservationId: id, expiresAt, lines: line(quantity), preferredLocations: [], actor: "test", holder, perSkuCap: 3 }) };
+    };
+    const reserved = async () => {
+      const res = await stub.read([sku!]);
+      if (!res.ok) throw new Error("unknown SKU");
+      return res.rows[0]!.reserved;
+    };
+    const t0 = Date.now();
+    setClock(t0);
+    try {
+      const lapsed = await hold(2, t0 + 1_000);
+      expect(lapsed.res.ok).toBe(true);
+      setClock(t0 + 1_000);
+      const other = await hold(2, t0 + 60_000);
+      expect(other.res.ok).toBe(true);
+      // 2 held + 2 wanted back > cap 3: refused although the units are free, and nothing is taken.
+      expect(await stub.extend(lapsed.id, line(2), t0 + 120_000, "test", guard)).toMatchObject({ ok: false, shortfalls: [{ sku, requested: 2, available: 1 }] });
+      expect(await reserved()).toBe(2);
+      await stub.release(other.id, "test");
+      expect(await stub.extend(lapsed.id, line(2), t0 + 120_000, "test", guard)).toEqual({ ok: true });
+      // The re-held units count against the holder: a fresh hold of 2 more passes the cap.
+      expect(await hold(2, t0 + 60_000)).toMatchObject({ res: { ok: false, error: "hold_limit", held: 2, requested: 2 } });
+      expect(await reserved()).toBe(2);
+
+      // A location the home shard froze sells nothing here, to a re-hold either.
+      const frozenLine = await hold(1, t0 + 2_000);
+      expect(frozenLine.res.ok).toBe(true);
+      setClock(t0 + 2_000);
+      await stub.read([sku!]); // lets the hold lapse
+      await runInDurableObject(stub, (_, state) => state.storage.sql.exec("INSERT INTO escrow_frozen (sku, location) VALUES (?, ?)", sku, "loc-us-east"));
+      expect(await stub.extend(frozenLine.id, line(1), t0 + 120_000, "test", { holder, perSkuCap: 10 })).toMatchObject({ ok: false, shortfalls: [{ sku, requested: 1 }] });
+      expect(await reserved()).toBe(2);
+      await runInDurableObject(stub, (_, state) => state.storage.sql.exec("DELETE FROM escrow_frozen WHERE sku = ?", sku));
+    } finally {
+      setClock(null);
+    }
+    expect(await reconcile(sku!)).toMatchObject({ mismatches: [], oversold: 0 });
+  });
 });

@@ -28,6 +28,9 @@ export type Baseline = { sku: string; location: string; on_hand: number; safety_
 
 const availableOf = (r: RawStock) => r.on_hand - r.reserved - r.safety_stock;
 const floorOf = (r: RawStock) => -(r.backorder_limit ?? 0);
+/** A frozen location sells nothing here until the home has recovered its shortfall: units freed here go home first. */
+const sellableRow = (r: RawStock, frozen: Set<string>): RawStock =>
+  frozen.has(r.location) ? { ...r, on_hand: Math.min(r.on_hand, r.reserved + r.safety_stock) } : r;
 
 export function stockChangedEvent(row: StockRow, occurredAt: number) {
   const available = Math.max(0, row.available);
@@ -230,11 +233,11 @@ export class StockStore {
       if (!rows) {
         // A location frozen by the home shard (its count is below what is held overall) sells nothing here
         // until the home has recovered the shortfall: units freed here go home first.
-        const frozen = new Set(this.sql.exec<{ location: string }>("SELECT location FROM escrow_frozen WHERE sku = ?", sku).toArray().map((f) => f.location));
+        const frozen = this.frozenLocations(sku);
         rows = this.sql
           .exec<RawStock>("SELECT * FROM stock WHERE sku = ?", sku)
           .toArray()
-          .map((r) => (frozen.has(r.location) ? { ...r, on_hand: Math.min(r.on_hand, r.reserved + r.safety_stock) } : r));
+          .map((r) => sellableRow(r, frozen));
         stockBySku.set(sku, rows);
       }
       return rows;
@@ -345,15 +348,31 @@ export class StockStore {
     return { ok: true, oversold };
   }
 
-  /** Moves the deadline of every line; a line already expired is re-held if stock allows, else nothing changes. */
-  extend(reservationId: string, items: HeldItem[], expiresAt: number, actor: string, now: number): { ok: true } | { ok: false; shortfalls: Shortfall[] } {
+  /**
+   * Moves the deadline of every line; a line already expired is re-held if a fresh hold of it would be placed,
+   * else nothing changes. A re-hold takes units anew, so it passes the checks a hold does: the holder's per-SKU
+   * cap (`guard`), and a location the home shard froze sells nothing here. It records its holder like a hold.
+   */
+  extend(
+    reservationId: string,
+    items: HeldItem[],
+    expiresAt: number,
+    actor: string,
+    now: number,
+    guard: { holder?: string; perSkuCap?: number } = {},
+  ): { ok: true } | { ok: false; shortfalls: Shortfall[] } | HoldLimit {
     const holds = this.holdsOf(reservationId);
     const state = (it: HeldItem) => holds.get(`${it.sku}\u0000${it.location}`)?.state;
     // Released or committed lines are over: an extend never brings them back.
     if (items.some((it) => state(it) === "released" || state(it) === "committed")) return { ok: false, shortfalls: [] };
     const lapsed = items.filter((it) => state(it) !== "held");
-    const shortfalls = this.shortfallsFor(lapsed);
-    if (shortfalls.length) return { ok: false, shortfalls };
+    if (lapsed.length) {
+      const overCap = this.overCap({ holder: guard.holder, perSkuCap: guard.perSkuCap }, lapsed);
+      if (overCap) return overCap;
+      const shortfalls = this.shortfallsFor(lapsed);
+      if (shortfalls.length) return { ok: false, shortfalls };
+      if (guard.holder) this.sql.exec("INSERT OR REPLACE INTO hold_owners (reservation_id, holder) VALUES (?, ?)", reservationId, guard.holder);
+    }
     for (const it of lapsed) {
       this.apply(it.sku, it.location, 0, it.quantity, "reserve", { reservation_id: reservationId, actor, reason: "extend_rehold" }, now);
       this.upsertHold(reservationId, it, expiresAt, "held", now);
@@ -558,7 +577,12 @@ export class StockStore {
   }
 
   /** The first SKU on which the holder's live holds here plus `wanted` would pass the per-SKU cap. */
-  private overCap(req: HoldRequest, wanted: Iterable<{ sku: string; quantity: number }>): HoldLimit | undefined {
+  /** Locations the home shard froze for `sku` (their count is below what is held overall). */
+  private frozenLocations(sku: string): Set<string> {
+    return new Set(this.sql.exec<{ location: string }>("SELECT location FROM escrow_frozen WHERE sku = ?", sku).toArray().map((f) => f.location));
+  }
+
+  private overCap(req: Pick<HoldRequest, "holder" | "perSkuCap">, wanted: Iterable<{ sku: string; quantity: number }>): HoldLimit | undefined {
     if (!req.holder || req.perSkuCap === undefined) return undefined;
     const perSku = new Map<string, number>();
     for (const w of wanted) perSku.set(w.sku, (perSku.get(w.sku) ?? 0) + w.quantity);
@@ -598,7 +622,8 @@ export class StockStore {
     }
     const out: Shortfall[] = [];
     for (const it of need.values()) {
-      const r = this.raw(it.sku, it.location);
+      const found = this.raw(it.sku, it.location);
+      const r = found && sellableRow(found, this.frozenLocations(it.sku));
       const room = r ? availableOf(r) - floorOf(r) : 0;
       if (room < it.quantity) out.push({ sku: it.sku, requested: it.quantity, available: Math.max(0, r ? availableOf(r) : 0), location: it.location });
     }
