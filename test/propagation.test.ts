@@ -256,6 +256,30 @@ describe("propagation through the EVENTS queue", () => {
     expect(purged).toEqual(expect.arrayContaining([id, "cat-outerwear", ...oldPath]));
   });
 
+  it("a listing asked for by category slug carries the category's id, so the purge of a product entering it reaches it", async () => {
+    // A page under the slug, and one under a search: both name the category by slug only in their URL.
+    const tagsOf = async (path: string) => {
+      const res = await call(path);
+      expect(res.status).toBe(200);
+      return res.headers.get("cache-tag")!.split(",");
+    };
+    const browse = await tagsOf(`/v1/products?category=running&limit=3&sort=newest`);
+    const search = await tagsOf(`/v1/search?q=shoe&category=sports-outdoors&limit=3`);
+    expect(browse).toEqual(expect.arrayContaining(["listings", "running", "cat-running"]));
+    expect(search).toEqual(expect.arrayContaining(["sports-outdoors", "cat-sports-outdoors"]));
+    // A product created afterwards in that category: its consumer purge names the category by id.
+    const { id } = await createProduct();
+    const purged: string[] = [];
+    const recording: Purger = {
+      purgeProduct: async (p, tags) => void purged.push(p.id, ...tags),
+      purgeTags: async (tags) => void purged.push(...tags),
+    };
+    const batch = createMessageBatch("edgeshelf-events", [{ id: uid("enter"), timestamp: new Date(), attempts: 1, body: { type: "product.changed", id, version: 1, occurred_at: Date.now() } }]);
+    await dispatch(batch, env, dispatchTable([catalogEventHandler()]), { purger: recording });
+    expect(browse.filter((t) => purged.includes(t) && t !== "listings")).toContain("cat-running");
+    expect(search.filter((t) => purged.includes(t) && t !== "listings")).toContain("cat-sports-outdoors");
+  });
+
   it("out-of-order and duplicate deliveries never regress KV", async () => {
     const { id } = await createProduct();
     for (let v = 1; v <= 3; v++) expect((await patchPrice(id, v, 5000 + v)).status).toBe(200);

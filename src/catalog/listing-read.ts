@@ -84,18 +84,25 @@ export async function readListing(input: {
     currency: params.currency,
     locale: params.locale,
   });
+  // Filled by the origin read: the category's id when `category` names one (by slug or id).
+  const resolved: { categoryId?: string } = {};
   return tieredRead<ListingPage>({
     request: input.request,
     cacheKey: key,
     waitUntil: input.waitUntil,
-    origin: ({ primary }) => runListing(allCatalogDbs(env).map((db) => originSession(db, { primary })), params, { facets: input.facets, total: input.total, now }),
+    origin: ({ primary }) => runListing(allCatalogDbs(env).map((db) => originSession(db, { primary })), params, { facets: input.facets, total: input.total, now, resolved }),
     notFound: () => ApiError.notFound("No such listing."),
     render: async (page) => {
       const body = JSON.stringify(page);
       return {
         body,
         etag: `l.${await sha1(body)}`,
-        tags: cacheTagHeader([TAG_LISTINGS, ...(params.category ? [params.category] : []), ...page.items.map((i) => i.id)]).split(","),
+        // Product purges name the product's categories by id: a page asked for by slug is tagged with the id too.
+        tags: cacheTagHeader([
+          TAG_LISTINGS,
+          ...new Set([params.category, resolved.categoryId].filter((c): c is string => !!c)),
+          ...page.items.map((i) => i.id),
+        ]).split(","),
         contentLanguage: params.locale,
         // Listing prices come from products.min_prices, which changes at every promotion boundary.
         maxAgeCap: await listingPriceCap(env.DB, now),

@@ -300,13 +300,13 @@ function totalSql(pl: Plan, whereMatch: SQL): SQL {
         - (SELECT count(*) FROM inactive x WHERE EXISTS (SELECT 1 FROM products_fts f WHERE f.rowid = x.rid AND f.products_fts MATCH ${q})) END)`;
 }
 
-/** The category's own id and every descendant's (empty for an unknown category). */
-async function subtreeIds(origin: OriginSession, category: string): Promise<string[]> {
-  const [rows] = await origin.batch<[{ id: string }[]]>([
-    sql`SELECT c.id FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
+/** The category's own id (`root`) and every descendant's (`ids`, empty for an unknown category). */
+async function subtreeIds(origin: OriginSession, category: string): Promise<{ root?: string; ids: string[] }> {
+  const [rows] = await origin.batch<[{ id: string; root: number }[]]>([
+    sql`SELECT c.id, c.id = root.id AS root FROM categories root JOIN categories c ON substr(c.path, 1, length(root.path)) = root.path
       WHERE root.slug = ${category} OR root.id = ${category}`,
   ]);
-  return rows.map((r) => r.id);
+  return { root: rows.find((r) => r.root)?.id, ids: rows.map((r) => r.id) };
 }
 
 type ItemRow = {
@@ -435,15 +435,25 @@ function sumFacetRows(parts: FacetRow[][]): FacetRow[] {
 export async function runListing(
   origin: OriginSession | readonly OriginSession[],
   p: ListingParams,
-  /** `candidates`: SEARCH_CANDIDATES unless a test needs the cap reached with a small catalog. */
-  opts: { facets: boolean; total: boolean; now: number; candidates?: number },
+  /**
+   * `candidates`: SEARCH_CANDIDATES unless a test needs the cap reached with a small catalog. `resolved` receives
+   * the id of the `category` parameter (given as a slug or an id): product purges name categories by id, so that
+   * is the tag a page filtered by category must carry.
+   */
+  opts: { facets: boolean; total: boolean; now: number; candidates?: number; resolved?: { categoryId?: string } },
 ): Promise<ListingPage> {
   const origins = Array.isArray(origin) ? (origin as readonly OriginSession[]) : [origin as OriginSession];
-  // The category subtree is read once (categories are the same in every partition), and only by a browse page.
-  let subtree: Promise<string[]> | undefined;
-  const categoryIds = () => (subtree ??= subtreeIds(origins[0]!, p.category!));
+  // The category subtree is read once (categories are the same in every partition): by a browse page for its
+  // ranges, and by any page that reports the category's id.
+  let subtree: Promise<{ root?: string; ids: string[] }> | undefined;
+  const readSubtree = () => (subtree ??= subtreeIds(origins[0]!, p.category!));
+  const categoryIds = async () => (await readSubtree()).ids;
   const share = partitionShare(p, origins.length, opts.candidates);
-  const parts = await Promise.all(origins.map((o, i) => queryPartition(o, p, opts, i, share, categoryIds)));
+  const [parts, root] = await Promise.all([
+    Promise.all(origins.map((o, i) => queryPartition(o, p, opts, i, share, categoryIds))),
+    p.category && opts.resolved ? readSubtree().then((s) => s.root) : undefined,
+  ]);
+  if (opts.resolved) opts.resolved.categoryId = root;
   const rows = parts.length === 1 ? parts[0]!.rows : mergePages(parts.map((r) => r.rows), rowOrder(parts[0]!.dir), p.limit + 1);
   const facetRows = parts[0]!.facetRows && (parts.length === 1 ? parts[0]!.facetRows : sumFacetRows(parts.map((r) => r.facetRows ?? [])));
   const categoryRows = parts[0]!.categoryRows;
