@@ -11,10 +11,11 @@
 import { sql, type SQL } from "drizzle-orm";
 import type { OriginSession } from "./origin";
 import { ApiError } from "../lib/errors";
-import { categoriesQuery, materialisedFacetsQuery, priceBucketSql, shapeFacets, type CategoryRow, type FacetRow, type Facets } from "./facets";
+import { categoriesQuery, materialisedFacetsQuery, priceBucketLabel, priceBucketSql, shapeFacets, type CategoryRow, type FacetRow, type Facets } from "./facets";
 import { renderPrice, type RenderContext } from "./render";
 import { correctTerms, ftsQuery } from "./search-terms";
 import { visibleProductSql } from "../imports/visibility";
+import { GROW_CLEANUP_KEY, owns } from "../db/ownership";
 
 export const SORTS = ["relevance", "price_asc", "price_desc", "newest"] as const;
 export type Sort = (typeof SORTS)[number];
@@ -318,7 +319,8 @@ export function hasFilters(p: ListingParams): boolean {
   return !!(p.q || p.category || p.brand?.length || p.in_stock || p.min_price !== undefined || p.max_price !== undefined);
 }
 
-type PartitionResult = { rows: ItemRow[]; facetRows?: FacetRow[]; categoryRows?: CategoryRow[]; dir: "ASC" | "DESC" };
+/** `sampled`: the facets were counted over a full sample where they are otherwise exact (a clean-up is pending). */
+type PartitionResult = { rows: ItemRow[]; facetRows?: FacetRow[]; categoryRows?: CategoryRow[]; dir: "ASC" | "DESC"; sampled?: boolean };
 
 /** One partition's page (plus, when asked, total and facet rows) in a single D1 round trip (one batch). */
 async function queryPartition(
@@ -328,36 +330,42 @@ async function queryPartition(
   partition: number,
   share: { candidates: number; sample: number },
   categoryIds: () => Promise<string[]>,
+  /** Set when partitions are several: the rows this one does not own of `n` are left out during a clean-up. */
+  ownership?: { n: number },
 ): Promise<PartitionResult> {
   // The category tree is read from the directory (partition 0) only.
   const withCategories = partition === 0;
   // Each partition corrects typos against its own FTS vocabulary.
   const pl = plan(p, p.q ? ftsQuery(await correctTerms(origin, p.q, { scope: String(partition) })) : undefined);
   const after = decodeCursor(p);
-  const keyset: SQL[] = after ? [keysetSql(pl, after)] : [];
   const dir = sql.raw(pl.dir);
-  const whereAll = sql.join([...pl.where, ...keyset], sql` AND `);
   const subtree = p.category && !pl.withQuery ? await categoryIds() : undefined;
-  const itemsQuery = (pl.withQuery ? searchItemsQuery(p, pl, after, share.candidates) : browseItemsQuery(p, pl, after, subtree)) ?? sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
+  const items = (from: CursorKey | undefined) => {
+    const keyset: SQL[] = from ? [keysetSql(pl, from)] : [];
+    const whereAll = sql.join([...pl.where, ...keyset], sql` AND `);
+    return (pl.withQuery ? searchItemsQuery(p, pl, from, share.candidates) : browseItemsQuery(p, pl, from, subtree)) ?? sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
       p.min_prices, p.price_badges, p.created_at, ${pl.sortExpr} AS sort_key
     FROM ${pl.from} LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
     WHERE ${whereAll}
     ORDER BY ${pl.sortExpr} ${dir}, p.id ${dir}
     LIMIT ${p.limit + 1}`;
+  };
+  const itemsQuery = items(after);
 
   const filtered = hasFilters(p);
   const wantFacets = opts.facets || opts.total;
+  const price = priceExpr(p.currency);
+  const whereMatch = sql.join(pl.matchWhere, sql` AND `);
+  // Facets are counted over at most FACET_SAMPLE matches (the first in index order, or in rowid order with a
+  // category filter; no scoring), so a query matching half the catalog costs the same as one matching 5,000;
+  // `total` is exact up to TOTAL_CAP matches.
+  const sampleSql = sql`SELECT p.id, p.brand, p.category_id, p.attributes, ${price} AS price FROM ${pl.from} WHERE ${whereMatch}${pl.sampleOrder} LIMIT ${share.sample}`;
   let facetQuery: SQL | undefined;
   if (wantFacets && filtered) {
-    const price = priceExpr(p.currency);
-    const whereMatch = sql.join(pl.matchWhere, sql` AND `);
-    // Facets are counted over at most FACET_SAMPLE matches (the first in index order, or in rowid order with a
-    // category filter; no scoring), so a query matching half the catalog costs the same as one matching 5,000;
-    // `total` is exact up to TOTAL_CAP matches.
     // Attributes are read from the sampled rows' own `attributes` JSON (product_attributes mirrors it row by row):
     // joining product_attributes cost an index seek plus a row per attribute, about 4,000 random reads for a
     // search's 1,000 candidates (41 ms with cold pages at 1M products, against under 1 ms for json_each).
-    facetQuery = sql`WITH m AS MATERIALIZED (SELECT p.id, p.brand, p.category_id, p.attributes, ${price} AS price FROM ${pl.from} WHERE ${whereMatch}${pl.sampleOrder} LIMIT ${share.sample})
+    facetQuery = sql`WITH m AS MATERIALIZED (${sampleSql})
       SELECT 'total' AS facet, '' AS value, ${totalSql(pl, whereMatch)} AS count
       UNION ALL SELECT 'brand', brand, count(*) FROM m GROUP BY brand
       UNION ALL SELECT 'category', category_id, count(*) FROM m GROUP BY category_id
@@ -366,13 +374,72 @@ async function queryPartition(
   } else if (wantFacets) {
     facetQuery = materialisedFacetsQuery(p.currency);
   }
-  if (!facetQuery) return { rows: (await origin.batch<[ItemRow[]]>([itemsQuery]))[0], dir: pl.dir };
-  if (!withCategories) {
-    const [rows, facetRows] = await origin.batch<[ItemRow[], FacetRow[]]>([itemsQuery, facetQuery]);
-    return { rows, facetRows, dir: pl.dir };
+  // Over several partitions, each also says (one primary-key read) whether a growth's clean-up is pending in it.
+  const statements: SQL[] = [itemsQuery];
+  if (facetQuery) statements.push(facetQuery);
+  if (facetQuery && withCategories) statements.push(categoriesQuery(p.locale));
+  if (ownership) statements.push(sql`SELECT 1 AS pending FROM meta WHERE key = ${GROW_CLEANUP_KEY}`);
+  const got = await origin.batch<unknown[][]>(statements);
+  const out: PartitionResult = {
+    rows: got[0] as ItemRow[],
+    facetRows: facetQuery ? (got[1] as FacetRow[]) : undefined,
+    categoryRows: facetQuery && withCategories ? (got[2] as CategoryRow[]) : undefined,
+    dir: pl.dir,
+  };
+  if (!ownership || (got.at(-1) as unknown[]).length === 0) return out;
+
+  // A growth's clean-up is pending here: rows of products another partition now owns (older copies) are left out.
+  const mine = (id: string) => owns(ownership.n, partition, id);
+  // The page: read on past the rows left out, so a partition still offers limit + 1 rows of its own when it has them.
+  let raw = out.rows;
+  out.rows = raw.filter((r) => mine(r.id));
+  for (let reads = 1; raw.length > p.limit && out.rows.length <= p.limit && reads < CLEANUP_MAX_READS; reads++) {
+    const last = raw.at(-1)!;
+    [raw] = await origin.batch<[ItemRow[]]>([items([Number(last.sort_key), last.id])]);
+    out.rows.push(...raw.filter((r) => mine(r.id)));
   }
-  const [rows, facetRows, categoryRows] = await origin.batch<[ItemRow[], FacetRow[], CategoryRow[]]>([itemsQuery, facetQuery, categoriesQuery(p.locale)]);
-  return { rows, facetRows, categoryRows, dir: pl.dir };
+  if (!facetQuery) return out;
+  // Facets and total: counted here over the sample's own rows (and the matches' ids, up to the cap). Without a
+  // filter that replaces facet_counts, which the moved rows are still counted in, by the sample as a filter would.
+  const [sample, matched] = await origin.batch<[SampleRow[], { id: string }[]]>([
+    filtered ? sampleSql : sql`SELECT p.id, p.brand, p.category_id, p.attributes, ${price} AS price FROM products p WHERE +p.status = 'active' AND ${VISIBLE} ORDER BY p.rowid LIMIT ${share.sample}`,
+    filtered ? sql`SELECT p.id FROM ${pl.from} WHERE ${whereMatch} LIMIT ${TOTAL_CAP + 1}` : sql`SELECT 1 AS id WHERE 0`,
+  ]);
+  const owned = sample.filter((r) => mine(r.id));
+  out.facetRows = countFacets(owned, filtered ? "price" : `price:${p.currency}`);
+  // Past the cap, "more than TOTAL_CAP" is the answer, as it would be without the moved rows in most cases.
+  if (filtered) out.facetRows.push({ facet: "total", value: "", count: matched.length > TOTAL_CAP ? TOTAL_CAP + 1 : matched.filter((r) => mine(r.id)).length });
+  out.sampled = sample.length >= share.sample;
+  return out;
+}
+
+/** Reads of one partition's page while a clean-up is pending (each passes limit + 1 rows it may not own). */
+const CLEANUP_MAX_READS = 32;
+
+type SampleRow = { id: string; brand: string; category_id: string; attributes: string | null; price: number | null };
+
+/** The facet rows the SQL facet query gives (brand, category, attr:<key>, price bucket), counted over `rows`. */
+function countFacets(rows: SampleRow[], priceFacet: string): FacetRow[] {
+  const counts = new Map<string, FacetRow>();
+  const add = (facet: string, value: string) => {
+    const key = `${facet}\u0000${value}`;
+    const seen = counts.get(key);
+    if (seen) seen.count++;
+    else counts.set(key, { facet, value, count: 1 });
+  };
+  for (const r of rows) {
+    add("brand", r.brand);
+    add("category", r.category_id);
+    let attributes: Record<string, unknown> = {};
+    try {
+      attributes = r.attributes ? (JSON.parse(r.attributes) as Record<string, unknown>) : {};
+    } catch {
+      // Unreadable attributes count for nothing, as json_valid makes the SQL count them.
+    }
+    for (const [k, v] of Object.entries(attributes ?? {})) add(`attr:${k}`, String(v));
+    if (r.price !== null && r.price !== undefined) add(priceFacet, priceBucketLabel(Number(r.price)));
+  }
+  return [...counts.values()];
 }
 
 /**
@@ -450,7 +517,7 @@ export async function runListing(
   const categoryIds = async () => (await readSubtree()).ids;
   const share = partitionShare(p, origins.length, opts.candidates);
   const [parts, root] = await Promise.all([
-    Promise.all(origins.map((o, i) => queryPartition(o, p, opts, i, share, categoryIds))),
+    Promise.all(origins.map((o, i) => queryPartition(o, p, opts, i, share, categoryIds, origins.length > 1 ? { n: origins.length } : undefined))),
     p.category && opts.resolved ? readSubtree().then((s) => s.root) : undefined,
   ]);
   if (opts.resolved) opts.resolved.categoryId = root;
@@ -486,12 +553,12 @@ export async function runListing(
         ? Number(facetRows.find((r) => r.facet === "total")?.count ?? 0)
         : facetRows.filter((r) => r.facet === "category").reduce((n, r) => n + Number(r.count), 0);
       out.total = filtered ? Math.min(counted, TOTAL_CAP) : counted;
-      out.total_exact = !filtered || counted <= TOTAL_CAP;
+      out.total_exact = (!filtered || counted <= TOTAL_CAP) && !parts.some((part) => part.sampled);
     }
     if (opts.facets) {
       out.facets = facets;
       // Exact when no partition had more matches than it samples.
-      out.facets_exact = !filtered || parts.every((part) => Number(part.facetRows?.find((r) => r.facet === "total")?.count ?? 0) <= share.sample);
+      out.facets_exact = !parts.some((part) => part.sampled) && (!filtered || parts.every((part) => Number(part.facetRows?.find((r) => r.facet === "total")?.count ?? 0) <= share.sample));
     }
   }
   return out;

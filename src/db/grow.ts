@@ -30,6 +30,7 @@
  */
 import type { D1Database, D1PreparedStatement } from "@cloudflare/workers-types";
 import { partitionIndex } from "./buckets";
+import { GROW_CLEANUP_KEY } from "./ownership";
 import { CHANGE_SEQ_BASE_SQL, CHANGE_SEQ_FLOOR_KEY, CHANGE_SEQ_SPLIT_KEY, DERIVED_IN_STOCK_SQL, NEXT_CHANGE_SEQ_SQL } from "../feeds/change-seq";
 
 /** Products per chunk: their rows travel as one JSON parameter per table, so only the statement size limits this. */
@@ -169,6 +170,9 @@ export async function replaySince(
   for (let i = 0; i < moving.length; i += GROW_CHUNK) await copyProducts(from, to, moving.slice(i, i + GROW_CHUNK));
   const split = (last!.results[0] as { seq: number }).seq;
   await to.batch([raiseMark(to, CHANGE_SEQ_SPLIT_KEY, "?", split), raiseMark(to, CHANGE_SEQ_FLOOR_KEY, "?", split)]);
+  // From the flip on, `from` holds rows it no longer owns until `deleteMoved` ends: listings check ownership there
+  // meanwhile. Set by every replay (the flip's is the last one), so it is in place before any reader routes by 2N.
+  await from.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value").bind(GROW_CLEANUP_KEY, String(opts.newCount)).run();
   return { replayed: moving, mark: results.reduce((m, r) => Math.max(m, r.id), opts.mark), split };
 }
 
@@ -242,6 +246,9 @@ export async function refreshAvailability(
 export async function deleteMoved(from: D1Database, opts: { newCount: number; toIndex: number; after: string; limit?: number }): Promise<{ deleted: string[]; next: string | null }> {
   const limit = opts.limit ?? GROW_CHUNK;
   const { ids, moving } = await nextIds(from, opts.after, limit, opts.newCount, opts.toIndex);
+  const next = ids.length < limit ? null : ids.at(-1)!;
+  // The last chunk ends the clean-up: `from` owns every row it holds again, and listings stop checking.
+  const done = next === null ? [from.prepare("DELETE FROM meta WHERE key = ?").bind(GROW_CLEANUP_KEY)] : [];
   if (moving.length) {
     const arg = JSON.stringify(moving);
     // The floor first, in the same transaction: the deleted products may hold `from`'s highest change_seq, which
@@ -250,7 +257,8 @@ export async function deleteMoved(from: D1Database, opts: { newCount: number; to
     await from.batch([
       raiseMark(from, CHANGE_SEQ_FLOOR_KEY, CHANGE_SEQ_BASE_SQL),
       ...[...PRODUCT_ROWS].reverse().map(({ table, where }) => from.prepare(`DELETE FROM ${table} WHERE ${where}`).bind(arg)),
+      ...done,
     ]);
-  }
-  return { deleted: moving, next: ids.length < limit ? null : ids.at(-1)! };
+  } else if (done.length) await from.batch(done);
+  return { deleted: moving, next };
 }

@@ -29,7 +29,7 @@ import { scopeConditions } from "./scope";
 import { asList } from "../db/partitions";
 import { visibleProductSql } from "../imports/visibility";
 import { decodeCursor, decodeSince, encodeCursor, encodeSince, resolvePositions } from "./token";
-import { partitionIndex } from "../db/buckets";
+import { owns } from "../db/ownership";
 
 /** `status`: archived | out_of_scope. */
 export type Tombstone = { id: string; status: string; change_seq: number; removed_at: number; skus: string[] };
@@ -55,13 +55,6 @@ export type PageRequest = {
 };
 
 const HIGH_WATER_SQL = "SELECT coalesce(max(change_seq), 0) AS hwm FROM products";
-
-/**
- * Whether partition `part` of `n` owns product `id`. Between a growth's flip and its clean-up (src/db/grow.ts) the old
- * partition still holds the moved products' rows, older than the new partition's: both pages below skip them there,
- * so no product comes twice or in a stale version, while positions and cursors still move past them.
- */
-const owns = (n: number, part: number, id: string) => n === 1 || partitionIndex(id, n) === part;
 
 type ChangeRow = { id: string; status: string; change_seq: number; updated_at: number; in_scope: number };
 
