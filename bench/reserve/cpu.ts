@@ -12,6 +12,7 @@
 import { cpSync, rmSync } from "node:fs";
 import path from "node:path";
 import { benchArgs } from "../lib/args";
+import { drainEvents } from "../lib/drain";
 import { startDevServer } from "../lib/dev-server";
 import { connectInspector } from "../lib/inspector";
 import { cpuMs, serverProcesses } from "../lib/proc-cpu";
@@ -62,21 +63,6 @@ async function lagSamples(): Promise<number> {
   return ((await r.json()) as { propagation_lag_ms: { samples: number } }).propagation_lag_ms.samples;
 }
 
-/** Until no new consumed-event sample for 3 s (max 60 s). */
-async function drain(): Promise<void> {
-  const t0 = performance.now();
-  let last = await lagSamples();
-  let since = performance.now();
-  while (performance.now() - since < 3000 && performance.now() - t0 < 60_000) {
-    await new Promise((r) => setTimeout(r, 250));
-    const now = await lagSamples();
-    if (now !== last) {
-      last = now;
-      since = performance.now();
-    }
-  }
-}
-
 async function main() {
   rmSync(PERSIST, { recursive: true, force: true });
   cpSync(PREPARED, PERSIST, { recursive: true });
@@ -90,16 +76,14 @@ async function main() {
     await loop("noop", 300);
     if (args.cases.includes("spread")) await loop("spread", 600);
     await loop("hot", 300);
-    await drain();
+    await drainEvents(lagSamples);
     for (const kind of args.cases.split(",")) {
       const snap = () => ({ procs: procs.map((p) => cpuMs(p.pid)), self: cpuMs("self"), samples: 0 });
       const before = snap();
       const samplesBefore = await lagSamples();
       const r = await loop(kind, args.requests);
       const during = snap();
-      const d0 = performance.now();
-      await drain();
-      const drainS = (performance.now() - d0) / 1000 - 3;
+      const drainS = (await drainEvents(lagSamples)) - 3;
       const after = snap();
       const events = (await lagSamples()) - samplesBefore;
       const per = (a: number, b: number) => ((b - a) / args.requests).toFixed(3);

@@ -27,6 +27,7 @@ import path from "node:path";
 import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
 import { fmt, percentile, statusJson } from "../lib/stats";
 import { benchArgs } from "../lib/args";
+import { drainEvents } from "../lib/drain";
 import { connectInspector } from "../lib/inspector";
 import { cpuMs, serverProcesses } from "../lib/proc-cpu";
 
@@ -140,20 +141,9 @@ const reserveReq = (sku: string, byIp = false) => () => ({
  * 336 req/s that way). Drained = no new propagation-lag sample (one per consumed event) for 3 s.
  */
 async function drain(label: string): Promise<number> {
-  const t0 = performance.now();
-  const samples = async () =>
-    ((await (await api("GET", "/admin/metrics", undefined)).json()) as { propagation_lag_ms: { samples: number } }).propagation_lag_ms.samples;
-  let last = await samples();
-  let stableSince = performance.now();
-  while (performance.now() - stableSince < 3000 && performance.now() - t0 < 60_000) {
-    await new Promise((r) => setTimeout(r, 250));
-    const now = await samples();
-    if (now !== last) {
-      last = now;
-      stableSince = performance.now();
-    }
-  }
-  const waited = (performance.now() - t0) / 1000;
+  const waited = await drainEvents(async () =>
+    ((await (await api("GET", "/admin/metrics", undefined)).json()) as { propagation_lag_ms: { samples: number } }).propagation_lag_ms.samples,
+  );
   console.log(`  drained before ${label} in ${waited.toFixed(1)} s`);
   return waited;
 }
