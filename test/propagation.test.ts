@@ -42,6 +42,18 @@ async function createProduct(id = uid("p")): Promise<{ id: string; version: numb
 const patchPrice = (id: string, version: number, usd: number) =>
   json("PATCH", `/admin/products/${id}`, { variants: [{ sku: `${id}-S`, prices: { USD: usd } }] }, admin({ "if-match": `"${version}"` }));
 
+/** Consumes one product.changed event through the catalog handler; returns every id and tag it purged. */
+async function consumeRecordingPurges(id: string, version: number): Promise<string[]> {
+  const purged: string[] = [];
+  const recording: Purger = {
+    purgeProduct: async (p, tags) => void purged.push(p.id, ...tags),
+    purgeTags: async (tags) => void purged.push(...tags),
+  };
+  const batch = createMessageBatch("edgeshelf-events", [{ id: uid("changed"), timestamp: new Date(), attempts: 1, body: { type: "product.changed", id, version, occurred_at: Date.now() } }]);
+  await dispatch(batch, env, dispatchTable([catalogEventHandler()]), { purger: recording });
+  return purged;
+}
+
 async function outboxRows(id: string) {
   const { results } = await env.DB.prepare("SELECT id, type, version, sent_at, payload FROM outbox WHERE entity_id = ? ORDER BY id").bind(id).all<{
     id: number;
@@ -245,13 +257,7 @@ describe("propagation through the EVENTS queue", () => {
     const oldPath = (await readProductDoc(env.CATALOG_KV, id))!.category_path;
     expect(oldPath).toContain("cat-running");
     await env.DB.prepare("UPDATE products SET category_id = 'cat-outerwear', version = 2 WHERE id = ?").bind(id).run();
-    const purged: string[] = [];
-    const recording: Purger = {
-      purgeProduct: async (p, tags) => void purged.push(p.id, ...tags),
-      purgeTags: async (tags) => void purged.push(...tags),
-    };
-    const batch = createMessageBatch("edgeshelf-events", [{ id: uid("move"), timestamp: new Date(), attempts: 1, body: { type: "product.changed", id, version: 2, occurred_at: Date.now() } }]);
-    await dispatch(batch, env, dispatchTable([catalogEventHandler()]), { purger: recording });
+    const purged = await consumeRecordingPurges(id, 2);
     expect((await readProductDoc(env.CATALOG_KV, id))?.category_path).toContain("cat-outerwear");
     expect(purged).toEqual(expect.arrayContaining([id, "cat-outerwear", ...oldPath]));
   });
@@ -269,13 +275,7 @@ describe("propagation through the EVENTS queue", () => {
     expect(search).toEqual(expect.arrayContaining(["sports-outdoors", "cat-sports-outdoors"]));
     // A product created afterwards in that category: its consumer purge names the category by id.
     const { id } = await createProduct();
-    const purged: string[] = [];
-    const recording: Purger = {
-      purgeProduct: async (p, tags) => void purged.push(p.id, ...tags),
-      purgeTags: async (tags) => void purged.push(...tags),
-    };
-    const batch = createMessageBatch("edgeshelf-events", [{ id: uid("enter"), timestamp: new Date(), attempts: 1, body: { type: "product.changed", id, version: 1, occurred_at: Date.now() } }]);
-    await dispatch(batch, env, dispatchTable([catalogEventHandler()]), { purger: recording });
+    const purged = await consumeRecordingPurges(id, 1);
     expect(browse.filter((t) => purged.includes(t) && t !== "listings")).toContain("cat-running");
     expect(search.filter((t) => purged.includes(t) && t !== "listings")).toContain("cat-sports-outdoors");
   });
