@@ -11,7 +11,7 @@
 import { occGuard } from "../db/guards";
 import { retargetStatements } from "../promotions/targets";
 import { minPrices, type ProductInput } from "./product-input";
-import { NEXT_CHANGE_SEQ_SQL } from "../feeds/change-seq";
+import { DERIVED_IN_STOCK_SQL, NEXT_CHANGE_SEQ_SQL } from "../feeds/change-seq";
 
 export type WriteMode = { kind: "create" } | { kind: "update"; expectedVersion: number };
 
@@ -122,10 +122,7 @@ export function prepareProductWrite(db: D1Database, id: string, input: ProductIn
     // in_stock follows the availability projection over the product's active variants.
     db
       .prepare(
-        `UPDATE products SET in_stock = (
-           SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
-                          WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))
-         WHERE id = ?`,
+        `UPDATE products SET in_stock = ${DERIVED_IN_STOCK_SQL} WHERE id = ?`,
       )
       .bind(id),
     // A product created in, or moved into or out of, a promoted category or brand: its targets follow.

@@ -25,7 +25,7 @@ import { isOccGuardError, isUniqueError, occGuard } from "../db/guards";
 import { CHUNK_LINES } from "./receive";
 import { releaseImportClaims } from "../catalog/sku-claims";
 import { importBatch, insertAttributes, insertPrices, insertTranslations, insertVariants, PRODUCT_COLUMNS, PRODUCT_VALUES, stagedPriceKeys, stagedRows, stagedVariants } from "./row-sql";
-import { CHANGE_SEQ_BASE_SQL } from "../feeds/change-seq";
+import { CHANGE_SEQ_BASE_SQL, DERIVED_IN_STOCK_SQL } from "../feeds/change-seq";
 
 type PartitionEnv = Pick<Env, "DB" | "IMPORT_TRACE"> & { CATALOG_PARTITIONS?: string };
 
@@ -96,8 +96,7 @@ function updateStatements(db: D1Database, importId: string, now: number, lo: num
     s(`${insertPrices(0)} AND ${OWNED_SKU}
        ON CONFLICT (sku, currency) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at, version = prices.version + 1
        WHERE prices.amount <> excluded.amount`),
-    s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
-         WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))
+    s(`UPDATE products SET in_stock = ${DERIVED_IN_STOCK_SQL}
        WHERE id IN (SELECT r.product_id ${STAGED})`),
     ...retargetStatements(db, { sql: "SELECT r.product_id FROM import_rows r WHERE r.import_id = ?2 AND r.line BETWEEN ?3 AND ?4 AND r.is_new = 0", params: [importId, lo, hi] }, now),
     // Products that existed before: their KV documents and cached pages are now stale.
@@ -115,8 +114,7 @@ function finalizeStatements(db: D1Database, importId: string, now: number, lo: n
     s(`UPDATE products SET pending_import = NULL, updated_at = ?2,
          change_seq = ${CHANGE_SEQ_BASE_SQL} + (SELECT r.line FROM import_rows r WHERE r.import_id = ?1 AND r.product_id = products.id) - ?3 + 1
        WHERE pending_import = ?1 AND id IN (${ids})`),
-    s(`UPDATE products SET in_stock = (SELECT EXISTS (SELECT 1 FROM availability a JOIN variants v ON v.sku = a.sku
-         WHERE v.product_id = products.id AND v.status = 'active' AND a.available > 0))
+    s(`UPDATE products SET in_stock = ${DERIVED_IN_STOCK_SQL}
        WHERE id IN (${ids})`),
     ...retargetStatements(db, { sql: "SELECT r.product_id FROM import_rows r WHERE r.import_id = ?2 AND r.line BETWEEN ?3 AND ?4", params: [importId, lo, hi] }, now),
     // New products have nothing cached yet; only those a promotion covers need the consumer (it folds the promotion into min_prices).
