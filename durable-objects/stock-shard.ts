@@ -987,8 +987,7 @@ export class StockShard extends DurableObject<Env> {
     const failedReports = (await Promise.all(reports.map(async (r) => ((await this.sendReport(JSON.parse(r.body) as { sku: string })) ? undefined : r)))).filter(
       (r): r is OutboxRow => r !== undefined,
     );
-    const sentReports = reports.filter((r) => !failedReports.includes(r)).map((r) => r.id);
-    if (sentReports.length) this.ctx.storage.sql.exec(`DELETE FROM outbox WHERE id IN (${sentReports.map(() => "?").join(",")})`, ...sentReports);
+    this.deleteRows(reports.filter((r) => !failedReports.includes(r)));
     if (failedReports.length) this.backOff(failedReports);
     if (!rows.length) return all.length === OUTBOX_BATCH;
     const { batches, oversized } = packOutboxBatches(rows);

@@ -282,7 +282,7 @@ export class StockStore {
       else merged.set(key, { ...p });
     }
     const items = [...merged.values()];
-    if (req.holder) this.sql.exec("INSERT OR REPLACE INTO hold_owners (reservation_id, holder) VALUES (?, ?)", req.reservationId, req.holder);
+    this.recordOwner(req.reservationId, req.holder);
     // Only a placed hold records its attempt: a refused one leaves nothing behind to prune.
     this.claim(req.reservationId, req.attempt ?? 0);
     for (const it of items) {
@@ -367,11 +367,11 @@ export class StockStore {
     if (items.some((it) => state(it) === "released" || state(it) === "committed")) return { ok: false, shortfalls: [] };
     const lapsed = items.filter((it) => state(it) !== "held");
     if (lapsed.length) {
-      const overCap = this.overCap({ holder: guard.holder, perSkuCap: guard.perSkuCap }, lapsed);
+      const overCap = this.overCap(guard, lapsed);
       if (overCap) return overCap;
       const shortfalls = this.shortfallsFor(lapsed);
       if (shortfalls.length) return { ok: false, shortfalls };
-      if (guard.holder) this.sql.exec("INSERT OR REPLACE INTO hold_owners (reservation_id, holder) VALUES (?, ?)", reservationId, guard.holder);
+      this.recordOwner(reservationId, guard.holder);
     }
     for (const it of lapsed) {
       this.apply(it.sku, it.location, 0, it.quantity, "reserve", { reservation_id: reservationId, actor, reason: "extend_rehold" }, now);
@@ -417,14 +417,20 @@ export class StockStore {
     if (!live.length) return;
     if (verdict.kind === "commit") {
       const listed = (h: RawHold) => !verdict.items || !selfFor || verdict.items.some((i) => i.sku === h.sku && i.location === h.location && i.shard === selfFor(h.sku));
-      this.commit(reservationId, live.filter(listed).map((h) => ({ sku: h.sku, quantity: h.quantity, location: h.location })), "system", now);
+      const mine = live.filter(listed);
+      this.commit(reservationId, mine.map((h) => ({ sku: h.sku, quantity: h.quantity, location: h.location })), "system", now);
       // Held under the id, but the header has the line on another shard: a stray of an earlier saga attempt.
-      for (const h of live) if (!listed(h)) this.expireHold(h, now);
+      for (const h of live) if (!mine.includes(h)) this.expireHold(h, now);
     } else if (verdict.kind === "keep" && verdict.until > now) {
       this.sql.exec("UPDATE holds SET expires_at = ? WHERE reservation_id = ? AND state = 'held'", verdict.until, reservationId);
     } else {
       for (const h of live) if (h.expires_at <= now || verdict.kind === "end") this.expireHold(h, now);
     }
+  }
+
+  /** Names the holder of a reservation's holds here, so its units count against the holder's per-SKU cap. */
+  private recordOwner(reservationId: string, holder: string | undefined): void {
+    if (holder) this.sql.exec("INSERT OR REPLACE INTO hold_owners (reservation_id, holder) VALUES (?, ?)", reservationId, holder);
   }
 
   /** Brings this reservation's live holds forward to `until` if later: at `until` they ask their coordinator again. */
