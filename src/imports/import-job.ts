@@ -90,6 +90,11 @@ async function importRow(env: Pick<Env, "DB">, id: string): Promise<ImportRow | 
     .first<ImportRow>();
 }
 
+/** The import's status as it is now (undefined: no such import): re-read wherever another invocation may have moved it. */
+async function importStatus(env: Pick<Env, "DB">, id: string): Promise<string | undefined> {
+  return (await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(id).first<{ status: string }>())?.status;
+}
+
 /** Receives part `part` of an open import. Any failure aborts the whole import: a part is never half in it. */
 export async function uploadPart(env: ImportEnv, importId: string, part: number, body: ReadableStream<Uint8Array>, format?: ImportFormat, now = Date.now()): Promise<PartResult> {
   const db = env.DB;
@@ -133,8 +138,8 @@ export async function uploadPart(env: ImportEnv, importId: string, part: number,
       onChunk: async (rows: AcceptedLine[]) => {
         // Another part's failure or the cron may have aborted the import while this part streamed: staging more
         // would leave pending products in an import whose prune has run.
-        const live = await db.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
-        if (live?.status !== "open" && live?.status !== "receiving") throw new ImportGone(live?.status ?? "gone");
+        const live = await importStatus(env, importId);
+        if (live !== "open" && live !== "receiving") throw new ImportGone(live ?? "gone");
         const outcome = await stageChunk(env, importId, part, rows, now);
         for (const r of outcome.rejections) reject(r.line, r.error);
         const bad = new Set(outcome.rejections.map((r) => r.line));
@@ -192,8 +197,8 @@ async function abortImport(env: ImportEnv, importId: string, error: string, budg
     .catch(() => {});
   // Only an import marked aborting is pruned: when the UPDATE above matched nothing (the switch had committed
   // although its call reported an error, or another commit switched it), its products are published and stay.
-  const row = await db.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>().catch(() => null);
-  if (row?.status !== "aborting") return;
+  const status = await importStatus(env, importId).catch(() => null);
+  if (status !== "aborting") return;
   await continueAbort(env, importId, budget).catch(() => {});
 }
 
@@ -273,9 +278,9 @@ async function rejectSlugClashes(env: ImportEnv, importId: string, budget: Budge
 
 /** One step of whatever the import needs next; shared by commits and the cron. True when the import is published. */
 async function continueImport(env: ImportEnv, importId: string, budget: Budget, outbox: Outbox): Promise<boolean> {
-  const row = await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
-  if (row?.status === "completed") return true;
-  if (row?.status === "publishing") {
+  const status = await importStatus(env, importId);
+  if (status === "completed") return true;
+  if (status === "publishing") {
     try {
       // Before every attempt at the switch (a commit that crashed after claiming the import, or the cron, retries it).
       await rejectSlugClashes(env, importId, budget);
@@ -285,19 +290,19 @@ async function continueImport(env: ImportEnv, importId: string, budget: Budget, 
       if (outcome === "deferred") return false;
       // Lost: another invocation moved the status first, which may have been an abort: finalize only what was switched.
       if (outcome === "lost") {
-        const now = await env.DB.prepare("SELECT status FROM imports WHERE id = ?").bind(importId).first<{ status: string }>();
-        if (now?.status === "completed") return true;
-        if (now?.status !== "finalizing") return false;
+        const now = await importStatus(env, importId);
+        if (now === "completed") return true;
+        if (now !== "finalizing") return false;
       }
     } catch (err) {
       // The switch is one transaction: it failed whole, so the import was never visible. Abort it.
       await abortImport(env, importId, `publish failed: ${String((err as Error)?.message ?? err)}`, budget);
       throw err;
     }
-  } else if (row?.status === "aborting") {
+  } else if (status === "aborting") {
     await continueAbort(env, importId, budget);
     return false;
-  } else if (row?.status !== "finalizing") {
+  } else if (status !== "finalizing") {
     return false;
   }
   try {
