@@ -7,31 +7,31 @@
  */
 
 /** Below the queue's 256 KB per batch, with room for what the runtime adds per message. */
-export const OUTBOX_BATCH_BYTES = 200_000;
+const OUTBOX_BATCH_BYTES = 200_000;
 /** Below the queue's 128 KB per message. */
-export const OUTBOX_MESSAGE_BYTES = 120_000;
+const OUTBOX_MESSAGE_BYTES = 120_000;
 
-export type SizedRow = { body: string };
+type SizedRow = { body: string };
 
 const encoder = new TextEncoder();
 
-export function bodyBytes(row: SizedRow): number {
+function bodyBytes(row: SizedRow): number {
   return encoder.encode(row.body).length;
 }
 
 /** Rows in order, cut into batches within the byte budget; rows no batch can carry come back as `oversized`. */
-export function packOutboxBatches<T extends SizedRow>(rows: T[], maxBatchBytes = OUTBOX_BATCH_BYTES, maxMessageBytes = OUTBOX_MESSAGE_BYTES): { batches: T[][]; oversized: T[] } {
+export function packOutboxBatches<T extends SizedRow>(rows: T[]): { batches: T[][]; oversized: T[] } {
   const batches: T[][] = [];
   const oversized: T[] = [];
   let current: T[] = [];
   let bytes = 0;
   for (const row of rows) {
     const size = bodyBytes(row);
-    if (size > maxMessageBytes) {
+    if (size > OUTBOX_MESSAGE_BYTES) {
       oversized.push(row);
       continue;
     }
-    if (current.length && bytes + size > maxBatchBytes) {
+    if (current.length && bytes + size > OUTBOX_BATCH_BYTES) {
       batches.push(current);
       current = [];
       bytes = 0;
