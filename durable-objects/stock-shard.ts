@@ -836,8 +836,9 @@ export class StockShard extends DurableObject<Env> {
       ids.map((id) => {
         const v = this.headers.verdict(id, now);
         if (v.kind !== "commit") return [id, v];
-        const groups = groupByShard(this.env, this.headers.get(id)!.items, (i) => i.sku, (i) => i.shard);
-        return [id, { kind: "commit", items: [...groups].flatMap(([shard, lines]) => lines.map((i) => ({ sku: i.sku, location: i.location, shard }))) }];
+        // Each line with the shard it was held on (its escrow sub-shard, else the SKU's home): shards look their holds up in it.
+        const items = this.headers.get(id)!.items.map((i) => ({ sku: i.sku, location: i.location, shard: i.shard ?? shardNameForSku(this.env, i.sku) }));
+        return [id, { kind: "commit", items }];
       }),
     );
   }
