@@ -10,6 +10,7 @@ import { TAG_LISTINGS, cacheTagHeader, listingCacheKey } from "./cache-keys";
 import { decodeCursor, normaliseQuery, runListing, type ListingPage, type ListingParams, type Sort } from "./listing";
 import { originSession } from "./origin";
 import { tieredRead } from "./read-path";
+import { consistentRead } from "../imports/published-view";
 
 /** Listings change with any product write, and the local purger cannot enumerate them: keep them short. */
 export const LISTING_POLICY = { sMaxAge: 30, staleWhileRevalidate: 30 };
@@ -90,7 +91,8 @@ export async function readListing(input: {
     request: input.request,
     cacheKey: key,
     waitUntil: input.waitUntil,
-    origin: ({ primary }) => runListing(allCatalogDbs(env).map((db) => originSession(db, { primary })), params, { facets: input.facets, total: input.total, now, resolved }),
+    // Gathered from every partition: never from a mix of an import's old and new rows (published-view.ts).
+    origin: ({ primary }) => consistentRead(env, () => runListing(allCatalogDbs(env).map((db) => originSession(db, { primary })), params, { facets: input.facets, total: input.total, now, resolved })),
     notFound: () => ApiError.notFound("No such listing."),
     render: async (page) => {
       const body = JSON.stringify(page);

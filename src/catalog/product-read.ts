@@ -12,6 +12,7 @@ import { BOOKMARK_TTL_MS, signBookmark, verifyBookmark } from "./bookmark";
 import { originSession, BOOKMARK_HEADER } from "./origin";
 import { fillProductDoc, readProductDoc } from "./projection-store";
 import { tieredRead, type CachePolicy, type Timeouts } from "./read-path";
+import { consistentRead } from "../imports/published-view";
 import { priceEtagSuffix, priceMaxAgeCap, renderProduct } from "./render";
 
 export type ProductReadInput = {
@@ -53,7 +54,8 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
       write: (doc, ttl) =>
         fillProductDoc(env.CATALOG_KV, doc, { expirationTtl: ttl, latest: () => newerThan(doc, originSession(catalogDb(env, id), { primary: true }).db.$client, id) }),
     },
-    origin: async ({ primary }) => {
+    // One product, but the read must not straddle an import's switch either: its page would disagree with listings.
+    origin: ({ primary }) => consistentRead(env, async () => {
       const db = catalogDb(env, id);
       let session = originSession(db, { bookmark: given?.raw, primary });
       let doc: ProductDocument | null;
@@ -68,7 +70,7 @@ export async function readProduct(input: ProductReadInput): Promise<Response> {
       }
       bookmark = session.bookmark();
       return doc;
-    },
+    }),
     notFound: () => ApiError.notFound(`No product with id '${id}'.`),
     render: (doc) => {
       if (doc.status === "archived") throw new ApiError(410, "gone", "Gone", `Product '${id}' has been archived.`);

@@ -104,6 +104,8 @@ export const products = sqliteTable(
 export const importVisibility = sqliteTable("import_visibility", {
   importId: text("import_id").primaryKey(),
   publishedAt: integer("published_at").notNull(),
+  /** Directory only, N > 1: 1 from the switch until every partition's roll-forward has committed (migration 0022). */
+  rolling: integer("rolling").notNull().default(0),
 });
 
 export const productTranslations = sqliteTable(

@@ -386,13 +386,16 @@ export const CRON_IMPORT_RESERVE = QUERY_BUDGET - CRON_IMPORT_SHARE;
 
 /**
  * Cron: continues published imports, prunes aborted ones and aborts abandoned ones, oldest first (the first one
- * of a tick can always draw the reserve, so each tick moves the oldest import forward). Returns the events to send;
+ * of a tick can always draw the reserve, so each tick moves the oldest import forward). An import still rolling
+ * forward is continued at once, not after IDLE_MS: readers wait for it (published-view.ts), and a roll-forward
+ * racing its own request is harmless (each partition's batch is applied once). Returns the events to send;
  * `budget.drewReserve` tells the caller to skip its other work this time.
  */
 export async function importsTick(env: ImportEnv, now = Date.now(), budget: Budget = { left: CRON_IMPORT_SHARE, reserve: CRON_IMPORT_RESERVE }): Promise<Outbox> {
   const outbox: Outbox = [];
   const { results } = await env.DB.prepare(
-    `SELECT id, status, created_at FROM imports WHERE status IN ('publishing', 'finalizing', 'aborting') AND updated_at < ?1
+    `SELECT id, status, created_at FROM imports WHERE status IN ('publishing', 'finalizing', 'aborting')
+       AND (updated_at < ?1 OR id IN (SELECT import_id FROM import_visibility WHERE rolling = 1))
      UNION ALL SELECT id, 'stale', created_at FROM imports WHERE status IN ('open', 'receiving') AND (updated_at < ?2
        OR EXISTS (SELECT 1 FROM import_parts p WHERE p.import_id = imports.id AND p.status = 'receiving' AND p.received_at < ?3))
      ORDER BY created_at, id LIMIT 5`,

@@ -3,10 +3,13 @@
  *
  *   switch       ONE batch on the directory (partition 0): `imports.status` publishing → finalizing (compare-and-set),
  *                the partition's changes to existing products (chunks of CHUNK_LINES lines), and the import's row in
- *                `import_visibility`. From its commit on, the import is published: nothing can take it back, and
- *                every later step only rolls forward. Before it, a failure aborts the import and prunes it.
+ *                `import_visibility`, with `rolling` = 1 when another partition has changes to existing products to
+ *                roll forward. From its commit on, the import is published: nothing can take it back, and every
+ *                later step only rolls forward. Before it, a failure aborts the import and prunes it.
  *   roll-forward each other partition, one batch: its `import_visibility` row first (a primary key, so two
- *                invocations cannot both apply it) and its changes to existing products.
+ *                invocations cannot both apply it) and its changes to existing products. Once every partition's
+ *                has committed, one directory write clears `rolling`: readers, which do not read while it is set,
+ *                see every partition's changes at once (published-view.ts).
  *   finalize     per partition, per chunk of new products: `pending_import` cleared (facet counts follow by trigger),
  *                feeds' change_seq, in_stock, promotion targets, events; then the staging rows are deleted.
  *   complete     once no partition holds a staging row: category events, status completed, visibility rows deleted.
@@ -69,6 +72,13 @@ const STAGED_VARIANTS = stagedVariants(0);
 /** The staged variant's SKU belongs to the staged product: a SKU another product took meanwhile keeps its prices. */
 const OWNED_SKU = "EXISTS (SELECT 1 FROM variants o WHERE o.sku = json_extract(v.value, '$.sku') AND o.product_id = r.product_id)";
 
+/**
+ * A change's new slug, unless another product of the partition took it after the checks before the switch (an admin
+ * write meanwhile): the product then keeps its slug, so that a published roll-forward cannot fail on the unique slug
+ * (it must not: readers wait for it).
+ */
+const KEEP_SLUG_IF_TAKEN = "CASE WHEN EXISTS (SELECT 1 FROM products o WHERE o.slug = excluded.slug AND o.id <> excluded.id) THEN products.slug ELSE excluded.slug END";
+
 /** Changes to existing products, lines lo..hi. Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
 function updateStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
   const s = (sql: string) => db.prepare(sql).bind(importId, now, lo, hi);
@@ -76,7 +86,7 @@ function updateStatements(db: D1Database, importId: string, now: number, lo: num
     s(`INSERT INTO products (${PRODUCT_COLUMNS}, change_seq, version, import_id, created_at, updated_at)
        SELECT ${PRODUCT_VALUES}, ${CHANGE_SEQ_BASE_SQL} + r.line - ?3 + 1, 1, ?1, ?2, ?2
        ${STAGED}
-       ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, title = excluded.title, description = excluded.description, brand = excluded.brand,
+       ON CONFLICT (id) DO UPDATE SET slug = ${KEEP_SLUG_IF_TAKEN}, title = excluded.title, description = excluded.description, brand = excluded.brand,
          category_id = excluded.category_id, status = excluded.status, attributes = excluded.attributes, images = excluded.images,
          markets = excluded.markets, condition = excluded.condition, min_prices = excluded.min_prices, change_seq = excluded.change_seq,
          version = products.version + 1, import_id = excluded.import_id, updated_at = excluded.updated_at`),
@@ -224,13 +234,14 @@ async function updateBatch(db: D1Database, importId: string, now: number): Promi
 export async function switchImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<"switched" | "lost" | "deferred"> {
   const db = env.DB;
   const updates = await updateBatch(db, importId, now);
+  const rolling = await changesElsewhere(env, importId);
   const statements: D1PreparedStatement[] = [
     db.prepare("UPDATE imports SET status = 'finalizing', published_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'publishing'").bind(importId, now),
     occGuard(db),
     ...updates.statements,
-    db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now),
+    db.prepare("INSERT INTO import_visibility (import_id, published_at, rolling) VALUES (?1, ?2, ?3)").bind(importId, now, rolling ? 1 : 0),
   ];
-  budget.left -= 1;
+  budget.left -= 1 + Math.max(0, allCatalogDbs(env).length - 1);
   // Left for the next invocation (a commit call or the cron), which starts with a full budget.
   if (!take(budget, statements.length)) return "deferred";
   try {
@@ -241,6 +252,17 @@ export async function switchImport(env: PartitionEnv, importId: string, now: num
     if (isOccGuardError(err)) return "lost";
     throw err;
   }
+}
+
+/**
+ * Whether a partition other than the directory holds changes to existing products of the import: they are applied
+ * after the switch, in place, so readers must wait for them (`rolling`). An import that only creates products there
+ * (their rows are hidden by the published list, not applied in place) switches without making readers wait.
+ */
+async function changesElsewhere(env: PartitionEnv, importId: string): Promise<boolean> {
+  const others = allCatalogDbs(env).slice(1);
+  const found = await Promise.all(others.map((db) => db.prepare("SELECT 1 AS ok FROM import_rows WHERE import_id = ? AND is_new = 0 LIMIT 1").bind(importId).first()));
+  return found.some((row) => row !== null);
 }
 
 /** Rolls partition `p` (> 0) forward: its visibility row and its changes to existing products, one batch. False: out of budget. */
@@ -265,13 +287,19 @@ async function rollForward(env: PartitionEnv, db: D1Database, importId: string, 
  */
 export async function finalizeImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
   const dbs = allCatalogDbs(env);
-  const visible = await Promise.all(dbs.map((db) => db.prepare("SELECT 1 AS ok FROM import_visibility WHERE import_id = ?").bind(importId).first()));
+  const visible = await Promise.all(dbs.map((db) => db.prepare("SELECT rolling FROM import_visibility WHERE import_id = ?").bind(importId).first<{ rolling: number }>()));
   budget.left -= dbs.length;
   for (let p = 1; p < dbs.length; p++) {
     if (visible[p]) continue;
     if (!(await rollForward(env, dbs[p]!, importId, now, budget, outbox))) return false;
   }
   if (dbs.length > 1) {
+    // Every partition's roll-forward has committed (its visibility row is in the same batch as its changes): readers
+    // may read again, and see all of the import's changes (published-view.ts). Also after a crash-resumed roll-forward.
+    if (visible[0]?.rolling === 1) {
+      await env.DB.prepare("UPDATE import_visibility SET rolling = 0 WHERE import_id = ? AND rolling = 1").bind(importId).run();
+      budget.left -= 1;
+    }
     // A request that read the published list before the switch may still be reading: a cleared row would show it
     // part of the import (published-view.ts). Its rows stay pending, visible through the list, until it is done.
     const row = await env.DB.prepare("SELECT published_at FROM imports WHERE id = ?").bind(importId).first<{ published_at: number | null }>();

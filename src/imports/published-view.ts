@@ -9,6 +9,22 @@
  * partition's SQL: the predicate's subquery (visibility.ts) is replaced by that fixed list. Every partition then
  * agrees for the whole request, whatever their roll-forward has done.
  *
+ * Changes to EXISTING products cannot be hidden that way: they are applied in place, partition 0's in the switch
+ * and each other partition's at its roll-forward. So they are fenced by a seqlock on the directory: the switch
+ * writes the import's row with `rolling` = 1 when another partition still has changes to apply, and one directory
+ * write clears it once every roll-forward has committed (publish.ts). Every in-place change of an import therefore
+ * commits inside [switch, rolling = 0]. An origin read of the catalog (`consistentRead`, around the read path's
+ * origin and the feeds' pages)
+ *   - never reads with a list that shows a rolling import: it waits (polling, bounded by ROLLING_WAIT_MS), then
+ *     answers 503 with Retry-After, which the read path turns into its stale-if-error copy;
+ *   - validates after reading: the directory's state (ids and rolling flags) read again must equal the one its
+ *     reads used, else it re-reads with a fresh list.
+ * Other reads through the view (an admin write's checks, checkout's price fallback) neither wait nor validate, so
+ * a roll-forward that a crash left for the cron never blocks writes.
+ * A read overlapping any part of an import's interval either saw `rolling` at its start (it waited), or saw the
+ * list change between its start and its validation (the import appeared, or its flag flipped): it never returns a
+ * mix of an import's old and new rows across partitions (docs/storage.md, "Imports at scale").
+ *
  * The finalization clears `pending_import`, which makes a row visible to every reader, also to one whose list was
  * read before the switch. So at N > 1 it waits SETTLE_MS after the switch (publish.ts): by then no request that
  * read its list before the switch still reads (it has MAX_VIEW_MS to start its reads, and each is bounded by the
@@ -16,7 +32,8 @@
  * half an import. There is no cache of the list across requests: a stale list would have to be covered by the
  * same wait, and it costs one indexed read of a table of a few rows.
  *
- * With one partition the subquery reads the same database in the same statement: nothing is replaced.
+ * With one partition the subquery reads the same database in the same statement, and an import's changes are one
+ * transaction: nothing is replaced, waited for or validated.
  */
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../env";
@@ -29,17 +46,39 @@ import { PUBLISHED_SUBQUERY } from "./visibility";
 export const MAX_VIEW_MS = 10_000;
 /** At N > 1, how long after the switch the finalization may start clearing pending rows. */
 export const SETTLE_MS = MAX_VIEW_MS + BINDING_TIMEOUTS.d1Batch + 5_000;
+/**
+ * How long a read waits for a rolling import before answering 503. A roll-forward in the switch's invocation takes
+ * milliseconds to a second or two; one left by a crash waits for the cron, and readers fall back to cached copies.
+ */
+export const ROLLING_WAIT_MS = 2_000;
+/** Reads of one consistent read (the first and its re-reads) before it gives up with 503. */
+const CONSISTENT_ATTEMPTS = 3;
 
 /** Import ids are the Worker's own UUIDs: checked anyway before they are written into SQL. */
 const IMPORT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-type Published = { subquery: string; at: number };
+/** The directory's published imports; `state` names every row with its rolling flag, to compare two reads. */
+type Directory = { ids: string[]; rolling: boolean; state: string };
+type Published = { subquery: string; at: number; rolling: boolean; state: string };
+
+async function readDirectory(directory: D1Database): Promise<Directory> {
+  const { results } = await directory.prepare("SELECT import_id, rolling FROM import_visibility ORDER BY import_id").all<{ import_id: string; rolling: number }>();
+  return {
+    ids: results.map((r) => r.import_id).filter((id) => IMPORT_ID.test(id)),
+    rolling: results.some((r) => r.rolling === 1),
+    state: results.map((r) => `${r.import_id}:${r.rolling}`).join(","),
+  };
+}
 
 async function readPublished(directory: D1Database): Promise<Published> {
-  const { results } = await directory.prepare("SELECT import_id FROM import_visibility").all<{ import_id: string }>();
-  const ids = results.map((r) => r.import_id).filter((id) => IMPORT_ID.test(id));
-  return { subquery: `(SELECT value FROM json_each('${JSON.stringify(ids)}'))`, at: Date.now() };
+  // Taken before the read: MAX_VIEW_MS then bounds the time from the list's snapshot to any read that uses it.
+  const at = Date.now();
+  const dir = await readDirectory(directory);
+  return { subquery: `(SELECT value FROM json_each('${JSON.stringify(dir.ids)}'))`, at, rolling: dir.rolling, state: dir.state };
 }
+
+const unavailable = (why: string) => ApiError.unavailable(`${why} Retry shortly.`, 1);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type Lookup = () => Promise<Published>;
 
@@ -101,23 +140,70 @@ function viewD1<T extends D1Database | D1DatabaseSession>(db: T, published: Look
   });
 }
 
+/** A request's published list, read on its first product read and again when a consistent read asks for it. */
+class View {
+  private current: Promise<Published> | undefined;
+  constructor(readonly directory: D1Database) {}
+  list: Lookup = () => (this.current ??= readPublished(this.directory));
+  /** The next read takes a fresh list. */
+  refresh(): void {
+    this.current = undefined;
+  }
+}
+
+const views = new WeakMap<object, View>();
+
 /** `env` for one request: with N > 1, every catalog database reads with the request's one published set. */
 export function publishedView(env: Env): Env {
   const n = partitionCount(env);
   if (n === 1) return env;
-  let published: Promise<Published> | undefined;
-  const lookup: Lookup = () => (published ??= readPublished(env.DB));
+  const state = new View(env.DB);
   // A plain copy: the runtime's env object has read-only properties that cannot be shadowed by assignment.
   const view = {} as Env;
   for (const key of Object.keys(env)) {
     Object.defineProperty(view, key, { value: (env as unknown as Record<string, unknown>)[key], writable: true, enumerable: true, configurable: true });
   }
-  view.DB = viewD1(env.DB, lookup);
+  view.DB = viewD1(env.DB, state.list);
   for (let i = 1; i < n; i++) {
     const key = `CATALOG_${i}`;
-    Object.defineProperty(view, key, { value: viewD1((env as unknown as Record<string, D1Database>)[key]!, lookup), writable: true, enumerable: true, configurable: true });
+    Object.defineProperty(view, key, { value: viewD1((env as unknown as Record<string, D1Database>)[key]!, state.list), writable: true, enumerable: true, configurable: true });
   }
+  views.set(view, state);
   return view;
+}
+
+/**
+ * Runs `read` (a D1 read of products over the partitions) so that it cannot return a mix of an import's old and
+ * new rows: its list is read first (waiting out a rolling import), and the directory is read again after it; when
+ * the two differ the reads may have overlapped a switch or a roll-forward, and they run again with a fresh list
+ * (503 after CONSISTENT_ATTEMPTS). Put it at the origin boundary, so that no cached copy, KV write or response is
+ * built from a mixed read. Costs one directory read per call at N > 1, nothing at N = 1 (`env` is no view then).
+ * A re-read also follows the harmless changes of the list (a completed import's row deleted): rare and cheap.
+ */
+export async function consistentRead<T>(env: Env, read: () => Promise<T>): Promise<T> {
+  const view = views.get(env);
+  if (!view) return read();
+  const waitUntil = Date.now() + ROLLING_WAIT_MS;
+  for (let attempt = 1; ; attempt++) {
+    let used = await view.list();
+    // A list read long ago in this request (a streamed feed's later pages) would soon be refused: take a new one.
+    if (Date.now() - used.at > MAX_VIEW_MS / 2) {
+      view.refresh();
+      used = await view.list();
+    }
+    // Never read while an import's changes are half applied: wait for its roll-forward (short backoff).
+    for (let delay = 25; used.rolling; delay = Math.min(delay * 2, 400)) {
+      if (Date.now() + delay > waitUntil) throw unavailable("An import is being applied across the catalog's partitions.");
+      await sleep(delay);
+      view.refresh();
+      used = await view.list();
+    }
+    const result = await read();
+    // Past MAX_VIEW_MS a completed import's row may be gone again, which would hide that the list changed.
+    if (Date.now() - used.at <= MAX_VIEW_MS && (await readDirectory(view.directory)).state === used.state) return result;
+    if (attempt === CONSISTENT_ATTEMPTS) throw unavailable("Imports kept changing the catalog while it was read.");
+    view.refresh();
+  }
 }
 
 /** Gives each request its view (after the guards and the load shedding have chosen its bindings). */

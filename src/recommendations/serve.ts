@@ -9,6 +9,7 @@
 import { BoundedMap } from "../lib/isolate-memory";
 import { cacheTagHeader } from "../catalog/cache-keys";
 import { tieredRead, type CachePolicy } from "../catalog/read-path";
+import { consistentRead } from "../imports/published-view";
 import { ApiError } from "../lib/errors";
 import type { StockStatus } from "../lib/stock-status";
 import { sellableIn, type ShopperMarket } from "../lib/markets";
@@ -152,12 +153,15 @@ export async function readAnswer(env: Env, waitUntil: (p: Promise<unknown>) => v
     request: new Request(key),
     cacheKey: key,
     waitUntil,
-    origin: async () =>
-      intent === BEST_SELLERS
-        ? bestSellersAnswer(env, ctx)
-        : intent === "substitutes"
-          ? substitutesAnswer(env, owner, ctx)
-          : precomputedAnswer(env, owner, intent, ctx),
+    // Cards of products from every partition: never from a mix of an import's old and new rows (published-view.ts).
+    origin: () =>
+      consistentRead(env, () =>
+        intent === BEST_SELLERS
+          ? bestSellersAnswer(env, ctx)
+          : intent === "substitutes"
+            ? substitutesAnswer(env, owner, ctx)
+            : precomputedAnswer(env, owner, intent, ctx),
+      ),
     notFound: () => ApiError.notFound(`No product with id '${owner}'.`),
     render: (answer) => {
       const body = JSON.stringify(answer);

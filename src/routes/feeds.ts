@@ -14,6 +14,7 @@ import { filterVariants, inScope } from "../feeds/scope";
 import { originAllowed, requestOrigin, requireAffiliate } from "../lib/auth";
 import { now as clockNow } from "../lib/clock";
 import { ApiError } from "../lib/errors";
+import { consistentRead } from "../imports/published-view";
 import { capCacheControl, lastPriceChange } from "../promotions/cache-cap";
 import { createApp } from "../lib/validation";
 
@@ -121,7 +122,7 @@ feedsApp.openapi(listRoute, async (c) => {
   const affiliate = c.get("affiliate")!;
   if (STREAMED.has(q.format)) return streamedFeed(c, q.format as StreamedFormat, { ...q, currency, locale });
   const readAt = Date.now();
-  const page = await selectPage(allCatalogDbs(c.env), {
+  const page = await consistentRead(c.env, () => selectPage(allCatalogDbs(c.env), {
     scope: affiliate.scope,
     filters: { category: q.category, brand: q.brand },
     limit: q.limit ?? 100,
@@ -129,7 +130,7 @@ feedsApp.openapi(listRoute, async (c) => {
     cursor: q.cursor,
     currency,
     locale,
-  });
+  }));
   page.live = page.live.map((l) => ({ ...l, doc: filterVariants(l.doc, affiliate.scope) }));
   const ctx = renderContext(c, currency, locale);
   const { body, contentType } = renderPage(q.format as FeedFormat, page, ctx);
@@ -190,7 +191,8 @@ async function streamedFeed(c: Context<AppEnv>, format: StreamedFormat, q: Strea
   }
   const affiliate = c.get("affiliate")!;
   const request = { scope: affiliate.scope, filters: { category: q.category, brand: q.brand }, limit: q.limit ?? STREAM_PAGE, currency: q.currency, locale: q.locale };
-  const first = await selectPage(allCatalogDbs(c.env), request);
+  // Each page gathered from every partition, and each consistent with one state of every import (published-view.ts).
+  const first = await consistentRead(c.env, () => selectPage(allCatalogDbs(c.env), request));
   const ctx = renderContext(c, q.currency, q.locale);
   const opts = streamOptions(c, format, ctx);
   const etag = `W/"${(await sha256Hex(JSON.stringify([format, first.next_since, affiliate.updated_at, request.filters, q.currency, q.locale, request.limit, opts.shipping]))).slice(0, 32)}"`;
@@ -200,7 +202,7 @@ async function streamedFeed(c: Context<AppEnv>, format: StreamedFormat, q: Strea
   let cursor = first.next_cursor;
   const source = {
     async next() {
-      const page = await selectPage(allCatalogDbs(c.env), { ...request, cursor: cursor ?? undefined });
+      const page = await consistentRead(c.env, () => selectPage(allCatalogDbs(c.env), { ...request, cursor: cursor ?? undefined }));
       cursor = page.next_cursor;
       return { docs: page.live.map((l) => filterVariants(l.doc, affiliate.scope)), hasMore: page.has_more };
     },

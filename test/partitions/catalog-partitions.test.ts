@@ -12,11 +12,12 @@ import { actualFacets, bruteFacets, matches, minPrice, type Page, type Search } 
 import { seedProductsPartitioned } from "../helpers/catalog-fixtures";
 import { admin, call, expectProblem, json, uid } from "../helpers/http";
 import { racedParts } from "../helpers/import-race";
-import { PUBLISH_CHUNK_LINES, getImport, importsTick } from "../../src/imports/import-job";
+import { PUBLISH_CHUNK_LINES, commitImport, getImport, importsTick } from "../../src/imports/import-job";
+import { finalizeImport, switchImport } from "../../src/imports/publish";
 import { visibleProductSql } from "../../src/imports/visibility";
 import { SETTLE_MS, publishedView } from "../../src/imports/published-view";
 import { setClock } from "../../src/lib/clock";
-import { listingParams } from "../../src/catalog/listing-read";
+import { listingParams, readListing } from "../../src/catalog/listing-read";
 import { runListing } from "../../src/catalog/listing";
 import { originSession } from "../../src/catalog/origin";
 
@@ -565,6 +566,165 @@ describe("an import over two partitions is published by one write on the directo
     }
     expect(await listed(brand)).toBe(ids.length);
     expect(await facetTotal(brand)).toBe(ids.length);
+  });
+});
+
+describe("an import's changes to existing products over two partitions appear at once (a seqlock on the directory)", () => {
+  const idIn = (partition: number, prefix: string) => {
+    let id = uid(prefix);
+    while (partitionOf(env, id) !== partition) id = uid(prefix);
+    return id;
+  };
+  const line = (id: string, brand: string, title: string, usd: number) =>
+    JSON.stringify({ id, slug: id.toLowerCase(), title: `${title} ${id}`, brand, category_id: products[0]!.categoryId, variants: [{ sku: `${id}-1`, prices: { USD: usd } }] });
+  /** Existing products of `brand`, two in each partition, titled "Old …" at 1000. */
+  const existingIn = async (brand: string, prefix: string) => {
+    const ids = [idIn(0, prefix), idIn(0, prefix), idIn(1, prefix), idIn(1, prefix)];
+    for (const id of ids) {
+      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
+      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
+    }
+    return ids;
+  };
+  /** An open import of `lines`, uploaded, not committed. */
+  const staged = async (lines: string[]) => {
+    const opened = await json("POST", "/admin/imports", { format: "ndjson" }, admin());
+    const importId = (await opened.json<{ import_id: string }>()).import_id;
+    const part = await call(`/admin/imports/${importId}/parts/1`, { method: "PUT", headers: admin({ "content-type": "application/x-ndjson" }), body: lines.join("\n") + "\n" });
+    expect(part.status).toBe(200);
+    return importId;
+  };
+  /**
+   * What one listing of the brand shows: per existing product old or new (a title and price that disagree would be
+   * "torn"), and how many of the import's new products; "503" when the origin refused to read.
+   */
+  let key = 0;
+  const observe = async (brand: string, existing: string[], created: string[], title: string, usd: number) => {
+    const res = await call(`/v1/products?brand=${encodeURIComponent(`${brand},none-${key++}`)}&limit=100`);
+    if (res.status === 503) return "503";
+    expect(res.status).toBe(200);
+    const byId = new Map((await res.json<Page>()).items.map((i) => [i.id, i]));
+    const marks = existing.map((id) => {
+      const item = byId.get(id)!;
+      const isNew = item.title.startsWith(title);
+      return isNew === (item.price?.amount === usd) ? (isNew ? "new" : "old") : "torn";
+    });
+    return `${marks.join(",")}|${created.filter((id) => byId.has(id)).length}`;
+  };
+  const rollingOf = async (importId: string) => (await env.DB.prepare("SELECT rolling FROM import_visibility WHERE import_id = ?").bind(importId).first<{ rolling: number }>())?.rolling;
+  const commit = (id: string) => call(`/admin/imports/${id}/commit`, { method: "POST", headers: admin() });
+
+  it("readers racing commits that change products in both partitions see all old or all new, also when partition 1's roll-forward fails until the cron", async () => {
+    const p = uid("seq");
+    const brand = `Seqlock ${p}`;
+    const existing = await existingIn(brand, p);
+    const created = [idIn(0, `${p}-n`), idIn(1, `${p}-n`)];
+    const allOld = `old,old,old,old|0`;
+    const allNew = `new,new,new,new|${created.length}`;
+
+    // 1. A commit whose roll-forward runs in the same request, with readers polling all along.
+    const first = await staged([...existing, ...created].map((id) => line(id, brand, "Mid", 1500)));
+    const seen = new Set<string>();
+    let committing = true;
+    const readers = Promise.all([0, 1, 2].map(async () => {
+      while (committing) seen.add(await observe(brand, existing, created, "Mid", 1500));
+    }));
+    try {
+      expect((await commit(first)).status).toBe(202);
+    } finally {
+      committing = false;
+      await readers;
+    }
+    const midNew = `new,new,new,new|${created.length}`;
+    seen.add(await observe(brand, existing, created, "Mid", 1500));
+    expect([...seen].filter((s) => s !== "503" && s !== allOld && s !== midNew)).toEqual([]);
+    expect(seen.has(midNew)).toBe(true);
+    expect(await rollingOf(first)).toBe(0);
+
+    // 2. The next import's roll-forward of partition 1 fails: the directory says rolling until the cron applies it.
+    const second = await staged(existing.map((id) => line(id, brand, "New", 2000)));
+    const trigger = `seq_${p.replace(/\W/g, "_")}`;
+    await env.CATALOG_1!.prepare(`CREATE TRIGGER ${trigger} BEFORE INSERT ON import_visibility BEGIN SELECT RAISE(ABORT, 'planted fault'); END`).run();
+    const during = new Set<string>();
+    committing = true;
+    const racing = Promise.all([0, 1].map(async () => {
+      while (committing) during.add(await observe(brand, existing, [], "New", 2000));
+    }));
+    try {
+      expect((await commit(second)).status).toBe(202);
+      // Partition 0's changes are applied and partition 1's are not: no listing may show that.
+      expect(await rollingOf(second)).toBe(1);
+      expect(await env.DB.prepare("SELECT title FROM products WHERE id = ?").bind(existing[0]).first()).toEqual({ title: `New ${existing[0]}` });
+      expect(await env.CATALOG_1!.prepare("SELECT title FROM products WHERE id = ?").bind(existing[2]).first()).toEqual({ title: `Mid ${existing[2]}` });
+      const refused = await call(`/v1/products?brand=${encodeURIComponent(`${brand},none-${key++}`)}&limit=100`);
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get("retry-after")).toBeTruthy();
+    } finally {
+      committing = false;
+      await racing;
+      await env.CATALOG_1!.prepare(`DROP TRIGGER ${trigger}`).run();
+    }
+    // Before the new titles, "old" here means the previous import's ("Mid") state, all of it.
+    expect([...during].filter((s) => s !== "503" && s !== "old,old,old,old|0")).toEqual([]);
+
+    // The cron continues a rolling import at once (not after the idle time): partition 1 applied, then the flag cleared.
+    await importsTick(env, Date.now(), { left: 950 });
+    expect(await rollingOf(second)).toBe(0);
+    expect(await observe(brand, existing, [], "New", 2000)).toBe("new,new,new,new|0");
+  });
+
+  it("a read whose list predates the switch and whose partition reads follow it is read again: the answer is all new", async () => {
+    const p = uid("straddle");
+    const brand = `Straddle ${p}`;
+    const existing = await existingIn(brand, p);
+    const created = [idIn(0, `${p}-n`), idIn(1, `${p}-n`)];
+    const importId = await staged([...existing, ...created].map((id) => line(id, brand, "New", 2000)));
+    // Claimed for publishing with too small a budget for the switch: the hook below runs it.
+    expect((await commitImport(env, importId, { left: 3 })).status).toBe("publishing");
+
+    // The directory as the request sees it: right after the request's list read, the switch commits (partition 0's
+    // changes in place, rolling set); a moment later the roll-forward of partition 1 runs and clears the flag.
+    let switched = false;
+    let rolledForward: Promise<unknown> = Promise.resolve();
+    const hooked = new Proxy(env.DB, {
+      get(target, prop) {
+        if (prop === "prepare") {
+          return (sql: string) => {
+            const stmt = target.prepare(sql);
+            if (!sql.startsWith("SELECT import_id, rolling FROM import_visibility") || switched) return stmt;
+            return {
+              all: async () => {
+                const listed = await stmt.all();
+                switched = true;
+                expect(await switchImport(env, importId, Date.now(), { left: 950 }, [])).toBe("switched");
+                rolledForward = new Promise((r) => setTimeout(r, 150)).then(() => finalizeImport(env, importId, Date.now(), { left: 950 }, []));
+                return listed;
+              },
+            };
+          };
+        }
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const view = publishedView({ ...env, DB: hooked } as Env);
+    const res = await readListing({
+      env: view,
+      request: new Request(`https://edgeshelf.test/v1/products?brand=${encodeURIComponent(brand)}`),
+      waitUntil: () => {},
+      path: "/v1/products",
+      params: listingParams({ brand, limit: 100 }, "USD", "en"),
+      facets: false,
+      total: false,
+    });
+    await rolledForward;
+    expect(switched).toBe(true);
+    expect(res.status).toBe(200);
+    const items = (await res.json<Page>()).items;
+    // Without the re-read: partition 0's products new, partition 1's old, and none of the import's new products.
+    expect(items.map((i) => [i.id, i.title, i.price?.amount]).sort()).toEqual(
+      [...existing, ...created].map((id) => [id, `New ${id}`, 2000]).sort(),
+    );
   });
 });
 
