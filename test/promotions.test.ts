@@ -608,3 +608,119 @@ describe("market-limited promotions", () => {
     expect((await nowhere.json<{ items: { unit_price: number; promotion_id: string | null }[] }>()).items[0]).toMatchObject({ unit_price: regular, promotion_id: null });
   });
 });
+
+describe("promotion.started / promotion.ended webhooks: one event per change a shopper could see", () => {
+  const tick = async (t: number) => {
+    setClock(t);
+    await switchDue({ ...env, EVENTS: recordingQueue }, t);
+  };
+  /** The promotion's recorded events as the subscriber's timeline: [type, timestamp offset from `t0`]. */
+  const timeline = async (id: string, t0: number) =>
+    (
+      await env.DB.prepare(
+        "SELECT type, json_extract(payload, '$.timestamp') AS at FROM webhook_events WHERE type LIKE 'promotion.%' AND json_extract(payload, '$.data.id') = ?",
+      )
+        .bind(id)
+        .all<{ type: string; at: string }>()
+    ).results
+      .map((r) => [r.type, Date.parse(r.at) - t0] as const)
+      .sort((a, b) => a[1] - b[1]);
+  const promo = (id: string, p: FixtureProduct, starts: number, ends?: number) =>
+    createPromotion({ id, starts_at: iso(starts), ...(ends ? { ends_at: iso(ends) } : {}), target: { type: "products", values: [p.id] }, value: { type: "percent_off", bps: 1000 } });
+  const patch = (id: string, version: number, body: Record<string, unknown>) => adminJson("PATCH", `/admin/promotions/${id}`, body, { "if-match": `"${version}"` });
+
+  beforeAll(async () => {
+    const hook = await adminJson("POST", "/admin/webhooks", { url: "http://127.0.0.1:9/hook", events: ["promotion.started", "promotion.ended"] });
+    expect(hook.status).toBe(201);
+  });
+
+  it("a promotion created with a start already past is announced once, at its creation, however the switcher's runs fall", async () => {
+    const T = at(10_000_000);
+    const p = await insertProduct(env.DB);
+    await tick(T);
+    setClock(T + 20_000);
+    // Its start is below the switcher's watermark (T): no later run of the switcher reaches it.
+    await promo("promo-wh-retro", p, T - 10_000);
+    // Its start is above the watermark but already in force when written: the switcher must not announce it again.
+    await promo("promo-wh-retro-gap", p, T + 5_000);
+    for (const t of [T + 60_000, T + 120_000, T + 120_000]) await tick(t);
+    expect(await timeline("promo-wh-retro", T)).toEqual([["promotion.started", 20_000]]);
+    expect(await timeline("promo-wh-retro-gap", T)).toEqual([["promotion.started", 20_000]]);
+  });
+
+  it("an active promotion whose ends_at is moved to an instant the switcher already passed is announced ended at the write", async () => {
+    const T = at(11_000_000);
+    const p = await insertProduct(env.DB);
+    setClock(T);
+    const created = await promo("promo-wh-end-past", p, T + 1_000);
+    await tick(T + 60_000);
+    await tick(T + 120_000);
+    setClock(T + 130_000);
+    expect((await patch(created.id, created.version, { ends_at: iso(T + 100_000) })).status).toBe(200);
+    await tick(T + 180_000);
+    await tick(T + 180_000);
+    expect(await timeline(created.id, T)).toEqual([
+      ["promotion.started", 1_000],
+      ["promotion.ended", 130_000],
+    ]);
+  });
+
+  it("DELETE of an active promotion announces its end; DELETE of a scheduled or ended one announces nothing", async () => {
+    const T = at(12_000_000);
+    const p = await insertProduct(env.DB);
+    setClock(T);
+    const active = await promo("promo-wh-del-active", p, T + 1_000, T + 86_400_000);
+    const scheduled = await promo("promo-wh-del-later", p, T + 3_600_000);
+    const ended = await promo("promo-wh-del-ended", p, T + 1_000, T + 2_000);
+    await tick(T + 60_000);
+    setClock(T + 70_000);
+    for (const x of [active, scheduled, ended]) {
+      expect((await request(`/admin/promotions/${x.id}`, { method: "DELETE", headers: admin({ "if-match": `"${x.version}"` }) })).status).toBe(204);
+    }
+    await tick(T + 120_000);
+    await tick(T + 7_200_000);
+    expect(await timeline(active.id, T)).toEqual([
+      ["promotion.started", 1_000],
+      ["promotion.ended", 70_000],
+    ]);
+    expect(await timeline(scheduled.id, T)).toEqual([]);
+    expect(await timeline(ended.id, T)).toEqual([
+      ["promotion.started", 1_000],
+      ["promotion.ended", 2_000],
+    ]);
+  });
+
+  it("across a gap in the switcher's runs, edits in the gap keep every boundary the clock passed and add their own changes once", async () => {
+    const T = at(20_000_000);
+    const p = await insertProduct(env.DB);
+    await tick(T);
+    const brief = await promo("promo-wh-gap-brief", p, T + 10_000, T + 20_000);
+    const renamed = await promo("promo-wh-gap-renamed", p, T + 10_000);
+    const revived = await promo("promo-wh-gap-revived", p, T + 10_000, T + 20_000);
+    const postponed = await promo("promo-wh-gap-postponed", p, T + 10_000);
+    // No switcher run from T to T + 300 s (missed alarm, cron outage); operators edit meanwhile.
+    setClock(T + 30_000);
+    expect((await patch(renamed.id, renamed.version, { name: "renamed while running" })).status).toBe(200);
+    setClock(T + 40_000);
+    expect((await patch(revived.id, revived.version, { ends_at: iso(T + 3_600_000) })).status).toBe(200);
+    setClock(T + 50_000);
+    expect((await patch(postponed.id, postponed.version, { starts_at: iso(T + 100_000) })).status).toBe(200);
+    await tick(T + 300_000);
+    await tick(T + 300_000);
+    expect(await timeline(brief.id, T)).toEqual([
+      ["promotion.started", 10_000],
+      ["promotion.ended", 20_000],
+    ]);
+    expect(await timeline(renamed.id, T)).toEqual([["promotion.started", 10_000]]);
+    expect(await timeline(revived.id, T)).toEqual([
+      ["promotion.started", 10_000],
+      ["promotion.ended", 20_000],
+      ["promotion.started", 40_000],
+    ]);
+    expect(await timeline(postponed.id, T)).toEqual([
+      ["promotion.started", 10_000],
+      ["promotion.ended", 50_000],
+      ["promotion.started", 100_000],
+    ]);
+  });
+});

@@ -12,13 +12,9 @@
 import { allCatalogDbs } from "../db/partitions";
 import { repairPromotionMirrors } from "./mirror-repair";
 import { refreshProductPrices } from "./price-refresh";
-import { promotionBoundaryStatements } from "../webhooks/record";
+import { promotionBoundaryStatements } from "../webhooks/promotion-events";
+import { FIRST_RUN_LOOKBACK_MS, SWITCHED_THROUGH as WATERMARK } from "./watermark";
 import { registerAccounted } from "../lib/isolate-memory";
-
-const WATERMARK = "promotions:switched_through";
-
-/** How far back a first run (no watermark yet) looks for boundaries. */
-const FIRST_RUN_LOOKBACK_MS = 10 * 60_000;
 
 export async function switchDue(env: Pick<Env, "DB" | "EVENTS" | "CATALOG_PARTITIONS">, now: number): Promise<{ from: number; products: number }> {
   const row = await env.DB.prepare("SELECT value FROM meta WHERE key = ?").bind(WATERMARK).first<{ value: string }>();

@@ -18,6 +18,7 @@ import { computePriceRows, priceRefreshStatements } from "./price-refresh";
 import { checkAmountOff, inputFromRow, promotionColumns, resolveTargets, unprocessable, type PromotionInput, type PromotionRow, type Target } from "./store";
 import { targetCondition } from "./targets";
 import { CHANGE_SEQ_BASE_SQL } from "../feeds/change-seq";
+import { promotionWriteEventStatements } from "../webhooks/promotion-events";
 
 export type WriteKind = { kind: "create"; id: string } | { kind: "update"; id: string; expectedVersion: number; before: PromotionRow } | { kind: "delete"; id: string; expectedVersion: number; before: PromotionRow };
 
@@ -73,8 +74,18 @@ export async function writePromotion(dbs: D1Database | readonly D1Database[], wr
   return out;
 }
 
-/** The directory's statements: the promotion row itself, version-guarded on update and delete. */
+/**
+ * The directory's statements: the promotion row itself, version-guarded on update and delete, between the webhook
+ * events of what the clock did to the old row and of what this write changes at once (promotion-events.ts).
+ */
 function directoryHeader(db: D1Database, write: WriteKind, input: PromotionInput | null, now: number): D1PreparedStatement[] {
+  const before = write.kind === "create" ? null : write.before;
+  const version = write.kind === "create" ? 1 : write.expectedVersion + 1;
+  const events = promotionWriteEventStatements(db, { id: write.id, before, after: input, version }, now);
+  return [...events.first, ...rowStatements(db, write, input, now), ...events.last];
+}
+
+function rowStatements(db: D1Database, write: WriteKind, input: PromotionInput | null, now: number): D1PreparedStatement[] {
   if (write.kind === "create") {
     return [
       db

@@ -1,9 +1,9 @@
 /**
  * Webhook events that are not caught by a D1 trigger (stock crossings, price changes and completed imports are,
  * and so are oversells, see migrations/0011_webhooks.sql): reservation.committed, carried by a queue message from
- * the stock shards, and promotion boundaries, which happen by the clock rather than by a write.
+ * the stock shards. Promotion boundaries have their own module (promotion-events.ts).
  */
-import { sqlIso, subscribedSql } from "./event-types";
+import { subscribedSql } from "./event-types";
 
 /** Types owned by another handler of the dispatch table, observed here before it acks them. */
 const OBSERVED = new Set(["reservation.committed"]);
@@ -51,23 +51,4 @@ export async function recordMessageEvents(messages: readonly Message<unknown>[],
     console.warn(JSON.stringify({ level: "warn", message: "webhook events not recorded; retrying their messages", count: observed.length, error: String(err) }));
     for (const m of observed) m.retry();
   }
-}
-
-/** promotion.started / promotion.ended for every boundary in (from, to]; ids name the boundary, so re-runs add nothing. */
-export function promotionBoundaryStatements(db: D1Database, from: number, to: number): D1PreparedStatement[] {
-  const one = (type: "promotion.started" | "promotion.ended", column: "starts_at" | "ends_at") =>
-    db
-      .prepare(
-        `INSERT OR IGNORE INTO webhook_events (id, type, payload, created_at)
-         SELECT 'msg_${type}_' || p.id || '_' || p.${column}, '${type}',
-           json_object('type', '${type}', 'timestamp', ${sqlIso(`p.${column}`)}, 'data', json_object(
-             'id', p.id, 'name', p.name, 'starts_at', ${sqlIso("p.starts_at")},
-             'ends_at', CASE WHEN p.ends_at IS NULL THEN NULL ELSE ${sqlIso("p.ends_at")} END, 'priority', p.priority,
-             'target', json_object('type', p.target_type, 'values', json(p.target_values)),
-             'value_type', p.value_type, 'value', json(p.value), 'currencies', json(p.currencies), 'markets', json(p.markets))),
-           ?2
-         FROM promotions p WHERE p.deleted_at IS NULL AND p.${column} > ?1 AND p.${column} <= ?2 AND ${subscribedSql(`'${type}'`)}`,
-      )
-      .bind(from, to);
-  return [one("promotion.started", "starts_at"), one("promotion.ended", "ends_at")];
 }
