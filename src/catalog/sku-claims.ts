@@ -84,6 +84,15 @@ export async function claimImportSkus(env: ClaimEnv, importId: string, rows: { l
   return out;
 }
 
+/**
+ * Gives back the claims an import made for `productIds` (lines rejected after their chunk claimed them). An import
+ * stages one line per product, and a claim carries the import that made it, so no other line's claim is touched.
+ */
+export async function releaseImportProductClaims(env: ClaimEnv, importId: string, productIds: string[]): Promise<void> {
+  if (partitionCount(env) === 1 || productIds.length === 0) return;
+  await env.DB.prepare("DELETE FROM sku_owners WHERE import_id = ?1 AND product_id IN (SELECT value FROM json_each(?2))").bind(importId, JSON.stringify(productIds)).run();
+}
+
 /** Gives back, a bounded number at a time, the claims of an aborted import; true once none is left. */
 export async function releaseImportClaims(env: ClaimEnv, importId: string, limit = 5_000): Promise<boolean> {
   const res = await env.DB.prepare("DELETE FROM sku_owners WHERE rowid IN (SELECT rowid FROM sku_owners WHERE import_id = ? LIMIT ?)").bind(importId, limit).run();

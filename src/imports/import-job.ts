@@ -19,7 +19,8 @@ import { isUniqueError } from "../db/guards";
 import { now as clockNow } from "../lib/clock";
 import { CHUNK_LINES, PartTooLarge, receivePart, type AcceptedLine, type ImportFormat, type Rejection } from "./receive";
 import { stageChunk } from "./stage";
-import { checkSwitchSize, slugClashes, finalizeImport, ImportTooManyUpdates, MAX_UPDATE_CHUNKS, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
+import { releaseImportProductClaims } from "../catalog/sku-claims";
+import { checkSwitchSize, slugClashes, finalizeImport, ImportTooManyUpdates, MAX_REPORTED_ERRORS, MAX_UPDATE_CHUNKS, mergedErrorsSql, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
 
 export type { ImportFormat, Rejection };
 export { CHUNK_LINES as PUBLISH_CHUNK_LINES };
@@ -47,10 +48,6 @@ export type ImportResult = {
 
 export type PartResult = { import_id: string; part: number; total_lines: number; accepted: number; rejected_count: number; rejected: Rejection[] };
 
-const MAX_REPORTED_ERRORS = 1_000;
-/** `imports.errors` with the rejections of JSON parameter `param` added, in line order, the first MAX_REPORTED_ERRORS kept. */
-const mergedErrorsSql = (param: string) => `(SELECT json_group_array(json(value)) FROM (SELECT value FROM (SELECT value FROM json_each(imports.errors) UNION ALL SELECT value FROM json_each(${param}))
-                     ORDER BY json_extract(value, '$.line') LIMIT ${MAX_REPORTED_ERRORS}))`;
 /**
  * D1 statements one invocation spends on an import (production: 1,000 queries per invocation, each statement of a
  * batch counted), leaving room for the request's other reads.
@@ -264,12 +261,20 @@ async function rejectSlugClashes(env: ImportEnv, importId: string, budget: Budge
   budget.left -= dbs.length;
   if (clashes.length === 0) return;
   budget.left -= dbs.length + 1;
-  await Promise.all(
-    dbs.map((db, p) => {
+  const dropped = await Promise.all(
+    dbs.map(async (db, p) => {
       const lines = clashes.filter((c) => c.partition === p).map((c) => c.line);
-      return lines.length ? db.prepare("DELETE FROM import_rows WHERE import_id = ?1 AND line IN (SELECT value FROM json_each(?2))").bind(importId, JSON.stringify(lines)).run() : undefined;
+      if (lines.length === 0) return [];
+      const { results } = await db.prepare("DELETE FROM import_rows WHERE import_id = ?1 AND line IN (SELECT value FROM json_each(?2)) RETURNING product_id").bind(importId, JSON.stringify(lines)).all<{ product_id: string }>();
+      return results.map((r) => r.product_id);
     }),
   );
+  // The SKUs these changes claimed at staging (N > 1) are no one's now: free them at once, not after the orphan takeover.
+  const products = dropped.flat();
+  if (products.length > 0 && dbs.length > 1) {
+    budget.left -= 1;
+    await releaseImportProductClaims(env, importId, products);
+  }
   const rejected = clashes.map(({ line, error }) => ({ line, error }));
   await env.DB.prepare(`UPDATE imports SET accepted = accepted - ?2, rejected = rejected + ?2, errors = ${mergedErrorsSql("?3")}, updated_at = ?4 WHERE id = ?1`)
     .bind(importId, rejected.length, JSON.stringify(rejected), Date.now())

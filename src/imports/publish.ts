@@ -54,7 +54,10 @@ function take(budget: Budget, need: number): boolean {
 const UPDATE_STATEMENTS = 14;
 /** Largest switch or roll-forward batch: under the 1,000 queries an invocation may make. */
 export const MAX_SWITCH_STATEMENTS = 900;
-/** Chunks of changes to existing products one partition's switch can carry: 64 × 2,000 = 128,000 products. */
+/**
+ * Chunks of changes to existing products one partition's switch can carry: 64 × 2,000 = 128,000 products. The 4
+ * other statements: the switch's status update, guard and visibility row, and the batch's taken-slug read.
+ */
 export const MAX_UPDATE_CHUNKS = Math.floor((MAX_SWITCH_STATEMENTS - 4) / UPDATE_STATEMENTS);
 /** Statements of one finalize or prune chunk (and the read that bounds it). */
 const FINALIZE_STATEMENTS = 7;
@@ -75,9 +78,20 @@ const OWNED_SKU = "EXISTS (SELECT 1 FROM variants o WHERE o.sku = json_extract(v
 /**
  * A change's new slug, unless another product of the partition took it after the checks before the switch (an admin
  * write meanwhile): the product then keeps its slug, so that a published roll-forward cannot fail on the unique slug
- * (it must not: readers wait for it).
+ * (it must not: readers wait for it). TAKEN_SLUGS, read in the same batch, reports those lines.
  */
 const KEEP_SLUG_IF_TAKEN = "CASE WHEN EXISTS (SELECT 1 FROM products o WHERE o.slug = excluded.slug AND o.id <> excluded.id) THEN products.slug ELSE excluded.slug END";
+
+/** The staged changes whose new slug another product holds now; in the batch before the changes, so it sees what they see. */
+const TAKEN_SLUGS = `SELECT r.line, json_extract(r.document, '$.slug') AS slug, o.id AS owner, p.slug AS kept
+  FROM import_rows r JOIN products o ON o.slug = json_extract(r.document, '$.slug') AND o.id <> r.product_id JOIN products p ON p.id = r.product_id
+  WHERE r.import_id = ?1 AND r.is_new = 0`;
+
+/** Most rejections an import reports (`imports.errors`). */
+export const MAX_REPORTED_ERRORS = 1_000;
+/** `imports.errors` with the rejections of JSON parameter `param` added, in line order, the first MAX_REPORTED_ERRORS kept. */
+export const mergedErrorsSql = (param: string) => `(SELECT json_group_array(json(value)) FROM (SELECT value FROM (SELECT value FROM json_each(imports.errors) UNION ALL SELECT value FROM json_each(${param}))
+                     ORDER BY json_extract(value, '$.line') LIMIT ${MAX_REPORTED_ERRORS}))`;
 
 /** Changes to existing products, lines lo..hi. Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
 function updateStatements(db: D1Database, importId: string, now: number, lo: number, hi: number): D1PreparedStatement[] {
@@ -210,9 +224,15 @@ export async function slugClashes(env: PartitionEnv, importId: string): Promise<
   return found.flatMap((res, partition) => res.results.filter((r) => !seen.has(r.line) && seen.add(r.line)).map((r) => ({ partition, ...r })));
 }
 
-/** A partition's staged changes to existing products, chunk by chunk, and the statements whose RETURNING ids go to the outbox. */
-async function updateBatch(db: D1Database, importId: string, now: number): Promise<{ statements: D1PreparedStatement[]; marks: Set<D1PreparedStatement> }> {
-  const statements: D1PreparedStatement[] = [];
+type UpdateBatch = { statements: D1PreparedStatement[]; marks: Set<D1PreparedStatement>; taken: D1PreparedStatement };
+
+/**
+ * A partition's staged changes to existing products, chunk by chunk, the statements whose RETURNING ids go to the
+ * outbox, and the read of lines whose slug was taken meanwhile (first, one per batch).
+ */
+async function updateBatch(db: D1Database, importId: string, now: number): Promise<UpdateBatch> {
+  const taken = db.prepare(TAKEN_SLUGS).bind(importId);
+  const statements: D1PreparedStatement[] = [taken];
   const marks = new Set<D1PreparedStatement>();
   for (const { lo, hi } of await updateChunks(db, importId)) {
     const chunk = updateStatements(db, importId, now, lo, hi);
@@ -223,7 +243,16 @@ async function updateBatch(db: D1Database, importId: string, now: number): Promi
   // that grew past it would be deferred by every invocation and never run. checkSwitchSize refuses such an import
   // before its switch, so this only fires when the statements per chunk grew without MAX_UPDATE_CHUNKS following.
   if (statements.length + 3 > MAX_SWITCH_STATEMENTS) throw new Error(`import batch of ${statements.length + 3} statements exceeds ${MAX_SWITCH_STATEMENTS}`);
-  return { statements, marks };
+  return { statements, marks, taken };
+}
+
+/** Reports, with the import's rejections, the changes that kept their product's slug (KEEP_SLUG_IF_TAKEN). */
+async function reportTakenSlugs(env: PartitionEnv, importId: string, batch: UpdateBatch, statements: D1PreparedStatement[], results: D1Result[], budget: Budget): Promise<void> {
+  const rows = results[statements.indexOf(batch.taken)]!.results as { line: number; slug: string; owner: string; kept: string }[];
+  if (rows.length === 0) return;
+  const errors = rows.map((r) => ({ line: r.line, error: `slug ${r.slug} was taken by product ${r.owner} after the checks: the product keeps slug ${r.kept}; its other changes are published` }));
+  budget.left -= 1;
+  await env.DB.prepare(`UPDATE imports SET errors = ${mergedErrorsSql("?2")} WHERE id = ?1`).bind(importId, JSON.stringify(errors)).run();
 }
 
 /**
@@ -247,6 +276,7 @@ export async function switchImport(env: PartitionEnv, importId: string, now: num
   try {
     const results = await importBatch(env, "switch", db, statements);
     outbox.push({ db, ids: outboxIdsOf(results, statements, updates.marks) });
+    await reportTakenSlugs(env, importId, updates, statements, results, budget);
     return "switched";
   } catch (err) {
     if (isOccGuardError(err)) return "lost";
@@ -274,6 +304,7 @@ async function rollForward(env: PartitionEnv, db: D1Database, importId: string, 
   try {
     const results = await importBatch(env, "roll-forward", db, statements);
     outbox.push({ db, ids: outboxIdsOf(results, statements, updates.marks) });
+    await reportTakenSlugs(env, importId, updates, statements, results, budget);
   } catch (err) {
     // Another invocation rolled this partition forward first.
     if (!isUniqueError(err, "import_visibility.import_id")) throw err;

@@ -9,7 +9,7 @@
  */
 import { allCatalogDbs, partitionOf } from "../db/partitions";
 import type { AcceptedLine } from "./receive";
-import { claimImportSkus } from "../catalog/sku-claims";
+import { claimImportSkus, releaseImportProductClaims } from "../catalog/sku-claims";
 import { importBatch, insertAttributes, insertPrices, insertTranslations, insertVariants, PRODUCT_COLUMNS, PRODUCT_VALUES, stagedRows } from "./row-sql";
 
 /** The JSON bound to one staging statement stays under D1's 2 MB per value. */
@@ -134,6 +134,9 @@ export async function stageChunk(env: PartitionEnv, importId: string, part: numb
         db.prepare("SELECT product_id FROM import_rows WHERE import_id = ?1 AND product_id IN (SELECT value FROM json_each(?2))").bind(importId, JSON.stringify(skipped.map((r) => r.id))).all<{ product_id: string }>(),
       ]);
       const earlier = new Set(ownIds.results.map((r) => r.product_id));
+      // Their SKUs were claimed above (N > 1): give them back now rather than leave them to the orphan takeover. Not
+      // for a product an earlier part staged: the claims are that line's.
+      await releaseImportProductClaims(env, importId, skipped.filter((r) => !earlier.has(r.id)).map((r) => r.id));
       for (const r of skipped) {
         const error = earlier.has(r.id) ? `duplicate product id ${r.id} (staged by an earlier part of this import)` : (raced.get(r.line) ?? "its product id, slug or a SKU was taken by a concurrent writer");
         late.set(r.line, error);

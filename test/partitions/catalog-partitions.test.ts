@@ -673,6 +673,63 @@ describe("an import's changes to existing products over two partitions appear at
     expect(await observe(brand, existing, [], "New", 2000)).toBe("new,new,new,new|0");
   });
 
+  it("a slug taken after the checks, before partition 1's roll-forward: the roll-forward still applies, keeping the product's slug (reported), and rolling clears", async () => {
+    const p = uid("slugrace");
+    const brand = `Slug race ${p}`;
+    const [x0, x1] = [idIn(0, p), idIn(1, p)];
+    for (const id of [x0, x1]) {
+      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
+      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
+    }
+    const wanted = `${p}-wanted`.toLowerCase();
+    const importId = await staged([line(x0, brand, "New", 2000), JSON.stringify({ ...JSON.parse(line(x1, brand, "New", 2000)), slug: wanted })]);
+    const trigger = `slug_${p.replace(/\W/g, "_")}`;
+    await env.CATALOG_1!.prepare(`CREATE TRIGGER ${trigger} BEFORE INSERT ON import_visibility BEGIN SELECT RAISE(ABORT, 'planted fault'); END`).run();
+    try {
+      expect((await commit(importId)).status).toBe(202);
+    } finally {
+      await env.CATALOG_1!.prepare(`DROP TRIGGER ${trigger}`).run();
+    }
+    expect(await rollingOf(importId)).toBe(1);
+    // Published, partition 1 not rolled forward: an admin write gives the import's new slug to another product there.
+    const y = idIn(1, p);
+    const { id: _, ...doc } = JSON.parse(line(y, brand, "Other", 1000)) as Record<string, unknown>;
+    expect((await json("PUT", `/admin/products/${y}`, { ...doc, slug: wanted }, admin())).status).toBe(201);
+
+    await importsTick(env, Date.now(), { left: 950 });
+    expect(await rollingOf(importId)).toBe(0);
+    expect(await env.CATALOG_1!.prepare("SELECT slug, title FROM products WHERE id = ?").bind(x1).first()).toEqual({ slug: x1.toLowerCase(), title: `New ${x1}` });
+    expect(await env.CATALOG_1!.prepare("SELECT slug FROM products WHERE id = ?").bind(y).first()).toEqual({ slug: wanted });
+    expect((await getImport(env, importId))!.rejected).toEqual([
+      { line: 2, error: `slug ${wanted} was taken by product ${y} after the checks: the product keeps slug ${x1.toLowerCase()}; its other changes are published` },
+    ]);
+  });
+
+  it("a change rejected at the commit gives back the SKUs its line claimed: another product takes them at once", async () => {
+    const p = uid("relclaim");
+    const brand = `Released ${p}`;
+    const [a, b] = [idIn(1, p), idIn(1, p)];
+    for (const id of [a, b]) {
+      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
+      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
+    }
+    const slug = `${p}-same`.toLowerCase();
+    const added = `${b}-ADDED`;
+    const changedB = { ...JSON.parse(line(b, brand, "New", 2000)), slug, variants: [{ sku: `${b}-1`, prices: { USD: 2000 } }, { sku: added, prices: { USD: 2500 } }] };
+    // In two parts: within one part a repeated slug is refused as the part is read; across parts only the commit sees it.
+    const importId = await staged([JSON.stringify({ ...JSON.parse(line(a, brand, "New", 2000)), slug })]);
+    const second = await call(`/admin/imports/${importId}/parts/2`, { method: "PUT", headers: admin({ "content-type": "application/x-ndjson" }), body: JSON.stringify(changedB) + "\n" });
+    expect(second.status).toBe(200);
+    expect(await env.DB.prepare("SELECT product_id FROM sku_owners WHERE sku = ?").bind(added).first()).toEqual({ product_id: b });
+    const res = await commit(importId);
+    expect(res.status).toBe(202);
+    expect((await res.json<{ rejected: { line: number; error: string }[] }>()).rejected).toEqual([{ line: 1_000_001, error: `slug ${slug} is also given to product ${a} on line 1` }]);
+    expect(await env.DB.prepare("SELECT product_id FROM sku_owners WHERE sku = ?").bind(added).first()).toBeNull();
+    const c = idIn(0, p);
+    const { id: _, ...doc } = JSON.parse(line(c, brand, "Taker", 1000)) as Record<string, unknown>;
+    expect((await json("PUT", `/admin/products/${c}`, { ...doc, variants: [{ sku: added, prices: { USD: 900 } }] }, admin())).status).toBe(201);
+  });
+
   it("a read whose list predates the switch and whose partition reads follow it is read again: the answer is all new", async () => {
     const p = uid("straddle");
     const brand = `Straddle ${p}`;
@@ -795,6 +852,23 @@ describe("SKU uniqueness across partitions", () => {
       expect([...ax.rejected, ...ay.rejected]).toEqual([{ line: 1, error: `sku ${sku} belongs to product ${winner}` }]);
       expect((await Promise.all([x, y].map((id) => call(`/admin/imports/${id}/commit`, { method: "POST", headers: admin() })))).map((r) => r.status)).toEqual([202, 202]);
       expect(await owners(sku)).toEqual([winner]);
+    }
+  });
+
+  it("a line the staging skipped in a race (same new slug in one partition) gives back the SKU it claimed", async () => {
+    for (let round = 0; round < 2; round++) {
+      const slug = uid("race-slug").toLowerCase();
+      const [a, b] = [idIn(1, "rs-a"), idIn(1, "rs-b")];
+      const open = async () => (await (await json("POST", "/admin/imports", { format: "ndjson" }, admin())).json<{ import_id: string }>()).import_id;
+      const [x, y] = await Promise.all([open(), open()]);
+      const lineOf = (id: string) => JSON.stringify({ id, ...body(`${id}-S`), slug }) + "\n";
+      const [rx, ry] = await racedParts([{ id: x, part: 1, body: lineOf(a) }, { id: y, part: 1, body: lineOf(b) }]);
+      const [ax, ay] = [await rx.json<{ accepted: number }>(), await ry.json<{ accepted: number }>()];
+      expect(ax.accepted + ay.accepted).toBe(1);
+      const [winner, loser] = ax.accepted === 1 ? [a, b] : [b, a];
+      expect(await env.DB.prepare("SELECT product_id FROM sku_owners WHERE sku = ?").bind(`${winner}-S`).first()).toEqual({ product_id: winner });
+      expect(await env.DB.prepare("SELECT product_id FROM sku_owners WHERE sku = ?").bind(`${loser}-S`).first()).toBeNull();
+      expect((await Promise.all([x, y].map((id) => call(`/admin/imports/${id}/commit`, { method: "POST", headers: admin() })))).map((r) => r.status)).toEqual([202, 202]);
     }
   });
 
