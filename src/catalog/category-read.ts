@@ -3,11 +3,11 @@
  * Product counts per category come from facet_counts, rolled up the tree (summed over the catalog partitions; the
  * tree itself is read from the directory, partition 0).
  */
-import { sql } from "drizzle-orm";
 import { allCatalogDbs } from "../db/partitions";
 import { ApiError } from "../lib/errors";
 import { TAG_CATEGORIES, categoryCacheKey, categoryTreeCacheKey } from "./cache-keys";
-import { categoriesQuery } from "./facets";
+import { categoriesQuery, categoryCountsQuery } from "./facets";
+import { GROW_CLEANUP_KEY } from "../db/ownership";
 import { originSession, type OriginSession } from "./origin";
 import { tieredRead } from "./read-path";
 
@@ -19,10 +19,10 @@ export type CategoryDetail = Omit<CategoryNode, "children"> & {
 
 type Row = { id: string; slug: string; name: string; parent_id: string | null; path: string; t_name: string | null };
 
-const leafCounts = sql`SELECT value, count FROM facet_counts WHERE facet = 'category' AND count > 0`;
-
 async function loadTree(origins: OriginSession[], locale: string): Promise<{ roots: CategoryNode[]; byId: Map<string, CategoryNode & { path: string }> }> {
   type Count = { value: string; count: number };
+  // Over several partitions an old one in a growth's clean-up leaves out the moved products it still holds.
+  const leafCounts = categoryCountsQuery(origins.length > 1 ? { key: GROW_CLEANUP_KEY, value: String(origins.length) } : undefined);
   const [first, ...rest] = origins;
   const [[rows, counts], ...others] = await Promise.all([
     first!.batch<[Row[], Count[]]>([categoriesQuery(locale), leafCounts]),

@@ -18,10 +18,10 @@ export function priceBucketLabel(amount: number): string {
   return `0-${PRICE_BUCKETS[1]}`;
 }
 
-/** SQL twin of priceBucketLabel over a numeric expression. */
-export function priceBucketSql(expr: SQL): SQL {
-  return sql`CASE WHEN ${expr} < 2500 THEN '0-2500' WHEN ${expr} < 5000 THEN '2500-5000' WHEN ${expr} < 10000 THEN '5000-10000'
-    WHEN ${expr} < 25000 THEN '10000-25000' WHEN ${expr} < 50000 THEN '25000-50000' ELSE '50000+' END`;
+/** SQL twin of priceBucketLabel over the numeric expression `expr` (SQL text: a column or json_each's `value`). */
+export function priceBucketCase(expr: string): string {
+  const whens = PRICE_BUCKETS.slice(1).map((hi, i) => `WHEN ${expr} < ${hi} THEN '${priceBucketLabel(PRICE_BUCKETS[i]!)}'`);
+  return `CASE ${whens.join(" ")} ELSE '${priceBucketLabel(PRICE_BUCKETS[PRICE_BUCKETS.length - 1]!)}' END`;
 }
 
 export type FacetRow = { facet: string; value: string; count: number };
@@ -44,10 +44,30 @@ export function categoriesQuery(locale: string): SQL {
     ORDER BY c.depth, c.position, c.id`;
 }
 
+/** `meta`'s mark of an old partition in a growth's clean-up, as readers routing by `value` partitions test it. */
+export type CleanupMark = { key: string; value: string };
+
+/**
+ * facet_counts rows (facet, value, count) matching `wanted`. `cleanup` (several partitions): while `meta` holds that
+ * key and value, this partition is a growth's old one, still holding the moved products' rows until the clean-up
+ * deletes them; their counts (`grow_moved_facets`, kept by src/db/grow.ts) are subtracted, so the sum over the
+ * partitions stays exact. That costs a primary-key probe per row into a table empty outside a clean-up.
+ */
+function facetCountsQuery(wanted: SQL, cleanup: CleanupMark | undefined): SQL {
+  if (!cleanup) return sql`SELECT f.facet, f.value, f.count FROM facet_counts f WHERE f.count > 0 AND ${wanted}`;
+  return sql`SELECT f.facet, f.value, f.count - coalesce(m.count, 0) AS count FROM facet_counts f
+    LEFT JOIN grow_moved_facets m ON m.facet = f.facet AND m.value = f.value AND EXISTS (SELECT 1 FROM meta WHERE key = ${cleanup.key} AND value = ${cleanup.value})
+    WHERE f.count > 0 AND ${wanted}`;
+}
+
 /** Materialised facets (no query, no filter) for one currency. */
-export function materialisedFacetsQuery(currency: string): SQL {
-  return sql`SELECT facet, value, count FROM facet_counts
-    WHERE count > 0 AND (facet IN ('brand', 'category') OR facet >= 'attr:' AND facet < 'attr;' OR facet = ${`price:${currency}`})`;
+export function materialisedFacetsQuery(currency: string, cleanup?: CleanupMark): SQL {
+  return facetCountsQuery(sql`(f.facet IN ('brand', 'category') OR f.facet >= 'attr:' AND f.facet < 'attr;' OR f.facet = ${`price:${currency}`})`, cleanup);
+}
+
+/** Active products per leaf category (`value`), for the category tree's counts. */
+export function categoryCountsQuery(cleanup?: CleanupMark): SQL {
+  return facetCountsQuery(sql`f.facet = 'category'`, cleanup);
 }
 
 const byCount = (a: FacetValue, b: FacetValue) => b.count - a.count || (a.value < b.value ? -1 : a.value > b.value ? 1 : 0);

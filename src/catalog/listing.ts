@@ -11,7 +11,7 @@
 import { sql, type SQL } from "drizzle-orm";
 import type { OriginSession } from "./origin";
 import { ApiError } from "../lib/errors";
-import { categoriesQuery, materialisedFacetsQuery, priceBucketLabel, priceBucketSql, shapeFacets, type CategoryRow, type FacetRow, type Facets } from "./facets";
+import { categoriesQuery, materialisedFacetsQuery, priceBucketCase, priceBucketLabel, shapeFacets, type CategoryRow, type FacetRow, type Facets } from "./facets";
 import { renderPrice, type RenderContext } from "./render";
 import { correctTerms, ftsQuery } from "./search-terms";
 import { visibleProductSql } from "../imports/visibility";
@@ -217,7 +217,7 @@ function numberLiteral(n: number): SQL {
  * is the category subtree's ids, else the brands, else nothing. Undefined when there would be more than
  * MAX_BRANCHES ranges, or the sort cannot use those indexes.
  */
-function browseItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefined, subtree: string[] | undefined): SQL | undefined {
+function browseItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefined, subtree: string[] | undefined, take: number): SQL | undefined {
   if (pl.withQuery) return undefined;
   const drivers: SQL[] = subtree
     ? subtree.map((id) => sql`p.category_id = ${id}`)
@@ -243,13 +243,13 @@ function browseItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefin
       // `status = 'active'` verbatim: it is what lets SQLite use the partial products_list_* indexes.
       const where = sql.join([driver, sql.raw(`p.in_stock = ${inStock}`), sql.raw(`p.status = 'active'`), ...residual], sql` AND `);
       return sql`SELECT * FROM (SELECT p.rowid AS rid, p.id AS id, ${pl.sortExpr} AS sort_key FROM products p WHERE ${where}
-        ORDER BY ${pl.sortExpr} ${dir}, p.id ${dir} LIMIT ${sql.raw(String(p.limit + 1))})`;
+        ORDER BY ${pl.sortExpr} ${dir}, p.id ${dir} LIMIT ${sql.raw(String(take))})`;
     }),
   );
   // D1 allows 5 terms per compound SELECT: branches are unioned in groups of 5, and the groups unioned in turn.
   const groups: SQL[] = [];
   for (let i = 0; i < branches.length; i += COMPOUND_TERMS) groups.push(sql`SELECT * FROM (${sql.join(branches.slice(i, i + COMPOUND_TERMS), sql` UNION ALL `)})`);
-  return sql`WITH page AS (${sql.join(groups, sql` UNION ALL `)} ORDER BY sort_key ${dir}, id ${dir} LIMIT ${p.limit + 1})
+  return sql`WITH page AS (${sql.join(groups, sql` UNION ALL `)} ORDER BY sort_key ${dir}, id ${dir} LIMIT ${take})
     SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
       p.min_prices, p.price_badges, p.created_at, page.sort_key AS sort_key
     FROM page JOIN products p ON p.rowid = page.rid LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
@@ -263,13 +263,13 @@ function browseItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefin
  * limit + 1 rows are joined to products again and to their translation: joining every candidate before the cut
  * read two more rows per candidate, 2,000 of them for a broad word at 1M products.
  */
-function searchItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefined, candidates: number): SQL {
+function searchItemsQuery(p: ListingParams, pl: Plan, after: CursorKey | undefined, candidates: number, take: number): SQL {
   const key = sql`sort_key`;
   const dir = sql.raw(pl.dir);
   const keyset = after ? sql`WHERE ${keysetSql({ sortExpr: key, dir: pl.dir }, after, sql`id`)}` : sql``;
   return sql`WITH cand AS MATERIALIZED (SELECT products_fts.rowid AS rid, p.id AS id, ${pl.sortExpr} AS sort_key FROM ${pl.from}
       WHERE ${sql.join(pl.where, sql` AND `)} ORDER BY products_fts.rowid DESC LIMIT ${sql.raw(String(candidates))}),
-    page AS MATERIALIZED (SELECT rid, id, sort_key FROM cand ${keyset} ORDER BY sort_key ${dir}, id ${dir} LIMIT ${p.limit + 1})
+    page AS MATERIALIZED (SELECT rid, id, sort_key FROM cand ${keyset} ORDER BY sort_key ${dir}, id ${dir} LIMIT ${take})
     SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
       p.min_prices, p.price_badges, p.created_at, page.sort_key AS sort_key
     FROM page JOIN products p ON p.rowid = page.rid LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
@@ -340,15 +340,16 @@ async function queryPartition(
   const after = decodeCursor(p);
   const dir = sql.raw(pl.dir);
   const subtree = p.category && !pl.withQuery ? await categoryIds() : undefined;
-  const items = (from: CursorKey | undefined) => {
+  /** Up to `take` rows after `from` in sort order (a page's limit + 1; more for a read on during a clean-up). */
+  const items = (from: CursorKey | undefined, take = p.limit + 1) => {
     const keyset: SQL[] = from ? [keysetSql(pl, from)] : [];
     const whereAll = sql.join([...pl.where, ...keyset], sql` AND `);
-    return (pl.withQuery ? searchItemsQuery(p, pl, from, share.candidates) : browseItemsQuery(p, pl, from, subtree)) ?? sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
+    return (pl.withQuery ? searchItemsQuery(p, pl, from, share.candidates, take) : browseItemsQuery(p, pl, from, subtree, take)) ?? sql`SELECT p.id, p.slug, p.title, t.title AS t_title, p.brand, p.category_id, p.images, p.in_stock,
       p.min_prices, p.price_badges, p.created_at, ${pl.sortExpr} AS sort_key
     FROM ${pl.from} LEFT JOIN product_translations t ON t.product_id = p.id AND t.locale = ${p.locale}
     WHERE ${whereAll}
     ORDER BY ${pl.sortExpr} ${dir}, p.id ${dir}
-    LIMIT ${p.limit + 1}`;
+    LIMIT ${take}`;
   };
   const itemsQuery = items(after);
 
@@ -370,15 +371,15 @@ async function queryPartition(
       UNION ALL SELECT 'brand', brand, count(*) FROM m GROUP BY brand
       UNION ALL SELECT 'category', category_id, count(*) FROM m GROUP BY category_id
       UNION ALL SELECT 'attr:' || a.key, a.value, count(*) FROM m, json_each(CASE WHEN json_valid(m.attributes) THEN m.attributes ELSE '{}' END) a GROUP BY a.key, a.value
-      UNION ALL SELECT 'price', ${priceBucketSql(sql`price`)}, count(*) FROM m WHERE price IS NOT NULL GROUP BY 2`;
+      UNION ALL SELECT 'price', ${sql.raw(priceBucketCase("price"))}, count(*) FROM m WHERE price IS NOT NULL GROUP BY 2`;
   } else if (wantFacets) {
-    facetQuery = materialisedFacetsQuery(p.currency);
+    facetQuery = materialisedFacetsQuery(p.currency, ownership && { key: GROW_CLEANUP_KEY, value: String(ownership.n) });
   }
   // Over several partitions, each also says (one primary-key read) whether a growth's clean-up is pending in it.
   const statements: SQL[] = [itemsQuery];
   if (facetQuery) statements.push(facetQuery);
   if (facetQuery && withCategories) statements.push(categoriesQuery(p.locale));
-  if (ownership) statements.push(sql`SELECT 1 AS pending FROM meta WHERE key = ${GROW_CLEANUP_KEY}`);
+  if (ownership) statements.push(sql`SELECT value FROM meta WHERE key = ${GROW_CLEANUP_KEY}`);
   const got = await origin.batch<unknown[][]>(statements);
   const out: PartitionResult = {
     rows: got[0] as ItemRow[],
@@ -390,31 +391,36 @@ async function queryPartition(
 
   // A growth's clean-up is pending here: rows of products another partition now owns (older copies) are left out.
   const mine = (id: string) => owns(ownership.n, partition, id);
-  // The page: read on past the rows left out, so a partition still offers limit + 1 rows of its own when it has them.
+  // The page: a keyset read on past the rows left out, until limit + 1 rows of its own or the end of the range, each
+  // read twice the last (at most CLEANUP_READ_ROWS). Rows read are bounded by what the range holds up to the page's
+  // end: limit + 1 own rows, the unowned ones between them (about as many, by the hash, at 1 → 2), and one read's
+  // overshoot; so a page is never short and the merge never passes an own row this partition did not offer.
   let raw = out.rows;
+  let take = p.limit + 1;
   out.rows = raw.filter((r) => mine(r.id));
-  for (let reads = 1; raw.length > p.limit && out.rows.length <= p.limit && reads < CLEANUP_MAX_READS; reads++) {
+  while (raw.length === take && out.rows.length <= p.limit) {
     const last = raw.at(-1)!;
-    [raw] = await origin.batch<[ItemRow[]]>([items([Number(last.sort_key), last.id])]);
+    take = Math.min(take * 2, CLEANUP_READ_ROWS);
+    [raw] = await origin.batch<[ItemRow[]]>([items([Number(last.sort_key), last.id], take)]);
     out.rows.push(...raw.filter((r) => mine(r.id)));
   }
-  if (!facetQuery) return out;
-  // Facets and total: counted here over the sample's own rows (and the matches' ids, up to the cap). Without a
-  // filter that replaces facet_counts, which the moved rows are still counted in, by the sample as a filter would.
-  const [sample, matched] = await origin.batch<[SampleRow[], { id: string }[]]>([
-    filtered ? sampleSql : sql`SELECT p.id, p.brand, p.category_id, p.attributes, ${price} AS price FROM products p WHERE +p.status = 'active' AND ${VISIBLE} ORDER BY p.rowid LIMIT ${share.sample}`,
-    filtered ? sql`SELECT p.id FROM ${pl.from} WHERE ${whereMatch} LIMIT ${TOTAL_CAP + 1}` : sql`SELECT 1 AS id WHERE 0`,
-  ]);
-  const owned = sample.filter((r) => mine(r.id));
-  out.facetRows = countFacets(owned, filtered ? "price" : `price:${p.currency}`);
+  out.rows.length = Math.min(out.rows.length, p.limit + 1);
+  // Without a filter the facet query already subtracted the moved rows' counts: exact. With one, they and the total
+  // are counted here over the sample's own rows (and the matches' ids, up to the cap), bounded as a filter's are.
+  if (!facetQuery || !filtered) return out;
+  const [sample, matched] = await origin.batch<[SampleRow[], { id: string }[]]>([sampleSql, sql`SELECT p.id FROM ${pl.from} WHERE ${whereMatch} LIMIT ${TOTAL_CAP + 1}`]);
+  out.facetRows = countFacets(sample.filter((r) => mine(r.id)), "price");
   // Past the cap, "more than TOTAL_CAP" is the answer, as it would be without the moved rows in most cases.
-  if (filtered) out.facetRows.push({ facet: "total", value: "", count: matched.length > TOTAL_CAP ? TOTAL_CAP + 1 : matched.filter((r) => mine(r.id)).length });
+  out.facetRows.push({ facet: "total", value: "", count: matched.length > TOTAL_CAP ? TOTAL_CAP + 1 : matched.filter((r) => mine(r.id)).length });
   out.sampled = sample.length >= share.sample;
   return out;
 }
 
-/** Reads of one partition's page while a clean-up is pending (each passes limit + 1 rows it may not own). */
-const CLEANUP_MAX_READS = 32;
+/**
+ * Rows one read on of a partition's page may ask for while a clean-up is pending (per index range of a browse page):
+ * past it reads stay this size, so a statement stays short however many moved rows a range holds.
+ */
+const CLEANUP_READ_ROWS = 800;
 
 type SampleRow = { id: string; brand: string; category_id: string; attributes: string | null; price: number | null };
 

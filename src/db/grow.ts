@@ -31,6 +31,7 @@
 import type { D1Database, D1PreparedStatement } from "@cloudflare/workers-types";
 import { partitionIndex } from "./buckets";
 import { GROW_CLEANUP_KEY } from "./ownership";
+import { priceBucketCase } from "../catalog/facets";
 import { CHANGE_SEQ_BASE_SQL, CHANGE_SEQ_FLOOR_KEY, CHANGE_SEQ_SPLIT_KEY, DERIVED_IN_STOCK_SQL, NEXT_CHANGE_SEQ_SQL } from "../feeds/change-seq";
 
 /** Products per chunk: their rows travel as one JSON parameter per table, so only the statement size limits this. */
@@ -50,6 +51,24 @@ const PRODUCT_ROWS: { table: string; where: string }[] = [
   { table: "availability", where: `sku IN ${SKUS}` },
   { table: "promotion_targets", where: `product_id IN ${IDS}` },
 ];
+
+/** What facet_counts' triggers count a product row for (migrations/0015_import_switch.sql). */
+const COUNTED = "products.status = 'active' AND products.pending_import IS NULL";
+
+/**
+ * The facet counts the products `?1` add to facet_counts in a database (brand, category, attr:<name>, price:<CUR>),
+ * as rows (facet, value, n): the same rules as the triggers, so a deletion of those products lowers facet_counts by
+ * exactly this.
+ */
+const PRODUCTS_FACETS = `SELECT facet, value, count(*) AS n FROM (
+    SELECT 'brand' AS facet, brand AS value FROM products WHERE id IN ${IDS} AND ${COUNTED}
+    UNION ALL SELECT 'category', category_id FROM products WHERE id IN ${IDS} AND ${COUNTED}
+    UNION ALL SELECT 'attr:' || a.name, a.value FROM product_attributes a JOIN products ON products.id = a.product_id WHERE a.product_id IN ${IDS} AND ${COUNTED}
+    UNION ALL SELECT 'price:' || j.key, ${priceBucketCase("j.value")} FROM products, json_each(products.min_prices) j WHERE products.id IN ${IDS} AND ${COUNTED} AND j.type = 'integer')
+  WHERE true GROUP BY facet, value`;
+
+/** Rows of `grow_moved_facets` per statement when the ledger is written (one JSON parameter each). */
+const LEDGER_ROWS = 500;
 
 /** Tables every partition holds whole: copied as they are (the directory's promotions are the mirror's source). */
 const SHARED = ["categories", "category_translations", "stock_locations", "promotions"];
@@ -172,7 +191,15 @@ export async function replaySince(
   await to.batch([raiseMark(to, CHANGE_SEQ_SPLIT_KEY, "?", split), raiseMark(to, CHANGE_SEQ_FLOOR_KEY, "?", split)]);
   // From the flip on, `from` holds rows it no longer owns until `deleteMoved` ends: listings check ownership there
   // meanwhile. Set by every replay (the flip's is the last one), so it is in place before any reader routes by 2N.
-  await from.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value").bind(GROW_CLEANUP_KEY, String(opts.newCount)).run();
+  // With it, the moved rows' facet counts (the ledger no-filter facets subtract): `to` is a new database that only
+  // this copy has written, so its facet_counts are the copies', and after the flip's replay (writes paused) the
+  // copies are the rows `from` holds of them. An earlier replay's ledger is replaced; readers still routing by N
+  // ignore it (the flag's value is 2N).
+  const { results: ledger } = await to.prepare("SELECT facet, value, count FROM facet_counts WHERE count <> 0").all<Row>();
+  const writes = [from.prepare("DELETE FROM grow_moved_facets")];
+  for (let i = 0; i < ledger.length; i += LEDGER_ROWS) writes.push(insertRows(from, "grow_moved_facets", ledger.slice(i, i + LEDGER_ROWS))!);
+  writes.push(from.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value").bind(GROW_CLEANUP_KEY, String(opts.newCount)));
+  await from.batch(writes);
   return { replayed: moving, mark: results.reduce((m, r) => Math.max(m, r.id), opts.mark), split };
 }
 
@@ -248,14 +275,19 @@ export async function deleteMoved(from: D1Database, opts: { newCount: number; to
   const { ids, moving } = await nextIds(from, opts.after, limit, opts.newCount, opts.toIndex);
   const next = ids.length < limit ? null : ids.at(-1)!;
   // The last chunk ends the clean-up: `from` owns every row it holds again, and listings stop checking.
-  const done = next === null ? [from.prepare("DELETE FROM meta WHERE key = ?").bind(GROW_CLEANUP_KEY)] : [];
+  const done = next === null ? [from.prepare("DELETE FROM meta WHERE key = ?").bind(GROW_CLEANUP_KEY), from.prepare("DELETE FROM grow_moved_facets")] : [];
   if (moving.length) {
     const arg = JSON.stringify(moving);
     // The floor first, in the same transaction: the deleted products may hold `from`'s highest change_seq, which
-    // tokens already carry, and its next change must still number above it. Then rows found through `variants`
-    // first, `products` last.
+    // tokens already carry, and its next change must still number above it. Then the ledger loses what facet_counts
+    // is about to lose, so no-filter facets stay exact chunk after chunk. Then rows found through `variants` first,
+    // `products` last.
     await from.batch([
       raiseMark(from, CHANGE_SEQ_FLOOR_KEY, CHANGE_SEQ_BASE_SQL),
+      from
+        .prepare(`INSERT INTO grow_moved_facets (facet, value, count) SELECT facet, value, -n FROM (${PRODUCTS_FACETS}) WHERE true
+          ON CONFLICT (facet, value) DO UPDATE SET count = count + excluded.count`)
+        .bind(arg),
       ...[...PRODUCT_ROWS].reverse().map(({ table, where }) => from.prepare(`DELETE FROM ${table} WHERE ${where}`).bind(arg)),
       ...done,
     ]);

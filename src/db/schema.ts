@@ -368,6 +368,20 @@ export const facetCounts = sqliteTable(
   (t) => [primaryKey({ columns: [t.facet, t.value] })],
 );
 
+/**
+ * An old catalog partition's facet counts of the moved products' rows it still holds during a growth's clean-up
+ * (src/db/grow.ts): no-filter facets subtract them from facet_counts. Empty outside a clean-up.
+ */
+export const growMovedFacets = sqliteTable(
+  "grow_moved_facets",
+  {
+    facet: text("facet").notNull(),
+    value: text("value").notNull(),
+    count: integer("count").notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.facet, t.value] })],
+);
+
 export const promotions = sqliteTable(
   "promotions",
   {

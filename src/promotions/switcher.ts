@@ -10,6 +10,7 @@
  * idempotent apart from duplicate events, which the pipeline tolerates.
  */
 import { allCatalogDbs } from "../db/partitions";
+import { owns } from "../db/ownership";
 import { repairPromotionMirrors } from "./mirror-repair";
 import { refreshProductPrices } from "./price-refresh";
 import { promotionBoundaryStatements } from "../webhooks/promotion-events";
@@ -20,9 +21,12 @@ export async function switchDue(env: Pick<Env, "DB" | "EVENTS" | "CATALOG_PARTIT
   const row = await env.DB.prepare("SELECT value FROM meta WHERE key = ?").bind(WATERMARK).first<{ value: string }>();
   const from = row ? Number(row.value) : now - FIRST_RUN_LOOKBACK_MS;
   if (!(from < now)) return { from, products: 0 };
-  // Each catalog partition switches its own products: it mirrors the promotions and holds their targets.
+  // Each catalog partition switches its own products: it mirrors the promotions and holds their targets. An old
+  // partition still holding moved products' rows (a growth's clean-up, src/db/ownership.ts) leaves them alone: their
+  // owner holds the same targets and switches them, and the old rows' facet counts must stay as the growth noted them.
+  const dbs = allCatalogDbs(env);
   const counts = await Promise.all(
-    allCatalogDbs(env).map(async (db) => {
+    dbs.map(async (db, partition) => {
       const { results } = await db
         .prepare(
           `SELECT DISTINCT t.product_id FROM promotions p JOIN promotion_targets t ON t.promotion_id = p.id
@@ -30,7 +34,8 @@ export async function switchDue(env: Pick<Env, "DB" | "EVENTS" | "CATALOG_PARTIT
         )
         .bind(from, now)
         .all<{ product_id: string }>();
-      return refreshProductPrices(env, results.map((r) => r.product_id), now, db);
+      const owned = results.map((r) => r.product_id).filter((id) => owns(dbs.length, partition, id));
+      return refreshProductPrices(env, owned, now, db);
     }),
   );
   const products = counts.reduce((a, b) => a + b, 0);
