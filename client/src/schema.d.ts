@@ -1355,6 +1355,14 @@ export interface components {
             /** @description When the switch made the import visible. */
             published_at: number | null;
             finished_at: number | null;
+            /** @description Changes to existing products published without their new `slug`: another product (`taken_by`) took it between the import's checks and the batch that applied the change, so the product kept `kept`; its other changes are published. Absent when there are none. Also in the import.completed webhook. */
+            slugs_kept?: {
+                line: number;
+                product_id: string;
+                slug: string;
+                kept: string;
+                taken_by: string;
+            }[];
         };
         ImportCreate: {
             /**

@@ -307,6 +307,8 @@ export const imports = sqliteTable("imports", {
   /** When the switch made the import visible. */
   publishedAt: integer("published_at"),
   updatedAt: integer("updated_at").notNull().default(0),
+  /** Changes published without their new slug (another product took it after the checks); migration 0022b. */
+  slugsKept: text("slugs_kept", { mode: "json" }).$type<{ line: number; product_id: string; slug: string; kept: string; taken_by: string }[]>().notNull().default([]),
 });
 
 /**

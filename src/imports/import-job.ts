@@ -20,7 +20,7 @@ import { now as clockNow } from "../lib/clock";
 import { CHUNK_LINES, PartTooLarge, receivePart, type AcceptedLine, type ImportFormat, type Rejection } from "./receive";
 import { stageChunk } from "./stage";
 import { releaseImportProductClaims } from "../catalog/sku-claims";
-import { checkSwitchSize, slugClashes, finalizeImport, ImportTooManyUpdates, MAX_REPORTED_ERRORS, MAX_UPDATE_CHUNKS, mergedErrorsSql, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
+import { checkSwitchSize, slugClashes, finalizeImport, ImportTooManyUpdates, MAX_REPORTED_ERRORS, MAX_UPDATE_CHUNKS, mergedLinesSql, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
 
 export type { ImportFormat, Rejection };
 export { CHUNK_LINES as PUBLISH_CHUNK_LINES };
@@ -44,7 +44,11 @@ export type ImportResult = {
   finished_at: number | null;
   /** Staging rows not yet finalized, over every partition. */
   staged?: number;
+  /** Changes published without their new slug (another product took it after the checks): only when there are some. */
+  slugs_kept?: SlugKept[];
 };
+
+export type SlugKept = { line: number; product_id: string; slug: string; kept: string; taken_by: string };
 
 export type PartResult = { import_id: string; part: number; total_lines: number; accepted: number; rejected_count: number; rejected: Rejection[] };
 
@@ -76,12 +80,12 @@ export async function createImport(env: ImportEnv, format: ImportFormat, now = D
 
 type ImportRow = {
   id: string; format: ImportFormat; status: string; total_lines: number; accepted: number; rejected: number; errors: string; parts: number;
-  created_at: number; published_at: number | null; finished_at: number | null;
+  created_at: number; published_at: number | null; finished_at: number | null; slugs_kept: string;
 };
 
 async function importRow(env: Pick<Env, "DB">, id: string): Promise<ImportRow | null> {
   return env.DB.prepare(
-    "SELECT id, format, status, total_lines, accepted, rejected, errors, parts, created_at, published_at, finished_at FROM imports WHERE id = ?",
+    "SELECT id, format, status, total_lines, accepted, rejected, errors, parts, created_at, published_at, finished_at, slugs_kept FROM imports WHERE id = ?",
   )
     .bind(id)
     .first<ImportRow>();
@@ -164,7 +168,7 @@ export async function uploadPart(env: ImportEnv, importId: string, part: number,
     db
       .prepare(
         `UPDATE imports SET parts = parts + 1, total_lines = total_lines + ?2, accepted = accepted + ?3, rejected = rejected + ?4, updated_at = ?7,
-           errors = ${mergedErrorsSql("?5")},
+           errors = ${mergedLinesSql("errors", "?5")},
            categories = (SELECT json_group_array(value) FROM (SELECT value FROM json_each(imports.categories) UNION SELECT value FROM json_each(?6)))
          WHERE id = ?1`,
       )
@@ -276,7 +280,7 @@ async function rejectSlugClashes(env: ImportEnv, importId: string, budget: Budge
     await releaseImportProductClaims(env, importId, products);
   }
   const rejected = clashes.map(({ line, error }) => ({ line, error }));
-  await env.DB.prepare(`UPDATE imports SET accepted = accepted - ?2, rejected = rejected + ?2, errors = ${mergedErrorsSql("?3")}, updated_at = ?4 WHERE id = ?1`)
+  await env.DB.prepare(`UPDATE imports SET accepted = accepted - ?2, rejected = rejected + ?2, errors = ${mergedLinesSql("errors", "?3")}, updated_at = ?4 WHERE id = ?1`)
     .bind(importId, rejected.length, JSON.stringify(rejected), Date.now())
     .run();
 }
@@ -357,6 +361,7 @@ export async function getImport(env: Pick<Env, "DB"> & { CATALOG_PARTITIONS?: st
 }
 
 function resultOf(row: ImportRow): ImportResult {
+  const kept = JSON.parse(row.slugs_kept) as SlugKept[];
   return {
     import_id: row.id,
     status: row.status,
@@ -369,6 +374,7 @@ function resultOf(row: ImportRow): ImportResult {
     created_at: row.created_at,
     published_at: row.published_at,
     finished_at: row.finished_at,
+    ...(kept.length > 0 ? { slugs_kept: kept } : {}),
   };
 }
 

@@ -78,19 +78,19 @@ const OWNED_SKU = "EXISTS (SELECT 1 FROM variants o WHERE o.sku = json_extract(v
 /**
  * A change's new slug, unless another product of the partition took it after the checks before the switch (an admin
  * write meanwhile): the product then keeps its slug, so that a published roll-forward cannot fail on the unique slug
- * (it must not: readers wait for it). TAKEN_SLUGS, read in the same batch, reports those lines.
+ * (it must not: readers wait for it). TAKEN_SLUGS, read in the same batch, finds those lines for the report.
  */
 const KEEP_SLUG_IF_TAKEN = "CASE WHEN EXISTS (SELECT 1 FROM products o WHERE o.slug = excluded.slug AND o.id <> excluded.id) THEN products.slug ELSE excluded.slug END";
 
 /** The staged changes whose new slug another product holds now; in the batch before the changes, so it sees what they see. */
-const TAKEN_SLUGS = `SELECT r.line, json_extract(r.document, '$.slug') AS slug, o.id AS owner, p.slug AS kept
+const TAKEN_SLUGS = `SELECT r.line, r.product_id, json_extract(r.document, '$.slug') AS slug, o.id AS owner, p.slug AS kept
   FROM import_rows r JOIN products o ON o.slug = json_extract(r.document, '$.slug') AND o.id <> r.product_id JOIN products p ON p.id = r.product_id
   WHERE r.import_id = ?1 AND r.is_new = 0`;
 
-/** Most rejections an import reports (`imports.errors`). */
+/** Most lines an import reports in each of its JSON lists (`imports.errors`, `imports.slugs_kept`). */
 export const MAX_REPORTED_ERRORS = 1_000;
-/** `imports.errors` with the rejections of JSON parameter `param` added, in line order, the first MAX_REPORTED_ERRORS kept. */
-export const mergedErrorsSql = (param: string) => `(SELECT json_group_array(json(value)) FROM (SELECT value FROM (SELECT value FROM json_each(imports.errors) UNION ALL SELECT value FROM json_each(${param}))
+/** The JSON list `column` of `imports` with the entries of JSON parameter `param` added, in line order, the first MAX_REPORTED_ERRORS kept. */
+export const mergedLinesSql = (column: "errors" | "slugs_kept", param: string) => `(SELECT json_group_array(json(value)) FROM (SELECT value FROM (SELECT value FROM json_each(imports.${column}) UNION ALL SELECT value FROM json_each(${param}))
                      ORDER BY json_extract(value, '$.line') LIMIT ${MAX_REPORTED_ERRORS}))`;
 
 /** Changes to existing products, lines lo..hi. Bind order: ?1 import, ?2 time, ?3 lo, ?4 hi. */
@@ -246,13 +246,16 @@ async function updateBatch(db: D1Database, importId: string, now: number): Promi
   return { statements, marks, taken };
 }
 
-/** Reports, with the import's rejections, the changes that kept their product's slug (KEEP_SLUG_IF_TAKEN). */
+/**
+ * Records the changes published without their new slug (KEEP_SLUG_IF_TAKEN) in `imports.slugs_kept`: the line is
+ * published (not a rejection), but the import's report and its import.completed webhook say which slug it kept.
+ */
 async function reportTakenSlugs(env: PartitionEnv, importId: string, batch: UpdateBatch, statements: D1PreparedStatement[], results: D1Result[], budget: Budget): Promise<void> {
-  const rows = results[statements.indexOf(batch.taken)]!.results as { line: number; slug: string; owner: string; kept: string }[];
+  const rows = results[statements.indexOf(batch.taken)]!.results as { line: number; product_id: string; slug: string; owner: string; kept: string }[];
   if (rows.length === 0) return;
-  const errors = rows.map((r) => ({ line: r.line, error: `slug ${r.slug} was taken by product ${r.owner} after the checks: the product keeps slug ${r.kept}; its other changes are published` }));
+  const kept = rows.map((r) => ({ line: r.line, product_id: r.product_id, slug: r.slug, kept: r.kept, taken_by: r.owner }));
   budget.left -= 1;
-  await env.DB.prepare(`UPDATE imports SET errors = ${mergedErrorsSql("?2")} WHERE id = ?1`).bind(importId, JSON.stringify(errors)).run();
+  await env.DB.prepare(`UPDATE imports SET slugs_kept = ${mergedLinesSql("slugs_kept", "?2")} WHERE id = ?1`).bind(importId, JSON.stringify(kept)).run();
 }
 
 /**

@@ -28,6 +28,15 @@ const ImportSchema = z
     created_at: z.number(),
     published_at: z.number().nullable().openapi({ description: "When the switch made the import visible." }),
     finished_at: z.number().nullable(),
+    slugs_kept: z
+      .array(z.object({ line: z.number(), product_id: z.string(), slug: z.string(), kept: z.string(), taken_by: z.string() }))
+      .optional()
+      .openapi({
+        description:
+          "Changes to existing products published without their new `slug`: another product (`taken_by`) took it between the import's checks and " +
+          "the batch that applied the change, so the product kept `kept`; its other changes are published. Absent when there are none. Also in the " +
+          "import.completed webhook.",
+      }),
   })
   .openapi("Import");
 

@@ -700,9 +700,21 @@ describe("an import's changes to existing products over two partitions appear at
     expect(await rollingOf(importId)).toBe(0);
     expect(await env.CATALOG_1!.prepare("SELECT slug, title FROM products WHERE id = ?").bind(x1).first()).toEqual({ slug: x1.toLowerCase(), title: `New ${x1}` });
     expect(await env.CATALOG_1!.prepare("SELECT slug FROM products WHERE id = ?").bind(y).first()).toEqual({ slug: wanted });
-    expect((await getImport(env, importId))!.rejected).toEqual([
-      { line: 2, error: `slug ${wanted} was taken by product ${y} after the checks: the product keeps slug ${x1.toLowerCase()}; its other changes are published` },
-    ]);
+    // Published, not rejected, and said so: in the import's report and in its import.completed webhook.
+    const kept = [{ line: 2, product_id: x1, slug: wanted, kept: x1.toLowerCase(), taken_by: y }];
+    const report = await (await call(`/admin/imports/${importId}`, { headers: admin() })).json<{ accepted: number; rejected: unknown[]; slugs_kept: unknown }>();
+    expect(report).toMatchObject({ accepted: 2, rejected: [], slugs_kept: kept });
+    const hook = await json("POST", "/admin/webhooks", { url: `${env.WEBHOOK_RECEIVER_URL}/hook/ok/${p.replace(/[^A-Za-z0-9-]/g, "")}`, events: ["import.completed"] }, admin());
+    expect(hook.status, await hook.clone().text()).toBe(201);
+    setClock(Date.now() + SETTLE_MS + 1_000);
+    try {
+      await importsTick(env, Date.now() + SETTLE_MS + 60_000, { left: 950 });
+    } finally {
+      setClock(null);
+    }
+    expect((await getImport(env, importId))!.status).toBe("completed");
+    const event = await env.DB.prepare("SELECT payload FROM webhook_events WHERE id = ?").bind(`msg_import.completed_${importId}`).first<{ payload: string }>();
+    expect(JSON.parse(event!.payload).data).toMatchObject({ import_id: importId, accepted: 2, rejected: 0, slugs_kept: kept });
   });
 
   it("a change rejected at the commit gives back the SKUs its line claimed: another product takes them at once", async () => {
