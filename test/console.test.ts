@@ -609,3 +609,46 @@ describe("console recommendations", () => {
     expect((await post(viewer, "/console/recommendations/rebuild", { _csrf: vcsrf })).status).toBe(403);
   });
 });
+
+describe("console promotions", () => {
+  type Promo = { id: string; version: number; name: string; starts_at: string; ends_at: string | null };
+  async function apiPromotion(startsAt: string, endsAt: string): Promise<Promo> {
+    const p = await insertProduct(env.DB);
+    const res = await json("POST", "/admin/promotions", { name: "Seconds", starts_at: startsAt, ends_at: endsAt, target: { type: "products", values: [p.id] }, value: { type: "percent_off", bps: 1000 } }, admin());
+    expect(res.status).toBe(201);
+    return res.json<Promo>();
+  }
+  const stored = async (id: string) => (await call(`/admin/promotions/${id}`, { headers: admin() })).json<Promo>();
+  /** The edit form as the page renders it, submitted with `changes`. */
+  async function submitEdit(b: Browser, id: string, changes: Record<string, string>, omit: string[] = []): Promise<Response> {
+    const html = await (await get(b, `/console/promotions/${id}`)).text();
+    const form = /<form[^>]*action="\/console\/promotions\/[^"]*\/edit"[\s\S]*?<\/form>/.exec(html)![0];
+    const fields = Object.fromEntries([...form.matchAll(/<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
+    for (const name of omit) delete fields[name];
+    return post(b, `/console/promotions/${id}/edit`, { ...fields, ...changes });
+  }
+
+  it("a rename keeps starts_at and ends_at to the millisecond; an edited end keeps the seconds it is given", async () => {
+    const t = Math.ceil(Date.now() / 60_000) * 60_000 + 3_600_000;
+    const startsAt = new Date(t + 30_500).toISOString();
+    const endsAt = new Date(t + 86_400_000 + 45_250).toISOString(); // 23:59:59-style ends: seconds and milliseconds
+    const promo = await apiPromotion(startsAt, endsAt);
+    const { b } = await signIn(ADMIN_TOKEN);
+
+    expect((await submitEdit(b, promo.id, { name: "Renamed" })).status).toBe(303);
+    expect(await stored(promo.id)).toMatchObject({ name: "Renamed", starts_at: startsAt, ends_at: endsAt, version: promo.version + 1 });
+    // The page shows the end to the millisecond, with a step the browser accepts it at.
+    const html = await (await get(b, `/console/promotions/${promo.id}`)).text();
+    expect(html).toContain(`name="ends_at" type="datetime-local" step="0.001" value="${endsAt.slice(0, 23)}"`);
+
+    // A page of an older console (no ends_at_shown) still saves the end it shows, now to the millisecond.
+    expect((await submitEdit(b, promo.id, { name: "Older page" }, ["ends_at_shown"])).status).toBe(303);
+    expect(await stored(promo.id)).toMatchObject({ name: "Older page", ends_at: endsAt });
+
+    const newEnd = new Date(t + 2 * 86_400_000 + 59_000).toISOString().slice(0, 19);
+    expect((await submitEdit(b, promo.id, { ends_at: newEnd })).status).toBe(303);
+    expect(await stored(promo.id)).toMatchObject({ starts_at: startsAt, ends_at: `${newEnd}.000Z` });
+    expect((await submitEdit(b, promo.id, { ends_at: "" })).status).toBe(303);
+    expect((await stored(promo.id)).ends_at).toBeNull();
+  });
+});

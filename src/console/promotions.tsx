@@ -72,11 +72,21 @@ function Timeline(props: { items: PromotionView[]; now: number }) {
   );
 }
 
-/** datetime-local values are taken as UTC (the console shows every time in UTC). */
+/** datetime-local values are taken as UTC (the console shows every time in UTC); seconds and milliseconds are kept. */
 const LocalInstant = z
   .string()
-  .regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$/, "must be a date and time")
+  .regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?$/, "must be a date and time")
   .transform((s) => new Date(`${s.length === 16 ? `${s}:00` : s}Z`).toISOString());
+
+/**
+ * An instant as a datetime-local value, to the millisecond it is stored with: a value cut to the minute would move
+ * the instant when the form is saved unchanged. `step` lets the browser show and submit that precision.
+ */
+function localInput(iso: string | null | undefined): { value: string; step: string } {
+  if (!iso) return { value: "", step: "1" };
+  const ms = iso.slice(20, 23);
+  return ms && ms !== "000" ? { value: iso.slice(0, 23), step: "0.001" } : { value: iso.slice(0, 19), step: "1" };
+}
 
 const PromotionForm = z.object({
   name: z.string().trim().min(1).max(200),
@@ -184,7 +194,7 @@ function PreviewTable({ p }: { p: Preview }) {
 function CreateForm(props: { c: ConsoleContext; f?: Partial<PromotionFormInput> & { starts_local?: string; ends_local?: string } }) {
   const op = operator(props.c);
   const f = props.f ?? {};
-  const local = (iso: string | undefined) => (iso ? iso.slice(0, 16) : "");
+  const local = (iso: string | undefined) => localInput(iso).value;
   return (
     <WriteForm action="/console/promotions" csrf={op.csrf} role={op.session.role} label="Create a promotion">
       <label>
@@ -193,11 +203,11 @@ function CreateForm(props: { c: ConsoleContext; f?: Partial<PromotionFormInput> 
       </label>
       <label>
         Starts (UTC)
-        <input name="starts_at" type="datetime-local" required value={f.starts_local ?? local(f.starts_at)} />
+        <input name="starts_at" type="datetime-local" step="1" required value={f.starts_local ?? local(f.starts_at)} />
       </label>
       <label>
         Ends (UTC, optional)
-        <input name="ends_at" type="datetime-local" value={f.ends_local ?? local(f.ends_at || undefined)} />
+        <input name="ends_at" type="datetime-local" step="1" value={f.ends_local ?? local(f.ends_at || undefined)} />
       </label>
       <label>
         Target
@@ -309,6 +319,7 @@ promotionPages.get("/console/promotions/:id", async (c) => {
   const p = res.body as unknown as PromotionView;
   const op = operator(c);
   const now = clockNow();
+  const ends = localInput(p.ends_at);
   return page(
     c,
     `Promotion · ${p.name}`,
@@ -332,8 +343,9 @@ promotionPages.get("/console/promotions/:id", async (c) => {
             </label>
             <label>
               Ends (UTC, empty = open-ended)
-              <input name="ends_at" type="datetime-local" value={p.ends_at ? p.ends_at.slice(0, 16) : ""} />
+              <input name="ends_at" type="datetime-local" step={ends.step} value={ends.value} />
             </label>
+            <input type="hidden" name="ends_at_shown" value={ends.value} />
             <button type="submit">Save</button>
           </WriteForm>
         </section>
@@ -362,9 +374,20 @@ promotionPages.post("/console/promotions/:id/edit", async (c) => {
   const id = z.string().min(1).max(100).parse(c.req.param("id"));
   const f = await formInput(
     c,
-    z.object({ if_match: IfMatch, name: z.string().trim().min(1).max(200), priority: z.coerce.number().int().min(-1_000_000).max(1_000_000), ends_at: z.union([z.literal(""), LocalInstant]) }),
+    z.object({
+      if_match: IfMatch,
+      name: z.string().trim().min(1).max(200),
+      priority: z.coerce.number().int().min(-1_000_000).max(1_000_000),
+      ends_at: z.union([z.literal(""), LocalInstant]),
+      ends_at_shown: z.string().max(40).optional(),
+    }),
   );
-  const res = await adminCall(c, "PATCH", `/admin/promotions/${encodeURIComponent(id)}`, { name: f.name, priority: f.priority, ends_at: f.ends_at || null }, { "if-match": `"${f.if_match}"` });
+  // An end left as the page showed it is not sent: the stored instant stays exactly as it is (If-Match makes sure
+  // the page showed the current one). The raw field is compared, since the parsed one is already an ISO string.
+  const raw = (await c.req.parseBody()) as Record<string, unknown>;
+  const endsChanged = f.ends_at_shown === undefined || raw.ends_at !== f.ends_at_shown;
+  const patch = { name: f.name, priority: f.priority, ...(endsChanged ? { ends_at: f.ends_at || null } : {}) };
+  const res = await adminCall(c, "PATCH", `/admin/promotions/${encodeURIComponent(id)}`, patch, { "if-match": `"${f.if_match}"` });
   if (res.status !== 200) return promotionProblem(c, id, res);
   return done(c, `/console/promotions/${encodeURIComponent(id)}`, `Saved (version ${String(res.body?.version)}).`);
 });

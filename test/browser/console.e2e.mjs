@@ -268,6 +268,21 @@ try {
   await audit(page, "promotions", scripts);
   log(`promotion '${promoName}' previewed (${matched} SKUs) and shown on the timeline as scheduled`);
 
+  // A rename in the browser keeps an end stored with seconds and milliseconds exactly (datetime-local round trip).
+  const endsAt = new Date(Math.ceil(Date.now() / 60_000) * 60_000 + 3 * 86_400_000 + 59_250).toISOString();
+  const exact = await api("POST", "/admin/promotions", {
+    name: "E2E exact end", starts_at: new Date(Date.now() + 86_400_000).toISOString(), ends_at: endsAt,
+    target: { type: "products", values: ["p-000002"] }, value: { type: "percent_off", bps: 500 },
+  });
+  check(exact.status === 201, `promotion for the edit answered ${exact.status}`);
+  await goto(page, `/console/promotions/${exact.body.id}`);
+  await page.fill('form[aria-label="Edit promotion"] input[name="name"]', "E2E exact end, renamed");
+  await page.click('form[aria-label="Edit promotion"] button[type="submit"]');
+  await page.waitForSelector(".flash.ok");
+  const afterRename = await api("GET", `/admin/promotions/${exact.body.id}`);
+  check(afterRename.body.name === "E2E exact end, renamed" && afterRename.body.ends_at === endsAt, `rename moved the end: ${afterRename.body.ends_at} (stored ${endsAt})`);
+  log(`promotion renamed in the browser; its end ${endsAt} kept to the millisecond`);
+
   // --- products: drafts are listed; a stale If-Match shows what changed; archive ------------------------------------
   const draft = await api("PUT", "/admin/products/p-990777", {
     slug: "e2e-draft-lamp", title: "E2E draft lamp", brand: "Kestrel", category_id: "cat-headphones", status: "draft",
