@@ -651,4 +651,44 @@ describe("console promotions", () => {
     expect((await submitEdit(b, promo.id, { ends_at: "" })).status).toBe(303);
     expect((await stored(promo.id)).ends_at).toBeNull();
   });
+
+  it("an impossible date in the create or edit form is a 400 page naming the field, and nothing is written", async () => {
+    const t = Math.ceil(Date.now() / 60_000) * 60_000 + 3_600_000;
+    const promo = await apiPromotion(new Date(t).toISOString(), new Date(t + 86_400_000).toISOString());
+    const { b } = await signIn(ADMIN_TOKEN);
+    for (const bad of ["2026-13-01T00:00", "2026-02-30T10:00", "2026-06-01T25:00", "2026-06-01T10:00:60"]) {
+      const edit = await submitEdit(b, promo.id, { ends_at: bad });
+      expect(edit.status, bad).toBe(400);
+      expect(await edit.text()).toMatch(/ends_at: must be a date and time that exists/);
+      const csrf = await csrfOf(b, "/console/promotions");
+      const form = { _csrf: csrf, name: "Impossible", starts_at: bad, ends_at: "", target_type: "products", target_values: "p-x", value_type: "percent_off", percent: "10", intent: "create" };
+      const created = await post(b, "/console/promotions", form);
+      expect(created.status, bad).toBe(400);
+      expect(await created.text()).toMatch(/starts_at: must be a date and time that exists/);
+    }
+    expect(await stored(promo.id)).toMatchObject({ version: promo.version, ends_at: new Date(t + 86_400_000).toISOString() });
+  });
+});
+
+describe("console URLs with ids no record can have", () => {
+  it("an over-long id in any console page or form URL is a 400 page, never a 500", async () => {
+    const { b } = await signIn(ADMIN_TOKEN);
+    const csrf = await csrfOf(b);
+    const long = "a".repeat(1000);
+    const statuses: Record<string, number> = {};
+    for (const path of [`/console/products/${long}`, `/console/promotions/${long}`, `/console/affiliates/${long}`]) {
+      const res = await get(b, path);
+      statuses[`GET ${path.slice(0, 30)}`] = res.status;
+      if (res.status === 400) expect(await res.text()).toMatch(/Invalid input/);
+    }
+    const writes = [
+      ...["edit", "archive"].map((a) => `/console/products/${long}/${a}`),
+      ...["edit", "end"].map((a) => `/console/promotions/${long}/${a}`),
+      ...["rotate", "revoke", "edit"].map((a) => `/console/affiliates/${long}/${a}`),
+      ...["set", "adjust", "hot", "unhot", "release"].map((a) => `/console/stock/${"S".repeat(200)}/${a}`),
+      `/console/recommendations/${long}/pins`,
+    ];
+    for (const path of writes) statuses[`POST ${path.replace(/(a{8}|S{8})\1+/, "…")}`] = (await post(b, path, { _csrf: csrf, if_match: "1" })).status;
+    expect(Object.entries(statuses).filter(([, s]) => s !== 400)).toEqual([]);
+  });
 });

@@ -73,10 +73,12 @@ function Timeline(props: { items: PromotionView[]; now: number }) {
 }
 
 /** datetime-local values are taken as UTC (the console shows every time in UTC); seconds and milliseconds are kept. */
-const LocalInstant = z
-  .string()
-  .regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?$/, "must be a date and time")
-  .transform((s) => new Date(`${s.length === 16 ? `${s}:00` : s}Z`).toISOString());
+const LocalInstant = z.iso
+  .datetime({ local: true, error: "must be a date and time that exists (YYYY-MM-DDTHH:MM, seconds optional)" })
+  // Checked as a calendar date above (no 2026-02-30, no 25:00), so the Date below is always valid.
+  .transform((s) => new Date(`${s}Z`).toISOString());
+/** An optional datetime-local field: left empty, or an instant (a union would hide LocalInstant's message). */
+const OptionalLocalInstant = z.preprocess((v) => (v === "" ? undefined : v), LocalInstant.optional());
 
 /**
  * An instant as a datetime-local value, to the millisecond it is stored with: a value cut to the minute would move
@@ -91,7 +93,7 @@ function localInput(iso: string | null | undefined): { value: string; step: stri
 const PromotionForm = z.object({
   name: z.string().trim().min(1).max(200),
   starts_at: LocalInstant,
-  ends_at: z.union([z.literal(""), LocalInstant]).optional(),
+  ends_at: OptionalLocalInstant,
   target_type: z.enum(TARGET_TYPES),
   target_values: z.string().trim().min(1).max(5000),
   value_type: z.enum(["percent_off", "amount_off", "fixed_price"]),
@@ -378,7 +380,7 @@ promotionPages.post("/console/promotions/:id/edit", async (c) => {
       if_match: IfMatch,
       name: z.string().trim().min(1).max(200),
       priority: z.coerce.number().int().min(-1_000_000).max(1_000_000),
-      ends_at: z.union([z.literal(""), LocalInstant]),
+      ends_at: OptionalLocalInstant,
       ends_at_shown: z.string().max(40).optional(),
     }),
   );

@@ -1,6 +1,7 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { ZodError } from "zod";
 import type { AppEnv } from "../env";
 
 const PROBLEM_BASE = "https://edgeshelf.dev/problems/";
@@ -78,9 +79,26 @@ export function problemResponse(c: Context<AppEnv>, err: ApiError): Response {
   return new Response(JSON.stringify(body), { status: err.status, headers });
 }
 
+export type FieldError = { location: string; path: string; message: string };
+
+export function fieldErrors(location: string, error: ZodError): FieldError[] {
+  return error.issues.map((issue) => ({ location, path: issue.path.map(String).join("."), message: issue.message }));
+}
+
+/** The 400 for client input that fails its schema, listing each field; `detail` names the first. */
+export function invalidInput(location: string, error: ZodError): ApiError {
+  const errors = fieldErrors(location, error);
+  const first = errors[0];
+  return ApiError.badRequest(first ? `Invalid ${first.location}${first.path ? ` field '${first.path}'` : ""}: ${first.message}` : "Invalid request.", { errors });
+}
+
 /** Maps anything thrown into a problem; unknown errors become an opaque 500 (never a stack trace). */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
+  // A schema's .parse() throws this, and .parse() is only ever called on what a client sent (a console URL's id, …):
+  // the client's mistake. Our own data (stored rows, queue messages, configuration, DO results) is checked with
+  // safeParse where it is read and never rethrown as a ZodError, so a fault of ours cannot pass for a 4xx here.
+  if (err instanceof ZodError) return invalidInput("input", err);
   if (err instanceof HTTPException) {
     const status = err.status as ContentfulStatusCode;
     const slug = status === 413 ? "payload-too-large" : status === 415 ? "unsupported-media-type" : "bad-request";

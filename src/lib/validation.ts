@@ -1,30 +1,15 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import type { z } from "zod";
 import type { AppEnv } from "../env";
-import { ApiError } from "./errors";
+import { invalidInput } from "./errors";
 
-export type FieldError = { location: string; path: string; message: string };
-
-export function fieldErrors(target: string, error: z.ZodError): FieldError[] {
-  return error.issues.map((issue) => ({
-    location: target,
-    path: issue.path.map(String).join("."),
-    message: issue.message,
-  }));
-}
+export { fieldErrors, type FieldError } from "./errors";
 
 /** The one validation hook: any invalid query, params, headers or body becomes a 400 problem listing each field. */
 export const validationHook = (
   result: { target: string; success: true; data: unknown } | { target: string; success: false; error: z.ZodError },
 ): void => {
-  if (!result.success) {
-    const errors = fieldErrors(result.target, result.error);
-    const first = errors[0];
-    throw ApiError.badRequest(
-      first ? `Invalid ${first.location}${first.path ? ` field '${first.path}'` : ""}: ${first.message}` : "Invalid request.",
-      { errors },
-    );
-  }
+  if (!result.success) throw invalidInput(result.target, result.error);
 };
 
 /** Every resource's sub-app is made here, so all share the hook and the environment type. */
