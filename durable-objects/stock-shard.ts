@@ -102,7 +102,11 @@ export class StockShard extends DurableObject<Env> {
   async hold(req: HoldRequest): Promise<HoldResult> {
     const unknown = await this.adopt(req.lines.map((l) => l.sku));
     if (unknown) return unknown;
-    return this.atomically(() => holdResult(this.stock.hold(req, clockNow())));
+    const now = clockNow();
+    // Nothing this hold writes is due before its deadlines or the next outbox flush: an alarm armed no later
+    // than those stays as it is, and the alarm's five look-ups are skipped.
+    const earliest = Math.min(req.expiresAt, Math.max(now, this.lastFlushAt + OUTBOX_FLUSH_GAP_MS));
+    return this.atomically(() => holdResult(this.stock.hold(req, now, { noneDue: this.alarmAhead(now) })), earliest);
   }
 
   /** `released` is -1 when `attempt` is older than the saga attempt that owns the holds: nothing was released. */
@@ -1067,8 +1071,20 @@ export class StockShard extends DurableObject<Env> {
     }
   }
 
-  /** One alarm serves both deadlines: the earliest live hold and the earliest pending outbox send. */
-  private scheduleAlarm(): void {
+  /**
+   * True while an alarm this object set is still ahead. Every deadline is written through `atomically`, which keeps
+   * that alarm no later than the earliest of them, so nothing is due yet (the alarm handler clears it while it runs).
+   */
+  private alarmAhead(now: number): boolean {
+    return this.alarmAt !== undefined && this.alarmAt !== null && this.alarmAt > now;
+  }
+
+  /**
+   * One alarm serves both deadlines: the earliest live hold and the earliest pending outbox send. `earliest`: no
+   * deadline the caller wrote is before it, so an alarm already due by then (and still ahead) is kept unread.
+   */
+  private scheduleAlarm(earliest?: number): void {
+    if (earliest !== undefined && this.alarmAhead(clockNow()) && this.alarmAt! <= earliest) return;
     const hold = this.stock.nextExpiry();
     const pending = this.ctx.storage.sql.exec<{ t: number | null }>("SELECT MIN(next_attempt_at) AS t FROM outbox").one().t;
     const ob = pending === null ? null : Math.max(pending, this.lastFlushAt + OUTBOX_FLUSH_GAP_MS);
@@ -1090,9 +1106,9 @@ export class StockShard extends DurableObject<Env> {
   }
 
   /** Runs a synchronous mutation as one transaction, then re-arms the alarm for whatever it changed. */
-  private atomically<T>(fn: () => T): T {
+  private atomically<T>(fn: () => T, earliest?: number): T {
     const out = this.ctx.storage.transactionSync(fn);
-    this.scheduleAlarm();
+    this.scheduleAlarm(earliest);
     return out;
   }
 

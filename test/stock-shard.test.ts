@@ -165,6 +165,37 @@ describe("crash safety", () => {
     expect(await reconcile(sku!)).toMatchObject({ mismatches: [], oversold: 0, reserved: 0 });
   });
 
+  it("a hold due before the armed alarm brings the alarm forward, one due after leaves it, and each hold's event still goes out", async () => {
+    const [sku] = await makeSkus([10]);
+    // An object of its own: no other test's holds or events decide its alarm.
+    const stub = env.STOCK.getByName(uid("alarm-shard"));
+    const hold = async (expiresAt: number) => {
+      const res = await stub.hold({ reservationId: uid("direct"), expiresAt, lines: [{ sku: sku!, quantity: 1, location: "loc-us-east" }], preferredLocations: [], actor: "test" });
+      expect(res.ok).toBe(true);
+    };
+    // Once the hold's event is flushed, the alarm is left at the earliest hold deadline.
+    const settlesAt = (deadline: number) =>
+      vi.waitFor(
+        async () => {
+          const state = await runInDurableObject(stub, async (_, s) => ({
+            pending: s.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM outbox").one().n,
+            at: await s.storage.getAlarm(),
+          }));
+          expect(state).toEqual({ pending: 0, at: deadline });
+        },
+        { timeout: 10_000, interval: 50 },
+      );
+    const t0 = Date.now();
+    await hold(t0 + 3_600_000);
+    await settlesAt(t0 + 3_600_000);
+    await hold(t0 + 120_000);
+    await settlesAt(t0 + 120_000);
+    await hold(t0 + 1_800_000);
+    await settlesAt(t0 + 120_000);
+    const res = await stub.read([sku!]);
+    expect(res.ok && res.rows[0]).toMatchObject({ reserved: 3 });
+  });
+
   it("concurrent first sightings of a SKU adopt its baseline exactly once", async () => {
     const [sku] = await makeSkus([{ "loc-us-east": 4, "loc-ap-south": 6 }]);
     const reads = await Promise.all(Array.from({ length: 20 }, () => call(`/v1/availability?skus=${sku}`)));

@@ -130,6 +130,17 @@ export class StockStore {
     return h !== undefined && h.state !== "cold";
   }
 
+  /** isSub and isSplit in one statement, for the write path every movement takes. */
+  private roleOf(sku: string): { sub: boolean; split: boolean } {
+    const r = this.sql
+      .exec<{ sub: number; state: string | null }>(
+        "SELECT EXISTS (SELECT 1 FROM escrow_role WHERE sku = ?1 AND role = 'sub') AS sub, (SELECT state FROM hot_home WHERE sku = ?1) AS state",
+        sku,
+      )
+      .one();
+    return { sub: r.sub === 1, split: r.state !== null && r.state !== "cold" };
+  }
+
   isSub(sku: string): boolean {
     return this.sql.exec("SELECT 1 FROM escrow_role WHERE sku = ? AND role = 'sub'", sku).toArray().length > 0;
   }
@@ -199,18 +210,20 @@ export class StockStore {
    * Places all lines or none. Lines on one SKU are summed first, so a cart cannot oversell against itself. With a
    * holder and a per-SKU cap, the holder's live holds here plus the request must stay within the cap.
    */
-  hold(req: HoldRequest, now: number): { ok: true; items: HeldItem[] } | { ok: false; shortfalls: Shortfall[] } | HoldLimit {
-    this.expireDue(now);
-    const live = this.sql
-      .exec<RawHold>("SELECT * FROM holds WHERE reservation_id = ? AND state = 'held'", req.reservationId)
-      .toArray();
+  hold(req: HoldRequest, now: number, opts: { noneDue?: boolean } = {}): { ok: true; items: HeldItem[] } | { ok: false; shortfalls: Shortfall[] } | HoldLimit {
+    // `noneDue`: the caller knows no live hold has reached its deadline (its alarm, armed no later than the
+    // earliest one, is still ahead), so the expiry scan would find nothing.
+    if (!opts.noneDue) this.expireDue(now);
+    const mine = this.sql.exec<RawHold>("SELECT * FROM holds WHERE reservation_id = ?", req.reservationId).toArray();
+    const live = mine.filter((h) => h.state === "held");
     if (live.length) {
       this.claim(req.reservationId, req.attempt ?? 0);
       // A retried saga (same reservation id): the hold is already in place; only its deadline moves.
       this.sql.exec("UPDATE holds SET expires_at = ? WHERE reservation_id = ? AND state = 'held'", req.expiresAt, req.reservationId);
       return { ok: true, items: live.map((h) => ({ sku: h.sku, quantity: h.quantity, location: h.location })) };
     }
-    this.sql.exec("DELETE FROM holds WHERE reservation_id = ?", req.reservationId);
+    // Rows of an earlier attempt that ended (released, expired) make way for the new ones; a new id has none.
+    if (mine.length) this.sql.exec("DELETE FROM holds WHERE reservation_id = ?", req.reservationId);
 
     const wanted = new Map<string, { sku: string; location?: string; quantity: number }>();
     for (const line of req.lines) {
@@ -672,13 +685,14 @@ export class StockStore {
       meta.reason ?? null, meta.reservation_id ?? null, meta.actor ?? null, meta.event_id ?? null, now,
     );
     const row = this.toRow(r, seq);
-    if (this.isSub(sku)) {
+    const role = this.roleOf(sku);
+    if (role.sub) {
       // A sub-shard holds a slice of the SKU: it reports its counts to the home shard (coalesced, sent by the
       // alarm), and the home publishes the sum. Publishing the slice would overwrite the projection.
       this.queueReport(sku, now);
       return row;
     }
-    this.enqueueSnapshot(this.isSplit(sku) ? { ...(this.totalsOf(sku).find((t) => t.location === location) ?? row), seq } : row, now);
+    this.enqueueSnapshot(role.split ? { ...(this.totalsOf(sku).find((t) => t.location === location) ?? row), seq } : row, now);
     return row;
   }
 
