@@ -175,6 +175,20 @@ describe("hoarding caps and the sold-out marker", () => {
   });
 });
 
+describe("the sold-out marker seen from another isolate", () => {
+  it("a marker another isolate of the colo set is honoured once this isolate's last look at the SKU is a moment old", async () => {
+    const [sku] = await makeSkus([5]);
+    expect((await reserve([{ sku: sku!, quantity: 1 }])).status).toBe(201);
+    // Written straight into the colo's cache, as another isolate's sold-out answer would: this isolate did not see it happen.
+    await caches.default.put(`https://sold-out.edgeshelf.internal/${encodeURIComponent(sku!)}`, new Response("sold out", { headers: { "cache-control": "max-age=5" } }));
+    await new Promise((r) => setTimeout(r, 300));
+    const fromEdge = await reserve([{ sku: sku!, quantity: 1 }]);
+    expect(fromEdge.headers.get("x-sold-out")).toBe("edge");
+    await expectProblem(fromEdge, 409);
+    await caches.default.delete(`https://sold-out.edgeshelf.internal/${encodeURIComponent(sku!)}`);
+  });
+});
+
 describe("scope checks", () => {
   it("an affiliate key cannot reserve (403) and a storefront key cannot call admin (401)", async () => {
     const [sku] = await makeSkus([5]);

@@ -11,6 +11,7 @@
  */
 import { ApiError } from "../lib/errors";
 import { withTimeout } from "../lib/resilience";
+import { BoundedMap } from "../lib/isolate-memory";
 import type { HoldAdmission } from "./shopper-tally";
 import type { HoldLimit, HoldLine, Shortfall } from "./types";
 
@@ -27,24 +28,40 @@ function colo(): Cache | undefined {
   return typeof caches === "undefined" ? undefined : caches.default;
 }
 
+/**
+ * This isolate's last look at a SKU's marker, kept for MARKER_MEMO_MS of wall time: during a sale on one SKU the
+ * Cache API is asked a few times a second per isolate instead of on every reservation (that lookup was about half
+ * of the Worker's own work per reservation). A marker set or cleared by another isolate of the colo is seen up to
+ * MARKER_MEMO_MS later, which only moves the point where that colo starts (or stops) answering from the edge; this
+ * isolate's own marks and clears apply at once. Fixed-size entries, bounded like every per-isolate structure.
+ */
+const MARKER_MEMO_MS = 250;
+const seen = new BoundedMap<{ until: number; soldOut: boolean }>("flash-gate.sold-out-seen", { maxBytes: 256 * 1024, maxKeyLength: 128, sizeOf: () => 24 });
+
+async function lookUp(cache: Cache, sku: string, wall: number): Promise<boolean> {
+  const memo = seen.get(sku);
+  if (memo && memo.until > wall) return memo.soldOut;
+  const res = await withTimeout(cache.match(markerUrl(sku)), MARKER_TIMEOUT_MS, "sold-out marker").catch(() => undefined);
+  await res?.body?.cancel();
+  seen.set(sku, { until: wall + MARKER_MEMO_MS, soldOut: !!res });
+  return !!res;
+}
+
 /** SKUs (of lines that let any location serve them) that carry a live sold-out marker in this colo. */
 export async function soldOutSkus(lines: HoldLine[]): Promise<string[]> {
   const cache = colo();
   if (!cache) return [];
   const skus = [...new Set(lines.filter((l) => l.location === undefined).map((l) => l.sku))];
-  const hits = await Promise.all(
-    skus.map(async (sku) => {
-      const res = await withTimeout(cache.match(markerUrl(sku)), MARKER_TIMEOUT_MS, "sold-out marker").catch(() => undefined);
-      await res?.body?.cancel();
-      return res ? sku : undefined;
-    }),
-  );
+  const wall = Date.now();
+  const hits = await Promise.all(skus.map(async (sku) => ((await lookUp(cache, sku, wall)) ? sku : undefined)));
   return hits.filter((s): s is string => s !== undefined);
 }
 
 export async function markSoldOut(skus: string[]): Promise<void> {
   const cache = colo();
   if (!cache || !skus.length) return;
+  const until = Date.now() + MARKER_MEMO_MS;
+  for (const sku of skus) seen.set(sku, { until, soldOut: true });
   await Promise.all(
     skus.map((sku) =>
       withTimeout(
@@ -60,6 +77,7 @@ export async function markSoldOut(skus: string[]): Promise<void> {
 export async function clearSoldOut(skus: string[]): Promise<void> {
   const cache = colo();
   if (!cache) return;
+  for (const sku of skus) seen.delete(sku);
   await Promise.all(skus.map((sku) => cache.delete(markerUrl(sku)).catch(() => false)));
 }
 
