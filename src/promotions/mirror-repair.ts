@@ -8,7 +8,7 @@
 import { allCatalogDbs } from "../db/partitions";
 import { sendOutboxIds } from "../events/outbox";
 import { inputFromRow, type PromotionRow } from "./store";
-import { applyMirror, mirrorOf } from "./write";
+import { applyMirror, mirrorOf, ownedBy } from "./write";
 
 const FINGERPRINT = "SELECT count(*) AS n, total(version) AS v FROM promotions";
 /** Promotions re-applied per partition and run; the next minute takes the rest. */
@@ -29,7 +29,7 @@ export async function repairPromotionMirrors(env: Pick<Env, "DB" | "EVENTS" | "C
     for (const id of behind) {
       const row = await env.DB.prepare("SELECT * FROM promotions WHERE id = ?").bind(id).first<PromotionRow>();
       if (!row) continue;
-      const done = await applyMirror(db, mirrorOf(row), row.deleted_at === null ? inputFromRow(row) : null, now);
+      const done = await applyMirror(db, mirrorOf(row), row.deleted_at === null ? inputFromRow(row) : null, now, ownedBy(dbs.length, i + 1));
       if (!done) continue;
       await sendOutboxIds(env, done.outboxIds, db);
       repaired += 1;

@@ -10,9 +10,9 @@
  * idempotent apart from duplicate events, which the pipeline tolerates.
  */
 import { allCatalogDbs } from "../db/partitions";
-import { owns } from "../db/ownership";
 import { repairPromotionMirrors } from "./mirror-repair";
 import { refreshProductPrices } from "./price-refresh";
+import { ownedBy } from "./write";
 import { promotionBoundaryStatements } from "../webhooks/promotion-events";
 import { FIRST_RUN_LOOKBACK_MS, SWITCHED_THROUGH as WATERMARK } from "./watermark";
 import { registerAccounted } from "../lib/isolate-memory";
@@ -22,8 +22,7 @@ export async function switchDue(env: Pick<Env, "DB" | "EVENTS" | "CATALOG_PARTIT
   const from = row ? Number(row.value) : now - FIRST_RUN_LOOKBACK_MS;
   if (!(from < now)) return { from, products: 0 };
   // Each catalog partition switches its own products: it mirrors the promotions and holds their targets. An old
-  // partition still holding moved products' rows (a growth's clean-up, src/db/ownership.ts) leaves them alone: their
-  // owner holds the same targets and switches them, and the old rows' facet counts must stay as the growth noted them.
+  // partition still holding moved products' rows (a growth's clean-up) leaves them to their owner (ownedBy).
   const dbs = allCatalogDbs(env);
   const counts = await Promise.all(
     dbs.map(async (db, partition) => {
@@ -34,7 +33,7 @@ export async function switchDue(env: Pick<Env, "DB" | "EVENTS" | "CATALOG_PARTIT
         )
         .bind(from, now)
         .all<{ product_id: string }>();
-      const owned = results.map((r) => r.product_id).filter((id) => owns(dbs.length, partition, id));
+      const owned = results.map((r) => r.product_id).filter(ownedBy(dbs.length, partition));
       return refreshProductPrices(env, owned, now, db);
     }),
   );

@@ -12,6 +12,7 @@
  */
 import { isOccGuardError, occGuard } from "../db/guards";
 import { asList } from "../db/partitions";
+import { owns } from "../db/ownership";
 import { productChangedOutboxSql, type OutboxIds } from "../events/outbox";
 import type { DocPromotion } from "./effective-price";
 import { computePriceRows, priceRefreshStatements } from "./price-refresh";
@@ -59,12 +60,12 @@ export async function writePromotion(dbs: D1Database | readonly D1Database[], wr
   if (input) await Promise.all(list.map((db, i) => (i === 0 || targets[i]!.length ? checkAmountOff(db, input, targets[i]!) : undefined)));
 
   const directory = list[0]!;
-  const part = await partitionStatements(directory, directoryHeader(directory, write, input, now), write, input, targets[0]!, now);
+  const part = await partitionStatements(directory, directoryHeader(directory, write, input, now), write, input, targets[0]!, now, ownedBy(list.length, 0));
   const results = await directory.batch(part.statements);
   const out: WriteResult = { outboxIds: [{ db: directory, ids: part.outboxIds(results) }], productIds: part.productIds };
   if (list.length > 1) {
     const row = mirrorRow(write, input, now);
-    const mirrored = await Promise.all(list.slice(1).map((db, i) => applyMirror(db, row, input, now, targets[i + 1]!)));
+    const mirrored = await Promise.all(list.slice(1).map((db, i) => applyMirror(db, row, input, now, ownedBy(list.length, i + 1), targets[i + 1]!)));
     for (const [i, m] of mirrored.entries()) {
       if (!m) continue;
       out.outboxIds.push({ db: list[i + 1]!, ids: m.outboxIds });
@@ -128,6 +129,15 @@ function mirrorRow(write: WriteKind, input: PromotionInput | null, now: number):
   };
 }
 
+/**
+ * Which products partition `partition` of `count` prices. During a growth's clean-up an old partition still holds
+ * rows of products that moved (src/db/ownership.ts): their owner prices them, and the old rows' facet counts must
+ * stay as the growth noted them (grow_moved_facets), so a promotion's SQL targets there are not re-priced.
+ */
+export function ownedBy(count: number, partition: number): (productId: string) => boolean {
+  return (productId) => owns(count, partition, productId);
+}
+
 export type PartitionStatements = { statements: D1PreparedStatement[]; outboxIds: (results: readonly D1Result[]) => number[]; productIds: string[] };
 
 /**
@@ -141,6 +151,7 @@ export async function partitionStatements(
   input: PromotionInput | null,
   targets: readonly Target[],
   now: number,
+  owned: (productId: string) => boolean,
 ): Promise<PartitionStatements> {
   const previous =
     write.kind === "create"
@@ -154,7 +165,7 @@ export async function partitionStatements(
 
   // Prices as they will be once this write commits: the stored schedule minus this promotion's old version
   // plus its new one.
-  const rows = await computePriceRows(db, affected, now, (productId, schedule) => {
+  const rows = await computePriceRows(db, affected.filter(owned), now, (productId, schedule) => {
     const others = schedule.filter((p) => p.id !== write.id);
     const skus = skusByProduct.get(productId);
     return input && skus ? [...others, docPromotion(write.id, input, skus)] : others;
@@ -243,13 +254,14 @@ export async function applyMirror(
   row: MirrorRow,
   input: PromotionInput | null,
   now: number,
+  owned: (productId: string) => boolean,
   targets?: readonly Target[],
 ): Promise<{ outboxIds: number[]; productIds: string[] } | null> {
   const id = row.columns[0] as string;
   try {
     const resolved = targets ?? (input ? await resolveTargets(db, input.target) : []);
     // "update": the mirror may already hold targets of an older version to replace.
-    const part = await partitionStatements(db, mirrorHeader(db, row), { kind: "update", id }, input, resolved, now);
+    const part = await partitionStatements(db, mirrorHeader(db, row), { kind: "update", id }, input, resolved, now, owned);
     const results = await db.batch(part.statements);
     return { outboxIds: part.outboxIds(results), productIds: part.productIds };
   } catch (err) {

@@ -20,6 +20,7 @@ import { splitMark } from "../../src/feeds/change-seq";
 import { decodeSince, encodeSince, resolvePositions } from "../../src/feeds/token";
 import { encodeCursor, runListing, type ListingParams } from "../../src/catalog/listing";
 import { originSession } from "../../src/catalog/origin";
+import { switchDue } from "../../src/promotions/switcher";
 import { insertProduct, seedCategories, seedProducts } from "../helpers/catalog-fixtures";
 import { rowCounting } from "../helpers/row-counting";
 import { BASE, admin, call, uid } from "../helpers/http";
@@ -396,6 +397,23 @@ describe("growing from one partition to two", () => {
     await applyStockEvents(allCatalogDbs(env), soldOut, now);
     expect(await env.CATALOG_1!.prepare(`SELECT count(*) AS n FROM products WHERE in_stock = 0 AND id IN (SELECT value FROM json_each(?))`).bind(JSON.stringify(moving)).first()).toEqual({ n: 100 });
     expect(await env.DB.prepare(`SELECT count(*) AS n FROM products WHERE in_stock = 1 AND id IN (SELECT value FROM json_each(?))`).bind(JSON.stringify(moving)).first()).toEqual({ n: 100 });
+
+    // A promotion written and switched meanwhile prices the moved products in their owner only: the old partition's
+    // rows keep the prices (and facet counts) the growth noted.
+    const prices = async (db: D1Database, ids: string[]) =>
+      (await db.prepare("SELECT id, min_prices FROM products WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id").bind(JSON.stringify(ids)).all<{ id: string; min_prices: string }>()).results;
+    const [staleBefore, ownedBefore, movedBefore] = await Promise.all([prices(env.DB, moving), prices(env.DB, newest), prices(env.CATALOG_1!, moving)]);
+    // One promotion in force from now: its write prices the targets, then the switch for its start prices them again
+    // (both at the clock's time, as the consumer's reconciliation does, so nothing moves after this).
+    const res = await call("/admin/promotions", {
+      method: "POST", headers: admin({ "content-type": "application/json" }),
+      body: JSON.stringify({ name: "Window sale", starts_at: new Date().toISOString(), ends_at: new Date(Date.now() + 3_600_000).toISOString(), target: { type: "brand", values: [brand] }, value: { type: "percent_off", bps: 9000 } }),
+    });
+    expect(res.status, await res.clone().text()).toBe(201);
+    expect((await switchDue({ ...env, EVENTS: recordingQueue }, Date.now() + 1)).products).toBeGreaterThan(0);
+    expect(await prices(env.DB, moving)).toEqual(staleBefore);
+    expect(await prices(env.DB, newest)).not.toEqual(ownedBefore);
+    expect(await prices(env.CATALOG_1!, moving)).not.toEqual(movedBefore);
 
     type Body = { items: { id: string }[]; next_cursor: string | null; total: number; total_exact: boolean; facets: unknown; facets_exact: boolean };
     const get = async (path: string) => {
