@@ -6,7 +6,7 @@ import { admin, call, expectProblem, json, uid } from "./helpers/http";
 import { racedParts } from "./helpers/import-race";
 import { countingEnv } from "./helpers/binding-counter";
 import { seedCategories } from "./helpers/catalog-fixtures";
-import { CRON_IMPORT_RESERVE, CRON_IMPORT_SHARE, MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES, QUERY_BUDGET, commitImport, getImport, importsTick, runImport } from "../src/imports/import-job";
+import { CRON_IMPORT_RESERVE, CRON_IMPORT_SHARE, MAX_IMPORT_LINES, PUBLISH_CHUNK_LINES, QUERY_BUDGET, commitImport, getImport, importsTick, maxPartLines, runImport } from "../src/imports/import-job";
 import { MAX_SWITCH_STATEMENTS, MAX_UPDATE_CHUNKS } from "../src/imports/publish";
 import { visibleProductSql } from "../src/imports/visibility";
 
@@ -50,6 +50,13 @@ async function count(sql: string, ...binds: unknown[]): Promise<number> {
 beforeAll(async () => {
   await seedCategories(env.DB);
 });
+
+/**
+ * An import's limits count chunks (queries per invocation, statements per switch), not rows: tests of those limits
+ * run with 100-line chunks (IMPORT_CHUNK_LINES) and the production chunk counts, a twentieth of the rows.
+ */
+const SMALL_CHUNK = 100;
+const smallChunks = { ...env, IMPORT_CHUNK_LINES: String(SMALL_CHUNK) } as Env;
 
 describe("bulk import", () => {
   it("needs the admin token", async () => {
@@ -535,7 +542,7 @@ describe("the cron never leaves an import waiting for a budget", () => {
     const id = crypto.randomUUID();
     const brand = `Bigswitch ${uid("b")}`;
     // 29 chunks of changes: 3 + 29 × 14 = 409 statements in one switch batch, more than the cron's share of 400.
-    const changes = 29 * PUBLISH_CHUNK_LINES;
+    const changes = 29 * SMALL_CHUNK;
     // The oldest import of all, so it is the tick's first (the cron takes imports by age).
     await env.DB.prepare("INSERT INTO imports (id, content_hash, format, status, created_at, updated_at) VALUES (?, '', 'ndjson', 'publishing', 1, 1)").bind(id).run();
     await env.DB.prepare(
@@ -546,11 +553,11 @@ describe("the cron never leaves an import waiting for a budget", () => {
     )
       .bind(id, brand, changes)
       .run();
-    // The switch's 58,000 product.changed events would flood the local queue broker (its timers are capped): they
-    // are not what this test is about, so the queue accepts and drops them.
+    // The switch's product.changed events (58,000 at full-size chunks) would flood the local queue broker (its timers
+    // are capped): they are not what this test is about, so the queue accepts and drops them.
     const quietQueue = { send: async () => {}, sendBatch: async () => {} } as unknown as Queue;
     const ctx = createExecutionContext();
-    await handleScheduled(createScheduledController({ scheduledTime: Date.now(), cron: "* * * * *" }), { ...env, EVENTS: quietQueue }, ctx);
+    await handleScheduled(createScheduledController({ scheduledTime: Date.now(), cron: "* * * * *" }), { ...smallChunks, EVENTS: quietQueue }, ctx);
     await waitOnExecutionContext(ctx);
     expect(await getImport(env, id)).toMatchObject({ status: "completed", staged: 0 });
     expect(await visibleCount(brand)).toBe(changes);
@@ -569,27 +576,30 @@ describe("a single upload stays within one invocation's queries", () => {
   it("a full-size upload of changes and new products makes fewer than 1,000 D1 queries; what it leaves, the cron publishes", async () => {
     const p = uid("full");
     const brand = `Full ${p}`;
-    // 60,000 products that exist (the upload changes them: a 30-chunk switch) and 48,000 new ones.
-    const existing = 30 * PUBLISH_CHUNK_LINES;
+    // 30 chunks of products that exist (the upload changes them: a 30-chunk switch) and 24 of new ones: the
+    // largest single upload, 54 chunks (108,000 lines at full-size chunks).
+    const existing = 30 * SMALL_CHUNK;
+    const total = maxPartLines(smallChunks);
+    expect(total / SMALL_CHUNK).toBe(MAX_IMPORT_LINES / PUBLISH_CHUNK_LINES);
     await env.DB.prepare(
       `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?2 - 1)
        INSERT INTO products (id, slug, title, brand, category_id) SELECT ?1 || '-' || i, ?1 || '-' || i, 'old', 'old', 'cat-camping' FROM n`,
     )
       .bind(p, existing)
       .run();
-    const lines = Array.from({ length: MAX_IMPORT_LINES }, (_, i) => JSON.stringify({ id: `${p}-${i}`, slug: `${p}-${i}`, title: "F", brand, category_id: "cat-camping", variants: [{ sku: `${p}-${i}`, prices: { USD: 100 } }] }));
-    const counter = countingEnv(env);
+    const lines = Array.from({ length: total }, (_, i) => JSON.stringify({ id: `${p}-${i}`, slug: `${p}-${i}`, title: "F", brand, category_id: "cat-camping", variants: [{ sku: `${p}-${i}`, prices: { USD: 100 } }] }));
+    const counter = countingEnv(smallChunks);
     const result = await runImport(counter.env, new Blob([lines.join("\n") + "\n"]).stream(), "ndjson");
     // Production fails the 1,001st query of an invocation: the commit gets what staging left, not a fixed share.
     expect(counter.d1.length).toBeLessThan(1_000);
-    expect(result.accepted).toBe(MAX_IMPORT_LINES);
+    expect(result.accepted).toBe(total);
     const ctx = createExecutionContext();
     const quietQueue = { send: async () => {}, sendBatch: async () => {} } as unknown as Queue;
     for (let t = 1; t <= 3 && (await getImport(env, result.import_id))!.status !== "completed"; t++) {
-      await handleScheduled(createScheduledController({ scheduledTime: Date.now() + t * 60_000, cron: "* * * * *" }), { ...env, EVENTS: quietQueue }, ctx);
+      await handleScheduled(createScheduledController({ scheduledTime: Date.now() + t * 60_000, cron: "* * * * *" }), { ...smallChunks, EVENTS: quietQueue }, ctx);
     }
     await waitOnExecutionContext(ctx);
     expect(await getImport(env, result.import_id)).toMatchObject({ status: "completed", staged: 0 });
-    expect(await visibleCount(brand)).toBe(MAX_IMPORT_LINES);
+    expect(await visibleCount(brand)).toBe(total);
   }, 120_000);
 });

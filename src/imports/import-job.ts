@@ -17,7 +17,7 @@ import { supportedCurrencies } from "../catalog/locale";
 import { partitionCount, allCatalogDbs } from "../db/partitions";
 import { isUniqueError } from "../db/guards";
 import { now as clockNow } from "../lib/clock";
-import { CHUNK_LINES, PartTooLarge, receivePart, type AcceptedLine, type ImportFormat, type Rejection } from "./receive";
+import { CHUNK_LINES, chunkLines, PartTooLarge, receivePart, type AcceptedLine, type ChunkEnv, type ImportFormat, type Rejection } from "./receive";
 import { stageChunk } from "./stage";
 import { releaseImportProductClaims } from "../catalog/sku-claims";
 import { checkSwitchSize, slugClashes, finalizeImport, ImportTooManyUpdates, MAX_REPORTED_ERRORS, MAX_UPDATE_CHUNKS, mergedLinesSql, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
@@ -25,7 +25,7 @@ import { checkSwitchSize, slugClashes, finalizeImport, ImportTooManyUpdates, MAX
 export type { ImportFormat, Rejection };
 export { CHUNK_LINES as PUBLISH_CHUNK_LINES };
 
-type ImportEnv = Pick<Env, "DB" | "SUPPORTED_CURRENCIES" | "CATALOG_PARTITIONS" | "IMPORT_TRACE">;
+type ImportEnv = Pick<Env, "DB" | "SUPPORTED_CURRENCIES" | "CATALOG_PARTITIONS" | "IMPORT_TRACE"> & ChunkEnv;
 
 export type ImportResult = {
   import_id: string;
@@ -63,13 +63,13 @@ const STAGE_STATEMENTS_PER_PARTITION = 10;
 const STAGE_BUDGET = 600;
 
 /** Most lines of one part (one upload): its staging must fit one invocation. 108,000 with one partition, 56,000 with two. */
-export function maxPartLines(env: Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string }): number {
-  return CHUNK_LINES * Math.floor(STAGE_BUDGET / (STAGE_STATEMENTS_PER_PARTITION * partitionCount(env) + 1));
+export function maxPartLines(env: Pick<Env, "DB"> & { CATALOG_PARTITIONS?: string } & ChunkEnv): number {
+  return chunkLines(env) * Math.floor(STAGE_BUDGET / (STAGE_STATEMENTS_PER_PARTITION * partitionCount(env) + 1));
 }
 /** The largest single upload with one partition. */
 export const MAX_IMPORT_LINES = CHUNK_LINES * Math.floor(STAGE_BUDGET / (STAGE_STATEMENTS_PER_PARTITION + 1));
 /** Changes to existing products one partition's switch can publish. */
-export const MAX_UPDATES_PER_PARTITION = MAX_UPDATE_CHUNKS * CHUNK_LINES;
+const maxUpdatesPerPartition = (env: ChunkEnv) => MAX_UPDATE_CHUNKS * chunkLines(env);
 
 /** Opens an import that takes parts until it is committed. */
 export async function createImport(env: ImportEnv, format: ImportFormat, now = Date.now()): Promise<ImportResult> {
@@ -133,6 +133,7 @@ export async function uploadPart(env: ImportEnv, importId: string, part: number,
       part,
       format: format ?? row.format,
       maxLines: maxPartLines(env),
+      chunkLines: chunkLines(env),
       categoryIds,
       currencies: new Set(supportedCurrencies(env)),
       reject,
@@ -239,8 +240,8 @@ export async function commitImport(env: ImportEnv, importId: string, budget: Bud
     } catch (err) {
       await abortImport(env, importId, String((err as Error).message), budget);
       if (err instanceof ImportTooManyUpdates) {
-        throw new ApiError(413, "payload-too-large", "Payload Too Large", `An import changes at most ${MAX_UPDATES_PER_PARTITION} existing products per catalog partition (new products are not limited): split the changes over several imports.`, {
-          limit_updates: MAX_UPDATES_PER_PARTITION,
+        throw new ApiError(413, "payload-too-large", "Payload Too Large", `An import changes at most ${maxUpdatesPerPartition(env)} existing products per catalog partition (new products are not limited): split the changes over several imports.`, {
+          limit_updates: maxUpdatesPerPartition(env),
         });
       }
       throw err;

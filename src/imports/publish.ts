@@ -2,7 +2,7 @@
  * Publishing a staged import: one switch on the directory, then bounded steps that may span invocations.
  *
  *   switch       ONE batch on the directory (partition 0): `imports.status` publishing → finalizing (compare-and-set),
- *                the partition's changes to existing products (chunks of CHUNK_LINES lines), and the import's row in
+ *                the partition's changes to existing products (chunks of CHUNK_LINES lines, chunkLines), and the import's row in
  *                `import_visibility`, with `rolling` = 1 when another partition has changes to existing products to
  *                roll forward. From its commit on, the import is published: nothing can take it back, and every
  *                later step only rolls forward. Before it, a failure aborts the import and prunes it.
@@ -25,12 +25,12 @@ import { retargetStatements } from "../promotions/targets";
 import { allCatalogDbs } from "../db/partitions";
 import { SETTLE_MS } from "./published-view";
 import { isOccGuardError, isUniqueError, occGuard } from "../db/guards";
-import { CHUNK_LINES } from "./receive";
+import { chunkLines, type ChunkEnv } from "./receive";
 import { releaseImportClaims } from "../catalog/sku-claims";
 import { importBatch, insertAttributes, insertPrices, insertTranslations, insertVariants, PRODUCT_COLUMNS, PRODUCT_VALUES, stagedPriceKeys, stagedRows, stagedVariants } from "./row-sql";
 import { CHANGE_SEQ_BASE_SQL, DERIVED_IN_STOCK_SQL } from "../feeds/change-seq";
 
-type PartitionEnv = Pick<Env, "DB" | "IMPORT_TRACE"> & { CATALOG_PARTITIONS?: string };
+type PartitionEnv = Pick<Env, "DB" | "IMPORT_TRACE"> & { CATALOG_PARTITIONS?: string } & ChunkEnv;
 
 /**
  * D1 statements one invocation may still spend. `reserve`: what a caller with other work (the cron) can add for
@@ -161,12 +161,12 @@ function pruneStatements(db: D1Database, importId: string, lo: number, hi: numbe
   ];
 }
 
-/** Line ranges of CHUNK_LINES staged changes to existing products, in line order. */
-async function updateChunks(db: D1Database, importId: string): Promise<{ lo: number; hi: number }[]> {
+/** Line ranges of `lines` staged changes to existing products (chunkLines), in line order. */
+async function updateChunks(db: D1Database, importId: string, lines: number): Promise<{ lo: number; hi: number }[]> {
   const { results } = await db
     .prepare(
       `SELECT min(line) AS lo, max(line) AS hi FROM (
-         SELECT line, (row_number() OVER (ORDER BY line) - 1) / ${CHUNK_LINES} AS k FROM import_rows WHERE import_id = ? AND is_new = 0)
+         SELECT line, (row_number() OVER (ORDER BY line) - 1) / ${lines} AS k FROM import_rows WHERE import_id = ? AND is_new = 0)
        GROUP BY k ORDER BY k`,
     )
     .bind(importId)
@@ -175,9 +175,9 @@ async function updateChunks(db: D1Database, importId: string): Promise<{ lo: num
 }
 
 /** The next chunk of whatever the partition still stages for the import, or null when nothing is left. */
-async function nextChunk(db: D1Database, importId: string): Promise<{ lo: number; hi: number } | null> {
+async function nextChunk(db: D1Database, importId: string, lines: number): Promise<{ lo: number; hi: number } | null> {
   const row = await db
-    .prepare(`SELECT min(line) AS lo, max(line) AS hi FROM (SELECT line FROM import_rows WHERE import_id = ? ORDER BY line LIMIT ${CHUNK_LINES})`)
+    .prepare(`SELECT min(line) AS lo, max(line) AS hi FROM (SELECT line FROM import_rows WHERE import_id = ? ORDER BY line LIMIT ${lines})`)
     .bind(importId)
     .first<{ lo: number | null; hi: number | null }>();
   return row?.lo == null || row.hi == null ? null : { lo: row.lo, hi: row.hi };
@@ -190,7 +190,7 @@ function outboxIdsOf(results: D1Result[], statements: D1PreparedStatement[], mar
 /** Refuses, before the switch, an import whose switch or roll-forward would not fit one batch. */
 export async function checkSwitchSize(env: PartitionEnv, importId: string): Promise<void> {
   const dbs = allCatalogDbs(env);
-  const counts = await Promise.all(dbs.map((db) => updateChunks(db, importId)));
+  const counts = await Promise.all(dbs.map((db) => updateChunks(db, importId, chunkLines(env))));
   counts.forEach((chunks, p) => {
     if (chunks.length > MAX_UPDATE_CHUNKS) throw new ImportTooManyUpdates(p, chunks.length);
   });
@@ -230,11 +230,11 @@ type UpdateBatch = { statements: D1PreparedStatement[]; marks: Set<D1PreparedSta
  * A partition's staged changes to existing products, chunk by chunk, the statements whose RETURNING ids go to the
  * outbox, and the read of lines whose slug was taken meanwhile (first, one per batch).
  */
-async function updateBatch(db: D1Database, importId: string, now: number): Promise<UpdateBatch> {
+async function updateBatch(db: D1Database, importId: string, now: number, lines: number): Promise<UpdateBatch> {
   const taken = db.prepare(TAKEN_SLUGS).bind(importId);
   const statements: D1PreparedStatement[] = [taken];
   const marks = new Set<D1PreparedStatement>();
-  for (const { lo, hi } of await updateChunks(db, importId)) {
+  for (const { lo, hi } of await updateChunks(db, importId, lines)) {
     const chunk = updateStatements(db, importId, now, lo, hi);
     marks.add(chunk[chunk.length - 2]!);
     statements.push(...chunk);
@@ -265,7 +265,7 @@ async function reportTakenSlugs(env: PartitionEnv, importId: string, batch: Upda
  */
 export async function switchImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<"switched" | "lost" | "deferred"> {
   const db = env.DB;
-  const updates = await updateBatch(db, importId, now);
+  const updates = await updateBatch(db, importId, now, chunkLines(env));
   const rolling = await changesElsewhere(env, importId);
   const statements: D1PreparedStatement[] = [
     db.prepare("UPDATE imports SET status = 'finalizing', published_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'publishing'").bind(importId, now),
@@ -300,7 +300,7 @@ async function changesElsewhere(env: PartitionEnv, importId: string): Promise<bo
 
 /** Rolls partition `p` (> 0) forward: its visibility row and its changes to existing products, one batch. False: out of budget. */
 async function rollForward(env: PartitionEnv, db: D1Database, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
-  const updates = await updateBatch(db, importId, now);
+  const updates = await updateBatch(db, importId, now, chunkLines(env));
   const statements = [db.prepare("INSERT INTO import_visibility (import_id, published_at) VALUES (?1, ?2)").bind(importId, now), ...updates.statements];
   budget.left -= 1;
   if (!take(budget, statements.length)) return false;
@@ -344,7 +344,7 @@ export async function finalizeImport(env: PartitionEnv, importId: string, now: n
     const db = dbs[p]!;
     for (;;) {
       if (budget.left < FINALIZE_STATEMENTS + 1) return false;
-      const chunk = await nextChunk(db, importId);
+      const chunk = await nextChunk(db, importId, chunkLines(env));
       budget.left -= 1;
       if (!chunk) break;
       const statements = finalizeStatements(db, importId, now, chunk.lo, chunk.hi);
@@ -373,7 +373,7 @@ export async function pruneImport(env: PartitionEnv, importId: string, budget: B
   for (const db of allCatalogDbs(env)) {
     for (;;) {
       if (budget.left < FINALIZE_STATEMENTS + 1) return false;
-      const chunk = await nextChunk(db, importId);
+      const chunk = await nextChunk(db, importId, chunkLines(env));
       budget.left -= 1;
       if (!chunk) break;
       const statements = pruneStatements(db, importId, chunk.lo, chunk.hi);

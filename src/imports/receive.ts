@@ -16,6 +16,17 @@ export type AcceptedLine = { line: number; id: string; slug: string; skus: strin
 
 /** Lines per chunk: the unit of staging, of the clash checks and of every publish statement. */
 export const CHUNK_LINES = 2_000;
+
+/**
+ * The chunk size an import runs with: CHUNK_LINES, unless `IMPORT_CHUNK_LINES` lowers it. Every limit of an import
+ * counts chunks (queries per invocation, statements per switch), so tests of those limits set a small size and keep
+ * the chunk counts they are about with a fraction of the rows.
+ */
+export type ChunkEnv = { IMPORT_CHUNK_LINES?: string };
+export function chunkLines(env: ChunkEnv): number {
+  const n = Number(env.IMPORT_CHUNK_LINES);
+  return Number.isInteger(n) && n > 0 && n < CHUNK_LINES ? n : CHUNK_LINES;
+}
 /**
  * Line numbers of part k start at (k - 1) × PART_LINE_SPAN + 1, so every line of a multi-part import has its own
  * number (errors name the part and the line within it) and parts may arrive in any order.
@@ -41,6 +52,8 @@ export type ReceiveContext = {
   part: number;
   format: ImportFormat;
   maxLines: number;
+  /** Lines per chunk handed to onChunk (chunkLines). */
+  chunkLines: number;
   categoryIds: Set<string>;
   currencies: Set<string>;
   reject: (line: number, error: string) => void;
@@ -113,7 +126,7 @@ export async function receivePart(body: ReadableStream<Uint8Array>, ctx: Receive
     seenSlugs.set(p.slug, n);
     for (const v of p.variants) seenSkus.set(v.sku, n);
     chunk.push({ line, id: productId, slug: p.slug, skus: p.variants.map((v) => v.sku), categoryId: p.category_id, doc: { ...p, min_prices: minPrices(p) } });
-    if (chunk.length >= CHUNK_LINES) {
+    if (chunk.length >= ctx.chunkLines) {
       await ctx.onChunk(chunk);
       chunk = [];
     }
