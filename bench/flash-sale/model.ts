@@ -35,6 +35,18 @@
  * with μ = min(measured, 1000) and S = STOCK_SHARDS. No term depends on the number of storefront keys or shoppers: a
  * shop with one key scales with its shoppers, and one shopper is bounded by one coordinator (μ) and, long before
  * that, by its rate limit.
+ *
+ * Counting calls treats every call as one do-noop's worth of object time. The calls of a reservation are heavier:
+ * the coordinator runs two transactions (idempotency record + tally, then the answer) and calls out once; the SKU's
+ * object runs the hold (about 15 SQL statements) and flushes the outbox. The weighted projection charges each object
+ * a do-noop's service time plus the CPU its part takes beyond a do-noop's (MEASURED_OBJECT_COST, measured locally),
+ * on the assumption that an object's fixed cost per call is what μ measures and its extra work adds to it:
+ *
+ *   t_c = 1/μ + Δc (coordinator, per reservation)     t_h = 1/μ + Δh (the SKU's stock object, per hold)
+ *   One SKU, not split:         X    = 1 / (t_h + t_c·C/S)
+ *   One hot SKU, K sub-shards:   X(K) = min(K/t_h, S/(t_c·C)) / (1 + 2K/stock)
+ *   A shop across many SKUs:     X    = min(S / (t_h + t_c·C), Q)
+ * With Δc = Δh = 0 these are the call-counting figures (up to the 1/S in-process hold, left out when weighted).
  */
 export type Projection = {
   text: string;
@@ -49,9 +61,31 @@ export type Projection = {
   workerCalls: number;
 };
 
+/** CPU ms per reservation that each object spends beyond a do-noop's (its RPC and one SQLite write). */
+export type ObjectCost = { coordinatorMs: number; holdMs: number };
+
+/**
+ * Measured 2026-12-05 09:41 UTC under the quiet lock (bench/results/reserve.md, "Where a reservation's CPU goes"):
+ * runtime CPU per request at successive cut points of a hot-SKU reservation. The coordinator: the begin transaction
+ * (0.55), the hold call and the answer's transaction (0.60), with half of each RPC it takes part in, less the do-noop
+ * object's 0.11; the stock object: the hold, its alarm and outbox flush (0.49, without the queue consumer's share)
+ * and half of the hold call, less 0.11.
+ */
+export const MEASURED_OBJECT_COST: ObjectCost = { coordinatorMs: 1.03, holdMs: 0.45 };
+
 export type ModelOptions = { shards: number; stock: number; coordinatorCalls: number; queueLimit: number };
 
 const DEFAULTS: ModelOptions = { shards: 16, stock: 100_000, coordinatorCalls: 1, queueLimit: 5_000 };
+
+/** The same three ceilings with each object's part weighed by its measured extra CPU (see the header). */
+export function projectWeighted(perObjectRate: number, ks: number[], cost: ObjectCost, options: Partial<ModelOptions> = {}) {
+  const o = { ...DEFAULTS, ...options };
+  const mu = Math.min(perObjectRate, 1000);
+  const tc = 1 / mu + cost.coordinatorMs / 1000;
+  const th = 1 / mu + cost.holdMs / 1000;
+  const rows = ks.map((k) => ({ k, rate: Math.min(k / th, o.shards / (tc * o.coordinatorCalls)) / (1 + (2 * k) / o.stock) }));
+  return { rows, coldSku: 1 / (th + (tc * o.coordinatorCalls) / o.shards), shop: Math.min(o.shards / (th + tc * o.coordinatorCalls), o.queueLimit), cost };
+}
 
 export function project(perObjectRate: number, ks: number[], localK1: number, options: Partial<ModelOptions> = {}): Projection {
   const o = { ...DEFAULTS, ...options };
@@ -95,4 +129,8 @@ if (process.argv[1]?.endsWith("model.ts")) {
   console.log(`one SKU, not split: ${p.coldSku.toFixed(0)} reservations/s`);
   console.log(`one shop across SKUs: ${p.shop.toFixed(0)} reservations/s`);
   console.log(`objects touched per reservation: ${p.objectsTouched}; sequential object calls from the Worker: ${p.workerCalls}`);
+  const w = projectWeighted(rate, [1, 2, 4, 8, 16], MEASURED_OBJECT_COST);
+  console.log(`weighted by measured object cost (coordinator +${w.cost.coordinatorMs} ms, hold +${w.cost.holdMs} ms per reservation):`);
+  for (const r of w.rows) console.log(`K=${r.k}: ${r.rate.toFixed(0)} reservations/s`);
+  console.log(`one SKU, not split: ${w.coldSku.toFixed(0)} reservations/s; one shop across SKUs: ${w.shop.toFixed(0)} reservations/s`);
 }

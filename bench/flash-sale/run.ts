@@ -20,7 +20,7 @@ import { loadavg } from "node:os";
 import path from "node:path";
 import { buildOnce, freshDatabase, startDevServer } from "../lib/dev-server";
 import { fmt, percentile, statusJson } from "../lib/stats";
-import { project } from "./model";
+import { MEASURED_OBJECT_COST, project, projectWeighted } from "./model";
 import { recountStorm } from "./recount";
 import { benchArgs } from "../lib/args";
 
@@ -231,6 +231,7 @@ async function main() {
   const rc = await recount();
 
   const model = project(objectRate.okRps, ks, perK.get(1)!.okRps);
+  const weighted = projectWeighted(objectRate.okRps, ks, MEASURED_OBJECT_COST);
   const count = (r: Result, s: number) => r.statuses.get(s) ?? 0;
   const report = `# Flash-sale benchmark (bench/flash-sale)
 
@@ -264,15 +265,19 @@ nothing measurable here; the gain is on Cloudflare, where each object runs on it
 
 ${model.text}
 
-| K | projected hot-SKU reservations/s on Cloudflare |
-|---|---|
-${model.rows.map((r) => `| ${r.k} | ${fmt(r.rate, 0)} |`).join("\n")}
+Weighed by what each object's part of a reservation costs (bench/flash-sale/model.ts \`MEASURED_OBJECT_COST\`, from the
+cut points in bench/results/reserve.md): each object is charged a do-noop's service time (1/μ) plus the CPU its part
+takes beyond a do-noop's, ${weighted.cost.coordinatorMs} ms for the coordinator and ${weighted.cost.holdMs} ms for the SKU's stock object per reservation.
 
-| scope | projected reservations/s on Cloudflare |
-|---|---|
-| one SKU, not split (its home shard) | ${fmt(model.coldSku, 0)} |
-| one hot SKU, K = 8 | ${fmt(model.rows.find((r) => r.k === 8)?.rate ?? 0, 0)} |
-| one shop (one storefront key) across many SKUs, every object counted | **${fmt(model.shop, 0)}** |
+| K | projected hot-SKU reservations/s on Cloudflare, counting calls | weighed by measured object cost |
+|---|---|---|
+${model.rows.map((r, i) => `| ${r.k} | ${fmt(r.rate, 0)} | ${fmt(weighted.rows[i]!.rate, 0)} |`).join("\n")}
+
+| scope | projected reservations/s on Cloudflare, counting calls | weighed by measured object cost |
+|---|---|---|
+| one SKU, not split (its home shard) | ${fmt(model.coldSku, 0)} | ${fmt(weighted.coldSku, 0)} |
+| one hot SKU, K = 8 | ${fmt(model.rows.find((r) => r.k === 8)?.rate ?? 0, 0)} | ${fmt(weighted.rows.find((r) => r.k === 8)?.rate ?? 0, 0)} |
+| one shop (one storefront key) across many SKUs, every object counted | **${fmt(model.shop, 0)}** | **${fmt(weighted.shop, 0)}** |
 
 Objects one single-line reservation touches: ${model.objectsTouched} (coordinator with the shopper's tally, stock object; one when they are the same shard), one call each;
 sequential object calls from the Worker: ${model.workerCalls}.
