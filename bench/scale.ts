@@ -6,6 +6,9 @@
  * once, reuse); they are copied, never written, unless `--in-place` (the bench then serves them where they are:
  * no 5 GB copy while the machine is reserved). Without `--from` each size is seeded into .wrangler/bench-scale-<size>.
  * A size written `1000000x2` is served with CATALOG_PARTITIONS=2 (its directory seeded with two partitions).
+ * An A/B of two builds in one run: `--entries 'old=DIR/index.js,new=…' --sizes 10000x2@old,10000x2@new` serves each
+ * size from its bundle (built with `wrangler deploy --dry-run --outdir DIR` from each commit), the same database
+ * copied for both; ratios to the first size are then new ÷ old.
  *
  * Cases (misses use every URL once, so every answer comes from the tier the case names; the answering tier is
  * counted from `x-cache-tier`): bare route (baseline), product edge hit / KV hit / D1 miss, a small category's
@@ -47,13 +50,22 @@ const values = benchArgs({
   "cold-files": false,
   /** Serve this prebuilt bundle instead of building src/ (e.g. an older commit's, for an A/B in one run). */
   entry: undefined as string | undefined,
+  /** Named bundles for an A/B in one run, `name=path,…`: a size written `N@name` is served from that bundle. */
+  entries: "",
   /** wrangler's output per size goes to `<log-dir>/wrangler-<size>.log` (diagnostics: the Worker's console). */
   "log-dir": "",
 });
+const ENTRIES = new Map(values.entries.split(",").filter(Boolean).map((kv) => {
+  const [name, file] = kv.split("=");
+  return [name!, path.resolve(file!)] as const;
+}));
 const SIZES = values.sizes.split(",").map((label) => {
-  const [size, partitions] = label.split("x").map(Number);
+  // `dims` names the database (`--from`'s {size}); `variant` the bundle, so two builds can share one database.
+  const [dims, variant] = label.split("@") as [string, string | undefined];
+  const [size, partitions] = dims.split("x").map(Number);
   if (!Number.isInteger(size) || (partitions !== undefined && !Number.isInteger(partitions))) throw new Error(`bad size ${label}`);
-  return { label, size: size!, partitions: partitions ?? 1 };
+  if (variant !== undefined && !ENTRIES.has(variant)) throw new Error(`size ${label}: no bundle named ${variant} in --entries`);
+  return { label, dims, variant, size: size!, partitions: partitions ?? 1 };
 });
 const CONNECTIONS = values.connections;
 const ONLY = values.cases.split(",").map((w) => w.trim()).filter(Boolean);
@@ -142,13 +154,14 @@ function residency(persist: string): number | undefined {
 }
 
 /** Copies (or seeds) the database, starts wrangler dev on it, and prepares every case's URLs. */
-async function startSize({ label, size, partitions }: (typeof SIZES)[number], port: number): Promise<Size> {
+async function startSize({ label, dims, variant, size, partitions }: (typeof SIZES)[number], port: number): Promise<Size> {
   let persist = path.resolve(`.wrangler/bench-scale-${label}`);
   if (values.from && values["in-place"]) {
-    persist = path.resolve(values.from.replace("{size}", label));
+    if (variant !== undefined) throw new Error("an A/B (size@bundle) copies the database for each bundle: drop --in-place");
+    persist = path.resolve(values.from.replace("{size}", dims));
   } else {
     rmSync(persist, { recursive: true, force: true });
-    if (values.from) cpSync(values.from.replace("{size}", label), persist, { recursive: true });
+    if (values.from) cpSync(values.from.replace("{size}", dims), persist, { recursive: true });
   }
   if (values.from) for (const tier of ["cache", "kv", "do"]) rmSync(path.join(persist, "v3", tier), { recursive: true, force: true });
   const bindings = Array.from({ length: partitions }, (_, i) => (i === 0 ? "DB" : `CATALOG_${i}`));
@@ -167,7 +180,7 @@ async function startSize({ label, size, partitions }: (typeof SIZES)[number], po
   if (partitions > 1) vars.CATALOG_PARTITIONS = String(partitions);
   const inspectorPort = values["inspector-port"] + (port - values.port);
   const logFile = values["log-dir"] ? path.join(values["log-dir"], `wrangler-${label}.log`) : undefined;
-  const { origin } = await startDevServer({ port, inspectorPort, persist, vars, entry, logFile, logLevel: logFile ? "log" : undefined });
+  const { origin } = await startDevServer({ port, inspectorPort, persist, vars, entry: variant !== undefined ? ENTRIES.get(variant) : entry, logFile, logLevel: logFile ? "log" : undefined });
   // wrangler's DevTools proxy buffers every inspector event (and logs each to Node) until a client attaches: ~130 MB
   // per 1,000 reads and CPU in a second process, which lands on whichever request is running (bench/lib/inspector.ts).
   const inspector = await connectInspector(inspectorPort).catch(() => undefined);
@@ -247,7 +260,8 @@ let entry: string | undefined;
 async function main() {
   const sizes: Size[] = [];
   try {
-    entry = values.entry ? path.resolve(values.entry) : buildOnce(path.resolve(".wrangler/bench-scale-build"));
+    // Built only when some size is served from src/ (an A/B names a bundle for every size).
+    entry = values.entry ? path.resolve(values.entry) : SIZES.every((s) => s.variant !== undefined) ? undefined : buildOnce(path.resolve(".wrangler/bench-scale-build"));
     for (const [i, size] of SIZES.entries()) {
       console.error(`bench: preparing ${size.label}…`);
       sizes.push(await startSize(size, values.port + i));
@@ -313,10 +327,10 @@ function report(sizes: Size[], samples: Sample[][]): string {
   }));
   const lines: string[] = [];
   lines.push(`# Scale bench: ${sizes.map((s) => s.label).join(", ")} side by side`, "");
-  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}'${values["in-place"] ? " --in-place" : ""} --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}${values["seed-times"] ? ` --seed-times ${values["seed-times"]}` : ""}${values["warm-files"] ? " --warm-files" : ""}${values["cold-files"] ? " --cold-files" : ""}${values.entry ? ` --entry ${values.entry}` : ""}${ONLY.length ? ` --cases '${values.cases}'` : ""}\` (a size \`NxP\`: N products over P catalog partitions)`, "");
+  lines.push(`Command: \`npx tsx bench/scale.ts --sizes ${values.sizes} --from '${values.from ?? ""}'${values["in-place"] ? " --in-place" : ""} --connections ${CONNECTIONS} --each ${EACH} --rounds ${ROUNDS}${values["seed-times"] ? ` --seed-times ${values["seed-times"]}` : ""}${values["warm-files"] ? " --warm-files" : ""}${values["cold-files"] ? " --cold-files" : ""}${values.entry ? ` --entry ${values.entry}` : ""}${values.entries ? ` --entries '${values.entries}'` : ""}${ONLY.length ? ` --cases '${values.cases}'` : ""}\` (a size \`NxP\`: N products over P catalog partitions)`, "");
   const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(", ");
   lines.push(`Run ${new Date().toISOString()} on a 2-core machine; load average (1, 5, 15 min) ${load(loadAtStart)} when measuring began, ${load(loadavg())} at the end. Ratios are measured in the same run, each case in ${ROUNDS} alternating slices across sizes. ${CONNECTIONS} connections, ${EACH} requests per case and size.`, "");
-  lines.push("| case | size | n | p50 ms | p95 ms | p99 ms | p99 ÷ bare | p99 ÷ same case at " + sizes[0]!.size + " | p50 ÷ same case at " + sizes[0]!.size + " | tiers | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|---|");
+  lines.push("| case | size | n | p50 ms | p95 ms | p99 ms | p99 ÷ bare | p99 ÷ same case at " + sizes[0]!.label + " | p50 ÷ same case at " + sizes[0]!.label + " | tiers | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|---|");
   for (const [ci, c] of sizes[0]!.cases.entries()) {
     for (const [si, s] of sizes.entries()) {
       const r = stats[si]![ci]!;
@@ -336,7 +350,7 @@ function report(sizes: Size[], samples: Sample[][]): string {
       `| ${s.label} | ${s.partitions} | ${fmt(s.dbBytes / 1e9, 2)} GB${s.partitionBytes.length > 1 ? ` (${s.partitionBytes.map((b) => fmt(b / 1e9, 2)).join(" + ")})` : ""} | ${fmt(s.partitionBytes[0]! / 1e9, 2)} GB | ${fmt((s.dbBytes / s.size) * 1e5 / 1e6, 0)} MB | ${res === undefined ? "—" : `${fmt(res * 100, 0)} %${values["warm-files"] ? " (read through first)" : values["cold-files"] ? " (dropped first)" : ""}`} | ${Number.isFinite(seed) ? `${fmt(seed, 1)} s` : "—"} | ${Number.isFinite(seed) && Number.isFinite(seed0) ? fmt(seed / seed0, 1) : "—"} |`,
     );
   }
-  const big = sizes.filter((s) => !s.label.includes("x")).at(-1)!;
+  const big = sizes.filter((s) => !s.label.includes("x")).at(-1) ?? sizes.at(-1)!;
   lines.push("", `At ${fmt((big.dbBytes / big.size) * 1e5 / 1e6, 0)} MB per 100k products (the ${big.size} row), one D1 database (10 GB) holds about ${fmt(10e9 / (big.dbBytes / big.size) / 1e6, 2)} M products.`);
   // What each p99 is made of: with n requests per case, p99 is about the (n / 100)-th slowest.
   lines.push("", "Slowest three requests per case (ms), to read a p99 by:", "");
