@@ -3,12 +3,13 @@
  * boundary) travel the real queue to a real HTTP receiver in Node (test/node/webhook-receiver.ts), which verifies
  * each delivery with the `standardwebhooks` package.
  */
-import { env } from "cloudflare:test";
+import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
 import { beforeAll, describe, expect, it, vi } from "vitest";
+import { buildApp } from "../src/app";
 import { refuseTarget } from "../src/webhooks/target-policy";
 import { signatureHeader } from "../src/webhooks/signing";
 import { seedApiKeys } from "./helpers/api-keys";
-import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
+import { BASE, admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
 import { makeSkus } from "./helpers/stock-fixtures";
 
 type Received = { endpoint: string; id: string; verified: boolean; error?: string; status: number; at: number; payload: { type: string; timestamp: string; data: Record<string, unknown> } };
@@ -93,17 +94,35 @@ describe("webhook endpoints registry", () => {
     const prod = { ENVIRONMENT: "production", WEBHOOK_ALLOW_LOCAL: "true" };
     expect(refuseTarget("https://hooks.example.com/in", prod)).toBeNull();
     expect(refuseTarget("https://93.184.216.34/in", prod)).toBeNull();
+    expect(refuseTarget("https://hooks.example.com./in", prod)).toBeNull();
     for (const url of [
       "http://hooks.example.com/in", "https://127.0.0.1/x", "https://localhost/x", "https://10.1.2.3/x", "https://172.20.0.1/x",
       "https://192.168.1.10/x", "https://169.254.169.254/latest/meta-data", "https://[::1]/x", "https://[fe80::1]/x", "https://[fd00::1]/x",
       "https://[::ffff:127.0.0.1]/x", "https://2130706433/x", "https://0x7f.1/x", "https://100.64.0.1/x", "https://0.0.0.0/x",
       "https://printer.local/x", "https://metadata.google.internal/x", "https://intranet/x", "https://user:pw@hooks.example.com/x", "not a url",
+      // The same names fully qualified (a trailing dot resolves to the same host), and IPv4 with one.
+      "https://localhost./x", "https://localhost../x", "https://printer.local./x", "https://metadata.google.internal./computeMetadata/v1/",
+      "https://intranet./x", "https://app.localhost./x", "https://127.0.0.1./x", "https://./x",
     ]) {
       expect(refuseTarget(url, prod), url).not.toBeNull();
     }
     // Development allows a local receiver only when asked to.
     expect(refuseTarget("http://127.0.0.1:9/x", { ENVIRONMENT: "development", WEBHOOK_ALLOW_LOCAL: "true" })).toBeNull();
     expect(refuseTarget("http://127.0.0.1:9/x", { ENVIRONMENT: "development", WEBHOOK_ALLOW_LOCAL: "false" })).not.toBeNull();
+  });
+
+  it("registration in production refuses a local name written with a trailing dot (422), as without one", async () => {
+    const prod = { ...env, ENVIRONMENT: "production", WEBHOOK_ALLOW_LOCAL: "false" } as Env;
+    const register = async (url: string) => {
+      const ctx = createExecutionContext();
+      const init = { method: "POST", headers: admin({ "content-type": "application/json" }), body: JSON.stringify({ url, events: ["price.changed"] }) };
+      const res = await buildApp().fetch(new Request(`${BASE}/admin/webhooks`, init), prod, ctx);
+      await waitOnExecutionContext(ctx);
+      return res;
+    };
+    for (const url of ["https://localhost./hook", "https://metadata.google.internal./computeMetadata/v1/", "https://x.local./"]) {
+      expect((await expectProblem(await register(url), 422)).detail, url).toMatch(/not a public name/);
+    }
   });
 
   it("signatures follow Standard Webhooks: v1, base64 HMAC-SHA256 of id.timestamp.body (known vector)", async () => {

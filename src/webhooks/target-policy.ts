@@ -1,7 +1,8 @@
 /**
  * Where webhooks may be sent. In production only `https` URLs whose host is a public name or address: no
  * loopback, private (RFC 1918, unique-local), link-local (cloud metadata at 169.254.169.254), CGNAT, unspecified or
- * multicast addresses, no `localhost`/`.local`/`.internal` names, no credentials in the URL (SSRF). Local
+ * multicast addresses, no `localhost`/`.local`/`.internal` names (also written with a trailing dot), no credentials
+ * in the URL (SSRF). Local
  * development may send to http://127.0.0.1 receivers when WEBHOOK_ALLOW_LOCAL is "true"; that exception is
  * ignored whenever ENVIRONMENT is "production". Checked at registration and again before every delivery, and
  * redirects are never followed, so a target cannot bounce a delivery inward.
@@ -49,8 +50,10 @@ export function refuseTarget(raw: string, env: TargetEnv): string | null {
   if (url.username || url.password) return "credentials in the URL are not allowed (use the signing secret)";
   if (url.protocol !== "https:" && !(local && url.protocol === "http:")) return "only https URLs may receive webhooks";
   if (local) return null;
-  const host = url.hostname.toLowerCase();
-  if (host === "localhost" || host.endsWith(".localhost") || host.endsWith(".local") || host.endsWith(".internal") || !host.includes(".")) {
+  // A name with its trailing dot (`localhost.`, `x.internal.`) is the same host written fully qualified: URL keeps
+  // the dot, so without this it would pass every name check below.
+  const host = url.hostname.toLowerCase().replace(/\.+$/, "");
+  if (host === "" || host === "localhost" || host.endsWith(".localhost") || host.endsWith(".local") || host.endsWith(".internal") || !host.includes(".")) {
     return `host '${host}' is not a public name`;
   }
   // URL normalises decimal, octal and hex IPv4 spellings (http://2130706433/) to dotted form before this check.
