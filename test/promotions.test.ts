@@ -630,7 +630,10 @@ describe("promotion.started / promotion.ended webhooks: one event per change a s
   const patch = (id: string, version: number, body: Record<string, unknown>) => adminJson("PATCH", `/admin/promotions/${id}`, body, { "if-match": `"${version}"` });
 
   beforeAll(async () => {
-    const hook = await adminJson("POST", "/admin/webhooks", { url: "http://127.0.0.1:9/hook", events: ["promotion.started", "promotion.ended"] });
+    // A receiver that accepts: stock events of other tests reach the real queue, whose consumer delivers these
+    // events too, and an endpoint that kept failing would be disabled (and then nothing is recorded for it).
+    const url = `${env.WEBHOOK_RECEIVER_URL}/hook/ok/promotions-test`;
+    const hook = await adminJson("POST", "/admin/webhooks", { url, events: ["promotion.started", "promotion.ended"] });
     expect(hook.status).toBe(201);
   });
 
