@@ -659,6 +659,11 @@ describe("an import's changes to existing products over two partitions appear at
       const refused = await call(`/v1/products?brand=${encodeURIComponent(`${brand},none-${key++}`)}&limit=100`);
       expect(refused.status).toBe(503);
       expect(refused.headers.get("retry-after")).toBeTruthy();
+      // An affiliate feed page gathers both partitions too: it waits the same way (no cached copy: 503).
+      const affiliate = await json("POST", "/admin/affiliates", { name: "Seqlock feed", tracking_id: p.toLowerCase().replace(/[^a-z0-9]/g, ""), allowed_origins: ["https://publisher.example"] }, admin());
+      expect(affiliate.status, await affiliate.clone().text()).toBe(201);
+      const feedKey = (await affiliate.json<{ key: { key: string } }>()).key.key;
+      expect((await call("/v1/feeds/products?format=json&limit=5", { headers: { authorization: `Bearer ${feedKey}` } })).status).toBe(503);
     } finally {
       committing = false;
       await racing;
