@@ -1,7 +1,7 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { setClock } from "../src/lib/clock";
-import { coordinatorForScope, newReservationId, shardName, shardNameForSku } from "../src/stock/routing";
+import { coordinatorForScope, hotSubShardName, newReservationId, shardName, shardNameForSku } from "../src/stock/routing";
 import { seedApiKeys } from "./helpers/api-keys";
 import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
 import { ledgerOf, makeSkus, reconcile, shardStub } from "./helpers/stock-fixtures";
@@ -109,6 +109,23 @@ describe("outbox", () => {
     expect(letters.results).toHaveLength(1);
     expect(letters.results[0]!.error).toContain("larger than a queue message");
     expect(JSON.parse(letters.results[0]!.body)).toMatchObject({ type: "test.backlog", n: -1 });
+  });
+
+  it("a sub-shard of a hot SKU never sends its slice as the SKU's stock event: it reports to its home, which publishes the total", async () => {
+    const [sku] = await makeSkus([10]);
+    expect((await json("POST", `/admin/stock/${sku}/hot`, { sub_shards: 2 }, admin())).status).toBe(200);
+    const subs = [0, 1].map((i) => env.STOCK.getByName(hotSubShardName(sku!, i)));
+    const fromSubs = await Promise.all(subs.map((s) => wrapEvents(s)));
+    const fromHome = await wrapEvents(shardStub(sku!));
+    // Shoppers hash to either sub-shard.
+    for (let i = 0; i < 6; i++) {
+      const res = await json("POST", "/v1/reservations", { items: [{ sku, quantity: 1 }] }, storefront({ "idempotency-key": uid("sub"), "x-shopper-id": uid("shopper") }));
+      expect(res.status).toBe(201);
+    }
+    for (const s of subs) await drained(s);
+    await drained(shardStub(sku!));
+    expect(fromSubs.flatMap((s) => s.sent).filter((e) => e.type === "stock.changed")).toEqual([]);
+    expect(fromHome.sent.filter((e) => e.type === "stock.changed" && e.sku === sku).at(-1)).toMatchObject({ on_hand: 10, reserved: 6 });
   });
 
   it("events carry a per-SKU seq that grows with every change, across locations", async () => {

@@ -145,10 +145,14 @@ export class StockStore {
     return this.sql.exec("SELECT 1 FROM escrow_role WHERE sku = ? AND role = 'sub'", sku).toArray().length > 0;
   }
 
-  /** Asks the alarm to report this sub-shard's counts of `sku` to its home (coalesced into one pending row). */
+  /**
+   * Asks the alarm to report this sub-shard's counts of `sku` to its home (coalesced into one pending row). REPLACE,
+   * like a snapshot: a report in flight carries the counts read when it left, and deleting its row afterwards must
+   * not take a newer change's row with it, or the home would keep the older total until the next movement here.
+   */
   queueReport(sku: string, now: number): void {
     this.sql.exec(
-      "INSERT OR IGNORE INTO outbox (dedupe_key, body, attempts, next_attempt_at, created_at) VALUES (?, ?, 0, ?, ?)",
+      "INSERT OR REPLACE INTO outbox (dedupe_key, body, attempts, next_attempt_at, created_at) VALUES (?, ?, 0, ?, ?)",
       `report:${sku}`, JSON.stringify({ type: "escrow.report", sku }), now, now,
     );
   }
