@@ -345,7 +345,7 @@ promotionPages.get("/console/promotions/:id", async (c) => {
             </label>
             <label>
               Ends (UTC, empty = open-ended)
-              <input name="ends_at" type="datetime-local" step={ends.step} value={ends.value} />
+              <input name="ends_at" type="datetime-local" value={ends.value} step={ends.step} />
             </label>
             <input type="hidden" name="ends_at_shown" value={ends.value} />
             <button type="submit">Save</button>
