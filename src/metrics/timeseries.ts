@@ -4,7 +4,7 @@
  * as one upsert statement at most about once a minute, so requests never wait on it and D1 sees one write per
  * isolate per minute. Counters add up across isolates; gauges (`g.*`) keep the minute's maximum. Latency and
  * lag are histograms over fixed buckets (`*.h<i>`), which add up too, so percentiles merge across isolates and
- * minutes. Names come from code, never from input, and rows past the retention are pruned: the table is bounded
+ * minutes. Names come from code, never from input, and rows past the retention are pruned by the cron: the table is bounded
  * by RETENTION_MINUTES × the fixed set of names.
  */
 import { registerAccounted } from "../lib/isolate-memory";
@@ -50,7 +50,6 @@ export function shareWithin(bounds: readonly number[], counts: readonly number[]
 /** Per-isolate buffer: `${minute}|${name}` → value. */
 const pending = new Map<string, number>();
 let lastFlushMinute = minuteOf(Date.now());
-let flushes = 0;
 const MAX_PENDING = 2_000;
 registerAccounted("metrics.pending-points", { bytes: () => pending.size * 128, entries: () => pending.size, budget: () => MAX_PENDING * 128 });
 
@@ -87,8 +86,6 @@ export async function flushPoints(db: D1Database, now = Date.now()): Promise<voi
       )
       .bind(JSON.stringify(points))
       .run();
-    // Pruning rides along now and then instead of needing its own schedule.
-    if (++flushes % 30 === 0) await prunePoints(db, now);
   } catch (err) {
     if (pending.size < MAX_PENDING) for (const [m, n, v] of points) addPoint(n, v, m * 60_000);
     console.error(JSON.stringify({ level: "error", message: "metric points not written; kept for the next flush", error: String(err) }));
