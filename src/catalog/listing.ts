@@ -319,8 +319,12 @@ export function hasFilters(p: ListingParams): boolean {
   return !!(p.q || p.category || p.brand?.length || p.in_stock || p.min_price !== undefined || p.max_price !== undefined);
 }
 
-/** `sampled`: the facets were counted over a full sample where they are otherwise exact (a clean-up is pending). */
-type PartitionResult = { rows: ItemRow[]; facetRows?: FacetRow[]; categoryRows?: CategoryRow[]; dir: "ASC" | "DESC"; sampled?: boolean };
+/**
+ * `sampled`: the facets were counted over a full sample where they are otherwise exact (a clean-up is pending).
+ * `frontier`: the last row read when the partition stopped reading on (CLEANUP_PAGE_ROWS) before it had a page of
+ * its own rows: it offered every own row up to there, none after.
+ */
+type PartitionResult = { rows: ItemRow[]; facetRows?: FacetRow[]; categoryRows?: CategoryRow[]; dir: "ASC" | "DESC"; sampled?: boolean; frontier?: ItemRow };
 
 /** One partition's page (plus, when asked, total and facet rows) in a single D1 round trip (one batch). */
 async function queryPartition(
@@ -391,16 +395,21 @@ async function queryPartition(
 
   // A growth's clean-up is pending here: rows of products another partition now owns (older copies) are left out.
   const mine = (id: string) => owns(ownership.n, partition, id);
-  // The page: a keyset read on past the rows left out, until limit + 1 rows of its own or the end of the range, each
-  // read twice the last (at most CLEANUP_READ_ROWS). Rows read are bounded by what the range holds up to the page's
-  // end: limit + 1 own rows, the unowned ones between them (about as many, by the hash, at 1 → 2), and one read's
-  // overshoot; so a page is never short and the merge never passes an own row this partition did not offer.
+  // The page: a keyset read on past the rows left out, until limit + 1 rows of its own, the end of the range, or
+  // CLEANUP_PAGE_ROWS rows read in all (each read on twice the last). Past that budget the partition stops at
+  // the last row it read (`frontier`): the merged page ends there, possibly short, and its cursor resumes after it.
   let raw = out.rows;
   let take = p.limit + 1;
+  let budget = CLEANUP_PAGE_ROWS - take;
   out.rows = raw.filter((r) => mine(r.id));
   while (raw.length === take && out.rows.length <= p.limit) {
     const last = raw.at(-1)!;
-    take = Math.min(take * 2, CLEANUP_READ_ROWS);
+    if (budget <= 0) {
+      out.frontier = last;
+      break;
+    }
+    take = Math.min(Math.max(take * 2, 32), budget);
+    budget -= take;
     [raw] = await origin.batch<[ItemRow[]]>([items([Number(last.sort_key), last.id], take)]);
     out.rows.push(...raw.filter((r) => mine(r.id)));
   }
@@ -417,10 +426,11 @@ async function queryPartition(
 }
 
 /**
- * Rows one read on of a partition's page may ask for while a clean-up is pending (per index range of a browse page):
- * past it reads stay this size, so a statement stays short however many moved rows a range holds.
+ * Rows a partition's page may ask for in all while a clean-up is pending (per index range of a browse page): a
+ * stretch of moved rows longer than this costs the pages that meet it one request each per CLEANUP_PAGE_ROWS rows
+ * (short pages with a cursor), never a read of the whole stretch.
  */
-const CLEANUP_READ_ROWS = 800;
+const CLEANUP_PAGE_ROWS = 800;
 
 type SampleRow = { id: string; brand: string; category_id: string; attributes: string | null; price: number | null };
 
@@ -527,7 +537,12 @@ export async function runListing(
     p.category && opts.resolved ? readSubtree().then((s) => s.root) : undefined,
   ]);
   if (opts.resolved) opts.resolved.categoryId = root;
-  const rows = parts.length === 1 ? parts[0]!.rows : mergePages(parts.map((r) => r.rows), rowOrder(parts[0]!.dir), p.limit + 1);
+  const order = rowOrder(parts[0]!.dir);
+  let rows = parts.length === 1 ? parts[0]!.rows : mergePages(parts.map((r) => r.rows), order, p.limit + 1);
+  // A partition that stopped reading on at its frontier may hold own rows past it: the page ends at the earliest
+  // frontier (short, maybe empty) and the cursor resumes there, so no row is skipped or given twice.
+  const cut = parts.reduce<ItemRow | undefined>((c, part) => (part.frontier && (!c || order(part.frontier, c) < 0) ? part.frontier : c), undefined);
+  if (cut) rows = rows.filter((r) => order(r, cut) <= 0);
   const facetRows = parts[0]!.facetRows && (parts.length === 1 ? parts[0]!.facetRows : sumFacetRows(parts.map((r) => r.facetRows ?? [])));
   const categoryRows = parts[0]!.categoryRows;
   const filtered = hasFilters(p);
@@ -551,7 +566,8 @@ export async function runListing(
     };
   });
   const last = page[page.length - 1];
-  const out: ListingPage = { items, next_cursor: more && last ? encodeCursor(p, [Number(last.sort_key), last.id]) : null };
+  const resume = more ? last : cut;
+  const out: ListingPage = { items, next_cursor: resume ? encodeCursor(p, [Number(resume.sort_key), resume.id]) : null };
   if (facetRows && categoryRows) {
     const facets = shapeFacets(facetRows, categoryRows, p.currency);
     if (opts.total) {
