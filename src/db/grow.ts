@@ -26,7 +26,9 @@
  * mark: readers clamp an inherited position to the mark (`CHANGE_SEQ_SPLIT_KEY`).
  *
  * Every step is idempotent: a chunk copied twice replaces the same rows, so a crashed run resumes from its cursor.
- * FTS rows and facet counts follow by the tables' own triggers, in `to` on insert and in `from` on delete.
+ * FTS rows and facet counts follow by the tables' own triggers, in `to` on insert and in `from` on delete. Between the
+ * flip and the last deletion `from` also holds the moved rows' facet counts (`grow_moved_facets`, written by the
+ * replay, lowered with each deletion) for readers to subtract: no-filter facets stay exact through the clean-up.
  */
 import type { D1Database, D1PreparedStatement } from "@cloudflare/workers-types";
 import { partitionIndex } from "./buckets";
