@@ -65,8 +65,11 @@ export async function claimImportSkus(env: ClaimEnv, importId: string, rows: { l
   const pairs = JSON.stringify(rows.flatMap((r) => r.skus.map((sku) => [r.line, sku, r.id])));
   const [, others] = await db.batch([
     db.prepare(
+      // A SKU another import claimed for the same product: both rely on that claim now, so it becomes no import's
+      // (import_id NULL): neither one's rejection or abort may release it (an unused one ends by the orphan takeover).
       `INSERT INTO sku_owners (sku, product_id, claimed_at, import_id)
-       SELECT json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2, ?3 FROM json_each(?1) WHERE 1 ON CONFLICT (sku) DO NOTHING`,
+       SELECT json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2, ?3 FROM json_each(?1) WHERE 1
+       ON CONFLICT (sku) DO UPDATE SET import_id = NULL WHERE sku_owners.product_id = excluded.product_id AND sku_owners.import_id <> excluded.import_id`,
     ).bind(pairs, now, importId),
     db.prepare(
       `SELECT json_extract(x.value, '$[0]') AS line, o.sku, o.product_id FROM json_each(?1) x

@@ -20,7 +20,7 @@ import { now as clockNow } from "../lib/clock";
 import { CHUNK_LINES, chunkLines, PartTooLarge, receivePart, type AcceptedLine, type ChunkEnv, type ImportFormat, type Rejection } from "./receive";
 import { stageChunk } from "./stage";
 import { releaseImportProductClaims } from "../catalog/sku-claims";
-import { checkSwitchSize, slugClashes, finalizeImport, ImportTooManyUpdates, MAX_REPORTED_ERRORS, MAX_UPDATE_CHUNKS, mergedLinesSql, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
+import { checkSwitchSize, slugClashes, finalizeImport, rollImportForward, rollingImports, ImportTooManyUpdates, MAX_REPORTED_ERRORS, MAX_UPDATE_CHUNKS, mergedLinesSql, pruneImport, switchImport, type Budget, type Outbox } from "./publish";
 
 export type { ImportFormat, Rejection };
 export { CHUNK_LINES as PUBLISH_CHUNK_LINES };
@@ -291,6 +291,16 @@ async function continueImport(env: ImportEnv, importId: string, budget: Budget, 
   const status = await importStatus(env, importId);
   if (status === "completed") return true;
   if (status === "publishing") {
+    // Imports switched earlier and still rolling forward go first: the switch waits for them (publish.ts, NONE_ROLLING),
+    // so every partition applies imports in switch order. One that cannot be rolled forward now leaves this import
+    // publishing (202): the next commit call or the cron tries again.
+    for (const earlier of await rollingImports(env, importId)) {
+      const rolled = await rollImportForward(env, earlier, clockNow(), budget, outbox).catch((err) => {
+        console.warn(JSON.stringify({ level: "warn", message: "an earlier import's roll-forward failed; this import waits for it", import_id: importId, earlier, error: String(err) }));
+        return false;
+      });
+      if (!rolled) return false;
+    }
     try {
       // Before every attempt at the switch (a commit that crashed after claiming the import, or the cron, retries it).
       await rejectSlugClashes(env, importId, budget);
@@ -298,7 +308,8 @@ async function continueImport(env: ImportEnv, importId: string, budget: Budget, 
       const outcome = await switchImport(env, importId, clockNow(), budget, outbox);
       // Deferred (out of budget): nothing is published yet, so nothing may be finalized; the next call switches.
       if (outcome === "deferred") return false;
-      // Lost: another invocation moved the status first, which may have been an abort: finalize only what was switched.
+      // Lost: another invocation moved the status first, which may have been an abort (finalize only what was switched),
+      // or another import started rolling forward in between (still publishing: the next attempt rolls it forward first).
       if (outcome === "lost") {
         const now = await importStatus(env, importId);
         if (now === "completed") return true;

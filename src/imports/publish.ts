@@ -263,12 +263,17 @@ async function reportTakenSlugs(env: PartitionEnv, importId: string, batch: Upda
  * "deferred" when the budget cannot hold the batch; throws when the batch failed, which leaves the import
  * unpublished (the caller aborts it).
  */
+/** No other import is rolling forward: checked inside the switch's transaction, so two racing switches cannot both pass. */
+const NONE_ROLLING = "NOT EXISTS (SELECT 1 FROM import_visibility WHERE rolling = 1 AND import_id <> ?1)";
+
 export async function switchImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<"switched" | "lost" | "deferred"> {
   const db = env.DB;
   const updates = await updateBatch(db, importId, now, chunkLines(env));
   const rolling = await changesElsewhere(env, importId);
   const statements: D1PreparedStatement[] = [
-    db.prepare("UPDATE imports SET status = 'finalizing', published_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'publishing'").bind(importId, now),
+    // Not while another import is still rolling forward (rollingImports): the guard then fails the batch as if the
+    // compare-and-set had lost, and the import stays publishing until that one is rolled forward.
+    db.prepare(`UPDATE imports SET status = 'finalizing', published_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'publishing' AND ${NONE_ROLLING}`).bind(importId, now),
     occGuard(db),
     ...updates.statements,
     db.prepare("INSERT INTO import_visibility (import_id, published_at, rolling) VALUES (?1, ?2, ?3)").bind(importId, now, rolling ? 1 : 0),
@@ -319,7 +324,11 @@ async function rollForward(env: PartitionEnv, db: D1Database, importId: string, 
  * After the switch: rolls every partition forward, finalizes chunk by chunk while the budget lasts, and completes
  * the import when nothing is left. Returns true once the import is completed.
  */
-export async function finalizeImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
+/**
+ * Rolls every partition forward for a switched import and then clears its `rolling` flag. False when the budget ran
+ * out first; throws when a roll-forward failed (the flag stays set: readers wait, the cron retries).
+ */
+export async function rollImportForward(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
   const dbs = allCatalogDbs(env);
   const visible = await Promise.all(dbs.map((db) => db.prepare("SELECT rolling FROM import_visibility WHERE import_id = ?").bind(importId).first<{ rolling: number }>()));
   budget.left -= dbs.length;
@@ -327,13 +336,30 @@ export async function finalizeImport(env: PartitionEnv, importId: string, now: n
     if (visible[p]) continue;
     if (!(await rollForward(env, dbs[p]!, importId, now, budget, outbox))) return false;
   }
+  // Every partition's roll-forward has committed (its visibility row is in the same batch as its changes): readers
+  // may read again, and see all of the import's changes (published-view.ts). Also after a crash-resumed roll-forward.
+  if (visible[0]?.rolling === 1) {
+    await env.DB.prepare("UPDATE import_visibility SET rolling = 0 WHERE import_id = ? AND rolling = 1").bind(importId).run();
+    budget.left -= 1;
+  }
+  return true;
+}
+
+/**
+ * The imports still rolling forward, other than `importId`, in switch order. A switch waits for them (ROLLING_GUARD):
+ * two imports' roll-forwards applied out of order in a partition would leave the earlier import's values there over
+ * the later one's, for good.
+ */
+export async function rollingImports(env: PartitionEnv, importId: string): Promise<string[]> {
+  if (allCatalogDbs(env).length === 1) return [];
+  const { results } = await env.DB.prepare("SELECT import_id FROM import_visibility WHERE rolling = 1 AND import_id <> ? ORDER BY published_at, import_id").bind(importId).all<{ import_id: string }>();
+  return results.map((r) => r.import_id);
+}
+
+export async function finalizeImport(env: PartitionEnv, importId: string, now: number, budget: Budget, outbox: Outbox): Promise<boolean> {
+  const dbs = allCatalogDbs(env);
+  if (!(await rollImportForward(env, importId, now, budget, outbox))) return false;
   if (dbs.length > 1) {
-    // Every partition's roll-forward has committed (its visibility row is in the same batch as its changes): readers
-    // may read again, and see all of the import's changes (published-view.ts). Also after a crash-resumed roll-forward.
-    if (visible[0]?.rolling === 1) {
-      await env.DB.prepare("UPDATE import_visibility SET rolling = 0 WHERE import_id = ? AND rolling = 1").bind(importId).run();
-      budget.left -= 1;
-    }
     // A request that read the published list before the switch may still be reading: a cleared row would show it
     // part of the import (published-view.ts). Its rows stay pending, visible through the list, until it is done.
     const row = await env.DB.prepare("SELECT published_at FROM imports WHERE id = ?").bind(importId).first<{ published_at: number | null }>();

@@ -132,7 +132,11 @@ function viewD1<T extends D1Database | D1DatabaseSession>(db: T, published: Look
           target.batch(await Promise.all(statements.map((s) => (s instanceof ViewStatement ? s.real() : s))));
       }
       if (prop === "withSession" && "withSession" in target) {
-        return (constraint?: string) => viewD1((target as D1Database).withSession(constraint), published);
+        // The primary, whatever the caller asked (a replica, a bookmark): the seqlock reads the directory's primary,
+        // and its argument needs every data read at least as new as that list. A replica of one partition could still
+        // be before an import's switch while another's is past its roll-forward. Read replication is given up for
+        // catalog origin reads at N > 1 (the edge and KV tiers serve most reads).
+        return (_constraint?: string) => viewD1((target as D1Database).withSession("first-primary"), published);
       }
       const value = Reflect.get(target, prop, target);
       return typeof value === "function" ? value.bind(target) : value;

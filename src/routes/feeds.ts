@@ -200,9 +200,19 @@ async function streamedFeed(c: Context<AppEnv>, format: StreamedFormat, q: Strea
   if (etagMatches(c.req.header("if-none-match"), etag)) return new Response(null, { status: 304, headers });
   headers.set("content-type", STREAMED_TYPES[format]);
   let cursor = first.next_cursor;
+  // The 200 and the first page are sent: a later page must not cut the file short. If an import keeps the catalog
+  // rolling past the wait, that page and the rest are read as they are (best effort), never failed.
+  let waitForImports = true;
   const source = {
     async next() {
-      const page = await consistentRead(c.env, () => selectPage(allCatalogDbs(c.env), { ...request, cursor: cursor ?? undefined }));
+      const read = () => selectPage(allCatalogDbs(c.env), { ...request, cursor: cursor ?? undefined });
+      const page = waitForImports
+        ? await consistentRead(c.env, read).catch((err: unknown) => {
+            if (!(err instanceof ApiError) || err.status !== 503) throw err;
+            waitForImports = false;
+            return read();
+          })
+        : await read();
       cursor = page.next_cursor;
       return { docs: page.live.map((l) => filterVariants(l.doc, affiliate.scope)), hasMore: page.has_more };
     },

@@ -747,6 +747,118 @@ describe("an import's changes to existing products over two partitions appear at
     expect((await json("PUT", `/admin/products/${c}`, { ...doc, variants: [{ sku: added, prices: { USD: 900 } }] }, admin())).status).toBe(201);
   });
 
+  it("an import committed while an earlier one is still rolling forward waits for it: partition 1 applies them in switch order, never the earlier over the later", async () => {
+    const p = uid("order");
+    const brand = `Order ${p}`;
+    const [x0, x1] = [idIn(0, p), idIn(1, p)];
+    for (const id of [x0, x1]) {
+      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
+      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
+    }
+    const a = await staged([x0, x1].map((id) => line(id, brand, "A", 1500)));
+    const b = await staged([x0, x1].map((id) => line(id, brand, "B", 2000)));
+    // A's roll-forward of partition 1 fails (a crash or a spent budget stands for it), only A's.
+    const trigger = `ord_${p.replace(/\W/g, "_")}`;
+    await env.CATALOG_1!.prepare(`CREATE TRIGGER ${trigger} BEFORE INSERT ON import_visibility WHEN NEW.import_id = '${a}' BEGIN SELECT RAISE(ABORT, 'planted fault'); END`).run();
+    try {
+      expect((await commit(a)).status).toBe(202);
+      expect(await rollingOf(a)).toBe(1);
+      // B tries A's roll-forward first, which fails again: B is not switched (nothing of it applied anywhere).
+      const blocked = await commit(b);
+      expect(blocked.status).toBe(202);
+      expect((await blocked.json<{ status: string }>()).status).toBe("publishing");
+      expect(await env.DB.prepare("SELECT title FROM products WHERE id = ?").bind(x0).first()).toEqual({ title: `A ${x0}` });
+    } finally {
+      await env.CATALOG_1!.prepare(`DROP TRIGGER ${trigger}`).run();
+    }
+    // The next call rolls A forward, then switches and rolls B.
+    expect((await commit(b)).status).toBe(202);
+    expect([await rollingOf(a), await rollingOf(b)]).toEqual([0, 0]);
+    await importsTick(env, Date.now(), { left: 950 });
+    const res = await call(`/v1/products?brand=${encodeURIComponent(brand)}&limit=10`);
+    expect(res.status).toBe(200);
+    const titles = Object.fromEntries((await res.json<Page>()).items.map((i) => [i.id, i.title]));
+    expect(titles).toEqual({ [x0]: `B ${x0}`, [x1]: `B ${x1}` });
+  });
+
+  it("two imports add the same new SKU to one product; the first's line is rejected at its commit: the claim the second relies on stays", async () => {
+    const p = uid("dupsku");
+    const brand = `Dup ${p}`;
+    const [a, b] = [idIn(1, p), idIn(1, p)];
+    for (const id of [a, b]) {
+      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
+      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
+    }
+    const added = `${b}-ADDED`;
+    const slug = `${p}-same`.toLowerCase();
+    const withAdded = (title: string, s: string) => ({ ...JSON.parse(line(b, brand, title, 2000)), slug: s, variants: [{ sku: `${b}-1`, prices: { USD: 2000 } }, { sku: added, prices: { USD: 2500 } }] });
+    // Import I: part 1 gives `slug` to a, part 2 gives it to b too (with the new SKU): b's line is rejected at I's commit.
+    const i = await staged([JSON.stringify({ ...JSON.parse(line(a, brand, "I", 2000)), slug })]);
+    expect((await call(`/admin/imports/${i}/parts/2`, { method: "PUT", headers: admin({ "content-type": "application/x-ndjson" }), body: JSON.stringify(withAdded("I", slug)) + "\n" })).status).toBe(200);
+    // Import J: the same new SKU on b. Its claim finds I's (same product): the claim is now both imports', no one's alone.
+    const j = await staged([JSON.stringify(withAdded("J", b.toLowerCase()))]);
+    expect(await env.DB.prepare("SELECT product_id, import_id FROM sku_owners WHERE sku = ?").bind(added).first()).toEqual({ product_id: b, import_id: null });
+    expect((await commit(i)).status).toBe(202);
+    expect((await commit(j)).status).toBe(202);
+    await importsTick(env, Date.now(), { left: 950 });
+    expect(await env.CATALOG_1!.prepare("SELECT product_id FROM variants WHERE sku = ?").bind(added).first()).toEqual({ product_id: b });
+    expect(await env.DB.prepare("SELECT product_id FROM sku_owners WHERE sku = ?").bind(added).first()).toEqual({ product_id: b });
+    const c = idIn(0, p);
+    const { id: _, ...doc } = JSON.parse(line(c, brand, "Taker", 1000)) as Record<string, unknown>;
+    expect((await json("PUT", `/admin/products/${c}`, { ...doc, variants: [{ sku: added, prices: { USD: 900 } }] }, admin())).status).toBe(409);
+  });
+
+  it("origin reads through the view open every partition session on the primary, where the seqlock reads the directory", async () => {
+    const constraints: string[] = [];
+    const spy = (db: D1Database) =>
+      new Proxy(db, {
+        get(target, prop) {
+          if (prop === "withSession") return (c: string) => (constraints.push(String(c)), target.withSession(c as never));
+          const v = Reflect.get(target, prop, target);
+          return typeof v === "function" ? v.bind(target) : v;
+        },
+      });
+    const view = publishedView({ ...env, DB: spy(env.DB), CATALOG_1: spy(env.CATALOG_1!) } as Env);
+    const brand = `Replica ${uid("r")}`;
+    const res = await readListing({
+      env: view,
+      request: new Request(`https://edgeshelf.test/v1/products?brand=${encodeURIComponent(brand)}`),
+      waitUntil: () => {},
+      path: "/v1/products",
+      params: listingParams({ brand, limit: 10 }, "USD", "en"),
+      facets: false,
+      total: false,
+    });
+    expect(res.status).toBe(200);
+    expect(constraints.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(constraints)).toEqual(new Set(["first-primary"]));
+  });
+
+  it("a streamed Merchant Center feed that an import starts rolling under is finished, not cut off", async () => {
+    const created = await json("POST", "/admin/affiliates", { name: "Streamed", tracking_id: uid("t").toLowerCase().replace(/[^a-z0-9]/g, ""), allowed_origins: ["https://publisher.example"] }, admin());
+    expect(created.status).toBe(201);
+    const { key } = await created.json<{ key: { key: string } }>();
+    const feed = await call("/v1/feeds/products?format=google-xml&limit=40", { headers: { authorization: `Bearer ${key.key}` } });
+    expect(feed.status).toBe(200);
+    const reader = feed.body!.getReader();
+    const first = await reader.read();
+    expect(first.done).toBe(false);
+    // Another import's switch lands (rolling) and its roll-forward is left to the cron.
+    const stuck = crypto.randomUUID();
+    await env.DB.prepare("INSERT INTO import_visibility (import_id, published_at, rolling) VALUES (?, ?, 1)").bind(stuck, Date.now()).run();
+    let body = new TextDecoder().decode(first.value);
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        body += new TextDecoder().decode(value);
+      }
+    } finally {
+      await env.DB.prepare("DELETE FROM import_visibility WHERE import_id = ?").bind(stuck).run();
+    }
+    expect(body.trimEnd().endsWith("</rss>")).toBe(true);
+  });
+
   it("a read whose list predates the switch and whose partition reads follow it is read again: the answer is all new", async () => {
     const p = uid("straddle");
     const brand = `Straddle ${p}`;
