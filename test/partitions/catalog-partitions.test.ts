@@ -580,12 +580,25 @@ describe("an import's changes to existing products over two partitions appear at
   /** Existing products of `brand`, two in each partition, titled "Old …" at 1000. */
   const existingIn = async (brand: string, prefix: string) => {
     const ids = [idIn(0, prefix), idIn(0, prefix), idIn(1, prefix), idIn(1, prefix)];
-    for (const id of ids) {
-      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
-      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
-    }
+    for (const id of ids) expect(await put(id, brand, "Old")).toBe(201);
     return ids;
   };
+  /** An admin write of product `id` as `line` describes it at 1000, with `extra` fields: the answer's status. */
+  const put = async (id: string, brand: string, title: string, extra: Record<string, unknown> = {}) => {
+    const { id: _, ...doc } = JSON.parse(line(id, brand, title, 1000)) as Record<string, unknown>;
+    return (await json("PUT", `/admin/products/${id}`, { ...doc, ...extra }, admin())).status;
+  };
+  /** One listing of `brand` read by the real origin path (readListing) through `view`. */
+  const listBrand = (view: Env, brand: string, limit: number) =>
+    readListing({
+      env: view,
+      request: new Request(`https://edgeshelf.test/v1/products?brand=${encodeURIComponent(brand)}`),
+      waitUntil: () => {},
+      path: "/v1/products",
+      params: listingParams({ brand, limit }, "USD", "en"),
+      facets: false,
+      total: false,
+    });
   /** An open import of `lines`, uploaded, not committed. */
   const staged = async (lines: string[]) => {
     const opened = await json("POST", "/admin/imports", { format: "ndjson" }, admin());
@@ -682,10 +695,7 @@ describe("an import's changes to existing products over two partitions appear at
     const p = uid("slugrace");
     const brand = `Slug race ${p}`;
     const [x0, x1] = [idIn(0, p), idIn(1, p)];
-    for (const id of [x0, x1]) {
-      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
-      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
-    }
+    for (const id of [x0, x1]) expect(await put(id, brand, "Old")).toBe(201);
     const wanted = `${p}-wanted`.toLowerCase();
     const importId = await staged([line(x0, brand, "New", 2000), JSON.stringify({ ...JSON.parse(line(x1, brand, "New", 2000)), slug: wanted })]);
     const trigger = `slug_${p.replace(/\W/g, "_")}`;
@@ -698,8 +708,7 @@ describe("an import's changes to existing products over two partitions appear at
     expect(await rollingOf(importId)).toBe(1);
     // Published, partition 1 not rolled forward: an admin write gives the import's new slug to another product there.
     const y = idIn(1, p);
-    const { id: _, ...doc } = JSON.parse(line(y, brand, "Other", 1000)) as Record<string, unknown>;
-    expect((await json("PUT", `/admin/products/${y}`, { ...doc, slug: wanted }, admin())).status).toBe(201);
+    expect(await put(y, brand, "Other", { slug: wanted })).toBe(201);
 
     await importsTick(env, Date.now(), { left: 950 });
     expect(await rollingOf(importId)).toBe(0);
@@ -726,10 +735,7 @@ describe("an import's changes to existing products over two partitions appear at
     const p = uid("relclaim");
     const brand = `Released ${p}`;
     const [a, b] = [idIn(1, p), idIn(1, p)];
-    for (const id of [a, b]) {
-      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
-      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
-    }
+    for (const id of [a, b]) expect(await put(id, brand, "Old")).toBe(201);
     const slug = `${p}-same`.toLowerCase();
     const added = `${b}-ADDED`;
     const changedB = { ...JSON.parse(line(b, brand, "New", 2000)), slug, variants: [{ sku: `${b}-1`, prices: { USD: 2000 } }, { sku: added, prices: { USD: 2500 } }] };
@@ -743,18 +749,14 @@ describe("an import's changes to existing products over two partitions appear at
     expect((await res.json<{ rejected: { line: number; error: string }[] }>()).rejected).toEqual([{ line: 1_000_001, error: `slug ${slug} is also given to product ${a} on line 1` }]);
     expect(await env.DB.prepare("SELECT product_id FROM sku_owners WHERE sku = ?").bind(added).first()).toBeNull();
     const c = idIn(0, p);
-    const { id: _, ...doc } = JSON.parse(line(c, brand, "Taker", 1000)) as Record<string, unknown>;
-    expect((await json("PUT", `/admin/products/${c}`, { ...doc, variants: [{ sku: added, prices: { USD: 900 } }] }, admin())).status).toBe(201);
+    expect(await put(c, brand, "Taker", { variants: [{ sku: added, prices: { USD: 900 } }] })).toBe(201);
   });
 
   it("an import committed while an earlier one is still rolling forward waits for it: partition 1 applies them in switch order, never the earlier over the later", async () => {
     const p = uid("order");
     const brand = `Order ${p}`;
     const [x0, x1] = [idIn(0, p), idIn(1, p)];
-    for (const id of [x0, x1]) {
-      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
-      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
-    }
+    for (const id of [x0, x1]) expect(await put(id, brand, "Old")).toBe(201);
     const a = await staged([x0, x1].map((id) => line(id, brand, "A", 1500)));
     const b = await staged([x0, x1].map((id) => line(id, brand, "B", 2000)));
     // A's roll-forward of partition 1 fails (a crash or a spent budget stands for it), only A's.
@@ -785,10 +787,7 @@ describe("an import's changes to existing products over two partitions appear at
     const p = uid("dupsku");
     const brand = `Dup ${p}`;
     const [a, b] = [idIn(1, p), idIn(1, p)];
-    for (const id of [a, b]) {
-      const { id: _, ...doc } = JSON.parse(line(id, brand, "Old", 1000)) as Record<string, unknown>;
-      expect((await json("PUT", `/admin/products/${id}`, doc, admin())).status).toBe(201);
-    }
+    for (const id of [a, b]) expect(await put(id, brand, "Old")).toBe(201);
     const added = `${b}-ADDED`;
     const slug = `${p}-same`.toLowerCase();
     const withAdded = (title: string, s: string) => ({ ...JSON.parse(line(b, brand, title, 2000)), slug: s, variants: [{ sku: `${b}-1`, prices: { USD: 2000 } }, { sku: added, prices: { USD: 2500 } }] });
@@ -804,8 +803,7 @@ describe("an import's changes to existing products over two partitions appear at
     expect(await env.CATALOG_1!.prepare("SELECT product_id FROM variants WHERE sku = ?").bind(added).first()).toEqual({ product_id: b });
     expect(await env.DB.prepare("SELECT product_id FROM sku_owners WHERE sku = ?").bind(added).first()).toEqual({ product_id: b });
     const c = idIn(0, p);
-    const { id: _, ...doc } = JSON.parse(line(c, brand, "Taker", 1000)) as Record<string, unknown>;
-    expect((await json("PUT", `/admin/products/${c}`, { ...doc, variants: [{ sku: added, prices: { USD: 900 } }] }, admin())).status).toBe(409);
+    expect(await put(c, brand, "Taker", { variants: [{ sku: added, prices: { USD: 900 } }] })).toBe(409);
   });
 
   it("origin reads through the view open every partition session on the primary, where the seqlock reads the directory", async () => {
@@ -820,15 +818,7 @@ describe("an import's changes to existing products over two partitions appear at
       });
     const view = publishedView({ ...env, DB: spy(env.DB), CATALOG_1: spy(env.CATALOG_1!) } as Env);
     const brand = `Replica ${uid("r")}`;
-    const res = await readListing({
-      env: view,
-      request: new Request(`https://edgeshelf.test/v1/products?brand=${encodeURIComponent(brand)}`),
-      waitUntil: () => {},
-      path: "/v1/products",
-      params: listingParams({ brand, limit: 10 }, "USD", "en"),
-      facets: false,
-      total: false,
-    });
+    const res = await listBrand(view, brand, 10);
     expect(res.status).toBe(200);
     expect(constraints.length).toBeGreaterThanOrEqual(2);
     expect(new Set(constraints)).toEqual(new Set(["first-primary"]));
@@ -894,15 +884,7 @@ describe("an import's changes to existing products over two partitions appear at
       },
     });
     const view = publishedView({ ...env, DB: hooked } as Env);
-    const res = await readListing({
-      env: view,
-      request: new Request(`https://edgeshelf.test/v1/products?brand=${encodeURIComponent(brand)}`),
-      waitUntil: () => {},
-      path: "/v1/products",
-      params: listingParams({ brand, limit: 100 }, "USD", "en"),
-      facets: false,
-      total: false,
-    });
+    const res = await listBrand(view, brand, 100);
     await rolledForward;
     expect(switched).toBe(true);
     expect(res.status).toBe(200);
