@@ -9,6 +9,7 @@ import { TAG_CATEGORIES, categoryCacheKey, categoryTreeCacheKey } from "./cache-
 import { categoriesQuery, categoryCountsQuery } from "./facets";
 import { GROW_CLEANUP_KEY } from "../db/ownership";
 import { originSession, type OriginSession } from "./origin";
+import { consistentRead } from "../imports/published-view";
 import { tieredRead } from "./read-path";
 
 export type CategoryNode = { id: string; slug: string; name: string; parent_id: string | null; depth: number; product_count: number; children: CategoryNode[] };
@@ -60,7 +61,7 @@ export function readCategoryTree(input: Common): Promise<Response> {
     request: input.request,
     cacheKey: categoryTreeCacheKey(input.locale),
     waitUntil: input.waitUntil,
-    origin: async ({ primary }) => (await loadTree(allCatalogDbs(input.env).map((db) => originSession(db, { primary })), input.locale)).roots.map(strip),
+    origin: async ({ primary }) => (await consistentRead(input.env, () => loadTree(allCatalogDbs(input.env).map((db) => originSession(db, { primary })), input.locale))).roots.map(strip),
     notFound: () => ApiError.notFound("No categories."),
     render: async (roots) => {
       const body = JSON.stringify({ items: roots });
@@ -76,7 +77,7 @@ export function readCategory(input: Common & { slug: string }): Promise<Response
     cacheKey: categoryCacheKey(input.slug, input.locale),
     waitUntil: input.waitUntil,
     origin: async ({ primary }) => {
-      const { byId } = await loadTree(allCatalogDbs(input.env).map((db) => originSession(db, { primary })), input.locale);
+      const { byId } = await consistentRead(input.env, () => loadTree(allCatalogDbs(input.env).map((db) => originSession(db, { primary })), input.locale));
       const node = [...byId.values()].find((n) => n.slug === input.slug || n.id === input.slug);
       if (!node) return null;
       const breadcrumbs = node.path

@@ -677,6 +677,8 @@ describe("an import's changes to existing products over two partitions appear at
       expect(affiliate.status, await affiliate.clone().text()).toBe(201);
       const feedKey = (await affiliate.json<{ key: { key: string } }>()).key.key;
       expect((await call("/v1/feeds/products?format=json&limit=5", { headers: { authorization: `Bearer ${feedKey}` } })).status).toBe(503);
+      // Category counts come from both partitions' facet counts, which the roll-forward changes too (no cached copy: 503).
+      expect((await call(`/v1/categories/${products[0]!.categoryId}`)).status).toBe(503);
     } finally {
       committing = false;
       await racing;
