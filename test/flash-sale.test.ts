@@ -1,6 +1,7 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { HotStatus } from "../src/stock/hot";
+import { clearSoldOut, markSoldOut, soldOutSkus } from "../src/stock/flash-gate";
 import { hotSubShardName, shardNameForSku } from "../src/stock/routing";
 import { AFFILIATE_TEST_KEY, addStorefrontKey, seedApiKeys } from "./helpers/api-keys";
 import { admin, call, expectProblem, json, storefront, uid } from "./helpers/http";
@@ -186,6 +187,19 @@ describe("the sold-out marker seen from another isolate", () => {
     expect(fromEdge.headers.get("x-sold-out")).toBe("edge");
     await expectProblem(fromEdge, 409);
     await caches.default.delete(`https://sold-out.edgeshelf.internal/${encodeURIComponent(sku!)}`);
+  });
+
+  it("a release's clear is not undone by a marker look-up that was already waiting on the cache when it ran", async () => {
+    const [sku] = await makeSkus([5]);
+    await markSoldOut([sku!]);
+    // This isolate's last look has lapsed; the colo marker (5 s) is still there, so the next look-up asks the cache.
+    await new Promise((r) => setTimeout(r, 300));
+    const inflight = soldOutSkus([{ sku: sku!, quantity: 1 }]);
+    await clearSoldOut([sku!]);
+    await inflight;
+    const res = await reserve([{ sku: sku!, quantity: 1 }]);
+    expect(res.headers.get("x-sold-out")).toBeNull();
+    expect(res.status).toBe(201);
   });
 });
 

@@ -38,11 +38,20 @@ function colo(): Cache | undefined {
 const MARKER_MEMO_MS = 250;
 const seen = new BoundedMap<{ until: number; soldOut: boolean }>("flash-gate.sold-out-seen", { maxBytes: 256 * 1024, maxKeyLength: 128, sizeOf: () => 24 });
 
+/**
+ * Bumped by this isolate's every mark and clear. A look-up that was waiting on the Cache API while one ran read a
+ * marker from before it (a release's clear would otherwise be undone by a look-up that started just before it and
+ * stored "sold out" for another MARKER_MEMO_MS): it defers to what the mark or clear left in the memo.
+ */
+let changes = 0;
+
 async function lookUp(cache: Cache, sku: string, wall: number): Promise<boolean> {
   const memo = seen.get(sku);
   if (memo && memo.until > wall) return memo.soldOut;
+  const before = changes;
   const res = await withTimeout(cache.match(markerUrl(sku)), MARKER_TIMEOUT_MS, "sold-out marker").catch(() => undefined);
   await res?.body?.cancel();
+  if (changes !== before) return seen.get(sku)?.soldOut ?? false;
   seen.set(sku, { until: wall + MARKER_MEMO_MS, soldOut: !!res });
   return !!res;
 }
@@ -61,6 +70,7 @@ export async function markSoldOut(skus: string[]): Promise<void> {
   const cache = colo();
   if (!cache || !skus.length) return;
   const until = Date.now() + MARKER_MEMO_MS;
+  changes++;
   for (const sku of skus) seen.set(sku, { until, soldOut: true });
   await Promise.all(
     skus.map((sku) =>
@@ -77,6 +87,7 @@ export async function markSoldOut(skus: string[]): Promise<void> {
 export async function clearSoldOut(skus: string[]): Promise<void> {
   const cache = colo();
   if (!cache) return;
+  changes++;
   for (const sku of skus) seen.delete(sku);
   await Promise.all(skus.map((sku) => cache.delete(markerUrl(sku)).catch(() => false)));
 }
