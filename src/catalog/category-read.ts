@@ -56,12 +56,17 @@ async function sha1(text: string): Promise<string> {
   return [...new Uint8Array(digest).slice(0, 12)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** The tree over every partition, as one state of the catalog: an import being rolled forward is waited out. */
+function readTree(env: Env, primary: boolean, locale: string) {
+  return consistentRead(env, () => loadTree(allCatalogDbs(env).map((db) => originSession(db, { primary })), locale));
+}
+
 export function readCategoryTree(input: Common): Promise<Response> {
   return tieredRead<CategoryNode[]>({
     request: input.request,
     cacheKey: categoryTreeCacheKey(input.locale),
     waitUntil: input.waitUntil,
-    origin: async ({ primary }) => (await consistentRead(input.env, () => loadTree(allCatalogDbs(input.env).map((db) => originSession(db, { primary })), input.locale))).roots.map(strip),
+    origin: async ({ primary }) => (await readTree(input.env, primary, input.locale)).roots.map(strip),
     notFound: () => ApiError.notFound("No categories."),
     render: async (roots) => {
       const body = JSON.stringify({ items: roots });
@@ -77,7 +82,7 @@ export function readCategory(input: Common & { slug: string }): Promise<Response
     cacheKey: categoryCacheKey(input.slug, input.locale),
     waitUntil: input.waitUntil,
     origin: async ({ primary }) => {
-      const { byId } = await consistentRead(input.env, () => loadTree(allCatalogDbs(input.env).map((db) => originSession(db, { primary })), input.locale));
+      const { byId } = await readTree(input.env, primary, input.locale);
       const node = [...byId.values()].find((n) => n.slug === input.slug || n.id === input.slug);
       if (!node) return null;
       const breadcrumbs = node.path
