@@ -849,8 +849,7 @@ export class StockShard extends DurableObject<Env> {
 
   /** This object's name as a reservation line of `sku` names it (a sub-shard's own; else the SKU's home). */
   private selfFor(sku: string): string {
-    const sub = this.ctx.storage.sql.exec<{ shard: string }>("SELECT shard FROM escrow_sub WHERE sku = ?", sku).toArray()[0];
-    return sub?.shard ?? shardNameForSku(this.env, sku);
+    return this.escrow.subOf(sku)?.shard ?? shardNameForSku(this.env, sku);
   }
 
   // --- benchmark baseline ------------------------------------------------------------------------------------
@@ -1061,7 +1060,7 @@ export class StockShard extends DurableObject<Env> {
 
   /** Sends this sub-shard's current counts of `sku` to its home shard; false when the home did not answer. */
   private async sendReport(body: { sku: string }): Promise<boolean> {
-    const me = this.ctx.storage.sql.exec<{ shard: string; home: string }>("SELECT shard, home FROM escrow_sub WHERE sku = ?", body.sku).toArray()[0];
+    const me = this.escrow.subOf(body.sku);
     if (!me) return true;
     try {
       await this.env.STOCK.getByName(me.home).escrowReport(body.sku, me.shard, this.stock.localRows(body.sku), this.stock.seqOf(body.sku), this.stock.pendingSends(body.sku));

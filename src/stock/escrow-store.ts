@@ -63,6 +63,11 @@ export class EscrowStore {
       .sort((a, b) => b.quantity - a.quantity);
   }
 
+  /** This object's role as a sub-shard of `sku`: its own name and its home's (none when it is not one). */
+  subOf(sku: string): { shard: string; home: string } | undefined {
+    return this.sql.exec<{ shard: string; home: string }>("SELECT shard, home FROM escrow_sub WHERE sku = ?", sku).toArray()[0];
+  }
+
   /** The send recorded under `transferId`, if any (a retried take returns the same units, never more). */
   send(transferId: string): (SendRow & { state: string }) | undefined {
     const r = this.sql.exec<RawSend>("SELECT * FROM escrow_sends WHERE transfer_id = ?", transferId).toArray()[0];

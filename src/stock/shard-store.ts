@@ -433,7 +433,11 @@ export class StockStore {
     const live = this.sql.exec<RawHold>("SELECT * FROM holds WHERE reservation_id = ? AND state = 'held'", reservationId).toArray();
     if (!live.length) return;
     if (verdict.kind === "commit") {
-      const listed = (h: RawHold) => !verdict.items || !selfFor || verdict.items.some((i) => i.sku === h.sku && i.location === h.location && i.shard === selfFor(h.sku));
+      const listed = (h: RawHold) => {
+        if (!verdict.items || !selfFor) return true;
+        const self = selfFor(h.sku);
+        return verdict.items.some((i) => i.sku === h.sku && i.location === h.location && i.shard === self);
+      };
       const mine = live.filter(listed);
       this.commit(reservationId, mine.map((h) => ({ sku: h.sku, quantity: h.quantity, location: h.location })), "system", now);
       // Held under the id, but the header has the line on another shard: a stray of an earlier saga attempt.
