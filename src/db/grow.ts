@@ -235,8 +235,9 @@ export async function refreshAvailability(
     const seen = new Map((toRows!.results as AvailabilityRow[]).map((r) => [key(r), r.seq]));
     const newer = (fromRows!.results as AvailabilityRow[]).filter((r) => (seen.get(key(r)) ?? -1) < r.seq);
     const toSeq = new Map((toSeqs!.results as { id: string; change_seq: number }[]).map((r) => [r.id, r.change_seq]));
+    const withNewer = new Set(newer.map((a) => a.product_id));
     const stale = (fromSeqs!.results as { id: string; change_seq: number }[]).filter(
-      (r) => toSeq.has(r.id) && (r.change_seq > toSeq.get(r.id)! || newer.some((a) => a.product_id === r.id)),
+      (r) => toSeq.has(r.id) && (r.change_seq > toSeq.get(r.id)! || withNewer.has(r.id)),
     );
     const upsert = newer.length
       ? to
