@@ -32,12 +32,16 @@ const payloadSql = (type: PromotionEvent, atSql: string) =>
      'target', json_object('type', p.target_type, 'values', json(p.target_values)),
      'value_type', p.value_type, 'value', json(p.value), 'currencies', json(p.currencies), 'markets', json(p.markets)))`;
 
+/** One event per row of `promotions p` matching `where`, id `msg_<type>_<promotion><idSuffixSql>`, at `atSql`. */
+const insertEventSql = (type: PromotionEvent, idSuffixSql: string, atSql: string, where: string) =>
+  `INSERT OR IGNORE INTO webhook_events (id, type, payload, created_at)
+   SELECT 'msg_${type}_' || p.id || ${idSuffixSql}, '${type}', ${payloadSql(type, atSql)}, ?2
+   FROM promotions p
+   WHERE ${where} AND ${subscribedSql(`'${type}'`)}`;
+
 /** The clock's transitions of rows matching `where`: boundaries in (`fromSql`, ?2] reached after the row's last write. */
 const clockSql = (type: PromotionEvent, column: "starts_at" | "ends_at", fromSql: string, where: string) =>
-  `INSERT OR IGNORE INTO webhook_events (id, type, payload, created_at)
-   SELECT 'msg_${type}_' || p.id || '_' || p.${column}, '${type}', ${payloadSql(type, `p.${column}`)}, ?2
-   FROM promotions p
-   WHERE ${where} AND p.${column} > max(${fromSql}, p.updated_at) AND p.${column} <= ?2 AND ${subscribedSql(`'${type}'`)}`;
+  insertEventSql(type, `'_' || p.${column}`, `p.${column}`, `${where} AND p.${column} > max(${fromSql}, p.updated_at) AND p.${column} <= ?2`);
 
 /** The switcher's part: every live promotion's boundaries in (from, to]. */
 export function promotionBoundaryStatements(db: D1Database, from: number, to: number): D1PreparedStatement[] {
@@ -65,12 +69,6 @@ export function promotionWriteEventStatements(db: D1Database, t: PromotionTransi
   if (wasActive === isActive) return { first, last: [] };
   const type: PromotionEvent = isActive ? "promotion.started" : "promotion.ended";
   // A deleted row keeps its columns: the event describes the promotion that stopped.
-  const last = db
-    .prepare(
-      `INSERT OR IGNORE INTO webhook_events (id, type, payload, created_at)
-       SELECT 'msg_${type}_' || p.id || '_v' || p.version, '${type}', ${payloadSql(type, "?2")}, ?2
-       FROM promotions p WHERE p.id = ?1 AND p.version = ?3 AND ${subscribedSql(`'${type}'`)}`,
-    )
-    .bind(t.id, now, t.version);
+  const last = db.prepare(insertEventSql(type, "'_v' || p.version", "?2", "p.id = ?1 AND p.version = ?3")).bind(t.id, now, t.version);
   return { first, last: [last] };
 }
